@@ -1,0 +1,189 @@
+"""Observations in SQLite (WAL): the cache that makes collection resumable.
+
+A sample is keyed by (model key, probe content hash, decoding key, sample index). The model key
+is a hash of the model's *identity* (the parameters that change behaviour), so renaming a model
+keeps its observations and changing its system prompt does not reuse them. Each probe's samples
+are committed in one transaction as soon as they arrive: an interrupted run loses nothing that
+was stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from profiles.protocol import Sample, TokenLogprob
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS observations (
+    model_key TEXT NOT NULL,
+    probe_hash TEXT NOT NULL,
+    decoding_key TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    probe_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    logprobs TEXT,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_s REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    PRIMARY KEY (model_key, probe_hash, decoding_key, sample_index)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS models (
+    model_key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    text_hash TEXT NOT NULL,
+    embedder TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (text_hash, embedder)
+) WITHOUT ROWID;
+"""
+
+
+def stable_hash(value: object, length: int = 16) -> str:
+    """A hash of a JSON-able value that does not depend on dict order or the process."""
+    blob = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def model_key(identity: Mapping[str, object]) -> str:
+    return stable_hash(dict(identity))
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSample:
+    """One stored observation sample."""
+
+    probe_id: str
+    probe_hash: str
+    index: int
+    sample: Sample
+    latency_s: float
+
+
+class ObservationStore:
+    """Thread-safe access to ``observations.sqlite3`` under a data dir."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> ObservationStore:
+        return cls(data_dir / "observations.sqlite3")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> ObservationStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def remember_model(self, key: str, name: str, identity: Mapping[str, object]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO models VALUES (?,?,?,?) ON CONFLICT(model_key) DO UPDATE SET "
+                "name=excluded.name, updated=excluded.updated",
+                (key, name, json.dumps(dict(identity), sort_keys=True, default=str), time.time()),
+            )
+
+    def present(self, key: str, decoding_key: str) -> set[tuple[str, int]]:
+        """(probe hash, sample index) pairs already stored for a model and decoding."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT probe_hash, sample_index FROM observations "
+                "WHERE model_key=? AND decoding_key=?", (key, decoding_key)).fetchall()
+        return {(h, int(i)) for h, i in rows}
+
+    def put(self, key: str, decoding_key: str, model: str, probe_id: str, probe_hash: str,
+            indexed: Sequence[tuple[int, Sample]], prompt_tokens: int, completion_tokens: int,
+            latency_s: float) -> None:
+        """Store one probe's new samples in one transaction."""
+        now = time.time()
+        rows = [
+            (key, probe_hash, decoding_key, idx, model, probe_id, s.text, s.finish_reason,
+             json.dumps([[t.token, t.logprob] for t in s.first_token_logprobs])
+             if s.first_token_logprobs else None,
+             prompt_tokens, completion_tokens, latency_s, now)
+            for idx, s in indexed
+        ]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def samples(self, key: str, decoding_key: str,
+                probe_hashes: Iterable[str] | None = None) -> list[StoredSample]:
+        """Stored samples of a model, optionally limited to some probe hashes."""
+        query = ("SELECT probe_id, probe_hash, sample_index, text, finish_reason, logprobs, "
+                 "latency_s FROM observations WHERE model_key=? AND decoding_key=?")
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY probe_hash, sample_index",
+                                    (key, decoding_key)).fetchall()
+        wanted = set(probe_hashes) if probe_hashes is not None else None
+        out = []
+        for pid, phash, idx, text, finish, logprobs, latency in rows:
+            if wanted is not None and phash not in wanted:
+                continue
+            lps = tuple(TokenLogprob(t, float(lp)) for t, lp in json.loads(logprobs)) \
+                if logprobs else ()
+            out.append(StoredSample(pid, phash, int(idx), Sample(text, finish, lps),
+                                    float(latency)))
+        return out
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM observations").fetchone()[0])
+
+    def get_embeddings(self, embedder: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Cached vectors by text hash, for the texts that have one."""
+        hashes = [text_hash(t) for t in texts]
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for h, blob in self._db.execute(
+                        f"SELECT text_hash, vector FROM embeddings WHERE embedder=? "
+                        f"AND text_hash IN ({marks})", (embedder, *chunk)):
+                    found[h] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_embeddings(self, embedder: str, texts: Sequence[str], vectors: np.ndarray) -> None:
+        rows = [(text_hash(t), embedder, np.asarray(v, dtype=np.float32).tobytes())
+                for t, v in zip(texts, vectors, strict=True)]
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?)", rows)
+            self._db.execute("COMMIT")

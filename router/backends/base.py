@@ -1,0 +1,102 @@
+"""The backend protocol: how the router reaches a model.
+
+A backend is a :class:`profiles.protocol.ModelClient` (``sample``) plus a streaming variant for
+the service, a status check for ``diffroute models`` and ``/healthz``, and ``aclose``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from profiles.protocol import SampleRequest, SampleResult, Usage
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from router.config import ModelConfig
+
+StatusKind = Literal["ready", "reachable", "weights found", "missing weights", "missing key",
+                     "unreachable", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStatus:
+    """What ``diffroute models`` shows for one model."""
+
+    state: StatusKind
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("ready", "reachable", "weights found")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDelta:
+    """One piece of a streamed completion; the last one carries ``finish_reason``."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class BackendParams(BaseModel):
+    """Base of every backend's parameter model; ``kind`` selects the registered backend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+
+    def identity(self) -> dict[str, Any]:
+        """Parameters that change behaviour (for the observation cache key)."""
+        return self.model_dump(mode="json")
+
+
+@dataclass
+class BackendContext:
+    """Shared resources handed to backend factories: one HTTP session, the data dir."""
+
+    data_dir: Path
+    http: aiohttp.ClientSession | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model reachable by the router."""
+
+    @property
+    def name(self) -> str:
+        """Pool name of the model."""
+        ...
+
+    def identity(self) -> Mapping[str, object]:
+        """Behaviour-relevant parameters (see :class:`profiles.protocol.ModelClient`)."""
+        ...
+
+    async def sample(self, request: SampleRequest) -> SampleResult:
+        """Return ``request.n`` complete samples."""
+        ...
+
+    def stream(self, request: SampleRequest) -> AsyncIterator[StreamDelta]:
+        """Stream one completion (``request.n`` is ignored) as it is generated."""
+        ...
+
+    async def check(self) -> BackendStatus:
+        """Cheap readiness check: no model call if it can be avoided."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the backend holds (loaded weights, threads)."""
+        ...
+
+
+class BackendFactory(Protocol):
+    """Builds a backend from its model's config and the shared context."""
+
+    def __call__(self, model: ModelConfig, context: BackendContext) -> Backend: ...

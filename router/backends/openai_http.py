@@ -1,0 +1,483 @@
+"""The backend for any OpenAI-compatible HTTP endpoint (vLLM, llama.cpp server, Ollama, OpenAI).
+
+A call goes ``sample → _collect (until n samples) → _complete (one POST) → _open (retries,
+status errors) → _translating (aiohttp errors → router.errors)``. Every aiohttp or JSON error is
+translated at this boundary, so callers only ever see the :mod:`router.errors` tree::
+
+    429                              UpstreamRateLimitError(retry_after)
+    other 4xx / 5xx                  UpstreamError(status, body, upstream message)
+    connect/read/total timeout       UpstreamTimeoutError
+    refused, reset, DNS              UpstreamConnectionError
+    bad JSON, truncated, no choices  UpstreamProtocolError
+
+All backends of a process share the one ``aiohttp.ClientSession`` of the
+:class:`~router.backends.base.BackendContext`; a backend built without one creates its own and
+closes it in :meth:`OpenAIBackend.aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from profiles.protocol import Sample, SampleRequest, SampleResult, TokenLogprob, Usage
+from router.backends.base import BackendContext, BackendParams, BackendStatus, StreamDelta
+from router.config import Secret
+from router.errors import (
+    ModelUnavailableError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRateLimitError,
+    UpstreamTimeoutError,
+)
+
+if TYPE_CHECKING:
+    from router.config import ModelConfig
+
+MAX_TOP_LOGPROBS = 20
+"""The most alternatives the OpenAI API returns per token."""
+
+_BACKOFF_S = 0.5
+_BACKOFF_CAP_S = 8.0
+_CHECK_TIMEOUT_S = 10.0
+
+
+class OpenAIParams(BackendParams):
+    """Parameters of ``kind: openai``: where the endpoint is and which upstream model to ask."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str
+    """The API root including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``."""
+    model: str = Field(min_length=1)
+    """The upstream model id sent in each request."""
+    api_key: Secret | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    system_prompt: str | None = None
+    """Prepended to every conversation: defines a variant of the upstream model."""
+    supports_logprobs: bool = True
+    max_retries: int = Field(0, ge=0, le=10)
+    """Retries of transient failures (429, 5xx, timeouts, connection errors)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:8000/v1")
+        return value.rstrip("/")
+
+    def identity(self) -> dict[str, Any]:
+        """Behaviour only: credentials, extra headers and retry policy do not change answers."""
+        return self.model_dump(mode="json", exclude={"api_key", "headers", "max_retries"})
+
+
+# --- the subset of the OpenAI wire format we read; extra fields are ignored -------------------
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _TopLogprob(_Wire):
+    token: str
+    logprob: float
+
+
+class _TokenLogprobs(_Wire):
+    token: str
+    logprob: float
+    top_logprobs: list[_TopLogprob] = Field(default_factory=list)
+
+
+class _Logprobs(_Wire):
+    content: list[_TokenLogprobs] | None = None
+
+
+class _Message(_Wire):
+    content: str | None = None
+
+
+class _Choice(_Wire):
+    message: _Message
+    finish_reason: str | None = None
+    logprobs: _Logprobs | None = None
+
+
+class _Usage(_Wire):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _Completion(_Wire):
+    choices: list[_Choice]
+    usage: _Usage | None = None
+
+
+class _Delta(_Wire):
+    content: str | None = None
+
+
+class _ChunkChoice(_Wire):
+    delta: _Delta = Field(default_factory=_Delta)
+    finish_reason: str | None = None
+
+
+class _Chunk(_Wire):
+    choices: list[_ChunkChoice] = Field(default_factory=list)
+    usage: _Usage | None = None
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or HTTP date)."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def upstream_message(body: str) -> str | None:
+    """The ``error.message`` of an OpenAI error envelope (or a plain ``message``), if any."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error", data)
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    return None
+
+
+def _status_error(model: str, status: int, reason: str, body: str,
+                  headers: Mapping[str, str]) -> UpstreamError:
+    message = upstream_message(body) or f"HTTP {status} {reason}".rstrip()
+    if status == 429:
+        return UpstreamRateLimitError(model, message, status, body, parse_retry_after(headers))
+    return UpstreamError(model, message, status, body)
+
+
+def _first_token_logprobs(choice: _Choice) -> tuple[TokenLogprob, ...]:
+    content = choice.logprobs.content if choice.logprobs else None
+    if not content:
+        return ()
+    first = content[0]
+    # some servers give the chosen token but no alternatives: it is still a usable estimate
+    alternatives = first.top_logprobs or [_TopLogprob(token=first.token, logprob=first.logprob)]
+    return tuple(TokenLogprob(a.token, a.logprob) for a in alternatives)
+
+
+def _to_sample(choice: _Choice) -> Sample:
+    return Sample(
+        text=choice.message.content or "",
+        finish_reason=choice.finish_reason or "stop",
+        first_token_logprobs=_first_token_logprobs(choice),
+    )
+
+
+def _to_usage(usage: _Usage | None) -> Usage:
+    return Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage()
+
+
+def _add_usage(a: Usage, b: Usage) -> Usage:
+    return Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens)
+
+
+@contextmanager
+def _translating(model: str) -> Iterator[None]:
+    """Turn aiohttp, timeout and decoding errors into :mod:`router.errors` (order matters)."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeoutError(model, f"timed out ({type(exc).__name__})") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamProtocolError(model, f"truncated response: {exc}") from exc
+    except (aiohttp.ClientConnectionError, ConnectionError) as exc:
+        raise UpstreamConnectionError(model, f"connection failed: {exc}") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(model, f"request failed: {exc}") from exc
+    except (ValueError, ValidationError) as exc:  # JSON, UTF-8, over-long SSE lines, schema
+        raise UpstreamProtocolError(model, f"malformed response: {exc}") from exc
+
+
+# --- SSE -----------------------------------------------------------------------------------------
+
+
+async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The ``data`` of each server-sent event; multi-line data is joined with newlines."""
+    data: list[str] = []
+    async for raw in content:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        # other fields (event:, id:, retry:) and comments (":") carry nothing we use
+    if data:
+        yield "\n".join(data)
+
+
+def _chunk_error(model: str, payload: dict[str, Any]) -> UpstreamError | None:
+    if "error" not in payload:
+        return None
+    text = json.dumps(payload)
+    return UpstreamError(model, upstream_message(text) or "error event in stream", body=text)
+
+
+# --- the backend -----------------------------------------------------------------------------
+
+
+class OpenAIBackend:
+    """The backend for ``kind: openai``."""
+
+    def __init__(self, name: str, params: OpenAIParams, model: ModelConfig,
+                 http: aiohttp.ClientSession | None = None) -> None:
+        self._name = name
+        self.params = params
+        self._config = model
+        self._http = http
+        self._owns_http = http is None
+        t = model.timeouts
+        self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect,
+                                              sock_read=t.read)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def identity(self) -> Mapping[str, object]:
+        return self.params.identity()
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or (self._owns_http and self._http.closed):
+            self._http = aiohttp.ClientSession()
+            self._owns_http = True
+        return self._http
+
+    def _headers(self) -> dict[str, str]:
+        headers = dict(self.params.headers)
+        key = self.params.api_key
+        if key is not None:
+            value = key.value()
+            if value is None:
+                raise ModelUnavailableError(self._name, f"API key {key.describe()} is not set")
+            headers["Authorization"] = f"Bearer {value}"
+        return headers
+
+    def _messages(self, request: SampleRequest) -> list[dict[str, str]]:
+        messages = [dict(m) for m in request.messages]
+        if self.params.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.params.system_prompt})
+        return messages
+
+    def _body(self, request: SampleRequest, n: int, seed: int | None) -> dict[str, Any]:
+        """The JSON of one chat-completions call; per-model decoding overrides win."""
+        d = self._config.decoding
+        body: dict[str, Any] = {
+            "model": self.params.model,
+            "messages": self._messages(request),
+            "n": n,
+            "temperature": request.temperature if d.temperature is None else d.temperature,
+            "max_tokens": request.max_tokens if d.max_tokens is None else d.max_tokens,
+        }
+        if d.top_p is not None:
+            body["top_p"] = d.top_p
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if seed is not None:
+            body["seed"] = seed
+        if request.top_logprobs > 0 and self.params.supports_logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = min(MAX_TOP_LOGPROBS, request.top_logprobs)
+        return body
+
+    def _seed(self, request: SampleRequest, offset: int) -> int | None:
+        seed = request.seed if self._config.decoding.seed is None else self._config.decoding.seed
+        # a follow-up call for missing samples must not replay the first call's samples
+        return None if seed is None else seed + offset
+
+    # -- one HTTP exchange, with retries ----------------------------------------------------
+
+    def _delay_before_retry(self, error: UpstreamError, attempt: int) -> float | None:
+        """Seconds to wait before retrying ``error``, or ``None`` when it must be raised."""
+        if attempt >= self.params.max_retries or not error.transient:
+            return None
+        wait = getattr(error, "retry_after", None)
+        if wait is None:
+            wait = min(_BACKOFF_CAP_S, _BACKOFF_S * 2**attempt)
+        # a server asking us to wait longer than a whole call may take is not worth waiting for
+        return wait if wait <= self._config.timeouts.total else None
+
+    @asynccontextmanager
+    async def _open(self, method: str, path: str,
+                    body: dict[str, Any] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A successful (2xx) response; failures are typed errors, retried when transient."""
+        url = self.params.base_url + path
+        headers = self._headers()
+        for attempt in range(self.params.max_retries + 1):
+            try:
+                with _translating(self._name):
+                    response = await self._session().request(
+                        method, url, json=body, headers=headers, timeout=self._timeout)
+                    if response.status >= 400:
+                        async with response:
+                            text = await response.text(errors="replace")
+                        raise _status_error(self._name, response.status,
+                                            response.reason or "", text, response.headers)
+            except UpstreamError as error:
+                wait = self._delay_before_retry(error, attempt)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+                continue
+            async with response:
+                with _translating(self._name):
+                    yield response
+            return
+
+    async def _complete(self, body: dict[str, Any]) -> _Completion:
+        async with self._open("POST", "/chat/completions", body) as response:
+            raw = await response.read()
+            completion = _Completion.model_validate_json(raw)
+        if not completion.choices:
+            raise UpstreamProtocolError(self._name, "response has no choices", 200,
+                                        raw.decode("utf-8", "replace"))
+        return completion
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    async def sample(self, request: SampleRequest) -> SampleResult:
+        """``request.n`` samples; asks again when the upstream returns fewer choices than ``n``."""
+        started = time.perf_counter()
+        samples: list[Sample] = []
+        usage = Usage()
+        while len(samples) < request.n:
+            missing = request.n - len(samples)
+            completion = await self._complete(
+                self._body(request, missing, self._seed(request, len(samples))))
+            samples += [_to_sample(c) for c in completion.choices[:missing]]
+            usage = _add_usage(usage, _to_usage(completion.usage))
+        return SampleResult(self._name, tuple(samples), usage, time.perf_counter() - started)
+
+    async def stream(self, request: SampleRequest) -> AsyncIterator[StreamDelta]:
+        """One completion as server-sent deltas; the last delta has the finish reason and usage."""
+        body = self._body(request, 1, self._seed(request, 0))
+        body.pop("logprobs", None)
+        body.pop("top_logprobs", None)
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+        async with self._open("POST", "/chat/completions", body) as response:
+            if response.content_type == "application/json":  # the server ignored "stream"
+                completion = _Completion.model_validate_json(await response.read())
+                async for delta in self._whole(completion):
+                    yield delta
+                return
+            async for delta in self._deltas(response.content):
+                yield delta
+
+    async def _whole(self, completion: _Completion) -> AsyncIterator[StreamDelta]:
+        if not completion.choices:
+            raise UpstreamProtocolError(self._name, "response has no choices", 200)
+        sample = _to_sample(completion.choices[0])
+        if sample.text:
+            yield StreamDelta(sample.text)
+        yield StreamDelta("", sample.finish_reason, _to_usage(completion.usage))
+
+    async def _deltas(self, content: aiohttp.StreamReader) -> AsyncIterator[StreamDelta]:
+        finish: str | None = None
+        usage: Usage | None = None
+        async for data in _sse_events(content):
+            if data.strip() == "[DONE]":
+                break
+            payload = json.loads(data)
+            if not isinstance(payload, dict):
+                raise UpstreamProtocolError(self._name, "stream event is not an object", 200, data)
+            if (error := _chunk_error(self._name, payload)) is not None:
+                raise error
+            chunk = _Chunk.model_validate(payload)
+            usage = _to_usage(chunk.usage) if chunk.usage else usage
+            for choice in chunk.choices[:1]:
+                finish = choice.finish_reason or finish
+                if choice.delta.content:
+                    yield StreamDelta(choice.delta.content)
+        else:
+            if finish is None:  # no [DONE] and no finish reason: the stream was cut
+                raise UpstreamProtocolError(self._name, "stream ended before completion", 200)
+        yield StreamDelta("", finish or "stop", usage)
+
+    async def check(self) -> BackendStatus:
+        """``GET {base_url}/models``: reachable, unreachable, missing key or error; never raises."""
+        key = self.params.api_key
+        if key is not None and key.value() is None:
+            return BackendStatus("missing key", f"{key.describe()} is not set")
+        try:
+            async with asyncio.timeout(min(_CHECK_TIMEOUT_S, self._config.timeouts.total)):
+                async with self._open("GET", "/models") as response:
+                    listed = await response.read()
+        except UpstreamError as exc:
+            state: Literal["unreachable", "error"] = (
+                "error" if exc.upstream_status is not None else "unreachable")
+            return BackendStatus(state, str(exc))
+        except TimeoutError:
+            return BackendStatus("unreachable", "GET /models timed out")
+        return BackendStatus("reachable", self._listing_detail(listed))
+
+    def _listing_detail(self, raw: bytes) -> str:
+        try:
+            ids = {m.get("id") for m in json.loads(raw).get("data", []) if isinstance(m, dict)}
+        except (ValueError, AttributeError, TypeError):
+            return "GET /models answered without a model list"
+        if self.params.model in ids:
+            return f"serves {self.params.model}"
+        return f"'{self.params.model}' not listed by the server"
+
+    async def aclose(self) -> None:
+        """Close the HTTP session if this backend created it; a shared one is the app's."""
+        if self._owns_http and self._http is not None and not self._http.closed:
+            await self._http.close()
+        self._http = None
+
+
+def create(model: ModelConfig, context: BackendContext) -> OpenAIBackend:
+    """The factory registered for ``kind: openai``."""
+    params = model.backend
+    if not isinstance(params, OpenAIParams):
+        raise TypeError(f"model '{model.name}' is not an openai backend")
+    return OpenAIBackend(model.name, params, model, context.http)

@@ -1,0 +1,151 @@
+"""The exceptions diffroute raises, and the HTTP status each maps to.
+
+::
+
+    DiffrouteError
+    ├── ConfigError(problems)                 a settings file or value is invalid      (CLI exit 2)
+    ├── UnknownModelError(model)              no such model in the pool                 404
+    ├── BadRequestError(message, param)       a request is malformed                    400
+    ├── AuthError                             missing or wrong API key                  401
+    ├── NoPairError(primary, role, reason)    the policy found no partner               409
+    ├── ModelUnavailableError(model, reason)  weights missing, key missing, not loaded   503
+    └── UpstreamError(model, status, body)    a backend call failed                     502
+        ├── UpstreamTimeoutError              connect/read/total timeout                504
+        ├── UpstreamRateLimitError(retry_after)  429 from upstream                      502
+        ├── UpstreamConnectionError           refused, reset, DNS                       502
+        └── UpstreamProtocolError             malformed or truncated response           502
+
+Backends translate aiohttp and llama.cpp errors into these where they catch them; one
+middleware of the service maps them to the OpenAI error envelope.
+"""
+
+from __future__ import annotations
+
+
+class DiffrouteError(Exception):
+    """Base of every error diffroute raises on purpose."""
+
+    status: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+    param: str | None = None
+
+
+class ConfigError(DiffrouteError):
+    """Settings are invalid; ``problems`` holds one readable line per problem."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    code = "invalid_config"
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "; ".join(problems))
+
+
+class UnknownModelError(DiffrouteError):
+    status = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+    param = "model"
+
+    def __init__(self, model: str, known: list[str] | None = None) -> None:
+        self.model = model
+        hint = f" (known: {', '.join(known)})" if known else ""
+        super().__init__(f"model '{model}' is not in the pool{hint}")
+
+
+class BadRequestError(DiffrouteError):
+    status = 400
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        self.param = param
+        self.code = code
+        super().__init__(message)
+
+
+class AuthError(DiffrouteError):
+    status = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+    def __init__(self, message: str = "missing or invalid API key") -> None:
+        super().__init__(message)
+
+
+class NoPairError(DiffrouteError):
+    status = 409
+    error_type = "invalid_request_error"
+    code = "no_pair"
+
+    def __init__(self, primary: str, role: str, reason: str) -> None:
+        self.primary = primary
+        self.role = role
+        self.reason = reason
+        super().__init__(f"no {role} partner for '{primary}': {reason}")
+
+
+class ModelUnavailableError(DiffrouteError):
+    status = 503
+    error_type = "server_error"
+    code = "model_unavailable"
+
+    def __init__(self, model: str, reason: str) -> None:
+        self.model = model
+        self.reason = reason
+        super().__init__(f"model '{model}' is unavailable: {reason}")
+
+
+class UpstreamError(DiffrouteError):
+    """A call to a model's backend failed; carries the model, HTTP status and body excerpt."""
+
+    status = 502
+    error_type = "upstream_error"
+    code = "upstream_error"
+
+    def __init__(self, model: str, message: str, status: int | None = None, body: str = "") -> None:
+        self.model = model
+        self.upstream_status = status
+        self.body = body[:2000]
+        shown = f" (status {status})" if status is not None else ""
+        super().__init__(f"upstream model '{model}'{shown}: {message}")
+
+    @property
+    def transient(self) -> bool:
+        """Whether retrying later may succeed."""
+        return self.upstream_status is None or self.upstream_status >= 500
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamRateLimitError(UpstreamError):
+    code = "upstream_rate_limited"
+
+    def __init__(
+        self, model: str, message: str, status: int | None = 429, body: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(model, message, status, body)
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return True
+
+
+class UpstreamConnectionError(UpstreamError):
+    code = "upstream_unreachable"
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_bad_response"
+
+    @property
+    def transient(self) -> bool:
+        return False

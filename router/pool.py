@@ -1,0 +1,126 @@
+"""The pool: the configured models, their backends, concurrency limits and health.
+
+One :class:`Pool` per process owns the shared aiohttp ``ClientSession`` and every backend.
+Calls go through :meth:`Pool.sample` / :meth:`Pool.stream`, which apply the model's decoding
+overrides and its ``max_concurrency`` limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from profiles.protocol import SampleRequest, SampleResult
+from router.backends import Backend, BackendContext, BackendStatus, StreamDelta, create_backend
+from router.config import ModelConfig, Settings
+from router.errors import DiffrouteError, UnknownModelError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatus:
+    """One row of ``diffroute models``."""
+
+    name: str
+    kind: str
+    family: str
+    status: BackendStatus
+
+
+class PoolModel:
+    """A pool member as a :class:`profiles.protocol.ModelClient`: limits and overrides applied."""
+
+    def __init__(self, config: ModelConfig, backend: Backend) -> None:
+        self.config = config
+        self.backend = backend
+        self._limit = asyncio.Semaphore(config.max_concurrency)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def identity(self) -> Mapping[str, object]:
+        return {"backend": dict(self.backend.identity()),
+                "decoding": self.config.decoding.model_dump(exclude_none=True)}
+
+    def _apply(self, request: SampleRequest) -> SampleRequest:
+        d = self.config.decoding
+        changes: dict[str, object] = {}
+        if d.temperature is not None:
+            changes["temperature"] = d.temperature
+        if d.max_tokens is not None:
+            changes["max_tokens"] = min(request.max_tokens, d.max_tokens)
+        if d.seed is not None and request.seed is None:
+            changes["seed"] = d.seed
+        return dataclasses.replace(request, **changes) if changes else request  # type: ignore[arg-type]
+
+    async def sample(self, request: SampleRequest) -> SampleResult:
+        async with self._limit:
+            return await self.backend.sample(self._apply(request))
+
+    async def stream(self, request: SampleRequest) -> AsyncIterator[StreamDelta]:
+        async with self._limit:
+            async for delta in self.backend.stream(self._apply(request)):
+                yield delta
+
+
+class Pool:
+    """The configured models, built from settings."""
+
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
+        self.settings = settings
+        self.context = BackendContext(data_dir=settings.data_dir, http=http)
+        self._models = {m.name: PoolModel(m, create_backend(m, self.context))
+                        for m in settings.models}
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Pool]:
+        """A pool with its shared HTTP session; everything is closed on exit."""
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            pool = cls(settings, http)
+            try:
+                yield pool
+            finally:
+                await pool.aclose()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._models)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def get(self, name: str) -> PoolModel:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise UnknownModelError(name, self.names) from None
+
+    async def sample(self, name: str, request: SampleRequest) -> SampleResult:
+        return await self.get(name).sample(request)
+
+    def stream(self, name: str, request: SampleRequest) -> AsyncIterator[StreamDelta]:
+        return self.get(name).stream(request)
+
+    async def status(self) -> list[ModelStatus]:
+        """Every model's readiness, checked concurrently; a failing check is a status, not an error."""
+
+        async def one(model: PoolModel) -> ModelStatus:
+            try:
+                status = await model.backend.check()
+            except DiffrouteError as exc:
+                status = BackendStatus("error", str(exc))
+            cfg = model.config
+            return ModelStatus(cfg.name, cfg.backend.kind, cfg.family_name, status)
+
+        return list(await asyncio.gather(*(one(m) for m in self._models.values())))
+
+    async def aclose(self) -> None:
+        for model in self._models.values():
+            await model.backend.aclose()

@@ -1,0 +1,110 @@
+"""Collection is cached and resumable: only what is missing reaches the model."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from profiles.collect import Decoding, collect
+from profiles.probe import Probe
+from profiles.store import ObservationStore
+from router.backends.scripted import ScriptedBackend, ScriptedParams
+
+
+def probes(count: int, prefix: str = "q") -> list[Probe]:
+    return [
+        Probe(id=f"{prefix}-{i:03d}", domains=("sim",), type="choice",
+              messages=({"role": "user", "content": f"Question {i}?\nA. x\nB. y"},),  # type: ignore[arg-type]
+              options=("x", "y"), gold="A")
+        for i in range(count)
+    ]
+
+
+def model(name: str = "m", **kw: object) -> ScriptedBackend:
+    return ScriptedBackend(name, ScriptedParams(kind="scripted", options=("A", "B"), **kw))  # type: ignore[arg-type]
+
+
+async def test_rerun_with_everything_cached_makes_no_call(tmp_path: Path) -> None:
+    store = ObservationStore.in_data_dir(tmp_path)
+    m = model()
+    first = await collect([m], probes(20), store, Decoding(samples=5))
+    assert first.stored_samples == 100 and first.calls == 20 and not first.failures
+    assert m.calls == 20
+    second = await collect([m], probes(20), store, Decoding(samples=5))
+    assert m.calls == 20 and second.calls == 0
+    assert second.cached_samples == 100
+    assert store.count() == 100
+
+
+async def test_interrupted_collection_resumes_without_recalling(tmp_path: Path) -> None:
+    store = ObservationStore.in_data_dir(tmp_path)
+    m = model(latency_ms=10)
+    task = asyncio.create_task(collect([m], probes(40), store, Decoding(samples=5),
+                                       concurrency=2))
+    while store.count() < 50:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    stored = store.count()
+    assert 50 <= stored < 200 and stored % 5 == 0  # whole probes only, no partial writes
+    calls_before = m.calls
+    resumed = await collect([m], probes(40), store, Decoding(samples=5))
+    assert resumed.cached_samples == stored
+    assert resumed.calls == (200 - stored) // 5
+    assert m.calls - calls_before == resumed.calls
+    assert store.count() == 200
+
+
+async def test_changed_probe_text_recollects_only_that_probe(tmp_path: Path) -> None:
+    store = ObservationStore.in_data_dir(tmp_path)
+    m = model()
+    base = probes(10)
+    await collect([m], base, store, Decoding(samples=3))
+    changed = list(base)
+    changed[4] = Probe.model_validate({**changed[4].model_dump(), "messages": [
+        {"role": "user", "content": "A different question?\nA. x\nB. y"}]})
+    report = await collect([m], changed, store, Decoding(samples=3))
+    assert report.calls == 1 and report.stored_samples == 3
+    assert report.cached_samples == 27
+
+
+async def test_changed_model_identity_recollects_and_same_identity_shares(tmp_path: Path) -> None:
+    store = ObservationStore.in_data_dir(tmp_path)
+    await collect([model("a")], probes(5), store, Decoding(samples=2))
+    renamed = await collect([model("b")], probes(5), store, Decoding(samples=2))
+    assert renamed.calls == 0  # same behaviour under another name: cached
+    other = await collect([model("a", prior="other")], probes(5), store, Decoding(samples=2))
+    assert other.calls == 5
+
+
+async def test_partial_probe_fills_missing_indices_with_the_same_samples(tmp_path: Path) -> None:
+    whole_store = ObservationStore(tmp_path / "whole.sqlite3")
+    await collect([model()], probes(6), whole_store, Decoding(samples=4))
+    part_store = ObservationStore(tmp_path / "part.sqlite3")
+    await collect([model()], probes(6), part_store, Decoding(samples=2))
+    report = await collect([model()], probes(6), part_store, Decoding(samples=4))
+    assert report.calls == 12  # two missing indices per probe, one call each
+    key = next(iter({s.probe_hash for s in whole_store.samples(*_keys(whole_store))}))
+    assert key
+    whole = [(s.probe_hash, s.index, s.sample.text) for s in whole_store.samples(*_keys(whole_store))]
+    part = [(s.probe_hash, s.index, s.sample.text) for s in part_store.samples(*_keys(part_store))]
+    assert whole == part
+
+
+def _keys(store: ObservationStore) -> tuple[str, str]:
+    from profiles.store import model_key
+
+    return model_key(model().identity()), Decoding().key()
+
+
+async def test_transient_failures_are_retried_and_permanent_ones_reported(tmp_path: Path) -> None:
+    store = ObservationStore.in_data_dir(tmp_path)
+    flaky = model(failure_rate=0.3, seed=3)
+    report = await collect([flaky], probes(20), store, Decoding(samples=2), retries=8,
+                           backoff=0.0)
+    assert report.retries > 0
+    assert not report.failures and store.count() == 40
+    dead = model("dead", failure_rate=1.0, prior="x")
+    report = await collect([dead], probes(3), store, Decoding(samples=2), retries=1, backoff=0.0)
+    assert len(report.failures) == 3 and report.calls == 6
+    assert all("scripted failure" in f[2] for f in report.failures)

@@ -1,0 +1,117 @@
+"""Settings: the example file loads, bad files give one readable line per problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from router.config import SecretRef, load_settings, settings_from_mapping
+from router.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "router" / "data" / "pool.example.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pool.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    return info.value.problems
+
+
+def test_example_config_loads_every_backend_kind() -> None:
+    settings = load_settings(EXAMPLE)
+    kinds = {m.backend.kind for m in settings.models}
+    assert kinds == {"openai", "llamacpp", "scripted"}
+    assert settings.data_dir == EXAMPLE.parent / "diffroute-data"
+    remote = settings.model("gpt-4o-mini")
+    assert remote.timeouts.read == 60
+    assert remote.family_name == "openai"
+
+
+def test_secret_reference_is_resolved_from_env_and_never_shown(monkeypatch: pytest.MonkeyPatch,
+                                                               ) -> None:
+    settings = load_settings(EXAMPLE)
+    key = getattr(settings.model("gpt-4o-mini").backend, "api_key")
+    assert isinstance(key, SecretRef)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
+    assert key.value() == "sk-test-123"
+    assert "sk-test-123" not in repr(key)
+    assert "sk-test-123" not in settings.model_dump_json()
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert key.value() is None
+
+
+def test_yaml_paths_name_each_problem(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, """
+models:
+  - name: ok
+    backend: {kind: scripted}
+  - name: bad name!
+    backend: {kind: scripted, sharpness: 3}
+  - name: remote
+    backend: {kind: openai, model: m}
+    max_concurrency: 0
+    colour: blue
+""")
+    joined = "\n".join(problems)
+    assert any(p.startswith("models[1].name:") for p in problems), joined
+    assert any(p.startswith("models[1].backend.sharpness:") for p in problems), joined
+    assert any(p.startswith("models[2].backend.base_url:") for p in problems), joined
+    assert any(p.startswith("models[2].max_concurrency:") for p in problems), joined
+    assert any(p.startswith("models[2].colour:") and "Extra inputs" in p for p in problems), joined
+    assert len(problems) == 5
+
+
+def test_unknown_backend_kind_lists_known_kinds(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, "models: [{name: a, backend: {kind: carrier-pigeon}}]")
+    assert len(problems) == 1
+    assert problems[0].startswith("models[0].backend:")
+    assert "carrier-pigeon" in problems[0] and "scripted" in problems[0]
+
+
+def test_unknown_top_level_key_and_duplicates(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, "modles: []\n")
+    assert "models: Field required" in problems
+    assert any(p.startswith("modles:") for p in problems)
+    dup = problems_of(tmp_path, """
+models:
+  - {name: a, backend: {kind: scripted}}
+  - {name: a, backend: {kind: scripted}}
+""")
+    assert dup == ["(top level): duplicate model name 'a'"]
+
+
+def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
+    problems = problems_of(tmp_path, "models: [\n  - name: a\n")
+    assert len(problems) == 1 and problems[0].startswith("line ")
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path / "nope.yaml")
+    assert "cannot read config" in info.value.problems[0]
+    assert problems_of(tmp_path, "- just\n- a list\n")[0].startswith("(top level)")
+
+
+def test_env_reference_must_name_a_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping({"models": [{"name": "a", "backend": {"kind": "scripted"}}],
+                               "server": {"admin_key": "env:"}})
+    assert info.value.problems[0].startswith("server.admin_key:")
+
+
+def test_cli_reports_config_problems_in_one_line_each(tmp_path: Path) -> None:
+    path = write(tmp_path, "models: [{name: a, backend: {kind: scripted, seed: x}}, {name: b}]\n")
+    proc = subprocess.run([sys.executable, "-m", "router", "models", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2, proc.stderr
+    assert all(line.startswith("diffroute: error: ") for line in lines)
+    assert "models[0].backend.seed" in proc.stderr and "models[1].backend" in proc.stderr
+    assert "Traceback" not in proc.stderr
