@@ -14,10 +14,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
+    SerializeAsAny,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
@@ -77,7 +79,7 @@ def _to_secret(value: object) -> SecretRef:
 
 Secret = Annotated[
     SecretRef,
-    BeforeValidator(_to_secret),
+    PlainValidator(_to_secret),
     PlainSerializer(lambda s: s.describe(), return_type=str),
 ]
 
@@ -107,7 +109,7 @@ class ModelConfig(_Strict):
     """One pool member."""
 
     name: str = Field(pattern=MODEL_NAME_PATTERN, max_length=128)
-    backend: BackendParams
+    backend: SerializeAsAny[BackendParams]
     family: str | None = None
     cost_per_1k_tokens: float = Field(0.0, ge=0)
     max_concurrency: int = Field(4, ge=1, le=1024)
@@ -173,12 +175,26 @@ def _default_data_dir() -> Path:
 class Settings(_Strict):
     """Everything diffroute is configured with."""
 
-    models: tuple[ModelConfig, ...] = Field(min_length=1)
+    models: tuple[ModelConfig, ...]
     data_dir: Path = Field(default_factory=_default_data_dir)
     server: ServerConfig = ServerConfig()
     embedder: EmbedderConfig = EmbedderConfig()
     extensions: dict[str, Any] = Field(default_factory=dict)
     """Free-form settings for later subsystems (policy, live diffs) until they get a model."""
+    _source_dir: Path | None = PrivateAttr(None)
+
+    @property
+    def source_dir(self) -> Path | None:
+        """Directory of the pool file these settings came from (relative paths resolve there)."""
+        return self._source_dir
+
+    @field_validator("models")
+    @classmethod
+    def _not_empty(cls, models: tuple[ModelConfig, ...]) -> tuple[ModelConfig, ...]:
+        # a field validator, not min_length: it stays silent when an item already failed
+        if not models:
+            raise ValueError("the pool needs at least one model")
+        return models
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -246,4 +262,5 @@ def load_settings(path: str | Path) -> Settings:
     if "data_dir" in data and not settings.data_dir.is_absolute():
         # a relative data dir is relative to the config file, not to the working directory
         settings = settings.model_copy(update={"data_dir": path.parent / settings.data_dir})
+    settings._source_dir = path.parent.resolve()
     return settings

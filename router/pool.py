@@ -17,6 +17,7 @@ import aiohttp
 
 from profiles.protocol import SampleRequest, SampleResult
 from router.backends import Backend, BackendContext, BackendStatus, StreamDelta, create_backend
+from router.backends.llamacpp import CONFIG_DIR_KEY
 from router.config import ModelConfig, Settings
 from router.errors import DiffrouteError, UnknownModelError
 
@@ -74,6 +75,8 @@ class Pool:
     def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
         self.settings = settings
         self.context = BackendContext(data_dir=settings.data_dir, http=http)
+        if settings.source_dir is not None:
+            self.context.extras[CONFIG_DIR_KEY] = settings.source_dir
         self._models = {m.name: PoolModel(m, create_backend(m, self.context))
                         for m in settings.models}
 

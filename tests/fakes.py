@@ -5,7 +5,7 @@ It answers ``/v1/chat/completions`` (plain and ``stream``, ``n``, ``logprobs``/`
 server does, and lets a test script what happens on each call::
 
     async with FakeUpstream(answer="B") as fake:
-        fake.enqueue(Reply.error(429, "slow down", retry_after="2"), Reply())  # then a normal answer
+        fake.enqueue(Reply.error(429, "slow down", retry_after="2"), Reply())  # then a normal one
         backend = ...(base_url=fake.base_url)
         ...
         assert fake.count("/v1/chat/completions") == 2

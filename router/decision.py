@@ -1,0 +1,77 @@
+"""What a pairing decision is, and the interface the service asks decisions from.
+
+The policy (``router.policy``) produces :class:`Decision` values as pure functions; the
+:class:`Decider` protocol is what the HTTP service depends on, so the service never reaches into
+profiles, graphs or indexes itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+Role = Literal["assist", "audit"]
+ROLES: tuple[Role, ...] = ("assist", "audit")
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A measured fact a decision rests on."""
+
+    metric: str
+    """e.g. ``kappa_p``, ``error_consistency``, ``accuracy``."""
+    value: float | None
+    interval: tuple[float, float] | None = None
+    n_probes: int = 0
+    domains: tuple[str, ...] = ()
+    model: str | None = None
+    """The candidate this evidence is about."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """(primary, partner, role) with the score and the reason it was chosen."""
+
+    primary: str
+    partner: str
+    role: Role
+    score: float | None
+    reason: str
+    evidence: tuple[Evidence, ...] = ()
+    domains: Mapping[str, float] = field(default_factory=dict)
+    """Domain weights of the task that drove the decision."""
+    profile_version: str = ""
+    panel: tuple[str, ...] = ()
+    """For panels: all chosen partners (``partner`` is the first)."""
+    effective_votes: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["domains"] = dict(self.domains)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """What the service knows when it needs a partner."""
+
+    role: Role
+    primary: str | None = None
+    """``None`` or ``"auto"``: let the policy pick the primary too."""
+    task: str = ""
+    candidates: Sequence[str] | None = None
+    domain: str | None = None
+    """Force the task's domain instead of inferring it from the text."""
+    panel: int = 1
+
+
+class Decider(Protocol):
+    """Anything that turns a route request into a decision (raises ``NoPairError``)."""
+
+    def decide(self, request: RouteRequest) -> Decision: ...
+
+    @property
+    def version(self) -> str:
+        """The profile/graph version decisions are made from."""
+        ...

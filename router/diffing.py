@@ -1,0 +1,184 @@
+"""Behavioral diffs of pool models: find each model's profile, then hand it to ``profiles``.
+
+A model's profile comes from the data dir's observation store (what ``diffroute profile build``
+collected with the same suite and decoding); when the store holds nothing for it, from the
+profile shipped with the package for the embedded pool (``router/data/profiles/<model>.json.gz``),
+provided it was built for the very same model (same cache key) on the same suite. Records of
+probes that changed since are dropped, so a stale shipped profile never passes for a fresh one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from profiles.collect import Decoding
+from profiles.diff import Diff, compute_diff
+from profiles.embed import Embedder, make_embedder
+from profiles.matrix import PoolMatrix, pool_matrix
+from profiles.profile import Profile, from_store
+from profiles.store import ObservationStore, model_key
+from profiles.suite import Suite, SuiteError, load_suite
+from router.config import EmbedderConfig, Settings
+from router.errors import BadRequestError, ConfigError, DiffrouteError
+from router.pool import Pool
+
+SHIPPED_PROFILES = "data/profiles"
+
+
+class NoProfileError(DiffrouteError):
+    """Neither the store nor the package holds a profile of these models."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    code = "profile_not_found"
+    param = "model"
+
+    def __init__(self, models: Sequence[str]) -> None:
+        self.models = list(models)
+        noun = "model" if len(self.models) == 1 else "models"
+        super().__init__(f"no profile for {noun} {', '.join(self.models)}: run "
+                         f"`diffroute profile build --models {','.join(self.models)}`")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileQuery:
+    """Which observations make a profile: the suite and how they were sampled."""
+
+    suite: str = "default"
+    samples: int = 5
+    temperature: float = 0.7
+
+    @property
+    def decoding(self) -> Decoding:
+        return Decoding(samples=self.samples, temperature=self.temperature)
+
+
+@dataclasses.dataclass(frozen=True)
+class FoundProfile:
+    """A model's profile and whether it is the one shipped with the package."""
+
+    profile: Profile
+    shipped: bool
+
+
+def shipped_profiles_dir() -> Traversable:
+    """Where the package keeps the embedded pool's profiles."""
+    return resources.files("router").joinpath(SHIPPED_PROFILES)
+
+
+def open_suite(name_or_path: str) -> Suite:
+    """Load a suite, turning its problems into a :class:`ConfigError`."""
+    try:
+        return load_suite(name_or_path)
+    except SuiteError as exc:
+        raise ConfigError(list(exc.problems), name_or_path) from None
+
+
+def find_profiles(settings: Settings, names: Sequence[str], suite: Suite, query: ProfileQuery,
+                  shipped: Traversable | Path | None = None) -> dict[str, FoundProfile | None]:
+    """Each model's profile (store first, then shipped), ``None`` where there is none."""
+    for name in names:
+        settings.model(name)  # unknown names fail before the store is opened
+    shipped = shipped if shipped is not None else shipped_profiles_dir()
+    pool = Pool(settings)  # backends are built, not started: only their identities are read
+    found: dict[str, FoundProfile | None] = {}
+    with ObservationStore.in_data_dir(settings.data_dir) as store:
+        for name in names:
+            model = pool.get(name)
+            stored = from_store(model, suite, store, query.decoding)
+            if stored.records:
+                found[name] = FoundProfile(stored, shipped=False)
+                continue
+            packaged = shipped_profile(name, model_key(model.identity()), suite, shipped)
+            found[name] = None if packaged is None else FoundProfile(packaged, shipped=True)
+    return found
+
+
+def shipped_profile(name: str, key: str, suite: Suite,
+                    shipped: Traversable | Path) -> Profile | None:
+    """The shipped profile of ``name`` if it was built for this model (``key``) on ``suite``."""
+    entry = shipped.joinpath(f"{name}.json.gz")
+    if not entry.is_file():
+        return None
+    with resources.as_file(entry) as path:
+        profile = Profile.load(path)
+    if profile.model_key != key or profile.suite != suite.name:
+        return None
+    current = {p.id: p.content_hash() for p in suite.probes}
+    records = {pid: r for pid, r in profile.records.items()
+               if current.get(pid) == r.probe_hash}
+    return dataclasses.replace(profile, records=records) if records else None
+
+
+def diff_models(settings: Settings, a: str, b: str, query: ProfileQuery = ProfileQuery(),
+                domain: str | None = None, shipped: Traversable | Path | None = None) -> Diff:
+    """The behavioral diff of pool models ``a`` and ``b`` (optionally on one domain)."""
+    suite = open_suite(query.suite)
+    check_domain(suite, domain)
+    found = find_profiles(settings, [a, b], suite, query, shipped)
+    missing = [n for n, p in found.items() if p is None]
+    if missing:
+        raise NoProfileError(missing)
+    fa, fb = found[a], found[b]
+    assert fa is not None and fb is not None
+    try:
+        diff = compute_diff(fa.profile, fb.profile, suite, embedder=embedder_for(settings.embedder),
+                            domain=domain)
+    except ValueError as exc:  # too few samples or no shared probes: bad input, not a crash
+        raise BadRequestError(str(exc)) from None
+    diff.notes.extend(_provenance([fa, fb], suite))
+    return diff
+
+
+def pool_similarity(settings: Settings, query: ProfileQuery = ProfileQuery(),
+                    domain: str | None = None, shipped: Traversable | Path | None = None,
+                    ) -> tuple[PoolMatrix, list[str]]:
+    """The pairwise matrix of every pool model that has a profile, and the models left out."""
+    suite = open_suite(query.suite)
+    check_domain(suite, domain)
+    found = find_profiles(settings, [m.name for m in settings.models], suite, query, shipped)
+    profiles = [f.profile for f in found.values() if f is not None]
+    missing = [n for n, p in found.items() if p is None]
+    if len(profiles) < 2:
+        raise NoProfileError(missing)
+    matrix = pool_matrix(profiles, suite)
+    if domain is not None and domain not in matrix.domains:
+        raise BadRequestError(f"domain '{domain}' has no categorical probes to compare "
+                              f"(domains: {', '.join(matrix.domains)})", param="domain")
+    return matrix, missing
+
+
+def check_domain(suite: Suite, domain: str | None) -> None:
+    """Reject a domain the suite does not have, listing the ones it has."""
+    if domain is not None and domain not in suite.domains():
+        raise BadRequestError(f"unknown domain '{domain}' in suite '{suite.name}' "
+                              f"(domains: {', '.join(suite.domains())})", param="domain")
+
+
+def embedder_for(config: EmbedderConfig) -> Embedder:
+    """The configured embedder, used for ``free`` probes."""
+    if config.kind == "hash":
+        return make_embedder("hash", dim=config.dim)
+    if config.kind == "minilm":
+        return make_embedder("minilm")
+    key = config.api_key.value() if config.api_key else None
+    return make_embedder("openai", base_url=config.base_url, model=config.model or "",
+                         api_key=key)
+
+
+def _provenance(found: Sequence[FoundProfile], suite: Suite) -> list[str]:
+    """Say which profiles were shipped, and which predate the current suite."""
+    notes = []
+    for f in found:
+        p = f.profile
+        if f.shipped:
+            notes.append(f"{p.model}: shipped profile ({p.decoding.samples} samples at "
+                         f"temperature {p.decoding.temperature}), no stored observations")
+        if p.suite_version != suite.version:
+            notes.append(f"{p.model}: profile built on suite version {p.suite_version} "
+                         f"(now {suite.version}); changed probes left out")
+    return notes

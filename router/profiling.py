@@ -1,0 +1,102 @@
+"""Profile building for the CLI and the service: pool + suite + store → profiles.
+
+The statistics live in ``profiles``; this module only wires the pool to them and draws the
+progress bar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from profiles.collect import CollectReport, Decoding, collect, plan
+from profiles.profile import Profile, from_store
+from profiles.store import ObservationStore
+from profiles.suite import Suite, load_suite
+from router.config import Settings
+from router.pool import Pool
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8} samples/s"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+async def collect_with_progress(pool: Pool, names: Sequence[str], suite: Suite,
+                                store: ObservationStore, decoding: Decoding,
+                                concurrency: int) -> CollectReport:
+    """Collect what is missing for ``names``, with one progress bar per model."""
+    models = [pool.get(n) for n in names]
+    jobs, _ = plan(models, suite.probes, store, decoding)
+    todo: dict[str, int] = {}
+    for job in jobs:
+        todo[job.model.name] = todo.get(job.model.name, 0) + len(job.indices)
+    with _progress() as bar:
+        tasks: dict[str, TaskID] = {
+            n: bar.add_task(n, total=todo.get(n, 0) or 1, completed=0 if todo.get(n) else 1,
+                            rate="-")
+            for n in names
+        }
+
+        def advance(model: str, done: int) -> None:
+            bar.advance(tasks[model], done)
+            speed = bar.tasks[tasks[model]].speed
+            bar.update(tasks[model], rate=f"{speed:.1f}" if speed else "-")
+
+        return await collect(models, suite.probes, store, decoding, concurrency=concurrency,
+                             on_progress=advance)
+
+
+async def build_profiles(settings: Settings, suite_name: str, names: Sequence[str], samples: int,
+                         temperature: float, concurrency: int,
+                         export_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Collect, then summarise each model's profile (and export it if asked)."""
+    suite = load_suite(suite_name)
+    decoding = Decoding(samples=samples, temperature=temperature)
+    with ObservationStore.in_data_dir(settings.data_dir) as store:
+        async with Pool.open(settings) as pool:
+            report = await collect_with_progress(pool, names, suite, store, decoding, concurrency)
+            summaries = []
+            for name in names:
+                prof = from_store(pool.get(name), suite, store, decoding)
+                if export_dir is not None:
+                    prof.save(export_dir / f"{name}.json.gz")
+                summary = prof.summary(suite)
+                summary["failures"] = [f for f in report.failures if f[0] == name]
+                summaries.append(summary)
+    return summaries
+
+
+def summarize_profiles(settings: Settings, suite_name: str, names: Sequence[str], samples: int,
+                       temperature: float) -> list[dict[str, Any]]:
+    """Summaries of what is stored, calling no model."""
+    suite = load_suite(suite_name)
+    decoding = Decoding(samples=samples, temperature=temperature)
+    with ObservationStore.in_data_dir(settings.data_dir) as store:
+        pool = Pool(settings)
+        return [from_store(pool.get(n), suite, store, decoding).summary(suite) for n in names]
+
+
+def load_profile(path: Path) -> Profile:
+    return Profile.load(path)

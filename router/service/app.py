@@ -1,0 +1,181 @@
+"""The app factory and the server runner.
+
+``create_app(settings)`` builds the whole service from settings and nothing else happens at
+import time. Resources — the pool with its HTTP session, the pairings, the policy, the live-diff
+sink and the paired engine — are opened in the app's ``cleanup_ctx`` and closed when it stops,
+after in-flight requests (and background shadow calls) have finished.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from router.compare import compare
+from router.config import Settings
+from router.decision import Decision, RouteRequest
+from router.errors import ConfigError, NoPairError
+from router.paired import Comparer, InMemoryLiveDiffSink, LiveDiffSink, PairedEngine
+from router.pairings import Pairings, PairingsStore
+from router.pool import Pool
+from router.service import health, openai_routes, openapi, routing_routes
+from router.service.middleware import (
+    add_request_id_header,
+    auth_middleware,
+    context_middleware,
+    error_middleware,
+)
+from router.service.state import (
+    KEYS,
+    SETTINGS,
+    STATE,
+    DeciderFactory,
+    DiffProvider,
+    Keys,
+    RouteModule,
+    ServiceState,
+    SinkFactory,
+)
+
+BUILTIN_ROUTES: tuple[RouteModule, ...] = (
+    openai_routes.add_routes, routing_routes.add_routes, health.add_routes, openapi.add_routes)
+DEFAULT_SHADOW_RATE = 0.1
+"""Fraction of assist calls where the primary answers too (``extensions.service.shadow_rate``)."""
+
+_log = structlog.get_logger("diffroute.service")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    decider_factory: DeciderFactory | None = None,
+    diff_provider: DiffProvider | None = None,
+    sink_factory: SinkFactory | None = None,
+    comparer: Comparer | None = None,
+    ack_records: bool = False,
+    route_modules: Sequence[RouteModule] = (),
+) -> web.Application:
+    """The diffroute HTTP service.
+
+    * ``decider_factory(settings, pool, pairings) -> Decider``: the pairing policy; default
+      ``router.routing.build_decider``. Rebuilt whenever ``PUT /v1/pairings`` succeeds.
+    * ``diff_provider(a, b)``: serves ``GET /v1/profiles/diff`` (404 without one).
+    * ``sink_factory(settings)``: an async context manager yielding the live-diff sink
+      (default: in memory); ``ack_records`` makes paired calls wait for the sink's answer.
+    * ``comparer``: replaces :func:`router.compare.compare` for concurrent audits and shadows.
+    * ``route_modules``: more ``add_routes(app)`` functions (live diffs, stats, metrics); they
+      find the shared state under :data:`router.service.state.STATE`.
+    """
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[context_middleware, error_middleware, auth_middleware],
+    )
+    app[SETTINGS] = settings
+    app[KEYS] = resolve_keys(settings)
+    app.on_response_prepare.append(add_request_id_header)
+    app.cleanup_ctx.append(_resources(
+        decider_factory, diff_provider, sink_factory, comparer, ack_records))
+    for add_routes in (*BUILTIN_ROUTES, *route_modules):
+        add_routes(app)
+    return app
+
+
+def resolve_keys(settings: Settings) -> Keys:
+    """Read the configured keys now, so a missing ``env:`` variable fails at start, not later."""
+    server = settings.server
+    missing = [ref.describe() for ref in (*server.api_keys, server.admin_key)
+               if ref is not None and ref.value() is None]
+    if missing:
+        raise ConfigError([f"server key {m} is not set in the environment" for m in missing])
+    client = tuple(v for ref in server.api_keys if (v := ref.value()) is not None)
+    admin = server.admin_key.value() if server.admin_key is not None else None
+    return Keys(client, admin)
+
+
+def default_decider_factory() -> DeciderFactory:
+    """``router.routing.build_decider`` when the policy module is installed, else no policy."""
+    if importlib.util.find_spec("router.routing") is None:
+        _log.warning("service.no_policy", detail="router.routing is missing; paired calls "
+                     "and /v1/route answer 409 unless a partner is given")
+        return lambda settings, pool, pairings: NoPolicy()
+    from router import routing  # type: ignore[attr-defined, unused-ignore]
+
+    factory: DeciderFactory = routing.build_decider
+    return factory
+
+
+class NoPolicy:
+    """A Decider for a service without a pairing policy: every decision is a 409."""
+
+    version = ""
+
+    def decide(self, request: RouteRequest) -> Decision:
+        raise NoPairError(request.primary or "auto", request.role, "no pairing policy is loaded")
+
+
+@asynccontextmanager
+async def _default_sink(settings: Settings) -> AsyncIterator[LiveDiffSink]:
+    yield InMemoryLiveDiffSink()
+
+
+def _shadow_rate(settings: Settings) -> float:
+    service = settings.extensions.get("service", {})
+    rate = service.get("shadow_rate", DEFAULT_SHADOW_RATE) if isinstance(service, dict) else None
+    if not isinstance(rate, int | float) or not 0 <= rate <= 1:
+        raise ConfigError(["extensions.service.shadow_rate: must be a number in [0, 1]"])
+    return float(rate)
+
+
+def _resources(decider_factory: DeciderFactory | None, diff_provider: DiffProvider | None,
+               sink_factory: SinkFactory | None, comparer: Comparer | None,
+               ack_records: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The ``cleanup_ctx`` entry: open everything at startup, close it all at shutdown."""
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        factory = decider_factory or default_decider_factory()
+        store = PairingsStore(settings.data_dir)
+        pairings = _load_pairings(store)
+        async with Pool.open(settings) as pool, (sink_factory or _default_sink)(settings) as sink:
+            state = ServiceState(
+                settings=settings, pool=pool, pairings_store=store, pairings=pairings,
+                decider_factory=factory, decider=factory(settings, pool, pairings), sink=sink,
+                engine=PairedEngine(pool, lambda: app[STATE].decider, sink,
+                                    default_shadow_rate=_shadow_rate(settings),
+                                    ack_records=ack_records,
+                                    log_prompts=settings.server.log_prompts,
+                                    comparer=comparer or compare),
+                diff_provider=diff_provider)
+            app[STATE] = state
+            _log.info("service.started", models=pool.names, data_dir=str(settings.data_dir))
+            try:
+                yield
+            finally:
+                await state.engine.aclose(grace_s=settings.server.shutdown_timeout)
+                _log.info("service.stopped")
+
+    return resources
+
+
+def _load_pairings(store: PairingsStore) -> Pairings:
+    try:
+        return store.load()
+    except ValueError as exc:  # pydantic's ValidationError and JSON errors
+        raise ConfigError([f"invalid pairings file: {exc}"], str(store.path)) from None
+
+
+def run_server(settings: Settings, **app_options: Any) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests get ``server.shutdown_timeout`` to end.
+
+    ``app_options`` go to :func:`create_app`. Logging is configured by the caller (the CLI).
+    """
+    app = create_app(settings, **app_options)
+    server = settings.server
+    web.run_app(app, host=server.host, port=server.port, access_log=None,
+                shutdown_timeout=server.shutdown_timeout, print=None,
+                handle_signals=True)

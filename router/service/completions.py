@@ -1,0 +1,88 @@
+"""OpenAI wire objects: ``chat.completion``, ``chat.completion.chunk`` and SSE framing."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from profiles.protocol import Sample, SampleResult, Usage
+
+DONE = b"data: [DONE]\n\n"
+
+
+def completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def usage_json(usage: Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+def _logprobs_json(sample: Sample) -> dict[str, Any] | None:
+    """The first token's alternatives, the only ones backends report."""
+    if not sample.first_token_logprobs:
+        return None
+    top = [{"token": t.token, "logprob": t.logprob, "bytes": None}
+           for t in sample.first_token_logprobs]
+    first = sample.first_token_logprobs[0]
+    return {"content": [{"token": first.token, "logprob": first.logprob, "bytes": None,
+                         "top_logprobs": top}]}
+
+
+def completion_json(result: SampleResult, model: str, *, with_logprobs: bool = False,
+                    cid: str | None = None) -> dict[str, Any]:
+    """A ``chat.completion`` object from a backend result."""
+    choices = [{"index": i, "message": {"role": "assistant", "content": s.text},
+                "finish_reason": s.finish_reason,
+                "logprobs": _logprobs_json(s) if with_logprobs else None}
+               for i, s in enumerate(result.samples)]
+    return {"id": cid or completion_id(), "object": "chat.completion",
+            "created": int(time.time()), "model": model, "choices": choices,
+            "usage": usage_json(result.usage)}
+
+
+class ChunkWriter:
+    """Writes ``chat.completion.chunk`` events of one streamed completion."""
+
+    def __init__(self, response: web.StreamResponse, model: str) -> None:
+        self.response = response
+        self.model = model
+        self.id = completion_id()
+        self.created = int(time.time())
+
+    def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": choices, **extra}
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        await self.response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+    async def delta(self, content: str | None = None, *, role: bool = False,
+                    finish_reason: str | None = None) -> None:
+        delta: dict[str, Any] = {"role": "assistant"} if role else {}
+        if content is not None:
+            delta["content"] = content
+        await self.send(self.chunk([{"index": 0, "delta": delta, "logprobs": None,
+                                     "finish_reason": finish_reason}]))
+
+    async def usage(self, usage: Usage) -> None:
+        await self.send(self.chunk([], usage=usage_json(usage)))
+
+    async def error(self, body: dict[str, Any]) -> None:
+        """An error after the stream started: the status is sent already, so it is an event."""
+        await self.send(body)
+
+    async def done(self) -> None:
+        await self.response.write(DONE)
+        await self.response.write_eof()
+
+
+def sse_response(headers: dict[str, str]) -> web.StreamResponse:
+    return web.StreamResponse(status=200, headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no", **headers})

@@ -1,0 +1,170 @@
+"""The middlewares, outermost first: request context + access log → errors → auth.
+
+* :func:`context_middleware` gives each request an id (``x-request-id``, echoed back), binds it
+  to the log context and writes the ``http.request`` access log line.
+* :func:`error_middleware` is the one place where errors become HTTP: every
+  :class:`~router.errors.DiffrouteError` and aiohttp HTTP error becomes the OpenAI envelope
+  ``{"error": {"message", "type", "param", "code"}}``; anything unexpected is logged with its
+  traceback and answered with a 500 envelope without it.
+* :func:`auth_middleware` checks Bearer keys in constant time; handlers marked with
+  :func:`admin_only` need the admin key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+
+from router.errors import AuthError, DiffrouteError
+from router.service.state import KEYS, SETTINGS, Keys
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+H = TypeVar("H", bound=Handler)
+
+REQUEST_ID = "diffroute.request_id"
+"""Key of the request id in the ``web.Request`` mapping."""
+OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
+"""Reachable without a key (probes and API discovery)."""
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_ADMIN_ATTR = "__diffroute_admin__"
+_log = structlog.get_logger("diffroute.http")
+
+
+def error_body(message: str, error_type: str = "invalid_request_error",
+               param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """The OpenAI error envelope."""
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, error_type: str = "invalid_request_error",
+                   param: str | None = None, code: str | None = None) -> web.Response:
+    return web.json_response(error_body(message, error_type, param, code), status=status)
+
+
+def diffroute_error_response(exc: DiffrouteError) -> web.Response:
+    response = error_response(exc.status, str(exc), exc.error_type, exc.param, exc.code)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(int(retry_after + 0.999))
+    return response
+
+
+def _http_error_response(request: web.Request, exc: web.HTTPException) -> web.Response:
+    if exc.status == 404:
+        return error_response(404, f"no route {request.method} {request.path}",
+                              code="not_found")
+    if exc.status == 405:
+        return error_response(405, f"method {request.method} is not allowed on {request.path}",
+                              code="method_not_allowed")
+    if exc.status == 413:
+        limit = request.app[SETTINGS].server.max_body_bytes
+        return error_response(413, f"request body is larger than the limit of {limit} bytes "
+                                   "(server.max_body_bytes)", code="body_too_large")
+    error_type = "server_error" if exc.status >= 500 else "invalid_request_error"
+    return error_response(exc.status, exc.text or exc.reason, error_type)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every error to the OpenAI envelope; never a bare 500 or a traceback to clients."""
+    try:
+        return await handler(request)
+    except DiffrouteError as exc:
+        return diffroute_error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error_response(request, exc)
+    except Exception:
+        _log.exception("http.unhandled_error", **{"http.route": _route(request)})
+        rid = request.get(REQUEST_ID, "")
+        return error_response(500, f"internal server error (request id {rid})",
+                              "server_error", code="internal_error")
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if _SAFE_ID.match(given) else uuid.uuid4().hex
+
+
+def _route(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource if info is not None else None
+    return resource.canonical if resource is not None else "(unmatched)"
+
+
+@web.middleware
+async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, log context, and the access log line (no headers, no bodies)."""
+    rid = _request_id(request)
+    request[REQUEST_ID] = rid
+    started = time.perf_counter()
+    status = 500
+    with structlog.contextvars.bound_contextvars(request_id=rid):
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            _log.info("http.request", **{
+                "http.request.method": request.method, "http.route": _route(request),
+                "url.path": request.path, "http.response.status_code": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+
+
+async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every response, streamed ones too, carries its request id."""
+    rid = request.get(REQUEST_ID)
+    if rid:
+        response.headers["x-request-id"] = rid
+
+
+def admin_only(handler: H) -> H:
+    """Mark a handler as needing the admin key."""
+    setattr(handler, _ADMIN_ATTR, True)
+    return handler
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(token: str | None, keys: tuple[str, ...]) -> bool:
+    # compare against every key, whatever matched, so timing says nothing about which
+    found = False
+    for key in keys:
+        found |= token is not None and hmac.compare_digest(token.encode(), key.encode())
+    return found
+
+
+def _needs_admin(request: web.Request) -> bool:
+    info = request.match_info
+    handler = info.route.handler if info is not None else None
+    return bool(getattr(handler, _ADMIN_ATTR, False))
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 unless the request carries a valid key; the key itself is never logged."""
+    keys: Keys = request.app[KEYS]
+    token = _bearer(request)
+    admin = (keys.admin,) if keys.admin else ()
+    if _needs_admin(request):
+        if not admin:
+            raise AuthError("this route needs the admin key, and none is configured "
+                            "(server.admin_key)")
+        if not _matches(token, admin):
+            raise AuthError("this route needs the admin key (Authorization: Bearer <admin key>)")
+    elif keys.client and request.path not in OPEN_PATHS and not _matches(
+            token, keys.client + admin):
+        raise AuthError("missing or invalid API key (Authorization: Bearer <key>)")
+    return await handler(request)

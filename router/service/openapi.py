@@ -1,0 +1,111 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 description of diffroute's own (non-OpenAI) routes.
+
+Schemas come from the pydantic models and dataclasses the handlers use, so the description
+cannot drift from the validation. The OpenAI-compatible routes are documented by OpenAI.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter
+
+import router
+from router.decision import Decision
+from router.pairings import Pairings
+from router.service.schema import DiffrouteOptions, RouteBody
+
+_REF = "#/components/schemas/{model}"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", openapi_json)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def _schemas() -> dict[str, Any]:
+    """Component schemas; nested definitions are hoisted next to them."""
+    out: dict[str, Any] = {}
+    types: dict[str, Any] = {"RouteRequest": RouteBody, "Decision": Decision,
+                             "Pairings": Pairings, "DiffrouteOptions": DiffrouteOptions}
+    for name, tp in types.items():
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            schema = tp.model_json_schema(ref_template=_REF)
+        else:
+            schema = TypeAdapter(tp).json_schema(ref_template=_REF)
+        out.update(schema.pop("$defs", {}))
+        out[name] = schema
+    out["Error"] = {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["message", "type"],
+                                 "properties": {"message": {"type": "string"},
+                                                "type": {"type": "string"},
+                                                "param": {"type": ["string", "null"]},
+                                                "code": {"type": ["string", "null"]}}}}}
+    return out
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": _REF.format(model=ref)}}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"description": "error (OpenAI envelope)", **_json("Error")} for c in codes}
+
+
+def _paths() -> dict[str, Any]:
+    free = {"type": "object", "additionalProperties": True}
+    return {
+        "/v1/route": {"post": {
+            "summary": "Choose a pair for a task without calling any model",
+            "requestBody": {"required": True, **_json("RouteRequest")},
+            "responses": {"200": {"description": "the decision", **_json("Decision")},
+                          **_errors(400, 401, 404, 409)}}},
+        "/v1/pairings": {
+            "get": {"summary": "Configured pinned partners and exclusions",
+                    "responses": {"200": {"description": "pairings", **_json("Pairings")},
+                                  **_errors(401)}},
+            "put": {"summary": "Replace the pairings (admin key); persisted in the data dir",
+                    "security": [{"adminKey": []}],
+                    "requestBody": {"required": True, **_json("Pairings")},
+                    "responses": {"200": {"description": "the stored pairings",
+                                          **_json("Pairings")}, **_errors(400, 401)}}},
+        "/v1/profiles/diff": {"get": {
+            "summary": "The behavioral diff of two models",
+            "parameters": [{"name": n, "in": "query", "required": True,
+                            "schema": {"type": "string"}} for n in ("a", "b")],
+            "responses": {"200": {"description": "the diff", "content": {
+                "application/json": {"schema": free}}}, **_errors(400, 401, 404)}}},
+        "/healthz": {"get": {
+            "summary": "Liveness and pool readiness (?probe=ready: 503 when not ready)",
+            "security": [],
+            "parameters": [{"name": "probe", "in": "query", "required": False,
+                            "schema": {"enum": ["ready"]}}],
+            "responses": {"200": {"description": "alive", "content": {
+                "application/json": {"schema": free}}},
+                "503": {"description": "not ready (with ?probe=ready)"}}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [],
+                                  "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    }
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once per process, on first use)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "diffroute", "version": router.__version__,
+                 "description": "Routing, pairings and profile routes of diffroute. "
+                                "POST /v1/chat/completions and GET /v1/models follow the "
+                                "OpenAI API; paired calls add a `diffroute` object."},
+        "paths": _paths(),
+        "components": {"schemas": _schemas(), "securitySchemes": {
+            "apiKey": {"type": "http", "scheme": "bearer"},
+            "adminKey": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"apiKey": []}],
+    }

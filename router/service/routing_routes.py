@@ -1,0 +1,96 @@
+"""The routing routes: ``POST /v1/route``, ``GET/PUT /v1/pairings``, ``GET /v1/profiles/diff``.
+
+None of them calls a model: they ask the policy, the pairings store or the diff provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+from aiohttp import web
+
+from router.decision import RouteRequest
+from router.errors import BadRequestError, DiffrouteError
+from router.pairings import parse_pairings
+from router.service.middleware import admin_only, error_response
+from router.service.schema import parse_route, read_json
+from router.service.state import STATE
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the routing routes."""
+    app.router.add_post("/v1/route", route)
+    app.router.add_get("/v1/pairings", get_pairings)
+    app.router.add_put("/v1/pairings", put_pairings)
+    app.router.add_get("/v1/profiles/diff", profiles_diff)
+
+
+async def route(request: web.Request) -> web.Response:
+    """A pairing decision: ``{primary, partner, role, score, reason, domains, …}``."""
+    state = request.app[STATE]
+    body = parse_route(await read_json(request))
+    for name in (body.primary, *(body.candidates or ())):
+        if name is not None and name != "auto":
+            state.pool.get(name)
+    primary = None if body.primary in (None, "auto") else body.primary
+    decision = state.decider.decide(RouteRequest(
+        role=body.role, primary=primary, task=body.task_text(),
+        candidates=tuple(body.candidates) if body.candidates else None, domain=body.domain))
+    return web.json_response(decision.to_json())
+
+
+async def get_pairings(request: web.Request) -> web.Response:
+    """The configured pinned partners and exclusions."""
+    return web.json_response(request.app[STATE].pairings.model_dump(mode="json"))
+
+
+@admin_only
+async def put_pairings(request: web.Request) -> web.Response:
+    """Replace the pairings (admin key); persisted in the data dir; unknown models are a 400."""
+    state = request.app[STATE]
+    pairings = parse_pairings(await read_json(request))
+    unknown = pairings.unknown_models(set(state.pool.names))
+    if unknown:
+        raise BadRequestError(f"unknown model(s) in pairings: {', '.join(unknown)} "
+                              f"(known: {', '.join(state.pool.names)})", param="pinned")
+    state.replace_pairings(pairings)
+    return web.json_response(pairings.model_dump(mode="json"))
+
+
+async def profiles_diff(request: web.Request) -> web.Response:
+    """The behavioral diff of models ``a`` and ``b``, from the injected diff provider."""
+    state = request.app[STATE]
+    a, b = request.query.get("a", ""), request.query.get("b", "")
+    for param, value in (("a", a), ("b", b)):
+        if not value:
+            raise BadRequestError(f"query parameter '{param}' (a model name) is required",
+                                  param=param)
+    if state.diff_provider is None:
+        return _no_profile(a, b, "no behavioral profiles are loaded")
+    try:
+        diff = await _call_provider(state.diff_provider, a, b)
+    except DiffrouteError:
+        raise
+    except LookupError as exc:
+        return _no_profile(a, b, str(exc).strip("'\"") or "no profile")
+    if diff is None:
+        return _no_profile(a, b, "no profile")
+    return web.json_response(diff)
+
+
+async def _call_provider(provider: Any, a: str, b: str) -> dict[str, Any] | None:
+    if inspect.iscoroutinefunction(provider):
+        result: dict[str, Any] | None = await provider(a, b)
+        return result
+    # a diff is numeric work: keep it off the event loop
+    result = await asyncio.to_thread(provider, a, b)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _no_profile(a: str, b: str, why: str) -> web.Response:
+    return error_response(404, f"no behavioral diff for '{a}' and '{b}': {why}",
+                          param="a", code="profile_not_found")

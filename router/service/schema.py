@@ -1,0 +1,230 @@
+"""Request bodies of the service, validated with pydantic, and their translation.
+
+Chat requests follow the OpenAI schema: unknown top-level fields are accepted (clients send
+many we ignore), but the ``diffroute`` options object is strict, so a typo is a 400, not a
+silently ignored option. Validation errors become one :class:`BadRequestError` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from profiles.protocol import Message, SampleRequest
+from router.decision import Role
+from router.errors import BadRequestError
+from router.paired import PairedOptions
+from router.service.state import SETTINGS
+
+DEFAULT_MAX_TOKENS = 512
+"""When a request gives no ``max_tokens``: bounded, so a local model never runs away."""
+MAX_N = 16
+HEADER_PREFIX = "x-diffroute-"
+
+
+class DiffrouteOptions(BaseModel):
+    """The ``diffroute`` object of a chat request (or its ``x-diffroute-*`` headers)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    role: Role | None = None
+    partner: str | None = Field(None, min_length=1)
+    candidates: list[str] | None = Field(None, min_length=1)
+    audit_mode: Literal["concurrent", "review"] | None = None
+    shadow_rate: float | None = Field(None, ge=0, le=1)
+    domain: str | None = Field(None, min_length=1)
+
+    def to_options(self) -> PairedOptions:
+        return PairedOptions(
+            role=self.role, partner=self.partner,
+            candidates=tuple(self.candidates) if self.candidates is not None else None,
+            audit_mode=self.audit_mode, shadow_rate=self.shadow_rate, domain=self.domain)
+
+
+OPTION_NAMES = tuple(DiffrouteOptions.model_fields)
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    """``POST /v1/chat/completions``; the OpenAI parameters diffroute passes on."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=MAX_N)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    diffroute: DiffrouteOptions | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+    def sample_request(self) -> SampleRequest:
+        """What the backends get."""
+        messages: tuple[Message, ...] = tuple(
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in self.messages)
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        changes: dict[str, Any] = {}
+        if self.temperature is not None:
+            changes["temperature"] = self.temperature
+        return SampleRequest(
+            messages=messages, n=self.n,
+            max_tokens=self.max_completion_tokens or self.max_tokens or DEFAULT_MAX_TOKENS,
+            stop=stop, seed=self.seed,
+            top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0, **changes)
+
+    def task_text(self) -> str:
+        """The text the policy infers the task's domains from: the last user message."""
+        users = [m.text() for m in self.messages if m.role == "user"]
+        return users[-1] if users else (self.messages[-1].text() if self.messages else "")
+
+
+class RouteBody(BaseModel):
+    """``POST /v1/route``: a pairing decision without any model call."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Role
+    task: str | None = None
+    messages: list[ChatMessage] | None = None
+    primary: str | None = Field(None, min_length=1)
+    candidates: list[str] | None = Field(None, min_length=1)
+    domain: str | None = Field(None, min_length=1)
+
+    def task_text(self) -> str:
+        if self.task is not None:
+            return self.task
+        users = [m.text() for m in self.messages or () if m.role == "user"]
+        return users[-1] if users else ""
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def bad_request(exc: ValidationError, prefix: str = "") -> BadRequestError:
+    """The first validation problem as a 400 naming the field."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+    where = prefix + _where(loc)
+    if err["type"] == "extra_forbidden" and where.startswith("diffroute."):
+        return BadRequestError(
+            f"unknown diffroute option '{where.removeprefix('diffroute.')}' "
+            f"(known: {', '.join(OPTION_NAMES)})", param=where, code="unknown_option")
+    if err["type"] == "extra_forbidden":
+        return BadRequestError(f"unknown field '{where}'", param=where)
+    return BadRequestError(f"{where}: {err['msg']}", param=where)
+
+
+def parse_chat(body: object) -> ChatRequest:
+    """Validate a chat body; the common mistakes get their own message."""
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    try:
+        chat = ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        raise bad_request(exc) from None
+    if not chat.messages:
+        raise BadRequestError("messages must contain at least one message", param="messages")
+    return chat
+
+
+def parse_route(body: object) -> RouteBody:
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    try:
+        route = RouteBody.model_validate(body)
+    except ValidationError as exc:
+        raise bad_request(exc) from None
+    if route.task is None and not route.messages:
+        raise BadRequestError("give 'task' (text) or 'messages'", param="task")
+    return route
+
+
+def header_options(headers: Mapping[str, str]) -> dict[str, Any]:
+    """``x-diffroute-*`` request headers as a raw options mapping (unknown ones rejected)."""
+    raw: dict[str, Any] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if not lowered.startswith(HEADER_PREFIX):
+            continue
+        key = lowered.removeprefix(HEADER_PREFIX).replace("-", "_")
+        if key not in OPTION_NAMES:
+            raise BadRequestError(
+                f"unknown header '{name}' (known: "
+                f"{', '.join(HEADER_PREFIX + k.replace('_', '-') for k in OPTION_NAMES)})",
+                param=name, code="unknown_option")
+        raw[key] = [c.strip() for c in value.split(",") if c.strip()] if key == "candidates" \
+            else value.strip()
+    return raw
+
+
+def merge_options(headers: Mapping[str, str], body: DiffrouteOptions | None) -> PairedOptions:
+    """Headers first, the body's ``diffroute`` object on top."""
+    raw = header_options(headers)
+    if not raw:
+        return body.to_options() if body is not None else PairedOptions()
+    try:
+        # header values are text: let pydantic convert "0.5" to a float here
+        from_headers = DiffrouteOptions.model_validate(raw, strict=False)
+    except ValidationError as exc:
+        err = bad_request(exc)
+        name = HEADER_PREFIX + (err.param or "").replace("_", "-")
+        raise BadRequestError(f"header {name}: {exc.errors()[0]['msg']}", param=name) from None
+    merged = from_headers.model_dump(exclude_none=True)
+    if body is not None:
+        merged |= body.model_dump(exclude_none=True)
+    return DiffrouteOptions.model_validate(merged).to_options()
+
+
+async def read_json(request: web.Request) -> object:
+    """The request's JSON body: 413 above the size limit, 400 when empty or malformed."""
+    limit = request.app[SETTINGS].server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequestError("the request body is empty; expected a JSON object")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise BadRequestError("the request body is not UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequestError(
+            f"malformed JSON in the request body: {exc.msg} (line {exc.lineno}, "
+            f"column {exc.colno})", code="invalid_json") from None

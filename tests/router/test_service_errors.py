@@ -1,0 +1,279 @@
+"""Every error path of the service: status, OpenAI envelope, a message naming the problem."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from router.config import Settings
+from router.decision import Decision, RouteRequest
+from router.errors import ConfigError
+from router.pairings import Pairings
+from router.pool import Pool
+from router.service import create_app
+from tests.e2e.harness import (
+    CAPITAL,
+    Running,
+    make_settings,
+    remote,
+    scripted,
+    serve,
+    standard_models,
+)
+from tests.fakes import FakeUpstream, Reply
+
+ASK = [{"role": "user", "content": CAPITAL}]
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Running]:
+    async with serve(make_settings(tmp_path, standard_models(), max_body_bytes=2048)) as running:
+        yield running
+
+
+async def call(running: Running, method: str, path: str, *, body: Any = None, raw: bytes | None
+               = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None
+                                            else None)
+        async with http.request(method, running.url + path, data=data,
+                                headers={"Content-Type": "application/json",
+                                         **(headers or {})}) as response:
+            text = await response.text()
+            try:
+                return response.status, json.loads(text)
+            except ValueError:
+                return response.status, text
+
+
+def envelope(payload: Any) -> dict[str, Any]:
+    """The OpenAI error envelope, checked for shape."""
+    assert isinstance(payload, dict) and set(payload) == {"error"}, payload
+    error = payload["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    return dict(error)
+
+
+@pytest.mark.parametrize(("body", "status", "param", "words"), [
+    ({"model": "alpha", "messages": []}, 400, "messages", "at least one message"),
+    ({"model": "alpha"}, 400, "messages", "Field required"),
+    ({"model": "alpha", "messages": "hi"}, 400, "messages", "valid list"),
+    ({"model": "alpha", "messages": ASK, "temperature": "hot"}, 400, "temperature", "number"),
+    ({"model": "alpha", "messages": ASK, "temperature": 3}, 400, "temperature", "less than"),
+    ({"model": "alpha", "messages": [{"role": "wizard", "content": "x"}]}, 400,
+     "messages[0].role", "Input should be"),
+    ({"model": "nope", "messages": ASK}, 404, "model", "'nope' is not in the pool"),
+    ({"model": "audit:nope", "messages": ASK}, 404, "model", "'nope' is not in the pool"),
+    ({"model": "audit:alpha", "messages": ASK, "diffroute": {"partnr": "beta"}}, 400,
+     "diffroute.partnr", "unknown diffroute option 'partnr'"),
+    ({"model": "audit:alpha", "messages": ASK, "diffroute": {"audit_mode": "vote"}}, 400,
+     "diffroute.audit_mode", "'concurrent' or 'review'"),
+    ({"model": "audit:alpha", "messages": ASK, "diffroute": {"partner": "nobody"}}, 404,
+     "model", "'nobody' is not in the pool"),
+    ({"model": "audit:alpha", "messages": ASK, "diffroute": {"partner": "alpha"}}, 400,
+     "diffroute.partner", "is the primary itself"),
+    ({"model": "audit:alpha", "messages": ASK, "diffroute": {"role": "assist"}}, 400,
+     "diffroute.role", "contradicts"),
+    ({"model": "alpha", "messages": ASK, "diffroute": {"partner": "beta"}}, 400,
+     "diffroute.partner", "needs a paired call"),
+    ({"model": "audit:alpha", "messages": ASK, "n": 2}, 400, "n", "only supported for pool"),
+    ({"model": "alpha", "messages": ASK, "n": 2, "stream": True}, 400, "n", "stream"),
+    ({"model": "audit:alpha", "messages": ASK, "diffroute": {"candidates": ["alpha"]}}, 409,
+     None, "no audit partner for 'alpha'"),
+])
+async def test_chat_request_errors(service: Running, body: Any, status: int, param: str | None,
+                                   words: str) -> None:
+    got, payload = await call(service, "POST", CHAT, body=body)
+    error = envelope(payload)
+    assert got == status, payload
+    assert error["param"] == param
+    assert words in error["message"]
+
+
+async def test_malformed_json_and_non_object(service: Running) -> None:
+    status, payload = await call(service, "POST", CHAT, raw=b'{"model": "alpha",')
+    assert status == 400
+    error = envelope(payload)
+    assert "malformed JSON" in error["message"] and error["code"] == "invalid_json"
+    status, payload = await call(service, "POST", CHAT, raw=b"[1, 2]")
+    assert status == 400 and "must be a JSON object" in envelope(payload)["message"]
+    status, payload = await call(service, "POST", CHAT, raw=b"")
+    assert status == 400 and "empty" in envelope(payload)["message"]
+
+
+async def test_unknown_diffroute_header(service: Running) -> None:
+    status, payload = await call(service, "POST", CHAT, body={"model": "audit:alpha",
+                                 "messages": ASK}, headers={"x-diffroute-partnr": "beta"})
+    error = envelope(payload)
+    assert status == 400 and "unknown header 'x-diffroute-partnr'" in error["message"]
+    status, payload = await call(service, "POST", CHAT, body={"model": "assist:alpha",
+                                 "messages": ASK}, headers={"x-diffroute-shadow-rate": "lots"})
+    assert status == 400 and "x-diffroute-shadow-rate" in envelope(payload)["message"]
+
+
+async def test_body_too_large(service: Running) -> None:
+    big = {"model": "alpha", "messages": [{"role": "user", "content": "x" * 4000}]}
+    status, payload = await call(service, "POST", CHAT, body=big)
+    error = envelope(payload)
+    assert status == 413 and "2048 bytes" in error["message"]
+
+
+async def test_unknown_route_and_method(service: Running) -> None:
+    status, payload = await call(service, "GET", "/v1/nothing")
+    assert status == 404 and "no route GET /v1/nothing" in envelope(payload)["message"]
+    status, payload = await call(service, "GET", CHAT)
+    assert status == 405 and "method GET is not allowed" in envelope(payload)["message"]
+
+
+async def test_route_errors(service: Running) -> None:
+    status, payload = await call(service, "POST", "/v1/route", body={"role": "audit"})
+    assert status == 400 and "'task'" in envelope(payload)["message"]
+    status, payload = await call(service, "POST", "/v1/route",
+                                 body={"role": "judge", "task": "x"})
+    assert status == 400 and envelope(payload)["param"] == "role"
+    status, payload = await call(service, "POST", "/v1/route",
+                                 body={"role": "audit", "task": "x", "primary": "zeta"})
+    assert status == 404 and "'zeta'" in envelope(payload)["message"]
+
+
+async def test_profiles_diff_needs_both_models(service: Running) -> None:
+    status, payload = await call(service, "GET", "/v1/profiles/diff?a=alpha")
+    assert status == 400 and envelope(payload)["param"] == "b"
+    status, payload = await call(service, "GET", "/v1/profiles/diff?a=alpha&b=beta")
+    assert status == 404 and "no behavioral diff" in envelope(payload)["message"]
+
+
+# --- auth -------------------------------------------------------------------------------------
+
+
+async def test_client_and_admin_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DR_TEST_ADMIN", "admin-secret-9")
+    settings = make_settings(tmp_path, standard_models(), api_keys=["client-secret-1"],
+                             admin_key="env:DR_TEST_ADMIN")
+    body = {"model": "alpha", "messages": ASK}
+    with capture_logs() as logs:
+        async with serve(settings) as running:
+            for headers in ({}, {"Authorization": "Bearer wrong"},
+                            {"Authorization": "Basic client-secret-1"}):
+                status, payload = await call(running, "POST", CHAT, body=body, headers=headers)
+                assert status == 401
+                assert envelope(payload)["code"] == "invalid_api_key"
+            ok = {"Authorization": "Bearer client-secret-1"}
+            assert (await call(running, "POST", CHAT, body=body, headers=ok))[0] == 200
+            assert (await call(running, "GET", "/healthz"))[0] == 200  # probes need no key
+            assert (await call(running, "GET", "/openapi.json"))[0] == 200
+            pairings = {"pinned": {"alpha": {"audit": "gamma"}}}
+            status, payload = await call(running, "PUT", "/v1/pairings", body=pairings,
+                                         headers=ok)
+            assert status == 401 and "admin key" in envelope(payload)["message"]
+            admin = {"Authorization": "Bearer admin-secret-9"}
+            assert (await call(running, "PUT", "/v1/pairings", body=pairings,
+                               headers=admin))[0] == 200
+            assert (await call(running, "GET", "/v1/models", headers=admin))[0] == 200
+    logged = json.dumps(logs, default=str)
+    assert "client-secret-1" not in logged and "admin-secret-9" not in logged
+    assert any(e.get("http.response.status_code") == 401 for e in logs)
+
+
+async def test_put_pairings_without_configured_admin_key(service: Running) -> None:
+    status, payload = await call(service, "PUT", "/v1/pairings", body={"pinned": {}})
+    assert status == 401 and "none is configured" in envelope(payload)["message"]
+
+
+def test_unset_key_variable_fails_at_start(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DR_TEST_UNSET", raising=False)
+    settings = make_settings(tmp_path, standard_models(), api_keys=["env:DR_TEST_UNSET"])
+    with pytest.raises(ConfigError, match="env:DR_TEST_UNSET is not set"):
+        create_app(settings)
+
+
+# --- upstream failures ------------------------------------------------------------------------
+
+
+async def test_upstream_errors_are_502_and_504_naming_the_model(tmp_path: Path) -> None:
+    async with FakeUpstream() as fake:
+        models = [remote("remote-a", "x", fake.base_url, "up-a",
+                         timeouts={"total": 0.5, "read": 0.5}),
+                  remote("remote-b", "y", fake.base_url, "up-b")]
+        async with serve(make_settings(tmp_path, models)) as running:
+            body = {"model": "remote-a", "messages": ASK}
+            fake.enqueue(Reply.error(500, "kaput"))
+            status, payload = await call(running, "POST", CHAT, body=body)
+            error = envelope(payload)
+            assert status == 502 and "'remote-a'" in error["message"]
+            assert error["type"] == "upstream_error"
+
+            fake.enqueue(Reply(delay=2.0))
+            status, payload = await call(running, "POST", CHAT, body=body)
+            assert status == 504 and "'remote-a'" in envelope(payload)["message"]
+
+            fake.enqueue(Reply.malformed())
+            status, payload = await call(running, "POST", CHAT, body=body)
+            assert status == 502 and envelope(payload)["code"] == "upstream_bad_response"
+
+            fake.enqueue(Reply.error(503, "down"))
+            status, payload = await call(running, "POST", CHAT, body={**body, "stream": True})
+            assert status == 502 and "'remote-a'" in envelope(payload)["message"]
+
+
+async def test_failing_partner_does_not_fail_the_audit(tmp_path: Path) -> None:
+    models = [scripted("alpha", "a", "fine"),
+              scripted("broken", "b", "never", failure_rate=1.0)]
+    async with serve(make_settings(tmp_path, models)) as running:
+        status, payload = await call(running, "POST", CHAT,
+                                     body={"model": "audit:alpha", "messages": ASK})
+    assert status == 200
+    assert payload["choices"][0]["message"]["content"] == "fine"
+    assert payload["diffroute"]["agreement"] is None
+    assert "'broken'" in payload["diffroute"]["partner_error"]
+
+
+async def test_stream_failing_midway_ends_with_an_error_event(tmp_path: Path) -> None:
+    async with FakeUpstream() as fake:
+        cut = [{"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+                "choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]}]
+        fake.enqueue(Reply(chunks=cut, done=False))
+        models = [remote("remote-a", "x", fake.base_url, "up")]
+        async with serve(make_settings(tmp_path, models)) as running, \
+                aiohttp.ClientSession() as http, http.post(running.url + CHAT, json={
+                "model": "remote-a", "messages": ASK, "stream": True}) as response:
+            assert response.status == 200
+            events = [line.removeprefix(b"data: ").strip()
+                      async for line in response.content if line.startswith(b"data: ")]
+    assert json.loads(events[1])["choices"][0]["delta"]["content"] == "Hel"
+    error = envelope(json.loads(events[-2]))
+    assert "'remote-a'" in error["message"] and "ended before completion" in error["message"]
+    assert events[-1] == b"[DONE]"
+
+
+class ExplodingDecider:
+    version = "boom"
+
+    def __init__(self, settings: Settings, pool: Pool, pairings: Pairings) -> None:
+        pass
+
+    def decide(self, request: RouteRequest) -> Decision:
+        raise RuntimeError("internal detail that must not leak")
+
+
+async def test_unexpected_exception_is_a_500_envelope_without_traceback(
+        tmp_path: Path) -> None:
+    with capture_logs() as logs:
+        async with serve(make_settings(tmp_path, standard_models()),
+                         decider_factory=ExplodingDecider) as running:
+            status, payload = await call(running, "POST", CHAT,
+                                         body={"model": "audit:alpha", "messages": ASK})
+    error = envelope(payload)
+    assert status == 500 and error["type"] == "server_error"
+    assert "must not leak" not in error["message"] and "Traceback" not in error["message"]
+    assert "request id" in error["message"]
+    assert any(e["event"] == "http.unhandled_error" for e in logs)
