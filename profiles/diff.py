@@ -70,6 +70,8 @@ class Hunk:
     effect: float
     pvalue: float
     qvalue: float
+    significant: bool
+    """Significant on its own after Benjamini–Hochberg across all probes."""
     replicated: bool | None
     a: AnswerSummary
     b: AnswerSummary
@@ -119,7 +121,8 @@ class Diff:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        out: dict[str, Any] = _clean(asdict(self))
+        return out
 
     def domain(self, name: str) -> DomainDiff:
         for d in self.domains:
@@ -251,12 +254,19 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
     bh = benjamini_hochberg(pvalues, q)
     names = sorted({d for p in probes for d in p.domains})
     members = {d: [i for i, p in enumerate(probes) if d in p.domains] for d in names}
+    # A domain is flagged on its own interval: per-probe tests at small k cannot reach BH
+    # significance alone (p >= 1/126 at k = 5), while the domain mean of noise-centred effects
+    # aggregates over its probes. The interval is Bonferroni-adjusted across domains.
     effects = domain_effects(effect, members, significant=bh.rejected,
-                             n_resamples=n_resamples, seed=seed)
+                             n_resamples=n_resamples, seed=seed,
+                             require_significant_probe=False)
     overall_effect = domain_effects(effect, {ALL: list(range(len(probes)))},
-                                    significant=bh.rejected, n_resamples=n_resamples, seed=seed)
-    replicated_probe, replicated_domain = _replication(groups, bh.rejected, members, q,
-                                                       n_resamples, seed)
+                                    significant=bh.rejected, n_resamples=n_resamples, seed=seed,
+                                    require_significant_probe=False)
+    flagged_names = [n for n in names if effects[n].flagged]
+    shown = _hunk_probes(probes, pvalues, effect, bh.rejected, members, flagged_names, q)
+    replicated_probe, replicated_domain = _replication(
+        groups, shown, {n: members[n] for n in flagged_names}, q, n_resamples, seed)
     matrix = pool_matrix([a, b], suite.filter(domains=[domain]) if domain else suite,
                          bootstrap=min(n_resamples, 500), seed=seed)
 
@@ -281,10 +291,10 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
     flagged = sorted((d for d in domains if d.flagged), key=lambda d: -d.divergence)
     hunks = [
         Hunk(p.id, list(p.domains), p.type, _prompt(p), float(effect[i]), float(pvalues[i]),
-             float(bh.qvalues[i]), replicated_probe.get(i),
+             float(bh.qvalues[i]), bool(bh.rejected[i]), replicated_probe.get(i),
              _summary(p, a.records[p.id]), _summary(p, b.records[p.id]),
              _logprob_tv(a.records[p.id], b.records[p.id]))
-        for i, p in enumerate(probes) if bh.rejected[i]
+        for i, p in enumerate(probes) if i in shown
     ]
     hunks.sort(key=lambda h: (-h.effect, h.pvalue, h.probe_id))
     screen, confirm = _halves(k)
@@ -302,19 +312,36 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
         int(bh.rejected.sum()), notes=notes)
 
 
-def _replication(groups: Sequence[_Probes], significant: npt.NDArray[np.bool_],
-                 members: dict[str, list[int]], q: float, n_resamples: int, seed: int,
+def _hunk_probes(probes: Sequence[Probe], pvalues: FloatArray, effect: FloatArray,
+                 significant: npt.NDArray[np.bool_], members: dict[str, list[int]],
+                 flagged: Sequence[str], q: float, per_domain: int = 12) -> set[int]:
+    """Probes shown as hunks: every BH-significant probe, and in each flagged domain the
+    probes that are nominally significant (p <= q) with a positive effect, largest first.
+
+    At small k a single probe rarely survives BH on its own; a flagged domain still deserves
+    the probes that carry its difference, and each hunk says whether it is significant alone.
+    """
+    shown = {int(i) for i in np.flatnonzero(significant)}
+    for name in flagged:
+        nominal = [i for i in members[name] if pvalues[i] <= q and effect[i] > 0]
+        nominal.sort(key=lambda i: (-effect[i], pvalues[i], probes[i].id))
+        shown.update(nominal[:per_domain])
+    return shown
+
+
+def _replication(groups: Sequence[_Probes], shown: set[int], flagged: dict[str, list[int]],
+                 q: float, n_resamples: int, seed: int,
                  ) -> tuple[dict[int, bool], dict[str, bool]]:
-    """Held-out confirmation of significant probes and flagged domains."""
+    """Held-out confirmation of the shown probes and the flagged domains (each its own family)."""
     if any(g.confirm is None for g in groups):
         return {}, {}
     conf_p = np.concatenate([g.confirm.pvalues for g in groups if g.confirm is not None])
     conf_effect = np.concatenate([g.confirm.effect for g in groups if g.confirm is not None])
-    flagged_idx = np.flatnonzero(significant)
+    idx = np.array(sorted(shown), dtype=np.int64)
     probe_rep: dict[int, bool] = {}
-    if flagged_idx.size:
-        confirmed = benjamini_hochberg(conf_p[flagged_idx], q).rejected
-        probe_rep = {int(i): bool(c) for i, c in zip(flagged_idx, confirmed, strict=True)}
-    held = domain_effects(conf_effect, members, n_resamples=n_resamples, seed=seed + 3,
-                          require_significant_probe=False)
+    if idx.size:
+        confirmed = benjamini_hochberg(conf_p[idx], q).rejected
+        probe_rep = {int(i): bool(c) for i, c in zip(idx, confirmed, strict=True)}
+    held = domain_effects(conf_effect, flagged, n_resamples=n_resamples, seed=seed + 3,
+                          require_significant_probe=False) if flagged else {}
     return probe_rep, {name: eff.flagged for name, eff in held.items()}

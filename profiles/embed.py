@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import re
 import threading
@@ -126,7 +127,7 @@ def _features(text: str) -> Iterator[tuple[str, float]]:
     words = WORD.findall(normal)
     for word in words:
         yield "w:" + word, 1.0
-    for first, second in zip(words, words[1:], strict=False):
+    for first, second in itertools.pairwise(words):
         yield f"b:{first} {second}", 1.0
     padded = f" {' '.join(words)} "
     for n in CHAR_NGRAMS:

@@ -4,9 +4,10 @@ Each answer type has one extractor. An extraction says whether it succeeded (``o
 canonical value, and *how* it was found (``method``), so that parse failures are counted as
 such and never replaced by a guess:
 
-- ``choice``: the option probabilities from the first token's top logprobs when present
-  (argmax), else from the text — a leading letter, "the answer is B", or an option's full text
-  appearing uniquely;
+- ``choice``: the sampled answer from the text — a leading letter, "the answer is B", or an
+  option's full text appearing uniquely; a letter contradicted by another stated letter or
+  by the option text right after it ("A. Paris" when Paris is B) is unparsed — plus, beside
+  it, the option probabilities from the first token's top logprobs when the backend gave them;
 - ``numeric``: the number after "answer is"/"=", else a number standing alone on the first
   line, else the last number; compared with the gold at a relative tolerance;
 - ``refusal``: ``"refuse"`` when a refusal phrase is present, else ``"comply"``;
@@ -36,18 +37,25 @@ REFUSAL_PHRASES: tuple[str, ...] = (
 )
 """Lower-case substrings that mark a refusal (apostrophes are normalised to ``'`` first)."""
 
-CONTINUATION_MARKERS: tuple[str, ...] = ("\nQuestion:", "\nQ:", "\nUser:", "\n<|im_start|>")
-"""Where a base model starts inventing the next turn; text after it is not the answer."""
+SYMPATHY_PHRASES: tuple[str, ...] = ("sorry for your loss", "sorry to hear")
+"""Condolences, not refusals: removed before :data:`REFUSAL_PHRASES` are looked for."""
+
+CONTINUATION = re.compile(r"\n\s*(?:Question|Q)\s*\d*\s*[:.]|\n\s*User:|<\|im_start\|>")
+"""Where a base model starts inventing the next turn ("\\nQuestion 2:"); the rest is not
+the answer."""
 
 CHOICE_ANSWER_CUE = re.compile(
     r"\b(?:answer|option|choice)\b(?:\s+(?:is|would\s+be|will\s+be))?\s*(?:option\s+)?"
-    r"[:\-]?\s*[\(\[\*]*([A-Z])(?![A-Za-z])",
+    r"[:\-]?\s*[\(\[\*\"'“‘]*([A-Z])(?![A-Za-z])",
     re.IGNORECASE,
 )
 """``the answer is B``, ``Answer: (B)``, ``option B``; the letter itself is checked upper-case."""
 
-LEADING_LETTER = re.compile(r"^[\s\*]*[\(\[]?([A-Z])(?:[\)\]\.:]|\s*$|\s*\n)")
+LEADING_LETTER = re.compile(r"^[\s\*]*[\(\[]?([A-Z])\**(?:[\)\]\.:]|\s*$|\s*\n)")
 """``B``, ``B.``, ``(B)``, ``B)``, ``B:`` at the start; ``A man ...`` is deliberately not one."""
+
+LEADING_LETTER_BEFORE_TEXT = re.compile(r"^[\s\*]*([A-Z])\s+(?=\S)")
+"""``B Paris``: a bare letter and a space count only if an option's text follows (checked)."""
 
 NUMERIC_ANSWER_CUE = re.compile(r"\b(?:answer|result)\b(?:\s+(?:is|would\s+be|=))?\s*:?", re.I)
 NUMBER = re.compile(r"(?:(?<![\w.])-)?\d+(?:\.\d+)?")
@@ -98,17 +106,17 @@ def extract(probe: Probe, sample: Sample) -> Extraction:
 
 
 def _extract_choice(probe: Probe, sample: Sample) -> Extraction:
+    # The sampled answer comes from the text (what this sample actually said); the first-token
+    # option probabilities are the model's answer *distribution* and are kept beside it (κp
+    # uses them). An unparseable text stays unparsed even when probabilities exist: the argmax
+    # would be a guess about this sample, and the noise floor needs the real samples.
     labels = probe.labels
     probs = option_probabilities(sample.first_token_logprobs, labels)
-    if probs is not None:
-        value = labels[max(range(len(probs)), key=probs.__getitem__)]
-        return _judged(probe, Extraction(True, value, "logprobs", probs))
-    text = answer_text(sample.text)
-    for method, parse in _CHOICE_TEXT_PARSERS:
-        label = parse(text, probe)
-        if label is not None:
-            return _judged(probe, Extraction(True, label, method))
-    return UNPARSED
+    found = _choice_from_text(answer_text(sample.text), probe)
+    if found is None:
+        return Extraction(False, None, "unparsed", probs)
+    label, method = found
+    return _judged(probe, Extraction(True, label, method, probs))
 
 
 def option_probabilities(
@@ -135,44 +143,66 @@ def _token_letter(token: str) -> str:
     return token.strip().strip("([*").rstrip(".):]*")
 
 
-def _leading_letter(text: str, probe: Probe) -> str | None:
-    match = LEADING_LETTER.match(text)
-    if match and match.group(1) in probe.labels:
-        return match.group(1)
-    return _letter_then_option_text(text, probe)
+def _choice_from_text(text: str, probe: Probe) -> tuple[str, str] | None:
+    """``(label, method)`` stated by the text, or ``None`` when absent or contradictory."""
+    stated = _stated_letters(text, probe)
+    if stated:
+        # "A. Atlantic ... the correct answer is D" or "C. Eight" (Eight is D) is a
+        # contradiction: counted as unparsed rather than resolved by a guess.
+        labels = {label for label, _, _ in stated}
+        if len(labels) > 1 or any(_names_other_option(r, x, probe) for x, _, r in stated):
+            return None
+        first, method, _ = stated[0]
+        return first, method
+    label = _option_text(text, probe)
+    return (label, "option-text") if label else None
 
 
-def _letter_then_option_text(text: str, probe: Probe) -> str | None:
-    # "B Paris" is a letter answer when what follows the letter is that option's text.
-    match = re.match(r"^\s*([A-Z])\s+(.+)", text, re.DOTALL)
-    if not match or match.group(1) not in probe.labels:
-        return None
-    option = (probe.options or ())[probe.labels.index(match.group(1))]
-    return match.group(1) if match.group(2).lower().startswith(option.lower()) else None
+def _stated_letters(text: str, probe: Probe) -> list[tuple[str, str, str]]:
+    """Every ``(label, method, text after it)`` the text states as its answer, in order."""
+    stated: list[tuple[str, str, str]] = []
+    leading = LEADING_LETTER.match(text)
+    bare = LEADING_LETTER_BEFORE_TEXT.match(text)
+    if bare and not leading and _option_at(text[bare.end() :], probe) is not None:
+        leading = bare
+    if leading and leading.group(1) in probe.labels:
+        stated.append((leading.group(1), "letter", text[leading.end() :]))
+    for cue in CHOICE_ANSWER_CUE.finditer(text):
+        letter = cue.group(1)
+        if letter.isupper() and letter in probe.labels:
+            stated.append((letter, "answer-is", text[cue.end() :]))
+    return stated
 
 
-def _answer_is_letter(text: str, probe: Probe) -> str | None:
-    found = {m.group(1) for m in CHOICE_ANSWER_CUE.finditer(text) if m.group(1).isupper()}
-    found &= set(probe.labels)
-    # Two different stated answers is a contradiction, not something to pick from.
-    return found.pop() if len(found) == 1 else None
+def _names_other_option(rest: str, label: str, probe: Probe) -> bool:
+    # What directly follows a stated letter is often its option text; another option's text
+    # there ("A. 3" when 3 is option B) means the letter and the answer disagree.
+    named = _option_at(rest, probe)
+    return named is not None and named != label
+
+
+def _option_at(text: str, probe: Probe) -> str | None:
+    """The label whose option text ``text`` starts with (after punctuation), if any."""
+    head = _normalised(text.lstrip(" \t.):*\"'“”‘’-"))
+    for label, option in zip(probe.labels, probe.options or (), strict=True):
+        if re.match(rf"{re.escape(_normalised(option))}(?!\w)", head):
+            return label
+    return None
 
 
 def _option_text(text: str, probe: Probe) -> str | None:
-    lowered = text.lower()
+    body = _normalised(text)
     hits = [
         label
         for label, option in zip(probe.labels, probe.options or (), strict=True)
-        if re.search(rf"(?<!\w){re.escape(option.lower())}(?!\w)", lowered)
+        if re.search(rf"(?<!\w){re.escape(_normalised(option))}(?!\w)", body)
     ]
     return hits[0] if len(hits) == 1 else None
 
 
-_CHOICE_TEXT_PARSERS: tuple[tuple[str, Callable[[str, Probe], str | None]], ...] = (
-    ("letter", _leading_letter),
-    ("answer-is", _answer_is_letter),
-    ("option-text", _option_text),
-)
+def _normalised(text: str) -> str:
+    # "Eight" and "8" are the same option; "four and 10" names two of "Four"/"Ten".
+    return _number_words_to_digits(text.lower().strip())
 
 
 # --- numeric -----------------------------------------------------------------------------
@@ -193,11 +223,10 @@ def _extract_numeric(probe: Probe, sample: Sample) -> Extraction:
 
 
 def _find_number(text: str) -> tuple[str, str] | None:
-    cue = NUMERIC_ANSWER_CUE.search(text)
-    if cue:
-        after = NUMBER.search(text, cue.end())
-        if after:
-            return "answer-is", after.group(0)
+    for cue in NUMERIC_ANSWER_CUE.finditer(text):
+        stated = _number_in_statement(text[cue.end() :])
+        if stated is not None:
+            return "answer-is", stated
     equals = text.rfind("=")
     if equals >= 0:
         after = NUMBER.search(text, equals + 1)
@@ -208,6 +237,15 @@ def _find_number(text: str) -> tuple[str, str] | None:
         return "number", standalone.group(1)
     numbers = NUMBER.findall(text)
     return ("number", numbers[-1]) if numbers else None
+
+
+def _number_in_statement(rest: str) -> str | None:
+    # The statement after "Answer:" ends at its line or sentence; inside it, a worked
+    # "17 + 25 = 42" gives its result, not its first operand.
+    statement = re.split(r"\n|\.\s", rest.lstrip(), maxsplit=1)[0]
+    start = statement.rfind("=") + 1
+    found = NUMBER.search(statement, start)
+    return found.group(0) if found else None
 
 
 def _number_words_to_digits(text: str) -> str:
@@ -253,6 +291,8 @@ def _extract_refusal(probe: Probe, sample: Sample) -> Extraction:
 def is_refusal(text: str) -> bool:
     """Whether ``text`` contains one of :data:`REFUSAL_PHRASES`."""
     lowered = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    for phrase in SYMPATHY_PHRASES:
+        lowered = lowered.replace(phrase, " ")
     return any(phrase in lowered for phrase in REFUSAL_PHRASES)
 
 
@@ -266,11 +306,8 @@ def _extract_free(probe: Probe, sample: Sample) -> Extraction:
 
 def answer_text(text: str) -> str:
     """The sample's text up to any invented next turn, stripped."""
-    for marker in CONTINUATION_MARKERS:
-        cut = text.find(marker)
-        if cut >= 0:
-            text = text[:cut]
-    return text.strip()
+    found = CONTINUATION.search(text)
+    return (text[: found.start()] if found else text).strip()
 
 
 def _judged(probe: Probe, extraction: Extraction) -> Extraction:

@@ -101,12 +101,6 @@ def _categories(probe: Probe, profiles: Sequence[Profile]) -> list[str]:
     return sorted(values)
 
 
-def _is_correct(probe: Probe, value: str) -> bool:
-    if probe.type == "numeric" and probe.gold is not None:
-        return numbers_match(value, probe.gold)
-    return value == probe.gold
-
-
 @dataclass
 class _Arrays:
     freq: FloatArray  # (M, P, C) answer frequencies (option probs for choice when known)
@@ -118,35 +112,61 @@ class _Arrays:
     kinds: list[str]
 
 
+def _gold_code(probe: Probe, index: dict[str, int]) -> int:
+    if probe.gold is None:
+        return -1
+    if probe.gold in index:
+        return index[probe.gold]
+    if probe.type == "numeric":
+        return next((i for c, i in index.items() if numbers_match(c, probe.gold)), -1)
+    return -1
+
+
+def _codes(profile: Profile, probes: Sequence[Probe], indexes: list[dict[str, int]],
+           k: int) -> npt.NDArray[np.int64]:
+    """One model's answers as category codes ``(probes, k)``; -1 for missing or unparsed."""
+    missing: tuple[str | None, ...] = (None,) * k
+    rows = [profile.records.get(probe.id) for probe in probes]
+    values = [(r.values + missing)[:k] if r is not None else missing for r in rows]
+    flat = [
+        index.get(v, -1) if v is not None else -1
+        for row, index in zip(values, indexes, strict=True)
+        for v in row
+    ]
+    return np.array(flat, dtype=np.int64).reshape(len(probes), k)
+
+
+def _option_probs(freq: FloatArray, probes: Sequence[Probe], profiles: Sequence[Profile],
+                  cats: list[list[str]]) -> None:
+    """Replace sampled frequencies by first-token option probabilities where both exist."""
+    choice = [(j, p.id, len(cats[j])) for j, p in enumerate(probes) if p.type == "choice"]
+    for i, prof in enumerate(profiles):
+        records = prof.records
+        for j, pid, n in choice:
+            rec = records.get(pid)
+            if rec is not None and rec.option_probs and len(rec.option_probs) == n:
+                freq[i, j, :] = 0.0
+                freq[i, j, :n] = rec.option_probs
+
+
 def _arrays(probes: Sequence[Probe], profiles: Sequence[Profile]) -> _Arrays:
     cats = [_categories(p, profiles) for p in probes]
+    indexes = [{c: i for i, c in enumerate(cat)} for cat in cats]
     width = max([2, *(len(c) for c in cats)])
-    m, n = len(profiles), len(probes)
-    freq = np.zeros((m, n, width))
-    correct = np.zeros((m, n))
-    modal = np.zeros((m, n), dtype=bool)
-    gold = np.full(n, -1, dtype=np.int64)
-    for j, (probe, cat) in enumerate(zip(probes, cats, strict=True)):
-        index = {c: i for i, c in enumerate(cat)}
-        if probe.gold is not None and probe.gold in index:
-            gold[j] = index[probe.gold]
-        for i, prof in enumerate(profiles):
-            rec = prof.records.get(probe.id)
-            if rec is None:
-                continue
-            parsed = [v for v in rec.values if v is not None and v in index]
-            if probe.type == "choice" and rec.option_probs and len(rec.option_probs) == len(cat):
-                freq[i, j, : len(cat)] = rec.option_probs
-            for v in parsed:
-                if not (probe.type == "choice" and rec.option_probs):
-                    freq[i, j, index[v]] += 1
-            if parsed and probe.gold is not None:
-                hits = [_is_correct(probe, v) for v in parsed]
-                correct[i, j] = sum(hits) / len(hits)
-                top = max(set(parsed), key=lambda v: (parsed.count(v), v))
-                modal[i, j] = _is_correct(probe, top)
-    freq = normalise_rows(freq)
+    k = max([1, *(len(r.values) for prof in profiles for r in prof.records.values())])
+    codes = np.stack([_codes(prof, probes, indexes, k) for prof in profiles])  # (M, P, k)
+    counts = (codes[..., None] == np.arange(width)).sum(axis=2).astype(np.float64)
+    freq = counts.copy()
+    _option_probs(freq, probes, profiles, cats)
+    gold = np.array([_gold_code(p, ix) for p, ix in zip(probes, indexes, strict=True)],
+                    dtype=np.int64)
+    parsed = (codes >= 0).sum(axis=2)
+    hits = ((codes == gold[None, :, None]) & (gold[None, :, None] >= 0)).sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correct = np.where(parsed > 0, hits / np.maximum(parsed, 1), 0.0)
+    modal = (counts.argmax(axis=2) == gold[None, :]) & (parsed > 0) & (gold[None, :] >= 0)
     n_opt = np.array([max(2, len(c)) for c in cats], dtype=np.int64)
+    freq = normalise_rows(freq)
     return _Arrays(freq, n_opt, gold, correct, modal, freq.sum(-1) > 0,
                    [p.type for p in probes])
 

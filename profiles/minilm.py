@@ -97,7 +97,7 @@ class MiniLM:
         pooled = (hidden * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)[
             :, None
         ]
-        return _l2_normalise(pooled.astype(np.float32))
+        return _l2_normalise(_f32(pooled))
 
     def _forward(self, ids: npt.NDArray[np.int64], mask: Array) -> Array:
         x = self._word[ids] + self._position[: ids.shape[1]][None] + self._token_type
@@ -113,11 +113,12 @@ class MiniLM:
         head_dim = dim // self.heads
         qkv = (x @ p.qkv_w + p.qkv_b).reshape(batch, length, 3, self.heads, head_dim)
         q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
-        scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(head_dim)) + bias
+        scale = np.float32(1.0 / np.sqrt(head_dim))
+        scores = _f32(q @ k.transpose(0, 1, 3, 2) * scale + bias)
         context = (_softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(batch, length, dim)
-        x = _layer_norm(x + context @ p.out_w + p.out_b, p.ln1_g, p.ln1_b, self.eps)
-        inner = _gelu(x @ p.up_w + p.up_b)
-        return _layer_norm(x + inner @ p.down_w + p.down_b, p.ln2_g, p.ln2_b, self.eps)
+        x = _layer_norm(_f32(x + context @ p.out_w + p.out_b), p.ln1_g, p.ln1_b, self.eps)
+        inner = _gelu(_f32(x @ p.up_w + p.up_b))
+        return _layer_norm(_f32(x + inner @ p.down_w + p.down_b), p.ln2_g, p.ln2_b, self.eps)
 
 
 def _strip_prefix(tensors: dict[str, Any]) -> dict[str, Array]:
@@ -150,19 +151,24 @@ def _load_layer(t: dict[str, Array], i: int) -> _Layer:
 def _layer_norm(x: Array, gain: Array, bias: Array, eps: float) -> Array:
     mean = x.mean(axis=-1, keepdims=True)
     var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return ((x - mean) / np.sqrt(var + np.float32(eps)) * gain + bias).astype(np.float32)
+    return _f32((x - mean) / np.sqrt(var + np.float32(eps)) * gain + bias)
 
 
 def _softmax(x: Array) -> Array:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return _f32(e / e.sum(axis=-1, keepdims=True))
 
 
 def _gelu(x: Array) -> Array:
     # BERT's "gelu" is the exact erf form, not the tanh approximation.
-    return (0.5 * x * (1.0 + erf(x / np.float32(np.sqrt(2.0))))).astype(np.float32)
+    return _f32(0.5 * x * (1.0 + erf(x / np.float32(np.sqrt(2.0)))))
 
 
 def _l2_normalise(x: Array) -> Array:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return _f32(x / np.maximum(norms, 1e-12))
+
+
+def _f32(x: npt.ArrayLike) -> Array:
+    # Keeps float32 end to end (and tells the type checker so); no copy when already float32.
+    return np.asarray(x, dtype=np.float32)

@@ -7,6 +7,7 @@ line on stderr and a non-zero exit: 2 for usage and configuration errors, 1 for 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Coroutine
@@ -307,3 +308,212 @@ def _matrix_report(settings: Settings, query: ProfileQuery, names: tuple[str, ..
 def _stdout_wants_color() -> bool:
     """Colour on a terminal, never when piped or when ``NO_COLOR`` is set (no-color.org)."""
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+@cli.command("pairs")
+@config_option
+@data_dir_option
+@click.option("--role", type=click.Choice(["assist", "audit"]), default=None,
+              help="Only this role (default: both).")
+@click.option("--task", default="", help="A task text: its nearest probes set the domains.")
+@click.option("--domain", default=None, help="Use this domain of the suite instead of a task.")
+@click.option("--panel", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Audit panels of K auditors, with their effective number of votes.")
+@click.option("--primary", default=None, help="Only this primary ('auto': let the policy pick).")
+@click.option("--all", "whole_pool", is_flag=True,
+              help="Pool-wide assignment: a matching on the similarity graph.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def pairs(config: str | None, data_dir: str | None, role: str | None, task: str,
+          domain: str | None, panel: int, primary: str | None, whole_pool: bool,
+          fmt: str) -> None:
+    """The pairs the policy would choose, with scores and reasons (calls no model)."""
+    from router.pairings import PairingsStore
+    from router.pool import Pool
+    from router.routing import build_decider
+
+    settings = resolve_settings(config, data_dir)
+    if primary not in (None, "auto"):
+        settings.model(primary)
+    if whole_pool and (primary or panel > 1):
+        raise click.UsageError("--all takes neither --primary nor --panel")
+    decider = build_decider(settings, Pool(settings), PairingsStore(settings.data_dir).load())
+    roles: list[Any] = [role] if role else ["assist", "audit"]
+    if panel > 1:
+        roles = ["audit"]
+    rows = [_pair_rows(decider, r, task, domain, panel, primary, whole_pool) for r in roles]
+    flat = [row for group in rows for row in group]
+    if fmt == "json":
+        click.echo(json.dumps({"profile_version": decider.version,
+                               "unprofiled": decider.unprofiled, "decisions": flat}, indent=2))
+    else:
+        _print_pairs(flat, decider.version, decider.unprofiled)
+
+
+def _pair_rows(decider: Any, role: Any, task: str, domain: str | None, panel: int,
+               primary: str | None, whole_pool: bool) -> list[dict[str, Any]]:
+    """Decisions as JSON rows; a model without a partner is a row with an ``error``."""
+    from router.decision import RouteRequest
+    from router.errors import NoPairError
+
+    if whole_pool:
+        return [d.to_json() for d in decider.assignment(role, task, domain)]
+    names = [primary] if primary else list(decider.tables.models)
+    out = []
+    for name in names:
+        request = RouteRequest(role=role, primary=None if name == "auto" else name, task=task,
+                               domain=domain, panel=panel)
+        try:
+            out.append(decider.decide(request).to_json())
+        except NoPairError as exc:
+            if primary:  # asked for one decision: its failure is the command's
+                raise
+            out.append({"primary": name, "role": role, "partner": None, "score": None,
+                        "reason": exc.reason, "error": "no_pair"})
+    return out
+
+
+def _print_pairs(rows: list[dict[str, Any]], version: str, unprofiled: list[str]) -> None:
+    click.echo(f"profile version {version or '-'}"
+               + (f"; unprofiled: {', '.join(unprofiled)}" if unprofiled else ""))
+    if rows and rows[0].get("domains"):
+        click.echo("domains: " + ", ".join(f"{d} {w:.2f}" for d, w in rows[0]["domains"].items()))
+    width = max([len(str(r["primary"])) for r in rows] + [7])
+    pwidth = max([len(", ".join(r.get("panel") or []) or str(r["partner"])) for r in rows] + [7])
+    for r in rows:
+        partner = ", ".join(r.get("panel") or []) or (r["partner"] or "-")
+        score = "-" if r["score"] is None else f"{r['score']:+.3f}"
+        votes = f" N_eff {r['effective_votes']:.2f}" if r.get("effective_votes") else ""
+        click.echo(f"{r['role']:<6}  {r['primary']:<{width}} -> {partner:<{pwidth}}  "
+                   f"score {score:>6}{votes}  {r['reason']}")
+
+
+# --- live diffs and drift ----------------------------------------------------------------------
+
+url_option = click.option(
+    "--url", default=None,
+    help="A running service (e.g. http://127.0.0.1:8080); default: read the data dir.")
+
+
+def parse_since(value: str | None) -> float | None:
+    """``90s``/``10m``/``2h``/``1d`` ago, epoch seconds, or ISO 8601 → epoch seconds."""
+    import time
+
+    from router.live.store import parse_time
+
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * units[value[-1]]
+    return parse_time(value, "since")
+
+
+def _fetch(url: str, path: str, params: dict[str, str]) -> Any:
+    import aiohttp
+
+    async def get() -> Any:
+        async with aiohttp.ClientSession() as http, http.get(url.rstrip("/") + path,
+                                                             params=params) as resp:
+            body = await resp.json()
+            if resp.status != 200:
+                raise DiffrouteError(body.get("error", {}).get("message", str(resp.status)))
+            return body
+
+    return run(get())
+
+
+def _open_store(config: str | None, data_dir: str | None) -> Any:
+    from router.live.store import LiveStore
+
+    settings = resolve_settings(config, data_dir)
+    store = LiveStore.in_data_dir(settings.data_dir)
+    if not store.path.exists():
+        raise DiffrouteError(f"no live-diff store at {store.path}")
+    return store
+
+
+@cli.command()
+@config_option
+@data_dir_option
+@url_option
+@click.option("--pair", default=None, help="PRIMARY,PARTNER")
+@click.option("--since", default=None, help="10m, 2h, 1d, epoch seconds or ISO 8601.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def diffs(config: str | None, data_dir: str | None, url: str | None, pair: str | None,
+          since: str | None, limit: int, fmt: str) -> None:
+    """List live diffs (from a running service or the data dir), oldest first."""
+    import json
+
+    since_ts = parse_since(since)
+    if url:
+        params = {"limit": str(limit)} | ({"pair": pair} if pair else {})
+        if since_ts is not None:
+            params["since"] = str(since_ts)
+        rows = _fetch(url, "/v1/diffs", params)["data"]
+    else:
+        rows = _local_diffs(config, data_dir, pair, since_ts, limit)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for row in rows:
+        click.echo(f"{_when(row['created_at'])}  {row['id']}  {row['primary']} vs "
+                   f"{row['partner']} ({row['role']})  {','.join(row['domains']) or '-'}  "
+                   f"divergence {row['divergence']:.3f} > {row['threshold']:.3f}")
+        if row.get("unified_diff"):
+            click.echo("    " + row["unified_diff"].rstrip("\n").replace("\n", "\n    "))
+
+
+def _local_diffs(config: str | None, data_dir: str | None, pair: str | None,
+                 since: float | None, limit: int) -> list[dict[str, Any]]:
+    from router.live.store import DiffQuery
+
+    primary = partner = None
+    if pair:
+        names = [n.strip() for n in pair.split(",")]
+        if len(names) != 2:
+            raise click.UsageError("--pair takes two models: A,B")
+        primary, partner = names
+    store = _open_store(config, data_dir)
+    store.open_reader()
+    try:
+        rows: list[dict[str, Any]] = store.diffs(
+            DiffQuery(primary, partner, since=since, limit=limit))
+        return rows
+    finally:
+        store.close()
+
+
+def _when(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@cli.command()
+@config_option
+@data_dir_option
+@url_option
+def drift(config: str | None, data_dir: str | None, url: str | None) -> None:
+    """Drift alarms: one line per event (and, with --url, each pair's current state)."""
+    if url:
+        body = _fetch(url, "/v1/drift", {})
+        events, states = body["data"], body["states"]
+    else:
+        store = _open_store(config, data_dir)
+        store.open_reader()
+        try:
+            events, states = store.drift_events(), []
+        finally:
+            store.close()
+    for e in events:
+        click.echo(f"{_when(e['at'])}  DRIFT {e['direction']:<4} {e['primary_model']} vs "
+                   f"{e['partner']} in {e['domain']}: disagreement {e['observed']:.3f} "
+                   f"(expected {e['expected']:.3f}) after {e['comparisons']} comparisons")
+    for s in states:
+        click.echo(f"state  {s['primary']} vs {s['partner']} in {s['domain']}: {s['state']} "
+                   f"({s['comparisons']} comparisons, statistic {s['statistic']})")
+    if not events and not states:
+        click.echo("no drift recorded")

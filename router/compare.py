@@ -1,9 +1,17 @@
-"""A first comparison of the two answers of a paired call.
+"""Comparison of the two answers of a paired call.
 
-Normalised text equality, else token Jaccard similarity, plus a ``difflib`` unified diff. This
-is deliberately cheap (it runs on the response path) and noise-blind: the live-diff work replaces
-its core with a comparison against the pair's profiled noise floor, keeping the interface
-``compare(primary_text, partner_text, domains) -> Comparison``.
+Two comparers share the interface ``(primary_text, partner_text, domains, *, pair) ->
+Comparison``:
+
+* :func:`compare` — normalised text equality, else token Jaccard similarity, plus a ``difflib``
+  unified diff. Cheap and noise-blind; kept as the simple baseline.
+* :class:`NoiseAwareComparer` — the live-diff comparison. When the task's dominant domain is a
+  *typed* probe domain (most of its probes share an answer type, see :func:`domain_types`), the
+  answers are extracted with :mod:`profiles.extract` and compared as values (``B`` and "The
+  answer is B." agree). Otherwise — or when extraction fails — the divergence is the cosine
+  distance of the two answers' embeddings, and it is flagged only beyond the pair's profiled
+  *noise floor* for the domain (how far each model's own samples of the same probe lie apart),
+  read from a :class:`NoiseFloors`; unprofiled pairs use :data:`DEFAULT_SEMANTIC_THRESHOLD`.
 """
 
 from __future__ import annotations
@@ -11,8 +19,15 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from profiles.embed import Embedder, HashEmbedder
+from profiles.extract import extract
+from profiles.probe import AnswerType, Probe
+from profiles.protocol import Sample
 
 DEFAULT_THRESHOLD = 0.5
 """Divergence (1 − Jaccard) above which two answers are flagged as disagreeing."""
@@ -87,3 +102,106 @@ def compare_review(primary_text: str, partner_text: str, domains: Sequence[str] 
     base = compare(primary_text, correction or review_text, domains, pair=pair)
     return Comparison(base.agreement, True, base.divergence, base.threshold,
                       unified_diff(primary_text, correction or review_text), method="review")
+
+
+# --- the noise-floor-aware comparison ---------------------------------------------------------
+
+DEFAULT_SEMANTIC_THRESHOLD = 0.35
+"""Cosine distance above which two free-text answers of an unprofiled pair disagree.
+
+Calibrated on the default 256-d hash embedder: paraphrases of one answer lie at 0.15–0.3,
+unrelated answers near 1.0. A profiled pair uses its own floor instead (:class:`NoiseFloors`).
+"""
+TYPED_THRESHOLD = 0.5
+"""Typed divergence is 0 (same extracted answer) or 1; any mismatch of the values is flagged.
+
+A single comparison of two sampled values cannot be tested against sampling noise; the pair's
+noise on typed answers enters the *predicted* disagreement rate instead (``router.live.rates``).
+"""
+TYPED_DOMAIN_SHARE = 0.75
+"""A domain is typed when at least this share of its probes have one non-``free`` type."""
+_CHOICE_LABELS = ("A", "B", "C", "D", "E")
+
+
+class NoiseFloors(Protocol):
+    """Per-pair, per-domain semantic noise floors (cosine distance), from profiles."""
+
+    def semantic_threshold(self, pair: tuple[str, str], domain: str) -> float | None:
+        """The pair's threshold in ``domain``, or ``None`` when the pair is unprofiled there."""
+        ...
+
+
+def domain_types(probes: Iterable[Probe],
+                 share: float = TYPED_DOMAIN_SHARE) -> dict[str, AnswerType]:
+    """``domain → answer type`` for the domains whose probes are mostly of one typed kind."""
+    counts: dict[str, Counter[AnswerType]] = {}
+    for probe in probes:
+        for domain in probe.domains:
+            counts.setdefault(domain, Counter())[probe.type] += 1
+    out: dict[str, AnswerType] = {}
+    for domain, kinds in counts.items():
+        kind, n = kinds.most_common(1)[0]
+        if kind != "free" and n >= share * sum(kinds.values()):
+            out[domain] = kind
+    return out
+
+
+def _typed_probe(kind: AnswerType, domain: str) -> Probe:
+    """A stand-in probe so that ``profiles.extract`` can read a live answer of type ``kind``."""
+    options = _CHOICE_LABELS if kind == "choice" else None
+    return Probe(id="live", domains=(domain,), type=kind, options=options,
+                 messages=({"role": "user", "content": "live"},))
+
+
+class NoiseAwareComparer:
+    """The live-diff :class:`~router.paired.Comparer` (see the module docstring).
+
+    ``floors`` may be replaced at run time (profiles are loaded after the service starts).
+    """
+
+    def __init__(self, floors: NoiseFloors | None = None,
+                 types: Mapping[str, AnswerType] | None = None,
+                 embedder: Embedder | None = None,
+                 default_threshold: float = DEFAULT_SEMANTIC_THRESHOLD) -> None:
+        self.floors = floors
+        self.types = dict(types or {})
+        self.embedder = embedder or HashEmbedder()
+        self.default_threshold = default_threshold
+        self._probes = {(k, d): _typed_probe(k, d) for d, k in self.types.items()}
+
+    def __call__(self, primary_text: str, partner_text: str, domains: Sequence[str] = (), *,
+                 pair: tuple[str, str] | None = None) -> Comparison:
+        a, b = normalise(primary_text), normalise(partner_text)
+        typed = self._typed(primary_text, partner_text, domains[0]) if domains else None
+        if typed is not None:
+            return typed
+        threshold = self.threshold(pair, domains)
+        if a == b:
+            return Comparison(1.0, False, 0.0, threshold, "", method="semantic")
+        vectors = self.embedder.embed([primary_text, partner_text])
+        divergence = min(1.0, max(0.0, 1.0 - float(vectors[0] @ vectors[1])))
+        return Comparison(1.0 - divergence, divergence > threshold, divergence, threshold,
+                          unified_diff(primary_text, partner_text), method="semantic")
+
+    def threshold(self, pair: tuple[str, str] | None, domains: Sequence[str]) -> float:
+        """The pair's floor in its dominant profiled domain, else the documented default."""
+        if self.floors is not None and pair is not None:
+            for domain in domains:
+                floor = self.floors.semantic_threshold(pair, domain)
+                if floor is not None:
+                    return floor
+        return self.default_threshold
+
+    def _typed(self, primary_text: str, partner_text: str, domain: str) -> Comparison | None:
+        kind = self.types.get(domain)
+        if kind is None:
+            return None
+        probe = self._probes[(kind, domain)]
+        va = extract(probe, Sample(primary_text, "stop")).value
+        vb = extract(probe, Sample(partner_text, "stop")).value
+        if va is None or vb is None or (kind == "refusal" and va == vb == "comply"):
+            return None  # nothing typed to compare (or two complying answers): compare meaning
+        same = va == vb
+        diff = "" if same else unified_diff(primary_text, partner_text)
+        return Comparison(float(same), not same, float(not same), TYPED_THRESHOLD, diff,
+                          method=f"typed:{kind}")

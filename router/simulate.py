@@ -33,7 +33,7 @@ def simulated_suite(domains: Sequence[str], per_domain: int, name: str = "sim",
                 "\nAnswer with the letter only."
             probes.append(Probe(
                 id=f"{domain}-{i:04d}", domains=(domain,), type="choice",
-                messages=({"role": "user", "content": text},),  # type: ignore[arg-type]
+                messages=({"role": "user", "content": text},),
                 options=tuple(f"option {o}" for o in OPTIONS),
                 gold=scripted_truth(text, OPTIONS) if with_gold else None,
             ))

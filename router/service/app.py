@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
@@ -20,7 +19,9 @@ from router.compare import compare
 from router.config import Settings
 from router.decision import Decision, RouteRequest
 from router.errors import ConfigError, NoPairError
-from router.paired import Comparer, InMemoryLiveDiffSink, LiveDiffSink, PairedEngine
+from router.live import routes as live_routes
+from router.live.sink import open_live_sink
+from router.paired import Comparer, LiveDiffSink, PairedEngine
 from router.pairings import Pairings, PairingsStore
 from router.pool import Pool
 from router.service import health, openai_routes, openapi, routing_routes
@@ -44,6 +45,7 @@ from router.service.state import (
 
 BUILTIN_ROUTES: tuple[RouteModule, ...] = (
     openai_routes.add_routes, routing_routes.add_routes, health.add_routes, openapi.add_routes)
+DEFAULT_ROUTE_MODULES: tuple[RouteModule, ...] = (live_routes.add_routes,)
 DEFAULT_SHADOW_RATE = 0.1
 """Fraction of assist calls where the primary answers too (``extensions.service.shadow_rate``)."""
 
@@ -57,8 +59,8 @@ def create_app(
     diff_provider: DiffProvider | None = None,
     sink_factory: SinkFactory | None = None,
     comparer: Comparer | None = None,
-    ack_records: bool = False,
-    route_modules: Sequence[RouteModule] = (),
+    ack_records: bool | None = None,
+    route_modules: Sequence[RouteModule] | None = None,
 ) -> web.Application:
     """The diffroute HTTP service.
 
@@ -66,10 +68,14 @@ def create_app(
       ``router.routing.build_decider``. Rebuilt whenever ``PUT /v1/pairings`` succeeds.
     * ``diff_provider(a, b)``: serves ``GET /v1/profiles/diff`` (404 without one).
     * ``sink_factory(settings)``: an async context manager yielding the live-diff sink
-      (default: in memory); ``ack_records`` makes paired calls wait for the sink's answer.
-    * ``comparer``: replaces :func:`router.compare.compare` for concurrent audits and shadows.
-    * ``route_modules``: more ``add_routes(app)`` functions (live diffs, stats, metrics); they
-      find the shared state under :data:`router.service.state.STATE`.
+      (default: the durable store in ``settings.data_dir``, ``router.live.sink.open_live_sink``);
+      ``ack_records`` makes paired calls wait for the sink's answer (default: on with the
+      default durable sink, so an id returned to a client is committed first).
+    * ``comparer``: replaces the comparison for concurrent audits and shadows (default: the
+      sink's own ``comparer`` if it has one — the durable sink's is noise-floor aware — else
+      :func:`router.compare.compare`).
+    * ``route_modules``: more ``add_routes(app)`` functions; they find the shared state under
+      :data:`router.service.state.STATE`. Default: :func:`router.live.routes.add_routes`.
     """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
@@ -78,9 +84,11 @@ def create_app(
     app[SETTINGS] = settings
     app[KEYS] = resolve_keys(settings)
     app.on_response_prepare.append(add_request_id_header)
+    ack = sink_factory is None if ack_records is None else ack_records
     app.cleanup_ctx.append(_resources(
-        decider_factory, diff_provider, sink_factory, comparer, ack_records))
-    for add_routes in (*BUILTIN_ROUTES, *route_modules):
+        decider_factory, diff_provider, sink_factory, comparer, ack))
+    modules = DEFAULT_ROUTE_MODULES if route_modules is None else route_modules
+    for add_routes in (*BUILTIN_ROUTES, *modules):
         add_routes(app)
     return app
 
@@ -118,9 +126,10 @@ class NoPolicy:
         raise NoPairError(request.primary or "auto", request.role, "no pairing policy is loaded")
 
 
-@asynccontextmanager
-async def _default_sink(settings: Settings) -> AsyncIterator[LiveDiffSink]:
-    yield InMemoryLiveDiffSink()
+def _sink_comparer(sink: LiveDiffSink) -> Comparer:
+    """A sink that knows the pairs' noise floors brings its comparer; else the simple one."""
+    found: Comparer = getattr(sink, "comparer", compare)
+    return found
 
 
 def _shadow_rate(settings: Settings) -> float:
@@ -141,7 +150,7 @@ def _resources(decider_factory: DeciderFactory | None, diff_provider: DiffProvid
         factory = decider_factory or default_decider_factory()
         store = PairingsStore(settings.data_dir)
         pairings = _load_pairings(store)
-        async with Pool.open(settings) as pool, (sink_factory or _default_sink)(settings) as sink:
+        async with Pool.open(settings) as pool, (sink_factory or open_live_sink)(settings) as sink:
             state = ServiceState(
                 settings=settings, pool=pool, pairings_store=store, pairings=pairings,
                 decider_factory=factory, decider=factory(settings, pool, pairings), sink=sink,
@@ -149,7 +158,7 @@ def _resources(decider_factory: DeciderFactory | None, diff_provider: DiffProvid
                                     default_shadow_rate=_shadow_rate(settings),
                                     ack_records=ack_records,
                                     log_prompts=settings.server.log_prompts,
-                                    comparer=comparer or compare),
+                                    comparer=comparer or _sink_comparer(sink)),
                 diff_provider=diff_provider)
             app[STATE] = state
             _log.info("service.started", models=pool.names, data_dir=str(settings.data_dir))

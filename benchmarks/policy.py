@@ -1,0 +1,122 @@
+"""Decision latency of the pairing policy, against the bare faiss search it contains.
+
+For pools of 8, 64 and 256 simulated models (12 domains, synthetic similarity tables of the
+real shapes) and a 20,000-probe index of 256-dimensional unit vectors, it times, in process:
+
+* ``search``: the bare ``IndexFlatIP`` search of one task vector (k = 16), the baseline;
+* ``decide``: a whole decision for a task vector — the same search, the domain weights, and
+  the audit policy (competence floor, weighted κp, tie-breaks, reason and evidence).
+
+Task embedding is left out of both (it depends on the embedder, not on the policy).
+
+Run: ``python3 benchmarks/policy.py [--calls 2000] [--threads 1]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import faiss
+import networkx as nx
+import numpy as np
+
+from router.decision import RouteRequest
+from router.graph import SimilarityGraph
+from router.index import ProbeIndex
+from router.pairings import Pairings
+from router.policy import ALL, PolicySettings, PolicyTables, make_tables
+from router.routing import PolicyDecider
+
+DOMAINS = [f"domain{i:02d}" for i in range(12)]
+PROBES = 20_000
+DIM = 256
+FAMILY_SIZE = 4
+
+
+def synthetic_tables(m: int, rng: np.random.Generator) -> PolicyTables:
+    """κp high within families of four, near zero across, per domain; accuracies 0.3–0.9."""
+    family = np.arange(m) // FAMILY_SIZE
+    same = (family[:, None] == family[None, :]).astype(np.float64)
+    arrays = {}
+    for d in [ALL, *DOMAINS]:
+        noise = rng.normal(0, 0.05, (m, m))
+        kappa = np.clip(0.6 * same + (noise + noise.T) / 2, -1, 1)
+        np.fill_diagonal(kappa, 1.0)
+        arrays[d] = {"kappa": kappa, "kappa_low": kappa - 0.08, "kappa_high": kappa + 0.08,
+                     "error_consistency": kappa * 0.9, "accuracy": rng.uniform(0.3, 0.9, m)}
+    names = [f"model{i:03d}" for i in range(m)]
+    return make_tables(names, [f"family{f}" for f in family], rng.uniform(0, 10, m).tolist(),
+                       arrays, [True] * m, {d: (40, 40) for d in arrays}, version="bench")
+
+
+def synthetic_index(rng: np.random.Generator) -> tuple[ProbeIndex, np.ndarray]:
+    """Probes clustered by domain, so a task near a cluster gets that domain's weight."""
+    centres = rng.normal(0, 1, (len(DOMAINS), DIM))
+    owner = rng.integers(0, len(DOMAINS), PROBES)
+    vectors = centres[owner] + rng.normal(0, 1.0, (PROBES, DIM))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return ProbeIndex(vectors.astype(np.float32), [[DOMAINS[o]] for o in owner]), centres
+
+
+def timings(fn: Callable[[int], object], calls: int) -> np.ndarray:
+    for i in range(min(50, calls)):  # warm caches and faiss's first-call setup
+        fn(i)
+    out = np.empty(calls)
+    for i in range(calls):
+        start = time.perf_counter_ns()
+        fn(i)
+        out[i] = time.perf_counter_ns() - start
+    return out / 1e6
+
+
+def run(m: int, calls: int, index: ProbeIndex, queries: np.ndarray,
+        rng: np.random.Generator) -> dict[str, float]:
+    tables = synthetic_tables(m, rng)
+    config = PolicySettings(competence_floor=0.5)
+    decider = PolicyDecider(tables, SimilarityGraph(nx.Graph(), "bench"),
+                            Pairings(), config, index)
+    primaries = [tables.models[i % m] for i in range(calls)]
+
+    def search(i: int) -> object:
+        return index.search(queries[i % len(queries)].reshape(1, -1), config.neighbours)
+
+    def decide(i: int) -> object:
+        request = RouteRequest(role="audit", primary=primaries[i])
+        return decider.decide_with_vector(request, queries[i % len(queries)])
+
+    s, d = timings(search, calls), timings(decide, calls)
+    return {"models": m, "search_p50": float(np.percentile(s, 50)),
+            "search_p99": float(np.percentile(s, 99)), "decide_p50": float(np.percentile(d, 50)),
+            "decide_p99": float(np.percentile(d, 99))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="faiss OpenMP threads; one query gains nothing from more")
+    args = parser.parse_args()
+    faiss.omp_set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    index, centres = synthetic_index(rng)
+    picks = rng.integers(0, len(DOMAINS), 256)
+    queries = (centres[picks] + rng.normal(0, 1.0, (256, DIM))).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    print(f"index: {len(index)} probes x {DIM} dims, k=16; {len(DOMAINS)} domains; "
+          f"{args.calls} calls each; faiss threads {args.threads}; times in ms")
+    print(f"{'models':>6}  {'search p50':>10}  {'search p99':>10}  {'decide p50':>10}  "
+          f"{'decide p99':>10}  {'p50 ratio':>9}  {'p99 ratio':>9}  {'policy p50':>10}")
+    for m in (8, 64, 256):
+        r = run(m, args.calls, index, queries, rng)
+        print(f"{m:>6}  {r['search_p50']:>10.3f}  {r['search_p99']:>10.3f}  "
+              f"{r['decide_p50']:>10.3f}  {r['decide_p99']:>10.3f}  "
+              f"{r['decide_p50'] / r['search_p50']:>9.2f}  "
+              f"{r['decide_p99'] / r['search_p99']:>9.2f}  "
+              f"{r['decide_p50'] - r['search_p50']:>10.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Prometheus metrics of one app: a registry per app (never the global default registry).
+
+Names follow the Prometheus conventions (``_total`` counters, ``_seconds`` histograms):
+
+* ``diffroute_paired_comparisons_total{primary,partner,role}`` — every comparison;
+* ``diffroute_disagreements_total{primary,partner,role}`` — the flagged ones;
+* ``diffroute_http_request_duration_seconds{method,route,status}`` — request latency;
+* ``diffroute_pairing_overhead_seconds{stage}`` — time a paired call spends on the response
+  path beyond the model calls: ``compare`` (the comparison) and ``record`` (the durable commit);
+* ``diffroute_upstream_errors_total{model,error}`` — backend failures that reached a client;
+* ``diffroute_drift_state{primary,partner,domain}`` — 0 learning, 1 ok, 2 drifted;
+* ``diffroute_drift_statistic{primary,partner,domain}`` — the CUSUM statistic;
+* ``diffroute_drift_events_total{primary,partner,domain,direction}``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from router.live.drift import DriftEvent, DriftState
+
+PAIR = ("primary", "partner", "role")
+PAIR_DOMAIN = ("primary", "partner", "domain")
+STATE_VALUE: dict[DriftState, int] = {"learning": 0, "ok": 1, "drifted": 2}
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 1.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class LiveMetrics:
+    """The metrics of one service instance."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.comparisons = Counter("diffroute_paired_comparisons", "Comparisons of paired "
+                                   "answers (agreements too).", PAIR, registry=r)
+        self.disagreements = Counter("diffroute_disagreements", "Comparisons flagged as a "
+                                     "disagreement beyond the noise floor.", PAIR, registry=r)
+        self.request_seconds = Histogram("diffroute_http_request_duration_seconds",
+                                         "HTTP request latency.", ("method", "route", "status"),
+                                         registry=r)
+        self.overhead_seconds = Histogram("diffroute_pairing_overhead_seconds",
+                                          "Response-path time of a paired call beyond the "
+                                          "model calls.", ("stage",),
+                                          buckets=OVERHEAD_BUCKETS, registry=r)
+        self.upstream_errors = Counter("diffroute_upstream_errors", "Backend failures that "
+                                       "reached a client.", ("model", "error"), registry=r)
+        self.drift_state = Gauge("diffroute_drift_state", "Drift state of a pair in a domain "
+                                 "(0 learning, 1 ok, 2 drifted).", PAIR_DOMAIN, registry=r)
+        self.drift_statistic = Gauge("diffroute_drift_statistic", "CUSUM statistic of a pair "
+                                     "in a domain.", PAIR_DOMAIN, registry=r)
+        self.drift_events = Counter("diffroute_drift_events", "Drift alarms.",
+                                    (*PAIR_DOMAIN, "direction"), registry=r)
+
+    def comparison(self, primary: str, partner: str, role: str, flagged: bool) -> None:
+        self.comparisons.labels(primary, partner, role).inc()
+        if flagged:
+            self.disagreements.labels(primary, partner, role).inc()
+
+    def drift(self, key: tuple[str, str, str], state: DriftState, statistic: float) -> None:
+        self.drift_state.labels(*key).set(STATE_VALUE[state])
+        self.drift_statistic.labels(*key).set(statistic)
+
+    def drift_event(self, event: DriftEvent) -> None:
+        self.drift_events.labels(event.primary, event.partner, event.domain,
+                                 event.direction).inc()
+
+    def exposition(self) -> bytes:
+        """The text exposition format."""
+        return bytes(generate_latest(self.registry))

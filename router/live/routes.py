@@ -1,0 +1,263 @@
+"""HTTP routes of the live diffs: ``add_routes(app)`` (a ``create_app`` route module).
+
+* ``GET /v1/diffs`` — live diffs, oldest first; filters ``pair=A,B`` (or ``primary``,
+  ``partner``), ``role``, ``domain``, ``since``/``until`` (epoch seconds or ISO 8601); pages of
+  ``limit`` (≤ 1000) after ``cursor`` (the ``next_cursor`` of the previous page).
+* ``GET /v1/diffs/stream`` — Server-Sent Events: each new live diff as ``event: live_diff`` with
+  ``id:`` its sequence number, in commit order; ``: heartbeat`` comments every ``heartbeat``
+  seconds; resumes after ``Last-Event-ID`` (or ``cursor``) from the store. Same filters.
+* ``GET /v1/stats/disagreements?window=S`` — per pair and domain over the last S seconds.
+* ``GET /v1/drift`` — drift events and every pair's current drift state.
+* ``GET /metrics`` — Prometheus text exposition.
+
+Bad query parameters are a 400 in the OpenAI error envelope. The routes need the durable sink
+(:class:`~router.live.sink.DurableLiveDiffSink`); with another sink they answer 503, except
+``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from router.errors import BadRequestError, DiffrouteError, UpstreamError
+from router.live.metrics import CONTENT_TYPE, LiveMetrics
+from router.live.rates import rate_rows
+from router.live.sink import DurableLiveDiffSink
+from router.live.store import DiffQuery, parse_time
+from router.service.middleware import Handler
+from router.service.state import STATE
+
+MAX_LIMIT = 1000
+DEFAULT_WINDOW_S = 3600.0
+DEFAULT_HEARTBEAT_S = 15.0
+
+
+class LiveUnavailableError(DiffrouteError):
+    """The service runs without the durable live-diff sink."""
+
+    status = 503
+    code = "live_diffs_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("live diffs need the durable store (the default sink of the service)")
+
+
+@dataclass
+class LiveState:
+    """What the live routes share; its metrics become the sink's once the app has started."""
+
+    metrics: LiveMetrics = field(default_factory=LiveMetrics)
+    sink: DurableLiveDiffSink | None = None
+    retention_task: asyncio.Task[None] | None = None
+
+
+LIVE = web.AppKey("diffroute.live", LiveState)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the routes, the metrics middleware and the live module's startup work."""
+    app[LIVE] = LiveState()
+    app.middlewares.append(metrics_middleware)
+    app.cleanup_ctx.append(_live_context)
+    app.on_shutdown.append(_end_streams)
+    app.router.add_get("/v1/diffs", list_diffs)
+    app.router.add_get("/v1/diffs/stream", stream_diffs)
+    app.router.add_get("/v1/stats/disagreements", disagreement_stats)
+    app.router.add_get("/v1/drift", drift_state)
+    app.router.add_get("/metrics", metrics)
+
+
+async def _live_context(app: web.Application) -> AsyncIterator[None]:
+    """After the service's resources: adopt the sink's metrics, publish the policy hook."""
+    live, state = app[LIVE], app[STATE]
+    sink = state.sink
+    if isinstance(sink, DurableLiveDiffSink):
+        live.sink = sink
+        live.metrics = sink.metrics
+        state.extras["live.blended_agreement"] = sink.blended_agreement
+        live.retention_task = asyncio.create_task(_retention_loop(sink))
+    yield
+    if live.retention_task is not None:
+        live.retention_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await live.retention_task
+
+
+async def _retention_loop(sink: DurableLiveDiffSink) -> None:
+    while True:
+        await asyncio.sleep(sink.config.retention_interval_s)
+        await sink.store.enforce(sink.config.retention)
+
+
+async def _end_streams(app: web.Application) -> None:
+    # on_shutdown runs before the server waits for open handlers: SSE streams must end first
+    sink = app[LIVE].sink
+    if sink is not None:
+        sink.broadcaster.close()
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request latency per route, and upstream errors on their way to the client."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except UpstreamError as exc:
+        request.app[LIVE].metrics.upstream_errors.labels(exc.model, type(exc).__name__).inc()
+        status = exc.status
+        raise
+    except DiffrouteError as exc:
+        status = exc.status
+        raise
+    finally:
+        info = request.match_info
+        resource = info.route.resource if info is not None else None
+        route = resource.canonical if resource is not None else "(unmatched)"
+        request.app[LIVE].metrics.request_seconds.labels(
+            request.method, route, str(status)).observe(time.perf_counter() - started)
+
+
+# --- query parameters ------------------------------------------------------------------------
+
+
+def _sink(request: web.Request) -> DurableLiveDiffSink:
+    sink = request.app[LIVE].sink
+    if sink is None:
+        raise LiveUnavailableError()
+    return sink
+
+
+def _number(request: web.Request, name: str, default: float, low: float, high: float,
+            cast: Callable[[str], float] = float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise BadRequestError(f"{name} must be a number, got '{raw}'", param=name) from None
+    if not low <= value <= high:
+        raise BadRequestError(f"{name} must be between {low:g} and {high:g}", param=name)
+    return value
+
+
+def diff_query(request: web.Request, after: int = 0) -> DiffQuery:
+    """The filters and page of a live-diff listing, validated."""
+    q = request.query
+    primary, partner = q.get("primary"), q.get("partner")
+    if "pair" in q:
+        names = [n.strip() for n in q["pair"].split(",")]
+        if len(names) != 2 or not all(names):
+            raise BadRequestError("pair must be two models: pair=A,B", param="pair")
+        primary, partner = names
+    role = q.get("role")
+    if role is not None and role not in ("audit", "assist"):
+        raise BadRequestError("role must be audit or assist", param="role")
+    since = parse_time(q["since"], "since") if "since" in q else None
+    until = parse_time(q["until"], "until") if "until" in q else None
+    cursor = int(_number(request, "cursor", after, 0, 2**62, int))
+    limit = int(_number(request, "limit", 50, 1, MAX_LIMIT, int))
+    return DiffQuery(primary, partner, role, q.get("domain"), since, until, cursor, limit)
+
+
+def _matches(diff: dict[str, Any], query: DiffQuery) -> bool:
+    return ((query.primary is None or diff["primary"] == query.primary)
+            and (query.partner is None or diff["partner"] == query.partner)
+            and (query.role is None or diff["role"] == query.role)
+            and (query.domain is None or query.domain in diff["domains"]))
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+
+async def list_diffs(request: web.Request) -> web.Response:
+    sink = _sink(request)
+    query = diff_query(request)
+    data = await asyncio.to_thread(sink.store.diffs, query)
+    cursor = str(data[-1]["seq"]) if len(data) == query.limit else None
+    return web.json_response({"object": "list", "data": data, "next_cursor": cursor})
+
+
+async def stream_diffs(request: web.Request) -> web.StreamResponse:
+    sink = _sink(request)
+    last_id = request.headers.get("Last-Event-ID", "")
+    query = diff_query(request, int(last_id) if last_id.isdigit() else 0)
+    heartbeat = _number(request, "heartbeat", DEFAULT_HEARTBEAT_S, 0.05, 300)
+    queue = sink.broadcaster.subscribe()  # before the backlog read: nothing falls in between
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    try:
+        await response.prepare(request)
+        last = query.after
+        if query.after:
+            for old in await asyncio.to_thread(sink.store.diffs, query):
+                last = await _send(response, old)
+        await response.write(b": connected\n\n")
+        while True:
+            try:
+                diff: dict[str, Any] | None = await asyncio.wait_for(queue.get(), heartbeat)
+            except TimeoutError:
+                await response.write(b": heartbeat\n\n")
+                continue
+            if diff is None:
+                break
+            if diff["seq"] > last and _matches(diff, query):
+                last = await _send(response, diff)
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away: a normal end of a stream
+    finally:
+        sink.broadcaster.unsubscribe(queue)
+    return response
+
+
+async def _send(response: web.StreamResponse, diff: dict[str, Any]) -> int:
+    payload = json.dumps(diff, ensure_ascii=False)
+    await response.write(f"id: {diff['seq']}\nevent: live_diff\ndata: {payload}\n\n".encode())
+    return int(diff["seq"])
+
+
+async def disagreement_stats(request: web.Request) -> web.Response:
+    sink = _sink(request)
+    window = _number(request, "window", DEFAULT_WINDOW_S, 1, 10 * 365 * 86_400)
+    counts = await asyncio.to_thread(sink.store.counts, time.time() - window)
+
+    def live(primary: str, partner: str, domain: str) -> dict[str, Any]:
+        pair = sink.monitor.pairs.get((primary, partner, domain))
+        blended = sink.blended_agreement((primary, partner), domain)
+        return {"blended_agreement": None if blended is None else round(blended, 6),
+                "drift_state": None if pair is None else pair.state}
+
+    rows = rate_rows(counts, sink.baseline.predicted_disagreement, live)
+    return web.json_response({"object": "list", "window_s": window, "data": rows,
+                              "profile_version": sink.baseline.version or None})
+
+
+async def drift_state(request: web.Request) -> web.Response:
+    sink = _sink(request)
+    limit = int(_number(request, "limit", 100, 1, MAX_LIMIT, int))
+    events = await asyncio.to_thread(sink.store.drift_events, limit)
+    states = [{"primary": k[0], "partner": k[1], "domain": k[2], "state": m.state,
+               "comparisons": m.comparisons,
+               "expected_rate": None if m.cusum is None else round(m.cusum.p0, 6),
+               "statistic": 0.0 if m.cusum is None else round(m.cusum.statistic, 4)}
+              for k, m in sorted(sink.monitor.pairs.items())]
+    return web.json_response({"object": "list", "data": events, "states": states})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[LIVE].metrics.exposition()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response

@@ -1,0 +1,242 @@
+"""The durable :class:`~router.paired.LiveDiffSink`: count, test for drift, store, broadcast.
+
+``record`` counts every comparison (a ``comparisons`` row, fire and forget, plus metrics and the
+drift monitor) and, for a flagged one, waits until its live diff is committed before returning
+its id — so an id a client sees is durable. Agreements return ``None`` at once: nothing is
+acknowledged for them, so they never wait for the disk.
+
+:func:`open_live_sink` is the service's default ``sink_factory``: it opens the store in
+``settings.data_dir``, loads the profile baseline (noise floors, predicted rates) in a worker
+thread, replays recent comparisons into the drift monitor, and enforces retention on startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+
+from router.compare import Comparison, NoiseAwareComparer, domain_types
+from router.config import Settings
+from router.live.baseline import ProfileBaseline, build_baseline
+from router.live.config import LiveConfig, live_config
+from router.live.drift import DriftEvent, DriftMonitor
+from router.live.metrics import LiveMetrics
+from router.live.store import ComparisonRow, LiveStore
+from router.paired import LiveDiffRecord
+
+NO_DOMAIN = "general"
+"""The domain a comparison counts under when the policy gave none."""
+REPLAY_S = 86_400.0
+"""Comparisons of the last day are replayed into the drift monitor at startup."""
+
+DriftCallback = Callable[[DriftEvent], None]
+_log = structlog.get_logger("diffroute.live")
+
+
+class Broadcaster:
+    """Fans committed live diffs out to SSE subscribers, in commit order."""
+
+    def __init__(self, queue_size: int = 1000) -> None:
+        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._queue_size = queue_size
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(self._queue_size)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._subscribers.discard(queue)
+
+    def publish(self, diff: dict[str, Any]) -> None:
+        for queue in list(self._subscribers):
+            if queue.full():  # a stalled client is ended (it may resume by cursor), not awaited
+                self.unsubscribe(queue)
+                queue.get_nowait()
+                queue.put_nowait(None)
+                continue
+            queue.put_nowait(diff)
+
+    def close(self) -> None:
+        """End every stream (at shutdown)."""
+        for queue in list(self._subscribers):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
+        self._subscribers.clear()
+
+
+class _TimedComparer:
+    """The noise-aware comparer, timed into ``pairing_overhead_seconds{stage="compare"}``."""
+
+    def __init__(self, sink: DurableLiveDiffSink, inner: NoiseAwareComparer) -> None:
+        self._sink, self.inner = sink, inner
+
+    def __call__(self, primary_text: str, partner_text: str, domains: Sequence[str] = (), *,
+                 pair: tuple[str, str] | None = None) -> Comparison:
+        started = time.perf_counter()
+        try:
+            return self.inner(primary_text, partner_text, domains, pair=pair)
+        finally:
+            self._sink.metrics.overhead_seconds.labels("compare").observe(
+                time.perf_counter() - started)
+
+
+class DurableLiveDiffSink:
+    """Counts, tests and stores live comparisons (see the module docstring)."""
+
+    def __init__(self, store: LiveStore, config: LiveConfig | None = None,
+                 baseline: ProfileBaseline | None = None,
+                 metrics: LiveMetrics | None = None) -> None:
+        self.store = store
+        self.config = config or LiveConfig()
+        self.baseline = baseline or ProfileBaseline()
+        self.metrics = metrics or LiveMetrics()
+        self.monitor = DriftMonitor(self.config.prior_weight, self.config.burn_in,
+                                    self.config.cusum_h)
+        self.broadcaster = Broadcaster()
+        self.on_drift: list[DriftCallback] = []
+        self.comparer = _TimedComparer(self, NoiseAwareComparer(
+            self.baseline, self.baseline.types))
+        """What the engine compares with (``create_app`` picks it up from the sink)."""
+
+    # -- the LiveDiffSink protocol ----------------------------------------------------------
+
+    async def record(self, record: LiveDiffRecord) -> str | None:
+        """Count the comparison; store a flagged one and return its id once committed."""
+        domain = record.domains[0] if record.domains else NO_DOMAIN
+        self.store.add_comparison(ComparisonRow(record.created_at, record.primary,
+                                                record.partner, record.role, domain,
+                                                record.flagged))
+        self.metrics.comparison(record.primary, record.partner, record.role, record.flagged)
+        self.observe(record.primary, record.partner, domain, record.flagged, record.created_at)
+        if not record.flagged:
+            return None
+        started = time.perf_counter()
+        values = self.diff_values(record)
+        values["seq"] = await self.store.add_diff(values)
+        self.metrics.overhead_seconds.labels("record").observe(time.perf_counter() - started)
+        self.broadcaster.publish(_api_json(values))
+        return record.id
+
+    def diff_values(self, record: LiveDiffRecord) -> dict[str, Any]:
+        """The stored columns of a live diff; prompt, answers and diff are kept unless redacted."""
+        c, redact = record.comparison, self.config.redact
+        return {
+            "id": record.id, "created_at": record.created_at, "request_id": record.request_id,
+            "primary_model": record.primary, "partner": record.partner, "role": record.role,
+            "answered_by": record.answered_by, "mode": record.mode,
+            "domains": json.dumps(list(record.domains)), "prompt_digest": record.prompt_digest,
+            "prompt": None if redact else json.dumps([dict(m) for m in record.messages],
+                                                     ensure_ascii=False),
+            "primary_text": None if redact else record.primary_text,
+            "partner_text": None if redact else record.partner_text,
+            "agreement": c.agreement, "divergence": c.divergence, "threshold": c.threshold,
+            "method": c.method, "unified_diff": None if redact else c.unified_diff,
+            "reason": record.reason, "redacted": int(redact),
+        }
+
+    # -- rates and drift --------------------------------------------------------------------
+
+    def observe(self, primary: str, partner: str, domain: str, flagged: bool,
+                at: float | None = None, *, emit: bool = True) -> DriftEvent | None:
+        """Feed the drift monitor; on an alarm log, count, persist and call back."""
+        key = (primary, partner, domain)
+        event = self.monitor.observe(key, flagged,
+                                     self.baseline.predicted_disagreement(*key), at)
+        pair = self.monitor.pairs[key]
+        self.metrics.drift(key, pair.state, 0.0 if pair.cusum is None else
+                           pair.cusum.statistic)
+        if event is not None and emit:
+            self._drift(event)
+        return event
+
+    def _drift(self, event: DriftEvent) -> None:
+        _log.warning("live.drift", primary=event.primary, partner=event.partner,
+                     domain=event.domain, direction=event.direction,
+                     expected=round(event.expected, 4), observed=round(event.observed, 4),
+                     comparisons=event.comparisons)
+        self.metrics.drift_event(event)
+        self.store.submit(
+            "INSERT INTO drift_events (at, primary_model, partner, domain, direction, expected,"
+            " observed, comparisons, statistic) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (event.at, event.primary, event.partner, event.domain, event.direction,
+             event.expected, event.observed, event.comparisons, event.statistic), wait=False)
+        if self.config.reprofile_on_drift:
+            self.store.submit("INSERT INTO reprofile_requested (at, model, reason) "
+                              "VALUES (?, ?, ?)", (event.at, event.partner,
+                                                   f"drift {event.direction} with "
+                                                   f"{event.primary} in {event.domain}"),
+                              wait=False)
+        for callback in self.on_drift:
+            callback(event)
+
+    def blended_agreement(self, pair: tuple[str, str], domain: str) -> float | None:
+        """Live agreement blended with the profile prior; the hook for the pairing policy.
+
+        ``None`` until the pair has been compared in ``domain``. A policy reads it from
+        ``app[STATE].extras["live.blended_agreement"]`` and uses it in place of the profile's
+        agreement for that pair and domain (audit: prefer low, assist: prefer high).
+        """
+        found = self.monitor.blended_agreement(pair, domain)
+        if found is not None:
+            return found
+        predicted = self.baseline.predicted_disagreement(pair[0], pair[1], domain)
+        return None if predicted is None else 1.0 - predicted
+
+    async def replay(self, since_s: float = REPLAY_S) -> int:
+        """Rebuild the drift monitor from stored comparisons (no events are re-emitted)."""
+        rows = await asyncio.to_thread(self.store.comparisons, time.time() - since_s)
+        for row in rows:
+            self.observe(row.primary, row.partner, row.domain, row.flagged, row.at, emit=False)
+        return len(rows)
+
+
+def _api_json(values: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in values.items() if k not in ("primary_model", "prompt")}
+    out["primary"] = values["primary_model"]
+    out["domains"] = json.loads(values["domains"])
+    out["messages"] = None if values["prompt"] is None else json.loads(values["prompt"])
+    out["redacted"] = bool(values["redacted"])
+    return out
+
+
+def load_baseline(settings: Settings, config: LiveConfig) -> ProfileBaseline:
+    """The pool's profile baseline, or an empty one (logged) when none can be read."""
+    from router.diffing import ProfileQuery, embedder_for, find_profiles, open_suite
+
+    try:
+        suite = open_suite(config.suite)
+        types = domain_types(suite.probes)
+        if not config.profiles:
+            return ProfileBaseline(types=types)
+        query = ProfileQuery(config.suite, config.profile_samples, config.profile_temperature)
+        found = find_profiles(settings, [m.name for m in settings.models], suite, query)
+        profiles = [f.profile for f in found.values() if f is not None]
+        return build_baseline(profiles, suite, embedder_for(settings.embedder), types)
+    except Exception as exc:  # no baseline is a degraded mode, not a failed start
+        _log.warning("live.no_baseline", error=repr(exc))
+        return ProfileBaseline()
+
+
+@asynccontextmanager
+async def open_live_sink(settings: Settings) -> AsyncIterator[DurableLiveDiffSink]:
+    """The default ``sink_factory`` of the service (see the module docstring)."""
+    config = live_config(settings)
+    store = LiveStore.in_data_dir(settings.data_dir, config.synchronous).open()
+    try:
+        baseline = await asyncio.to_thread(load_baseline, settings, config)
+        sink = DurableLiveDiffSink(store, config, baseline)
+        deleted = await store.enforce(config.retention)
+        replayed = await sink.replay()
+        _log.info("live.opened", path=str(store.path), retention_deleted=deleted,
+                  replayed=replayed, profiled_pairs=len(baseline.agreement))
+        yield sink
+    finally:
+        await asyncio.to_thread(store.close)

@@ -1,0 +1,514 @@
+"""The pairing policy: pure functions from (task domains, candidates, similarity tables,
+configured pairings, limits) to a :class:`~router.decision.Decision`.
+
+Nothing here does I/O or searches an index: :mod:`router.routing` loads the profiles, builds the
+:class:`PolicyTables` once per profile version and turns a task text into domain weights; the
+functions below only read numpy arrays, so a decision costs O(domains × models).
+
+The rules, in the order they apply:
+
+1. candidates are the request's (or the whole pool), minus the primary, minus excluded pairs,
+   minus models over the cost or latency limits;
+2. a pinned partner wins when it is a candidate, and the reason says so;
+3. an *unprofiled* primary gets a partner by the family rule — audit: another family, assist:
+   the same family — the most accurate such candidate overall, with ``score=None``;
+4. otherwise every profiled candidate gets a similarity to the primary averaged over the task's
+   domains with the task's weights: κp where the domain has gold choice probes, else error
+   consistency. ``assist`` takes the highest, ``audit`` the lowest among candidates whose
+   accuracy on those domains is above the competence floor. Ties: cheaper, then by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from router.decision import Decision, Evidence, Role, RouteRequest
+from router.errors import BadRequestError, NoPairError, UnknownModelError
+from router.pairings import Pairings
+
+ALL = "all"
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+TIE_DECIMALS = 9
+"""Scores equal to this many decimals are ties (float noise must not break determinism)."""
+
+
+class PolicySettings(BaseModel):
+    """``settings.extensions['policy']``: limits and knobs of the pairing policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    competence_floor: float = Field(0.0, ge=0, le=1)
+    """An auditor's accuracy on the task's gold probes must be *above* this."""
+    max_cost_per_1k: float | None = Field(None, ge=0)
+    max_latency_ms: float | None = Field(None, ge=0)
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    """Known typical latency per model; models without one are not held to the latency limit."""
+    neighbours: int = Field(16, ge=1, le=1024)
+    """k of the probe index: how many nearest probes decide a task's domains."""
+    temperature: float = Field(0.05, gt=0)
+    """Softmax temperature over the neighbours' cosine similarities."""
+    suite: str = "default"
+    samples: int = Field(5, ge=1)
+    """Which profiles to read: built with this many samples at ``profile_temperature``."""
+    profile_temperature: float = Field(0.7, ge=0, le=2)
+    bootstrap: int = Field(200, ge=0)
+
+
+@dataclass(frozen=True)
+class PolicyTables:
+    """Everything the policy reads, as arrays over (domain, model, model).
+
+    ``sim`` is κp where a domain has it and error consistency elsewhere; rows of unprofiled
+    models are NaN. Built once per profile version by :func:`make_tables`.
+    """
+
+    models: tuple[str, ...]
+    families: tuple[str, ...]
+    domains: tuple[str, ...]
+    cost: FloatArray
+    latency: FloatArray
+    profiled: BoolArray
+    kappa: FloatArray
+    kappa_low: FloatArray
+    kappa_high: FloatArray
+    error_consistency: FloatArray
+    accuracy: FloatArray
+    n_kappa: IntArray
+    n_gold: IntArray
+    version: str = ""
+    sim: FloatArray = field(init=False)
+    model_index: dict[str, int] = field(init=False)
+    domain_index: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        sim = np.where(np.isnan(self.kappa), self.error_consistency, self.kappa)
+        object.__setattr__(self, "sim", sim)
+        object.__setattr__(self, "model_index", {m: i for i, m in enumerate(self.models)})
+        object.__setattr__(self, "domain_index", {d: i for i, d in enumerate(self.domains)})
+
+    def index(self, model: str) -> int:
+        try:
+            return self.model_index[model]
+        except KeyError:
+            raise UnknownModelError(model, list(self.models)) from None
+
+
+def make_tables(models: Sequence[str], families: Sequence[str], cost: Sequence[float],
+                domains: Mapping[str, Mapping[str, FloatArray]], profiled: Sequence[bool],
+                counts: Mapping[str, tuple[int, int]], latency: Sequence[float] | None = None,
+                version: str = "") -> PolicyTables:
+    """Stack per-domain ``{kappa, kappa_low, kappa_high, error_consistency, accuracy}`` arrays
+    (already laid out over ``models``) into tables; ``counts[d] = (n_kappa, n_gold)``."""
+    names = tuple(sorted(domains, key=lambda d: (d != ALL, d)))
+
+    def stack(key: str) -> FloatArray:
+        return np.stack([np.asarray(domains[d][key], dtype=np.float64) for d in names])
+
+    m = len(models)
+    return PolicyTables(
+        tuple(models), tuple(families), names, np.asarray(cost, dtype=np.float64),
+        np.asarray(latency if latency is not None else [np.nan] * m, dtype=np.float64),
+        np.asarray(profiled, dtype=bool), stack("kappa"), stack("kappa_low"),
+        stack("kappa_high"), stack("error_consistency"), stack("accuracy"),
+        np.array([counts[d][0] for d in names], dtype=np.int64),
+        np.array([counts[d][1] for d in names], dtype=np.int64), version)
+
+
+# --- weights and aggregation ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Task:
+    """The task's domains as indices into the tables, with normalised weights."""
+
+    rows: IntArray
+    weights: FloatArray
+    names: tuple[str, ...]
+
+
+def _task(tables: PolicyTables, weights: Mapping[str, float]) -> _Task:
+    known = {d: w for d, w in weights.items() if w > 0}
+    unknown = [d for d in known if d not in tables.domain_index]
+    if unknown:
+        raise BadRequestError(f"unknown domain '{unknown[0]}' (domains: "
+                              f"{', '.join(tables.domains)})", param="domain")
+    if not known:
+        known = {ALL: 1.0}
+    # heaviest first, so reasons and evidence list the domains that drove the decision first
+    order = sorted(known, key=lambda d: (-known[d], d))
+    w = np.array([known[d] for d in order], dtype=np.float64)
+    rows = np.array([tables.domain_index[d] for d in order], dtype=np.int64)
+    return _Task(rows, w / w.sum(), tuple(order))
+
+
+def _average(values: FloatArray, w: FloatArray) -> FloatArray:
+    """Weighted mean over axis 0 ignoring NaN (renormalised over the domains that have data)."""
+    valid = ~np.isnan(values)
+    num = np.tensordot(w, np.where(valid, values, 0.0), axes=1)
+    den = np.tensordot(w, valid.astype(np.float64), axes=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def _similarity_to(tables: PolicyTables, task: _Task, p: int) -> FloatArray:
+    return _average(tables.sim[task.rows, p, :], task.weights)
+
+
+def _accuracy(tables: PolicyTables, task: _Task) -> FloatArray:
+    return _average(tables.accuracy[task.rows], task.weights)
+
+
+# --- candidates ---------------------------------------------------------------------------------
+
+def _within_limits(tables: PolicyTables, config: PolicySettings) -> BoolArray:
+    ok = np.ones(len(tables.models), dtype=bool)
+    if config.max_cost_per_1k is not None:
+        ok &= tables.cost <= config.max_cost_per_1k
+    if config.max_latency_ms is not None:
+        ok &= ~(tables.latency > config.max_latency_ms)  # unknown latency (NaN) passes
+    return ok
+
+
+def _allowed(tables: PolicyTables, request: RouteRequest, config: PolicySettings) -> BoolArray:
+    mask = _within_limits(tables, config)
+    if request.candidates is not None:
+        listed = np.zeros(len(tables.models), dtype=bool)
+        listed[[tables.index(c) for c in request.candidates]] = True
+        mask &= listed
+    return mask
+
+
+def _partner_mask(tables: PolicyTables, allowed: BoolArray, primary: str,
+                  pairings: Pairings) -> BoolArray:
+    mask = allowed.copy()
+    mask[tables.index(primary)] = False
+    for a, b in pairings.excluded:
+        if primary in (a, b):
+            other = b if a == primary else a
+            if other in tables.model_index:
+                mask[tables.model_index[other]] = False
+    return mask
+
+
+def _order(tables: PolicyTables, idx: IntArray, score: FloatArray, descending: bool) -> IntArray:
+    """``idx`` sorted by score (NaN last), then cheaper, then name: deterministic on ties."""
+    key = np.round(score[idx], TIE_DECIMALS)
+    key = np.where(np.isnan(key), np.inf, -key if descending else key)
+    names = [tables.models[i] for i in idx]
+    order = sorted(range(len(idx)), key=lambda j: (key[j], tables.cost[idx[j]], names[j]))
+    return idx[order]
+
+
+# --- the decision -------------------------------------------------------------------------------
+
+def decide(tables: PolicyTables, request: RouteRequest, weights: Mapping[str, float],
+           pairings: Pairings, config: PolicySettings) -> Decision:
+    """The decision for one request, given the task's domain weights."""
+    task = _task(tables, weights)
+    allowed = _allowed(tables, request, config)
+    primary, auto_note = _primary(tables, request, task, allowed)
+    if request.panel > 1:
+        if request.role != "audit":
+            raise BadRequestError("panels are for audit (role 'audit')", param="panel")
+        return choose_panel(tables, primary, task, allowed, pairings, config, request.panel)
+    mask = _partner_mask(tables, allowed, primary, pairings)
+    decision = _pinned(tables, primary, request.role, task, mask, pairings)
+    if decision is None:
+        decision = _chosen(tables, primary, request.role, task, mask, config)
+    if auto_note:
+        decision = _with_reason(decision, auto_note + "; " + decision.reason)
+    return decision
+
+
+def _primary(tables: PolicyTables, request: RouteRequest, task: _Task,
+             allowed: BoolArray) -> tuple[str, str]:
+    """The requested primary, or for ``auto`` the most accurate allowed profiled model."""
+    if request.primary not in (None, "auto"):
+        tables.index(request.primary)
+        return request.primary, ""
+    acc = _accuracy(tables, task)
+    idx = np.flatnonzero(allowed & tables.profiled & ~np.isnan(acc))
+    if idx.size < 2:
+        raise NoPairError("auto", request.role, "fewer than two profiled candidates within "
+                          "the limits to choose a primary from")
+    best = int(_order(tables, idx, acc, descending=True)[0])
+    note = (f"primary auto: '{tables.models[best]}' is the most accurate on "
+            f"{_domains_text(task)} ({acc[best]:.2f})")
+    return tables.models[best], note
+
+
+def _pinned(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: BoolArray,
+            pairings: Pairings) -> Decision | None:
+    partner = pairings.pinned_partner(primary, role)
+    if partner is None or partner not in tables.model_index:
+        return None
+    j = tables.model_index[partner]
+    if not mask[j]:  # excluded, over a limit or not among the request's candidates
+        return None
+    p = tables.index(primary)
+    value = float(_similarity_to(tables, task, p)[j]) if tables.profiled[[p, j]].all() else None
+    score = None if value is None or np.isnan(value) else round(value, 4)
+    return Decision(primary, partner, role, score,
+                    f"{role} partner '{partner}' is pinned by configuration (overrides the "
+                    f"policy)", _evidence(tables, task, p, j), _weights_out(task),
+                    tables.version)
+
+
+def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: BoolArray,
+            config: PolicySettings, matched: bool = False) -> Decision:
+    p = tables.index(primary)
+    if not tables.profiled[p]:
+        return _by_family(tables, p, role, task, mask, f"primary '{primary}' is unprofiled")
+    sim = _similarity_to(tables, task, p)
+    acc = _accuracy(tables, task)
+    skipped = [tables.models[i] for i in np.flatnonzero(mask & ~tables.profiled)]
+    scored = mask & tables.profiled & ~np.isnan(sim)
+    weak: list[str] = []
+    if role == "audit":
+        competent = acc > config.competence_floor
+        weak = [tables.models[i] for i in np.flatnonzero(scored & ~competent)]
+        scored &= competent
+    idx = np.flatnonzero(scored)
+    if idx.size == 0:
+        if skipped:
+            why = f"no profiled candidate qualifies; candidates {', '.join(skipped)} unprofiled"
+            return _by_family(tables, p, role, task, mask & ~tables.profiled, why)
+        raise NoPairError(primary, role, _nobody(weak, config))
+    j = int(_order(tables, idx, sim, descending=role == "assist")[0])
+    reason = _reason(tables, role, task, p, j, sim[j], acc[j], config, weak, skipped)
+    if matched:  # chosen for the pool as a whole, not as this model's best: say what it is
+        reason = f"pool matching paired '{primary}' with '{tables.models[j]}'" + \
+            reason[reason.index(" on "):]
+    return Decision(primary, tables.models[j], role, round(float(sim[j]), 4), reason,
+                    _evidence(tables, task, p, j), _weights_out(task), tables.version)
+
+
+def _nobody(weak: list[str], config: PolicySettings) -> str:
+    if weak:
+        return (f"no candidate is above the competence floor {config.competence_floor:.2f} "
+                f"(below: {', '.join(weak)})")
+    return "no candidate with a profile is left after exclusions and limits"
+
+
+def _by_family(tables: PolicyTables, p: int, role: Role, task: _Task, mask: BoolArray,
+               why: str) -> Decision:
+    """The family rule for missing evidence: audit → another family, assist → the same.
+
+    Among those, the most accurate overall (unprofiled last), then cheaper, then by name.
+    """
+    primary = tables.models[p]
+    if not mask.any():
+        raise NoPairError(primary, role, f"{why}, and no candidate is left")
+    family = tables.families[p]
+    same = np.array([f == family for f in tables.families])
+    rule = mask & (same if role == "assist" else ~same)
+    wanted = "the same family" if role == "assist" else "another family"
+    note = f"{why}: chose by the family rule ({wanted} than '{family}')"
+    if not rule.any():
+        rule, note = mask, f"{why}: no candidate of {wanted}, chose any"
+    overall = tables.accuracy[tables.domain_index[ALL]] if ALL in tables.domain_index else \
+        np.full(len(tables.models), np.nan)
+    j = int(_order(tables, np.flatnonzero(rule), overall, descending=True)[0])
+    return Decision(primary, tables.models[j], role, None, note + "; no similarity evidence",
+                    (), _weights_out(task), tables.version)
+
+
+# --- reasons and evidence -----------------------------------------------------------------------
+
+def _domains_text(task: _Task) -> str:
+    if task.names == (ALL,):
+        return "all domains"
+    shown = [f"{d} {w:.2f}" for d, w in zip(task.names[:3], task.weights[:3], strict=False)]
+    more = f" +{len(task.names) - 3} more" if len(task.names) > 3 else ""
+    return ", ".join(shown) + more
+
+
+def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: float,
+            acc: float, config: PolicySettings, weak: list[str], skipped: list[str]) -> str:
+    partner, primary = tables.models[j], tables.models[p]
+    low = _average(tables.kappa_low[task.rows, p, j], task.weights)
+    high = _average(tables.kappa_high[task.rows, p, j], task.weights)
+    interval = "" if np.isnan(low) or np.isnan(high) else f" [{low:.2f}, {high:.2f}]"
+    if role == "assist":
+        text = f"'{partner}' shares the priors of '{primary}' most"
+    else:
+        text = f"'{partner}' has the errors least correlated with those of '{primary}'"
+    metric = "κp" if not np.isnan(low) else "similarity"
+    text += (f" on {_domains_text(task)}: {metric} {sim:.2f}{interval}, "
+             f"{_n_probes(tables, task)} probes")
+    if role == "audit":
+        text += f"; accuracy {acc:.2f} > floor {config.competence_floor:.2f}"
+    if weak:
+        text += f"; below the floor: {', '.join(weak)}"
+    if skipped:
+        text += f"; skipped unprofiled: {', '.join(skipped)}"
+    return text
+
+
+def _n_probes(tables: PolicyTables, task: _Task) -> int:
+    return int(tables.n_kappa[task.rows].sum() or tables.n_gold[task.rows].sum())
+
+
+def _evidence(tables: PolicyTables, task: _Task, p: int, j: int) -> tuple[Evidence, ...]:
+    if not (tables.profiled[p] and tables.profiled[j]):
+        return ()
+    rows, w = task.rows, task.weights
+
+    def pair(arr: FloatArray) -> float | None:
+        value = float(_average(arr[rows, p, j], w))
+        return None if np.isnan(value) else round(value, 4)
+
+    low, high = pair(tables.kappa_low), pair(tables.kappa_high)
+    interval = (low, high) if low is not None and high is not None else None
+    acc = _average(tables.accuracy[rows], w)
+
+    def rounded(x: float) -> float | None:
+        return None if np.isnan(x) else round(float(x), 4)
+
+    doms = task.names
+    return (
+        Evidence("kappa_p", pair(tables.kappa), interval, int(tables.n_kappa[rows].sum()), doms,
+                 tables.models[j]),
+        Evidence("error_consistency", pair(tables.error_consistency), None,
+                 int(tables.n_gold[rows].sum()), doms, tables.models[j]),
+        Evidence("accuracy", rounded(acc[j]), None, int(tables.n_gold[rows].sum()), doms,
+                 tables.models[j]),
+        Evidence("accuracy", rounded(acc[p]), None, int(tables.n_gold[rows].sum()), doms,
+                 tables.models[p]),
+    )
+
+
+def _weights_out(task: _Task) -> dict[str, float]:
+    return {d: round(float(w), 4) for d, w in zip(task.names, task.weights, strict=True)}
+
+
+def _with_reason(decision: Decision, reason: str) -> Decision:
+    return Decision(decision.primary, decision.partner, decision.role, decision.score, reason,
+                    decision.evidence, decision.domains, decision.profile_version,
+                    decision.panel, decision.effective_votes)
+
+
+# --- panels -------------------------------------------------------------------------------------
+
+def effective_votes(rho: FloatArray) -> float:
+    """N_eff = n² / Σ_ij ρ_ij for a panel's error correlations (ρ_ii = 1, negatives as 0)."""
+    r = np.clip(np.nan_to_num(rho, nan=0.0), 0.0, 1.0)
+    np.fill_diagonal(r, 1.0)
+    return float(r.shape[0] ** 2 / r.sum())
+
+
+def choose_panel(tables: PolicyTables, primary: str, task: _Task, allowed: BoolArray,
+                 pairings: Pairings, config: PolicySettings, k: int) -> Decision:
+    """``k`` competent auditors chosen greedily to maximise the effective number of
+    independent votes among the primary and its panel; N_eff is reported."""
+    p = tables.index(primary)
+    if not tables.profiled[p]:
+        raise NoPairError(primary, "audit", "panels need a profiled primary (it is unprofiled)")
+    mask = _partner_mask(tables, allowed, primary, pairings)
+    acc = _accuracy(tables, task)
+    pool = np.flatnonzero(mask & tables.profiled & (acc > config.competence_floor))
+    if pool.size < k:
+        raise NoPairError(primary, "audit", f"a panel of {k} needs {k} competent auditors, "
+                          f"found {pool.size}")
+    members = [p, *_greedy_panel(tables, task, p, pool, k)]
+    rho = _pair_similarity(tables, task, np.array(members))
+    n_eff = effective_votes(rho)
+    panel = tuple(tables.models[i] for i in members[1:])
+    reason = (f"panel of {k} auditors for '{primary}' on {_domains_text(task)} chosen for "
+              f"independent errors: {n_eff:.2f} effective votes out of {k + 1} "
+              f"(primary included); competence floor {config.competence_floor:.2f}")
+    first = members[1]
+    score = float(_similarity_to(tables, task, p)[first])
+    return Decision(primary, panel[0], "audit", None if np.isnan(score) else round(score, 4),
+                    reason, _evidence(tables, task, p, first), _weights_out(task),
+                    tables.version, panel, round(n_eff, 4))
+
+
+def _pair_similarity(tables: PolicyTables, task: _Task, members: IntArray) -> FloatArray:
+    block = tables.sim[task.rows][:, members][:, :, members]
+    return _average(block, task.weights)
+
+
+def _greedy_panel(tables: PolicyTables, task: _Task, p: int, pool: IntArray,
+                  k: int) -> list[int]:
+    chosen: list[int] = []
+    for _ in range(k):
+        rest = np.array([i for i in pool if i not in chosen], dtype=np.int64)
+        gains = np.array([effective_votes(_pair_similarity(
+            tables, task, np.array([p, *chosen, i]))) for i in rest])
+        chosen.append(int(_order(tables, rest, _scatter(gains, rest, len(tables.models)),
+                                 descending=True)[0]))
+    return chosen
+
+
+def _scatter(values: FloatArray, idx: IntArray, size: int) -> FloatArray:
+    out = np.full(size, np.nan)
+    out[idx] = values
+    return out
+
+
+# --- pool-wide assignment -----------------------------------------------------------------------
+
+def assign_pool(tables: PolicyTables, role: Role, weights: Mapping[str, float],
+                pairings: Pairings, config: PolicySettings,
+                candidates: Sequence[str] | None = None) -> list[Decision]:
+    """Every model gets a partner: pinned ones first, then a max-weight matching on the
+    similarity graph (assist: most similar pairs; audit: least similar competent pairs), then
+    the single-model policy for whoever the matching left out. One decision per model."""
+    request = RouteRequest(role=role, candidates=candidates)
+    task = _task(tables, weights)
+    allowed = _allowed(tables, request, config)
+    names = [m for m in tables.models if allowed[tables.model_index[m]]]
+    out: dict[str, Decision] = {}
+    for name in names:
+        mask = _partner_mask(tables, allowed, name, pairings)
+        pinned = _pinned(tables, name, role, task, mask, pairings)
+        if pinned is not None:
+            out[name] = pinned
+    free = [n for n in names if n not in out]
+    for a, b in sorted(_matching(tables, role, task, free, pairings, config)):
+        for x, y in ((a, b), (b, a)):
+            out[x] = _chosen(tables, x, role, task, _only(tables, y), config, matched=True)
+    for name in free:
+        if name not in out:
+            d = decide(tables, RouteRequest(role=role, primary=name, candidates=candidates),
+                       weights, pairings, config)
+            out[name] = _with_reason(d, f"left out of the matching, chosen alone: {d.reason}")
+    return [out[n] for n in names if n in out]
+
+
+def _only(tables: PolicyTables, name: str) -> BoolArray:
+    mask = np.zeros(len(tables.models), dtype=bool)
+    mask[tables.model_index[name]] = True
+    return mask
+
+
+def _matching(tables: PolicyTables, role: Role, task: _Task, names: Sequence[str],
+              pairings: Pairings, config: PolicySettings) -> set[tuple[str, str]]:
+    acc = _accuracy(tables, task)
+    graph = nx.Graph()
+    graph.add_nodes_from(names)
+    for x, a in enumerate(names):
+        i = tables.model_index[a]
+        if not tables.profiled[i]:
+            continue
+        sim = _similarity_to(tables, task, i)
+        for b in names[x + 1:]:
+            j = tables.model_index[b]
+            if not tables.profiled[j] or np.isnan(sim[j]) or pairings.is_excluded(a, b):
+                continue
+            if role == "audit" and not (acc[i] > config.competence_floor
+                                        and acc[j] > config.competence_floor):
+                continue
+            # weights must be positive for the matching to prefer them: κp lies in [-1, 1]
+            weight = 2.0 + sim[j] if role == "assist" else 2.0 - sim[j]
+            graph.add_edge(a, b, weight=round(float(weight), TIE_DECIMALS))
+    matched = nx.max_weight_matching(graph, maxcardinality=True)
+    return {(min(a, b), max(a, b)) for a, b in matched}

@@ -1,0 +1,162 @@
+"""Wires the pairing policy: profiles → matrix → graph → tables, suite → probe index.
+
+:func:`build_decider` is the service's ``DeciderFactory``: it reads the pool's profiles (the data
+dir's observation store first, then the profiles shipped for the embedded pool), computes the
+similarity matrix and graph, indexes the suite's probes, and returns a :class:`PolicyDecider`.
+All the heavy work happens here, once per profile version; a decision is a faiss search plus
+the array arithmetic of :mod:`router.policy`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from pydantic import ValidationError
+
+from profiles.embed import Embedder
+from profiles.matrix import ALL, DomainMatrix, PoolMatrix, pool_matrix
+from profiles.profile import Profile, from_store
+from profiles.store import ObservationStore, model_key
+from profiles.suite import Suite
+from router.config import ModelConfig, Settings
+from router.decision import Decision, Role, RouteRequest
+from router.diffing import (
+    ProfileQuery,
+    embedder_for,
+    open_suite,
+    shipped_profile,
+    shipped_profiles_dir,
+)
+from router.errors import ConfigError
+from router.graph import SimilarityGraph, build_graph
+from router.index import ProbeIndex
+from router.pairings import Pairings
+from router.policy import PolicySettings, PolicyTables, assign_pool, decide, make_tables
+from router.pool import Pool
+
+__all__ = ["PolicyDecider", "build_decider", "policy_settings", "tables_from_matrix"]
+
+
+class PolicyDecider:
+    """The :class:`router.decision.Decider` of the service: the policy over loaded profiles."""
+
+    def __init__(self, tables: PolicyTables, graph: SimilarityGraph, pairings: Pairings,
+                 config: PolicySettings, index: ProbeIndex | None = None,
+                 embedder: Embedder | None = None) -> None:
+        self.tables = tables
+        self.graph = graph
+        self.pairings = pairings
+        self.config = config
+        self.index = index
+        self.embedder = embedder
+
+    @property
+    def version(self) -> str:
+        return self.tables.version
+
+    @property
+    def unprofiled(self) -> list[str]:
+        return [m for m, ok in zip(self.tables.models, self.tables.profiled, strict=True)
+                if not ok]
+
+    def task_domains(self, request: RouteRequest) -> dict[str, float]:
+        """The task's domain weights: the forced domain, else the index's vote, else all."""
+        if request.domain:
+            return {request.domain: 1.0}
+        if not request.task.strip() or self.index is None or self.embedder is None:
+            return {ALL: 1.0}
+        vector = self.embedder.embed([request.task])[0]
+        return self._known(self.index.domain_weights(vector, self.config.neighbours,
+                                                     self.config.temperature))
+
+    def _known(self, weights: Mapping[str, float]) -> dict[str, float]:
+        # a probe domain with no categorical probes has no similarity to average
+        known = {d: w for d, w in weights.items() if d in self.tables.domain_index}
+        return known or {ALL: 1.0}
+
+    def decide(self, request: RouteRequest) -> Decision:
+        """A decision (raises ``NoPairError`` when no partner qualifies)."""
+        return decide(self.tables, request, self.task_domains(request), self.pairings,
+                      self.config)
+
+    def decide_with_vector(self, request: RouteRequest, vector: np.ndarray) -> Decision:
+        """As :meth:`decide` for an already embedded task (benchmarks, batch callers)."""
+        assert self.index is not None
+        weights = self._known(self.index.domain_weights(vector, self.config.neighbours,
+                                                        self.config.temperature))
+        return decide(self.tables, request, weights, self.pairings, self.config)
+
+    def assignment(self, role: Role, task: str = "", domain: str | None = None,
+                   candidates: Sequence[str] | None = None) -> list[Decision]:
+        """A partner for every model at once, by a matching on the graph."""
+        weights = self.task_domains(RouteRequest(role=role, task=task, domain=domain))
+        return assign_pool(self.tables, role, weights, self.pairings, self.config, candidates)
+
+
+def policy_settings(settings: Settings) -> PolicySettings:
+    """``settings.extensions['policy']``, validated (a :class:`ConfigError` names the field)."""
+    raw = settings.extensions.get("policy", {})
+    try:
+        return PolicySettings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"extensions.policy.{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
+                    for e in exc.errors()]
+        raise ConfigError(problems) from None
+
+
+def build_decider(settings: Settings, pool: Pool, pairings: Pairings) -> PolicyDecider:
+    """Load the pool's profiles and build the policy (blocking: seconds for a large suite)."""
+    config = policy_settings(settings)
+    suite = open_suite(config.suite)
+    query = ProfileQuery(config.suite, config.samples, config.profile_temperature)
+    found = load_profiles(settings, pool, suite, query)
+    profiles = [p for p in found.values() if p is not None]
+    unprofiled = [name for name, p in found.items() if p is None]
+    matrix = pool_matrix(profiles, suite, bootstrap=config.bootstrap) if profiles else \
+        PoolMatrix(())
+    families = {m.name: m.family_name for m in settings.models}
+    graph = build_graph(matrix, families, unprofiled)
+    tables = tables_from_matrix(matrix, settings.models, config, graph.version)
+    embedder = embedder_for(settings.embedder)
+    index = ProbeIndex.build(suite.probes, embedder) if suite.probes else None
+    return PolicyDecider(tables, graph, pairings, config, index, embedder)
+
+
+def load_profiles(settings: Settings, pool: Pool, suite: Suite,
+                  query: ProfileQuery) -> dict[str, Profile | None]:
+    """Each pool model's profile: stored observations first, then the shipped profile."""
+    shipped = shipped_profiles_dir()
+    out: dict[str, Profile | None] = {}
+    with ObservationStore.in_data_dir(settings.data_dir) as store:
+        for name in pool.names:
+            model = pool.get(name)
+            stored = from_store(model, suite, store, query.decoding)
+            out[name] = stored if stored.records else shipped_profile(
+                name, model_key(model.identity()), suite, shipped)
+    return out
+
+
+def tables_from_matrix(matrix: PoolMatrix, models: Sequence[ModelConfig],
+                       config: PolicySettings, version: str) -> PolicyTables:
+    """Lay the matrix out over every pool model; unprofiled models get NaN rows."""
+    names = [m.name for m in models]
+    n = len(names)
+    where = np.array([names.index(m) for m in matrix.models], dtype=np.int64)
+    domains = {}
+    present: dict[str, DomainMatrix | None] = dict(matrix.domains) or {ALL: None}
+    for name, dm in present.items():
+        square = {k: np.full((n, n), np.nan) for k in
+                  ("kappa", "kappa_low", "kappa_high", "error_consistency")}
+        accuracy = np.full(n, np.nan)
+        if dm is not None:
+            for key, arr in square.items():
+                arr[np.ix_(where, where)] = getattr(dm, key)
+            accuracy[where] = dm.accuracy
+        domains[name] = {**square, "accuracy": accuracy}
+    counts = {d: (m.n_kappa, m.n_gold) for d, m in matrix.domains.items()} or {ALL: (0, 0)}
+    profiled = [m in matrix.models for m in names]
+    latency = [config.latency_ms.get(m, np.nan) for m in names]
+    return make_tables(names, [m.family_name for m in models],
+                       [m.cost_per_1k_tokens for m in models], domains, profiled, counts,
+                       latency, version)

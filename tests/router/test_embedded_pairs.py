@@ -1,0 +1,39 @@
+"""The embedded pool, from its shipped measured profiles: a SmolLM2 model is audited by a Gemma
+model and assisted by a SmolLM2 variant. The policy knows no model names; this test reads the
+families from the pool's configuration and the evidence from the decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.decision import RouteRequest
+from router.defaults import default_settings
+from router.diffing import shipped_profiles_dir
+from router.pairings import Pairings
+from router.pool import Pool
+from router.routing import build_decider
+
+SHIPPED = sorted(p.name for p in shipped_profiles_dir().iterdir()
+                 if p.name.endswith(".json.gz")) if shipped_profiles_dir().is_dir() else []
+
+
+@pytest.mark.skipif(len(SHIPPED) < 3, reason="the embedded pool's profiles are not shipped yet")
+def test_smollm2_is_audited_by_gemma_and_assisted_by_smollm2(tmp_path: Path) -> None:
+    settings = default_settings(tmp_path / "data")  # an empty store: only shipped profiles
+    family = {m.name: m.family_name for m in settings.models}
+    decider = build_decider(settings, Pool(settings), Pairings())
+    smol = [m for m in decider.tables.models if family[m] == "smollm2"
+            and m not in decider.unprofiled]
+    assert smol, "no profiled SmolLM2 model"
+    for primary in smol:
+        audit = decider.decide(RouteRequest(role="audit", primary=primary))
+        assist = decider.decide(RouteRequest(role="assist", primary=primary))
+        assert family[audit.partner] == "gemma3", audit.reason
+        assert family[assist.partner] == "smollm2", assist.reason
+        # the evidence behind it: the assistant agrees beyond chance more than the auditor
+        assert audit.score is not None and assist.score is not None
+        assert assist.score > audit.score
+        kappa = next(e for e in audit.evidence if e.metric == "kappa_p")
+        assert kappa.n_probes > 0 and kappa.model == audit.partner

@@ -1,0 +1,58 @@
+"""The online blend and the CUSUM drift test."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from router.live.drift import PRIOR_WEIGHT, BernoulliCusum, DriftMonitor, PairMonitor
+
+KEY = ("alpha", "beta", "general")
+
+
+@pytest.mark.parametrize("profiled", [True, False])
+def test_stable_pair_raises_no_alarm_over_5000_comparisons(profiled: bool) -> None:
+    rng, monitor = random.Random(7), DriftMonitor()
+    alarms = sum(monitor.observe(KEY, rng.random() < 0.05, 0.05 if profiled else None)
+                 is not None for _ in range(5000))
+    print(f"false alarms over 5000 stable comparisons (profiled={profiled}): {alarms}")
+    assert alarms == 0
+
+
+def test_drift_is_detected_within_a_bounded_number_of_comparisons() -> None:
+    rng, monitor = random.Random(3), DriftMonitor()
+    for _ in range(200):
+        assert monitor.observe(KEY, rng.random() < 0.05) is None
+    for n in range(1, 201):  # noqa: B007  # n is reported after the loop
+        event = monitor.observe(KEY, rng.random() < 0.5)
+        if event is not None:
+            break
+    else:
+        pytest.fail("no drift detected within 200 comparisons")
+    print(f"drift 0.05 -> 0.5 detected after {n} comparisons")
+    assert event.direction == "up" and event.observed > event.expected
+    assert monitor.pairs[KEY].state == "drifted"
+
+
+def test_downward_drift_is_detected_against_the_profile() -> None:
+    monitor = DriftMonitor()
+    events = [monitor.observe(KEY, False, predicted=0.4) for _ in range(100)]
+    assert any(e is not None and e.direction == "down" for e in events)
+
+
+def test_blend_weighs_the_profile_as_pseudo_observations() -> None:
+    pair = PairMonitor(predicted=0.1)
+    assert pair.blended_agreement() == pytest.approx(0.9)
+    for _ in range(int(PRIOR_WEIGHT)):
+        pair.observe(True)
+    # 50 pseudo-observations at 0.9 agreement + 50 live disagreements
+    assert pair.blended_agreement() == pytest.approx(0.45)
+    assert PairMonitor(predicted=None).blended_agreement() == 0.5
+
+
+def test_cusum_alarm_resets_the_statistic() -> None:
+    cusum = BernoulliCusum(0.01)
+    directions = [cusum.update(True) for _ in range(10)]
+    assert "up" in directions and cusum.statistic < cusum.h
+    assert cusum.alarm_statistic > cusum.h

@@ -1,0 +1,205 @@
+"""The pairing policy on a simulated pool with planted families.
+
+Families share a scripted ``prior`` (so they share blind spots): ``a1``/``a2`` (A), ``b1``/``b2``
+(B), ``c1`` (C), and ``weak`` (W, accuracy 0.3). ``b1`` answers like A in ``law`` and ``b2``
+like A in ``history``: the pool's similarity differs by domain. ``ghost`` has no profile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from profiles.collect import Decoding
+from profiles.matrix import pool_matrix
+from profiles.store import ObservationStore
+from router.config import ModelConfig
+from router.decision import RouteRequest
+from router.errors import BadRequestError, NoPairError
+from router.pairings import Pairings
+from router.policy import (
+    ALL,
+    PolicySettings,
+    PolicyTables,
+    assign_pool,
+    decide,
+    effective_votes,
+    make_tables,
+)
+from router.routing import tables_from_matrix
+from router.simulate import profile_models, scripted_model, simulated_suite
+
+DOMAINS = ["history", "law", "math"]
+FLOOR = PolicySettings(competence_floor=0.4)
+NONE = Pairings()
+FAMILY = {"a1": "A", "a2": "A", "b1": "B", "b2": "B", "c1": "C", "weak": "W", "ghost": "G"}
+
+
+def pool_configs() -> list[ModelConfig]:
+    return [
+        scripted_model("a1", prior="A", seed=1),
+        scripted_model("a2", prior="A", seed=2),
+        scripted_model("b1", prior="B", seed=3, domains={"law": {"prior": "A"}}),
+        scripted_model("b2", prior="B", seed=4, domains={"history": {"prior": "A"}}),
+        scripted_model("c1", prior="C", seed=5),
+        scripted_model("weak", prior="W", seed=6, accuracy=0.3),
+        scripted_model("ghost", prior="G", seed=7),
+    ]
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory: pytest.TempPathFactory) -> PolicyTables:
+    suite = simulated_suite(DOMAINS, 40)
+    configs = pool_configs()
+    store = ObservationStore.in_data_dir(Path(tmp_path_factory.mktemp("policy")))
+    with store:
+        profiles = asyncio.run(profile_models(configs[:-1], suite, store, Decoding(samples=3)))
+    matrix = pool_matrix(profiles, suite, bootstrap=20)
+    return tables_from_matrix(matrix, configs, PolicySettings(), "v1")
+
+
+def audit(tables: PolicyTables, primary: str, weights: dict[str, float] | None = None,
+          pairings: Pairings = NONE, config: PolicySettings = FLOOR, **kw: object):  # type: ignore[no-untyped-def]
+    request = RouteRequest(role="audit", primary=primary, **kw)  # type: ignore[arg-type]
+    return decide(tables, request, weights or {ALL: 1.0}, pairings, config)
+
+
+def assist(tables: PolicyTables, primary: str, weights: dict[str, float] | None = None,
+           pairings: Pairings = NONE, **kw: object):  # type: ignore[no-untyped-def]
+    request = RouteRequest(role="assist", primary=primary, **kw)  # type: ignore[arg-type]
+    return decide(tables, request, weights or {ALL: 1.0}, pairings, FLOOR)
+
+
+def test_audit_picks_across_families_and_assist_within(tables: PolicyTables) -> None:
+    for primary in ("a1", "a2"):
+        a = audit(tables, primary)
+        assert FAMILY[a.partner] not in ("A", "W"), a.reason
+        assert a.score is not None and a.score < 0.3
+        kappa = next(e for e in a.evidence if e.metric == "kappa_p")
+        assert kappa.model == a.partner and kappa.n_probes == 120 and kappa.interval
+        s = assist(tables, primary)
+        assert FAMILY[s.partner] == "A", s.reason
+        assert s.score is not None and s.score > 0.3
+        assert "shares" in s.reason and s.profile_version == "v1"
+
+
+def test_competence_floor_excludes_weak_auditors(tables: PolicyTables) -> None:
+    acc = tables.accuracy[tables.domain_index[ALL], tables.index("weak")]
+    assert acc < 0.45  # the planted weak model really measures weak
+    # weak is the least similar to a1, so without a floor it would audit a1
+    without_floor = audit(tables, "a1", candidates=("a2", "weak"),
+                          config=PolicySettings(competence_floor=0.0))
+    assert without_floor.partner == "weak"
+    with_floor = audit(tables, "a1", candidates=("a2", "weak"))
+    assert with_floor.partner == "a2" and "below the floor: weak" in with_floor.reason
+    with pytest.raises(NoPairError, match="competence floor"):
+        audit(tables, "a1", candidates=("weak",))
+    d = audit(tables, "a1")
+    assert d.partner != "weak" and "below the floor: weak" in d.reason
+
+
+def test_pinned_partner_wins_and_exclusions_are_never_chosen(tables: PolicyTables) -> None:
+    pinned = Pairings(pinned={"a1": {"audit": "a2"}})
+    d = audit(tables, "a1", pairings=pinned)
+    assert d.partner == "a2" and "pinned" in d.reason
+    best = audit(tables, "a1").partner
+    excluded = Pairings(excluded=[(best, "a1")])
+    assert audit(tables, "a1", pairings=excluded).partner != best
+    # a pin to an excluded partner does not override the exclusion
+    both = Pairings(pinned={"a1": {"audit": "a2"}}, excluded=[("a1", "a2")])
+    assert audit(tables, "a1", pairings=both).partner != "a2"
+
+
+def test_unprofiled_models_are_reported(tables: PolicyTables) -> None:
+    d = audit(tables, "ghost")
+    assert "unprofiled" in d.reason and d.score is None and d.evidence == ()
+    assert FAMILY[d.partner] != "G"
+    s = assist(tables, "ghost")
+    assert "unprofiled" in s.reason and s.score is None
+    assert "ghost" in audit(tables, "a1").reason  # skipped, and said so
+    only_ghost = audit(tables, "a1", candidates=("ghost",))
+    assert only_ghost.partner == "ghost" and only_ghost.score is None
+    assert "unprofiled" in only_ghost.reason
+
+
+def test_task_domains_change_the_audit_partner(tables: PolicyTables) -> None:
+    # in law b1 answers like A, in history b2 does: each domain's auditor is the other one
+    law = audit(tables, "a1", {"law": 1.0}, candidates=("b1", "b2"))
+    history = audit(tables, "a1", {"history": 1.0}, candidates=("b1", "b2"))
+    assert (law.partner, history.partner) == ("b2", "b1")
+    assert law.domains == {"law": 1.0} and "law" in law.reason
+    assert next(e for e in law.evidence if e.metric == "kappa_p").n_probes == 40
+    mixed = audit(tables, "a1", {"law": 0.9, "history": 0.1}, candidates=("b1", "b2"))
+    assert mixed.partner == "b2" and list(mixed.domains) == ["law", "history"]
+    with pytest.raises(BadRequestError, match="unknown domain"):
+        audit(tables, "a1", {"cooking": 1.0})
+
+
+def test_auto_primary_is_the_most_competent(tables: PolicyTables) -> None:
+    d = decide(tables, RouteRequest(role="audit"), {ALL: 1.0}, Pairings(), FLOOR)
+    acc = tables.accuracy[0]
+    profiled = [i for i, ok in enumerate(tables.profiled) if ok]
+    assert acc[tables.index(d.primary)] == max(acc[i] for i in profiled)
+    assert d.reason.startswith("primary auto") and d.partner != d.primary
+
+
+def test_panel_prefers_diverse_auditors_and_reports_n_eff(tables: PolicyTables) -> None:
+    d = audit(tables, "a1", panel=2, candidates=("a2", "b1", "b2", "c1"))
+    assert len(d.panel) == 2 and d.partner == d.panel[0]
+    assert {FAMILY[m] for m in d.panel} == {"B", "C"}  # never two of one family
+    assert d.effective_votes is not None and 2.0 < d.effective_votes <= 3.0
+    same = tables.sim[0][np.ix_(*[[tables.index(m) for m in ("a1", "b1", "b2")]] * 2)]
+    assert d.effective_votes > effective_votes(same)
+
+
+def test_pool_matching_covers_every_model(tables: PolicyTables) -> None:
+    for role in ("audit", "assist"):
+        out = assign_pool(tables, role, {ALL: 1.0}, Pairings(), FLOOR)  # type: ignore[arg-type]
+        assert sorted(d.primary for d in out) == sorted(tables.models)
+        matched = [d for d in out if d.reason.startswith("pool matching")]
+        assert len(matched) >= 4
+        for d in matched:  # a matching: partners are mutual
+            assert next(e for e in out if e.primary == d.partner).partner == d.primary
+    assists = {d.primary: d.partner for d in assign_pool(tables, "assist", {ALL: 1.0},
+                                                         Pairings(), FLOOR)}
+    assert FAMILY[assists["a1"]] == "A"
+
+
+def synthetic(order: list[str], cost: dict[str, float]) -> PolicyTables:
+    """Three models where ``x`` and ``y`` are exactly as similar to ``p``."""
+    sims = {("p", "x"): 0.2, ("p", "y"): 0.2, ("x", "y"): 0.5}
+    n = len(order)
+    kappa = np.eye(n)
+    for (a, b), v in sims.items():
+        i, j = order.index(a), order.index(b)
+        kappa[i, j] = kappa[j, i] = v
+    arrays = {"kappa": kappa, "kappa_low": kappa - 0.1, "kappa_high": kappa + 0.1,
+              "error_consistency": kappa, "accuracy": np.full(n, 0.8)}
+    return make_tables(order, order, [cost[m] for m in order], {ALL: arrays}, [True] * n,
+                       {ALL: (50, 50)})
+
+
+def test_ties_are_deterministic() -> None:
+    free = {"p": 0.0, "x": 0.0, "y": 0.0}
+    for order in (["p", "x", "y"], ["y", "x", "p"], ["x", "p", "y"]):
+        for role in ("audit", "assist"):
+            d = decide(synthetic(order, free), RouteRequest(role=role, primary="p"),  # type: ignore[arg-type]
+                       {ALL: 1.0}, Pairings(), PolicySettings())
+            assert d.partner == "x"  # equal scores and cost: by name
+    cheaper_y = synthetic(["p", "x", "y"], {"p": 0.0, "x": 2.0, "y": 1.0})
+    d = decide(cheaper_y, RouteRequest(role="assist", primary="p"), {ALL: 1.0}, Pairings(),
+               PolicySettings())
+    assert d.partner == "y"
+
+
+def test_cost_limit_is_respected() -> None:
+    t = synthetic(["p", "x", "y"], {"p": 0.0, "x": 5.0, "y": 1.0})
+    d = decide(t, RouteRequest(role="audit", primary="p"), {ALL: 1.0}, Pairings(),
+               PolicySettings(max_cost_per_1k=2.0))
+    assert d.partner == "y"
+    with pytest.raises(NoPairError):
+        decide(t, RouteRequest(role="audit", primary="p"), {ALL: 1.0}, Pairings(),
+               PolicySettings(max_cost_per_1k=0.5))

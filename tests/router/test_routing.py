@@ -1,0 +1,152 @@
+"""``build_decider`` end to end: a scripted pool profiled into a tmp data dir, then decisions
+from the text of a task, and the ``diffroute pairs`` command over the same pool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.cli import main
+from router.config import Settings, settings_from_mapping
+from router.decision import RouteRequest
+from router.errors import BadRequestError, ConfigError
+from router.pairings import Pairings, PairingsStore
+from router.pool import Pool
+from router.profiling import build_profiles
+from router.routing import PolicyDecider, build_decider
+from router.simulate import simulated_suite
+
+SAMPLES = 3
+NONE = Pairings()
+FAMILY = {"a1": "A", "a2": "A", "b1": "B", "b2": "B", "ghost": "G"}
+MODELS: list[dict[str, Any]] = [
+    {"name": "a1", "family": "A", "backend": {"kind": "scripted", "prior": "A", "seed": 1}},
+    {"name": "a2", "family": "A", "backend": {"kind": "scripted", "prior": "A", "seed": 2}},
+    {"name": "b1", "family": "B", "cost_per_1k_tokens": 1.0,
+     "backend": {"kind": "scripted", "prior": "B", "seed": 3, "domains": {"law": {"prior": "A"}}}},
+    {"name": "b2", "family": "B", "cost_per_1k_tokens": 1.0,
+     "backend": {"kind": "scripted", "prior": "B", "seed": 4,
+                 "domains": {"history": {"prior": "A"}}}},
+    {"name": "ghost", "family": "G", "backend": {"kind": "scripted", "prior": "G", "seed": 5}},
+]
+
+
+def make_settings(root: Path, **policy: Any) -> Settings:
+    suite_file = root / "sim.jsonl"
+    if not suite_file.exists():
+        suite = simulated_suite(["history", "law", "math"], 24)
+        suite_file.write_text("".join(p.model_dump_json(exclude_none=True) + "\n"
+                                      for p in suite.probes), encoding="utf-8")
+    ext = {"suite": str(suite_file), "samples": SAMPLES, "bootstrap": 20,
+           "competence_floor": 0.25, **policy}
+    return settings_from_mapping({"models": MODELS, "data_dir": str(root / "data"),
+                                  "extensions": {"policy": ext}})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("routing")
+    settings = make_settings(root)
+    asyncio.run(build_profiles(settings, str(root / "sim.jsonl"), ["a1", "a2", "b1", "b2"],
+                               SAMPLES, 0.7, 4))
+    return root
+
+
+def decider(root: Path, pairings: Pairings = NONE, **policy: Any) -> PolicyDecider:
+    settings = make_settings(root, **policy)
+    return build_decider(settings, Pool(settings), pairings)
+
+
+def test_build_decider_end_to_end(world: Path) -> None:
+    d = decider(world)
+    assert d.unprofiled == ["ghost"] and len(d.version) == 12
+    assert d.graph.families()["A"] == ["a1", "a2"]
+    audit = d.decide(RouteRequest(role="audit", primary="a1"))
+    assert FAMILY[audit.partner] == "B" and audit.profile_version == d.version
+    assert audit.domains == {"all": 1.0} and "skipped unprofiled: ghost" in audit.reason
+    assist = d.decide(RouteRequest(role="assist", primary="a1"))
+    assert assist.partner == "a2"
+    ghost = d.decide(RouteRequest(role="audit", primary="ghost"))
+    assert "unprofiled" in ghost.reason and ghost.score is None
+
+
+def test_task_text_routes_by_domain(world: Path) -> None:
+    d = decider(world)
+    law = d.decide(RouteRequest(role="audit", primary="a1", task="[law] which option holds?",
+                                candidates=("b1", "b2")))
+    history = d.decide(RouteRequest(role="audit", primary="a1",
+                                    task="[history] which option holds?",
+                                    candidates=("b1", "b2")))
+    assert max(law.domains, key=law.domains.__getitem__) == "law"
+    assert (law.partner, history.partner) == ("b2", "b1")
+    forced = d.decide(RouteRequest(role="audit", primary="a1", task="[law] which option holds?",
+                                   domain="history", candidates=("b1", "b2")))
+    assert forced.partner == "b1" and forced.domains == {"history": 1.0}
+    with pytest.raises(BadRequestError):
+        d.decide(RouteRequest(role="audit", primary="a1", domain="cooking"))
+
+
+def test_pinned_pairings_and_limits_come_from_settings(world: Path) -> None:
+    pinned = decider(world, Pairings(pinned={"a1": {"audit": "a2"}}))
+    assert pinned.decide(RouteRequest(role="audit", primary="a1")).partner == "a2"
+    cheap = decider(world, max_cost_per_1k=0.5)  # b1 and b2 cost 1.0
+    assert cheap.decide(RouteRequest(role="audit", primary="a1")).partner == "a2"
+    with pytest.raises(ConfigError, match=r"extensions\.policy\.competence_floor"):
+        decider(world, competence_floor=3)
+
+
+def test_version_changes_when_profiles_change(tmp_path: Path, world: Path) -> None:
+    before = decider(world).version
+    assert decider(world).version == before
+    settings = make_settings(world)
+    moved = settings.model_copy(update={"data_dir": tmp_path / "data"})
+    asyncio.run(build_profiles(moved, str(world / "sim.jsonl"), ["a1", "a2", "ghost"],
+                               SAMPLES, 0.7, 4))
+    after = build_decider(moved, Pool(moved), Pairings())
+    assert after.version != before and after.unprofiled == ["b1", "b2"]
+
+
+def cli(world: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    config = world / "pool.yaml"
+    settings = make_settings(world)
+    import yaml
+
+    config.write_text(yaml.safe_dump({
+        "models": MODELS, "data_dir": str(settings.data_dir),
+        "extensions": settings.extensions}), encoding="utf-8")
+    code = 0
+    try:
+        main(["pairs", "--config", str(config), *args])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_pairs_command(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = cli(world, capsys, "--role", "audit", "--primary", "a1", "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["unprofiled"] == ["ghost"]
+    assert FAMILY[data["decisions"][0]["partner"]] == "B"
+    code, out, _ = cli(world, capsys, "--role", "assist", "--task", "[law] which option holds?")
+    assert code == 0 and "domains: law" in out and "a1 " in out and "unprofiled" in out
+    code, out, _ = cli(world, capsys, "--panel", "2", "--primary", "a1", "--format", "json")
+    assert json.loads(out)["decisions"][0]["effective_votes"] > 1
+    code, out, _ = cli(world, capsys, "--all", "--role", "audit", "--format", "json")
+    assert sorted(d["primary"] for d in json.loads(out)["decisions"]) == sorted(FAMILY)
+    code, _, err = cli(world, capsys, "--primary", "nobody")
+    assert code != 0 and err.count("\n") == 1 and "nobody" in err
+
+
+def test_pairs_store_is_read(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = PairingsStore(make_settings(world).data_dir)
+    store.save(Pairings(pinned={"a1": {"audit": "a2"}}))
+    try:
+        _, out, _ = cli(world, capsys, "--role", "audit", "--primary", "a1", "--format", "json")
+        assert json.loads(out)["decisions"][0]["partner"] == "a2"
+    finally:
+        store.path.unlink()
