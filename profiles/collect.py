@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from profiles.probe import Probe
+from profiles.probe import REQUEST_FORMAT, Probe
 from profiles.protocol import ModelClient, Sample, SampleResult
 from profiles.store import ObservationStore, model_key, stable_hash
 
@@ -31,7 +31,8 @@ class Decoding:
     seed: int = 0
 
     def key(self) -> str:
-        return stable_hash({"temperature": self.temperature, "seed": self.seed, "v": 1})
+        return stable_hash({"temperature": self.temperature, "seed": self.seed,
+                            "request": REQUEST_FORMAT})
 
     def probe_seed(self, probe_hash: str) -> int:
         return (self.seed * 1_000_003 + int(probe_hash[:8], 16)) % 2**31

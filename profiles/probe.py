@@ -15,6 +15,16 @@ AnswerType = Literal["choice", "numeric", "refusal", "free"]
 OPTION_LABELS = string.ascii_uppercase
 PROBE_ID_PATTERN = r"^[a-z0-9][a-z0-9_.:-]*$"
 
+# How a probe is asked. Short answers are all a probe needs (the letter, the number, whether
+# the model complies, the gist of a free answer), and generation dominates collection time.
+# Changing these changes observations: bump REQUEST_FORMAT so cached samples are not reused.
+REQUEST_FORMAT = 2
+MAX_TOKENS: dict[str, int] = {"choice": 6, "numeric": 16, "refusal": 32, "free": 40}
+STOPS: dict[str, tuple[str, ...]] = {
+    "choice": ("\n",), "numeric": ("\n",), "refusal": ("\n\n", "\nQuestion"),
+    "free": ("\n\n", "\nQuestion"),
+}
+
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -93,7 +103,7 @@ class Probe(BaseModel):
     ) -> SampleRequest:
         """The request that collects this probe; ``choice`` probes ask for first-token logprobs."""
         if max_tokens is None:
-            max_tokens = {"choice": 8, "numeric": 24, "refusal": 48, "free": 64}[self.type]
+            max_tokens = MAX_TOKENS[self.type]
         return SampleRequest(
             messages=tuple({"role": m.role, "content": m.content} for m in self.messages),
             n=n,
@@ -101,6 +111,7 @@ class Probe(BaseModel):
             max_tokens=max_tokens,
             top_logprobs=20 if self.type == "choice" else 0,
             seed=seed,
+            stop=STOPS[self.type],
             completion_prompt=self.completion,
             domains=self.domains,
         )

@@ -12,7 +12,7 @@ How a request runs:
 * ``n`` samples are ``n`` sequential generations seeded ``seed + i`` (``seed`` from the request,
   else from the params), so a request is reproducible;
 * first-token top logprobs are read from the logits of the last prompt position
-  (``logits_all=True``): the model's own distribution, before temperature, which is what a
+  (read after one prompt evaluation): the model's own distribution, before temperature, which is what a
   ``choice`` probe is scored with.
 
 Pool models that share a weights file (variants by system prompt or decoding) share one loaded
@@ -219,7 +219,7 @@ class SharedModel:
         n_batch = p.n_batch or _auto_batch()
         try:
             return Llama(model_path=str(path), n_ctx=p.n_ctx, n_threads=p.n_threads,
-                         n_batch=n_batch, n_ubatch=n_batch, logits_all=True, verbose=False)
+                         n_batch=n_batch, n_ubatch=n_batch, logits_all=False, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise _LoadError(f"cannot load {path.name}: {exc}") from exc
 
@@ -281,17 +281,27 @@ class _Decoding:
         return dataclasses.asdict(self)
 
 
-def first_token_logprobs(loaded: _Loaded, n_prompt: int, k: int) -> tuple[TokenLogprob, ...]:
-    """The top ``k`` alternatives for the first generated token (after a generation)."""
+def first_token_logprobs(loaded: _Loaded, tokens: Sequence[int],
+                         k: int) -> tuple[TokenLogprob, ...]:
+    """The top ``k`` alternatives for the first token after the prompt.
+
+    The prompt is evaluated once and the logits of its last position read directly, so the
+    model needs no ``logits_all`` (which would copy a full vocabulary row — 262k floats for
+    Gemma — for every token). The next ``create_completion`` of the same prompt reuses the
+    evaluated prefix, so this costs about one token.
+    """
     from llama_cpp import Llama
 
-    logprobs = Llama.logits_to_logprobs(loaded.llama.scores[n_prompt - 1])
+    llama = loaded.llama
+    llama.reset()
+    llama.eval(list(tokens))
+    logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),))
+    logprobs = Llama.logits_to_logprobs(np.array(logits, dtype=np.float32))
     k = min(k, logprobs.shape[0])
     top = np.argpartition(-logprobs, k - 1)[:k]
     top = top[np.argsort(-logprobs[top], kind="stable")]
     return tuple(
-        TokenLogprob(loaded.llama.detokenize([int(i)]).decode(errors="ignore"),
-                     float(logprobs[i]))
+        TokenLogprob(llama.detokenize([int(i)]).decode(errors="ignore"), float(logprobs[i]))
         for i in top
     )
 
@@ -336,13 +346,14 @@ class LlamaCppBackend:
         decoding = self._decoding(request).kwargs()
         samples: list[Sample] = []
         completion_tokens = 0
+        # the first-token distribution depends on the prompt only: once for all n samples
+        top = (first_token_logprobs(loaded, prompt.tokens, request.top_logprobs)
+               if request.top_logprobs > 0 else ())
         for i in range(request.n):
             out = cast(dict[str, Any], loaded.llama.create_completion(
                 prompt.tokens, stop=prompt.stop, seed=self._seed(request) + i, **decoding))
             choice = out["choices"][0]
             completion_tokens += int(out["usage"]["completion_tokens"])
-            top = (first_token_logprobs(loaded, len(prompt.tokens), request.top_logprobs)
-                   if request.top_logprobs > 0 else ())
             samples.append(Sample(choice["text"], choice["finish_reason"] or "stop", top))
         return samples, Usage(len(prompt.tokens), completion_tokens)
 
