@@ -68,7 +68,8 @@ class Score:
         r = self.ratio
         return (f"domains P={r(self.tp_domains, self.tp_domains + self.fp_domains)} "
                 f"R={r(self.tp_domains, self.tp_domains + self.fn_domains)} "
-                f"FP={self.fp_domains:<3} | probes P={r(self.tp_probes, self.tp_probes + self.fp_probes)} "
+                f"FP={self.fp_domains:<3} | "
+                f"probes P={r(self.tp_probes, self.tp_probes + self.fp_probes)} "
                 f"R={r(self.tp_probes, self.tp_probes + self.fn_probes)} FP={self.fp_probes}")
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from itertools import pairwise
 
 import numpy as np
 
 from profiles.collect import Decoding
 from profiles.matrix import pool_matrix
 from profiles.probe import Probe
-from profiles.profile import Profile, ProbeRecord
+from profiles.profile import ProbeRecord, Profile
 from profiles.suite import Suite, SuiteManifest
 
 LABELS = ("A", "B", "C", "D")
@@ -89,7 +90,7 @@ def main() -> None:
         assert matrix.domains["all"].kappa.shape == (n, n)
         times.append(elapsed)
         print(f"{n:>6} {n * (n - 1) // 2:>6} {elapsed:>9.2f} {base:>10.2f} {elapsed / base:>6.1f}")
-    for (n0, t0), (n1, t1) in zip(zip(sizes, times), zip(sizes[1:], times[1:]), strict=False):
+    for (n0, t0), (n1, t1) in pairwise(zip(sizes, times, strict=True)):
         print(f"growth {n0}->{n1} models: time x{t1 / t0:.1f} "
               f"(N^{math.log(t1 / t0) / math.log(n1 / n0):.2f})")
 

@@ -71,9 +71,9 @@ async def measure(http: aiohttp.ClientSession, running: Running, args: argparse.
 
 
 async def main(args: argparse.Namespace) -> None:
-    configure_logging("json")  # as `diffroute serve` runs; the logs go to a file below
     answers = {"up-alpha": "Paris is the capital of France.", "up-beta": "Lyon, surely."}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as log:
+        configure_logging("json", stream=log)  # as `diffroute serve` runs, into a file
         async with FakeUpstream(answers=answers, models=list(answers),
                                 latency=args.latency) as fake:
             models = [remote("alpha", "a", fake.base_url, "up-alpha"),

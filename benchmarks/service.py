@@ -22,6 +22,7 @@ have no profiles, so it decides by its family rule after embedding the task and 
 probe index), or from the tests' ``FamilyDecider`` (``--policy test``).
 
     python -m benchmarks.service [--duration 3] [--rounds 1] [--latency 0.002] [--policy real]
+                                 [--distinct-tasks]
 
 Run it from the repository root (it imports ``tests.fakes``). ``--cprofile DIR`` writes a
 cProfile of each proxy server process for the whole run to ``DIR/<server>.prof``
@@ -33,7 +34,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import itertools
 import json
+import os
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -72,6 +76,18 @@ def chat_body(model: str) -> bytes:
 
 
 ROUTE_BODY = json.dumps({"role": "audit", "primary": "alpha", "task": QUESTION}).encode()
+
+
+def distinct_route_bodies() -> Callable[[], bytes]:
+    """A new task text per call, so no ``/v1/route`` call hits the decider's task cache."""
+    numbers = itertools.count()
+    salt = os.urandom(4).hex()  # each round gets texts of its own
+
+    def body() -> bytes:
+        task = f"{QUESTION} (variant {salt}-{next(numbers)})"
+        return json.dumps({"role": "audit", "primary": "alpha", "task": task}).encode()
+
+    return body
 
 
 # --- the servers (each runs in a child process) ----------------------------------------------
@@ -179,7 +195,8 @@ def diffroute(upstream: str, data_dir: Path, policy: str = "test") -> web.Applic
               remote("beta", "b", upstream + "/v1", "fake-b", max_concurrency=1024)]
     settings = settings_from_mapping({"models": models, "data_dir": str(data_dir),
                                       "server": {"shutdown_timeout": 1}})
-    configure_logging("json")
+    # as `diffroute serve` runs, but to stderr (a temporary file): stdout is the parent's pipe
+    configure_logging("json", stream=sys.stderr.buffer)
     if policy == "real":
         return create_app(settings)  # the app's default decider: router.routing.build_decider
     return create_app(settings, decider_factory=FamilyDecider)
@@ -221,13 +238,16 @@ class Case:
     name: str
     server: str
     path: str
-    body: bytes
+    body: bytes | Callable[[], bytes]
+    """Fixed bytes, or a function giving each request's body."""
     concurrency: int
 
 
-def cases(high: int) -> list[Case]:
+def cases(high: int, distinct_tasks: bool = False) -> list[Case]:
     """In groups: the subject right after its baselines, so they see the same machine load."""
     plain, audit = chat_body("alpha"), chat_body("audit:alpha")
+    distinct = [Case(f"diffroute /v1/route distinct tasks, c={high}", "diffroute", "/v1/route",
+                     distinct_route_bodies(), high)] if distinct_tasks else []
     return [
         Case("upstream direct, c=1", "upstream", CHAT, plain, 1),
         Case("minimal proxy, c=1", "minimal", CHAT, plain, 1),
@@ -237,6 +257,7 @@ def cases(high: int) -> list[Case]:
         Case(f"diffroute plain, c={high}", "diffroute", CHAT, plain, high),
         Case(f"hello-world JSON, c={high}", "hello", "/v1/route", ROUTE_BODY, high),
         Case(f"diffroute /v1/route, c={high}", "diffroute", "/v1/route", ROUTE_BODY, high),
+        *distinct,
         Case(f"two-call proxy, c={high}", "two-call", CHAT, audit, high),
         Case(f"diffroute audit, c={high}", "diffroute", CHAT, audit, high),
     ]
@@ -265,8 +286,11 @@ async def measure(http: aiohttp.ClientSession, server: ServerProcess, case: Case
                   load: LoadSettings) -> Run:
     url = server.url + case.path
 
+    make_body = case.body if callable(case.body) else None
+
     async def send() -> None:
-        async with http.post(url, data=case.body, headers=JSON_HEADERS) as response:
+        body = make_body() if make_body is not None else case.body
+        async with http.post(url, data=body, headers=JSON_HEADERS) as response:
             await response.read()
             if response.status != 200:
                 raise RuntimeError(f"HTTP {response.status} from {url}")
@@ -295,14 +319,15 @@ async def start_servers(stack: AsyncExitStack, latency: float, profile: Path | N
 
 
 async def benchmark(load: LoadSettings, rounds: int, high: int, latency: float,
-                    profile: Path | None, policy: str) -> dict[str, list[Run]]:
+                    profile: Path | None, policy: str,
+                    distinct_tasks: bool = False) -> dict[str, list[Run]]:
     results: dict[str, list[Run]] = {}
     async with AsyncExitStack() as stack:
         servers = await start_servers(stack, latency, profile, policy)
         connector = aiohttp.TCPConnector(limit=0)
         http = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
         for _ in range(rounds):
-            for case in cases(high):
+            for case in cases(high, distinct_tasks):
                 result = await measure(http, servers[case.server], case, load)
                 results.setdefault(case.name, []).append(result)
     return results
@@ -373,6 +398,10 @@ def _ratios(f: Mapping[str, Figures], high: int) -> bool:
          f"≥ 0.50× hello: {'met' if route_ok else 'MISSED'}"],
         [f"(c) audit throughput, c={high}", "", ratio(audit.throughput, two.throughput), ""],
     ]
+    distinct = f.get(f"diffroute /v1/route distinct tasks, c={high}")
+    if distinct is not None:
+        rows.insert(-1, [f"(b) /v1/route distinct tasks, c={high}", "",
+                         ratio(distinct.throughput, hello.throughput), "(no cache hits)"])
     print_table(["diffroute vs", "upstream direct", "baseline", "target"], rows)
     print("\nbaseline: (a) minimal proxy, (b) hello-world JSON, (c) two-call proxy")
     return proxy_ok and route_ok
@@ -394,6 +423,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cprofile", help="profile each server into DIR/<server>.prof")
     parser.add_argument("--policy", choices=("real", "test"), default=default_policy(),
                         help="diffroute's decider: router.routing's or the tests' FamilyDecider")
+    parser.add_argument("--distinct-tasks", action="store_true",
+                        help="also measure /v1/route with a new task text per request "
+                             "(no decision-cache hits)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -409,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(benchmark(load, args.rounds, args.concurrency, args.latency,
-                                    profile, args.policy))
+                                    profile, args.policy, args.distinct_tasks))
     return 0 if report(results, args.concurrency, args.latency, args.policy) else 1
 
 

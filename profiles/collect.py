@@ -34,8 +34,16 @@ class Decoding:
         return stable_hash({"temperature": self.temperature, "seed": self.seed,
                             "request": REQUEST_FORMAT})
 
-    def probe_seed(self, probe_hash: str) -> int:
-        return (self.seed * 1_000_003 + int(probe_hash[:8], 16)) % 2**31
+    def probe_seed(self, probe_hash: str, model_key: str) -> int:
+        """The seed of sample 0 of a probe for one model (sample i uses seed + i).
+
+        The model's key is mixed in so that two models never share random numbers: with
+        shared seeds, two similar models draw coupled samples, their cross-model differences
+        shrink below what re-splitting the pooled samples expects, and the noise-floor test
+        loses its calibration.
+        """
+        return (self.seed * 1_000_003 + int(probe_hash[:8], 16) + int(model_key[:8], 16)) \
+            % 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +92,7 @@ def plan(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observat
 
 async def _call(job: Job, decoding: Decoding, n: int, first: int) -> SampleResult:
     request = job.probe.request(n=n, temperature=decoding.temperature,
-                                seed=decoding.probe_seed(job.probe_hash) + first)
+                                seed=decoding.probe_seed(job.probe_hash, job.key) + first)
     return await job.model.sample(request)
 
 

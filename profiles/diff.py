@@ -33,7 +33,7 @@ import numpy.typing as npt
 from profiles.embed import Embedder, HashEmbedder
 from profiles.matrix import ALL, pool_matrix
 from profiles.probe import Probe
-from profiles.profile import Profile, ProbeRecord
+from profiles.profile import ProbeRecord, Profile
 from profiles.significance import (
     DEFAULT_PERMUTATIONS,
     ProbeTests,

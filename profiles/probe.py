@@ -18,8 +18,8 @@ PROBE_ID_PATTERN = r"^[a-z0-9][a-z0-9_.:-]*$"
 # How a probe is asked. Short answers are all a probe needs (the letter, the number, whether
 # the model complies, the gist of a free answer), and generation dominates collection time.
 # Changing these changes observations: bump REQUEST_FORMAT so cached samples are not reused.
-REQUEST_FORMAT = 2
-MAX_TOKENS: dict[str, int] = {"choice": 6, "numeric": 16, "refusal": 32, "free": 40}
+REQUEST_FORMAT = 3
+MAX_TOKENS: dict[str, int] = {"choice": 6, "numeric": 16, "refusal": 24, "free": 32}
 STOPS: dict[str, tuple[str, ...]] = {
     "choice": ("\n",), "numeric": ("\n",), "refusal": ("\n\n", "\nQuestion"),
     "free": ("\n\n", "\nQuestion"),

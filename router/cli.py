@@ -81,7 +81,8 @@ def models(config: str | None, data_dir: str | None) -> None:
     width = max(len(r.name) for r in rows)
     for row in rows:
         detail = f"  ({row.status.detail})" if row.status.detail else ""
-        click.echo(f"{row.name:<{width}}  {row.kind:<9} {row.family:<10} {row.status.state}{detail}")
+        state = f"{row.status.state}{detail}"
+        click.echo(f"{row.name:<{width}}  {row.kind:<9} {row.family:<10} {state}")
     if not all(r.status.ok for r in rows):
         sys.exit(1)
 

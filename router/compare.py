@@ -180,8 +180,11 @@ class NoiseAwareComparer:
             return Comparison(1.0, False, 0.0, threshold, "", method="semantic")
         vectors = self.embedder.embed([primary_text, partner_text])
         divergence = min(1.0, max(0.0, 1.0 - float(vectors[0] @ vectors[1])))
-        return Comparison(1.0 - divergence, divergence > threshold, divergence, threshold,
-                          unified_diff(primary_text, partner_text), method="semantic")
+        flagged = divergence > threshold
+        # the text diff is stored only with a live diff: computed for flagged comparisons only
+        diff = unified_diff(primary_text, partner_text) if flagged else ""
+        return Comparison(1.0 - divergence, flagged, divergence, threshold, diff,
+                          method="semantic")
 
     def threshold(self, pair: tuple[str, str] | None, domains: Sequence[str]) -> float:
         """The pair's floor in its dominant profiled domain, else the documented default."""

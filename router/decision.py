@@ -8,7 +8,7 @@ profiles, graphs or indexes itself.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 Role = Literal["assist", "audit"]
@@ -27,6 +27,11 @@ class Evidence:
     domains: tuple[str, ...] = ()
     model: str | None = None
     """The candidate this evidence is about."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.value,
+                "interval": None if self.interval is None else list(self.interval),
+                "n_probes": self.n_probes, "domains": list(self.domains), "model": self.model}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +52,14 @@ class Decision:
     effective_votes: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["domains"] = dict(self.domains)
-        return out
+        """The decision as JSON-ready data (by hand: ``dataclasses.asdict`` deep-copies)."""
+        return {
+            "primary": self.primary, "partner": self.partner, "role": self.role,
+            "score": self.score, "reason": self.reason,
+            "evidence": [e.to_json() for e in self.evidence],
+            "domains": dict(self.domains), "profile_version": self.profile_version,
+            "panel": list(self.panel), "effective_votes": self.effective_votes,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,24 +1,40 @@
-"""Structured logs: structlog, JSON in production, OpenTelemetry attribute names where they fit.
+"""Structured logs: native structlog, JSON lines in production, OpenTelemetry attribute names.
 
 :func:`configure_logging` is called once by the process entry point (``diffroute serve``), never
 at import time; tests use ``structlog.testing.capture_logs`` instead. Events:
 
-* ``http.request`` — the access log: ``request_id``, ``http.request.method``, ``http.route``,
-  ``http.response.status_code``, ``duration_ms`` (OTel HTTP semantic conventions);
-* ``gen_ai.chat`` — one model call: ``gen_ai.request.model``, ``gen_ai.usage.input_tokens``,
-  ``gen_ai.usage.output_tokens``… (OTel GenAI conventions); message bodies only with
-  ``server.log_prompts``.
+* ``http.request`` — the access log, one line per request: ``request_id``,
+  ``http.request.method``, ``http.route``, ``http.response.status_code``, ``duration_ms`` (OTel
+  HTTP semantic conventions). A plain proxy call folds its model call into this line
+  (``gen_ai.request.model``, ``gen_ai.usage.*``… — :func:`generation_fields`);
+* ``gen_ai.chat`` — one model call of a paired request, or of a plain one when
+  ``server.log_prompts`` is on (message bodies are too big for the access line):
+  ``gen_ai.request.model``, ``gen_ai.usage.input_tokens``… (OTel GenAI conventions); message
+  bodies only with ``server.log_prompts``.
 
 Values under secret-looking keys are replaced by ``[redacted]`` whatever logs them.
+
+The pipeline is short because it runs for every request: filtering bound logger (levels below
+the configured one cost a no-op call) → context vars → level → logger name → timestamp →
+redaction → exception text → ``orjson`` → :class:`LogBuffer`.
+
+Buffering trade-off: lines are written to stdout in batches — when 64 KiB are pending, every
+``flush_interval_s`` (a daemon thread), at exit, and at once for warnings and errors. A
+``kill -9`` can therefore lose up to one interval of info lines (access logs); nothing durable
+depends on them: live diffs are committed to SQLite before their ids are returned.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
+import threading
+import time
 from collections.abc import MutableMapping, Sequence
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
+import orjson
 import structlog
 
 from profiles.protocol import SampleRequest, Usage
@@ -26,10 +42,15 @@ from profiles.protocol import SampleRequest, Usage
 SECRET_KEYS = frozenset({"authorization", "api_key", "admin_key", "api_keys", "password",
                          "token", "secret", "x-api-key"})
 REDACTED = "[redacted]"
+FLUSH_BYTES = 64 * 1024
+"""Pending log bytes that trigger a write."""
+FLUSH_INTERVAL_S = 0.5
+"""The longest an info line waits in the buffer."""
+
+EventDict = MutableMapping[str, Any]
 
 
-def redact_secrets(_logger: object, _method: str,
-                   event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_secrets(_logger: object, _method: str, event: EventDict) -> EventDict:
     """A structlog processor: never let a secret-named field reach the output."""
     for key in event:
         if key.lower() in SECRET_KEYS:
@@ -37,56 +58,194 @@ def redact_secrets(_logger: object, _method: str,
     return event
 
 
-def _shared_processors() -> list[Any]:
-    return [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_secrets,
-    ]
+class _Timestamper:
+    """``timestamp``: ISO 8601 UTC with milliseconds; the second's prefix is formatted once."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, _logger: object, _method: str, event: EventDict) -> EventDict:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+        return event
 
 
-def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "INFO") -> None:
-    """Route structlog and stdlib logging (aiohttp's own) to stderr as JSON or console lines."""
-    renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
-                     else structlog.dev.ConsoleRenderer())
+def add_logger_name(logger: object, _method: str, event: EventDict) -> EventDict:
+    """``logger``: the name given to ``structlog.get_logger(name)``."""
+    name = getattr(logger, "name", None)
+    if name:
+        event["logger"] = name
+    return event
+
+
+def render_json(_logger: object, _method: str, event: EventDict) -> bytes:
+    """One JSON line (bytes); values orjson cannot encode are written as their ``str``."""
+    return orjson.dumps(event, default=str,
+                        option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+class LogBuffer:
+    """Rendered lines collected in memory and written to a binary stream in batches."""
+
+    def __init__(self, stream: IO[bytes], max_bytes: int = FLUSH_BYTES) -> None:
+        self._stream = stream
+        self._max_bytes = max_bytes
+        self._parts: list[bytes] = []
+        self._size = 0
+        # lines come from the event loop and from worker threads; the flusher is another thread
+        self._lock = threading.Lock()
+
+    def write(self, line: bytes, *, urgent: bool = False) -> None:
+        """Queue one line (a newline is added); write now if ``urgent`` or the buffer is full."""
+        with self._lock:
+            self._parts.append(line)
+            self._parts.append(b"\n")
+            self._size += len(line) + 1
+            if urgent or self._size >= self._max_bytes:
+                self._write_locked()
+
+    def flush(self) -> None:
+        """Write every pending line."""
+        with self._lock:
+            self._write_locked()
+
+    def _write_locked(self) -> None:
+        if not self._parts:
+            return
+        data = b"".join(self._parts)
+        self._parts, self._size = [], 0
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (OSError, ValueError):  # a closed or broken stdout must not break requests
+            pass
+
+
+class BufferedLogger:
+    """structlog's final logger: hands each rendered line to the shared :class:`LogBuffer`."""
+
+    def __init__(self, buffer: LogBuffer, name: str | None) -> None:
+        self.buffer = buffer
+        self.name = name
+
+    def msg(self, message: bytes | str) -> None:
+        """An info-or-lower line: buffered."""
+        self.buffer.write(message if isinstance(message, bytes) else message.encode())
+
+    def urgent(self, message: bytes | str) -> None:
+        """A warning-or-higher line: written at once, with whatever is pending before it."""
+        self.buffer.write(message if isinstance(message, bytes) else message.encode(),
+                          urgent=True)
+
+    debug = info = log = msg
+    warn = warning = error = err = critical = fatal = exception = urgent
+
+
+class BufferedLoggerFactory:
+    """The ``logger_factory``: one :class:`LogBuffer` per process, flushed by a daemon thread."""
+
+    def __init__(self, stream: IO[bytes], flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self.buffer = LogBuffer(stream)
+        self._stop = threading.Event()
+        self._interval = flush_interval_s
+        self._flusher = threading.Thread(target=self._flush_loop, name="log-flusher",
+                                         daemon=True)
+        self._flusher.start()
+
+    def __call__(self, *args: Any) -> BufferedLogger:
+        name = args[0] if args and isinstance(args[0], str) else None
+        return BufferedLogger(self.buffer, name)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.buffer.flush()
+
+    def close(self) -> None:
+        """Stop the flusher and write what is pending."""
+        self._stop.set()
+        self.buffer.flush()
+
+
+class _ForeignHandler(logging.Handler):
+    """Stdlib records (aiohttp's, asyncio's) go through the same structlog pipeline."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields: dict[str, Any] = {}
+        if record.exc_info:
+            fields["exc_info"] = record.exc_info
+        structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
+
+
+def flush_logs() -> None:
+    """Write pending log lines now (a no-op unless :func:`configure_logging` set buffering)."""
+    factory = structlog.get_config().get("logger_factory")
+    if isinstance(factory, BufferedLoggerFactory):
+        factory.buffer.flush()
+
+
+def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "INFO",
+                      stream: IO[bytes] | None = None) -> None:
+    """Native structlog to ``stream`` (default stdout) as JSON or console lines, buffered.
+
+    Call once per process; calling again replaces the previous setup (its lines are flushed).
+    """
+    previous = structlog.get_config().get("logger_factory")
+    if isinstance(previous, BufferedLoggerFactory):
+        previous.close()
+    factory = BufferedLoggerFactory(stream if stream is not None else sys.stdout.buffer)
+    atexit.register(factory.close)
+    renderer: Any = render_json if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[*_shared_processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            add_logger_name,
+            _Timestamper(),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_shared_processors(),
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, renderer],
-    )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.handlers[:] = [_ForeignHandler()]
+    root.setLevel(numeric_level)
     # our middleware writes the access log; aiohttp's own would duplicate it
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-def log_generation(logger: Any, model: str, request: SampleRequest, usage: Usage | None,
-                   duration_s: float, *, texts: Sequence[str], log_prompts: bool,
-                   role: str | None = None, request_id: str = "") -> None:
-    """One ``gen_ai.chat`` event for a model call (prompts and answers only if allowed)."""
+def generation_fields(model: str, request: SampleRequest, usage: Usage | None,
+                      duration_s: float, *, role: str | None = None) -> dict[str, Any]:
+    """The OTel GenAI fields of one model call (no message bodies)."""
     fields: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.request.model": model,
         "gen_ai.request.temperature": request.temperature,
         "gen_ai.request.max_tokens": request.max_tokens,
-        "duration_ms": round(duration_s * 1000, 3),
+        "gen_ai.duration_ms": round(duration_s * 1000, 3),
     }
     if usage is not None:
         fields["gen_ai.usage.input_tokens"] = usage.prompt_tokens
         fields["gen_ai.usage.output_tokens"] = usage.completion_tokens
     if role is not None:
         fields["diffroute.role"] = role
+    return fields
+
+
+def log_generation(logger: Any, model: str, request: SampleRequest, usage: Usage | None,
+                   duration_s: float, *, texts: Sequence[str], log_prompts: bool,
+                   role: str | None = None, request_id: str = "") -> None:
+    """One ``gen_ai.chat`` event for a model call (prompts and answers only if allowed)."""
+    fields = generation_fields(model, request, usage, duration_s, role=role)
+    fields["duration_ms"] = fields.pop("gen_ai.duration_ms")
     if request_id:
         fields["request_id"] = request_id
     if log_prompts:

@@ -20,9 +20,9 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -186,7 +186,8 @@ class Comparer(Protocol):
 
 
 def new_live_diff_id() -> str:
-    return "ld_" + uuid.uuid4().hex
+    """128 random bits, as uuid4 has, at a fraction of its cost."""
+    return "ld_" + os.urandom(16).hex()
 
 
 def prompt_digest(messages: Sequence[Message]) -> str:

@@ -57,7 +57,9 @@ class PoolModel:
             changes["max_tokens"] = min(request.max_tokens, d.max_tokens)
         if d.seed is not None and request.seed is None:
             changes["seed"] = d.seed
-        return dataclasses.replace(request, **changes) if changes else request  # type: ignore[arg-type]
+        if not changes:
+            return request
+        return dataclasses.replace(request, **changes)  # type: ignore[arg-type]
 
     async def sample(self, request: SampleRequest) -> SampleResult:
         async with self._limit:
@@ -112,7 +114,7 @@ class Pool:
         return self.get(name).stream(request)
 
     async def status(self) -> list[ModelStatus]:
-        """Every model's readiness, checked concurrently; a failing check is a status, not an error."""
+        """Every model's readiness, checked concurrently; a failed check is a status."""
 
         async def one(model: PoolModel) -> ModelStatus:
             try:

@@ -9,12 +9,15 @@ the array arithmetic of :mod:`router.policy`.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pydantic import ValidationError
 
-from profiles.embed import Embedder
+from profiles.embed import Embedder, HashEmbedder
 from profiles.matrix import ALL, DomainMatrix, PoolMatrix, pool_matrix
 from profiles.profile import Profile, from_store
 from profiles.store import ObservationStore, model_key
@@ -37,6 +40,11 @@ from router.pool import Pool
 
 __all__ = ["PolicyDecider", "build_decider", "policy_settings", "tables_from_matrix"]
 
+TASK_CACHE_SIZE = 4096
+"""Task texts whose domain weights a decider remembers (an embedding and a search each)."""
+TASK_CACHE_MAX_CHARS = 4096
+"""Longer task texts are not cached, so the cache stays within a few MiB."""
+
 
 class PolicyDecider:
     """The :class:`router.decision.Decider` of the service: the policy over loaded profiles."""
@@ -50,6 +58,11 @@ class PolicyDecider:
         self.config = config
         self.index = index
         self.embedder = embedder
+        # the index and embedder never change for this decider (a new one is built when the
+        # profiles or pairings change), so a task text always gets the same weights
+        self._weights: OrderedDict[str, tuple[tuple[str, float], ...]] = OrderedDict()
+        self._decisions: OrderedDict[RouteRequest, Decision] = OrderedDict()
+        self._weights_lock = threading.Lock()  # decisions may run in worker threads
 
     @property
     def version(self) -> str:
@@ -66,9 +79,33 @@ class PolicyDecider:
             return {request.domain: 1.0}
         if not request.task.strip() or self.index is None or self.embedder is None:
             return {ALL: 1.0}
+        with self._weights_lock:
+            found = self._weights.get(request.task)
+            if found is not None:
+                self._weights.move_to_end(request.task)
+                return dict(found)
         vector = self.embedder.embed([request.task])[0]
-        return self._known(self.index.domain_weights(vector, self.config.neighbours,
-                                                     self.config.temperature))
+        weights = self._known(self.index.domain_weights(vector, self.config.neighbours,
+                                                        self.config.temperature))
+        if len(request.task) > TASK_CACHE_MAX_CHARS:
+            return weights
+        with self._weights_lock:  # a tuple: the cached value cannot be changed by a caller
+            self._weights[request.task] = tuple(weights.items())
+            if len(self._weights) > TASK_CACHE_SIZE:
+                self._weights.popitem(last=False)
+        return weights
+
+    def blocking(self, request: RouteRequest) -> bool:
+        """Whether :meth:`decide` may be slow enough to belong in a worker thread.
+
+        Only a task not seen before needs the embedder, and only a model embedder (MiniLM, a
+        remote one) takes long; the hash embedder and the search take about a millisecond.
+        """
+        if request.domain or not request.task.strip() or self.embedder is None:
+            return False
+        if isinstance(self.embedder, HashEmbedder):
+            return False
+        return request.task not in self._weights
 
     def _known(self, weights: Mapping[str, float]) -> dict[str, float]:
         # a probe domain with no categorical probes has no similarity to average
@@ -76,9 +113,26 @@ class PolicyDecider:
         return known or {ALL: 1.0}
 
     def decide(self, request: RouteRequest) -> Decision:
-        """A decision (raises ``NoPairError`` when no partner qualifies)."""
-        return decide(self.tables, request, self.task_domains(request), self.pairings,
-                      self.config)
+        """A decision (raises ``NoPairError`` when no partner qualifies).
+
+        Decisions are pure functions of the request and this decider's tables and pairings,
+        so the last :data:`TASK_CACHE_SIZE` are remembered (``Decision`` is immutable).
+        """
+        key = _request_key(request)
+        if key is not None:
+            with self._weights_lock:
+                found = self._decisions.get(key)
+                if found is not None:
+                    self._decisions.move_to_end(key)
+                    return found
+        decision = decide(self.tables, request, self.task_domains(request), self.pairings,
+                          self.config)
+        if key is not None:
+            with self._weights_lock:
+                self._decisions[key] = decision
+                if len(self._decisions) > TASK_CACHE_SIZE:
+                    self._decisions.popitem(last=False)
+        return decision
 
     def decide_with_vector(self, request: RouteRequest, vector: np.ndarray) -> Decision:
         """As :meth:`decide` for an already embedded task (benchmarks, batch callers)."""
@@ -92,6 +146,15 @@ class PolicyDecider:
         """A partner for every model at once, by a matching on the graph."""
         weights = self.task_domains(RouteRequest(role=role, task=task, domain=domain))
         return assign_pool(self.tables, role, weights, self.pairings, self.config, candidates)
+
+
+def _request_key(request: RouteRequest) -> RouteRequest | None:
+    """The request as a cache key (candidates as a tuple), or ``None`` for a long task."""
+    if len(request.task) > TASK_CACHE_MAX_CHARS:
+        return None
+    if request.candidates is None or isinstance(request.candidates, tuple):
+        return request
+    return dataclasses.replace(request, candidates=tuple(request.candidates))
 
 
 def policy_settings(settings: Settings) -> PolicySettings:

@@ -53,11 +53,12 @@ def simulated_settings(models: Sequence[Mapping[str, Any]], data_dir: str) -> Se
 
 
 async def profile_models(configs: Sequence[ModelConfig], suite: Suite, store: ObservationStore,
-                         decoding: Decoding = Decoding()) -> list[Profile]:
+                         decoding: Decoding | None = None) -> list[Profile]:
     """Collect and build profiles for scripted models (no pool needed)."""
     backends = []
     for cfg in configs:
         assert isinstance(cfg.backend, ScriptedParams)
         backends.append(ScriptedBackend(cfg.name, cfg.backend))
+    decoding = decoding or Decoding()
     await collect(backends, suite.probes, store, decoding, concurrency=8)
     return [from_store(b, suite, store, decoding) for b in backends]

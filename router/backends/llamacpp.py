@@ -11,8 +11,8 @@ How a request runs:
   :class:`asyncio.Lock`: one request at a time per loaded model, never on the event loop;
 * ``n`` samples are ``n`` sequential generations seeded ``seed + i`` (``seed`` from the request,
   else from the params), so a request is reproducible;
-* first-token top logprobs are read from the logits of the last prompt position
-  (read after one prompt evaluation): the model's own distribution, before temperature, which is what a
+* first-token top logprobs are read from the logits of the last prompt position, after one
+  prompt evaluation: the model's own distribution, before temperature, which is what a
   ``choice`` probe is scored with.
 
 Pool models that share a weights file (variants by system prompt or decoding) share one loaded
@@ -293,9 +293,10 @@ def first_token_logprobs(loaded: _Loaded, tokens: Sequence[int],
     from llama_cpp import Llama
 
     llama = loaded.llama
-    llama.reset()
+    llama.reset()  # type: ignore[no-untyped-call]
     llama.eval(list(tokens))
-    logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),))
+    logits = np.ctypeslib.as_array(
+        llama._ctx.get_logits(), shape=(llama.n_vocab(),))  # type: ignore[no-untyped-call]
     logprobs = Llama.logits_to_logprobs(np.array(logits, dtype=np.float32))
     k = min(k, logprobs.shape[0])
     top = np.argpartition(-logprobs, k - 1)[:k]

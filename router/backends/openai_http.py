@@ -22,11 +22,13 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from profiles.protocol import Sample, SampleRequest, SampleResult, TokenLogprob, Usage
@@ -82,45 +84,17 @@ class OpenAIParams(BackendParams):
 
 
 # --- the subset of the OpenAI wire format we read; extra fields are ignored -------------------
+# A whole completion is read by hand (json + a few type checks: the hot path of every proxied
+# call, where pydantic cost more than the rest of the parsing); stream chunks by pydantic.
 
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class _TopLogprob(_Wire):
-    token: str
-    logprob: float
-
-
-class _TokenLogprobs(_Wire):
-    token: str
-    logprob: float
-    top_logprobs: list[_TopLogprob] = Field(default_factory=list)
-
-
-class _Logprobs(_Wire):
-    content: list[_TokenLogprobs] | None = None
-
-
-class _Message(_Wire):
-    content: str | None = None
-
-
-class _Choice(_Wire):
-    message: _Message
-    finish_reason: str | None = None
-    logprobs: _Logprobs | None = None
-
-
 class _Usage(_Wire):
     prompt_tokens: int = 0
     completion_tokens: int = 0
-
-
-class _Completion(_Wire):
-    choices: list[_Choice]
-    usage: _Usage | None = None
 
 
 class _Delta(_Wire):
@@ -189,22 +163,89 @@ def _status_error(model: str, status: int, reason: str, body: str,
     return UpstreamError(model, message, status, body)
 
 
-def _first_token_logprobs(choice: _Choice) -> tuple[TokenLogprob, ...]:
-    content = choice.logprobs.content if choice.logprobs else None
+@dataclass(frozen=True, slots=True)
+class _Completion:
+    """The parts of a ``chat.completion`` we use."""
+
+    samples: list[Sample]
+    usage: Usage
+
+
+class _Malformed(ValueError):
+    """A completion body without the shape we read; the message names the field."""
+
+
+def _object(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Malformed(f"{where}: expected an object")
+    return value
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise _Malformed(f"{where}: expected a string")
+    return value
+
+
+def _optional_text(value: object, where: str) -> str | None:
+    return None if value is None else _text(value, where)
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Malformed(f"{where}: expected a number")
+    return float(value)
+
+
+def _count(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Malformed(f"{where}: expected an integer")
+    return value
+
+
+def _list(value: object, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _Malformed(f"{where}: expected a list")
+    return value
+
+
+def _first_token_logprobs(value: object, where: str) -> tuple[TokenLogprob, ...]:
+    if value is None:
+        return ()
+    content = _object(value, where).get("content")
     if not content:
         return ()
-    first = content[0]
+    first = _object(_list(content, f"{where}.content")[0], f"{where}.content.0")
+    token = _text(first.get("token"), f"{where}.content.0.token")
+    logprob = _number(first.get("logprob"), f"{where}.content.0.logprob")
+    top = _list(first.get("top_logprobs") or [], f"{where}.content.0.top_logprobs")
+    alternatives = []
+    for i, alt in enumerate(top):
+        at = f"{where}.content.0.top_logprobs.{i}"
+        alt = _object(alt, at)
+        alternatives.append(TokenLogprob(_text(alt.get("token"), f"{at}.token"),
+                                         _number(alt.get("logprob"), f"{at}.logprob")))
     # some servers give the chosen token but no alternatives: it is still a usable estimate
-    alternatives = first.top_logprobs or [_TopLogprob(token=first.token, logprob=first.logprob)]
-    return tuple(TokenLogprob(a.token, a.logprob) for a in alternatives)
+    return tuple(alternatives) or (TokenLogprob(token, logprob),)
 
 
-def _to_sample(choice: _Choice) -> Sample:
+def _to_sample(choice: object, where: str) -> Sample:
+    choice = _object(choice, where)
+    message = _object(choice.get("message"), f"{where}.message")
     return Sample(
-        text=choice.message.content or "",
-        finish_reason=choice.finish_reason or "stop",
-        first_token_logprobs=_first_token_logprobs(choice),
+        text=_optional_text(message.get("content"), f"{where}.message.content") or "",
+        finish_reason=_optional_text(choice.get("finish_reason"),
+                                     f"{where}.finish_reason") or "stop",
+        first_token_logprobs=_first_token_logprobs(choice.get("logprobs"), f"{where}.logprobs"),
     )
+
+
+def _completion_usage(value: object) -> Usage:
+    if value is None:
+        return Usage()
+    usage = _object(value, "usage")
+    return Usage(_count(usage.get("prompt_tokens", 0), "usage.prompt_tokens"),
+                 _count(usage.get("completion_tokens", 0), "usage.completion_tokens"))
 
 
 def _to_usage(usage: _Usage | None) -> Usage:
@@ -222,16 +263,22 @@ def _first_problem(exc: ValidationError) -> str:
 
 
 def _parse_completion(model: str, raw: bytes, status: int) -> _Completion:
-    """Validate a ``chat.completion`` body; a bad one is a protocol error carrying the body."""
-    body = raw.decode("utf-8", "replace")
+    """Read a ``chat.completion`` body; a bad one is a protocol error carrying the body."""
     try:
-        completion = _Completion.model_validate_json(raw)
-    except ValidationError as exc:
-        message = f"malformed response: {_first_problem(exc)}"
-        raise UpstreamProtocolError(model, message, status, body) from exc
-    if not completion.choices:
-        raise UpstreamProtocolError(model, "response has no choices", status, body)
-    return completion
+        data = _object(orjson.loads(raw), "body")
+        if "choices" not in data:
+            raise _Malformed("choices: missing")
+        choices = _list(data["choices"], "choices")
+        samples = [_to_sample(c, f"choices.{i}") for i, c in enumerate(choices)]
+        usage = _completion_usage(data.get("usage"))
+    except ValueError as exc:  # orjson.JSONDecodeError and _Malformed
+        message = f"malformed response: {exc}"
+        raise UpstreamProtocolError(model, message, status,
+                                    raw.decode("utf-8", "replace")) from exc
+    if not samples:
+        raise UpstreamProtocolError(model, "response has no choices", status,
+                                    raw.decode("utf-8", "replace"))
+    return _Completion(samples, usage)
 
 
 def _parse_chunk(model: str, data: str) -> _Chunk:
@@ -291,9 +338,9 @@ async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[str]:
 
 def _whole(completion: _Completion) -> list[StreamDelta]:
     """A whole completion as deltas, for servers that answer a stream request in one piece."""
-    sample = _to_sample(completion.choices[0])
+    sample = completion.samples[0]
     head = [StreamDelta(sample.text)] if sample.text else []
-    return [*head, StreamDelta("", sample.finish_reason, _to_usage(completion.usage))]
+    return [*head, StreamDelta("", sample.finish_reason, completion.usage)]
 
 
 # --- the backend -----------------------------------------------------------------------------
@@ -388,11 +435,15 @@ class OpenAIBackend:
         """A successful (2xx) response; failures are typed errors, retried when transient."""
         url = self.params.base_url + path
         headers = self._headers()
+        data = None
+        if body is not None:  # orjson: several times cheaper than aiohttp's json= (stdlib)
+            data = orjson.dumps(body)
+            headers["Content-Type"] = "application/json"
         for attempt in range(self.params.max_retries + 1):
             try:
                 with _translating(self._name):
                     response = await self._session().request(
-                        method, url, json=body, headers=headers, timeout=self._timeout)
+                        method, url, data=data, headers=headers, timeout=self._timeout)
                     if response.status >= 400:
                         async with response:
                             text = await response.text(errors="replace")
@@ -424,8 +475,8 @@ class OpenAIBackend:
             missing = request.n - len(samples)
             completion = await self._complete(
                 self._body(request, missing, self._seed(request, len(samples))))
-            samples += [_to_sample(c) for c in completion.choices[:missing]]
-            usage = _add_usage(usage, _to_usage(completion.usage))
+            samples += completion.samples[:missing]
+            usage = _add_usage(usage, completion.usage)
         return SampleResult(self._name, tuple(samples), usage, time.perf_counter() - started)
 
     async def stream(self, request: SampleRequest) -> AsyncIterator[StreamDelta]:

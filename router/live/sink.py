@@ -13,12 +13,12 @@ thread, replays recent comparisons into the drift monitor, and enforces retentio
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import structlog
 
 from router.compare import Comparison, NoiseAwareComparer, domain_types
@@ -51,6 +51,11 @@ class Broadcaster:
         self._subscribers.add(queue)
         return queue
 
+    @property
+    def listening(self) -> bool:
+        """Whether any stream is subscribed (else a diff need not be turned into JSON)."""
+        return bool(self._subscribers)
+
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         self._subscribers.discard(queue)
 
@@ -77,6 +82,7 @@ class _TimedComparer:
 
     def __init__(self, sink: DurableLiveDiffSink, inner: NoiseAwareComparer) -> None:
         self._sink, self.inner = sink, inner
+        self._timer = sink.metrics.overhead_seconds.labels("compare")
 
     def __call__(self, primary_text: str, partner_text: str, domains: Sequence[str] = (), *,
                  pair: tuple[str, str] | None = None) -> Comparison:
@@ -84,8 +90,7 @@ class _TimedComparer:
         try:
             return self.inner(primary_text, partner_text, domains, pair=pair)
         finally:
-            self._sink.metrics.overhead_seconds.labels("compare").observe(
-                time.perf_counter() - started)
+            self._timer.observe(time.perf_counter() - started)
 
 
 class DurableLiveDiffSink:
@@ -102,6 +107,7 @@ class DurableLiveDiffSink:
                                     self.config.cusum_h)
         self.broadcaster = Broadcaster()
         self.on_drift: list[DriftCallback] = []
+        self._record_timer = self.metrics.overhead_seconds.labels("record")
         self.comparer = _TimedComparer(self, NoiseAwareComparer(
             self.baseline, self.baseline.types))
         """What the engine compares with (``create_app`` picks it up from the sink)."""
@@ -121,8 +127,9 @@ class DurableLiveDiffSink:
         started = time.perf_counter()
         values = self.diff_values(record)
         values["seq"] = await self.store.add_diff(values)
-        self.metrics.overhead_seconds.labels("record").observe(time.perf_counter() - started)
-        self.broadcaster.publish(_api_json(values))
+        self._record_timer.observe(time.perf_counter() - started)
+        if self.broadcaster.listening:  # the API form is built only for a connected stream
+            self.broadcaster.publish(_api_json(values, record))
         return record.id
 
     def diff_values(self, record: LiveDiffRecord) -> dict[str, Any]:
@@ -132,9 +139,10 @@ class DurableLiveDiffSink:
             "id": record.id, "created_at": record.created_at, "request_id": record.request_id,
             "primary_model": record.primary, "partner": record.partner, "role": record.role,
             "answered_by": record.answered_by, "mode": record.mode,
-            "domains": json.dumps(list(record.domains)), "prompt_digest": record.prompt_digest,
-            "prompt": None if redact else json.dumps([dict(m) for m in record.messages],
-                                                     ensure_ascii=False),
+            "domains": orjson.dumps(list(record.domains)).decode(),
+            "prompt_digest": record.prompt_digest,
+            "prompt": None if redact else orjson.dumps([dict(m) for m in record.messages])
+            .decode(),
             "primary_text": None if redact else record.primary_text,
             "partner_text": None if redact else record.partner_text,
             "agreement": c.agreement, "divergence": c.divergence, "threshold": c.threshold,
@@ -198,11 +206,12 @@ class DurableLiveDiffSink:
         return len(rows)
 
 
-def _api_json(values: dict[str, Any]) -> dict[str, Any]:
+def _api_json(values: dict[str, Any], record: LiveDiffRecord) -> dict[str, Any]:
+    """A stored live diff as the API shows it, from the record (no JSON round trip)."""
     out = {k: v for k, v in values.items() if k not in ("primary_model", "prompt")}
     out["primary"] = values["primary_model"]
-    out["domains"] = json.loads(values["domains"])
-    out["messages"] = None if values["prompt"] is None else json.loads(values["prompt"])
+    out["domains"] = list(record.domains)
+    out["messages"] = None if values["prompt"] is None else [dict(m) for m in record.messages]
     out["redacted"] = bool(values["redacted"])
     return out
 

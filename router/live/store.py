@@ -17,6 +17,7 @@ records share one fsync and recording stays off the critical path beyond that co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import sqlite3
@@ -101,8 +102,21 @@ class DiffQuery:
     limit: int = 50
 
 
-_Write = tuple[str, Sequence[Any], "Future[int] | None"]
+_LoopWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]"]
+"""An awaiting coroutine's future and its loop: settled with one wake-up per batch."""
+_Write = tuple[str, Sequence[Any], "Future[int] | _LoopWaiter | None"]
 _STOP = ("", (), None)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
+    """On the event loop: resolve the futures of one committed (or failed) batch."""
+    for future, outcome in outcomes:
+        if future.done():  # the waiter was cancelled
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class LiveStore:
@@ -183,29 +197,44 @@ class LiveStore:
     def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
         if not batch:
             return
-        rowids: list[int] = []
+        results: list[int | BaseException] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for sql, params, _ in batch:
-                rowids.append(conn.execute(sql, params).lastrowid or 0)
+                results.append(conn.execute(sql, params).lastrowid or 0)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for _, _, future in batch:
-                if future is not None:
-                    future.set_exception(exc)
-            return
-        self.batches += 1
-        for (_, _, future), rowid in zip(batch, rowids, strict=True):
-            if future is not None:
-                future.set_result(rowid)
+            results = [exc] * len(batch)
+        else:
+            self.batches += 1
+        self._notify([waiter for _, _, waiter in batch], results)
+
+    @staticmethod
+    def _notify(waiters: list[Future[int] | _LoopWaiter | None],
+                results: list[int | BaseException]) -> None:
+        # one call_soon_threadsafe per loop and batch, not per record: each is a loop wake-up
+        by_loop: dict[asyncio.AbstractEventLoop,
+                      list[tuple[asyncio.Future[int], int | BaseException]]] = {}
+        for waiter, result in zip(waiters, results, strict=True):
+            if isinstance(waiter, Future):
+                if isinstance(result, BaseException):
+                    waiter.set_exception(result)
+                else:
+                    waiter.set_result(result)
+            elif waiter is not None:
+                by_loop.setdefault(waiter[0], []).append((waiter[1], result))
+        for loop, outcomes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_settle, outcomes)
 
     async def write(self, sql: str, params: Sequence[Any]) -> int:
         """Queue a statement and wait until it is committed; its rowid."""
-        future = self.submit(sql, params)
-        assert future is not None
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._queue.put((sql, params, (loop, future)))
+        return await future
 
     def add_comparison(self, row: ComparisonRow) -> None:
         """Count a comparison (fire and forget: nothing is acknowledged for it)."""

@@ -8,6 +8,7 @@ after in-flight requests (and background shadow calls) have finished.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -21,11 +22,14 @@ from router.decision import Decision, RouteRequest
 from router.errors import ConfigError, NoPairError
 from router.live import routes as live_routes
 from router.live.sink import open_live_sink
+from router.logging import flush_logs
 from router.paired import Comparer, LiveDiffSink, PairedEngine
 from router.pairings import Pairings, PairingsStore
 from router.pool import Pool
 from router.service import health, openai_routes, openapi, routing_routes
 from router.service.middleware import (
+    REQUEST_IDS,
+    RequestIds,
     add_request_id_header,
     auth_middleware,
     context_middleware,
@@ -83,6 +87,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[KEYS] = resolve_keys(settings)
+    app[REQUEST_IDS] = RequestIds()
     app.on_response_prepare.append(add_request_id_header)
     ack = sink_factory is None if ack_records is None else ack_records
     app.cleanup_ctx.append(_resources(
@@ -151,9 +156,11 @@ def _resources(decider_factory: DeciderFactory | None, diff_provider: DiffProvid
         store = PairingsStore(settings.data_dir)
         pairings = _load_pairings(store)
         async with Pool.open(settings) as pool, (sink_factory or open_live_sink)(settings) as sink:
+            # building the policy reads profiles and indexes the suite: seconds, not for the loop
+            decider = await asyncio.to_thread(factory, settings, pool, pairings)
             state = ServiceState(
                 settings=settings, pool=pool, pairings_store=store, pairings=pairings,
-                decider_factory=factory, decider=factory(settings, pool, pairings), sink=sink,
+                decider_factory=factory, decider=decider, sink=sink,
                 engine=PairedEngine(pool, lambda: app[STATE].decider, sink,
                                     default_shadow_rate=_shadow_rate(settings),
                                     ack_records=ack_records,
@@ -167,6 +174,7 @@ def _resources(decider_factory: DeciderFactory | None, diff_provider: DiffProvid
             finally:
                 await state.engine.aclose(grace_s=settings.server.shutdown_timeout)
                 _log.info("service.stopped")
+                flush_logs()
 
     return resources
 

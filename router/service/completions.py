@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import json
+import os
 import time
-import uuid
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from profiles.protocol import Sample, SampleResult, Usage
 
 DONE = b"data: [DONE]\n\n"
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 def completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex
+    return "chatcmpl-" + os.urandom(12).hex()
+
+
+def json_response(body: Any, *, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
+    """``web.json_response`` with one ``orjson`` encoding (several times faster than ``json``)."""
+    return web.Response(body=orjson.dumps(body, option=_JSON_OPTIONS), status=status,
+                        headers=headers, content_type="application/json")
 
 
 def usage_json(usage: Usage) -> dict[str, int]:
@@ -60,7 +68,8 @@ class ChunkWriter:
                 "model": self.model, "choices": choices, **extra}
 
     async def send(self, payload: dict[str, Any]) -> None:
-        await self.response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        data = orjson.dumps(payload, option=_JSON_OPTIONS)
+        await self.response.write(b"data: " + data + b"\n\n")
 
     async def delta(self, content: str | None = None, *, role: bool = False,
                     finish_reason: str | None = None) -> None:

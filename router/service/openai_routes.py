@@ -17,7 +17,7 @@ from aiohttp import web
 from profiles.protocol import SampleRequest
 from router.backends.base import StreamDelta
 from router.errors import BadRequestError, DiffrouteError
-from router.logging import log_generation
+from router.logging import generation_fields, log_generation
 from router.paired import (
     PairedCall,
     PairedOptions,
@@ -25,8 +25,13 @@ from router.paired import (
     parse_model,
     virtual_models,
 )
-from router.service.completions import ChunkWriter, completion_json, sse_response
-from router.service.middleware import REQUEST_ID, error_body
+from router.service.completions import (
+    ChunkWriter,
+    completion_json,
+    json_response,
+    sse_response,
+)
+from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, error_body
 from router.service.schema import ChatRequest, merge_options, parse_chat, read_json
 from router.service.state import STATE, ServiceState
 
@@ -66,7 +71,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     assert outcome.answer is not None
     body = completion_json(outcome.answer, call.answering, with_logprobs=bool(chat.logprobs))
     body["diffroute"] = outcome.to_json()
-    return web.json_response(body, headers=outcome_headers(outcome))
+    return json_response(body, headers=outcome_headers(outcome))
 
 
 def _reject_paired_options(options: PairedOptions) -> None:
@@ -104,10 +109,15 @@ async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest, m
                            chat.include_usage)
     started = time.perf_counter()
     result = await state.pool.sample(model, sample_request)
-    log_generation(_log, model, sample_request, result.usage, time.perf_counter() - started,
-                   texts=[s.text for s in result.samples], log_prompts=log_prompts,
-                   request_id=rid)
-    return web.json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)))
+    duration = time.perf_counter() - started
+    if log_prompts:  # the bodies are too big for the access line: their own event
+        log_generation(_log, model, sample_request, result.usage, duration,
+                       texts=[s.text for s in result.samples], log_prompts=True,
+                       request_id=rid)
+    else:  # one line per request: the model call joins the access log
+        request[ACCESS_FIELDS] = generation_fields(model, sample_request, result.usage,
+                                                   duration)
+    return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)))
 
 
 async def _paired_stream(request: web.Request, chat: ChatRequest, state: ServiceState,

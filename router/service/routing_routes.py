@@ -14,6 +14,7 @@ from aiohttp import web
 from router.decision import RouteRequest
 from router.errors import BadRequestError, DiffrouteError
 from router.pairings import parse_pairings
+from router.service.completions import json_response
 from router.service.middleware import admin_only, error_response
 from router.service.schema import parse_route, read_json
 from router.service.state import STATE
@@ -35,10 +36,17 @@ async def route(request: web.Request) -> web.Response:
         if name is not None and name != "auto":
             state.pool.get(name)
     primary = None if body.primary in (None, "auto") else body.primary
-    decision = state.decider.decide(RouteRequest(
+    route_request = RouteRequest(
         role=body.role, primary=primary, task=body.task_text(),
-        candidates=tuple(body.candidates) if body.candidates else None, domain=body.domain))
-    return web.json_response(decision.to_json())
+        candidates=tuple(body.candidates) if body.candidates else None, domain=body.domain)
+    decider = state.decider
+    blocking = getattr(decider, "blocking", None)
+    if blocking is not None and blocking(route_request):
+        # a model embedder on a task not seen before: tens of ms, not for the event loop
+        decision = await asyncio.to_thread(decider.decide, route_request)
+    else:  # a cached task or the hash embedder: cheaper than a thread hop
+        decision = decider.decide(route_request)
+    return json_response(decision.to_json())
 
 
 async def get_pairings(request: web.Request) -> web.Response:
@@ -55,7 +63,8 @@ async def put_pairings(request: web.Request) -> web.Response:
     if unknown:
         raise BadRequestError(f"unknown model(s) in pairings: {', '.join(unknown)} "
                               f"(known: {', '.join(state.pool.names)})", param="pinned")
-    state.replace_pairings(pairings)
+    # rebuilding the policy takes as long as at startup: off the event loop
+    await asyncio.to_thread(state.replace_pairings, pairings)
     return web.json_response(pairings.model_dump(mode="json"))
 
 

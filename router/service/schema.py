@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -220,6 +221,10 @@ async def read_json(request: web.Request) -> object:
     raw = await request.read()
     if not raw.strip():
         raise BadRequestError("the request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass  # the stdlib parser below says what is wrong in the words clients know
     try:
         return json.loads(raw)
     except UnicodeDecodeError:

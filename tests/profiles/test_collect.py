@@ -41,7 +41,7 @@ async def test_interrupted_collection_resumes_without_recalling(tmp_path: Path) 
     m = model(latency_ms=10)
     task = asyncio.create_task(collect([m], probes(40), store, Decoding(samples=5),
                                        concurrency=2))
-    while store.count() < 50:
+    while store.count() < 50:  # noqa: ASYNC110 - polling a SQLite file, no event to wait on
         await asyncio.sleep(0.005)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -86,8 +86,10 @@ async def test_partial_probe_fills_missing_indices_with_the_same_samples(tmp_pat
     assert report.calls == 12  # two missing indices per probe, one call each
     key = next(iter({s.probe_hash for s in whole_store.samples(*_keys(whole_store))}))
     assert key
-    whole = [(s.probe_hash, s.index, s.sample.text) for s in whole_store.samples(*_keys(whole_store))]
-    part = [(s.probe_hash, s.index, s.sample.text) for s in part_store.samples(*_keys(part_store))]
+    whole = [(s.probe_hash, s.index, s.sample.text)
+             for s in whole_store.samples(*_keys(whole_store))]
+    part = [(s.probe_hash, s.index, s.sample.text)
+            for s in part_store.samples(*_keys(part_store))]
     assert whole == part
 
 

@@ -39,7 +39,7 @@ def test_example_config_loads_every_backend_kind() -> None:
 def test_secret_reference_is_resolved_from_env_and_never_shown(monkeypatch: pytest.MonkeyPatch,
                                                                ) -> None:
     settings = load_settings(EXAMPLE)
-    key = getattr(settings.model("gpt-4o-mini").backend, "api_key")
+    key = settings.model("gpt-4o-mini").backend.api_key
     assert isinstance(key, SecretRef)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-123")
     assert key.value() == "sk-test-123"
