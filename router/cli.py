@@ -163,8 +163,12 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
 
     settings = resolve_settings(config, data_dir)
     names = _split_models(model_names, settings)
-    summaries = run(build_profiles(settings, suite, names, samples, temperature, concurrency,
+    summaries, report = run(build_profiles(settings, suite, names, samples, temperature,
+                                           concurrency,
                                    Path(export_dir) if export_dir else None))
+    click.echo(f"collected {report.stored_samples} samples in {report.calls} calls "
+               f"({report.retries} retries); {report.cached_samples} of "
+               f"{report.planned_samples} were cached", err=True)
     _print_summaries(summaries)
     if any(s.get("failures") for s in summaries):
         sys.exit(1)

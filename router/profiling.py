@@ -70,7 +70,8 @@ async def collect_with_progress(pool: Pool, names: Sequence[str], suite: Suite,
 
 async def build_profiles(settings: Settings, suite_name: str, names: Sequence[str], samples: int,
                          temperature: float, concurrency: int,
-                         export_dir: Path | None = None) -> list[dict[str, Any]]:
+                         export_dir: Path | None = None,
+                         ) -> tuple[list[dict[str, Any]], CollectReport]:
     """Collect, then summarise each model's profile (and export it if asked)."""
     suite = load_suite(suite_name)
     decoding = Decoding(samples=samples, temperature=temperature)
@@ -85,7 +86,7 @@ async def build_profiles(settings: Settings, suite_name: str, names: Sequence[st
                 summary = prof.summary(suite)
                 summary["failures"] = [f for f in report.failures if f[0] == name]
                 summaries.append(summary)
-    return summaries
+    return summaries, report
 
 
 def summarize_profiles(settings: Settings, suite_name: str, names: Sequence[str], samples: int,

@@ -143,11 +143,17 @@ def _hunk(hunk: Hunk, paint: _Paint) -> list[str]:
 
 
 def hunk_header(hunk: Hunk) -> str:
-    """``@@ <probe id> [domains] effect=… q=… replicated=… @@``."""
+    """``@@ <probe id> [domains] effect=… p=… q=… (alone|in domain) replicated=… @@``.
+
+    ``alone``: significant by itself after FDR control; ``in domain``: nominally significant
+    (p <= q) in a flagged domain, shown because it carries the domain's difference.
+    """
     replicated = {True: "yes", False: "no", None: "untested"}[hunk.replicated]
     extra = "" if hunk.logprob_tv is None else f" tv(logprobs)={hunk.logprob_tv:.2f}"
+    alone = "alone" if hunk.significant else "in domain"
     return (f"@@ {hunk.probe_id} [{', '.join(hunk.domains)}] effect={hunk.effect:+.3f} "
-            f"q={_pvalue(hunk.qvalue)} replicated={replicated}{extra} @@")
+            f"p={_pvalue(hunk.pvalue)} q={_pvalue(hunk.qvalue)} ({alone}) "
+            f"replicated={replicated}{extra} @@")
 
 
 def _side(sign: str, answer: AnswerSummary) -> list[str]:

