@@ -84,7 +84,8 @@ def test_hunks_show_a_as_minus_lines_and_b_as_plus_lines(planted: Diff) -> None:
     assert len(blocks) == len(planted.hunks)
     for block, hunk in zip(blocks, planted.hunks, strict=True):
         header, *body = block.splitlines()
-        assert header.startswith(f"{hunk.probe_id} [{PLANTED}] effect={hunk.effect:+.3f} q=")
+        assert header.startswith(f"{hunk.probe_id} [{PLANTED}] effect={hunk.effect:+.3f} p=")
+        assert ("(alone)" in header) == hunk.significant
         assert header.endswith("@@") and "replicated=" in header
         assert body[0] == " " + hunk.prompt.splitlines()[0]
         minus = [line for line in body if line.startswith("-")]
