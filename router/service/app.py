@@ -70,7 +70,8 @@ def create_app(
 
     * ``decider_factory(settings, pool, pairings) -> Decider``: the pairing policy; default
       ``router.routing.build_decider``. Rebuilt whenever ``PUT /v1/pairings`` succeeds.
-    * ``diff_provider(a, b)``: serves ``GET /v1/profiles/diff`` (404 without one).
+    * ``diff_provider(a, b)``: serves ``GET /v1/profiles/diff``; default
+      :func:`default_diff_provider` (the data dir's profiles, else the shipped ones).
     * ``sink_factory(settings)``: an async context manager yielding the live-diff sink
       (default: the durable store in ``settings.data_dir``, ``router.live.sink.open_live_sink``);
       ``ack_records`` makes paired calls wait for the sink's answer (default: on with the
@@ -91,7 +92,8 @@ def create_app(
     app.on_response_prepare.append(add_request_id_header)
     ack = sink_factory is None if ack_records is None else ack_records
     app.cleanup_ctx.append(_resources(
-        decider_factory, diff_provider, sink_factory, comparer, ack))
+        decider_factory, diff_provider or default_diff_provider(settings), sink_factory,
+        comparer, ack))
     modules = DEFAULT_ROUTE_MODULES if route_modules is None else route_modules
     for add_routes in (*BUILTIN_ROUTES, *modules):
         add_routes(app)
@@ -120,6 +122,23 @@ def default_decider_factory() -> DeciderFactory:
 
     factory: DeciderFactory = routing.build_decider
     return factory
+
+
+def default_diff_provider(settings: Settings) -> DiffProvider:
+    """Diffs of pool models from their profiles (store first, then shipped), as JSON.
+
+    Runs in a worker thread (the route does that for plain functions): a diff is numeric work.
+    An unknown model is a 404, a model without a profile a 404 naming the command to build it.
+    """
+
+    def provide(a: str, b: str) -> dict[str, Any]:
+        from router.diffing import diff_models
+
+        settings.model(a)
+        settings.model(b)
+        return diff_models(settings, a, b).to_json()
+
+    return provide
 
 
 class NoPolicy:

@@ -83,6 +83,22 @@ async def test_profiles_diff_uses_the_provider(tmp_path: Path) -> None:
         assert status == 404 and "never profiled" in body["error"]["message"]
 
 
+async def test_profiles_diff_by_default_diffs_the_stored_profiles(tmp_path: Path) -> None:
+    from router.profiling import build_profiles
+
+    models = [{"name": "fam-a", "family": "a", "backend": {"kind": "scripted", "prior": "a"}},
+              {"name": "fam-b", "family": "b", "backend": {"kind": "scripted", "prior": "b"}}]
+    settings = make_settings(tmp_path, models)
+    await build_profiles(settings, "default", ["fam-a", "fam-b"], 5, 0.7, 8)
+    async with serve(settings) as running:  # no diff_provider: the service's own
+        status, body = await call(running, "GET", "/v1/profiles/diff?a=fam-a&b=fam-b")
+    assert status == 200, body
+    assert body["schema"] == "diffroute.diff/1" and (body["a"], body["b"]) == ("fam-a", "fam-b")
+    assert body["suite"] == "default" and body["n_probes_tested"] > 400
+    # two different priors: they differ beyond noise in every domain with choice probes
+    assert body["flagged_domains"] and body["overall"]["flagged"]
+
+
 async def test_healthz_reports_pool_readiness(tmp_path: Path) -> None:
     models = [scripted("alpha", "a", PARIS),
               remote("gone", "b", "http://127.0.0.1:9/v1", "x", timeouts={"total": 1})]

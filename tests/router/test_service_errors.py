@@ -148,7 +148,9 @@ async def test_profiles_diff_needs_both_models(service: Running) -> None:
     status, payload = await call(service, "GET", "/v1/profiles/diff?a=alpha")
     assert status == 400 and envelope(payload)["param"] == "b"
     status, payload = await call(service, "GET", "/v1/profiles/diff?a=alpha&b=beta")
-    assert status == 404 and "no behavioral diff" in envelope(payload)["message"]
+    assert status == 404 and "no profile for model" in envelope(payload)["message"]
+    status, payload = await call(service, "GET", "/v1/profiles/diff?a=alpha&b=zeta")
+    assert status == 404 and "'zeta'" in envelope(payload)["message"]
 
 
 # --- auth -------------------------------------------------------------------------------------
