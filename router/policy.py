@@ -208,9 +208,19 @@ def _order(tables: PolicyTables, idx: IntArray, score: FloatArray, descending: b
 
 # --- the decision -------------------------------------------------------------------------------
 
+LiveShifts = Mapping[str, tuple[float, int]]
+"""For one primary: partner → (shift of the live blended agreement from the profile's
+prediction, live comparisons). Added to the partner's profiled similarity, so that a pair whose
+live agreement departs from its profile is judged by what it does now (issue: online update)."""
+
+
 def decide(tables: PolicyTables, request: RouteRequest, weights: Mapping[str, float],
-           pairings: Pairings, config: PolicySettings) -> Decision:
-    """The decision for one request, given the task's domain weights."""
+           pairings: Pairings, config: PolicySettings,
+           live: LiveShifts | None = None) -> Decision:
+    """The decision for one request, given the task's domain weights.
+
+    ``live``: shifts from live outcomes for the request's primary (see :data:`LiveShifts`).
+    """
     task = _task(tables, weights)
     allowed = _allowed(tables, request, config)
     primary, auto_note = _primary(tables, request, task, allowed)
@@ -221,7 +231,7 @@ def decide(tables: PolicyTables, request: RouteRequest, weights: Mapping[str, fl
     mask = _partner_mask(tables, allowed, primary, pairings)
     decision = _pinned(tables, primary, request.role, task, mask, pairings)
     if decision is None:
-        decision = _chosen(tables, primary, request.role, task, mask, config)
+        decision = _chosen(tables, primary, request.role, task, mask, config, live=live)
     if auto_note:
         decision = _with_reason(decision, auto_note + "; " + decision.reason)
     return decision
@@ -262,11 +272,20 @@ def _pinned(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
 
 
 def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: BoolArray,
-            config: PolicySettings, matched: bool = False) -> Decision:
+            config: PolicySettings, matched: bool = False,
+            live: LiveShifts | None = None) -> Decision:
     p = tables.index(primary)
     if not tables.profiled[p]:
         return _by_family(tables, p, role, task, mask, f"primary '{primary}' is unprofiled")
     sim = _similarity_to(tables, task, p)
+    live_note = ""
+    if live:
+        sim = sim.copy()
+        for partner, (shift, _count) in live.items():
+            j = tables.model_index.get(partner)
+            if j is not None and not np.isnan(sim[j]):
+                sim[j] += shift
+
     acc = _accuracy(tables, task)
     skipped = [tables.models[i] for i in np.flatnonzero(mask & ~tables.profiled)]
     scored = mask & tables.profiled & ~np.isnan(sim)
@@ -283,6 +302,10 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
         raise NoPairError(primary, role, _nobody(weak, config))
     j = int(_order(tables, idx, sim, descending=role == "assist")[0])
     reason = _reason(tables, role, task, p, j, sim[j], acc[j], config, weak, skipped)
+    if live and tables.models[j] in live:
+        shift, n = live[tables.models[j]]
+        live_note = f"; live agreement over {n} comparisons moved its similarity by {shift:+.3f}"
+    reason += live_note
     if matched:  # chosen for the pool as a whole, not as this model's best: say what it is
         reason = f"pool matching paired '{primary}' with '{tables.models[j]}'" + \
             reason[reason.index(" on "):]

@@ -13,6 +13,7 @@ import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 from pydantic import ValidationError
@@ -40,6 +41,15 @@ from router.pool import Pool
 
 __all__ = ["PolicyDecider", "build_decider", "policy_settings", "tables_from_matrix"]
 
+class LiveSource(Protocol):
+    """What the decider reads from live outcomes (``router.live.drift.DriftMonitor``)."""
+
+    @property
+    def epoch(self) -> int: ...
+
+    def live_shifts(self, primary: str) -> dict[str, tuple[float, int]]: ...
+
+
 TASK_CACHE_SIZE = 4096
 """Task texts whose domain weights a decider remembers (an embedding and a search each)."""
 TASK_CACHE_MAX_CHARS = 4096
@@ -61,8 +71,10 @@ class PolicyDecider:
         # the index and embedder never change for this decider (a new one is built when the
         # profiles or pairings change), so a task text always gets the same weights
         self._weights: OrderedDict[str, tuple[tuple[str, float], ...]] = OrderedDict()
-        self._decisions: OrderedDict[RouteRequest, Decision] = OrderedDict()
+        self._decisions: OrderedDict[tuple[RouteRequest, int], Decision] = OrderedDict()
         self._weights_lock = threading.Lock()  # decisions may run in worker threads
+        self.live: LiveSource | None = None
+        """Set by the service: live shifts of the blended agreement (``router.live``)."""
 
     @property
     def version(self) -> str:
@@ -118,15 +130,22 @@ class PolicyDecider:
         Decisions are pure functions of the request and this decider's tables and pairings,
         so the last :data:`TASK_CACHE_SIZE` are remembered (``Decision`` is immutable).
         """
-        key = _request_key(request)
+        live = self.live
+        request_key = _request_key(request)
+        # live outcomes change decisions: the key carries the live epoch, so cached decisions
+        # expire every EPOCH_COMPARISONS comparisons
+        key = None if request_key is None else (request_key, live.epoch if live else -1)
         if key is not None:
             with self._weights_lock:
                 found = self._decisions.get(key)
                 if found is not None:
                     self._decisions.move_to_end(key)
                     return found
+        shifts = None
+        if live is not None and request.primary not in (None, "auto"):
+            shifts = live.live_shifts(request.primary)
         decision = decide(self.tables, request, self.task_domains(request), self.pairings,
-                          self.config)
+                          self.config, live=shifts)
         if key is not None:
             with self._weights_lock:
                 self._decisions[key] = decision

@@ -31,6 +31,8 @@ BURN_IN = 100
 """Comparisons that set an unprofiled pair's baseline (and re-set it after an alarm)."""
 CUSUM_H = 10.0
 """Alarm threshold of the CUSUM statistic (log-likelihood ratio)."""
+EPOCH_COMPARISONS = 50
+"""Comparisons between two refreshes of the live shifts the policy reads."""
 MIN_SHIFT = 0.05
 P_FLOOR = 0.005
 """Baselines are clipped to [P_FLOOR, 1 − P_FLOOR]: a rate of exactly 0 would make one
@@ -200,6 +202,28 @@ class DriftMonitor:
                            time.time() if now is None else now)
         pair.rebaseline()
         return event
+
+    def live_shifts(self, primary: str) -> dict[str, tuple[float, int]]:
+        """Per partner of ``primary``: how far live outcomes moved the blended agreement away
+        from the profile's prediction (comparison-weighted over domains), and the comparisons.
+
+        Only profiled pairs count (an unprofiled pair has no prediction to move from). This is
+        what the pairing policy adds to the pair's profiled similarity.
+        """
+        sums: dict[str, list[float]] = {}
+        for (p, partner, _), mon in self.pairs.items():
+            if p != primary or mon.predicted is None or not mon.comparisons:
+                continue
+            acc = sums.setdefault(partner, [0.0, 0.0])
+            shift = mon.blended_agreement() - (1.0 - mon.predicted)
+            acc[0] += shift * mon.comparisons
+            acc[1] += mon.comparisons
+        return {k: (v[0] / v[1], int(v[1])) for k, v in sums.items()}
+
+    @property
+    def epoch(self) -> int:
+        """Changes every :data:`EPOCH_COMPARISONS` comparisons: cached decisions expire with it."""
+        return sum(m.comparisons for m in self.pairs.values()) // EPOCH_COMPARISONS
 
     def blended_agreement(self, pair: tuple[str, str], domain: str) -> float | None:
         """The policy's view of a pair's agreement in a domain; ``None`` if never compared."""

@@ -45,6 +45,7 @@ from router.service.state import (
     RouteModule,
     ServiceState,
     SinkFactory,
+    attach_live,
 )
 
 BUILTIN_ROUTES: tuple[RouteModule, ...] = (
@@ -177,6 +178,7 @@ def _resources(decider_factory: DeciderFactory | None, diff_provider: DiffProvid
         async with Pool.open(settings) as pool, (sink_factory or open_live_sink)(settings) as sink:
             # building the policy reads profiles and indexes the suite: seconds, not for the loop
             decider = await asyncio.to_thread(factory, settings, pool, pairings)
+            attach_live(decider, sink)
             state = ServiceState(
                 settings=settings, pool=pool, pairings_store=store, pairings=pairings,
                 decider_factory=factory, decider=decider, sink=sink,

@@ -66,8 +66,16 @@ class ServiceState:
     def replace_pairings(self, pairings: Pairings) -> None:
         """Persist new pairings and rebuild the policy from them (the old one stays on error)."""
         decider = self.decider_factory(self.settings, self.pool, pairings)
+        attach_live(decider, self.sink)
         self.pairings_store.save(pairings)
         self.pairings, self.decider = pairings, decider
+
+
+def attach_live(decider: object, sink: object) -> None:
+    """Let a decider that reads live outcomes (``live`` attribute) see the sink's monitor."""
+    monitor = getattr(sink, "monitor", None)
+    if monitor is not None and hasattr(decider, "live"):
+        decider.live = monitor
 
 
 SETTINGS = web.AppKey("diffroute.settings", Settings)

@@ -157,3 +157,20 @@ async def test_graceful_shutdown_finishes_the_in_flight_request(tmp_path: Path) 
         status, body = await pending
     assert status == 200
     assert body["choices"][0]["message"]["content"] == "done at last"
+
+
+async def test_the_policy_reads_live_outcomes_of_the_running_service(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.routing import build_decider
+    from router.service import STATE
+
+    monkeypatch.setenv("DR_TEST_ADMIN", "adm")
+    settings = make_settings(tmp_path, standard_models(), admin_key="env:DR_TEST_ADMIN")
+    async with serve(settings, decider_factory=build_decider) as running:
+        state = running.app[STATE]
+        monitor = state.sink.monitor  # type: ignore[attr-defined]
+        assert state.decider.live is monitor  # type: ignore[attr-defined]
+        status, _ = await call(running, "PUT", "/v1/pairings", {"pinned": {}, "excluded": []},
+                               {"Authorization": "Bearer adm"})
+        assert status == 200
+        assert state.decider.live is monitor  # type: ignore[attr-defined]  # rebuilt: still wired

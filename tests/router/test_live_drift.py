@@ -56,3 +56,22 @@ def test_cusum_alarm_resets_the_statistic() -> None:
     directions = [cusum.update(True) for _ in range(10)]
     assert "up" in directions and cusum.statistic < cusum.h
     assert cusum.alarm_statistic > cusum.h
+
+
+def test_live_shifts_weigh_domains_by_comparisons_and_skip_unprofiled() -> None:
+    from router.live.drift import EPOCH_COMPARISONS, DriftMonitor
+
+    monitor = DriftMonitor(prior_weight=50)
+    for _ in range(50):  # predicted 10 % disagreement, observed 100 %: agreement collapses
+        monitor.observe(("p", "q", "math"), True, predicted=0.1)
+    for _ in range(50):  # as predicted
+        monitor.observe(("p", "q", "law"), False, predicted=0.0)
+    for _ in range(20):  # unprofiled: no prediction to move from
+        monitor.observe(("p", "r", "math"), True, predicted=None)
+    shifts = monitor.live_shifts("p")
+    assert set(shifts) == {"q"}
+    shift, n = shifts["q"]
+    assert n == 100
+    # math: blended (50*0.9 + 0)/100 = 0.45 → -0.45; law: (50*1 + 50)/100 = 1.0 → 0.0
+    assert abs(shift - (-0.45 * 50 + 0.0 * 50) / 100) < 1e-9
+    assert monitor.epoch == 120 // EPOCH_COMPARISONS

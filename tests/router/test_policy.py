@@ -203,3 +203,18 @@ def test_cost_limit_is_respected() -> None:
     with pytest.raises(NoPairError):
         decide(t, RouteRequest(role="audit", primary="p"), {ALL: 1.0}, Pairings(),
                PolicySettings(max_cost_per_1k=0.5))
+
+
+def test_live_outcomes_move_the_choice_and_say_so(tables: PolicyTables) -> None:
+    request = RouteRequest(role="assist", primary="a1")
+    plain = decide(tables, request, {ALL: 1.0}, NONE, FLOOR)
+    assert plain.partner == "a2" and "live" not in plain.reason
+    # a2 has disagreed with a1 far more than its profile predicts: its similarity drops below
+    # every other candidate's, and the assistant becomes another model
+    live = {"a2": (-2.0, 300)}
+    moved = decide(tables, request, {ALL: 1.0}, NONE, FLOOR, live=live)
+    assert moved.partner != "a2"
+    kept = decide(tables, RouteRequest(role="assist", primary="a1"), {ALL: 1.0}, NONE, FLOOR,
+                  live={"a2": (+0.05, 40)})
+    assert kept.partner == "a2"
+    assert "live agreement over 40 comparisons moved its similarity by +0.050" in kept.reason
