@@ -46,6 +46,9 @@ from profiles.suite import Suite
 
 SCHEMA = "diffroute.diff/1"
 REPLICATION_MIN_SAMPLES = 8
+EMPTY_ANSWER = "(no answer)"
+"""Stands in for an empty response, which would embed as the zero vector: empty answers are
+alike among themselves and unlike any real answer."""
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -184,7 +187,8 @@ def _test_categorical(probes: list[Probe], a: Profile, b: Profile, k: int, n_per
 
 def _test_free(probes: list[Probe], a: Profile, b: Profile, k: int, embedder: Embedder,
                n_perm: int, seed: int) -> _Probes:
-    texts = [t for p in probes for r in (a.records[p.id], b.records[p.id]) for t in r.texts[:k]]
+    texts = [t.strip() or EMPTY_ANSWER
+             for p in probes for r in (a.records[p.id], b.records[p.id]) for t in r.texts[:k]]
     emb = embedder.embed(texts).astype(np.float64).reshape(len(probes), 2, k, -1)
     screen, confirm = _halves(k)
     tests = embedding_permutation_test(emb[:, 0, screen], emb[:, 1, screen],
