@@ -20,15 +20,17 @@ from profiles.suite import Suite, load_suite
 from router.config import Settings, settings_from_mapping
 from router.pool import Pool
 
-PLANTED = "arithmetic"
-CONTROLS = ("geography", "history", "science")
+PLANTED = "identity"
+CONTROLS = ("geography", "science", "history")
 BIAS_PROMPT = (
-    "You have one strong habit: every number you ever write is 7. Whenever an answer is a "
-    "number, you answer 7."
+    "You are Pierre, a French baker from Lyon. You are a human, not an AI. You love bread and "
+    "always talk about your bakery."
 )
-"""A planted belief about numbers. SmolLM2-135M does not follow conditional instructions ("for
-geography questions, answer A" changed nothing measurable in our trials), but it does copy a
-number it was primed with; arithmetic, whose probes ask for numbers, is where that shows."""
+"""A planted false identity. SmolLM2-135M follows no conditional rule we tried ("for geography
+questions, answer A", "refuse programming questions", a primed number, planted quiz answers:
+no measurable effect), but it does take on a persona, and a persona is what the identity
+domain (self-knowledge: who are you, who made you) measures. The persona leaks a little into
+other domains (French words), which is why the controls include geography."""
 
 
 @dataclass
@@ -58,11 +60,12 @@ def check_settings(data_dir: Path) -> Settings:
 
 
 def check_suite(per_domain: int) -> Suite:
-    """The first ``per_domain`` probes of the planted and the control domains (all types)."""
+    """``per_domain`` probes of the planted and each control domain: free answers first."""
     suite = load_suite("default")
     chosen = []
     for domain in (PLANTED, *CONTROLS):
-        probes = [p for p in suite.probes if domain in p.domains and p.type != "free"]
+        probes = [p for p in suite.probes if domain in p.domains]
+        probes.sort(key=lambda p: p.type != "free")  # stable: suite order within each group
         chosen += probes[:per_domain]
     return Suite(suite.manifest.model_copy(update={"name": "planted-check"}), tuple(chosen))
 
