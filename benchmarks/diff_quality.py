@@ -1,7 +1,7 @@
 """Does `diffroute diff` find planted differences without crying wolf? A ground-truth benchmark.
 
 Simulated pools (scripted backend, router.simulate): 10 domains × 40 four-option choice probes,
-k samples per probe (default 10: 5 screen, 5 held out to confirm).
+k samples per probe (default 20: 10 screen, 10 held out to confirm).
 
 (a) Null pairs — the same behaviour, different sampling seeds: every flagged domain and probe
     is a false positive.
@@ -13,7 +13,7 @@ Both are scored side by side with a naive baseline computed in the same run on t
 samples: flag a probe when the two models' most frequent answers differ; flag a domain when its
 raw disagreement (share of probes with different most frequent answers) exceeds a fixed cut.
 
-    python benchmarks/diff_quality.py [--pairs 6] [--samples 10] [--real]
+    python -m benchmarks.diff_quality [--pairs 6] [--samples 20] [--real]
 
 ``--real`` adds the real-model check: SmolLM2 with a system prompt that plants a bias in one
 domain, diffed against plain SmolLM2 (needs the `local` extra; a few minutes on 2 cores).
@@ -154,7 +154,7 @@ def real(samples: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=6)
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--real", action="store_true")
     args = parser.parse_args()
     asyncio.run(simulated(args.pairs, args.samples))

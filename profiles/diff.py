@@ -46,6 +46,8 @@ from profiles.suite import Suite
 
 SCHEMA = "diffroute.diff/1"
 REPLICATION_MIN_SAMPLES = 8
+CATEGORICAL_STATISTIC = "excess"
+"""``excess`` (cross minus within disagreement, an unbiased U-statistic) or ``tv``."""
 EMPTY_ANSWER = "(no answer)"
 """Stands in for an empty response, which would embed as the zero vector: empty answers are
 alike among themselves and unlike any real answer."""
@@ -178,11 +180,32 @@ def _test_categorical(probes: list[Probe], a: Profile, b: Profile, k: int, n_per
     ans_b = np.array([r[1] for r in rows], dtype=np.int64).reshape(len(rows), k)
     n_opt = np.array([r[2] for r in rows], dtype=np.int64)
     screen, confirm = _halves(k)
-    tests = tv_permutation_test(ans_a[:, screen], ans_b[:, screen], n_opt,
-                                n_permutations=n_perm, seed=seed)
-    conf = None if confirm is None else tv_permutation_test(
-        ans_a[:, confirm], ans_b[:, confirm], n_opt, n_permutations=n_perm, seed=seed + 1)
+    if CATEGORICAL_STATISTIC == "tv":
+        tests = tv_permutation_test(ans_a[:, screen], ans_b[:, screen], n_opt,
+                                    n_permutations=n_perm, seed=seed)
+        conf = None if confirm is None else tv_permutation_test(
+            ans_a[:, confirm], ans_b[:, confirm], n_opt, n_permutations=n_perm, seed=seed + 1)
+        return _Probes(probes, tests, conf)
+    onehot = _one_hot(ans_a, ans_b, int(n_opt.max()))
+    emb_a, emb_b = onehot[:, :k], onehot[:, k:]
+    tests = embedding_permutation_test(emb_a[:, screen], emb_b[:, screen],
+                                       n_permutations=n_perm, seed=seed)
+    conf = None if confirm is None else embedding_permutation_test(
+        emb_a[:, confirm], emb_b[:, confirm], n_permutations=n_perm, seed=seed + 1)
     return _Probes(probes, tests, conf)
+
+
+def _one_hot(ans_a: npt.NDArray[np.int64], ans_b: npt.NDArray[np.int64],
+             width: int) -> FloatArray:
+    """Answers as one-hot vectors ``(probes, 2k, width + 1)``; the last slot is "unparsed".
+
+    With one-hot vectors the cross-minus-within distance of the embedding test is
+    ½·Σ_o (p_a(o) − p_b(o))² estimated from all sample pairs: unbiased, zero in expectation
+    when the two models answer alike, and an unparsed answer counts as a behaviour.
+    """
+    pooled = np.concatenate([ans_a, ans_b], axis=1)
+    codes = np.where(pooled < 0, width, pooled)
+    return (codes[..., None] == np.arange(width + 1)).astype(np.float64)
 
 
 def _test_free(probes: list[Probe], a: Profile, b: Profile, k: int, embedder: Embedder,
