@@ -205,7 +205,8 @@ def _one_hot(ans_a: npt.NDArray[np.int64], ans_b: npt.NDArray[np.int64],
     """
     pooled = np.concatenate([ans_a, ans_b], axis=1)
     codes = np.where(pooled < 0, width, pooled)
-    return (codes[..., None] == np.arange(width + 1)).astype(np.float64)
+    onehot: FloatArray = (codes[..., None] == np.arange(width + 1)).astype(np.float64)
+    return onehot
 
 
 def _test_free(probes: list[Probe], a: Profile, b: Profile, k: int, embedder: Embedder,

@@ -31,9 +31,9 @@ from router.service.state import KEYS, SETTINGS, Keys
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
 
-REQUEST_ID = "diffroute.request_id"
+REQUEST_ID = web.RequestKey("diffroute.request_id", str)
 """Key of the request id in the ``web.Request`` mapping."""
-ACCESS_FIELDS = "diffroute.access_fields"
+ACCESS_FIELDS = web.RequestKey("diffroute.access_fields", dict)
 """Key of a ``dict`` in the ``web.Request`` mapping whose items join the access log line."""
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 """Reachable without a key (probes and API discovery)."""
