@@ -79,6 +79,8 @@ async def main(args: argparse.Namespace) -> None:
             models = [remote("alpha", "a", fake.base_url, "up-alpha"),
                       remote("beta", "b", fake.base_url, "up-beta")]
             on_settings = make_settings(Path(tmp) / "on", models)
+            live = {"live": {"synchronous": args.synchronous}}
+            on_settings = on_settings.model_copy(update={"extensions": live})
             off_settings = make_settings(Path(tmp) / "off", models)
             comparer = NoiseAwareComparer()
             async with serve(on_settings, comparer=comparer) as on, \
@@ -95,6 +97,7 @@ async def main(args: argparse.Namespace) -> None:
         ["on (durable, acked)", f"{on_rps:.0f}", " ".join(f"{x:.0f}" for x in runs["on"]),
          ratio(on_rps, off_rps)],
     ])
+    print(f"synchronous={args.synchronous}")
     print(f"target: on/off >= 0.9 -> {'met' if on_rps >= 0.9 * off_rps else 'NOT met'}")
 
 
@@ -102,6 +105,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
+                        help="extensions.live.synchronous of the recording service")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.002,
                         help="fake upstream latency per call (s)")
