@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from aiohttp import web
@@ -152,26 +152,29 @@ def bad_request(exc: ValidationError, prefix: str = "") -> BadRequestError:
     return BadRequestError(f"{where}: {err['msg']}", param=where)
 
 
-def parse_chat(body: object) -> ChatRequest:
-    """Validate a chat body; the common mistakes get their own message."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validated(model: type[M], body: object) -> M:
+    """A JSON object validated into ``model``; any problem is one 400 naming the field."""
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     try:
-        chat = ChatRequest.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         raise bad_request(exc) from None
+
+
+def parse_chat(body: object) -> ChatRequest:
+    """Validate a chat body; the common mistakes get their own message."""
+    chat = _validated(ChatRequest, body)
     if not chat.messages:
         raise BadRequestError("messages must contain at least one message", param="messages")
     return chat
 
 
 def parse_route(body: object) -> RouteBody:
-    if not isinstance(body, dict):
-        raise BadRequestError("the request body must be a JSON object")
-    try:
-        route = RouteBody.model_validate(body)
-    except ValidationError as exc:
-        raise bad_request(exc) from None
+    route = _validated(RouteBody, body)
     if route.task is None and not route.messages:
         raise BadRequestError("give 'task' (text) or 'messages'", param="task")
     return route
