@@ -3,11 +3,14 @@
 For pools of 8, 64 and 256 simulated models (12 domains, synthetic similarity tables of the
 real shapes) and a 20,000-probe index of 256-dimensional unit vectors, it times, in process:
 
-* ``search``: the bare ``IndexFlatIP`` search of one task vector (k = 16), the baseline;
+* ``search``: the bare faiss search of one task vector (k = 16) in the probe index the service
+  would build — past 4,096 probes an inverted file (``router.index``) — the baseline;
 * ``decide``: a whole decision for a task vector — the same search, the domain weights, and
   the audit policy (competence floor, weighted κp, tie-breaks, reason and evidence).
 
-Task embedding is left out of both (it depends on the embedder, not on the policy).
+It also times the exact flat scan of the same vectors, and measures what the inverted file
+costs in accuracy: recall@16 against the exact scan, and the largest change of a domain weight.
+Task embedding is left out (it depends on the embedder, not on the policy).
 
 Run: ``python3 benchmarks/policy.py [--calls 2000] [--threads 1]``
 """
@@ -51,13 +54,16 @@ def synthetic_tables(m: int, rng: np.random.Generator) -> PolicyTables:
                        arrays, [True] * m, {d: (40, 40) for d in arrays}, version="bench")
 
 
-def synthetic_index(rng: np.random.Generator) -> tuple[ProbeIndex, np.ndarray]:
+def synthetic_index(rng: np.random.Generator) -> tuple[ProbeIndex, np.ndarray, np.ndarray,
+                                                      list[list[str]]]:
     """Probes clustered by domain, so a task near a cluster gets that domain's weight."""
     centres = rng.normal(0, 1, (len(DOMAINS), DIM))
     owner = rng.integers(0, len(DOMAINS), PROBES)
     vectors = centres[owner] + rng.normal(0, 1.0, (PROBES, DIM))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return ProbeIndex(vectors.astype(np.float32), [[DOMAINS[o]] for o in owner]), centres
+    owners = [[DOMAINS[o]] for o in owner]
+    data = vectors.astype(np.float32)
+    return ProbeIndex(data, owners), centres, data, owners
 
 
 def timings(fn: Callable[[int], object], calls: int) -> np.ndarray:
@@ -92,6 +98,19 @@ def run(m: int, calls: int, index: ProbeIndex, queries: np.ndarray,
             "decide_p99": float(np.percentile(d, 99))}
 
 
+def index_accuracy(index: ProbeIndex, exact: ProbeIndex, queries: np.ndarray,
+                   k: int) -> tuple[float, float]:
+    """recall@k of ``index`` against ``exact``, and the largest domain-weight change."""
+    _, want = exact.search(queries, k)
+    _, got = index.search(queries, k)
+    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(want, got, strict=True)]))
+    moved = 0.0
+    for q in queries:
+        a, b = exact.domain_weights(q, k, 0.05), index.domain_weights(q, k, 0.05)
+        moved = max(moved, *(abs(a.get(d, 0.0) - b.get(d, 0.0)) for d in set(a) | set(b)))
+    return recall, moved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
@@ -101,12 +120,20 @@ def main() -> None:
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    index, centres = synthetic_index(rng)
+    index, centres, vectors, owners = synthetic_index(rng)
     picks = rng.integers(0, len(DOMAINS), 256)
     queries = (centres[picks] + rng.normal(0, 1.0, (256, DIM))).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    print(f"index: {len(index)} probes x {DIM} dims, k=16; {len(DOMAINS)} domains; "
+    exact = ProbeIndex(vectors, owners, exact_limit=len(vectors))
+    flat = timings(lambda i: exact.search(queries[i % len(queries)].reshape(1, -1), 16),
+                   args.calls)
+    recall, moved = index_accuracy(index, exact, queries, 16)
+    kind = "exact flat" if index.exact else "inverted file"
+    print(f"index: {len(index)} probes x {DIM} dims ({kind}), k=16; {len(DOMAINS)} domains; "
           f"{args.calls} calls each; faiss threads {args.threads}; times in ms")
+    print(f"exact flat scan of the same vectors: p50 {np.percentile(flat, 50):.3f}  "
+          f"p99 {np.percentile(flat, 99):.3f}; index recall@16 {recall:.3f}, "
+          f"largest domain-weight change {moved:.3f}")
     print(f"{'models':>6}  {'search p50':>10}  {'search p99':>10}  {'decide p50':>10}  "
           f"{'decide p99':>10}  {'p50 ratio':>9}  {'p99 ratio':>9}  {'policy p50':>10}")
     for m in (8, 64, 256):

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from router.decision import Decision, Evidence, Role, RouteRequest
 from router.errors import BadRequestError, NoPairError, UnknownModelError
+from router.index import EXACT_LIMIT
 from router.pairings import Pairings
 
 ALL = "all"
@@ -55,6 +56,9 @@ class PolicySettings(BaseModel):
     """k of the probe index: how many nearest probes decide a task's domains."""
     temperature: float = Field(0.05, gt=0)
     """Softmax temperature over the neighbours' cosine similarities."""
+    exact_index_limit: int = Field(EXACT_LIMIT, ge=0)
+    """Suites of up to this many probes are searched exactly; larger ones by an inverted file
+    (about a tenth of the time at 20,000 probes; see ``router.index``)."""
     suite: str = "default"
     samples: int = Field(5, ge=1)
     """Which profiles to read: built with this many samples at ``profile_temperature``."""
@@ -88,9 +92,21 @@ class PolicyTables:
     model_index: dict[str, int] = field(init=False)
     domain_index: dict[str, int] = field(init=False)
 
+    pair_stats: FloatArray = field(init=False)
+    """(domain, model, model, 4): κp, its interval's ends and error consistency, stacked so
+    that a pair's evidence is one gather and one weighted mean."""
+    name_rank: IntArray = field(init=False)
+    """Each model's position in name order: the last tie-break, as an array."""
+
     def __post_init__(self) -> None:
         sim = np.where(np.isnan(self.kappa), self.error_consistency, self.kappa)
         object.__setattr__(self, "sim", sim)
+        object.__setattr__(self, "pair_stats", np.stack(
+            [self.kappa, self.kappa_low, self.kappa_high, self.error_consistency], axis=-1))
+        rank = np.empty(len(self.models), dtype=np.int64)
+        rank[sorted(range(len(self.models)), key=self.models.__getitem__)] = \
+            np.arange(len(self.models))
+        object.__setattr__(self, "name_rank", rank)
         object.__setattr__(self, "model_index", {m: i for i, m in enumerate(self.models)})
         object.__setattr__(self, "domain_index", {d: i for i, d in enumerate(self.domains)})
 
@@ -150,15 +166,15 @@ def _task(tables: PolicyTables, weights: Mapping[str, float]) -> _Task:
 
 def _average(values: FloatArray, w: FloatArray) -> FloatArray:
     """Weighted mean over axis 0 ignoring NaN (renormalised over the domains that have data)."""
-    # a plain matrix product over the flattened trailing axes: np.tensordot costs ~25 µs of
-    # Python per call, and a decision makes about ten of these
+    # plain matrix products over the flattened trailing axes, and no np.errstate: a decision
+    # makes several of these, and each numpy call's overhead is most of their cost
     flat = values.reshape(len(w), -1)
-    valid = ~np.isnan(flat)
+    valid = flat == flat  # False where NaN
     num = w @ np.where(valid, flat, 0.0)
     den = w @ valid
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out: FloatArray = np.where(den > 0, num / den, np.nan).reshape(values.shape[1:])
-    return out
+    out = np.full(den.shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out.reshape(values.shape[1:])
 
 
 def _similarity_to(tables: PolicyTables, task: _Task, p: int) -> FloatArray:
@@ -205,8 +221,8 @@ def _order(tables: PolicyTables, idx: IntArray, score: FloatArray, descending: b
     """``idx`` sorted by score (NaN last), then cheaper, then name: deterministic on ties."""
     key = np.round(score[idx], TIE_DECIMALS)
     key = np.where(np.isnan(key), np.inf, -key if descending else key)
-    names = [tables.models[i] for i in idx]
-    order = sorted(range(len(idx)), key=lambda j: (key[j], tables.cost[idx[j]], names[j]))
+    # lexsort's last key is the primary one
+    order = np.lexsort((tables.name_rank[idx], tables.cost[idx], key))
     return idx[order]
 
 
@@ -305,7 +321,8 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
             return _by_family(tables, p, role, task, mask & ~tables.profiled, why)
         raise NoPairError(primary, role, _nobody(weak, config))
     j = int(_order(tables, idx, sim, descending=role == "assist")[0])
-    reason = _reason(tables, role, task, p, j, sim[j], acc[j], config, weak, skipped)
+    stats = _pair_stats(tables, task, p, j)
+    reason = _reason(tables, role, task, p, j, sim[j], acc[j], stats, config, weak, skipped)
     if live and tables.models[j] in live:
         shift, n = live[tables.models[j]]
         live_note = f"; live agreement over {n} comparisons moved its similarity by {shift:+.3f}"
@@ -314,7 +331,8 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
         reason = f"pool matching paired '{primary}' with '{tables.models[j]}'" + \
             reason[reason.index(" on "):]
     return Decision(primary, tables.models[j], role, round(float(sim[j]), 4), reason,
-                    _evidence(tables, task, p, j), _weights_out(task), tables.version)
+                    _evidence(tables, task, p, j, stats, acc), _weights_out(task),
+                    tables.version)
 
 
 def _nobody(weak: list[str], config: PolicySettings) -> str:
@@ -358,10 +376,10 @@ def _domains_text(task: _Task) -> str:
 
 
 def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: float,
-            acc: float, config: PolicySettings, weak: list[str], skipped: list[str]) -> str:
+            acc: float, stats: FloatArray, config: PolicySettings, weak: list[str],
+            skipped: list[str]) -> str:
     partner, primary = tables.models[j], tables.models[p]
-    low = _average(tables.kappa_low[task.rows, p, j], task.weights)
-    high = _average(tables.kappa_high[task.rows, p, j], task.weights)
+    low, high = stats[1], stats[2]
     interval = "" if np.isnan(low) or np.isnan(high) else f" [{low:.2f}, {high:.2f}]"
     if role == "assist":
         text = f"'{partner}' shares the priors of '{primary}' most"
@@ -373,43 +391,53 @@ def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: 
     if role == "audit":
         text += f"; accuracy {acc:.2f} > floor {config.competence_floor:.2f}"
     if weak:
-        text += f"; below the floor: {', '.join(weak)}"
+        text += f"; below the floor: {_listed(weak)}"
     if skipped:
-        text += f"; skipped unprofiled: {', '.join(skipped)}"
+        text += f"; skipped unprofiled: {_listed(skipped)}"
     return text
+
+
+LISTED = 8
+"""Names a reason lists before it says how many more (a 256-model pool's reason stays short)."""
+
+
+def _listed(names: Sequence[str]) -> str:
+    more = f" +{len(names) - LISTED} more" if len(names) > LISTED else ""
+    return ", ".join(names[:LISTED]) + more
 
 
 def _n_probes(tables: PolicyTables, task: _Task) -> int:
     return int(tables.n_kappa[task.rows].sum() or tables.n_gold[task.rows].sum())
 
 
-def _evidence(tables: PolicyTables, task: _Task, p: int, j: int) -> tuple[Evidence, ...]:
+def _pair_stats(tables: PolicyTables, task: _Task, p: int, j: int) -> FloatArray:
+    """The pair's [κp, κp low, κp high, error consistency] averaged over the task's domains."""
+    return _average(tables.pair_stats[task.rows, p, j], task.weights)
+
+
+def _evidence(tables: PolicyTables, task: _Task, p: int, j: int,
+              stats: FloatArray | None = None,
+              acc: FloatArray | None = None) -> tuple[Evidence, ...]:
+    """What the pair's decision rests on; ``stats`` and ``acc`` when the caller has them."""
     if not (tables.profiled[p] and tables.profiled[j]):
         return ()
-    rows, w = task.rows, task.weights
-
-    def pair(arr: FloatArray) -> float | None:
-        value = float(_average(arr[rows, p, j], w))
-        return None if np.isnan(value) else round(value, 4)
-
-    low, high = pair(tables.kappa_low), pair(tables.kappa_high)
+    kappa, low, high, consistency = (_rounded(x) for x in (
+        _pair_stats(tables, task, p, j) if stats is None else stats))
     interval = (low, high) if low is not None and high is not None else None
-    acc = _average(tables.accuracy[rows], w)
-
-    def rounded(x: float) -> float | None:
-        return None if np.isnan(x) else round(float(x), 4)
-
-    doms = task.names
+    if acc is None:
+        acc = _accuracy(tables, task)
+    doms, rows, partner = task.names, task.rows, tables.models[j]
+    n_gold = int(tables.n_gold[rows].sum())
     return (
-        Evidence("kappa_p", pair(tables.kappa), interval, int(tables.n_kappa[rows].sum()), doms,
-                 tables.models[j]),
-        Evidence("error_consistency", pair(tables.error_consistency), None,
-                 int(tables.n_gold[rows].sum()), doms, tables.models[j]),
-        Evidence("accuracy", rounded(acc[j]), None, int(tables.n_gold[rows].sum()), doms,
-                 tables.models[j]),
-        Evidence("accuracy", rounded(acc[p]), None, int(tables.n_gold[rows].sum()), doms,
-                 tables.models[p]),
+        Evidence("kappa_p", kappa, interval, int(tables.n_kappa[rows].sum()), doms, partner),
+        Evidence("error_consistency", consistency, None, n_gold, doms, partner),
+        Evidence("accuracy", _rounded(acc[j]), None, n_gold, doms, partner),
+        Evidence("accuracy", _rounded(acc[p]), None, n_gold, doms, tables.models[p]),
     )
+
+
+def _rounded(x: float) -> float | None:
+    return None if np.isnan(x) else round(float(x), 4)
 
 
 def _weights_out(task: _Task) -> dict[str, float]:

@@ -201,7 +201,8 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings) -> PolicyD
     graph = build_graph(matrix, families, unprofiled)
     tables = tables_from_matrix(matrix, settings.models, config, graph.version)
     embedder = embedder_for(settings.embedder)
-    index = ProbeIndex.build(suite.probes, embedder) if suite.probes else None
+    index = ProbeIndex.build(suite.probes, embedder, config.exact_index_limit) \
+        if suite.probes else None
     return PolicyDecider(tables, graph, pairings, config, index, embedder)
 
 

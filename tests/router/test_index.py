@@ -38,3 +38,39 @@ def test_task_text_finds_its_domain_with_the_hash_embedder() -> None:
     for domain in ("history", "law", "math"):
         weights = index.domain_weights(embed([f"[{domain}] which option holds?"])[0], 8, 0.05)
         assert max(weights, key=weights.__getitem__) == domain
+
+
+def clustered(n: int, domains: int, dim: int, seed: int) -> tuple[np.ndarray, list[list[str]],
+                                                                  np.ndarray]:
+    """Unit vectors around one centre per domain (as a suite's probes cluster by domain)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (domains, dim))
+    owner = rng.integers(0, domains, n)
+    vectors = centres[owner] + rng.normal(0, 0.8, (n, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32), [[f"d{o}"] for o in owner], centres
+
+
+def test_a_large_index_searches_an_inverted_file_with_the_exact_answers() -> None:
+    vectors, domains, centres = clustered(6000, 6, 64, seed=3)
+    exact = ProbeIndex(vectors, domains, exact_limit=len(vectors))
+    fast = ProbeIndex(vectors, domains, exact_limit=1000)
+    assert exact.exact and not fast.exact and len(fast) == len(exact) == 6000
+    rng = np.random.default_rng(4)
+    queries = centres[rng.integers(0, 6, 64)] + rng.normal(0, 0.8, (64, 64))
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    want_scores, want = exact.search(queries, 16)
+    got_scores, got = fast.search(queries, 16)
+    recall = np.mean([len(set(a) & set(b)) / 16 for a, b in zip(want, got, strict=True)])
+    assert recall >= 0.95  # a missed neighbour is replaced by a near-equal one
+    # what it returns is scored exactly: the same similarity for the same probe
+    same = got == want
+    assert same.mean() > 0.5 and np.allclose(got_scores[same], want_scores[same], atol=1e-5)
+    # and what the policy reads from it, the domain weights, does not move
+    for q in queries:
+        w_exact, w_fast = exact.domain_weights(q, 16, 0.05), fast.domain_weights(q, 16, 0.05)
+        assert set(w_exact) == set(w_fast)
+        assert all(abs(w_exact[d] - w_fast[d]) <= 0.02 for d in w_exact)
+    # the same vectors give the same lists: decisions do not depend on the build
+    again = ProbeIndex(vectors, domains, exact_limit=1000)
+    assert np.array_equal(again.search(queries, 16)[1], got)

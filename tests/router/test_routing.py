@@ -74,8 +74,10 @@ def test_build_decider_end_to_end(world: Path) -> None:
     assert "unprofiled" in ghost.reason and ghost.score is None
 
 
-def test_task_text_routes_by_domain(world: Path) -> None:
-    d = decider(world)
+@pytest.mark.parametrize("exact_index_limit", [4096, 10])
+def test_task_text_routes_by_domain(world: Path, exact_index_limit: int) -> None:
+    d = decider(world, exact_index_limit=exact_index_limit)
+    assert d.index is not None and d.index.exact == (exact_index_limit >= len(d.index))
     law = d.decide(RouteRequest(role="audit", primary="a1", task="[law] which option holds?",
                                 candidates=("b1", "b2")))
     history = d.decide(RouteRequest(role="audit", primary="a1",
