@@ -50,11 +50,21 @@ FLUSH_INTERVAL_S = 0.5
 EventDict = MutableMapping[str, Any]
 
 
+_SAFE_NAMES: set[str] = set()
+_SECRET_NAMES: set[str] = set()
+"""Field names already classified (they come from code: a bounded set, capped anyway)."""
+
+
 def redact_secrets(_logger: object, _method: str, event: EventDict) -> EventDict:
     """A structlog processor: never let a secret-named field reach the output."""
-    for key in event:
-        if key.lower() in SECRET_KEYS:
+    names = event.keys()
+    for key in names - _SAFE_NAMES - _SECRET_NAMES:  # set arithmetic in C: new names only
+        if len(_SAFE_NAMES) + len(_SECRET_NAMES) < 4096:
+            (_SECRET_NAMES if key.lower() in SECRET_KEYS else _SAFE_NAMES).add(key)
+        elif key.lower() in SECRET_KEYS:
             event[key] = REDACTED
+    for key in names & _SECRET_NAMES:
+        event[key] = REDACTED
     return event
 
 
@@ -81,6 +91,29 @@ def add_logger_name(logger: object, _method: str, event: EventDict) -> EventDict
     if name:
         event["logger"] = name
     return event
+
+
+class JsonLine:
+    """The production pipeline in one processor (a structlog processor call costs about a
+    microsecond, and this runs for every request): context vars → level → logger name →
+    timestamp → redaction → exception text → ``orjson``. Same output as the chain of the
+    separate processors (``tests/router/test_logging.py`` compares them)."""
+
+    def __init__(self) -> None:
+        self._timestamp = _Timestamper()
+
+    def __call__(self, logger: object, method: str, event: EventDict) -> bytes:
+        event = structlog.contextvars.merge_contextvars(logger, method, event)
+        event["level"] = _LEVEL_OF.get(method, method)
+        event = self._timestamp(logger, method, add_logger_name(logger, method, event))
+        event = redact_secrets(logger, method, event)
+        if "exc_info" in event:
+            event = structlog.processors.format_exc_info(logger, method, event)
+        return render_json(logger, method, event)
+
+
+_LEVEL_OF = {"warn": "warning", "exception": "error"}
+"""Method names whose level is another word (``structlog.processors.add_log_level``'s map)."""
 
 
 def render_json(_logger: object, _method: str, event: EventDict) -> bytes:
@@ -188,6 +221,13 @@ def flush_logs() -> None:
         factory.buffer.flush()
 
 
+def processor_chain() -> list[Any]:
+    """The steps :class:`JsonLine` fuses, as separate processors (for other renderers)."""
+    return [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+            add_logger_name, _Timestamper(), redact_secrets,
+            structlog.processors.format_exc_info]
+
+
 def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "INFO",
                       stream: IO[bytes] | None = None) -> None:
     """Native structlog to ``stream`` (default stdout) as JSON or console lines, buffered.
@@ -199,18 +239,10 @@ def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "IN
         previous.close()
     factory = BufferedLoggerFactory(stream if stream is not None else sys.stdout.buffer)
     atexit.register(factory.close)
-    renderer: Any = render_json if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            add_logger_name,
-            _Timestamper(),
-            redact_secrets,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[JsonLine()] if fmt == "json" else [
+            *processor_chain(), structlog.dev.ConsoleRenderer(colors=False)],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=factory,
         cache_logger_on_first_use=True,
@@ -222,16 +254,17 @@ def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "IN
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-def generation_fields(model: str, request: SampleRequest, usage: Usage | None,
-                      duration_s: float, *, role: str | None = None) -> dict[str, Any]:
-    """The OTel GenAI fields of one model call (no message bodies)."""
-    fields: dict[str, Any] = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": model,
-        "gen_ai.request.temperature": request.temperature,
-        "gen_ai.request.max_tokens": request.max_tokens,
-        "gen_ai.duration_ms": round(duration_s * 1000, 3),
-    }
+def generation_fields(model: str, temperature: float | None, max_tokens: int | None,
+                      usage: Usage | None, duration_s: float, *,
+                      role: str | None = None) -> dict[str, Any]:
+    """The OTel GenAI fields of one model call (no message bodies); ``None`` settings were
+    left to the model's defaults and are not logged."""
+    fields: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
+    if temperature is not None:
+        fields["gen_ai.request.temperature"] = temperature
+    if max_tokens is not None:
+        fields["gen_ai.request.max_tokens"] = max_tokens
+    fields["gen_ai.duration_ms"] = round(duration_s * 1000, 3)
     if usage is not None:
         fields["gen_ai.usage.input_tokens"] = usage.prompt_tokens
         fields["gen_ai.usage.output_tokens"] = usage.completion_tokens
@@ -244,7 +277,8 @@ def log_generation(logger: Any, model: str, request: SampleRequest, usage: Usage
                    duration_s: float, *, texts: Sequence[str], log_prompts: bool,
                    role: str | None = None, request_id: str = "") -> None:
     """One ``gen_ai.chat`` event for a model call (prompts and answers only if allowed)."""
-    fields = generation_fields(model, request, usage, duration_s, role=role)
+    fields = generation_fields(model, request.temperature, request.max_tokens, usage,
+                               duration_s, role=role)
     fields["duration_ms"] = fields.pop("gen_ai.duration_ms")
     if request_id:
         fields["request_id"] = request_id

@@ -8,15 +8,24 @@ overrides and its ``max_concurrency`` limit.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
 from profiles.protocol import SampleRequest, SampleResult
-from router.backends import Backend, BackendContext, BackendStatus, StreamDelta, create_backend
+from router.backends import (
+    Backend,
+    BackendContext,
+    BackendStatus,
+    ForwardingBackend,
+    StreamDelta,
+    create_backend,
+)
 from router.backends.llamacpp import CONFIG_DIR_KEY
 from router.config import ModelConfig, Settings
 from router.errors import DiffrouteError, UnknownModelError
@@ -32,13 +41,67 @@ class ModelStatus:
     status: BackendStatus
 
 
+class Limiter:
+    """At most ``limit`` holders at once, first come first served (``async with limiter:``).
+
+    What ``asyncio.Semaphore`` does, for the path every call takes: in Python 3.11 its
+    ``acquire`` scans the waiters through a generator even when nobody waits. Here a free slot
+    is one comparison, and a released slot is handed straight to the oldest waiter.
+    """
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a limit must be at least 1")
+        self._free = limit
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def free(self) -> int:
+        """Slots nobody holds."""
+        return self._free
+
+    async def __aenter__(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # the slot was handed over as the task was cancelled
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to it: _free does not change
+                return
+        self._free += 1
+
+
 class PoolModel:
     """A pool member as a :class:`profiles.protocol.ModelClient`: limits and overrides applied."""
 
     def __init__(self, config: ModelConfig, backend: Backend) -> None:
         self.config = config
         self.backend = backend
-        self._limit = asyncio.Semaphore(config.max_concurrency)
+        self._limit = Limiter(config.max_concurrency)
+        self._forwarder = backend if isinstance(backend, ForwardingBackend) else None
+
+    @property
+    def forwards(self) -> bool:
+        """Whether plain calls can pass the client's body through (:meth:`forward`)."""
+        return self._forwarder is not None
 
     @property
     def name(self) -> str:
@@ -64,6 +127,14 @@ class PoolModel:
     async def sample(self, request: SampleRequest) -> SampleResult:
         async with self._limit:
             return await self.backend.sample(self._apply(request))
+
+    async def forward(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Pass a client's chat body through (see :class:`ForwardingBackend`), within the
+        model's concurrency limit; the backend applies the model's overrides."""
+        if self._forwarder is None:
+            raise TypeError(f"the backend of '{self.name}' cannot forward bodies")
+        async with self._limit:
+            return await self._forwarder.forward(body)
 
     async def stream(self, request: SampleRequest) -> AsyncIterator[StreamDelta]:
         async with self._limit:

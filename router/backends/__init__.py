@@ -17,6 +17,7 @@ from router.backends.base import (
     BackendFactory,
     BackendParams,
     BackendStatus,
+    ForwardingBackend,
     StreamDelta,
 )
 from router.errors import ConfigError
@@ -30,6 +31,7 @@ __all__ = [
     "BackendFactory",
     "BackendParams",
     "BackendStatus",
+    "ForwardingBackend",
     "StreamDelta",
     "create_backend",
     "known_kinds",

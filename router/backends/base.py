@@ -96,6 +96,16 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class ForwardingBackend(Protocol):
+    """A backend that can pass a client's OpenAI chat-completions body through (tools and
+    all) and return the upstream's completion object: the plain proxy's fast, lossless path."""
+
+    async def forward(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The upstream's ``chat.completion`` object for ``body`` (its ``model`` is rewritten)."""
+        ...
+
+
 class BackendFactory(Protocol):
     """Builds a backend from its model's config and the shared context."""
 

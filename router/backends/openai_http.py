@@ -262,22 +262,31 @@ def _first_problem(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}" if where else err["msg"]
 
 
-def _parse_completion(model: str, raw: bytes, status: int) -> _Completion:
-    """Read a ``chat.completion`` body; a bad one is a protocol error carrying the body."""
+def completion_object(model: str, raw: bytes, status: int) -> dict[str, Any]:
+    """A ``chat.completion`` body as JSON data, checked only for what every reader needs (an
+    object with a non-empty ``choices`` list); anything else is a protocol error with the body."""
     try:
         data = _object(orjson.loads(raw), "body")
         if "choices" not in data:
             raise _Malformed("choices: missing")
-        choices = _list(data["choices"], "choices")
-        samples = [_to_sample(c, f"choices.{i}") for i, c in enumerate(choices)]
-        usage = _completion_usage(data.get("usage"))
+        if not _list(data["choices"], "choices"):
+            raise UpstreamProtocolError(model, "response has no choices", status,
+                                        raw.decode("utf-8", "replace"))
     except ValueError as exc:  # orjson.JSONDecodeError and _Malformed
-        message = f"malformed response: {exc}"
-        raise UpstreamProtocolError(model, message, status,
+        raise UpstreamProtocolError(model, f"malformed response: {exc}", status,
                                     raw.decode("utf-8", "replace")) from exc
-    if not samples:
-        raise UpstreamProtocolError(model, "response has no choices", status,
-                                    raw.decode("utf-8", "replace"))
+    return data
+
+
+def _parse_completion(model: str, raw: bytes, status: int) -> _Completion:
+    """Read a ``chat.completion`` body; a bad one is a protocol error carrying the body."""
+    data = completion_object(model, raw, status)
+    try:
+        samples = [_to_sample(c, f"choices.{i}") for i, c in enumerate(data["choices"])]
+        usage = _completion_usage(data.get("usage"))
+    except ValueError as exc:  # _Malformed
+        raise UpstreamProtocolError(model, f"malformed response: {exc}", status,
+                                    raw.decode("utf-8", "replace")) from exc
     return _Completion(samples, usage)
 
 
@@ -460,9 +469,63 @@ class OpenAIBackend:
                     yield response
             return
 
+    async def _post(self, path: str, body: dict[str, Any]) -> tuple[bytes, int]:
+        """One JSON POST read whole: (body, status) of a 2xx; the same errors and retries as
+        :meth:`_open`, without its context manager (this is every plain call's path)."""
+        url = self.params.base_url + path
+        headers = self._headers()
+        headers["Content-Type"] = "application/json"
+        data = orjson.dumps(body)
+        for attempt in range(self.params.max_retries + 1):
+            try:
+                with _translating(self._name):
+                    async with self._session().post(url, data=data, headers=headers,
+                                                    timeout=self._timeout) as response:
+                        raw = await response.read()
+                        if response.status < 400:
+                            return raw, response.status
+                        raise _status_error(self._name, response.status, response.reason or "",
+                                            raw.decode("utf-8", "replace"), response.headers)
+            except UpstreamError as error:
+                wait = self._delay_before_retry(error, attempt)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     async def _complete(self, body: dict[str, Any]) -> _Completion:
-        async with self._open("POST", "/chat/completions", body) as response:
-            return _parse_completion(self._name, await response.read(), response.status)
+        raw, status = await self._post("/chat/completions", body)
+        return _parse_completion(self._name, raw, status)
+
+    def _forward_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(body)
+        out["model"] = self.params.model
+        if self.params.system_prompt:
+            out["messages"] = [{"role": "system", "content": self.params.system_prompt},
+                               *body.get("messages", ())]
+        d = self._config.decoding
+        if d.temperature is not None:
+            out["temperature"] = d.temperature
+        if d.top_p is not None:
+            out["top_p"] = d.top_p
+        if d.seed is not None:
+            out["seed"] = d.seed
+        if d.max_tokens is not None:
+            given = [k for k in ("max_completion_tokens", "max_tokens") if out.get(k)]
+            for key in given or ["max_tokens"]:
+                out[key] = min(out.get(key) or d.max_tokens, d.max_tokens)
+        return out
+
+    async def forward(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One chat completion with the client's own body, for a plain proxied call.
+
+        The pool name becomes the upstream's model and the model's configured system prompt
+        and decoding overrides apply; everything else — tools, response_format, logprobs,
+        vendor fields — passes through, and the answer is the upstream's own object (tool
+        calls and all), checked only for a non-empty ``choices`` list.
+        """
+        raw, status = await self._post("/chat/completions", self._forward_body(body))
+        return completion_object(self._name, raw, status)
 
     # -- the protocol ---------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ class LiveMetrics:
         self.request_seconds = Histogram("diffroute_http_request_duration_seconds",
                                          "HTTP request latency.", ("method", "route", "status"),
                                          registry=r)
+        self._request_children: dict[tuple[str, str, int], Histogram] = {}
         self.overhead_seconds = Histogram("diffroute_pairing_overhead_seconds",
                                           "Response-path time of a paired call beyond the "
                                           "model calls.", ("stage",),
@@ -53,6 +54,16 @@ class LiveMetrics:
                                      "in a domain.", PAIR_DOMAIN, registry=r)
         self.drift_events = Counter("diffroute_drift_events", "Drift alarms.",
                                     (*PAIR_DOMAIN, "direction"), registry=r)
+
+    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request's latency (the labelled child is looked up once per label set:
+        ``labels()`` takes a lock and builds a tuple, on every request otherwise)."""
+        key = (method, route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.request_seconds.labels(
+                method, route, str(status))
+        child.observe(seconds)
 
     def comparison(self, primary: str, partner: str, role: str, flagged: bool) -> None:
         self.comparisons.labels(primary, partner, role).inc()

@@ -32,7 +32,7 @@ from router.live.metrics import CONTENT_TYPE, LiveMetrics
 from router.live.rates import rate_rows
 from router.live.sink import DurableLiveDiffSink
 from router.live.store import DiffQuery, parse_time
-from router.service.middleware import Handler
+from router.service.middleware import REQUEST_OBSERVERS
 from router.service.state import STATE
 
 MAX_LIMIT = 1000
@@ -63,9 +63,9 @@ LIVE = web.AppKey("diffroute.live", LiveState)
 
 
 def add_routes(app: web.Application) -> None:
-    """Register the routes, the metrics middleware and the live module's startup work."""
+    """Register the routes, the request metrics and the live module's startup work."""
     app[LIVE] = LiveState()
-    app.middlewares.append(metrics_middleware)
+    app[REQUEST_OBSERVERS].append(_observe_request)
     app.cleanup_ctx.append(_live_context)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/v1/diffs", list_diffs)
@@ -104,28 +104,13 @@ async def _end_streams(app: web.Application) -> None:
         sink.broadcaster.close()
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _observe_request(request: web.Request, route: str, status: int, seconds: float,
+                     error: BaseException | None) -> None:
     """Request latency per route, and upstream errors on their way to the client."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except UpstreamError as exc:
-        request.app[LIVE].metrics.upstream_errors.labels(exc.model, type(exc).__name__).inc()
-        status = exc.status
-        raise
-    except DiffrouteError as exc:
-        status = exc.status
-        raise
-    finally:
-        info = request.match_info
-        resource = info.route.resource if info is not None else None
-        route = resource.canonical if resource is not None else "(unmatched)"
-        request.app[LIVE].metrics.request_seconds.labels(
-            request.method, route, str(status)).observe(time.perf_counter() - started)
+    metrics = request.app[LIVE].metrics
+    metrics.request(request.method, route, status, seconds)
+    if isinstance(error, UpstreamError):
+        metrics.upstream_errors.labels(error.model, type(error).__name__).inc()
 
 
 # --- query parameters ------------------------------------------------------------------------

@@ -29,11 +29,10 @@ from router.pool import Pool
 from router.service import health, openai_routes, openapi, routing_routes
 from router.service.middleware import (
     REQUEST_IDS,
+    REQUEST_OBSERVERS,
     RequestIds,
     add_request_id_header,
-    auth_middleware,
-    context_middleware,
-    error_middleware,
+    service_middleware,
 )
 from router.service.state import (
     KEYS,
@@ -85,11 +84,12 @@ def create_app(
     """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[context_middleware, error_middleware, auth_middleware],
+        middlewares=[service_middleware],
     )
     app[SETTINGS] = settings
     app[KEYS] = resolve_keys(settings)
     app[REQUEST_IDS] = RequestIds()
+    app[REQUEST_OBSERVERS] = []
     app.on_response_prepare.append(add_request_id_header)
     ack = sink_factory is None if ack_records is None else ack_records
     app.cleanup_ctx.append(_resources(

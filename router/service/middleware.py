@@ -1,15 +1,20 @@
-"""The middlewares, outermost first: request context + access log → errors → auth.
+"""The service's one middleware: request context, auth, errors, access log, observers.
 
-* :func:`context_middleware` gives each request an id (``x-request-id``, echoed back, or a
-  process prefix and a counter), binds it to the log context and writes the one
-  ``http.request`` access log line (with the fields a handler added under
-  :data:`ACCESS_FIELDS`, e.g. the plain proxy's model call).
-* :func:`error_middleware` is the one place where errors become HTTP: every
-  :class:`~router.errors.DiffrouteError` and aiohttp HTTP error becomes the OpenAI envelope
-  ``{"error": {"message", "type", "param", "code"}}``; anything unexpected is logged with its
-  traceback and answered with a 500 envelope without it.
-* :func:`auth_middleware` checks Bearer keys in constant time; handlers marked with
-  :func:`admin_only` need the admin key.
+:func:`service_middleware` does, in this order, what four layers used to (each layer of aiohttp
+middleware costs a coroutine and a partial per request, and this runs for every request):
+
+* gives each request an id (``x-request-id``, echoed back, or a process prefix and a counter)
+  and binds it to the log context;
+* checks Bearer keys in constant time (:func:`check_auth`); handlers marked with
+  :func:`admin_only` need the admin key;
+* is the one place where errors become HTTP: every :class:`~router.errors.DiffrouteError` and
+  aiohttp HTTP error becomes the OpenAI envelope ``{"error": {"message", "type", "param",
+  "code"}}``; anything unexpected is logged with its traceback and answered with a 500 envelope
+  without it;
+* writes the one ``http.request`` access log line (with the fields a handler added under
+  :data:`ACCESS_FIELDS`, e.g. the plain proxy's model call);
+* calls the app's :data:`REQUEST_OBSERVERS` (the live module's metrics) with the route, the
+  status, the duration and the error, if any.
 """
 
 from __future__ import annotations
@@ -77,24 +82,6 @@ def _http_error_response(request: web.Request, exc: web.HTTPException) -> web.Re
     return error_response(exc.status, exc.text or exc.reason, error_type)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every error to the OpenAI envelope; never a bare 500 or a traceback to clients."""
-    try:
-        return await handler(request)
-    except DiffrouteError as exc:
-        return diffroute_error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _http_error_response(request, exc)
-    except Exception:
-        _log.exception("http.unhandled_error", **{"http.route": _route(request)})
-        rid = request.get(REQUEST_ID, "")
-        return error_response(500, f"internal server error (request id {rid})",
-                              "server_error", code="internal_error")
-
-
 class RequestIds:
     """Request ids: a random per-app prefix and a counter (unique, and cheaper than uuid4)."""
 
@@ -122,27 +109,61 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "(unmatched)"
 
 
+Observer = Callable[[web.Request, str, int, float, BaseException | None], None]
+"""``observer(request, route, status, seconds, error)`` after each request (must not raise)."""
+REQUEST_OBSERVERS = web.AppKey("diffroute.request_observers", list[Observer])
+"""Functions the middleware calls after every request; route modules append to it."""
+
+
 @web.middleware
-async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, log context, and the access log line (no headers, no bodies)."""
+async def service_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id and log context, auth, errors as OpenAI envelopes, access log, observers."""
     rid = _request_id(request)
     request[REQUEST_ID] = rid
     started = time.perf_counter()
-    status = 500
     # tokens, not bound_contextvars(): the context manager costs three times as much
     tokens = structlog.contextvars.bind_contextvars(request_id=rid)
+    error: BaseException | None = None
+    response: web.StreamResponse | None = None
+    status = 500
     try:
+        check_auth(request)
         response = await handler(request)
-        status = response.status
         return response
+    except DiffrouteError as exc:
+        error = exc
+        response = diffroute_error_response(exc)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            status = exc.status
+            raise
+        error = exc
+        response = _http_error_response(request, exc)
+        return response
+    except Exception as exc:
+        _log.exception("http.unhandled_error", **{"http.route": _route(request)})
+        error = exc
+        response = error_response(500, f"internal server error (request id {rid})",
+                                  "server_error", code="internal_error")
+        return response
+    except BaseException as exc:  # cancelled: the client went away; still logged and observed
+        error = exc
+        raise
     finally:
-        fields = {"http.request.method": request.method, "http.route": _route(request),
+        seconds = time.perf_counter() - started
+        if response is not None:
+            status = response.status
+        route = _route(request)
+        fields = {"http.request.method": request.method, "http.route": route,
                   "url.path": request.path, "http.response.status_code": status,
-                  "duration_ms": round((time.perf_counter() - started) * 1000, 3)}
+                  "duration_ms": round(seconds * 1000, 3)}
         extra = request.get(ACCESS_FIELDS)
         if extra:
             fields.update(extra)
         _log.info("http.request", **fields)
+        for observe in request.app[REQUEST_OBSERVERS]:
+            observe(request, route, status, seconds, error)
         structlog.contextvars.reset_contextvars(**tokens)
 
 
@@ -178,8 +199,7 @@ def _needs_admin(request: web.Request) -> bool:
     return bool(getattr(handler, _ADMIN_ATTR, False))
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def check_auth(request: web.Request) -> None:
     """401 unless the request carries a valid key; the key itself is never logged."""
     keys: Keys = request.app[KEYS]
     token = _bearer(request)
@@ -193,4 +213,3 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     elif keys.client and request.path not in OPEN_PATHS and not _matches(
             token, keys.client + admin):
         raise AuthError("missing or invalid API key (Authorization: Bearer <key>)")
-    return await handler(request)

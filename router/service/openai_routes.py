@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from profiles.protocol import SampleRequest
+from profiles.protocol import SampleRequest, Usage
 from router.backends.base import StreamDelta
 from router.errors import BadRequestError, DiffrouteError
 from router.logging import generation_fields, log_generation
@@ -50,16 +50,20 @@ def add_routes(app: web.Application) -> None:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``: a plain proxy, or a paired (audit/assist) call."""
     state = request.app[STATE]
-    chat = parse_chat(await read_json(request))
+    body = await read_json(request)
+    chat = parse_chat(body)
     options = merge_options(request.headers, chat.diffroute)
     target = parse_model(chat.model, state.pool)
-    sample_request = chat.sample_request()
     if chat.stream and chat.n > 1:
         raise BadRequestError("n > 1 is not supported with stream: true", param="n")
     if target.role is None and options.role is None:
         _reject_paired_options(options)
         assert target.primary is not None
-        return await _plain(request, state, chat, target.primary, sample_request)
+        if not chat.stream and state.pool.get(target.primary).forwards:
+            assert isinstance(body, dict)  # parse_chat checked it
+            return await _forwarded(request, state, chat, target.primary, body)
+        return await _plain(request, state, chat, target.primary, chat.sample_request())
+    sample_request = chat.sample_request()
     if chat.n > 1:
         raise BadRequestError("n > 1 is only supported for pool models, not paired calls",
                               param="n")
@@ -74,7 +78,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return json_response(body, headers=outcome_headers(outcome))
 
 
+NO_OPTIONS = PairedOptions()
+
+
 def _reject_paired_options(options: PairedOptions) -> None:
+    if options == NO_OPTIONS:
+        return
     given = [k for k in ("partner", "candidates", "audit_mode", "shadow_rate")
              if getattr(options, k) is not None]
     if given:
@@ -115,9 +124,43 @@ async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest, m
                        texts=[s.text for s in result.samples], log_prompts=True,
                        request_id=rid)
     else:  # one line per request: the model call joins the access log
-        request[ACCESS_FIELDS] = generation_fields(model, sample_request, result.usage,
-                                                   duration)
+        request[ACCESS_FIELDS] = generation_fields(
+            model, sample_request.temperature, sample_request.max_tokens, result.usage,
+            duration)
     return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)))
+
+
+async def _forwarded(request: web.Request, state: ServiceState, chat: ChatRequest, model: str,
+                     body: dict[str, Any]) -> web.Response:
+    """A plain non-streaming call to a model whose backend passes bodies through: the
+    client's body goes upstream as sent (tools, response_format…: nothing diffroute does not
+    know is lost) and the upstream's completion comes back with the pool's model name."""
+    started = time.perf_counter()
+    body.pop("diffroute", None)
+    answer = await state.pool.get(model).forward(body)
+    duration = time.perf_counter() - started
+    answer["model"] = model
+    usage = _usage(answer.get("usage"))
+    if state.settings.server.log_prompts:
+        texts = [str((c.get("message") or {}).get("content") or "") if isinstance(c, dict)
+                 else "" for c in answer["choices"]]
+        log_generation(_log, model, chat.sample_request(), usage, duration, texts=texts,
+                       log_prompts=True, request_id=request[REQUEST_ID])
+    else:
+        request[ACCESS_FIELDS] = generation_fields(
+            model, chat.temperature, chat.max_completion_tokens or chat.max_tokens, usage,
+            duration)
+    return json_response(answer)
+
+
+def _usage(value: object) -> Usage | None:
+    """An upstream's ``usage`` object, if it has the counts (it is the upstream's business)."""
+    if not isinstance(value, dict):
+        return None
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt, completion)
 
 
 async def _paired_stream(request: web.Request, chat: ChatRequest, state: ServiceState,

@@ -183,6 +183,8 @@ def parse_route(body: object) -> RouteBody:
 def header_options(headers: Mapping[str, str]) -> dict[str, Any]:
     """``x-diffroute-*`` request headers as a raw options mapping (unknown ones rejected)."""
     raw: dict[str, Any] = {}
+    if not any(name[:12].lower() == HEADER_PREFIX for name in headers):
+        return raw
     for name, value in headers.items():
         lowered = name.lower()
         if not lowered.startswith(HEADER_PREFIX):
@@ -222,7 +224,7 @@ async def read_json(request: web.Request) -> object:
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     raw = await request.read()
-    if not raw.strip():
+    if not raw or raw.isspace():
         raise BadRequestError("the request body is empty; expected a JSON object")
     try:
         return orjson.loads(raw)

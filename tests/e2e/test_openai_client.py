@@ -11,7 +11,7 @@ import pytest
 
 from router.paired import InMemoryLiveDiffSink
 from tests.e2e.harness import CAPITAL, PARIS, Running, make_settings, remote, serve
-from tests.fakes import FakeUpstream
+from tests.fakes import FakeUpstream, Reply
 
 ASK = [{"role": "user", "content": CAPITAL}]
 
@@ -187,6 +187,65 @@ async def test_openai_backends_behind_fake_upstreams(tmp_path: Path) -> None:
             text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
             assert text == "The answer is B."
             assert extra(chunks[-1])["partner"] == "remote-b"
+
+
+TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+TOOL_ANSWER = {
+    "id": "chatcmpl-up", "object": "chat.completion", "created": 1, "model": "up-a",
+    "system_fingerprint": "fp_up",
+    "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None, "message": {
+        "role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]}}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}}
+
+
+async def test_plain_calls_pass_tools_through_both_ways(tmp_path: Path) -> None:
+    """Agent frameworks call tools: what diffroute does not model must reach the upstream and
+    come back untouched (only the model name is the pool's)."""
+    async with FakeUpstream(answers={"up-a": "unused"}) as fake:
+        settings = make_settings(tmp_path, [remote("remote-a", "x", fake.base_url, "up-a")])
+        fake.enqueue(Reply(json=TOOL_ANSWER))
+        async with serve(settings) as running:
+            completion = await async_client(running).chat.completions.create(
+                model="remote-a", messages=ASK, tools=[TOOL],  # type: ignore[arg-type, list-item]
+                tool_choice="auto", response_format={"type": "text"}, user="u-1")
+    sent = fake.calls[-1].body
+    assert sent["model"] == "up-a" and sent["tools"] == [TOOL] and sent["tool_choice"] == "auto"
+    assert sent["response_format"] == {"type": "text"} and sent["user"] == "u-1"
+    assert "temperature" not in sent and "diffroute" not in sent  # nothing invented
+    call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert (call.function.name, call.function.arguments) == ("get_weather", '{"city": "Paris"}')
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert completion.model == "remote-a" and completion.system_fingerprint == "fp_up"
+    assert completion.usage is not None and completion.usage.total_tokens == 19
+
+
+async def test_plain_calls_apply_the_model_configuration(tmp_path: Path) -> None:
+    configured = remote("remote-a", "x", "", "up-a",
+                        decoding={"temperature": 0.0, "max_tokens": 5, "seed": 3})
+    async with FakeUpstream(answers={"up-a": "B"}) as fake:
+        configured["backend"] |= {"base_url": fake.base_url, "system_prompt": "Be terse."}
+        async with serve(make_settings(tmp_path, [configured])) as running:
+            client = async_client(running)
+            await client.chat.completions.create(
+                model="remote-a", messages=ASK, temperature=1.0,  # type: ignore[arg-type]
+                max_completion_tokens=50)
+            clamped = fake.calls[-1].body
+            await client.chat.completions.create(model="remote-a", messages=ASK)  # type: ignore[arg-type]
+            bare = fake.calls[-1].body
+            fake.enqueue(Reply(json={"choices": []}))
+            with pytest.raises(openai.APIStatusError) as failed:
+                await client.chat.completions.create(model="remote-a", messages=ASK)  # type: ignore[arg-type]
+    assert clamped["messages"] == [{"role": "system", "content": "Be terse."}, *ASK]
+    assert (clamped["temperature"], clamped["seed"]) == (0.0, 3)
+    assert clamped["max_completion_tokens"] == 5 and "max_tokens" not in clamped
+    assert bare["max_tokens"] == 5
+    assert failed.value.status_code == 502 and "remote-a" in failed.value.message
+    assert "no choices" in failed.value.message
 
 
 async def test_review_sends_the_primary_answer_to_the_reviewer(tmp_path: Path) -> None:

@@ -1,0 +1,84 @@
+"""The log pipeline: the fused JSON processor, redaction, buffering."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+from typing import Any
+
+import orjson
+import structlog
+
+from router import logging as rlog
+from router.logging import JsonLine, configure_logging, flush_logs, processor_chain, render_json
+
+
+class Named:
+    name = "diffroute.test"
+
+
+def chained(method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for step in processor_chain():
+        event = step(Named(), method, event)
+    line = orjson.loads(render_json(Named(), method, event))
+    assert isinstance(line, dict)
+    return line
+
+
+def test_the_fused_processor_writes_what_the_chain_writes() -> None:
+    tokens = structlog.contextvars.bind_contextvars(request_id="r-1")
+    try:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            failure = sys.exc_info()
+        for method, event in [
+            ("info", {"event": "http.request", "http.route": "/v1/route", "n": 3}),
+            ("warn", {"event": "careful", "API_KEY": "sk-123", "Authorization": "Bearer x"}),
+            ("exception", {"event": "failed", "exc_info": failure}),
+        ]:
+            fused = orjson.loads(JsonLine()(Named(), method, dict(event)))
+            chain = chained(method, dict(event))
+            assert fused.pop("timestamp")[:16] == chain.pop("timestamp")[:16]
+            assert fused == chain
+            assert fused["request_id"] == "r-1" and fused["logger"] == "diffroute.test"
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
+    assert chain["level"] == "error" and "ValueError: boom" in chain["exception"]
+
+
+def test_secret_named_fields_are_redacted_whatever_their_case() -> None:
+    event = {"event": "x", "Api_Key": "sk-1", "token": "t", "model": "alpha"}
+    out = rlog.redact_secrets(None, "info", dict(event))
+    assert out == {"event": "x", "Api_Key": "[redacted]", "token": "[redacted]",
+                   "model": "alpha"}
+    # past the cap on remembered names, new names are still checked
+    saved = set(rlog._SAFE_NAMES)
+    rlog._SAFE_NAMES.update(f"field{i}" for i in range(5000))
+    try:
+        out = rlog.redact_secrets(None, "info", {"event": "y", "PASSWORD": "p", "fresh": 1})
+        assert out == {"event": "y", "PASSWORD": "[redacted]", "fresh": 1}
+    finally:
+        rlog._SAFE_NAMES.clear()
+        rlog._SAFE_NAMES.update(saved)
+
+
+def test_configured_json_lines_are_buffered_then_written() -> None:
+    stream = io.BytesIO()
+    configure_logging("json", "INFO", stream=stream)
+    try:
+        log = structlog.get_logger("diffroute.http")
+        log.debug("hidden")
+        log.info("http.request", status=200, admin_key="never")
+        assert stream.getvalue() == b""  # info waits for the flusher
+        log.warning("now")  # warnings go at once, with what is pending before them
+        lines = [orjson.loads(x) for x in stream.getvalue().splitlines()]
+        assert [x["event"] for x in lines] == ["http.request", "now"]
+        assert lines[0]["admin_key"] == "[redacted]" and lines[1]["level"] == "warning"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["timestamp"])
+        log.info("later")
+        flush_logs()
+        assert orjson.loads(stream.getvalue().splitlines()[-1])["event"] == "later"
+    finally:
+        structlog.reset_defaults()
