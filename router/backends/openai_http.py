@@ -307,23 +307,36 @@ def _parse_chunk(model: str, data: str) -> _Chunk:
         raise UpstreamProtocolError(model, f"malformed stream event: {exc}", 200, data) from exc
 
 
+def _translated(model: str, exc: BaseException) -> UpstreamError | None:
+    """The :mod:`router.errors` form of an aiohttp, timeout or decoding error (order
+    matters); ``None`` for anything else."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeoutError(model, f"timed out ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamProtocolError(model, f"truncated response: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
+        return UpstreamConnectionError(model, f"connection failed: {exc}")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamError(model, f"request failed: {exc}")
+    if isinstance(exc, ValueError | ValidationError):  # undecodable UTF-8, long SSE lines
+        return UpstreamProtocolError(model, f"malformed response: {exc}")
+    return None
+
+
 @contextmanager
 def _translating(model: str) -> Iterator[None]:
-    """Turn aiohttp, timeout and decoding errors into :mod:`router.errors` (order matters)."""
+    """Turn aiohttp, timeout and decoding errors into :mod:`router.errors`."""
     try:
         yield
-    except UpstreamError:
-        raise
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamTimeoutError(model, f"timed out ({type(exc).__name__})") from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise UpstreamProtocolError(model, f"truncated response: {exc}") from exc
-    except (aiohttp.ClientConnectionError, ConnectionError) as exc:
-        raise UpstreamConnectionError(model, f"connection failed: {exc}") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(model, f"request failed: {exc}") from exc
-    except (ValueError, ValidationError) as exc:  # undecodable UTF-8, over-long SSE lines
-        raise UpstreamProtocolError(model, f"malformed response: {exc}") from exc
+    except Exception as exc:
+        error = _translated(model, exc)
+        if error is None:
+            raise
+        if error is exc:
+            raise
+        raise error from exc
 
 
 # --- SSE -----------------------------------------------------------------------------------------
@@ -366,8 +379,11 @@ class OpenAIBackend:
         self._http = http
         self._owns_http = http is None
         t = model.timeouts
-        self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect,
-                                              sock_read=t.read)
+        # a whole-body read is bounded by the total; the per-read limit guards streams and
+        # costs a timer per read, so only requests that stream (_open) carry it
+        self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
+        self._stream_timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect,
+                                                     sock_read=t.read)
 
     @property
     def name(self) -> str:
@@ -452,7 +468,8 @@ class OpenAIBackend:
             try:
                 with _translating(self._name):
                     response = await self._session().request(
-                        method, url, data=data, headers=headers, timeout=self._timeout)
+                        method, url, data=data, headers=headers,
+                        timeout=self._stream_timeout)
                     if response.status >= 400:
                         async with response:
                             text = await response.text(errors="replace")
@@ -471,25 +488,29 @@ class OpenAIBackend:
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[bytes, int]:
         """One JSON POST read whole: (body, status) of a 2xx; the same errors and retries as
-        :meth:`_open`, without its context manager (this is every plain call's path)."""
+        :meth:`_open`, without its context managers (this is every plain call's path)."""
         url = self.params.base_url + path
         headers = self._headers()
         headers["Content-Type"] = "application/json"
         data = orjson.dumps(body)
         for attempt in range(self.params.max_retries + 1):
             try:
-                with _translating(self._name):
-                    async with self._session().post(url, data=data, headers=headers,
-                                                    timeout=self._timeout) as response:
-                        raw = await response.read()
-                        if response.status < 400:
-                            return raw, response.status
-                        raise _status_error(self._name, response.status, response.reason or "",
-                                            raw.decode("utf-8", "replace"), response.headers)
-            except UpstreamError as error:
+                async with self._session().post(url, data=data, headers=headers,
+                                                timeout=self._timeout) as response:
+                    raw = await response.read()
+                    if response.status < 400:
+                        return raw, response.status
+                    raise _status_error(self._name, response.status, response.reason or "",
+                                        raw.decode("utf-8", "replace"), response.headers)
+            except Exception as exc:
+                error = _translated(self._name, exc)
+                if error is None:
+                    raise
                 wait = self._delay_before_retry(error, attempt)
                 if wait is None:
-                    raise
+                    if error is exc:
+                        raise
+                    raise error from exc
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 

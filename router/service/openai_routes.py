@@ -32,7 +32,13 @@ from router.service.completions import (
     sse_response,
 )
 from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, error_body
-from router.service.schema import ChatRequest, merge_options, parse_chat, read_json
+from router.service.schema import (
+    ChatRequest,
+    has_option_headers,
+    merge_options,
+    parse_chat,
+    read_json,
+)
 from router.service.state import STATE, ServiceState
 
 _log = structlog.get_logger("diffroute.chat")
@@ -52,6 +58,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     body = await read_json(request)
     chat = parse_chat(body)
+    if not chat.stream and chat.diffroute is None and chat.model in state.pool and \
+            state.pool.get(chat.model).forwards and not has_option_headers(request.headers):
+        assert isinstance(body, dict)  # parse_chat checked it
+        return await _forwarded(request, state, chat, chat.model, body)  # the common case
     options = merge_options(request.headers, chat.diffroute)
     target = parse_model(chat.model, state.pool)
     if chat.stream and chat.n > 1:

@@ -180,10 +180,15 @@ def parse_route(body: object) -> RouteBody:
     return route
 
 
+def has_option_headers(headers: Mapping[str, str]) -> bool:
+    """Whether any ``x-diffroute-*`` header is present (cheap: most requests have none)."""
+    return any(name[:12].lower() == HEADER_PREFIX for name in headers)
+
+
 def header_options(headers: Mapping[str, str]) -> dict[str, Any]:
     """``x-diffroute-*`` request headers as a raw options mapping (unknown ones rejected)."""
     raw: dict[str, Any] = {}
-    if not any(name[:12].lower() == HEADER_PREFIX for name in headers):
+    if not has_option_headers(headers):
         return raw
     for name, value in headers.items():
         lowered = name.lower()
