@@ -379,11 +379,12 @@ class OpenAIBackend:
         self._http = http
         self._owns_http = http is None
         t = model.timeouts
-        # a whole-body read is bounded by the total; the per-read limit guards streams and
-        # costs a timer per read, so only requests that stream (_open) carry it
-        self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
-        self._stream_timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect,
-                                                     sock_read=t.read)
+        self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect,
+                                              sock_read=t.read)
+        # without a key (read from the environment at each call) a JSON POST's headers never
+        # change: built once
+        self._json_headers = None if params.api_key is not None else {
+            **params.headers, "Content-Type": "application/json"}
 
     @property
     def name(self) -> str:
@@ -468,8 +469,7 @@ class OpenAIBackend:
             try:
                 with _translating(self._name):
                     response = await self._session().request(
-                        method, url, data=data, headers=headers,
-                        timeout=self._stream_timeout)
+                        method, url, data=data, headers=headers, timeout=self._timeout)
                     if response.status >= 400:
                         async with response:
                             text = await response.text(errors="replace")
@@ -490,8 +490,10 @@ class OpenAIBackend:
         """One JSON POST read whole: (body, status) of a 2xx; the same errors and retries as
         :meth:`_open`, without its context managers (this is every plain call's path)."""
         url = self.params.base_url + path
-        headers = self._headers()
-        headers["Content-Type"] = "application/json"
+        headers = self._json_headers
+        if headers is None:
+            headers = self._headers()
+            headers["Content-Type"] = "application/json"
         data = orjson.dumps(body)
         for attempt in range(self.params.max_retries + 1):
             try:

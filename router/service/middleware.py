@@ -202,14 +202,13 @@ def _needs_admin(request: web.Request) -> bool:
 def check_auth(request: web.Request) -> None:
     """401 unless the request carries a valid key; the key itself is never logged."""
     keys: Keys = request.app[KEYS]
-    token = _bearer(request)
     admin = (keys.admin,) if keys.admin else ()
     if _needs_admin(request):
         if not admin:
             raise AuthError("this route needs the admin key, and none is configured "
                             "(server.admin_key)")
-        if not _matches(token, admin):
+        if not _matches(_bearer(request), admin):
             raise AuthError("this route needs the admin key (Authorization: Bearer <admin key>)")
     elif keys.client and request.path not in OPEN_PATHS and not _matches(
-            token, keys.client + admin):
+            _bearer(request), keys.client + admin):
         raise AuthError("missing or invalid API key (Authorization: Bearer <key>)")
