@@ -26,8 +26,6 @@ STATE_VALUE: dict[DriftState, int] = {"learning": 0, "ok": 1, "drifted": 2}
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                     0.25, 1.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-REQUEST_BATCH = 1024
-"""Request latencies held before they are added to the histogram (a scrape adds them too)."""
 
 
 class LiveMetrics:
@@ -44,7 +42,6 @@ class LiveMetrics:
                                          "HTTP request latency.", ("method", "route", "status"),
                                          registry=r)
         self._request_children: dict[tuple[str, str, int], Histogram] = {}
-        self._pending_requests: list[tuple[str, str, int, float]] = []
         self.overhead_seconds = Histogram("diffroute_pairing_overhead_seconds",
                                           "Response-path time of a paired call beyond the "
                                           "model calls.", ("stage",),
@@ -59,23 +56,14 @@ class LiveMetrics:
                                     (*PAIR_DOMAIN, "direction"), registry=r)
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """One HTTP request's latency. Kept in a list and added to the histogram in batches
-        (at each scrape, or every :data:`REQUEST_BATCH` requests): ``observe`` takes a lock
-        and walks the buckets, which is a measurable part of a proxied request."""
-        self._pending_requests.append((method, route, status, seconds))
-        if len(self._pending_requests) >= REQUEST_BATCH:
-            self.flush_requests()
-
-    def flush_requests(self) -> None:
-        """Add the pending request latencies to the histogram."""
-        pending, self._pending_requests = self._pending_requests, []
-        children = self._request_children
-        for method, route, status, seconds in pending:
-            key = (method, route, status)
-            child = children.get(key)
-            if child is None:
-                child = children[key] = self.request_seconds.labels(method, route, str(status))
-            child.observe(seconds)
+        """One HTTP request's latency (the labelled child is looked up once per label set:
+        ``labels()`` takes a lock and builds a tuple, on every request otherwise)."""
+        key = (method, route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.request_seconds.labels(
+                method, route, str(status))
+        child.observe(seconds)
 
     def comparison(self, primary: str, partner: str, role: str, flagged: bool) -> None:
         self.comparisons.labels(primary, partner, role).inc()
@@ -92,5 +80,4 @@ class LiveMetrics:
 
     def exposition(self) -> bytes:
         """The text exposition format."""
-        self.flush_requests()
         return bytes(generate_latest(self.registry))

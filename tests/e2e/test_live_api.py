@@ -68,7 +68,7 @@ async def test_disagreement_is_listed_and_agreement_only_counted(live: Running) 
         assert ('diffroute_disagreements_total{partner="beta",primary="alpha",'
                 'role="audit"} 1.0') in text
         assert "diffroute_http_request_duration_seconds_bucket" in text
-        # latencies are added in batches, and at every scrape: all requests so far are there
+        # every request so far is counted
         chats = ('diffroute_http_request_duration_seconds_count{method="POST",'
                  'route="/v1/chat/completions",status="200"} 2.0')
         assert chats in text
