@@ -189,6 +189,7 @@ def diffroute(upstream: str, data_dir: Path, policy: str = "test") -> web.Applic
     from router.config import settings_from_mapping
     from router.logging import configure_logging
     from router.service import create_app
+    from router.service.app import settle_heap
     from tests.e2e.harness import FamilyDecider, remote
 
     models = [remote("alpha", "a", upstream + "/v1", "fake-a", max_concurrency=1024),
@@ -198,8 +199,11 @@ def diffroute(upstream: str, data_dir: Path, policy: str = "test") -> web.Applic
     # as `diffroute serve` runs, but to stderr (a temporary file): stdout is the parent's pipe
     configure_logging("json", stream=sys.stderr.buffer)
     if policy == "real":
-        return create_app(settings)  # the app's default decider: router.routing.build_decider
-    return create_app(settings, decider_factory=FamilyDecider)
+        app = create_app(settings)  # the app's default decider: router.routing.build_decider
+    else:
+        app = create_app(settings, decider_factory=FamilyDecider)
+    app.on_startup.append(settle_heap)  # as run_server (diffroute serve) does
+    return app
 
 
 def run_child(kind: str, upstream: str, latency: float, profile: str | None,

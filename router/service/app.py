@@ -9,6 +9,7 @@ after in-flight requests (and background shadow calls) have finished.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.util
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -207,12 +208,33 @@ def _load_pairings(store: PairingsStore) -> Pairings:
         raise ConfigError([f"invalid pairings file: {exc}"], str(store.path)) from None
 
 
+GC_THRESHOLD = (10_000, 10, 10)
+"""The serving process's collector thresholds (Python's default first one is 700)."""
+
+
+async def settle_heap(_app: web.Application) -> None:
+    """``on_startup`` of a serving process, once the resources are open.
+
+    What start-up built — modules, settings, profiles, the policy's tables, the suite — lives
+    as long as the process, so it is moved out of the collector's sight (``gc.freeze``): a
+    full collection otherwise walks it all, about 45 ms with the embedded pool's ~100,000
+    objects, and it was the proxy's p99. A request allocates hundreds of short-lived
+    containers; a first threshold of 10,000 instead of 700 collects them a dozen times less
+    often for the same result (reference counting frees nearly all of them anyway).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def run_server(settings: Settings, **app_options: Any) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests get ``server.shutdown_timeout`` to end.
 
     ``app_options`` go to :func:`create_app`. Logging is configured by the caller (the CLI).
+    The process's collector is tuned once the app has started (:func:`settle_heap`).
     """
     app = create_app(settings, **app_options)
+    app.on_startup.append(settle_heap)
     server = settings.server
     web.run_app(app, host=server.host, port=server.port, access_log=None,
                 shutdown_timeout=server.shutdown_timeout, print=None,
