@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +135,15 @@ class PoolModel:
             raise TypeError(f"the backend of '{self.name}' cannot forward bodies")
         async with self._limit:
             return await self._forwarder.forward(body)
+
+    async def forward_stream(self, body: Mapping[str, Any]
+                             ) -> AsyncGenerator[dict[str, Any], None]:
+        """Pass a client's streamed chat body through, within the concurrency limit."""
+        if self._forwarder is None:
+            raise TypeError(f"the backend of '{self.name}' cannot forward bodies")
+        async with self._limit:
+            async for chunk in self._forwarder.forward_stream(body):
+                yield chunk
 
     async def stream(self, request: SampleRequest) -> AsyncIterator[StreamDelta]:
         async with self._limit:

@@ -105,6 +105,10 @@ class ForwardingBackend(Protocol):
         """The upstream's ``chat.completion`` object for ``body`` (its ``model`` is rewritten)."""
         ...
 
+    def forward_stream(self, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The upstream's ``chat.completion.chunk`` objects for a streamed ``body``."""
+        ...
+
 
 class BackendFactory(Protocol):
     """Builds a backend from its model's config and the shared context."""

@@ -290,6 +290,29 @@ def _parse_completion(model: str, raw: bytes, status: int) -> _Completion:
     return _Completion(samples, usage)
 
 
+def _chunk_object(model: str, data: str) -> dict[str, Any]:
+    """One streamed event as JSON data (an object); an ``error`` event is an upstream error."""
+    try:
+        payload = orjson.loads(data)
+    except ValueError as exc:
+        raise UpstreamProtocolError(model, f"malformed stream event: {exc}", 200, data) from exc
+    if not isinstance(payload, dict):
+        raise UpstreamProtocolError(model, "malformed stream event: not a JSON object", 200,
+                                    data)
+    if "error" in payload:
+        raise UpstreamError(model, upstream_message(data) or "error event in stream", body=data)
+    return payload
+
+
+def completion_chunk(completion: Mapping[str, Any]) -> dict[str, Any]:
+    """A whole ``chat.completion`` as the one ``chat.completion.chunk`` of a stream."""
+    choices = [{"index": c.get("index", i), "delta": c.get("message") or {},
+                "logprobs": c.get("logprobs"), "finish_reason": c.get("finish_reason")}
+               for i, c in enumerate(completion.get("choices") or ()) if isinstance(c, dict)]
+    chunk = {k: v for k, v in completion.items() if k not in ("choices", "object")}
+    return {**chunk, "object": "chat.completion.chunk", "choices": choices}
+
+
 def _parse_chunk(model: str, data: str) -> _Chunk:
     """Validate one streamed ``chat.completion.chunk``; an ``error`` event is an upstream error."""
     try:
@@ -538,6 +561,27 @@ class OpenAIBackend:
             for key in given or ["max_tokens"]:
                 out[key] = min(out.get(key) or d.max_tokens, d.max_tokens)
         return out
+
+    async def forward_stream(self, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """A streamed plain call passed through: the upstream's ``chat.completion.chunk``
+        objects as they come, tool-call deltas and all (the body as in :meth:`forward`); a
+        server that answers in one piece gives one chunk. An ``error`` event, a malformed
+        event or a stream cut before its end is an error, as for any stream."""
+        async with self._open("POST", "/chat/completions", self._forward_body(body)) as response:
+            if response.content_type == "application/json":  # the server ignored "stream"
+                raw = await response.read()
+                yield completion_chunk(completion_object(self._name, raw, response.status))
+                return
+            finished = False
+            async for data in _sse_events(response.content):
+                if data.strip() == "[DONE]":
+                    return
+                chunk = _chunk_object(self._name, data)
+                finished = finished or any(isinstance(c, dict) and c.get("finish_reason")
+                                           for c in chunk.get("choices") or ())
+                yield chunk
+            if not finished:  # no [DONE] and no finish reason: the stream was cut
+                raise UpstreamProtocolError(self._name, "stream ended before completion", 200)
 
     async def forward(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """One chat completion with the client's own body, for a plain proxied call.

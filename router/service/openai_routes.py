@@ -58,10 +58,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     body = await read_json(request)
     chat = parse_chat(body)
-    if not chat.stream and chat.diffroute is None and chat.model in state.pool and \
+    if chat.diffroute is None and chat.model in state.pool and \
             state.pool.get(chat.model).forwards and not has_option_headers(request.headers):
         assert isinstance(body, dict)  # parse_chat checked it
-        return await _forwarded(request, state, chat, chat.model, body)  # the common case
+        return await _passed_through(request, state, chat, chat.model, body)  # the common case
     options = merge_options(request.headers, chat.diffroute)
     target = parse_model(chat.model, state.pool)
     if chat.stream and chat.n > 1:
@@ -69,9 +69,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if target.role is None and options.role is None:
         _reject_paired_options(options)
         assert target.primary is not None
-        if not chat.stream and state.pool.get(target.primary).forwards:
+        if state.pool.get(target.primary).forwards:
             assert isinstance(body, dict)  # parse_chat checked it
-            return await _forwarded(request, state, chat, target.primary, body)
+            return await _passed_through(request, state, chat, target.primary, body)
         return await _plain(request, state, chat, target.primary, chat.sample_request())
     sample_request = chat.sample_request()
     if chat.n > 1:
@@ -140,13 +140,51 @@ async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest, m
     return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)))
 
 
+async def _passed_through(request: web.Request, state: ServiceState, chat: ChatRequest,
+                          model: str, body: dict[str, Any]) -> web.StreamResponse:
+    """A plain call to a model whose backend passes bodies through, streamed or not."""
+    body.pop("diffroute", None)
+    if chat.stream:
+        return await _relayed(request, state, chat, model, body)
+    return await _forwarded(request, state, chat, model, body)
+
+
+async def _relayed(request: web.Request, state: ServiceState, chat: ChatRequest, model: str,
+                   body: dict[str, Any]) -> web.StreamResponse:
+    """A streamed plain call passed through: the upstream's chunks are relayed as they come
+    (tool-call deltas included) with the pool's model name. The first chunk is awaited before
+    the response starts, so an upstream that fails at once still gets a 502/504 status; later
+    failures become an ``error`` event."""
+    started = time.perf_counter()
+    chunks = state.pool.get(model).forward_stream(body)
+    usage: object = None
+
+    async def write(writer: ChunkWriter) -> None:
+        nonlocal usage
+        chunk = first
+        while chunk is not None:
+            chunk["model"] = model
+            usage = chunk.get("usage") or usage
+            await writer.send(chunk)
+            chunk = await anext(chunks, None)
+
+    try:
+        first = await anext(chunks, None)
+        response = await _sse(request, model, {}, write)
+    finally:
+        await chunks.aclose()  # the upstream connection and the model's slot, at once
+    request[ACCESS_FIELDS] = generation_fields(
+        model, chat.temperature, chat.max_completion_tokens or chat.max_tokens, _usage(usage),
+        time.perf_counter() - started)
+    return response
+
+
 async def _forwarded(request: web.Request, state: ServiceState, chat: ChatRequest, model: str,
                      body: dict[str, Any]) -> web.Response:
     """A plain non-streaming call to a model whose backend passes bodies through: the
     client's body goes upstream as sent (tools, response_format…: nothing diffroute does not
     know is lost) and the upstream's completion comes back with the pool's model name."""
     started = time.perf_counter()
-    body.pop("diffroute", None)
     answer = await state.pool.get(model).forward(body)
     duration = time.perf_counter() - started
     answer["model"] = model
@@ -196,14 +234,25 @@ async def relay(request: web.Request, model: str, deltas: AsyncIterator[StreamDe
         first: StreamDelta | None = await anext(deltas)
     except StopAsyncIteration:
         first = None
-    response = sse_response(headers)
-    await response.prepare(request)
-    writer = ChunkWriter(response, model)
-    try:
+
+    async def write(writer: ChunkWriter) -> None:
         await writer.delta("", role=True)
         await _write_deltas(writer, first, deltas, include_usage)
         if finale is not None and (extra := await finale()) is not None:
             await writer.send(writer.chunk([], diffroute=extra))
+
+    return await _sse(request, model, headers, write)
+
+
+async def _sse(request: web.Request, model: str, headers: dict[str, str],
+               write: Callable[[ChunkWriter], Awaitable[None]]) -> web.StreamResponse:
+    """Start an SSE response and ``write`` its chunks; a failure after the start is an
+    ``error`` event (the status is sent already), and the stream ends with ``[DONE]``."""
+    response = sse_response(headers)
+    await response.prepare(request)
+    writer = ChunkWriter(response, model)
+    try:
+        await write(writer)
     except DiffrouteError as exc:
         _log.warning("chat.stream_failed", error=str(exc))
         await writer.error(error_body(str(exc), exc.error_type, exc.param, exc.code))

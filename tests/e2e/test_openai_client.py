@@ -224,6 +224,55 @@ async def test_plain_calls_pass_tools_through_both_ways(tmp_path: Path) -> None:
     assert completion.usage is not None and completion.usage.total_tokens == 19
 
 
+def tool_chunks() -> list[dict[str, Any]]:
+    """A streamed tool call as OpenAI sends it: the arguments arrive in pieces."""
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1,
+                "model": "up-a", "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                              "finish_reason": finish}]}
+
+    call = {"index": 0, "id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": ""}}
+    return [chunk({"role": "assistant", "content": None, "tool_calls": [call]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
+            chunk({}, "tool_calls"),
+            {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1,
+             "model": "up-a", "choices": [],
+             "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}}]
+
+
+async def test_streamed_plain_calls_relay_tool_call_deltas(tmp_path: Path) -> None:
+    async with FakeUpstream(answers={"up-a": "unused"}) as fake:
+        settings = make_settings(tmp_path, [remote("remote-a", "x", fake.base_url, "up-a")])
+        fake.enqueue(Reply(chunks=tool_chunks()), Reply(chunks=tool_chunks()[:2], done=False),
+                     Reply.error(503, "overloaded"))
+        async with serve(settings) as running:
+            client = async_client(running)
+            stream = await client.chat.completions.create(
+                model="remote-a", messages=ASK, tools=[TOOL], stream=True,  # type: ignore[arg-type, list-item]
+                stream_options={"include_usage": True})
+            chunks = [c async for c in stream]
+            cut = await client.chat.completions.create(
+                model="remote-a", messages=ASK, stream=True)  # type: ignore[arg-type]
+            with pytest.raises(openai.APIError) as broken:
+                _ = [c async for c in cut]
+            with pytest.raises(openai.APIStatusError) as refused:
+                await client.chat.completions.create(
+                    model="remote-a", messages=ASK, stream=True)  # type: ignore[arg-type]
+    sent = fake.calls[0].body
+    assert sent["stream"] is True and sent["tools"] == [TOOL]
+    assert sent["stream_options"] == {"include_usage": True}
+    assert {c.model for c in chunks} == {"remote-a"}
+    pieces = [tc.function.arguments for c in chunks if c.choices
+              for tc in (c.choices[0].delta.tool_calls or ()) if tc.function]
+    assert "".join(p or "" for p in pieces) == '{"city": "Paris"}'
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 19
+    assert "stream ended before completion" in str(broken.value)
+    assert refused.value.status_code == 502 and "overloaded" in refused.value.message
+
+
 async def test_plain_calls_apply_the_model_configuration(tmp_path: Path) -> None:
     configured = remote("remote-a", "x", "", "up-a",
                         decoding={"temperature": 0.0, "max_tokens": 5, "seed": 3})
