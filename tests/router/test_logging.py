@@ -9,9 +9,17 @@ from typing import Any
 
 import orjson
 import structlog
+from structlog.testing import capture_logs
 
 from router import logging as rlog
-from router.logging import JsonLine, configure_logging, flush_logs, processor_chain, render_json
+from router.logging import (
+    HotLogger,
+    JsonLine,
+    configure_logging,
+    flush_logs,
+    processor_chain,
+    render_json,
+)
 
 
 class Named:
@@ -81,4 +89,25 @@ def test_configured_json_lines_are_buffered_then_written() -> None:
         flush_logs()
         assert orjson.loads(stream.getvalue().splitlines()[-1])["event"] == "later"
     finally:
+        structlog.reset_defaults()
+
+
+def test_the_hot_logger_writes_the_structlog_line_and_can_be_captured() -> None:
+    stream = io.BytesIO()
+    configure_logging("json", "INFO", stream=stream)
+    tokens = structlog.contextvars.bind_contextvars(request_id="r-9")
+    try:
+        fields = {"http.route": "/v1/route", "http.response.status_code": 200, "api_key": "k"}
+        HotLogger("diffroute.http").info("http.request", dict(fields))
+        structlog.get_logger("diffroute.http").info("http.request", **fields)
+        flush_logs()
+        hot, plain = (orjson.loads(x) for x in stream.getvalue().splitlines())
+        assert hot.pop("timestamp")[:16] == plain.pop("timestamp")[:16]
+        assert hot == plain and hot["request_id"] == "r-9" and hot["api_key"] == "[redacted]"
+        with capture_logs() as captured:  # tests see its events like any other
+            HotLogger("diffroute.http").info("http.request", dict(fields))
+        assert captured and captured[0]["event"] == "http.request"
+        assert captured[0]["http.route"] == "/v1/route"
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
         structlog.reset_defaults()
