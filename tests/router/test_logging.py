@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -20,6 +23,24 @@ from router.logging import (
     processor_chain,
     render_json,
 )
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it all back after each test (a
+    structlog console renderer left on the root logger renders asyncio's tracebacks with
+    rich, slowly enough to stall later tests' event loops)."""
+    root, access = logging.getLogger(), logging.getLogger("aiohttp.access")
+    handlers, level, access_level = root.handlers[:], root.level, access.level
+    yield
+    factory = structlog.get_config().get("logger_factory")
+    if hasattr(factory, "close"):
+        factory.close()
+    structlog.reset_defaults()
+    rlog._JSON_SINK = None
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    access.setLevel(access_level)
 
 
 class Named:
@@ -75,21 +96,18 @@ def test_secret_named_fields_are_redacted_whatever_their_case() -> None:
 def test_configured_json_lines_are_buffered_then_written() -> None:
     stream = io.BytesIO()
     configure_logging("json", "INFO", stream=stream)
-    try:
-        log = structlog.get_logger("diffroute.http")
-        log.debug("hidden")
-        log.info("http.request", status=200, admin_key="never")
-        assert stream.getvalue() == b""  # info waits for the flusher
-        log.warning("now")  # warnings go at once, with what is pending before them
-        lines = [orjson.loads(x) for x in stream.getvalue().splitlines()]
-        assert [x["event"] for x in lines] == ["http.request", "now"]
-        assert lines[0]["admin_key"] == "[redacted]" and lines[1]["level"] == "warning"
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["timestamp"])
-        log.info("later")
-        flush_logs()
-        assert orjson.loads(stream.getvalue().splitlines()[-1])["event"] == "later"
-    finally:
-        structlog.reset_defaults()
+    log = structlog.get_logger("diffroute.http")
+    log.debug("hidden")
+    log.info("http.request", status=200, admin_key="never")
+    assert stream.getvalue() == b""  # info waits for the flusher
+    log.warning("now")  # warnings go at once, with what is pending before them
+    lines = [orjson.loads(x) for x in stream.getvalue().splitlines()]
+    assert [x["event"] for x in lines] == ["http.request", "now"]
+    assert lines[0]["admin_key"] == "[redacted]" and lines[1]["level"] == "warning"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["timestamp"])
+    log.info("later")
+    flush_logs()
+    assert orjson.loads(stream.getvalue().splitlines()[-1])["event"] == "later"
 
 
 def test_the_hot_logger_writes_the_structlog_line_and_can_be_captured() -> None:
@@ -110,4 +128,21 @@ def test_the_hot_logger_writes_the_structlog_line_and_can_be_captured() -> None:
         assert captured[0]["http.route"] == "/v1/route"
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
-        structlog.reset_defaults()
+
+
+def test_console_lines_print_plain_tracebacks_without_local_variables() -> None:
+    stream = io.BytesIO()
+    configure_logging("console", "INFO", stream=stream)
+
+    def fail(api_key: str) -> None:
+        raise RuntimeError("upstream down")
+
+    secret = "-".join(["sk", "secret", "123"])  # not in any source line a traceback shows
+    try:
+        fail(secret)
+    except RuntimeError:
+        structlog.get_logger("diffroute.test").exception("call.failed")
+    flush_logs()
+    text = stream.getvalue().decode()
+    assert "call.failed" in text and "RuntimeError: upstream down" in text
+    assert "sk-secret-123" not in text
