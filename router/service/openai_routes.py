@@ -56,22 +56,23 @@ def add_routes(app: web.Application) -> None:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``: a plain proxy, or a paired (audit/assist) call."""
     state = request.app[STATE]
-    body = await read_json(request)
-    chat = parse_chat(body)
+    sent = await read_json(request)
+    chat = parse_chat(sent)
+    assert isinstance(sent, dict)  # parse_chat checked it
     if chat.diffroute is None and chat.model in state.pool and \
             state.pool.get(chat.model).forwards and not has_option_headers(request.headers):
-        assert isinstance(body, dict)  # parse_chat checked it
-        return await _passed_through(request, state, chat, chat.model, body)  # the common case
+        return await _passed_through(request, state, chat, chat.model, sent)  # the common case
     options = merge_options(request.headers, chat.diffroute)
     target = parse_model(chat.model, state.pool)
-    if chat.stream and chat.n > 1:
-        raise BadRequestError("n > 1 is not supported with stream: true", param="n")
     if target.role is None and options.role is None:
         _reject_paired_options(options)
         assert target.primary is not None
         if state.pool.get(target.primary).forwards:
-            assert isinstance(body, dict)  # parse_chat checked it
-            return await _passed_through(request, state, chat, target.primary, body)
+            return await _passed_through(request, state, chat, target.primary, sent)
+    if chat.stream and chat.n > 1:  # translated streams carry one choice
+        raise BadRequestError("n > 1 is not supported with stream: true", param="n")
+    if target.role is None and options.role is None:
+        assert target.primary is not None
         return await _plain(request, state, chat, target.primary, chat.sample_request())
     sample_request = chat.sample_request()
     if chat.n > 1:
