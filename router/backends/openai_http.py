@@ -315,19 +315,12 @@ def completion_chunk(completion: Mapping[str, Any]) -> dict[str, Any]:
 
 def _parse_chunk(model: str, data: str) -> _Chunk:
     """Validate one streamed ``chat.completion.chunk``; an ``error`` event is an upstream error."""
+    payload = _chunk_object(model, data)
     try:
-        payload = json.loads(data)
-        if not isinstance(payload, dict):
-            raise ValueError("stream event is not a JSON object")
-        if "error" in payload:
-            message = upstream_message(data) or "error event in stream"
-            raise UpstreamError(model, message, body=data)
         return _Chunk.model_validate(payload)
     except ValidationError as exc:
         message = f"malformed stream event: {_first_problem(exc)}"
         raise UpstreamProtocolError(model, message, 200, data) from exc
-    except ValueError as exc:
-        raise UpstreamProtocolError(model, f"malformed stream event: {exc}", 200, data) from exc
 
 
 def _translated(model: str, exc: BaseException) -> UpstreamError | None:
@@ -355,9 +348,7 @@ def _translating(model: str) -> Iterator[None]:
         yield
     except Exception as exc:
         error = _translated(model, exc)
-        if error is None:
-            raise
-        if error is exc:
+        if error is None or error is exc:
             raise
         raise error from exc
 
