@@ -1,6 +1,8 @@
 """The pool: the configured models, their backends, concurrency limits and health.
 
-One :class:`Pool` per process owns the shared aiohttp ``ClientSession`` and every backend.
+One :class:`Pool` per process owns the shared HTTP clients (aiohttp's ``ClientSession`` for
+streams and checks, :class:`~router.backends.http1.Http1Client` for whole JSON POSTs) and every
+backend.
 Calls go through :meth:`Pool.sample` / :meth:`Pool.stream`, which apply the model's decoding
 overrides and its ``max_concurrency`` limit.
 """
@@ -26,6 +28,7 @@ from router.backends import (
     StreamDelta,
     create_backend,
 )
+from router.backends.http1 import Http1Client
 from router.backends.llamacpp import CONFIG_DIR_KEY
 from router.config import ModelConfig, Settings
 from router.errors import DiffrouteError, UnknownModelError
@@ -154,9 +157,10 @@ class PoolModel:
 class Pool:
     """The configured models, built from settings."""
 
-    def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None,
+                 http1: Http1Client | None = None) -> None:
         self.settings = settings
-        self.context = BackendContext(data_dir=settings.data_dir, http=http)
+        self.context = BackendContext(data_dir=settings.data_dir, http=http, http1=http1)
         if settings.source_dir is not None:
             self.context.extras[CONFIG_DIR_KEY] = settings.source_dir
         self._models = {m.name: PoolModel(m, create_backend(m, self.context))
@@ -165,14 +169,16 @@ class Pool:
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[Pool]:
-        """A pool with its shared HTTP session; everything is closed on exit."""
+        """A pool with its shared HTTP clients; everything is closed on exit."""
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        http1 = Http1Client()
         async with aiohttp.ClientSession(connector=connector) as http:
-            pool = cls(settings, http)
+            pool = cls(settings, http, http1)
             try:
                 yield pool
             finally:
                 await pool.aclose()
+                await http1.aclose()
 
     @property
     def names(self) -> list[str]:

@@ -18,6 +18,7 @@ from profiles.protocol import SampleRequest, SampleResult, Usage
 if TYPE_CHECKING:
     import aiohttp
 
+    from router.backends.http1 import Http1Client
     from router.config import ModelConfig
 
 StatusKind = Literal["ready", "reachable", "weights found", "missing weights", "missing key",
@@ -59,10 +60,12 @@ class BackendParams(BaseModel):
 
 @dataclass
 class BackendContext:
-    """Shared resources handed to backend factories: one HTTP session, the data dir."""
+    """Shared resources handed to backend factories: the HTTP clients, the data dir."""
 
     data_dir: Path
     http: aiohttp.ClientSession | None = None
+    http1: Http1Client | None = None
+    """The keep-alive client of whole JSON POSTs (see :mod:`router.backends.http1`)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -32,7 +32,15 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from profiles.protocol import Sample, SampleRequest, SampleResult, TokenLogprob, Usage
+from router import __version__
 from router.backends.base import BackendContext, BackendParams, BackendStatus, StreamDelta
+from router.backends.http1 import (
+    Endpoint,
+    Http1Client,
+    HttpProtocolError,
+    HttpTimeouts,
+    encode_headers,
+)
 from router.config import Secret
 from router.errors import (
     ModelUnavailableError,
@@ -52,6 +60,8 @@ MAX_TOP_LOGPROBS = 20
 _BACKOFF_S = 0.5
 _BACKOFF_CAP_S = 8.0
 _CHECK_TIMEOUT_S = 10.0
+_JSON_POST_HEADERS = {"Content-Type": "application/json", "Accept": "application/json",
+                      "Accept-Encoding": "gzip, deflate", "User-Agent": f"diffroute/{__version__}"}
 
 
 class OpenAIParams(BackendParams):
@@ -77,6 +87,12 @@ class OpenAIParams(BackendParams):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:8000/v1")
         return value.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _one_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        encode_headers(value)  # a line break or a bad name: ValueError, a config error
+        return value
 
     def identity(self) -> dict[str, Any]:
         """Behaviour only: credentials, extra headers and retry policy do not change answers."""
@@ -329,7 +345,9 @@ def _translated(model: str, exc: BaseException) -> UpstreamError | None:
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        return UpstreamTimeoutError(model, f"timed out ({type(exc).__name__})")
+        return UpstreamTimeoutError(model, f"timed out ({exc or type(exc).__name__})")
+    if isinstance(exc, HttpProtocolError):
+        return UpstreamProtocolError(model, str(exc))
     if isinstance(exc, aiohttp.ClientPayloadError):
         return UpstreamProtocolError(model, f"truncated response: {exc}")
     if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
@@ -386,7 +404,8 @@ class OpenAIBackend:
     """The backend for ``kind: openai``."""
 
     def __init__(self, name: str, params: OpenAIParams, model: ModelConfig,
-                 http: aiohttp.ClientSession | None = None) -> None:
+                 http: aiohttp.ClientSession | None = None,
+                 http1: Http1Client | None = None) -> None:
         self._name = name
         self.params = params
         self._config = model
@@ -395,10 +414,14 @@ class OpenAIBackend:
         t = model.timeouts
         self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect,
                                               sock_read=t.read)
+        self._http1 = http1
+        self._owns_http1 = http1 is None
+        self._http1_timeouts = HttpTimeouts(connect=t.connect, read=t.read, total=t.total)
+        self._endpoints: dict[str, Endpoint] = {}
         # without a key (read from the environment at each call) a JSON POST's headers never
-        # change: built once
-        self._json_headers = None if params.api_key is not None else {
-            **params.headers, "Content-Type": "application/json"}
+        # change: encoded once
+        self._json_head = None if params.api_key is not None else self._encoded(
+            dict(params.headers))
 
     @property
     def name(self) -> str:
@@ -414,6 +437,12 @@ class OpenAIBackend:
             self._http = aiohttp.ClientSession()
             self._owns_http = True
         return self._http
+
+    def _client(self) -> Http1Client:
+        if self._http1 is None or (self._owns_http1 and self._http1.closed):
+            self._http1 = Http1Client()
+            self._owns_http1 = True
+        return self._http1
 
     def _headers(self) -> dict[str, str]:
         headers = dict(self.params.headers)
@@ -502,22 +531,22 @@ class OpenAIBackend:
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[bytes, int]:
         """One JSON POST read whole: (body, status) of a 2xx; the same errors and retries as
-        :meth:`_open`, without its context managers (this is every plain call's path)."""
-        url = self.params.base_url + path
-        headers = self._json_headers
-        if headers is None:
-            headers = self._headers()
-            headers["Content-Type"] = "application/json"
+        :meth:`_open`. Every plain and paired call takes this path, through the keep-alive
+        client of :mod:`router.backends.http1` (aiohttp's session costs three times the CPU)."""
+        endpoint = self._endpoints.get(path)
+        if endpoint is None:
+            endpoint = self._endpoints[path] = Endpoint.parse(self.params.base_url + path)
+        head = self._json_head
+        if head is None:  # a key read from the environment: at each call, as for streams
+            head = self._encoded(self._headers())
         data = orjson.dumps(body)
         for attempt in range(self.params.max_retries + 1):
             try:
-                async with self._session().post(url, data=data, headers=headers,
-                                                timeout=self._timeout) as response:
-                    raw = await response.read()
-                    if response.status < 400:
-                        return raw, response.status
-                    raise _status_error(self._name, response.status, response.reason or "",
-                                        raw.decode("utf-8", "replace"), response.headers)
+                reply = await self._client().post(endpoint, head, data, self._http1_timeouts)
+                if reply.status < 400:
+                    return reply.body, reply.status
+                raise _status_error(self._name, reply.status, reply.reason,
+                                    reply.body.decode("utf-8", "replace"), reply.headers)
             except Exception as exc:
                 error = _translated(self._name, exc)
                 if error is None:
@@ -529,6 +558,14 @@ class OpenAIBackend:
                     raise error from exc
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _encoded(self, headers: dict[str, str]) -> bytes:
+        given = {name.lower() for name in headers}
+        defaults = {k: v for k, v in _JSON_POST_HEADERS.items() if k.lower() not in given}
+        try:
+            return encode_headers({**defaults, **headers})
+        except ValueError as exc:
+            raise ModelUnavailableError(self._name, str(exc)) from None
 
     async def _complete(self, body: dict[str, Any]) -> _Completion:
         raw, status = await self._post("/chat/completions", body)
@@ -663,6 +700,9 @@ class OpenAIBackend:
         if self._owns_http and self._http is not None and not self._http.closed:
             await self._http.close()
         self._http = None
+        if self._owns_http1 and self._http1 is not None:
+            await self._http1.aclose()
+        self._http1 = None
 
 
 def create(model: ModelConfig, context: BackendContext) -> OpenAIBackend:
@@ -670,4 +710,4 @@ def create(model: ModelConfig, context: BackendContext) -> OpenAIBackend:
     params = model.backend
     if not isinstance(params, OpenAIParams):
         raise TypeError(f"model '{model.name}' is not an openai backend")
-    return OpenAIBackend(model.name, params, model, context.http)
+    return OpenAIBackend(model.name, params, model, context.http, context.http1)

@@ -1,0 +1,438 @@
+"""A keep-alive HTTP/1.1 client for the JSON POSTs that every model call makes.
+
+Every plain call diffroute proxies, and each side of a paired call, is one ``POST`` of a small
+JSON body to an OpenAI-compatible server, answered by one JSON body. aiohttp's
+``ClientSession`` does that with a request object, a response object, a stream reader, a
+payload writer and a timer reset on every read: about three times the CPU of the whole exchange
+here (``benchmarks/README.md``, "the upstream client"), and the plain proxy is that exchange
+plus a little. This client does the one thing:
+
+* one pool of idle connections per origin (scheme, host, port), reused while the server keeps
+  them alive (HTTP/1.1 keep-alive; ``Connection: close`` is honoured);
+* the request written in one ``transport.write``; the response parsed by ``httptools`` (llhttp,
+  the parser of Node.js): a body by ``Content-Length``, chunked, or until the server closes;
+  ``gzip``/``deflate`` decoded; 1xx interim responses skipped;
+* TLS through :mod:`ssl` (system trust store unless given a context);
+* three timeouts, as :class:`router.config.Timeouts` defines them: ``connect`` (TCP and TLS
+  handshake), ``read`` (the longest silence while a response is awaited or arrives) and
+  ``total`` (the whole exchange). One timer per exchange: arriving data only records the time,
+  and the timer, when it fires, re-arms itself for what is left;
+* a connection that the server closed while it sat idle (its keep-alive timeout) and that
+  fails before a single byte of the answer is retried once on a new connection — the request
+  never reached a handler;
+* errors as plain exceptions, which the backend translates: :class:`TimeoutError`,
+  :class:`ConnectionError` (refused, reset, closed early) and :class:`HttpProtocolError`
+  (malformed or truncated responses, oversized bodies).
+
+aiohttp stays for streamed calls (their bodies are read as they come), for ``GET`` s and health
+checks. No proxy support (nor does the aiohttp session here read proxy variables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httptools
+from yarl import URL
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""A response body larger than this is an error, not a memory exhaustion."""
+MAX_IDLE_PER_ORIGIN = 256
+"""Idle connections kept per origin; more are closed when released."""
+
+
+class HttpProtocolError(ValueError):
+    """The server's answer is not a well-formed HTTP/1.1 response (or is too large)."""
+
+
+class _StaleConnection(ConnectionError):
+    """A reused connection closed before any byte of the answer: safe to send again."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTimeouts:
+    """Seconds (see the module doc)."""
+
+    connect: float
+    read: float
+    total: float
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """One response: status, reason phrase, headers (lower-case names) and the whole body."""
+
+    status: int
+    reason: str
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Header names lower-cased; a repeated header keeps its last value."""
+        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.raw_headers}
+
+
+def encode_headers(headers: Mapping[str, str]) -> bytes:
+    """``Name: value\\r\\n`` lines; a line break in a name or value is refused (it would let a
+    configured header or a key from the environment inject headers or a second request)."""
+    lines = []
+    for name, value in headers.items():
+        if not name or any(c in name for c in "\r\n:") or "\r" in value or "\n" in value:
+            raise ValueError(f"HTTP header {name!r} has a line break or an invalid name")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A URL parsed once: its origin and the request line's target and ``Host``."""
+
+    origin: tuple[str, str, int]
+    target: bytes
+    host_header: bytes
+    server_hostname: str
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        parsed = URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        host = parsed.raw_host
+        port = parsed.port
+        assert port is not None  # http and https have default ports
+        shown = f"[{host}]" if ":" in host else host
+        if parsed.explicit_port is not None:
+            shown = f"{shown}:{parsed.explicit_port}"
+        return cls((parsed.scheme, host, port), (parsed.raw_path_qs or "/").encode("ascii"),
+                   shown.encode("idna" if not shown.isascii() else "ascii"), host)
+
+    @property
+    def authority(self) -> str:
+        return self.host_header.decode("ascii", "replace")
+
+
+class Http1Client:
+    """Keep-alive connection pools, one per origin; close with :meth:`aclose`."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None,
+                 max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN) -> None:
+        self._ssl_context = ssl_context
+        self._max_idle = max_idle_per_origin
+        self._origins: dict[tuple[str, str, int], _Origin] = {}
+        self.closed = False
+
+    def _origin(self, endpoint: Endpoint) -> _Origin:
+        origin = self._origins.get(endpoint.origin)
+        if origin is None:
+            if self.closed:
+                raise ConnectionError("the HTTP client is closed")
+            context: ssl.SSLContext | None = None
+            if endpoint.origin[0] == "https":
+                context = self._ssl_context or ssl.create_default_context()
+            origin = self._origins[endpoint.origin] = _Origin(endpoint, context, self._max_idle)
+        return origin
+
+    async def post(self, endpoint: Endpoint, headers: bytes, body: bytes,
+                   timeouts: HttpTimeouts) -> HttpReply:
+        """``POST`` ``body`` with ``headers`` (from :func:`encode_headers`; ``Host`` and
+        ``Content-Length`` are added) and return the whole response, whatever its status."""
+        origin = self._origin(endpoint)
+        head = b"POST %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n" % (
+            endpoint.target, endpoint.host_header, headers, len(body))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total
+        for _ in range(2):
+            connection = await origin.acquire(loop, min(timeouts.connect, timeouts.total))
+            reused = connection.exchanges > 0
+            try:
+                return await connection.exchange(head + body, timeouts.read, deadline)
+            except _StaleConnection:
+                if not reused:
+                    raise ConnectionError(
+                        f"{origin.authority} closed the connection without answering") from None
+            except BaseException:  # cancelled or failed mid-exchange: the connection is spent
+                connection.close()
+                raise
+        raise ConnectionError(f"{origin.authority} closed two connections without answering")
+
+    def idle_connections(self, endpoint: Endpoint) -> int:
+        """Connections to ``endpoint``'s origin waiting for a request (for tests and metrics)."""
+        origin = self._origins.get(endpoint.origin)
+        return 0 if origin is None else sum(1 for c in origin.idle if not c.closed)
+
+    async def aclose(self) -> None:
+        """Close every connection; later calls fail."""
+        self.closed = True
+        for origin in self._origins.values():
+            origin.close()
+        self._origins.clear()
+        await asyncio.sleep(0)  # let the transports run their close callbacks
+
+
+class _Origin:
+    """The connections of one (scheme, host, port)."""
+
+    def __init__(self, endpoint: Endpoint, context: ssl.SSLContext | None,
+                 max_idle: int) -> None:
+        self.host = endpoint.origin[1]
+        self.port = endpoint.origin[2]
+        self.authority = endpoint.authority
+        self.server_hostname = endpoint.server_hostname if context is not None else None
+        self.ssl = context
+        self.max_idle = max_idle
+        self.idle: collections.deque[_Connection] = collections.deque()
+        self.live: set[_Connection] = set()
+        self.closed = False
+
+    async def acquire(self, loop: asyncio.AbstractEventLoop, connect_s: float) -> _Connection:
+        idle = self.idle
+        while idle:
+            connection = idle.pop()  # the most recently used: the least likely to be stale
+            if not connection.closed:
+                return connection
+        try:
+            async with asyncio.timeout(connect_s):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
+                    server_hostname=self.server_hostname)
+        except TimeoutError:
+            raise TimeoutError(f"connecting to {self.authority} took longer than {connect_s:g} s "
+                               "(timeouts.connect)") from None
+        except OSError as exc:  # refused, unreachable, unknown host, TLS failures
+            raise ConnectionError(f"cannot connect to {self.authority}: {exc}") from exc
+        if self.closed:
+            connection.close()
+            raise ConnectionError("the HTTP client is closed")
+        return connection
+
+    def release(self, connection: _Connection) -> None:
+        if self.closed or len(self.idle) >= self.max_idle:
+            connection.close()
+        else:
+            self.idle.append(connection)
+
+    def close(self) -> None:
+        self.closed = True
+        for connection in list(self.live):
+            connection.close()
+        self.idle.clear()
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection; at most one exchange at a time."""
+
+    def __init__(self, origin: _Origin) -> None:
+        self._origin = origin
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[HttpReply] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_timeout = 0.0
+        self._deadline = 0.0
+        self._last_data = 0.0
+        self._received = False  # any byte of the current answer
+        self._status_line = bytearray()
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._framed = False  # Content-Length or chunked (else: the body ends at close)
+        self._headers_done = False
+        self._encoding = b""
+        self.exchanges = 0
+        self.closed = False
+
+    # -- the exchange --------------------------------------------------------------------------
+
+    def exchange(self, data: bytes, read_timeout: float,
+                 deadline: float) -> asyncio.Future[HttpReply]:
+        assert self._transport is not None and self._waiter is None
+        waiter = self._waiter = self._loop.create_future()
+        self._read_timeout = read_timeout
+        self._deadline = deadline
+        now = self._last_data = self._loop.time()
+        self._timer = self._loop.call_at(min(deadline, now + read_timeout), self._on_timer)
+        self._transport.write(data)
+        return waiter
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return
+        now = self._loop.time()
+        if now >= self._deadline:
+            self._fail(TimeoutError(f"no complete answer from {self._origin.authority} within "
+                                    "timeouts.total"))
+        elif now - self._last_data >= self._read_timeout:
+            self._fail(TimeoutError(f"{self._origin.authority} sent nothing for "
+                                    f"{self._read_timeout:g} s (timeouts.read)"))
+        else:
+            self._timer = self._loop.call_at(
+                min(self._deadline, self._last_data + self._read_timeout), self._on_timer)
+
+    def _finish(self) -> HttpReply | None:
+        """The current answer as a reply (or ``None`` after failing the exchange)."""
+        body = b"".join(self._body)
+        if self._encoding:
+            try:
+                body = _decoded(body, self._encoding)
+            except (zlib.error, HttpProtocolError) as exc:
+                self._fail(HttpProtocolError(f"undecodable {self._encoding.decode('latin-1')} "
+                                             f"body from {self._origin.authority}: {exc}"))
+                return None
+        reply = HttpReply(self._parser.get_status_code(),
+                          self._status_line.decode("latin-1").strip(), tuple(self._headers),
+                          body)
+        self._reset()
+        return reply
+
+    def _reset(self) -> None:
+        self._received = False
+        self._status_line.clear()
+        self._headers = []
+        self._body = []
+        self._size = 0
+        self._framed = False
+        self._headers_done = False
+        self._encoding = b""
+
+    def _settle(self, reply: HttpReply) -> None:
+        waiter = self._waiter
+        self._waiter = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.exchanges += 1
+        if waiter is not None and not waiter.done():
+            waiter.set_result(reply)
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the exchange with ``exc``; the connection is not reused."""
+        waiter = self._waiter
+        self._waiter = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        self._origin.live.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._origin.live.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # bytes nobody asked for: the connection cannot be trusted
+            self.close()
+            return
+        self._last_data = self._loop.time()
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            cause = exc.__context__  # what a callback below raised, if one did
+            self._fail(cause if isinstance(cause, HttpProtocolError) else HttpProtocolError(
+                f"malformed HTTP response from {self._origin.authority}: "
+                f"{cause or exc or type(exc).__name__}"))
+
+    def eof_received(self) -> bool | None:
+        return False  # close the transport; connection_lost settles the exchange
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._origin.live.discard(self)
+        if self._waiter is None:
+            return
+        if self._headers_done and not self._framed:  # a body that ends when the server closes
+            reply = self._finish()
+            if reply is not None:
+                self._settle(reply)
+            return
+        authority = self._origin.authority
+        if not self._received:
+            self._fail(_StaleConnection(f"{authority} closed the connection"))
+        elif self._headers_done:
+            self._fail(HttpProtocolError(f"truncated response: {authority} closed the "
+                                         f"connection after {self._size} bytes of the body"))
+        else:
+            self._fail(HttpProtocolError(f"truncated response: {authority} closed the "
+                                         "connection in the middle of the headers"))
+
+    # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self._status_line += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                self._framed = True
+                if int(value) > MAX_RESPONSE_BYTES:
+                    raise HttpProtocolError(self._too_large())
+            elif lowered == b"transfer-encoding":
+                self._framed = True
+            elif lowered == b"content-encoding":
+                encoding = value.strip().lower()
+                self._encoding = b"" if encoding == b"identity" else encoding
+        if self._parser.should_upgrade():
+            raise HttpProtocolError(f"{self._origin.authority} answered with a protocol upgrade")
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > MAX_RESPONSE_BYTES:
+            raise HttpProtocolError(self._too_large())
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:  # interim (100 Continue, 103): skip
+            self._reset()
+            return
+        keep_alive = self._parser.should_keep_alive()
+        reply = self._finish()
+        if reply is None:
+            return
+        self._settle(reply)
+        if keep_alive and not self.closed:
+            self._origin.release(self)
+        else:
+            self.close()
+
+    def _too_large(self) -> str:
+        return (f"the response from {self._origin.authority} is larger than "
+                f"{MAX_RESPONSE_BYTES} bytes")
+
+
+def _decoded(body: bytes, encoding: bytes) -> bytes:
+    if encoding in (b"gzip", b"x-gzip"):
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == b"deflate":  # zlib-wrapped, as the RFC says; raw deflate as servers send
+        decoder = zlib.decompressobj(zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS)
+    else:
+        raise HttpProtocolError(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}")
+    out = decoder.decompress(body, MAX_RESPONSE_BYTES + 1)
+    if len(out) > MAX_RESPONSE_BYTES:
+        raise HttpProtocolError(f"the decoded body is larger than {MAX_RESPONSE_BYTES} bytes")
+    return out
