@@ -195,7 +195,9 @@ class _Origin:
         while idle:
             connection = idle.pop()  # the most recently used: the least likely to be stale
             if not connection.closed:
-                return connection
+                if connection.loop is loop:
+                    return connection
+                connection.close()  # a connection of an event loop that is gone (asyncio.run)
         try:
             async with asyncio.timeout(connect_s):
                 _, connection = await loop.create_connection(
@@ -231,7 +233,7 @@ class _Connection(asyncio.Protocol):
         self._origin = origin
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[HttpReply] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._read_timeout = 0.0
@@ -253,11 +255,11 @@ class _Connection(asyncio.Protocol):
     def exchange(self, data: bytes, read_timeout: float,
                  deadline: float) -> asyncio.Future[HttpReply]:
         assert self._transport is not None and self._waiter is None
-        waiter = self._waiter = self._loop.create_future()
+        waiter = self._waiter = self.loop.create_future()
         self._read_timeout = read_timeout
         self._deadline = deadline
-        now = self._last_data = self._loop.time()
-        self._timer = self._loop.call_at(min(deadline, now + read_timeout), self._on_timer)
+        now = self._last_data = self.loop.time()
+        self._timer = self.loop.call_at(min(deadline, now + read_timeout), self._on_timer)
         self._transport.write(data)
         return waiter
 
@@ -265,7 +267,7 @@ class _Connection(asyncio.Protocol):
         self._timer = None
         if self._waiter is None:
             return
-        now = self._loop.time()
+        now = self.loop.time()
         if now >= self._deadline:
             self._fail(TimeoutError(f"no complete answer from {self._origin.authority} within "
                                     "timeouts.total"))
@@ -273,7 +275,7 @@ class _Connection(asyncio.Protocol):
             self._fail(TimeoutError(f"{self._origin.authority} sent nothing for "
                                     f"{self._read_timeout:g} s (timeouts.read)"))
         else:
-            self._timer = self._loop.call_at(
+            self._timer = self.loop.call_at(
                 min(self._deadline, self._last_data + self._read_timeout), self._on_timer)
 
     def _finish(self) -> HttpReply | None:
@@ -329,7 +331,7 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._transport is not None:
+        if self._transport is not None and not self.loop.is_closed():
             self._transport.close()
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -343,7 +345,7 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None:  # bytes nobody asked for: the connection cannot be trusted
             self.close()
             return
-        self._last_data = self._loop.time()
+        self._last_data = self.loop.time()
         self._received = True
         try:
             self._parser.feed_data(data)

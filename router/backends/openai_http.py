@@ -451,6 +451,10 @@ class OpenAIBackend:
             value = key.value()
             if value is None:
                 raise ModelUnavailableError(self._name, f"API key {key.describe()} is not set")
+            if "\r" in value or "\n" in value:
+                raise ModelUnavailableError(
+                    self._name, f"API key {key.describe()} has a line break (in a header it "
+                    "would inject headers)")
             headers["Authorization"] = f"Bearer {value}"
         return headers
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from profiles.protocol import SampleRequest, TokenLogprob
 from router.backends.base import BackendContext, StreamDelta
+from router.backends.http1 import Endpoint, Http1Client
 from router.backends.openai_http import (
     OpenAIBackend,
     OpenAIParams,
@@ -392,6 +393,42 @@ async def test_a_shared_session_is_used_and_left_open(
         await backend.sample(ASK)
         await backend.aclose()
         assert not shared.closed
+
+
+async def test_whole_calls_share_one_kept_alive_connection_of_the_given_client(
+        fake: FakeUpstream, tmp_path: Path) -> None:
+    """Whole (non-streamed) calls go through the pool's ``Http1Client``: one connection, kept
+    alive across calls and backends, left open by the backend's ``aclose``."""
+    shared = Http1Client()
+    backends = [create(ModelConfig(name=name, backend=OpenAIParams(base_url=fake.base_url,
+                                                                    model="up-model")),
+                       BackendContext(data_dir=tmp_path, http1=shared))
+                for name in ("pool-a", "pool-b")]
+    for _ in range(3):
+        for backend in backends:
+            assert (await backend.sample(ASK)).samples[0].text == "B is right"
+    endpoint = Endpoint.parse(fake.base_url + "/chat/completions")
+    assert len(fake.calls) == 6 and shared.idle_connections(endpoint) == 1
+    headers = fake.calls[0].headers
+    assert headers["User-Agent"].startswith("diffroute/")
+    assert headers["Content-Type"] == "application/json"
+    for backend in backends:
+        await backend.aclose()
+    assert not shared.closed and shared.idle_connections(endpoint) == 1
+    await shared.aclose()
+
+
+async def test_a_key_or_header_with_a_line_break_is_refused(
+        fake: FakeUpstream, make: MakeBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIFFROUTE_TEST_KEY", "sk-1\r\nX-Injected: yes")
+    backend = make(fake.base_url, api_key="env:DIFFROUTE_TEST_KEY")
+    with pytest.raises(ModelUnavailableError, match="line break"):
+        await backend.sample(ASK)
+    with pytest.raises(ModelUnavailableError, match="line break"):
+        await collect(backend)
+    assert fake.calls == []
+    with pytest.raises(ValidationError, match="line break"):
+        OpenAIParams(base_url=fake.base_url, model="m", headers={"X-Team": "a\nb"})
 
 
 def test_base_url_must_be_http() -> None:

@@ -1,0 +1,434 @@
+"""The keep-alive HTTP/1.1 client (``router.backends.http1``) against real servers on loopback:
+aiohttp apps for well-behaved HTTP, ``asyncio.start_server`` for servers that misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+import threading
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+import trustme
+from aiohttp import web
+
+from router.backends import http1
+from router.backends.http1 import (
+    Endpoint,
+    Http1Client,
+    HttpProtocolError,
+    HttpTimeouts,
+    encode_headers,
+)
+
+TIMEOUTS = HttpTimeouts(connect=2, read=5, total=10)
+JSON = encode_headers({"Content-Type": "application/json"})
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def serve(app: web.Application, ssl_context: ssl.SSLContext | None = None
+                ) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    scheme = "https" if ssl_context else "http"
+    try:
+        yield f"{scheme}://localhost:{runner.addresses[0][1]}" if ssl_context else \
+            f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve_raw(handler: RawHandler) -> AsyncIterator[str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's body (the client always sends Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return await reader.readexactly(length)
+
+
+def echo_app() -> tuple[web.Application, list[int]]:
+    """Echoes the body; records the client port of each request (one port = one connection)."""
+    ports: list[int] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        ports.append(peer[1] if peer else -1)
+        body = await request.read()
+        delay = float(request.headers.get("x-delay", "0"))
+        if delay:
+            await asyncio.sleep(delay)
+        return web.Response(body=b"echo:" + body, content_type="application/json",
+                            headers={"x-seen-host": request.headers.get("Host", "")})
+
+    app = web.Application()
+    app.router.add_post("/v1/echo", echo)
+    return app, ports
+
+
+async def test_sequential_calls_share_one_kept_alive_connection() -> None:
+    app, ports = echo_app()
+    client = Http1Client()
+    async with serve(app) as url:
+        endpoint = Endpoint.parse(url + "/v1/echo")
+        for i in range(20):
+            reply = await client.post(endpoint, JSON, b'{"i": %d}' % i, TIMEOUTS)
+            assert (reply.status, reply.reason, reply.body) == (200, "OK", b'echo:{"i": %d}' % i)
+            assert reply.headers["x-seen-host"] == url.removeprefix("http://")
+        assert len(set(ports)) == 1 and len(ports) == 20
+        assert client.idle_connections(endpoint) == 1
+        await client.aclose()
+        assert client.idle_connections(endpoint) == 0
+        with pytest.raises(ConnectionError, match="closed"):
+            await client.post(endpoint, JSON, b"{}", TIMEOUTS)
+
+
+async def test_concurrent_calls_each_get_their_own_answer() -> None:
+    app, ports = echo_app()
+    client = Http1Client()
+    async with serve(app) as url:
+        endpoint = Endpoint.parse(url + "/v1/echo")
+
+        async def one(i: int) -> bytes:
+            head = JSON + encode_headers({"x-delay": f"{(i % 5) / 200:.3f}"})
+            return (await client.post(endpoint, head, b"%d" % i, TIMEOUTS)).body
+
+        answers = await asyncio.gather(*(one(i) for i in range(60)))
+        assert answers == [b"echo:%d" % i for i in range(60)]
+        assert 1 < len(set(ports)) <= 60
+        assert client.idle_connections(endpoint) == len(set(ports))  # all back in the pool
+        again = await asyncio.gather(*(one(i) for i in range(60)))
+        assert again == answers and len(set(ports)) <= 60  # the second wave reused them
+    await client.aclose()
+
+
+async def test_chunked_gzip_and_deflate_bodies_are_decoded() -> None:
+    payload = b'{"text": "' + b"x" * 300_000 + b'"}'
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        received = len(await request.read())
+        response = web.StreamResponse(headers={"x-received": str(received)})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for i in range(0, len(payload), 7_001):
+            await response.write(payload[i:i + 7_001])
+        await response.write_eof()
+        return response
+
+    async def encoded(request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        body = {"gzip": gzip.compress(payload), "deflate": zlib.compress(payload),
+                "raw-deflate": zlib.compress(payload, wbits=-15)}[kind]
+        name = "deflate" if kind == "raw-deflate" else kind
+        return web.Response(body=body, headers={"Content-Encoding": name})
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_post("/chunked", chunked)
+    app.router.add_post("/encoded/{kind}", encoded)
+    client = Http1Client()
+    async with serve(app) as url:
+        reply = await client.post(Endpoint.parse(url + "/chunked"), JSON, b"{}", TIMEOUTS)
+        assert reply.body == payload
+        assert reply.headers["transfer-encoding"] == "chunked"
+        for kind in ("gzip", "deflate", "raw-deflate"):
+            reply = await client.post(Endpoint.parse(f"{url}/encoded/{kind}"), JSON, b"{}",
+                                      TIMEOUTS)
+            assert reply.body == payload, kind
+        # a big request body goes out whole as well
+        app_reply = await client.post(Endpoint.parse(url + "/chunked"), JSON, payload * 4,
+                                      TIMEOUTS)
+        assert app_reply.headers["x-received"] == str(len(payload) * 4)
+        endpoint = Endpoint.parse(url + "/chunked")
+        assert client.idle_connections(endpoint) == 1  # every one of them kept alive
+    await client.aclose()
+
+
+async def test_connection_close_is_honoured() -> None:
+    ports: list[int] = []
+
+    async def closing(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        ports.append(request.transport.get_extra_info("peername")[1])
+        return web.Response(text="bye", headers={"Connection": "close"})
+
+    app = web.Application()
+    app.router.add_post("/", closing)
+    client = Http1Client()
+    async with serve(app) as url:
+        endpoint = Endpoint.parse(url + "/")
+        for _ in range(3):
+            assert (await client.post(endpoint, JSON, b"{}", TIMEOUTS)).body == b"bye"
+            assert client.idle_connections(endpoint) == 0
+        assert len(set(ports)) == 3
+    await client.aclose()
+
+
+def answer(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def test_a_kept_connection_closed_unanswered_is_retried_once_on_a_new_one() -> None:
+    """The server's keep-alive timeout races the next request: it reads it and closes without a
+    byte of answer. The request never reached a handler, so it goes again on a new connection."""
+    connections = 0
+
+    async def one_answer_per_connection(reader: asyncio.StreamReader,
+                                        writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.write(answer(b"first:" + await read_request(reader)))
+        await writer.drain()
+        await read_request(reader)  # the next one is read, never answered
+        writer.close()
+
+    client = Http1Client()
+    async with serve_raw(one_answer_per_connection) as url:
+        endpoint = Endpoint.parse(url + "/")
+        assert (await client.post(endpoint, JSON, b"a", TIMEOUTS)).body == b"first:a"
+        assert (await client.post(endpoint, JSON, b"b", TIMEOUTS)).body == b"first:b"
+        assert connections == 2
+    await client.aclose()
+
+
+async def test_a_new_connection_closed_unanswered_is_an_error() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.close()
+
+    client = Http1Client()
+    async with serve_raw(hang_up) as url:
+        with pytest.raises(ConnectionError, match="without answering"):
+            await client.post(Endpoint.parse(url + "/"), JSON, b"{}", TIMEOUTS)
+    await client.aclose()
+
+
+async def test_a_refused_connection_is_a_connection_error() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    client = Http1Client()
+    with pytest.raises(ConnectionError, match=f"cannot connect to 127.0.0.1:{port}"):
+        await client.post(Endpoint.parse(f"http://127.0.0.1:{port}/v1"), JSON, b"{}", TIMEOUTS)
+    await client.aclose()
+
+
+async def test_read_timeout_counts_silence_and_total_counts_everything() -> None:
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Headers, then one body byte every 50 ms; silent for 1 s when asked ("slow")."""
+        body = await read_request(reader)
+        if body == b"slow":
+            await asyncio.sleep(1.0)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n")
+        for _ in range(12):
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"z")
+        await writer.drain()
+        await reader.read()
+
+    client = Http1Client()
+    async with serve_raw(drip) as url:
+        endpoint = Endpoint.parse(url + "/")
+        # 0.6 s in all, never 0.2 s without a byte: the read timer is re-armed as bytes come
+        reply = await client.post(endpoint, JSON, b"go", HttpTimeouts(1, read=0.2, total=5))
+        assert reply.body == b"z" * 12
+        with pytest.raises(TimeoutError, match=r"sent nothing for 0.2 s \(timeouts.read\)"):
+            await client.post(endpoint, JSON, b"slow", HttpTimeouts(1, read=0.2, total=5))
+        with pytest.raises(TimeoutError, match=r"timeouts\.total"):
+            await client.post(endpoint, JSON, b"go", HttpTimeouts(1, read=0.2, total=0.3))
+        assert client.idle_connections(endpoint) == 0  # a timed-out connection is not reused
+    await client.aclose()
+
+
+@pytest.mark.parametrize(("wire", "message"), [
+    (b"garbage\r\n\r\n", "malformed HTTP response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", "after 10 bytes of the body"),
+    (b"HTTP/1.1 200 OK\r\nContent-Le", "in the middle of the headers"),
+    (b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\nhi",
+     "unsupported Content-Encoding 'br'"),
+    (b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n\r\nhi",
+     "undecodable gzip body"),
+    (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+     "upgrade"),
+])
+async def test_malformed_answers_are_protocol_errors(wire: bytes, message: str) -> None:
+    async def bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(wire)
+        await writer.drain()
+        writer.close()
+
+    client = Http1Client()
+    async with serve_raw(bad) as url:
+        with pytest.raises(HttpProtocolError, match=message):
+            await client.post(Endpoint.parse(url + "/"), JSON, b"{}", TIMEOUTS)
+    await client.aclose()
+
+
+async def test_interim_answers_are_skipped_and_a_body_may_end_at_close() -> None:
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = await read_request(reader)
+        if body == b"interim":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b"final"))
+            await writer.drain()
+            await read_request(reader)  # the connection was kept: a second request arrives
+            writer.write(answer(b"second"))
+        else:  # HTTP/1.0 style: no length, the body ends when the server closes
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+        await writer.drain()
+        writer.close()
+
+    client = Http1Client()
+    async with serve_raw(server) as url:
+        endpoint = Endpoint.parse(url + "/")
+        reply = await client.post(endpoint, JSON, b"interim", TIMEOUTS)
+        assert (reply.status, reply.body) == (200, b"final")
+        assert (await client.post(endpoint, JSON, b"again", TIMEOUTS)).body == b"second"
+        reply = await client.post(endpoint, JSON, b"eof", TIMEOUTS)
+        assert reply.body == b"until the end"
+    await client.aclose()
+
+
+async def test_an_oversized_answer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "MAX_RESPONSE_BYTES", 1000)
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        if request.path == "/declared":
+            return web.Response(body=b"x" * 1001)
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(3):
+            await response.write(b"y" * 400)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/{name}", big)
+    client = Http1Client()
+    async with serve(app) as url:
+        for name in ("declared", "chunked"):
+            with pytest.raises(HttpProtocolError, match="larger than 1000 bytes"):
+                await client.post(Endpoint.parse(f"{url}/{name}"), JSON, b"{}", TIMEOUTS)
+    await client.aclose()
+
+
+async def test_a_cancelled_call_spends_its_connection_and_the_next_call_works() -> None:
+    app, _ports = echo_app()
+    client = Http1Client()
+    async with serve(app) as url:
+        endpoint = Endpoint.parse(url + "/v1/echo")
+        slow = asyncio.create_task(client.post(endpoint, JSON + encode_headers({"x-delay": "1"}),
+                                               b"slow", TIMEOUTS))
+        await asyncio.sleep(0.1)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert client.idle_connections(endpoint) == 0  # its answer would still come: closed
+        assert (await client.post(endpoint, JSON, b"next", TIMEOUTS)).body == b"echo:next"
+    await client.aclose()
+
+
+async def test_tls_with_a_trusted_and_an_untrusted_certificate() -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    app, _ports = echo_app()
+    async with serve(app, server_context) as url:
+        assert url.startswith("https://localhost:")
+        endpoint = Endpoint.parse(url + "/v1/echo")
+        client = Http1Client(ssl_context=trusting)
+        for _ in range(2):
+            assert (await client.post(endpoint, JSON, b"secret", TIMEOUTS)).body == \
+                b"echo:secret"
+        assert client.idle_connections(endpoint) == 1
+        await client.aclose()
+        untrusting = Http1Client()  # the system's trust store does not know this CA
+        with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.post(endpoint, JSON, b"secret", TIMEOUTS)
+        await untrusting.aclose()
+
+
+def test_one_client_across_event_loops() -> None:
+    """``asyncio.run`` twice with one client (the CLI does): the first loop's idle connection
+    is dropped, not written to."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                body = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                writer.close()
+                return
+            writer.write(answer(body))
+            await writer.drain()
+
+    ready = threading.Event()
+    stop: list[Callable[[], None]] = []
+    address: list[str] = []
+
+    def run_server() -> None:
+        async def main() -> None:
+            async with serve_raw(handler) as url:
+                address.append(url)
+                done = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                stop.append(lambda: loop.call_soon_threadsafe(done.set))
+                ready.set()
+                await done.wait()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run_server, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    client = Http1Client()
+    endpoint = Endpoint.parse(address[0] + "/")
+    try:
+        for word in (b"one", b"two"):
+            reply = asyncio.run(client.post(endpoint, JSON, word, TIMEOUTS))
+            assert reply.body == word
+    finally:
+        stop[0]()
+        thread.join(10)
+
+
+@pytest.mark.parametrize("headers", [{"X-Bad": "a\r\nInjected: yes"}, {"Bad\nName": "x"},
+                                     {"Colon:Name": "x"}, {"": "x"}])
+def test_header_line_breaks_are_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="line break or an invalid name"):
+        encode_headers(headers)
+
+
+@pytest.mark.parametrize(("url", "origin", "target", "host"), [
+    ("http://127.0.0.1:8000/v1/chat/completions", ("http", "127.0.0.1", 8000),
+     b"/v1/chat/completions", b"127.0.0.1:8000"),
+    ("https://api.example.com/v1/x?api-version=2", ("https", "api.example.com", 443),
+     b"/v1/x?api-version=2", b"api.example.com"),
+    ("http://[::1]:9/v1", ("http", "::1", 9), b"/v1", b"[::1]:9"),
+])
+def test_endpoints_parse_origin_target_and_host(url: str, origin: tuple[str, str, int],
+                                                target: bytes, host: bytes) -> None:
+    endpoint = Endpoint.parse(url)
+    assert (endpoint.origin, endpoint.target, endpoint.host_header) == (origin, target, host)
+    with pytest.raises(ValueError, match="not an http"):
+        Endpoint.parse("ftp://example.com/")
