@@ -8,7 +8,8 @@ here (``benchmarks/README.md``, "the upstream client"), and the plain proxy is t
 plus a little. This client does the one thing:
 
 * one pool of idle connections per origin (scheme, host, port), reused while the server keeps
-  them alive (HTTP/1.1 keep-alive; ``Connection: close`` is honoured);
+  them alive (HTTP/1.1 keep-alive; ``Connection: close`` is honoured) and for at most
+  :data:`KEEPALIVE_S` of idleness;
 * the request written in one ``transport.write``; the response parsed by ``httptools`` (llhttp,
   the parser of Node.js): a body by ``Content-Length``, chunked, or until the server closes;
   ``gzip``/``deflate`` decoded; 1xx interim responses skipped;
@@ -44,6 +45,9 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """A response body larger than this is an error, not a memory exhaustion."""
 MAX_IDLE_PER_ORIGIN = 256
 """Idle connections kept per origin; more are closed when released."""
+KEEPALIVE_S = 15.0
+"""An idle connection older than this is closed rather than reused (aiohttp's default too): a
+middlebox may have dropped it silently, and a request on it would wait for ``timeouts.read``."""
 
 
 class HttpProtocolError(ValueError):
@@ -194,10 +198,11 @@ class _Origin:
         idle = self.idle
         while idle:
             connection = idle.pop()  # the most recently used: the least likely to be stale
-            if not connection.closed:
-                if connection.loop is loop:
-                    return connection
-                connection.close()  # a connection of an event loop that is gone (asyncio.run)
+            if connection.closed:
+                continue
+            if connection.loop is loop and loop.time() - connection.idle_since < KEEPALIVE_S:
+                return connection
+            connection.close()  # kept too long, or of an event loop that is gone (asyncio.run)
         try:
             async with asyncio.timeout(connect_s):
                 _, connection = await loop.create_connection(
@@ -217,6 +222,7 @@ class _Origin:
         if self.closed or len(self.idle) >= self.max_idle:
             connection.close()
         else:
+            connection.idle_since = connection.loop.time()
             self.idle.append(connection)
 
     def close(self) -> None:
@@ -248,6 +254,7 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         self._encoding = b""
         self.exchanges = 0
+        self.idle_since = 0.0
         self.closed = False
 
     # -- the exchange --------------------------------------------------------------------------

@@ -179,6 +179,20 @@ async def test_connection_close_is_honoured() -> None:
     await client.aclose()
 
 
+async def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "KEEPALIVE_S", 0.2)
+    app, ports = echo_app()
+    client = Http1Client()
+    async with serve(app) as url:
+        endpoint = Endpoint.parse(url + "/v1/echo")
+        for pause in (0.0, 0.05, 0.4, 0.0):
+            await asyncio.sleep(pause)
+            assert (await client.post(endpoint, JSON, b"x", TIMEOUTS)).body == b"echo:x"
+        # reused after 0 and 50 ms, replaced after 400 ms of idleness, then reused again
+        assert ports[0] == ports[1] and ports[1] != ports[2] and ports[2] == ports[3]
+    await client.aclose()
+
+
 def answer(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
