@@ -357,6 +357,9 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if self._waiter is None:  # raised after this exchange ended (on_message_begin)
+                self.close()
+                return
             cause = exc.__context__  # what a callback below raised, if one did
             self._fail(cause if isinstance(cause, HttpProtocolError) else HttpProtocolError(
                 f"malformed HTTP response from {self._origin.authority}: "
@@ -386,6 +389,11 @@ class _Connection(asyncio.Protocol):
                                          "connection in the middle of the headers"))
 
     # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._waiter is None:  # a second answer to one request: the stream is out of step
+            self.close()
+            raise HttpProtocolError(f"{self._origin.authority} sent an unrequested response")
 
     def on_status(self, status: bytes) -> None:
         self._status_line += status

@@ -296,6 +296,30 @@ async def test_malformed_answers_are_protocol_errors(wire: bytes, message: str) 
     await client.aclose()
 
 
+async def test_an_unrequested_second_answer_retires_the_connection() -> None:
+    connections = 0
+
+    async def twice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                body = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                writer.close()
+                return
+            writer.write(answer(body) + answer(b"unrequested"))  # one request, two answers
+            await writer.drain()
+
+    client = Http1Client()
+    async with serve_raw(twice) as url:
+        endpoint = Endpoint.parse(url + "/")
+        for word in (b"one", b"two", b"three"):
+            assert (await client.post(endpoint, JSON, word, TIMEOUTS)).body == word
+        assert connections == 3 and client.idle_connections(endpoint) == 0
+    await client.aclose()
+
+
 async def test_interim_answers_are_skipped_and_a_body_may_end_at_close() -> None:
     async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         body = await read_request(reader)
