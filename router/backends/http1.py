@@ -311,23 +311,24 @@ class _Connection(asyncio.Protocol):
         self._headers_done = False
         self._encoding = b""
 
-    def _settle(self, reply: HttpReply) -> None:
+    def _detach(self) -> asyncio.Future[HttpReply] | None:
+        """End the exchange: its waiter (to settle), no timer."""
         waiter = self._waiter
         self._waiter = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        return waiter
+
+    def _settle(self, reply: HttpReply) -> None:
+        waiter = self._detach()
         self.exchanges += 1
         if waiter is not None and not waiter.done():
             waiter.set_result(reply)
 
     def _fail(self, exc: BaseException) -> None:
         """End the exchange with ``exc``; the connection is not reused."""
-        waiter = self._waiter
-        self._waiter = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        waiter = self._detach()
         self.close()
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)

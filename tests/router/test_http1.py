@@ -63,6 +63,17 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
+async def each_request(reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> AsyncIterator[bytes]:
+    """The body of each request on one connection, until the client closes it."""
+    while True:
+        try:
+            yield await read_request(reader)
+        except asyncio.IncompleteReadError:
+            writer.close()
+            return
+
+
 def echo_app() -> tuple[web.Application, list[int]]:
     """Echoes the body; records the client port of each request (one port = one connection)."""
     ports: list[int] = []
@@ -302,12 +313,7 @@ async def test_an_unrequested_second_answer_retires_the_connection() -> None:
     async def twice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while True:
-            try:
-                body = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                writer.close()
-                return
+        async for body in each_request(reader, writer):
             writer.write(answer(body) + answer(b"unrequested"))  # one request, two answers
             await writer.drain()
 
@@ -411,12 +417,7 @@ def test_one_client_across_event_loops() -> None:
     is dropped, not written to."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                body = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                writer.close()
-                return
+        async for body in each_request(reader, writer):
             writer.write(answer(body))
             await writer.drain()
 
