@@ -6,12 +6,14 @@ own tests; these tests need a decision that is obvious from the config alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from router.config import Settings, settings_from_mapping
@@ -120,3 +122,19 @@ def standard_models() -> list[dict[str, Any]]:
         scripted("gamma", "c", PARIS,
                  rules=[{"contains": "Answer to review", "answers": {"AGREE": 1.0}}]),
     ]
+
+
+async def call(running: Running, method: str, path: str, body: Any = None,
+               headers: dict[str, str] | None = None, *, raw: bytes | None = None
+               ) -> tuple[int, Any]:
+    """One request to the running service: ``body`` as JSON (or ``raw`` bytes as they are);
+    the status and the JSON answer (or its text, when it is not JSON)."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    async with aiohttp.ClientSession() as http, http.request(
+            method, running.url + path, data=data,
+            headers={"Content-Type": "application/json", **(headers or {})}) as response:
+        text = await response.text()
+        try:
+            return response.status, json.loads(text)
+        except ValueError:
+            return response.status, text

@@ -15,6 +15,7 @@ from tests.e2e.harness import (
     CAPITAL,
     PARIS,
     Running,
+    call,
     make_settings,
     remote,
     scripted,
@@ -23,13 +24,6 @@ from tests.e2e.harness import (
 )
 
 ASK = [{"role": "user", "content": CAPITAL}]
-
-
-async def call(running: Running, method: str, path: str, body: Any = None,
-               headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http, http.request(
-            method, running.url + path, json=body, headers=headers) as response:
-        return response.status, await response.json()
 
 
 async def test_route_decides_without_calling_models(service: Running) -> None:

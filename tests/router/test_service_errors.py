@@ -20,6 +20,7 @@ from router.service import create_app
 from tests.e2e.harness import (
     CAPITAL,
     Running,
+    call,
     make_settings,
     remote,
     scripted,
@@ -36,21 +37,6 @@ CHAT = "/v1/chat/completions"
 async def service(tmp_path: Path) -> AsyncIterator[Running]:
     async with serve(make_settings(tmp_path, standard_models(), max_body_bytes=2048)) as running:
         yield running
-
-
-async def call(running: Running, method: str, path: str, *, body: Any = None, raw: bytes | None
-               = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as http:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None
-                                            else None)
-        async with http.request(method, running.url + path, data=data,
-                                headers={"Content-Type": "application/json",
-                                         **(headers or {})}) as response:
-            text = await response.text()
-            try:
-                return response.status, json.loads(text)
-            except ValueError:
-                return response.status, text
 
 
 def envelope(payload: Any) -> dict[str, Any]:
