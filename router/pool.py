@@ -1,8 +1,8 @@
 """The pool: the configured models, their backends, concurrency limits and health.
 
-One :class:`Pool` per process owns the shared HTTP clients (aiohttp's ``ClientSession`` for
-streams and checks, :class:`~router.backends.http1.Http1Client` for whole JSON POSTs) and every
-backend.
+One :class:`Pool` per process owns the shared HTTP clients
+(:class:`~router.backends.http1.Http1Client` for the OpenAI backend, an aiohttp
+``ClientSession`` for plugin backends) and every backend.
 Calls go through :meth:`Pool.sample` / :meth:`Pool.stream`, which apply the model's decoding
 overrides and its ``max_concurrency`` limit.
 """

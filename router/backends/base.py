@@ -64,8 +64,9 @@ class BackendContext:
 
     data_dir: Path
     http: aiohttp.ClientSession | None = None
+    """An aiohttp session for backends registered by plugins (the built-in ones use ``http1``)."""
     http1: Http1Client | None = None
-    """The keep-alive client of whole JSON POSTs (see :mod:`router.backends.http1`)."""
+    """The keep-alive HTTP/1.1 client of the OpenAI backend (:mod:`router.backends.http1`)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -35,14 +35,21 @@ import asyncio
 import collections
 import ssl
 import zlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httptools
 from yarl import URL
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """A response body larger than this is an error, not a memory exhaustion."""
+MAX_LINE_BYTES = 1024 * 1024
+"""The longest line :meth:`HttpStream.lines` accepts (a server-sent event's ``data:`` line)."""
+STREAM_HIGH_WATER = 1024 * 1024
+"""Bytes of a streamed body buffered for its reader before the connection stops reading."""
+STREAM_LOW_WATER = 256 * 1024
+"""…and starts again when the reader has brought the buffer below this."""
 MAX_IDLE_PER_ORIGIN = 256
 """Idle connections kept per origin; more are closed when released."""
 KEEPALIVE_S = 15.0
@@ -146,16 +153,35 @@ class Http1Client:
                    timeouts: HttpTimeouts) -> HttpReply:
         """``POST`` ``body`` with ``headers`` (from :func:`encode_headers`; ``Host`` and
         ``Content-Length`` are added) and return the whole response, whatever its status."""
+        reply = await self._exchange(b"POST", endpoint, headers, body, timeouts, stream=False)
+        assert isinstance(reply, HttpReply)
+        return reply
+
+    async def open(self, method: str, endpoint: Endpoint, headers: bytes, body: bytes | None,
+                   timeouts: HttpTimeouts) -> HttpStream:
+        """Send a request and return once the response's head has arrived, whatever its status;
+        its body is read from the :class:`HttpStream` as it comes (server-sent events). The
+        caller must :meth:`HttpStream.close` it (a stream closed before its end closes its
+        connection). ``read`` and ``total`` bound the body as well."""
+        stream = await self._exchange(method.encode("ascii"), endpoint, headers, body, timeouts,
+                                      stream=True)
+        assert isinstance(stream, HttpStream)
+        return stream
+
+    async def _exchange(self, method: bytes, endpoint: Endpoint, headers: bytes,
+                        body: bytes | None, timeouts: HttpTimeouts, *,
+                        stream: bool) -> HttpReply | HttpStream:
         origin = self._origin(endpoint)
-        head = b"POST %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n" % (
-            endpoint.target, endpoint.host_header, headers, len(body))
+        length = b"" if body is None else b"Content-Length: %d\r\n" % len(body)
+        data = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n%s" % (
+            method, endpoint.target, endpoint.host_header, headers, length, body or b"")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeouts.total
         for _ in range(2):
             connection = await origin.acquire(loop, min(timeouts.connect, timeouts.total))
             reused = connection.exchanges > 0
             try:
-                return await connection.exchange(head + body, timeouts.read, deadline)
+                return await connection.exchange(data, timeouts.read, deadline, stream=stream)
             except _StaleConnection:
                 if not reused:
                     raise ConnectionError(
@@ -232,19 +258,147 @@ class _Origin:
         self.idle.clear()
 
 
+class HttpStream:
+    """A response read as it arrives: status and headers at once, the body in chunks.
+
+    The body is buffered between the connection and the reader; past
+    :data:`STREAM_HIGH_WATER` bytes the connection stops reading until the reader catches up.
+    """
+
+    def __init__(self, connection: _Connection, status: int, reason: str,
+                 raw_headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self._connection: _Connection | None = connection
+        self.status = status
+        self.reason = reason
+        self.raw_headers = raw_headers
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._ended = False
+        self._error: BaseException | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Header names lower-cased; a repeated header keeps its last value."""
+        return HttpReply(self.status, self.reason, self.raw_headers, b"").headers
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the body received and not yet read."""
+        return self._buffered
+
+    @property
+    def content_type(self) -> str:
+        """The media type, lower-cased, without parameters (``""`` when there is none)."""
+        for name, value in self.raw_headers:
+            if name.lower() == b"content-type":
+                return value.decode("latin-1").partition(";")[0].strip().lower()
+        return ""
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's pieces as they arrive (decoded); an error of the exchange is raised."""
+        while True:
+            chunk = await self._next()
+            if chunk is None:
+                return
+            yield chunk
+
+    async def lines(self, max_line: int = MAX_LINE_BYTES) -> AsyncIterator[bytes]:
+        """The body split after each ``\\n`` (kept); a line longer than ``max_line`` is an
+        :class:`HttpProtocolError`."""
+        pending = b""
+        async for chunk in self.chunks():
+            pending += chunk
+            start = 0
+            while (end := pending.find(b"\n", start)) >= 0:
+                yield pending[start:end + 1]
+                start = end + 1
+            pending = pending[start:]
+            if len(pending) > max_line:
+                raise HttpProtocolError(f"a line of the response is longer than {max_line} bytes")
+        if pending:
+            yield pending
+
+    async def read(self) -> bytes:
+        """The rest of the body, whole."""
+        parts = []
+        size = 0
+        async for chunk in self.chunks():
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise HttpProtocolError(f"the response is larger than {MAX_RESPONSE_BYTES} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        """Done with the stream: a connection still receiving its body is closed."""
+        connection, self._connection = self._connection, None
+        if connection is not None and not self._ended:
+            connection.abandon()
+        self._chunks.clear()
+
+    async def _next(self) -> bytes | None:
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return None
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._buffered < STREAM_LOW_WATER and self._connection is not None:
+            self._connection.resume()
+        return chunk
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def feed(self, chunk: bytes) -> None:
+        if chunk:
+            self._chunks.append(chunk)
+            self._buffered += len(chunk)
+            if self._buffered > STREAM_HIGH_WATER and self._connection is not None:
+                self._connection.pause()
+            self._wake()
+
+    def end(self) -> None:
+        self._ended = True
+        self._connection = None  # the connection has moved on: nothing to pause or close
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._connection = None
+        self._wake()
+
+
 class _Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection; at most one exchange at a time."""
+    """One TCP (or TLS) connection; at most one exchange at a time.
+
+    An exchange is whole (:class:`HttpReply` once the body is complete) or streamed
+    (:class:`HttpStream` once the head is complete, then fed its body); it is active from the
+    request's write until its response ends or fails, and its one timer runs all that time.
+    """
 
     def __init__(self, origin: _Origin) -> None:
         self._origin = origin
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[HttpReply] | None = None
+        self._active = False
+        self._streaming = False
+        self._waiter: asyncio.Future[HttpReply | HttpStream] | None = None
+        self._stream: HttpStream | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._read_timeout = 0.0
         self._deadline = 0.0
         self._last_data = 0.0
+        self._paused = False
         self._received = False  # any byte of the current answer
         self._status_line = bytearray()
         self._headers: list[tuple[bytes, bytes]] = []
@@ -252,17 +406,19 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._framed = False  # Content-Length or chunked (else: the body ends at close)
         self._headers_done = False
-        self._encoding = b""
+        self._decoder: _Decoder | None = None
         self.exchanges = 0
         self.idle_since = 0.0
         self.closed = False
 
     # -- the exchange --------------------------------------------------------------------------
 
-    def exchange(self, data: bytes, read_timeout: float,
-                 deadline: float) -> asyncio.Future[HttpReply]:
-        assert self._transport is not None and self._waiter is None
+    def exchange(self, data: bytes, read_timeout: float, deadline: float, *,
+                 stream: bool) -> asyncio.Future[HttpReply | HttpStream]:
+        assert self._transport is not None and not self._active
         waiter = self._waiter = self.loop.create_future()
+        self._active = True
+        self._streaming = stream
         self._read_timeout = read_timeout
         self._deadline = deadline
         now = self._last_data = self.loop.time()
@@ -272,9 +428,11 @@ class _Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._waiter is None:
+        if not self._active:
             return
         now = self.loop.time()
+        if self._paused:  # the reader is behind, not the server: silence is ours
+            self._last_data = now
         if now >= self._deadline:
             self._fail(TimeoutError(f"no complete answer from {self._origin.authority} within "
                                     "timeouts.total"))
@@ -285,21 +443,20 @@ class _Connection(asyncio.Protocol):
             self._timer = self.loop.call_at(
                 min(self._deadline, self._last_data + self._read_timeout), self._on_timer)
 
-    def _finish(self) -> HttpReply | None:
+    def _head(self) -> tuple[int, str, tuple[tuple[bytes, bytes], ...]]:
+        return (self._parser.get_status_code(), self._status_line.decode("latin-1").strip(),
+                tuple(self._headers))
+
+    def _finish_whole(self) -> HttpReply | None:
         """The current answer as a reply (or ``None`` after failing the exchange)."""
         body = b"".join(self._body)
-        if self._encoding:
+        if self._decoder is not None:
             try:
-                body = _decoded(body, self._encoding)
-            except (zlib.error, HttpProtocolError) as exc:
-                self._fail(HttpProtocolError(f"undecodable {self._encoding.decode('latin-1')} "
-                                             f"body from {self._origin.authority}: {exc}"))
+                body = self._decoder.decode(body, final=True)
+            except HttpProtocolError as exc:
+                self._fail(exc)
                 return None
-        reply = HttpReply(self._parser.get_status_code(),
-                          self._status_line.decode("latin-1").strip(), tuple(self._headers),
-                          body)
-        self._reset()
-        return reply
+        return HttpReply(*self._head(), body)
 
     def _reset(self) -> None:
         self._received = False
@@ -309,29 +466,60 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._framed = False
         self._headers_done = False
-        self._encoding = b""
+        self._decoder = None
 
-    def _detach(self) -> asyncio.Future[HttpReply] | None:
-        """End the exchange: its waiter (to settle), no timer."""
-        waiter = self._waiter
-        self._waiter = None
+    def _detach(self) -> tuple[asyncio.Future[HttpReply | HttpStream] | None, HttpStream | None]:
+        """End the exchange: its waiter and stream (to settle), no timer."""
+        waiter, stream = self._waiter, self._stream
+        self._waiter = self._stream = None
+        self._active = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        return waiter
+        return waiter, stream
 
-    def _settle(self, reply: HttpReply) -> None:
-        waiter = self._detach()
+    def _complete(self, reply: HttpReply | None) -> None:
+        """The response ended: settle the exchange, then reuse or close the connection."""
+        keep_alive = self._parser.should_keep_alive()
+        waiter, stream = self._detach()
+        self._reset()
         self.exchanges += 1
-        if waiter is not None and not waiter.done():
+        if waiter is not None and reply is not None and not waiter.done():
             waiter.set_result(reply)
+        if stream is not None:
+            stream.end()
+        if self._paused:
+            self.resume()
+        if keep_alive and not self.closed:
+            self._origin.release(self)
+        else:
+            self.close()
 
     def _fail(self, exc: BaseException) -> None:
         """End the exchange with ``exc``; the connection is not reused."""
-        waiter = self._detach()
+        waiter, stream = self._detach()
         self.close()
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+        if stream is not None:
+            stream.fail(exc)
+
+    def abandon(self) -> None:
+        """The reader left a stream before its end: the rest of the body is not wanted."""
+        if self._active:
+            self._detach()
+            self.close()
+
+    def pause(self) -> None:
+        if not self._paused and self._transport is not None and not self.closed:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused and self._transport is not None and not self.closed:
+            self._paused = False
+            self._last_data = self.loop.time()
+            self._transport.resume_reading()
 
     def close(self) -> None:
         self.closed = True
@@ -350,7 +538,7 @@ class _Connection(asyncio.Protocol):
         self._origin.live.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # bytes nobody asked for: the connection cannot be trusted
+        if not self._active:  # bytes nobody asked for: the connection cannot be trusted
             self.close()
             return
         self._last_data = self.loop.time()
@@ -358,7 +546,7 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            if self._waiter is None:  # raised after this exchange ended (on_message_begin)
+            if not self._active:  # raised after this exchange ended (on_message_begin)
                 self.close()
                 return
             cause = exc.__context__  # what a callback below raised, if one did
@@ -372,12 +560,16 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._origin.live.discard(self)
-        if self._waiter is None:
+        if not self._active:
             return
         if self._headers_done and not self._framed:  # a body that ends when the server closes
-            reply = self._finish()
-            if reply is not None:
-                self._settle(reply)
+            if self._streaming:
+                if self._flush_decoder():
+                    self._complete(None)
+            else:
+                reply = self._finish_whole()
+                if reply is not None:
+                    self._complete(reply)
             return
         authority = self._origin.authority
         if not self._received:
@@ -389,10 +581,20 @@ class _Connection(asyncio.Protocol):
             self._fail(HttpProtocolError(f"truncated response: {authority} closed the "
                                          "connection in the middle of the headers"))
 
+    def _flush_decoder(self) -> bool:
+        """A streamed body's last decoded bytes; ``False`` after failing the exchange."""
+        if self._decoder is not None and self._stream is not None:
+            try:
+                self._stream.feed(self._decoder.decode(b"", final=True))
+            except HttpProtocolError as exc:
+                self._fail(exc)
+                return False
+        return True
+
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self._waiter is None:  # a second answer to one request: the stream is out of step
+        if not self._active:  # a second answer to one request: the stream is out of step
             self.close()
             raise HttpProtocolError(f"{self._origin.authority} sent an unrequested response")
 
@@ -408,18 +610,32 @@ class _Connection(asyncio.Protocol):
             lowered = name.lower()
             if lowered == b"content-length":
                 self._framed = True
-                if int(value) > MAX_RESPONSE_BYTES:
+                if not self._streaming and int(value) > MAX_RESPONSE_BYTES:
                     raise HttpProtocolError(self._too_large())
             elif lowered == b"transfer-encoding":
                 self._framed = True
             elif lowered == b"content-encoding":
                 encoding = value.strip().lower()
-                self._encoding = b"" if encoding == b"identity" else encoding
+                self._decoder = None if encoding == b"identity" else _Decoder(
+                    encoding, self._origin.authority)
         if self._parser.should_upgrade():
             raise HttpProtocolError(f"{self._origin.authority} answered with a protocol upgrade")
+        status = self._parser.get_status_code()
+        if self._streaming and not 100 <= status < 200:
+            waiter = self._waiter
+            self._waiter = None
+            self._stream = HttpStream(self, *self._head())
+            if waiter is not None and not waiter.done():
+                waiter.set_result(self._stream)
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
+        stream = self._stream
+        if stream is not None:
+            stream.feed(self._decoder.decode(body) if self._decoder is not None else body)
+            return
+        if self._streaming:  # the reader has gone: nothing to keep
+            return
         if self._size > MAX_RESPONSE_BYTES:
             raise HttpProtocolError(self._too_large())
         self._body.append(body)
@@ -428,29 +644,50 @@ class _Connection(asyncio.Protocol):
         if 100 <= self._parser.get_status_code() < 200:  # interim (100 Continue, 103): skip
             self._reset()
             return
-        keep_alive = self._parser.should_keep_alive()
-        reply = self._finish()
-        if reply is None:
+        if self._streaming:
+            if self._flush_decoder():
+                self._complete(None)
             return
-        self._settle(reply)
-        if keep_alive and not self.closed:
-            self._origin.release(self)
-        else:
-            self.close()
+        reply = self._finish_whole()
+        if reply is not None:
+            self._complete(reply)
 
     def _too_large(self) -> str:
         return (f"the response from {self._origin.authority} is larger than "
                 f"{MAX_RESPONSE_BYTES} bytes")
 
 
-def _decoded(body: bytes, encoding: bytes) -> bytes:
-    if encoding in (b"gzip", b"x-gzip"):
-        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    elif encoding == b"deflate":  # zlib-wrapped, as the RFC says; raw deflate as servers send
-        decoder = zlib.decompressobj(zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS)
-    else:
-        raise HttpProtocolError(f"unsupported Content-Encoding {encoding.decode('latin-1')!r}")
-    out = decoder.decompress(body, MAX_RESPONSE_BYTES + 1)
-    if len(out) > MAX_RESPONSE_BYTES:
-        raise HttpProtocolError(f"the decoded body is larger than {MAX_RESPONSE_BYTES} bytes")
-    return out
+class _Decoder:
+    """``gzip`` or ``deflate`` (zlib-wrapped, as the RFC says, or raw, as servers send),
+    decoded incrementally."""
+
+    def __init__(self, encoding: bytes, authority: str) -> None:
+        if encoding not in (b"gzip", b"x-gzip", b"deflate"):
+            raise HttpProtocolError(
+                f"unsupported Content-Encoding {encoding.decode('latin-1')!r} from {authority}")
+        self._encoding = encoding
+        self._authority = authority
+        self._zlib: Any = None
+        self._size = 0
+
+    def decode(self, data: bytes, *, final: bool = False) -> bytes:
+        if self._zlib is None:
+            if not data and not final:
+                return b""
+            if self._encoding == b"deflate":
+                bits = zlib.MAX_WBITS if data[:1] == b"\x78" else -zlib.MAX_WBITS
+            else:
+                bits = 16 + zlib.MAX_WBITS
+            self._zlib = zlib.decompressobj(bits)
+        try:
+            out: bytes = self._zlib.decompress(data, MAX_RESPONSE_BYTES + 1 - self._size)
+            if final:
+                out += self._zlib.flush()
+        except zlib.error as exc:
+            raise HttpProtocolError(f"undecodable {self._encoding.decode('latin-1')} body from "
+                                    f"{self._authority}: {exc}") from None
+        self._size += len(out)
+        if self._size > MAX_RESPONSE_BYTES or self._zlib.unconsumed_tail:
+            raise HttpProtocolError(f"the decoded body from {self._authority} is larger than "
+                                    f"{MAX_RESPONSE_BYTES} bytes")
+        return out

@@ -1,8 +1,9 @@
 """The backend for any OpenAI-compatible HTTP endpoint (vLLM, llama.cpp server, Ollama, OpenAI).
 
-A call goes ``sample → _collect (until n samples) → _complete (one POST) → _open (retries,
-status errors) → _translating (aiohttp errors → router.errors)``. Every aiohttp or JSON error is
-translated at this boundary, so callers only ever see the :mod:`router.errors` tree::
+A call goes ``sample → _complete (one POST, read whole) → _post`` or ``stream → _open (the
+response read as it comes)``, both through ``_retrying`` (status errors, retries of transient
+failures, translation). Every transport or JSON error is translated at this boundary, so
+callers only ever see the :mod:`router.errors` tree::
 
     429                              UpstreamRateLimitError(retry_after)
     other 4xx / 5xx                  UpstreamError(status, body, upstream message)
@@ -10,9 +11,10 @@ translated at this boundary, so callers only ever see the :mod:`router.errors` t
     refused, reset, DNS              UpstreamConnectionError
     bad JSON, truncated, no choices  UpstreamProtocolError
 
-All backends of a process share the one ``aiohttp.ClientSession`` of the
-:class:`~router.backends.base.BackendContext`; a backend built without one creates its own and
-closes it in :meth:`OpenAIBackend.aclose`.
+HTTP goes through :class:`~router.backends.http1.Http1Client` (keep-alive HTTP/1.1 on
+``httptools``; three times cheaper per call than aiohttp's session, ``benchmarks/README.md``).
+All backends of a process share the one of the :class:`~router.backends.base.BackendContext`; a
+backend built without one creates its own and closes it in :meth:`OpenAIBackend.aclose`.
 """
 
 from __future__ import annotations
@@ -20,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -38,6 +39,7 @@ from router.backends.http1 import (
     Endpoint,
     Http1Client,
     HttpProtocolError,
+    HttpStream,
     HttpTimeouts,
     encode_headers,
 )
@@ -57,11 +59,14 @@ if TYPE_CHECKING:
 MAX_TOP_LOGPROBS = 20
 """The most alternatives the OpenAI API returns per token."""
 
+T = TypeVar("T")
 _BACKOFF_S = 0.5
 _BACKOFF_CAP_S = 8.0
 _CHECK_TIMEOUT_S = 10.0
-_JSON_POST_HEADERS = {"Content-Type": "application/json", "Accept": "application/json",
-                      "Accept-Encoding": "gzip, deflate", "User-Agent": f"diffroute/{__version__}"}
+_GET_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate",
+                "User-Agent": f"diffroute/{__version__}"}
+_JSON_POST_HEADERS = {**_GET_HEADERS, "Content-Type": "application/json",
+                      "Accept": "application/json, text/event-stream"}
 
 
 class OpenAIParams(BackendParams):
@@ -340,28 +345,24 @@ def _parse_chunk(model: str, data: str) -> _Chunk:
 
 
 def _translated(model: str, exc: BaseException) -> UpstreamError | None:
-    """The :mod:`router.errors` form of an aiohttp, timeout or decoding error (order
+    """The :mod:`router.errors` form of a transport, timeout or decoding error (order
     matters); ``None`` for anything else."""
     if isinstance(exc, UpstreamError):
         return exc
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeoutError(model, f"timed out ({exc or type(exc).__name__})")
     if isinstance(exc, HttpProtocolError):
         return UpstreamProtocolError(model, str(exc))
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamProtocolError(model, f"truncated response: {exc}")
-    if isinstance(exc, aiohttp.ClientConnectionError | ConnectionError):
+    if isinstance(exc, ConnectionError):
         return UpstreamConnectionError(model, f"connection failed: {exc}")
-    if isinstance(exc, aiohttp.ClientError):
-        return UpstreamError(model, f"request failed: {exc}")
-    if isinstance(exc, ValueError | ValidationError):  # undecodable UTF-8, long SSE lines
+    if isinstance(exc, ValueError | ValidationError):  # undecodable UTF-8
         return UpstreamProtocolError(model, f"malformed response: {exc}")
     return None
 
 
 @contextmanager
 def _translating(model: str) -> Iterator[None]:
-    """Turn aiohttp, timeout and decoding errors into :mod:`router.errors`."""
+    """Turn transport, timeout and decoding errors into :mod:`router.errors`."""
     try:
         yield
     except Exception as exc:
@@ -374,7 +375,7 @@ def _translating(model: str) -> Iterator[None]:
 # --- SSE -----------------------------------------------------------------------------------------
 
 
-async def _sse_events(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+async def _sse_events(content: AsyncIterator[bytes]) -> AsyncIterator[str]:
     """The ``data`` of each server-sent event; multi-line data is joined with newlines."""
     data: list[str] = []
     async for raw in content:
@@ -404,16 +405,11 @@ class OpenAIBackend:
     """The backend for ``kind: openai``."""
 
     def __init__(self, name: str, params: OpenAIParams, model: ModelConfig,
-                 http: aiohttp.ClientSession | None = None,
                  http1: Http1Client | None = None) -> None:
         self._name = name
         self.params = params
         self._config = model
-        self._http = http
-        self._owns_http = http is None
         t = model.timeouts
-        self._timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect,
-                                              sock_read=t.read)
         self._http1 = http1
         self._owns_http1 = http1 is None
         self._http1_timeouts = HttpTimeouts(connect=t.connect, read=t.read, total=t.total)
@@ -421,7 +417,7 @@ class OpenAIBackend:
         # without a key (read from the environment at each call) a JSON POST's headers never
         # change: encoded once
         self._json_head = None if params.api_key is not None else self._encoded(
-            dict(params.headers))
+            dict(params.headers), _JSON_POST_HEADERS)
 
     @property
     def name(self) -> str:
@@ -431,12 +427,6 @@ class OpenAIBackend:
         return self.params.identity()
 
     # -- wiring ----------------------------------------------------------------------------
-
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is None or (self._owns_http and self._http.closed):
-            self._http = aiohttp.ClientSession()
-            self._owns_http = True
-        return self._http
 
     def _client(self) -> Http1Client:
         if self._http1 is None or (self._owns_http1 and self._http1.closed):
@@ -502,60 +492,18 @@ class OpenAIBackend:
         # a server asking us to wait longer than a whole call may take is not worth waiting for
         return wait if wait <= self._config.timeouts.total else None
 
-    @asynccontextmanager
-    async def _open(self, method: str, path: str,
-                    body: dict[str, Any] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A successful (2xx) response; failures are typed errors, retried when transient."""
-        url = self.params.base_url + path
-        headers = self._headers()
-        data = None
-        if body is not None:  # orjson: several times cheaper than aiohttp's json= (stdlib)
-            data = orjson.dumps(body)
-            headers["Content-Type"] = "application/json"
-        for attempt in range(self.params.max_retries + 1):
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` until it succeeds or fails for good: transient failures (429, 5xx,
+        timeouts, connection errors) are tried again, and every failure leaves as a typed
+        :mod:`router.errors` error."""
+        for number in range(self.params.max_retries + 1):
             try:
-                with _translating(self._name):
-                    response = await self._session().request(
-                        method, url, data=data, headers=headers, timeout=self._timeout)
-                    if response.status >= 400:
-                        async with response:
-                            text = await response.text(errors="replace")
-                        raise _status_error(self._name, response.status,
-                                            response.reason or "", text, response.headers)
-            except UpstreamError as error:
-                wait = self._delay_before_retry(error, attempt)
-                if wait is None:
-                    raise
-                await asyncio.sleep(wait)
-                continue
-            async with response:
-                with _translating(self._name):
-                    yield response
-            return
-
-    async def _post(self, path: str, body: dict[str, Any]) -> tuple[bytes, int]:
-        """One JSON POST read whole: (body, status) of a 2xx; the same errors and retries as
-        :meth:`_open`. Every plain and paired call takes this path, through the keep-alive
-        client of :mod:`router.backends.http1` (aiohttp's session costs three times the CPU)."""
-        endpoint = self._endpoints.get(path)
-        if endpoint is None:
-            endpoint = self._endpoints[path] = Endpoint.parse(self.params.base_url + path)
-        head = self._json_head
-        if head is None:  # a key read from the environment: at each call, as for streams
-            head = self._encoded(self._headers())
-        data = orjson.dumps(body)
-        for attempt in range(self.params.max_retries + 1):
-            try:
-                reply = await self._client().post(endpoint, head, data, self._http1_timeouts)
-                if reply.status < 400:
-                    return reply.body, reply.status
-                raise _status_error(self._name, reply.status, reply.reason,
-                                    reply.body.decode("utf-8", "replace"), reply.headers)
+                return await attempt()
             except Exception as exc:
                 error = _translated(self._name, exc)
                 if error is None:
                     raise
-                wait = self._delay_before_retry(error, attempt)
+                wait = self._delay_before_retry(error, number)
                 if wait is None:
                     if error is exc:
                         raise
@@ -563,11 +511,63 @@ class OpenAIBackend:
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _encoded(self, headers: dict[str, str]) -> bytes:
-        given = {name.lower() for name in headers}
-        defaults = {k: v for k, v in _JSON_POST_HEADERS.items() if k.lower() not in given}
+    def _endpoint(self, path: str) -> Endpoint:
+        endpoint = self._endpoints.get(path)
+        if endpoint is None:
+            endpoint = self._endpoints[path] = Endpoint.parse(self.params.base_url + path)
+        return endpoint
+
+    def _head(self, json_body: bool) -> bytes:
+        if json_body and self._json_head is not None:
+            return self._json_head
+        # a key read from the environment: at each call
+        return self._encoded(self._headers(), _JSON_POST_HEADERS if json_body else _GET_HEADERS)
+
+    async def _post(self, path: str, body: dict[str, Any]) -> tuple[bytes, int]:
+        """One JSON POST read whole: (body, status) of a 2xx. Every plain and paired call takes
+        this path."""
+        endpoint, head, data = self._endpoint(path), self._head(True), orjson.dumps(body)
+
+        async def attempt() -> tuple[bytes, int]:
+            reply = await self._client().post(endpoint, head, data, self._http1_timeouts)
+            if reply.status < 400:
+                return reply.body, reply.status
+            raise _status_error(self._name, reply.status, reply.reason,
+                                reply.body.decode("utf-8", "replace"), reply.headers)
+
+        return await self._retrying(attempt)
+
+    @asynccontextmanager
+    async def _open(self, method: str, path: str,
+                    body: dict[str, Any] | None = None) -> AsyncIterator[HttpStream]:
+        """A 2xx response whose body is read as it comes (streams); closed on exit."""
+        endpoint, head = self._endpoint(path), self._head(body is not None)
+        data = None if body is None else orjson.dumps(body)
+
+        async def attempt() -> HttpStream:
+            response = await self._client().open(method, endpoint, head, data,
+                                                 self._http1_timeouts)
+            if response.status < 400:
+                return response
+            try:
+                raw = await response.read()
+            finally:
+                response.close()
+            raise _status_error(self._name, response.status, response.reason,
+                                raw.decode("utf-8", "replace"), response.headers)
+
+        response = await self._retrying(attempt)
         try:
-            return encode_headers({**defaults, **headers})
+            with _translating(self._name):
+                yield response
+        finally:
+            response.close()
+
+    def _encoded(self, headers: dict[str, str], defaults: dict[str, str]) -> bytes:
+        given = {name.lower() for name in headers}
+        kept = {k: v for k, v in defaults.items() if k.lower() not in given}
+        try:
+            return encode_headers({**kept, **headers})
         except ValueError as exc:
             raise ModelUnavailableError(self._name, str(exc)) from None
 
@@ -605,7 +605,7 @@ class OpenAIBackend:
                 yield completion_chunk(completion_object(self._name, raw, response.status))
                 return
             finished = False
-            async for data in _sse_events(response.content):
+            async for data in _sse_events(response.lines()):
                 if data.strip() == "[DONE]":
                     return
                 chunk = _chunk_object(self._name, data)
@@ -653,10 +653,10 @@ class OpenAIBackend:
                 for delta in _whole(_parse_completion(self._name, raw, response.status)):
                     yield delta
                 return
-            async for delta in self._deltas(response.content):
+            async for delta in self._deltas(response.lines()):
                 yield delta
 
-    async def _deltas(self, content: aiohttp.StreamReader) -> AsyncIterator[StreamDelta]:
+    async def _deltas(self, content: AsyncIterator[bytes]) -> AsyncIterator[StreamDelta]:
         finish: str | None = None
         usage: Usage | None = None
         async for data in _sse_events(content):
@@ -700,10 +700,7 @@ class OpenAIBackend:
         return f"'{self.params.model}' not listed by the server"
 
     async def aclose(self) -> None:
-        """Close the HTTP session if this backend created it; a shared one is the app's."""
-        if self._owns_http and self._http is not None and not self._http.closed:
-            await self._http.close()
-        self._http = None
+        """Close the HTTP client if this backend created it; a shared one is the pool's."""
         if self._owns_http1 and self._http1 is not None:
             await self._http1.aclose()
         self._http1 = None
@@ -714,4 +711,4 @@ def create(model: ModelConfig, context: BackendContext) -> OpenAIBackend:
     params = model.backend
     if not isinstance(params, OpenAIParams):
         raise TypeError(f"model '{model.name}' is not an openai backend")
-    return OpenAIBackend(model.name, params, model, context.http, context.http1)
+    return OpenAIBackend(model.name, params, model, context.http1)

@@ -471,3 +471,133 @@ def test_endpoints_parse_origin_target_and_host(url: str, origin: tuple[str, str
     assert (endpoint.origin, endpoint.target, endpoint.host_header) == (origin, target, host)
     with pytest.raises(ValueError, match="not an http"):
         Endpoint.parse("ftp://example.com/")
+
+
+# --- streamed responses ----------------------------------------------------------------------
+
+
+def sse_app(lines: int = 5, pause: float = 0.0, compress: bool = False) -> tuple[
+        web.Application, list[int]]:
+    """``POST /sse``: ``lines`` events, ``pause`` seconds apart; ``GET /big``: 4 MiB of lines."""
+    ports: list[int] = []
+
+    async def sse(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        ports.append(request.transport.get_extra_info("peername")[1])
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        if compress:
+            response.enable_compression(web.ContentCoding.gzip)
+        await response.prepare(request)
+        for i in range(lines):
+            await response.write(b"data: {\"i\": %d}\n\n" % i)
+            await asyncio.sleep(pause)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def big(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        line = b"x" * 1023 + b"\n"
+        for _ in range(4):
+            await response.write(line * 1024)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/sse", sse)
+    app.router.add_get("/big", big)
+    return app, ports
+
+
+async def test_a_stream_arrives_line_by_line_and_its_connection_is_reused() -> None:
+    for compress in (False, True):
+        app, ports = sse_app(lines=5, pause=0.01, compress=compress)
+        client = Http1Client()
+        async with serve(app) as url:
+            endpoint = Endpoint.parse(url + "/sse")
+            for _ in range(2):
+                stream = await client.open("POST", endpoint, JSON, b"{}", TIMEOUTS)
+                assert (stream.status, stream.content_type) == (200, "text/event-stream")
+                lines = [line async for line in stream.lines()]
+                stream.close()
+                events = [b'data: {"i": %d}\n' % i for i in range(5)] + [b"data: [DONE]\n"]
+                assert lines == [line for event in events for line in (event, b"\n")]
+                assert client.idle_connections(endpoint) == 1
+            assert len(ports) == 2 and ports[0] == ports[1], compress
+        await client.aclose()
+
+
+async def test_a_stream_left_early_closes_its_connection() -> None:
+    app, ports = sse_app(lines=20, pause=0.05)
+    client = Http1Client()
+    async with serve(app) as url:
+        endpoint = Endpoint.parse(url + "/sse")
+        stream = await client.open("POST", endpoint, JSON, b"{}", TIMEOUTS)
+        first = await anext(stream.lines())
+        assert first == b'data: {"i": 0}\n'
+        stream.close()
+        assert client.idle_connections(endpoint) == 0  # the rest would still come: closed
+        stream = await client.open("POST", endpoint, JSON, b"{}", TIMEOUTS)
+        assert (await stream.read()).endswith(b"data: [DONE]\n\n")
+        stream.close()
+        assert len(set(ports)) == 2
+    await client.aclose()
+
+
+async def test_a_slow_reader_pauses_the_connection_without_a_read_timeout() -> None:
+    """4 MiB sent at once to a reader that waits longer than the read timeout between reads:
+    the connection stops reading past the high-water mark, and that silence is not the
+    server's."""
+    app, _ports = sse_app()
+    client = Http1Client()
+    async with serve(app) as url:
+        endpoint = Endpoint.parse(url + "/big")
+        stream = await client.open("GET", endpoint, b"", None, HttpTimeouts(2, read=0.3, total=10))
+        received, reads, peak = 0, 0, 0
+        async for chunk in stream.chunks():
+            received += len(chunk)
+            reads += 1
+            if reads <= 3:
+                await asyncio.sleep(0.4)  # longer than the read timeout, three times
+                peak = max(peak, stream.buffered)
+        stream.close()
+        assert received == 4 * 1024 * 1024
+        assert http1.STREAM_HIGH_WATER <= peak <= http1.STREAM_HIGH_WATER + 512 * 1024
+        assert client.idle_connections(endpoint) == 1
+    await client.aclose()
+
+
+async def test_stream_failures_reach_the_reader() -> None:
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        body = await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        if body == b"cut":
+            writer.write(b"f\r\ndata: {\"i\": 0}\n\r\n20\r\ndata: {\"i\"")  # a chunk cut short
+        elif body == b"long":
+            writer.write(b"400\r\n" + b"y" * 1024 + b"\r\n")
+        else:  # "stall": one event, then silence
+            writer.write(b"f\r\ndata: {\"i\": 0}\n\r\n")
+        await writer.drain()
+        if body == b"stall":
+            await asyncio.sleep(1)
+        writer.close()
+
+    client = Http1Client()
+    async with serve_raw(server) as url:
+        endpoint = Endpoint.parse(url + "/")
+        cases: list[tuple[bytes, type[Exception], str, dict[str, int]]] = [
+            (b"cut", HttpProtocolError, "truncated response", {}),
+            (b"stall", TimeoutError, r"timeouts\.read", {}),
+            (b"long", HttpProtocolError, "longer than 100 bytes", {"max_line": 100}),
+        ]
+        for body, error, message, options in cases:
+            stream = await client.open("POST", endpoint, JSON, body,
+                                       HttpTimeouts(2, read=0.3, total=5))
+            with pytest.raises(error, match=message):
+                async for _line in stream.lines(**options):
+                    pass
+            stream.close()
+    await client.aclose()

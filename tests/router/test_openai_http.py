@@ -52,13 +52,12 @@ async def make(tmp_path: Path) -> AsyncIterator[MakeBackend]:
     """Builds backends through the registered factory and closes them after the test."""
     built: list[OpenAIBackend] = []
 
-    def build(base_url: str, timeouts: Timeouts | None = None,
-              http: aiohttp.ClientSession | None = None, **params: Any) -> OpenAIBackend:
+    def build(base_url: str, timeouts: Timeouts | None = None, **params: Any) -> OpenAIBackend:
         params.setdefault("model", "up-model")
         backend_params = OpenAIParams(base_url=base_url, **params)
         model = ModelConfig(name="pool-a", backend=backend_params,
                             timeouts=timeouts or Timeouts())
-        backend = create(model, BackendContext(data_dir=tmp_path, http=http))
+        backend = create(model, BackendContext(data_dir=tmp_path))
         built.append(backend)
         return backend
 
@@ -386,18 +385,9 @@ async def test_the_key_is_sent_as_bearer_and_kept_out_of_identity(
     assert "sk-secret" not in json.dumps(identity) + repr(backend.params)
 
 
-async def test_a_shared_session_is_used_and_left_open(
-        fake: FakeUpstream, make: MakeBackend) -> None:
-    async with aiohttp.ClientSession() as shared:
-        backend = make(fake.base_url, http=shared)
-        await backend.sample(ASK)
-        await backend.aclose()
-        assert not shared.closed
-
-
-async def test_whole_calls_share_one_kept_alive_connection_of_the_given_client(
+async def test_calls_share_one_kept_alive_connection_of_the_given_client(
         fake: FakeUpstream, tmp_path: Path) -> None:
-    """Whole (non-streamed) calls go through the pool's ``Http1Client``: one connection, kept
+    """Calls, whole and streamed, go through the pool's ``Http1Client``: one connection, kept
     alive across calls and backends, left open by the backend's ``aclose``."""
     shared = Http1Client()
     backends = [create(ModelConfig(name=name, backend=OpenAIParams(base_url=fake.base_url,
@@ -407,8 +397,16 @@ async def test_whole_calls_share_one_kept_alive_connection_of_the_given_client(
     for _ in range(3):
         for backend in backends:
             assert (await backend.sample(ASK)).samples[0].text == "B is right"
+            assert "".join(d.text for d in await collect(backend)) == "B is right"
     endpoint = Endpoint.parse(fake.base_url + "/chat/completions")
-    assert len(fake.calls) == 6 and shared.idle_connections(endpoint) == 1
+    assert len(fake.calls) == 12 and shared.idle_connections(endpoint) == 1
+    fake.enqueue(Reply(chunks=[{"choices": [{"delta": {"content": w}}]} for w in "abc"],
+                       chunk_delay=0.2))
+    deltas = backends[0].stream(ASK)  # a stream left before its end: its connection closes
+    assert (await anext(deltas)).text == "a"
+    await deltas.aclose()
+    assert shared.idle_connections(endpoint) == 0
+    assert (await backends[1].sample(ASK)).samples[0].text == "B is right"
     headers = fake.calls[0].headers
     assert headers["User-Agent"].startswith("diffroute/")
     assert headers["Content-Type"] == "application/json"
