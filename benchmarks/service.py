@@ -10,7 +10,9 @@ All in one run, against one fake OpenAI upstream (``tests.fakes.FakeUpstream``, 
 (b) ``POST /v1/route`` throughput against a hello-world aiohttp JSON handler;
 (c) the audit path (``model: audit:alpha``: alpha and beta answer concurrently, the answers are
     compared and recorded) against a minimal two-call proxy (forwards the body to the upstream
-    twice, concurrently, waits for both and returns the first call's bytes).
+    twice, concurrently, waits for both and returns the first call's bytes);
+(d) a streamed plain call (``stream: true``; the fake sends one event per word, then usage and
+    ``[DONE]``) against a minimal streaming proxy (relays the upstream's bytes as they come).
 
 Every server — the upstream, diffroute and each baseline — runs in its own child process, served
 the same way (``aiohttp.web.AppRunner``, default asyncio loop, no aiohttp access log), so the
@@ -70,9 +72,12 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 HELLO_BYTES = json.dumps({"hello": "world"}).encode()
 
 
-def chat_body(model: str) -> bytes:
-    return json.dumps({"model": model, "max_tokens": 16,
-                       "messages": [{"role": "user", "content": QUESTION}]}).encode()
+def chat_body(model: str, *, stream: bool = False) -> bytes:
+    body: dict[str, Any] = {"model": model, "max_tokens": 16,
+                            "messages": [{"role": "user", "content": QUESTION}]}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
 
 
 ROUTE_BODY = json.dumps({"role": "audit", "primary": "alpha", "task": QUESTION}).encode()
@@ -136,6 +141,27 @@ def minimal_proxy(upstream: str) -> web.Application:
     async def handler(request: web.Request) -> web.Response:
         status, payload = await _forward(request.app, upstream + CHAT, await request.read())
         return web.Response(status=status, body=payload, content_type="application/json")
+
+    app = web.Application()
+    app.cleanup_ctx.append(_session_ctx(HTTP))
+    app.router.add_post(CHAT, handler)
+    return app
+
+
+def streaming_proxy(upstream: str) -> web.Application:
+    """Forward the body and relay the upstream's response bytes as they arrive."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        async with request.app[HTTP].post(upstream + CHAT, data=body,
+                                          headers=JSON_HEADERS) as upstream_response:
+            response = web.StreamResponse(status=upstream_response.status, headers={
+                "Content-Type": upstream_response.headers.get("Content-Type", "text/plain")})
+            await response.prepare(request)
+            async for chunk in upstream_response.content.iter_any():
+                await response.write(chunk)
+        await response.write_eof()
+        return response
 
     app = web.Application()
     app.cleanup_ctx.append(_session_ctx(HTTP))
@@ -217,6 +243,7 @@ def run_child(kind: str, upstream: str, latency: float, profile: str | None,
             apps: dict[str, Callable[[], web.Application]] = {
                 "minimal": lambda: minimal_proxy(upstream),
                 "two-call": lambda: two_call_proxy(upstream),
+                "streaming": lambda: streaming_proxy(upstream),
                 "hello": hello_world,
                 "diffroute": lambda: diffroute(upstream, Path(data_dir), policy),
             }
@@ -250,6 +277,7 @@ class Case:
 def cases(high: int, distinct_tasks: bool = False) -> list[Case]:
     """In groups: the subject right after its baselines, so they see the same machine load."""
     plain, audit = chat_body("alpha"), chat_body("audit:alpha")
+    streamed = chat_body("alpha", stream=True)
     distinct = [Case(f"diffroute /v1/route distinct tasks, c={high}", "diffroute", "/v1/route",
                      distinct_route_bodies(), high)] if distinct_tasks else []
     return [
@@ -264,6 +292,8 @@ def cases(high: int, distinct_tasks: bool = False) -> list[Case]:
         *distinct,
         Case(f"two-call proxy, c={high}", "two-call", CHAT, audit, high),
         Case(f"diffroute audit, c={high}", "diffroute", CHAT, audit, high),
+        Case(f"streaming proxy, c={high}", "streaming", CHAT, streamed, high),
+        Case(f"diffroute stream, c={high}", "diffroute", CHAT, streamed, high),
     ]
 
 
@@ -314,7 +344,7 @@ async def start_servers(stack: AsyncExitStack, latency: float, profile: Path | N
     upstream = await stack.enter_async_context(
         spawn_server([*base, "--child", "upstream"], cwd=ROOT))
     servers = {"upstream": upstream}
-    for kind in ("minimal", "two-call", "hello", "diffroute"):
+    for kind in ("minimal", "two-call", "streaming", "hello", "diffroute"):
         argv = [*base, "--child", kind, "--upstream", upstream.url]
         if profile is not None:
             argv += ["--cprofile", str(profile / f"{kind}.prof")]
@@ -398,6 +428,7 @@ def _ratios(f: Mapping[str, Figures], high: int, results: Mapping[str, Sequence[
     proxy = paired(results, f"diffroute plain, c={high}", f"minimal proxy, c={high}")
     route_ratio = paired(results, f"diffroute /v1/route, c={high}", f"hello-world JSON, c={high}")
     audit_ratio = paired(results, f"diffroute audit, c={high}", f"two-call proxy, c={high}")
+    stream_ratio = paired(results, f"diffroute stream, c={high}", f"streaming proxy, c={high}")
     proxy_ok, route_ok = proxy >= 0.9, route_ratio >= 0.5
     rows = [
         ["(a) added latency p50, c=1", f"{plain1.p50_ms - direct1.p50_ms:+.2f} ms",
@@ -411,14 +442,16 @@ def _ratios(f: Mapping[str, Figures], high: int, results: Mapping[str, Sequence[
         [f"(b) /v1/route throughput, c={high}", "", f"{route_ratio:.2f}×",
          f"≥ 0.50× hello: {'met' if route_ok else 'MISSED'}"],
         [f"(c) audit throughput, c={high}", "", f"{audit_ratio:.2f}×", ""],
+        [f"(d) streamed throughput, c={high}", "", f"{stream_ratio:.2f}×", ""],
     ]
     distinct = f"diffroute /v1/route distinct tasks, c={high}"
     if distinct in results:
-        rows.insert(-1, [f"(b) /v1/route distinct tasks, c={high}", "",
+        rows.insert(-2, [f"(b) /v1/route distinct tasks, c={high}", "",
                          f"{paired(results, distinct, f'hello-world JSON, c={high}'):.2f}×",
                          "(no cache hits)"])
     print_table(["diffroute vs", "upstream direct", "baseline", "target"], rows)
-    print("\nbaseline: (a) minimal proxy, (b) hello-world JSON, (c) two-call proxy; "
+    print("\nbaseline: (a) minimal proxy, (b) hello-world JSON, (c) two-call proxy, "
+          "(d) streaming proxy; "
           "throughput vs baseline: median of the rounds' paired ratios")
     return proxy_ok and route_ok
 
