@@ -1,11 +1,11 @@
-"""A keep-alive HTTP/1.1 client for the JSON POSTs that every model call makes.
+"""A keep-alive HTTP/1.1 client for the calls every model call makes.
 
 Every plain call diffroute proxies, and each side of a paired call, is one ``POST`` of a small
-JSON body to an OpenAI-compatible server, answered by one JSON body. aiohttp's
-``ClientSession`` does that with a request object, a response object, a stream reader, a
-payload writer and a timer reset on every read: about three times the CPU of the whole exchange
-here (``benchmarks/README.md``, "the upstream client"), and the plain proxy is that exchange
-plus a little. This client does the one thing:
+JSON body to an OpenAI-compatible server, answered by one JSON body or a stream of server-sent
+events. aiohttp's ``ClientSession`` does that with a request object, a response object, a
+stream reader, a payload writer and a timer reset on every read: about three times the CPU of
+the whole exchange here (``benchmarks/README.md``, "the upstream client"), and the plain proxy
+is that exchange plus a little. This client does the one thing:
 
 * one pool of idle connections per origin (scheme, host, port), reused while the server keeps
   them alive (HTTP/1.1 keep-alive; ``Connection: close`` is honoured) and for at most
@@ -13,20 +13,23 @@ plus a little. This client does the one thing:
 * the request written in one ``transport.write``; the response parsed by ``httptools`` (llhttp,
   the parser of Node.js): a body by ``Content-Length``, chunked, or until the server closes;
   ``gzip``/``deflate`` decoded; 1xx interim responses skipped;
+* the body whole (:meth:`Http1Client.post` → :class:`HttpReply`) or as it arrives
+  (:meth:`Http1Client.open` → :class:`HttpStream`: chunks or lines, the connection paused
+  while the reader is more than :data:`STREAM_HIGH_WATER` bytes behind);
 * TLS through :mod:`ssl` (system trust store unless given a context);
 * three timeouts, as :class:`router.config.Timeouts` defines them: ``connect`` (TCP and TLS
   handshake), ``read`` (the longest silence while a response is awaited or arrives) and
-  ``total`` (the whole exchange). One timer per exchange: arriving data only records the time,
-  and the timer, when it fires, re-arms itself for what is left;
+  ``total`` (the whole exchange, a stream's body included). One timer per exchange: arriving
+  data only records the time, and the timer, when it fires, re-arms itself for what is left;
 * a connection that the server closed while it sat idle (its keep-alive timeout) and that
   fails before a single byte of the answer is retried once on a new connection — the request
   never reached a handler;
 * errors as plain exceptions, which the backend translates: :class:`TimeoutError`,
   :class:`ConnectionError` (refused, reset, closed early) and :class:`HttpProtocolError`
-  (malformed or truncated responses, oversized bodies).
+  (malformed or truncated responses, oversized bodies and lines).
 
-aiohttp stays for streamed calls (their bodies are read as they come), for ``GET`` s and health
-checks. No proxy support (nor does the aiohttp session here read proxy variables).
+Not supported: HTTP proxies (the aiohttp session used before did not read proxy variables
+either), HTTP/2, request bodies streamed from the caller.
 """
 
 from __future__ import annotations
