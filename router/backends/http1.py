@@ -89,7 +89,11 @@ class HttpReply:
     @property
     def headers(self) -> dict[str, str]:
         """Header names lower-cased; a repeated header keeps its last value."""
-        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.raw_headers}
+        return _header_dict(self.raw_headers)
+
+
+def _header_dict(raw: tuple[tuple[bytes, bytes], ...]) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
 
 
 def encode_headers(headers: Mapping[str, str]) -> bytes:
@@ -283,7 +287,7 @@ class HttpStream:
     @property
     def headers(self) -> dict[str, str]:
         """Header names lower-cased; a repeated header keeps its last value."""
-        return HttpReply(self.status, self.reason, self.raw_headers, b"").headers
+        return _header_dict(self.raw_headers)
 
     @property
     def buffered(self) -> int:

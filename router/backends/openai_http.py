@@ -563,13 +563,14 @@ class OpenAIBackend:
         finally:
             response.close()
 
-    def _encoded(self, headers: dict[str, str], defaults: dict[str, str]) -> bytes:
+    @staticmethod
+    def _encoded(headers: dict[str, str], defaults: dict[str, str]) -> bytes:
+        """``headers`` over ``defaults`` (names compared case-insensitively), encoded; both
+        were checked for line breaks (the configured ones by :class:`OpenAIParams`, the key by
+        :meth:`_headers`)."""
         given = {name.lower() for name in headers}
         kept = {k: v for k, v in defaults.items() if k.lower() not in given}
-        try:
-            return encode_headers({**kept, **headers})
-        except ValueError as exc:
-            raise ModelUnavailableError(self._name, str(exc)) from None
+        return encode_headers({**kept, **headers})
 
     async def _complete(self, body: dict[str, Any]) -> _Completion:
         raw, status = await self._post("/chat/completions", body)
