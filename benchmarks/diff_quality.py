@@ -1,6 +1,6 @@
 """Does `diffroute diff` find planted differences without crying wolf? A ground-truth benchmark.
 
-Simulated pools (scripted backend, router.simulate): 10 domains × 40 four-option choice probes,
+Simulated pools (scripted backend, router.testing.simulate): 10 domains × 40 four-option choice probes,
 k samples per probe (default 20: 10 screen, 10 held out to confirm).
 
 (a) Null pairs — the same behaviour, different sampling seeds: every flagged domain and probe
@@ -33,7 +33,7 @@ from profiles.diff import Diff, compute_diff
 from profiles.profile import Profile
 from profiles.store import ObservationStore
 from profiles.suite import Suite
-from router.simulate import profile_models, scripted_model, simulated_suite
+from router.testing.simulate import profile_models, scripted_model, simulated_suite
 
 DOMAINS = tuple(f"d{i}" for i in range(10))
 NAIVE_DOMAIN_CUT = 0.25
@@ -143,7 +143,7 @@ async def simulated(pairs: int, k: int) -> None:
 
 
 def real(samples: int) -> None:
-    from router.realcheck import planted_bias_check
+    from router.testing.realcheck import planted_bias_check
 
     result = planted_bias_check(samples=samples)
     print("real models: smollm2 vs smollm2 with a planted bias in", result.planted)

@@ -31,9 +31,9 @@ from typing import Any
 import aiohttp
 
 from benchmarks._common import print_table, ratio, run_load
-from router.compare import NoiseAwareComparer
 from router.logging import configure_logging
-from router.paired import LiveDiffRecord
+from router.paired.compare import NoiseAwareComparer
+from router.paired.record import LiveDiffRecord
 from tests.e2e.harness import Running, make_settings, remote, serve
 from tests.fakes import FakeUpstream
 
@@ -79,8 +79,8 @@ async def main(args: argparse.Namespace) -> None:
             models = [remote("alpha", "a", fake.base_url, "up-alpha"),
                       remote("beta", "b", fake.base_url, "up-beta")]
             on_settings = make_settings(Path(tmp) / "on", models)
-            live = {"live": {"synchronous": args.synchronous}}
-            on_settings = on_settings.model_copy(update={"extensions": live})
+            live = on_settings.live.model_copy(update={"synchronous": args.synchronous})
+            on_settings = on_settings.model_copy(update={"live": live})
             off_settings = make_settings(Path(tmp) / "off", models)
             comparer = NoiseAwareComparer()
             async with serve(on_settings, comparer=comparer) as on, \
@@ -106,7 +106,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
-                        help="extensions.live.synchronous of the recording service")
+                        help="live.synchronous of the recording service")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.002,
                         help="fake upstream latency per call (s)")

@@ -4,7 +4,7 @@ For pools of 8, 64 and 256 simulated models (12 domains, synthetic similarity ta
 real shapes) and a 20,000-probe index of 256-dimensional unit vectors, it times, in process:
 
 * ``search``: the bare faiss search of one task vector (k = 16) in the probe index the service
-  would build — past 4,096 probes an inverted file (``router.index``) — the baseline;
+  would build — past 4,096 probes an inverted file (``router.pairing.index``) — the baseline;
 * ``decide``: a whole decision for a task vector — the same search, the domain weights, and
   the audit policy (competence floor, weighted κp, tie-breaks, reason and evidence).
 
@@ -25,12 +25,12 @@ import faiss
 import networkx as nx
 import numpy as np
 
-from router.decision import RouteRequest
-from router.graph import SimilarityGraph
-from router.index import ProbeIndex
-from router.pairings import Pairings
-from router.policy import ALL, PolicySettings, PolicyTables, make_tables
-from router.routing import PolicyDecider
+from router.pairing.decider import PolicyDecider
+from router.pairing.decision import RouteRequest
+from router.pairing.graph import SimilarityGraph
+from router.pairing.index import ProbeIndex
+from router.pairing.pinned import Pairings
+from router.pairing.policy import ALL, PolicySettings, PolicyTables, make_tables
 
 DOMAINS = [f"domain{i:02d}" for i in range(12)]
 PROBES = 20_000

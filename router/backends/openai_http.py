@@ -27,14 +27,13 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.protocol import Sample, SampleRequest, SampleResult, TokenLogprob, Usage
 from router import __version__
-from router.backends.base import BackendContext, BackendParams, BackendStatus, StreamDelta
+from router.backends.base import BackendContext, BackendStatus, StreamDelta
 from router.backends.http1 import (
     Endpoint,
     Http1Client,
@@ -43,7 +42,7 @@ from router.backends.http1 import (
     HttpTimeouts,
     encode_headers,
 )
-from router.config import Secret
+from router.backends.params import OpenAIParams
 from router.errors import (
     ModelUnavailableError,
     UpstreamConnectionError,
@@ -67,41 +66,6 @@ _GET_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"
                 "User-Agent": f"diffroute/{__version__}"}
 _JSON_POST_HEADERS = {**_GET_HEADERS, "Content-Type": "application/json",
                       "Accept": "application/json, text/event-stream"}
-
-
-class OpenAIParams(BackendParams):
-    """Parameters of ``kind: openai``: where the endpoint is and which upstream model to ask."""
-
-    kind: Literal["openai"] = "openai"
-    base_url: str
-    """The API root including ``/v1``, e.g. ``http://127.0.0.1:8000/v1``."""
-    model: str = Field(min_length=1)
-    """The upstream model id sent in each request."""
-    api_key: Secret | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    system_prompt: str | None = None
-    """Prepended to every conversation: defines a variant of the upstream model."""
-    supports_logprobs: bool = True
-    max_retries: int = Field(default=0, ge=0, le=10)
-    """Retries of transient failures (429, 5xx, timeouts, connection errors)."""
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:8000/v1")
-        return value.rstrip("/")
-
-    @field_validator("headers")
-    @classmethod
-    def _one_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        encode_headers(value)  # a line break or a bad name: ValueError, a config error
-        return value
-
-    def identity(self) -> dict[str, Any]:
-        """Behaviour only: credentials, extra headers and retry policy do not change answers."""
-        return self.model_dump(mode="json", exclude={"api_key", "headers", "max_retries"})
 
 
 # --- the subset of the OpenAI wire format we read; extra fields are ignored -------------------

@@ -26,56 +26,14 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from profiles.protocol import Sample, SampleRequest, SampleResult, TokenLogprob, Usage
-from router.backends.base import BackendContext, BackendParams, BackendStatus, StreamDelta
+from router.backends.base import BackendContext, BackendStatus, StreamDelta
+from router.backends.params import Behaviour, ScriptedParams
 from router.errors import UpstreamConnectionError, UpstreamError
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
-
-
-class Behaviour(BaseModel):
-    """How the model answers in one context; unset fields inherit the model's defaults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prior: str | None = None
-    accuracy: float | None = Field(None, ge=0, le=1)
-    sharpness: float | None = Field(None, ge=0, le=1)
-    shift: float | None = Field(None, ge=0, le=1)
-    refusal_rate: float | None = Field(None, ge=0, le=1)
-    options: tuple[str, ...] | None = None
-    answers: dict[str, float] | None = None
-    """An explicit answer distribution (text → weight); bypasses prior/accuracy/sharpness."""
-    latency_ms: float | None = Field(None, ge=0)
-    failure_rate: float | None = Field(None, ge=0, le=1)
-
-
-class Rule(Behaviour):
-    contains: str = Field(min_length=1)
-
-
-class ScriptedParams(BackendParams):
-    kind: Literal["scripted"] = "scripted"
-    seed: int = 0
-    prior: str = "default"
-    accuracy: float = Field(0.7, ge=0, le=1)
-    sharpness: float = Field(0.8, ge=0, le=1)
-    shift: float = Field(0.0, ge=0, le=1)
-    refusal_rate: float = Field(0.0, ge=0, le=1)
-    options: tuple[str, ...] = ("A", "B", "C", "D")
-    answers: dict[str, float] | None = None
-    latency_ms: float = Field(0.0, ge=0)
-    failure_rate: float = Field(0.0, ge=0, le=1)
-    template: str = "{answer}"
-    """How an answer is written out; ``{answer}`` is replaced."""
-    domains: dict[str, Behaviour] = Field(default_factory=dict)
-    rules: tuple[Rule, ...] = ()
-    drift_after: int | None = Field(None, ge=0)
-    drift: Behaviour | None = None
 
 
 def _unit(*parts: object) -> float:

@@ -8,8 +8,9 @@
   its own samples of the same ``free`` probe: 95 % of pure sampling noise stays below it. A
   pair's threshold is the larger of its two models' floors (at least :data:`MIN_FLOOR`).
 
-Loading reads the observation store (or the shipped profiles) through ``router.diffing``; it
-runs in a worker thread at startup and fails soft: no profiles, no predictions.
+Loading reads the observation store (or the shipped profiles) through
+``router.profiling.sources``; it runs in a worker thread at startup and fails soft: no
+profiles, no predictions.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class ProfileBaseline:
         return None
 
     def semantic_threshold(self, pair: tuple[str, str], domain: str) -> float | None:
-        """:class:`router.compare.NoiseFloors`: the larger floor of the two, if both known."""
+        """:class:`~router.paired.compare.NoiseFloors`: the larger floor of the two, if known."""
         a, b = (self.floors.get((m, domain)) for m in pair)
         return None if a is None or b is None else max(a, b, MIN_FLOOR)
 

@@ -15,10 +15,14 @@ Names follow the Prometheus conventions (``_total`` counters, ``_seconds`` histo
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from router.live.drift import DriftEvent, DriftState
+from router.paired.compare import Comparer, Comparison
 
 PAIR = ("primary", "partner", "role")
 PAIR_DOMAIN = ("primary", "partner", "domain")
@@ -81,3 +85,19 @@ class LiveMetrics:
     def exposition(self) -> bytes:
         """The text exposition format."""
         return bytes(generate_latest(self.registry))
+
+
+class TimedComparer:
+    """A comparer timed into ``diffroute_pairing_overhead_seconds{stage="compare"}``."""
+
+    def __init__(self, inner: Comparer, metrics: LiveMetrics) -> None:
+        self.inner = inner
+        self._timer = metrics.overhead_seconds.labels("compare")
+
+    def __call__(self, primary_text: str, partner_text: str, domains: Sequence[str], *,
+                 pair: tuple[str, str] | None = None) -> Comparison:
+        started = time.perf_counter()
+        try:
+            return self.inner(primary_text, partner_text, domains, pair=pair)
+        finally:
+            self._timer.observe(time.perf_counter() - started)

@@ -1,34 +1,35 @@
-"""The durable :class:`~router.paired.LiveDiffSink`: count, test for drift, store, broadcast.
+"""The durable :class:`~router.paired.record.LiveDiffSink`: count, test for drift, store, broadcast.
 
 ``record`` counts every comparison (a ``comparisons`` row, fire and forget, plus metrics and the
 drift monitor) and, for a flagged one, waits until its live diff is committed before returning
 its id — so an id a client sees is durable. Agreements return ``None`` at once: nothing is
 acknowledged for them, so they never wait for the disk.
 
-:func:`open_live_sink` is the service's default ``sink_factory``: it opens the store in
-``settings.data_dir``, loads the profile baseline (noise floors, predicted rates) in a worker
-thread, replays recent comparisons into the drift monitor, and enforces retention on startup.
+:func:`open_live_sink` opens it for the service: the store in ``settings.data_dir``, the
+profile baseline (noise floors, predicted rates) it is given, recent comparisons replayed into
+the drift monitor, retention enforced at start and every ``live.retention_interval_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 import structlog
 
-from router.compare import Comparison, NoiseAwareComparer, domain_types
-from router.config import Settings
+from router.config import LiveSettings, Settings
 from router.live.baseline import ProfileBaseline, build_baseline
-from router.live.config import LiveConfig, live_config
 from router.live.drift import DriftEvent, DriftMonitor
 from router.live.metrics import LiveMetrics
 from router.live.store import ComparisonRow, LiveStore
-from router.paired import LiveDiffRecord
+from router.paired.compare import domain_types
+from router.paired.record import LiveDiffRecord
+from router.profiling.sources import ProfileQuery, embedder_for, find_profiles, open_suite
 
 NO_DOMAIN = "general"
 """The domain a comparison counts under when the policy gave none."""
@@ -77,30 +78,14 @@ class Broadcaster:
         self._subscribers.clear()
 
 
-class _TimedComparer:
-    """The noise-aware comparer, timed into ``pairing_overhead_seconds{stage="compare"}``."""
-
-    def __init__(self, sink: DurableLiveDiffSink, inner: NoiseAwareComparer) -> None:
-        self._sink, self.inner = sink, inner
-        self._timer = sink.metrics.overhead_seconds.labels("compare")
-
-    def __call__(self, primary_text: str, partner_text: str, domains: Sequence[str] = (), *,
-                 pair: tuple[str, str] | None = None) -> Comparison:
-        started = time.perf_counter()
-        try:
-            return self.inner(primary_text, partner_text, domains, pair=pair)
-        finally:
-            self._timer.observe(time.perf_counter() - started)
-
-
 class DurableLiveDiffSink:
     """Counts, tests and stores live comparisons (see the module docstring)."""
 
-    def __init__(self, store: LiveStore, config: LiveConfig | None = None,
+    def __init__(self, store: LiveStore, config: LiveSettings | None = None,
                  baseline: ProfileBaseline | None = None,
                  metrics: LiveMetrics | None = None) -> None:
         self.store = store
-        self.config = config or LiveConfig()
+        self.config = config or LiveSettings()
         self.baseline = baseline or ProfileBaseline()
         self.metrics = metrics or LiveMetrics()
         self.monitor = DriftMonitor(self.config.prior_weight, self.config.burn_in,
@@ -108,9 +93,6 @@ class DurableLiveDiffSink:
         self.broadcaster = Broadcaster()
         self.on_drift: list[DriftCallback] = []
         self._record_timer = self.metrics.overhead_seconds.labels("record")
-        self.comparer = _TimedComparer(self, NoiseAwareComparer(
-            self.baseline, self.baseline.types))
-        """What the engine compares with (``create_app`` picks it up from the sink)."""
 
     # -- the LiveDiffSink protocol ----------------------------------------------------------
 
@@ -171,27 +153,19 @@ class DurableLiveDiffSink:
                      expected=round(event.expected, 4), observed=round(event.observed, 4),
                      comparisons=event.comparisons)
         self.metrics.drift_event(event)
-        self.store.submit(
-            "INSERT INTO drift_events (at, primary_model, partner, domain, direction, expected,"
-            " observed, comparisons, statistic) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (event.at, event.primary, event.partner, event.domain, event.direction,
-             event.expected, event.observed, event.comparisons, event.statistic), wait=False)
+        self.store.add_drift_event(event.at, event.primary, event.partner, event.domain,
+                                   event.direction, event.expected, event.observed,
+                                   event.comparisons, event.statistic)
         if self.config.reprofile_on_drift:
-            self.store.submit("INSERT INTO reprofile_requested (at, model, reason) "
-                              "VALUES (?, ?, ?)", (event.at, event.partner,
-                                                   f"drift {event.direction} with "
-                                                   f"{event.primary} in {event.domain}"),
-                              wait=False)
+            self.store.request_reprofile(
+                event.at, event.partner,
+                f"drift {event.direction} with {event.primary} in {event.domain}")
         for callback in self.on_drift:
             callback(event)
 
     def blended_agreement(self, pair: tuple[str, str], domain: str) -> float | None:
-        """Live agreement blended with the profile prior; the hook for the pairing policy.
-
-        ``None`` until the pair has been compared in ``domain``. A policy reads it from
-        ``app[STATE].extras["live.blended_agreement"]`` and uses it in place of the profile's
-        agreement for that pair and domain (audit: prefer low, assist: prefer high).
-        """
+        """Live agreement blended with the profile prior (``GET /v1/stats/disagreements``);
+        the profile's own prediction until the pair has been compared in ``domain``."""
         found = self.monitor.blended_agreement(pair, domain)
         if found is not None:
             return found
@@ -216,10 +190,9 @@ def _api_json(values: dict[str, Any], record: LiveDiffRecord) -> dict[str, Any]:
     return out
 
 
-def load_baseline(settings: Settings, config: LiveConfig) -> ProfileBaseline:
+def load_baseline(settings: Settings) -> ProfileBaseline:
     """The pool's profile baseline, or an empty one (logged) when none can be read."""
-    from router.diffing import ProfileQuery, embedder_for, find_profiles, open_suite
-
+    config = settings.live
     try:
         suite = open_suite(config.suite)
         types = domain_types(suite.probes)
@@ -235,17 +208,29 @@ def load_baseline(settings: Settings, config: LiveConfig) -> ProfileBaseline:
 
 
 @asynccontextmanager
-async def open_live_sink(settings: Settings) -> AsyncIterator[DurableLiveDiffSink]:
-    """The default ``sink_factory`` of the service (see the module docstring)."""
-    config = live_config(settings)
+async def open_live_sink(settings: Settings, baseline: ProfileBaseline,
+                         metrics: LiveMetrics) -> AsyncIterator[DurableLiveDiffSink]:
+    """The service's durable sink, with its retention loop (see the module docstring)."""
+    config = settings.live
     store = LiveStore.in_data_dir(settings.data_dir, config.synchronous).open()
+    retention: asyncio.Task[None] | None = None
     try:
-        baseline = await asyncio.to_thread(load_baseline, settings, config)
-        sink = DurableLiveDiffSink(store, config, baseline)
+        sink = DurableLiveDiffSink(store, config, baseline, metrics)
         deleted = await store.enforce(config.retention)
         replayed = await sink.replay()
         _log.info("live.opened", path=str(store.path), retention_deleted=deleted,
                   replayed=replayed, profiled_pairs=len(baseline.agreement))
+        retention = asyncio.create_task(_retention_loop(store, config))
         yield sink
     finally:
+        if retention is not None:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
         await asyncio.to_thread(store.close)
+
+
+async def _retention_loop(store: LiveStore, config: LiveSettings) -> None:
+    while True:
+        await asyncio.sleep(config.retention_interval_s)
+        await store.enforce(config.retention)

@@ -7,7 +7,7 @@ paginates ``GET /v1/diffs``), ``drift_events`` and ``reprofile_requested``.
 Durability. A live diff id returned to a client must survive ``kill -9``. The writer thread
 commits before it resolves a record's future, so an id is only returned once its transaction is
 in the WAL. ``synchronous=FULL`` (the default here) also fsyncs the WAL on every commit, so an
-acknowledged record survives a power loss too; ``NORMAL`` (``extensions.live.synchronous``)
+acknowledged record survives a power loss too; ``NORMAL`` (``live.synchronous``)
 would be enough for a process crash — the WAL is in the OS page cache once ``write`` returns —
 but not for a machine crash. FULL's fsync is paid once per *batch*: the writer drains everything
 queued since its last commit into one transaction (group commit), so under concurrent load many
@@ -242,6 +242,21 @@ class LiveStore:
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     (row.at, row.primary, row.partner, row.role, row.domain, int(row.flagged)),
                     wait=False)
+
+    def add_drift_event(self, at: float, primary: str, partner: str, domain: str,
+                        direction: str, expected: float, observed: float, comparisons: int,
+                        statistic: float) -> None:
+        """Persist a drift alarm (fire and forget)."""
+        self.submit("INSERT INTO drift_events (at, primary_model, partner, domain, direction, "
+                    "expected, observed, comparisons, statistic) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (at, primary, partner, domain, direction, expected, observed, comparisons,
+                     statistic), wait=False)
+
+    def request_reprofile(self, at: float, model: str, reason: str) -> None:
+        """Note that ``model`` should be profiled again (fire and forget)."""
+        self.submit("INSERT INTO reprofile_requested (at, model, reason) VALUES (?, ?, ?)",
+                    (at, model, reason), wait=False)
 
     async def add_diff(self, values: dict[str, Any]) -> int:
         """Insert a live diff (keys: :data:`_DIFF_COLUMNS`); its ``seq`` once committed."""

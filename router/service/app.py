@@ -1,33 +1,46 @@
 """The app factory and the server runner.
 
 ``create_app(settings)`` builds the whole service from settings and nothing else happens at
-import time. Resources — the pool with its HTTP session, the pairings, the policy, the live-diff
-sink and the paired engine — are opened in the app's ``cleanup_ctx`` and closed when it stops,
-after in-flight requests (and background shadow calls) have finished.
+import time. Resources are opened in the app's ``cleanup_ctx``, each given what it needs when
+it is built, in this order:
+
+1. the pool (backends, the upstream client);
+2. the profile baseline (noise floors, predicted rates; in a worker thread) and, from it, the
+   noise-aware comparer of live diffs;
+3. the durable live-diff sink (store, drift monitor) — or a sink the caller injects;
+4. the pairing service: the policy over the pinned pairings, reading the drift monitor;
+5. the paired engine: the pool, the pairing service, the sink and the comparer.
+
+They are closed in reverse order when the app stops, after in-flight requests (and background
+shadow calls) have finished.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from router.compare import compare
 from router.config import Settings
-from router.decision import Decision, RouteRequest
-from router.errors import ConfigError, NoPairError
-from router.live import routes as live_routes
-from router.live.sink import open_live_sink
+from router.errors import ConfigError
+from router.live.baseline import ProfileBaseline
+from router.live.metrics import LiveMetrics, TimedComparer
+from router.live.sink import DurableLiveDiffSink, load_baseline, open_live_sink
 from router.logging import flush_logs
-from router.paired import Comparer, LiveDiffSink, PairedEngine
-from router.pairings import Pairings, PairingsStore
+from router.paired.compare import Comparer, NoiseAwareComparer, compare
+from router.paired.engine import PairedEngine
+from router.paired.record import LiveDiffSink
+from router.pairing.decider import build_decider
+from router.pairing.decision import Decider, LiveSource
+from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.service import PairingService
 from router.pool import Pool
-from router.service import health, openai_routes, openapi, routing_routes
+from router.service import chat, health, live_routes, openapi, pairing_routes
 from router.service.middleware import (
     REQUEST_IDS,
     REQUEST_OBSERVERS,
@@ -37,6 +50,7 @@ from router.service.middleware import (
 )
 from router.service.state import (
     KEYS,
+    METRICS,
     SETTINGS,
     STATE,
     DeciderFactory,
@@ -45,14 +59,11 @@ from router.service.state import (
     RouteModule,
     ServiceState,
     SinkFactory,
-    attach_live,
 )
 
 BUILTIN_ROUTES: tuple[RouteModule, ...] = (
-    openai_routes.add_routes, routing_routes.add_routes, health.add_routes, openapi.add_routes)
-DEFAULT_ROUTE_MODULES: tuple[RouteModule, ...] = (live_routes.add_routes,)
-DEFAULT_SHADOW_RATE = 0.1
-"""Fraction of assist calls where the primary answers too (``extensions.service.shadow_rate``)."""
+    chat.add_routes, pairing_routes.add_routes, live_routes.add_routes, health.add_routes,
+    openapi.add_routes)
 
 _log = structlog.get_logger("diffroute.service")
 
@@ -60,28 +71,29 @@ _log = structlog.get_logger("diffroute.service")
 def create_app(
     settings: Settings,
     *,
-    decider_factory: DeciderFactory | None = None,
+    decider_factory: DeciderFactory = build_decider,
     diff_provider: DiffProvider | None = None,
     sink_factory: SinkFactory | None = None,
     comparer: Comparer | None = None,
     ack_records: bool | None = None,
-    route_modules: Sequence[RouteModule] | None = None,
+    route_modules: Sequence[RouteModule] = (),
 ) -> web.Application:
     """The diffroute HTTP service.
 
-    * ``decider_factory(settings, pool, pairings) -> Decider``: the pairing policy; default
-      ``router.routing.build_decider``. Rebuilt whenever ``PUT /v1/pairings`` succeeds.
+    * ``decider_factory(settings, pool, pairings, live) -> Decider``: the pairing policy;
+      default :func:`router.pairing.decider.build_decider`. Rebuilt whenever
+      ``PUT /v1/pairings`` succeeds.
     * ``diff_provider(a, b)``: serves ``GET /v1/profiles/diff``; default
       :func:`default_diff_provider` (the data dir's profiles, else the shipped ones).
-    * ``sink_factory(settings)``: an async context manager yielding the live-diff sink
-      (default: the durable store in ``settings.data_dir``, ``router.live.sink.open_live_sink``);
+    * ``sink_factory(settings)``: an async context manager yielding another live-diff sink
+      than the durable store in ``settings.data_dir`` (then the live routes answer 503).
       ``ack_records`` makes paired calls wait for the sink's answer (default: on with the
-      default durable sink, so an id returned to a client is committed first).
-    * ``comparer``: replaces the comparison for concurrent audits and shadows (default: the
-      sink's own ``comparer`` if it has one — the durable sink's is noise-floor aware — else
-      :func:`router.compare.compare`).
+      durable store, so an id returned to a client is committed first).
+    * ``comparer``: replaces the comparison of concurrent audits and shadows (default: the
+      noise-aware comparer built from the profile baseline; with an injected sink, the simple
+      :func:`router.paired.compare.compare`).
     * ``route_modules``: more ``add_routes(app)`` functions; they find the shared state under
-      :data:`router.service.state.STATE`. Default: :func:`router.live.routes.add_routes`.
+      :data:`router.service.state.STATE`.
     """
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
@@ -89,6 +101,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[KEYS] = resolve_keys(settings)
+    app[METRICS] = LiveMetrics()
     app[REQUEST_IDS] = RequestIds()
     app[REQUEST_OBSERVERS] = []
     app.on_response_prepare.append(add_request_id_header)
@@ -96,8 +109,7 @@ def create_app(
     app.cleanup_ctx.append(_resources(
         decider_factory, diff_provider or default_diff_provider(settings), sink_factory,
         comparer, ack))
-    modules = DEFAULT_ROUTE_MODULES if route_modules is None else route_modules
-    for add_routes in (*BUILTIN_ROUTES, *modules):
+    for add_routes in (*BUILTIN_ROUTES, *route_modules):
         add_routes(app)
     return app
 
@@ -114,18 +126,6 @@ def resolve_keys(settings: Settings) -> Keys:
     return Keys(client, admin)
 
 
-def default_decider_factory() -> DeciderFactory:
-    """``router.routing.build_decider`` when the policy module is installed, else no policy."""
-    if importlib.util.find_spec("router.routing") is None:
-        _log.warning("service.no_policy", detail="router.routing is missing; paired calls "
-                     "and /v1/route answer 409 unless a partner is given")
-        return lambda settings, pool, pairings: NoPolicy()
-    from router import routing  # type: ignore[attr-defined, unused-ignore]
-
-    factory: DeciderFactory = routing.build_decider
-    return factory
-
-
 def default_diff_provider(settings: Settings) -> DiffProvider:
     """Diffs of pool models from their profiles (store first, then shipped), as JSON.
 
@@ -134,7 +134,7 @@ def default_diff_provider(settings: Settings) -> DiffProvider:
     """
 
     def provide(a: str, b: str) -> dict[str, Any]:
-        from router.diffing import diff_models
+        from router.profiling.sources import diff_models
 
         settings.model(a)
         settings.model(b)
@@ -143,69 +143,54 @@ def default_diff_provider(settings: Settings) -> DiffProvider:
     return provide
 
 
-class NoPolicy:
-    """A Decider for a service without a pairing policy: every decision is a 409."""
-
-    version = ""
-
-    def decide(self, request: RouteRequest) -> Decision:
-        raise NoPairError(request.primary or "auto", request.role, "no pairing policy is loaded")
-
-
-def _sink_comparer(sink: LiveDiffSink) -> Comparer:
-    """A sink that knows the pairs' noise floors brings its comparer; else the simple one."""
-    found: Comparer = getattr(sink, "comparer", compare)
-    return found
-
-
-def _shadow_rate(settings: Settings) -> float:
-    service = settings.extensions.get("service", {})
-    rate = service.get("shadow_rate", DEFAULT_SHADOW_RATE) if isinstance(service, dict) else None
-    if not isinstance(rate, int | float) or not 0 <= rate <= 1:
-        raise ConfigError(["extensions.service.shadow_rate: must be a number in [0, 1]"])
-    return float(rate)
-
-
-def _resources(decider_factory: DeciderFactory | None, diff_provider: DiffProvider | None,
+def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | None,
                sink_factory: SinkFactory | None, comparer: Comparer | None,
                ack_records: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     """The ``cleanup_ctx`` entry: open everything at startup, close it all at shutdown."""
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        settings = app[SETTINGS]
-        factory = decider_factory or default_decider_factory()
-        store = PairingsStore(settings.data_dir)
-        pairings = _load_pairings(store)
-        async with Pool.open(settings) as pool, (sink_factory or open_live_sink)(settings) as sink:
-            # building the policy reads profiles and indexes the suite: seconds, not for the loop
-            decider = await asyncio.to_thread(factory, settings, pool, pairings)
-            attach_live(decider, sink)
-            state = ServiceState(
-                settings=settings, pool=pool, pairings_store=store, pairings=pairings,
-                decider_factory=factory, decider=decider, sink=sink,
-                engine=PairedEngine(pool, lambda: app[STATE].decider, sink,
-                                    default_shadow_rate=_shadow_rate(settings),
-                                    ack_records=ack_records,
-                                    log_prompts=settings.server.log_prompts,
-                                    comparer=comparer or _sink_comparer(sink)),
-                diff_provider=diff_provider)
-            app[STATE] = state
+        settings, metrics = app[SETTINGS], app[METRICS]
+        async with AsyncExitStack() as stack:
+            pool = await stack.enter_async_context(Pool.open(settings))
+            live: DurableLiveDiffSink | None = None
+            if sink_factory is None:
+                baseline = await asyncio.to_thread(load_baseline, settings)
+                live = await stack.enter_async_context(
+                    open_live_sink(settings, baseline, metrics))
+                sink: LiveDiffSink = live
+                comparer_ = comparer or TimedComparer(_noise_aware(baseline), metrics)
+            else:
+                sink = await stack.enter_async_context(sink_factory(settings))
+                comparer_ = comparer or compare
+            pairing = await PairingService.open(
+                _builder(decider_factory, settings, pool, None if live is None else live.monitor),
+                PairingsStore(settings.data_dir))
+            engine = PairedEngine(pool, pairing, sink, comparer=comparer_,
+                                  default_shadow_rate=settings.paired.shadow_rate,
+                                  ack_records=ack_records,
+                                  log_prompts=settings.server.log_prompts)
+            app[STATE] = ServiceState(settings, pool, pairing, engine, live, diff_provider)
             _log.info("service.started", models=pool.names, data_dir=str(settings.data_dir))
             try:
                 yield
             finally:
-                await state.engine.aclose(grace_s=settings.server.shutdown_timeout)
+                await engine.aclose(grace_s=settings.server.shutdown_timeout)
                 _log.info("service.stopped")
                 flush_logs()
 
     return resources
 
 
-def _load_pairings(store: PairingsStore) -> Pairings:
-    try:
-        return store.load()
-    except ValueError as exc:  # pydantic's ValidationError and JSON errors
-        raise ConfigError([f"invalid pairings file: {exc}"], str(store.path)) from None
+def _noise_aware(baseline: ProfileBaseline) -> Comparer:
+    return NoiseAwareComparer(baseline, baseline.types)
+
+
+def _builder(factory: DeciderFactory, settings: Settings, pool: Pool,
+             live: LiveSource | None) -> Callable[[Pairings], Decider]:
+    def build(pairings: Pairings) -> Decider:
+        return factory(settings, pool, pairings, live)
+
+    return build
 
 
 GC_THRESHOLD = (10_000, 10, 10)

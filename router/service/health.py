@@ -25,7 +25,7 @@ async def healthz(request: web.Request) -> web.Response:
         "ready": ready,
         "models": [{"name": s.name, "kind": s.kind, "family": s.family,
                     "state": s.status.state, "detail": s.status.detail} for s in statuses],
-        "profile_version": state.decider.version,
+        "profile_version": state.pairing.version,
     }
     status = 503 if request.query.get("probe") == "ready" and not ready else 200
     return web.json_response(body, status=status)

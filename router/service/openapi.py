@@ -13,8 +13,8 @@ from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
 import router
-from router.decision import Decision
-from router.pairings import Pairings
+from router.pairing.decision import Decision
+from router.pairing.pinned import Pairings
 from router.service.schema import DiffrouteOptions, RouteBody
 
 _REF = "#/components/schemas/{model}"

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from profiles.protocol import Message, SampleRequest
-from router.decision import Role
 from router.errors import BadRequestError
-from router.paired import PairedOptions
+from router.paired.call import PairedOptions
+from router.pairing.decision import Role
+from router.service.model_names import PoolNames, parse_model
 from router.service.state import SETTINGS
 
 DEFAULT_MAX_TOKENS = 512
@@ -86,6 +88,12 @@ class ChatRequest(BaseModel):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     diffroute: DiffrouteOptions | None = None
+    _sent: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sent(self) -> dict[str, Any]:
+        """The body as the client sent it (a pass-through forwards it, less ``diffroute``)."""
+        return self._sent
 
     @property
     def include_usage(self) -> bool:
@@ -167,10 +175,63 @@ def _validated(model: type[M], body: object) -> M:
 
 def parse_chat(body: object) -> ChatRequest:
     """Validate a chat body; the common mistakes get their own message."""
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
     chat = _validated(ChatRequest, body)
     if not chat.messages:
         raise BadRequestError("messages must contain at least one message", param="messages")
+    body.pop("diffroute", None)
+    chat._sent = body
     return chat
+
+
+@dataclass(frozen=True, slots=True)
+class PlainCall:
+    """A chat request for one pool model."""
+
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class PairedRequest:
+    """A chat request for a pair: its role, its primary (``None``: auto) and its options."""
+
+    role: Role
+    primary: str | None
+    options: PairedOptions
+
+
+NO_OPTIONS = PairedOptions()
+
+
+def plan_call(chat: ChatRequest, headers: Mapping[str, str],
+              pool: PoolNames) -> PlainCall | PairedRequest:
+    """Whom a chat request is for: ``model`` and the options (headers, then the body's)."""
+    options = merge_options(headers, chat.diffroute)
+    target = parse_model(chat.model, pool)
+    role = target.role or options.role
+    if target.role is not None and options.role not in (None, target.role):
+        raise BadRequestError(
+            f"diffroute.role '{options.role}' contradicts model '{target.role}:…'",
+            param="diffroute.role")
+    if role is not None:
+        return PairedRequest(role, target.primary, options)
+    if target.primary is None:  # parse_model gives a primary to every plain name
+        raise BadRequestError("a paired call needs a role", param="diffroute.role")
+    _reject_paired_options(options)
+    return PlainCall(target.primary)
+
+
+def _reject_paired_options(options: PairedOptions) -> None:
+    if options == NO_OPTIONS:
+        return
+    paired_only = {"partner": options.partner, "candidates": options.candidates,
+                   "audit_mode": options.audit_mode, "shadow_rate": options.shadow_rate}
+    given = [k for k, v in paired_only.items() if v is not None]
+    if given:
+        raise BadRequestError(
+            f"diffroute option '{given[0]}' needs a paired call: use model 'audit:<name>' or "
+            "'assist:<name>', or set diffroute.role", param=f"diffroute.{given[0]}")
 
 
 def parse_route(body: object) -> RouteBody:

@@ -2,7 +2,7 @@
 
 Paired calls here are decided by ``harness.FamilyDecider``, a tiny deterministic test Decider
 (audit partner = first model of another family, assist partner = same family, pinned pairings
-honoured). The real pairing policy is tested elsewhere (tests of ``router.routing``).
+honoured). The real pairing policy is tested elsewhere (tests of ``router.pairing.decider``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from router.paired import InMemoryLiveDiffSink
+from router.paired.record import InMemoryLiveDiffSink
 from tests.e2e.harness import Running, make_settings, serve, standard_models
 
 

@@ -1,6 +1,6 @@
 """Helpers of the service tests: pool configs, a deterministic test Decider, a real server.
 
-The Decider here is a stand-in: the real pairing policy (``router.routing``) is tested in its
+The Decider here is a stand-in: the real pairing policy (``router.pairing.decider``) is tested in its
 own tests; these tests need a decision that is obvious from the config alone.
 """
 
@@ -17,9 +17,9 @@ import aiohttp
 from aiohttp import web
 
 from router.config import Settings, settings_from_mapping
-from router.decision import Decision, RouteRequest
 from router.errors import NoPairError
-from router.pairings import Pairings
+from router.pairing.decision import Decision, LiveSource, RouteRequest
+from router.pairing.pinned import Pairings
 from router.pool import Pool
 from router.service import create_app
 
@@ -32,9 +32,13 @@ class FamilyDecider:
 
     version = "test-v1"
 
-    def __init__(self, settings: Settings, pool: Pool, pairings: Pairings) -> None:
+    def __init__(self, settings: Settings, pool: Pool, pairings: Pairings,
+                 live: LiveSource | None = None) -> None:
         self.family = {m.name: m.family_name for m in settings.models}
         self.pairings = pairings
+
+    def blocking(self, request: RouteRequest) -> bool:
+        return False
 
     def decide(self, request: RouteRequest) -> Decision:
         names = list(request.candidates or self.family)

@@ -1,6 +1,6 @@
 """The embedded default pool, end to end: real local models behind the real service.
 
-No config: the service runs :func:`router.defaults.default_settings` (SmolLM2 and Gemma 3 in
+No config: the service runs :func:`router.embedded.default_settings` (SmolLM2 and Gemma 3 in
 process with llama.cpp) with the app's default pairing policy — nothing here picks a partner.
 The official ``openai`` client talks to it over a socket. One server serves the whole module
 because loading the models takes seconds.
@@ -17,7 +17,8 @@ import pytest
 import pytest_asyncio
 from openai.types.chat import ChatCompletionMessageParam
 
-from router.defaults import default_settings
+from router.embedded import default_settings
+from router.pairing.decider import build_decider
 from tests.e2e.harness import Running, serve
 
 pytestmark = [pytest.mark.local, pytest.mark.asyncio(loop_scope="module")]
@@ -31,7 +32,7 @@ MAX_TOKENS = 8
 async def embedded(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
     """The service with no config, its default decider, and a fresh data dir."""
     data_dir: Path = tmp_path_factory.mktemp("embedded") / "data"
-    async with serve(default_settings(data_dir), decider_factory=None) as running:
+    async with serve(default_settings(data_dir), decider_factory=build_decider) as running:
         yield running
 
 

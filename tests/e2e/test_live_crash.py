@@ -88,7 +88,7 @@ async def test_acknowledged_live_diffs_survive_sigkill(tmp_path: Path) -> None:
     config = tmp_path / "pool.yaml"
     config.write_text(yaml.safe_dump({
         "data_dir": "data", "server": {"shutdown_timeout": 2},
-        "extensions": {"live": {"profiles": False}},
+        "live": {"profiles": False},
         "models": [scripted("alpha", "a", PARIS), scripted("beta", "b", "Lyon.")]}))
     port = free_port()
     url = f"http://127.0.0.1:{port}"

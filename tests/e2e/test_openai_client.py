@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 
-from router.paired import InMemoryLiveDiffSink
+from router.paired.record import InMemoryLiveDiffSink
 from tests.e2e.harness import CAPITAL, PARIS, Running, make_settings, remote, serve
 from tests.fakes import FakeUpstream, Reply
 

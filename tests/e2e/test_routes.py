@@ -78,7 +78,7 @@ async def test_profiles_diff_uses_the_provider(tmp_path: Path) -> None:
 
 
 async def test_profiles_diff_by_default_diffs_the_stored_profiles(tmp_path: Path) -> None:
-    from router.profiling import build_profiles
+    from router.profiling.build import build_profiles
 
     models = [{"name": "fam-a", "family": "a", "backend": {"kind": "scripted", "prior": "a"}},
               {"name": "fam-b", "family": "b", "backend": {"kind": "scripted", "prior": "b"}}]
@@ -155,16 +155,19 @@ async def test_graceful_shutdown_finishes_the_in_flight_request(tmp_path: Path) 
 
 async def test_the_policy_reads_live_outcomes_of_the_running_service(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from router.routing import build_decider
+    from router.pairing.decider import PolicyDecider, build_decider
     from router.service import STATE
 
     monkeypatch.setenv("DR_TEST_ADMIN", "adm")
     settings = make_settings(tmp_path, standard_models(), admin_key="env:DR_TEST_ADMIN")
     async with serve(settings, decider_factory=build_decider) as running:
         state = running.app[STATE]
-        monitor = state.sink.monitor  # type: ignore[attr-defined]
-        assert state.decider.live is monitor  # type: ignore[attr-defined]
+        assert state.live is not None
+        monitor = state.live.monitor
+        assert isinstance(state.pairing.decider, PolicyDecider)
+        assert state.pairing.decider.live is monitor
         status, _ = await call(running, "PUT", "/v1/pairings", {"pinned": {}, "excluded": []},
                                {"Authorization": "Bearer adm"})
         assert status == 200
-        assert state.decider.live is monitor  # type: ignore[attr-defined]  # rebuilt: still wired
+        assert isinstance(state.pairing.decider, PolicyDecider)
+        assert state.pairing.decider.live is monitor  # rebuilt: still wired

@@ -8,7 +8,8 @@ from pathlib import Path
 from profiles.collect import Decoding, collect
 from profiles.probe import Probe
 from profiles.store import ObservationStore
-from router.backends.scripted import ScriptedBackend, ScriptedParams
+from router.backends.params import ScriptedParams
+from router.backends.scripted import ScriptedBackend
 
 
 def probes(count: int, prefix: str = "q") -> list[Probe]:

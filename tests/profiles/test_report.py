@@ -26,7 +26,7 @@ from profiles.report import (
 from profiles.report.text import kappa_bar
 from profiles.store import ObservationStore
 from profiles.suite import Suite
-from router.simulate import profile_models, scripted_model, simulated_suite
+from router.testing.simulate import profile_models, scripted_model, simulated_suite
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PLANTED = "law"

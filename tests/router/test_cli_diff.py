@@ -27,9 +27,9 @@ import yaml
 from profiles.suite import load_suite
 from router.cli import main
 from router.config import load_settings
-from router.diffing import NoProfileError, ProfileQuery, diff_models, pool_similarity
-from router.profiling import build_profiles
-from router.simulate import simulated_suite
+from router.profiling.build import build_profiles
+from router.profiling.sources import NoProfileError, ProfileQuery, diff_models, pool_similarity
+from router.testing.simulate import simulated_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

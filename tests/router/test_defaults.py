@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 
 from router.backends import BackendContext, create_backend
-from router.backends.llamacpp import LlamaCppParams
-from router.config import Settings
-from router.defaults import default_settings
-from router.weights import (
+from router.backends.params import LlamaCppParams
+from router.backends.weights import (
     PACKAGED_WEIGHTS,
     PackagedWeights,
     WeightsNotFoundError,
@@ -19,6 +17,8 @@ from router.weights import (
     resolve_weights,
     weights_status,
 )
+from router.config import Settings
+from router.embedded import default_settings
 
 DEFAULT_NAMES = ["smollm2", "smollm2-terse", "gemma3", "gemma3-cool"]
 

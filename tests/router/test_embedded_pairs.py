@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from router.decision import RouteRequest
-from router.defaults import default_settings
-from router.diffing import shipped_profiles_dir
-from router.pairings import Pairings
+from router.embedded import default_settings
+from router.pairing.decider import build_decider
+from router.pairing.decision import RouteRequest
+from router.pairing.pinned import Pairings
 from router.pool import Pool
-from router.routing import build_decider
+from router.profiling.sources import shipped_profiles_dir
 
 SHIPPED = sorted(p.name for p in shipped_profiles_dir().iterdir()
                  if p.name.endswith(".json.gz")) if shipped_profiles_dir().is_dir() else []

@@ -13,8 +13,8 @@ from profiles.matrix import PoolMatrix, pool_matrix
 from profiles.profile import Profile
 from profiles.store import ObservationStore
 from profiles.suite import Suite
-from router.graph import build_graph
-from router.simulate import profile_models, scripted_model, simulated_suite
+from router.pairing.graph import build_graph
+from router.testing.simulate import profile_models, scripted_model, simulated_suite
 
 FAMILIES = {"a1": "A", "a2": "A", "b1": "B", "b2": "B", "c1": "C", "ghost": "G"}
 

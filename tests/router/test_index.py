@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from profiles.embed import HashEmbedder
-from router.index import ProbeIndex
-from router.simulate import simulated_suite
+from router.pairing.index import ProbeIndex
+from router.testing.simulate import simulated_suite
 
 
 def unit(*xs: float) -> np.ndarray:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from router.cli import main
-from router.compare import Comparison
 from router.live.drift import DriftEvent
 from router.live.sink import DurableLiveDiffSink
 from router.live.store import LiveStore
+from router.paired.compare import Comparison
 from tests.router.test_live_store import record
 
 

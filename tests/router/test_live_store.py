@@ -7,14 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from router.config import LiveSettings as LiveConfig
 
-from router.compare import Comparison, NoiseAwareComparer
 from router.live.baseline import ProfileBaseline
-from router.live.config import LiveConfig
 from router.live.rates import wilson_interval
 from router.live.sink import DurableLiveDiffSink
 from router.live.store import DiffQuery, LiveStore, Retention
-from router.paired import LiveDiffRecord, new_live_diff_id, prompt_digest
+from router.paired.compare import Comparison, NoiseAwareComparer
+from router.paired.record import LiveDiffRecord, new_live_diff_id, prompt_digest
 
 MESSAGES = ({"role": "user", "content": "What is the capital of France?"},)
 

@@ -18,12 +18,12 @@ from router.backends.llamacpp import (
     CACHE_KEY,
     CONFIG_DIR_KEY,
     LlamaCppBackend,
-    LlamaCppParams,
     render_completion,
     with_system,
 )
+from router.backends.params import LlamaCppParams
 from router.config import ModelConfig
-from router.defaults import default_settings
+from router.embedded import default_settings
 from router.errors import BadRequestError, ModelUnavailableError
 
 pytestmark = pytest.mark.local

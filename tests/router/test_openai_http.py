@@ -21,10 +21,10 @@ from router.backends.base import BackendContext, StreamDelta
 from router.backends.http1 import Endpoint, Http1Client
 from router.backends.openai_http import (
     OpenAIBackend,
-    OpenAIParams,
     create,
     parse_retry_after,
 )
+from router.backends.params import OpenAIParams
 from router.config import ModelConfig, Timeouts
 from router.errors import (
     ModelUnavailableError,

@@ -17,10 +17,11 @@ from profiles.collect import Decoding
 from profiles.matrix import pool_matrix
 from profiles.store import ObservationStore
 from router.config import ModelConfig
-from router.decision import RouteRequest
 from router.errors import BadRequestError, NoPairError
-from router.pairings import Pairings
-from router.policy import (
+from router.pairing.decider import tables_from_matrix
+from router.pairing.decision import RouteRequest
+from router.pairing.pinned import Pairings
+from router.pairing.policy import (
     ALL,
     PolicySettings,
     PolicyTables,
@@ -29,8 +30,7 @@ from router.policy import (
     effective_votes,
     make_tables,
 )
-from router.routing import tables_from_matrix
-from router.simulate import profile_models, scripted_model, simulated_suite
+from router.testing.simulate import profile_models, scripted_model, simulated_suite
 
 DOMAINS = ["history", "law", "math"]
 FLOOR = PolicySettings(competence_floor=0.4)

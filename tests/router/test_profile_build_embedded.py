@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from profiles.suite import load_suite
-from router.defaults import default_settings
+from router.embedded import default_settings
 
 SAMPLES = 2
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router.realcheck import PLANTED, planted_bias_check
+from router.testing.realcheck import PLANTED, planted_bias_check
 
 
 def test_planted_bias_in_smollm2_ranks_first(tmp_path: Path) -> None:

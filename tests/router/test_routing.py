@@ -12,13 +12,13 @@ import pytest
 
 from router.cli import main
 from router.config import Settings, settings_from_mapping
-from router.decision import RouteRequest
 from router.errors import BadRequestError, ConfigError
-from router.pairings import Pairings, PairingsStore
+from router.pairing.decider import PolicyDecider, build_decider
+from router.pairing.decision import RouteRequest
+from router.pairing.pinned import Pairings, PairingsStore
 from router.pool import Pool
-from router.profiling import build_profiles
-from router.routing import PolicyDecider, build_decider
-from router.simulate import simulated_suite
+from router.profiling.build import build_profiles
+from router.testing.simulate import simulated_suite
 
 SAMPLES = 3
 NONE = Pairings()
@@ -44,7 +44,7 @@ def make_settings(root: Path, **policy: Any) -> Settings:
     ext = {"suite": str(suite_file), "samples": SAMPLES, "bootstrap": 20,
            "competence_floor": 0.25, **policy}
     return settings_from_mapping({"models": MODELS, "data_dir": str(root / "data"),
-                                  "extensions": {"policy": ext}})
+                                  "policy": ext})
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_pinned_pairings_and_limits_come_from_settings(world: Path) -> None:
     assert pinned.decide(RouteRequest(role="audit", primary="a1")).partner == "a2"
     cheap = decider(world, max_cost_per_1k=0.5)  # b1 and b2 cost 1.0
     assert cheap.decide(RouteRequest(role="audit", primary="a1")).partner == "a2"
-    with pytest.raises(ConfigError, match=r"extensions\.policy\.competence_floor"):
+    with pytest.raises(ConfigError, match=r"policy\.competence_floor"):
         decider(world, competence_floor=3)
 
 
@@ -119,7 +119,7 @@ def cli(world: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[in
 
     config.write_text(yaml.safe_dump({
         "models": MODELS, "data_dir": str(settings.data_dir),
-        "extensions": settings.extensions}), encoding="utf-8")
+        "policy": settings.policy.model_dump(mode="json")}), encoding="utf-8")
     code = 0
     try:
         main(["pairs", "--config", str(config), *args])

@@ -12,9 +12,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from router.config import Settings
-from router.decision import Decision, RouteRequest
 from router.errors import ConfigError
-from router.pairings import Pairings
+from router.pairing.decision import Decision, LiveSource, RouteRequest
+from router.pairing.pinned import Pairings
 from router.pool import Pool
 from router.service import create_app
 from tests.e2e.harness import (
@@ -248,8 +248,12 @@ async def test_stream_failing_midway_ends_with_an_error_event(tmp_path: Path) ->
 class ExplodingDecider:
     version = "boom"
 
-    def __init__(self, settings: Settings, pool: Pool, pairings: Pairings) -> None:
+    def __init__(self, settings: Settings, pool: Pool, pairings: Pairings,
+                 live: LiveSource | None = None) -> None:
         pass
+
+    def blocking(self, request: RouteRequest) -> bool:
+        return False
 
     def decide(self, request: RouteRequest) -> Decision:
         raise RuntimeError("internal detail that must not leak")

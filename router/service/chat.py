@@ -1,8 +1,10 @@
 """The OpenAI-compatible routes: ``POST /v1/chat/completions`` and ``GET /v1/models``.
 
-A chat request reads as a chain: parse (schema) → target (pool model or ``audit:``/``assist:``
-virtual model) → plain proxy, or engine.prepare (policy) → engine.complete / engine.stream
-(paired calls, compare, record) → OpenAI response with the ``diffroute`` object.
+A chat request reads as one chain over one request model (:class:`ChatRequest`, which keeps
+the body as sent): parse → plan (a pool model, or a pair from ``audit:``/``assist:`` and the
+options) → a plain call (passed through to a forwarding backend, else translated) or a paired
+one (engine.prepare → engine.complete / engine.stream: decision, calls, compare, record) →
+the OpenAI response, with the ``diffroute`` object for a pair.
 """
 
 from __future__ import annotations
@@ -14,32 +16,28 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from profiles.protocol import SampleRequest, Usage
+from profiles.protocol import Usage
 from router.backends.base import StreamDelta
 from router.errors import BadRequestError, DiffrouteError
 from router.logging import generation_fields, log_generation
-from router.paired import (
-    PairedCall,
-    PairedOptions,
-    PairedOutcome,
-    parse_model,
-    virtual_models,
+from router.paired.call import PairedCall, PairedOutcome
+from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, error_body
+from router.service.model_names import virtual_models
+from router.service.schema import (
+    ChatRequest,
+    PairedRequest,
+    PlainCall,
+    parse_chat,
+    plan_call,
+    read_json,
 )
-from router.service.completions import (
+from router.service.state import STATE, ServiceState
+from router.service.wire import (
     ChunkWriter,
     completion_json,
     json_response,
     sse_response,
 )
-from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, error_body
-from router.service.schema import (
-    ChatRequest,
-    has_option_headers,
-    merge_options,
-    parse_chat,
-    read_json,
-)
-from router.service.state import STATE, ServiceState
 
 _log = structlog.get_logger("diffroute.chat")
 
@@ -54,53 +52,43 @@ def add_routes(app: web.Application) -> None:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/chat/completions``: a plain proxy, or a paired (audit/assist) call."""
+    """``POST /v1/chat/completions``: parse → plan → a plain call or a paired one → respond."""
     state = request.app[STATE]
-    sent = await read_json(request)
-    chat = parse_chat(sent)
-    assert isinstance(sent, dict)  # parse_chat checked it
-    if chat.diffroute is None and chat.model in state.pool and \
-            state.pool.get(chat.model).forwards and not has_option_headers(request.headers):
-        return await _passed_through(request, state, chat, chat.model, sent)  # the common case
-    options = merge_options(request.headers, chat.diffroute)
-    target = parse_model(chat.model, state.pool)
-    if target.role is None and options.role is None:
-        _reject_paired_options(options)
-        assert target.primary is not None
-        if state.pool.get(target.primary).forwards:
-            return await _passed_through(request, state, chat, target.primary, sent)
+    chat = parse_chat(await read_json(request))
+    plan = plan_call(chat, request.headers, state.pool)
+    if isinstance(plan, PlainCall):
+        return await _plain(request, state, chat, plan.model)
+    return await _paired(request, state, chat, plan)
+
+
+async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest,
+                 model: str) -> web.StreamResponse:
+    """One pool model: the body passes through to a forwarding backend, else is translated."""
+    if state.pool.get(model).forwards:
+        if chat.stream:
+            return await _relayed(request, state, chat, model)
+        return await _forwarded(request, state, chat, model)
     if chat.stream and chat.n > 1:  # translated streams carry one choice
         raise BadRequestError("n > 1 is not supported with stream: true", param="n")
-    if target.role is None and options.role is None:
-        assert target.primary is not None
-        return await _plain(request, state, chat, target.primary, chat.sample_request())
-    sample_request = chat.sample_request()
+    return await _translated(request, state, chat, model)
+
+
+async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
+                  plan: PairedRequest) -> web.StreamResponse:
+    """A pair: the engine decides, calls both models, compares and records."""
     if chat.n > 1:
-        raise BadRequestError("n > 1 is only supported for pool models, not paired calls",
+        raise BadRequestError("n > 1 is not supported with stream: true" if chat.stream else
+                              "n > 1 is only supported for pool models, not paired calls",
                               param="n")
-    call = state.engine.prepare(target, options, sample_request, chat.task_text(),
-                                request[REQUEST_ID])
+    call = await state.engine.prepare(plan.role, plan.primary, plan.options,
+                                      chat.sample_request(), chat.task_text(),
+                                      request[REQUEST_ID])
     if chat.stream:
         return await _paired_stream(request, chat, state, call)
-    outcome = await state.engine.complete(call)
-    assert outcome.answer is not None
-    body = completion_json(outcome.answer, call.answering, with_logprobs=bool(chat.logprobs))
+    answer, outcome = await state.engine.complete(call)
+    body = completion_json(answer, call.answering, with_logprobs=bool(chat.logprobs))
     body["diffroute"] = outcome.to_json()
     return json_response(body, headers=outcome_headers(outcome))
-
-
-NO_OPTIONS = PairedOptions()
-
-
-def _reject_paired_options(options: PairedOptions) -> None:
-    if options == NO_OPTIONS:
-        return
-    given = [k for k in ("partner", "candidates", "audit_mode", "shadow_rate")
-             if getattr(options, k) is not None]
-    if given:
-        raise BadRequestError(
-            f"diffroute option '{given[0]}' needs a paired call: use model 'audit:<name>' or "
-            "'assist:<name>', or set diffroute.role", param=f"diffroute.{given[0]}")
 
 
 def call_headers(call: PairedCall) -> dict[str, str]:
@@ -120,8 +108,10 @@ def outcome_headers(outcome: PairedOutcome) -> dict[str, str]:
     return headers
 
 
-async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest, model: str,
-                 sample_request: SampleRequest) -> web.StreamResponse:
+async def _translated(request: web.Request, state: ServiceState, chat: ChatRequest,
+                      model: str) -> web.StreamResponse:
+    """A plain call to a local or scripted model: the request is translated for the backend."""
+    sample_request = chat.sample_request()
     log_prompts = state.settings.server.log_prompts
     rid = request[REQUEST_ID]
     if chat.stream:
@@ -141,23 +131,14 @@ async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest, m
     return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)))
 
 
-async def _passed_through(request: web.Request, state: ServiceState, chat: ChatRequest,
-                          model: str, body: dict[str, Any]) -> web.StreamResponse:
-    """A plain call to a model whose backend passes bodies through, streamed or not."""
-    body.pop("diffroute", None)
-    if chat.stream:
-        return await _relayed(request, state, chat, model, body)
-    return await _forwarded(request, state, chat, model, body)
-
-
-async def _relayed(request: web.Request, state: ServiceState, chat: ChatRequest, model: str,
-                   body: dict[str, Any]) -> web.StreamResponse:
+async def _relayed(request: web.Request, state: ServiceState, chat: ChatRequest,
+                   model: str) -> web.StreamResponse:
     """A streamed plain call passed through: the upstream's chunks are relayed as they come
     (tool-call deltas included) with the pool's model name. The first chunk is awaited before
     the response starts, so an upstream that fails at once still gets a 502/504 status; later
     failures become an ``error`` event."""
     started = time.perf_counter()
-    chunks = state.pool.get(model).forward_stream(body)
+    chunks = state.pool.get(model).forward_stream(chat.sent)
     usage: object = None
 
     async def write(writer: ChunkWriter) -> None:
@@ -180,13 +161,13 @@ async def _relayed(request: web.Request, state: ServiceState, chat: ChatRequest,
     return response
 
 
-async def _forwarded(request: web.Request, state: ServiceState, chat: ChatRequest, model: str,
-                     body: dict[str, Any]) -> web.Response:
+async def _forwarded(request: web.Request, state: ServiceState, chat: ChatRequest,
+                     model: str) -> web.Response:
     """A plain non-streaming call to a model whose backend passes bodies through: the
     client's body goes upstream as sent (tools, response_format…: nothing diffroute does not
     know is lost) and the upstream's completion comes back with the pool's model name."""
     started = time.perf_counter()
-    answer = await state.pool.get(model).forward(body)
+    answer = await state.pool.get(model).forward(chat.sent)
     duration = time.perf_counter() - started
     answer["model"] = model
     usage = _usage(answer.get("usage"))

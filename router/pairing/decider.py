@@ -4,7 +4,7 @@
 dir's observation store first, then the profiles shipped for the embedded pool), computes the
 similarity matrix and graph, indexes the suite's probes, and returns a :class:`PolicyDecider`.
 All the heavy work happens here, once per profile version; a decision is a faiss search plus
-the array arithmetic of :mod:`router.policy`.
+the array arithmetic of :mod:`router.pairing.policy`.
 """
 
 from __future__ import annotations
@@ -13,42 +13,30 @@ import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 import numpy as np
-from pydantic import ValidationError
 
 from profiles.embed import Embedder, HashEmbedder
 from profiles.matrix import ALL, DomainMatrix, PoolMatrix, pool_matrix
 from profiles.profile import Profile, from_store
 from profiles.store import ObservationStore, model_key
 from profiles.suite import Suite
-from router.config import ModelConfig, Settings
-from router.decision import Decision, Role, RouteRequest
-from router.diffing import (
+from router.config import ModelConfig, PolicySettings, Settings
+from router.pairing.decision import Decision, LiveSource, Role, RouteRequest
+from router.pairing.graph import SimilarityGraph, build_graph
+from router.pairing.index import ProbeIndex
+from router.pairing.pinned import Pairings
+from router.pairing.policy import PolicyTables, assign_pool, decide, make_tables
+from router.pool import Pool
+from router.profiling.sources import (
     ProfileQuery,
     embedder_for,
     open_suite,
     shipped_profile,
     shipped_profiles_dir,
 )
-from router.errors import ConfigError
-from router.graph import SimilarityGraph, build_graph
-from router.index import ProbeIndex
-from router.pairings import Pairings
-from router.policy import PolicySettings, PolicyTables, assign_pool, decide, make_tables
-from router.pool import Pool
 
-__all__ = ["PolicyDecider", "build_decider", "policy_settings", "tables_from_matrix"]
-
-class LiveSource(Protocol):
-    """What the decider reads from live outcomes (``router.live.drift.DriftMonitor``)."""
-
-    @property
-    def epoch(self) -> int: ...
-
-    def live_shifts(self, primary: str) -> dict[str, tuple[float, int]]: ...
-
+__all__ = ["PolicyDecider", "build_decider", "tables_from_matrix"]
 
 TASK_CACHE_SIZE = 4096
 """Task texts whose domain weights a decider remembers (an embedding and a search each)."""
@@ -57,11 +45,12 @@ TASK_CACHE_MAX_CHARS = 4096
 
 
 class PolicyDecider:
-    """The :class:`router.decision.Decider` of the service: the policy over loaded profiles."""
+    """The service's :class:`~router.pairing.decision.Decider`: the policy over loaded profiles."""
 
     def __init__(self, tables: PolicyTables, graph: SimilarityGraph, pairings: Pairings,
                  config: PolicySettings, index: ProbeIndex | None = None,
-                 embedder: Embedder | None = None) -> None:
+                 embedder: Embedder | None = None, live: LiveSource | None = None) -> None:
+        """``live``: where live outcomes shift the profiles' agreement (``router.live``)."""
         self.tables = tables
         self.graph = graph
         self.pairings = pairings
@@ -73,8 +62,7 @@ class PolicyDecider:
         self._weights: OrderedDict[str, tuple[tuple[str, float], ...]] = OrderedDict()
         self._decisions: OrderedDict[tuple[RouteRequest, int], Decision] = OrderedDict()
         self._weights_lock = threading.Lock()  # decisions may run in worker threads
-        self.live: LiveSource | None = None
-        """Set by the service: live shifts of the blended agreement (``router.live``)."""
+        self.live = live
 
     @property
     def version(self) -> str:
@@ -176,20 +164,10 @@ def _request_key(request: RouteRequest) -> RouteRequest | None:
     return dataclasses.replace(request, candidates=tuple(request.candidates))
 
 
-def policy_settings(settings: Settings) -> PolicySettings:
-    """``settings.extensions['policy']``, validated (a :class:`ConfigError` names the field)."""
-    raw = settings.extensions.get("policy", {})
-    try:
-        return PolicySettings.model_validate(raw)
-    except ValidationError as exc:
-        problems = [f"extensions.policy.{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
-                    for e in exc.errors()]
-        raise ConfigError(problems) from None
-
-
-def build_decider(settings: Settings, pool: Pool, pairings: Pairings) -> PolicyDecider:
+def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
+                  live: LiveSource | None = None) -> PolicyDecider:
     """Load the pool's profiles and build the policy (blocking: seconds for a large suite)."""
-    config = policy_settings(settings)
+    config = settings.policy
     suite = open_suite(config.suite)
     query = ProfileQuery(config.suite, config.samples, config.profile_temperature)
     found = load_profiles(settings, pool, suite, query)
@@ -203,7 +181,7 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings) -> PolicyD
     embedder = embedder_for(settings.embedder)
     index = ProbeIndex.build(suite.probes, embedder, config.exact_index_limit) \
         if suite.probes else None
-    return PolicyDecider(tables, graph, pairings, config, index, embedder)
+    return PolicyDecider(tables, graph, pairings, config, index, embedder, live)
 
 
 def load_profiles(settings: Settings, pool: Pool, suite: Suite,

@@ -1,9 +1,9 @@
 """The pairing policy: pure functions from (task domains, candidates, similarity tables,
-configured pairings, limits) to a :class:`~router.decision.Decision`.
+configured pairings, limits) to a :class:`~router.pairing.decision.Decision`.
 
-Nothing here does I/O or searches an index: :mod:`router.routing` loads the profiles, builds the
-:class:`PolicyTables` once per profile version and turns a task text into domain weights; the
-functions below only read numpy arrays, so a decision costs O(domains × models).
+Nothing here does I/O or searches an index: :mod:`router.pairing.decider` loads the profiles,
+builds the :class:`PolicyTables` once per profile version and turns a task text into domain
+weights; the functions below only read numpy arrays, so a decision costs O(domains × models).
 
 The rules, in the order they apply:
 
@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
-from router.decision import Decision, Evidence, Role, RouteRequest
+from router.config import PolicySettings
 from router.errors import BadRequestError, NoPairError, UnknownModelError
-from router.index import EXACT_LIMIT
-from router.pairings import Pairings
+from router.pairing.decision import Decision, Evidence, Role, RouteRequest
+from router.pairing.pinned import Pairings
 
 ALL = "all"
 FloatArray = npt.NDArray[np.float64]
@@ -39,31 +38,6 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 TIE_DECIMALS = 9
 """Scores equal to this many decimals are ties (float noise must not break determinism)."""
-
-
-class PolicySettings(BaseModel):
-    """``settings.extensions['policy']``: limits and knobs of the pairing policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    competence_floor: float = Field(0.0, ge=0, le=1)
-    """An auditor's accuracy on the task's gold probes must be *above* this."""
-    max_cost_per_1k: float | None = Field(None, ge=0)
-    max_latency_ms: float | None = Field(None, ge=0)
-    latency_ms: dict[str, float] = Field(default_factory=dict)
-    """Known typical latency per model; models without one are not held to the latency limit."""
-    neighbours: int = Field(16, ge=1, le=1024)
-    """k of the probe index: how many nearest probes decide a task's domains."""
-    temperature: float = Field(0.05, gt=0)
-    """Softmax temperature over the neighbours' cosine similarities."""
-    exact_index_limit: int = Field(EXACT_LIMIT, ge=0)
-    """Suites of up to this many probes are searched exactly; larger ones by an inverted file
-    (about a tenth of the time at 20,000 probes; see ``router.index``)."""
-    suite: str = "default"
-    samples: int = Field(5, ge=1)
-    """Which profiles to read: built with this many samples at ``profile_temperature``."""
-    profile_temperature: float = Field(0.7, ge=0, le=2)
-    bootstrap: int = Field(200, ge=0)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from profiles.probe import Probe
 from profiles.profile import Profile, from_store
 from profiles.store import ObservationStore
 from profiles.suite import Suite, SuiteManifest
-from router.backends.scripted import ScriptedBackend, ScriptedParams, scripted_truth
+from router.backends.params import ScriptedParams
+from router.backends.scripted import ScriptedBackend, scripted_truth
 from router.config import ModelConfig, Settings, settings_from_mapping
 
 OPTIONS = ("A", "B", "C", "D")

@@ -7,7 +7,7 @@ agreement and the probe counts. Families are reported twice: as configured, and 
 Louvain modularity on κp significantly above chance — when the two disagree, the configuration
 is probably wrong (or a provider swapped a model). The graph is what people inspect and what
 the pool-wide matching runs on; the per-request policy reads the same numbers as arrays
-(:class:`router.policy.PolicyTables`), never traversing the graph.
+(:class:`router.pairing.policy.PolicyTables`), never traversing the graph.
 """
 
 from __future__ import annotations

@@ -54,6 +54,13 @@ class Comparison:
                 "method": self.method}
 
 
+class Comparer(Protocol):
+    """``compare(primary_text, partner_text, domains, *, pair)`` → :class:`Comparison`."""
+
+    def __call__(self, primary_text: str, partner_text: str, domains: Sequence[str], *,
+                 pair: tuple[str, str] | None = None) -> Comparison: ...
+
+
 def normalise(text: str) -> str:
     """Case-folded words of ``text`` joined by single spaces (punctuation dropped)."""
     folded = unicodedata.normalize("NFKC", text).casefold()
@@ -154,7 +161,7 @@ def _typed_probe(kind: AnswerType, domain: str) -> Probe:
 
 
 class NoiseAwareComparer:
-    """The live-diff :class:`~router.paired.Comparer` (see the module docstring).
+    """The live-diff :class:`~router.paired.engine.Comparer` (see the module docstring).
 
     ``floors`` may be replaced at run time (profiles are loaded after the service starts).
     """

@@ -11,13 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-from router.decision import RouteRequest
 from router.errors import BadRequestError, DiffrouteError
-from router.pairings import parse_pairings
-from router.service.completions import json_response
+from router.pairing.decision import RouteRequest
+from router.pairing.pinned import parse_pairings
 from router.service.middleware import admin_only, error_response
 from router.service.schema import parse_route, read_json
 from router.service.state import STATE
+from router.service.wire import json_response
 
 
 def add_routes(app: web.Application) -> None:
@@ -39,19 +39,13 @@ async def route(request: web.Request) -> web.Response:
     route_request = RouteRequest(
         role=body.role, primary=primary, task=body.task_text(),
         candidates=tuple(body.candidates) if body.candidates else None, domain=body.domain)
-    decider = state.decider
-    blocking = getattr(decider, "blocking", None)
-    if blocking is not None and blocking(route_request):
-        # a model embedder on a task not seen before: tens of ms, not for the event loop
-        decision = await asyncio.to_thread(decider.decide, route_request)
-    else:  # a cached task or the hash embedder: cheaper than a thread hop
-        decision = decider.decide(route_request)
+    decision = await state.pairing.decide(route_request)
     return json_response(decision.to_json())
 
 
 async def get_pairings(request: web.Request) -> web.Response:
     """The configured pinned partners and exclusions."""
-    return web.json_response(request.app[STATE].pairings.model_dump(mode="json"))
+    return web.json_response(request.app[STATE].pairing.pairings.model_dump(mode="json"))
 
 
 @admin_only
@@ -63,8 +57,7 @@ async def put_pairings(request: web.Request) -> web.Response:
     if unknown:
         raise BadRequestError(f"unknown model(s) in pairings: {', '.join(unknown)} "
                               f"(known: {', '.join(state.pool.names)})", param="pinned")
-    # rebuilding the policy takes as long as at startup: off the event loop
-    await asyncio.to_thread(state.replace_pairings, pairings)
+    await state.pairing.replace(pairings)  # rebuilt off the event loop, then persisted
     return web.json_response(pairings.model_dump(mode="json"))
 
 

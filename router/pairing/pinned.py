@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from router.decision import Role
 from router.errors import BadRequestError
+from router.pairing.decision import Role
 
 
 class Pairings(BaseModel):

@@ -1,0 +1,271 @@
+"""The paired-call engine: decision → paired backend calls → compare → record.
+
+The HTTP handler turns a request into a :class:`~router.paired.call.PairedCall`
+(:meth:`PairedEngine.prepare`, which asks the pairing service), then either awaits
+:meth:`PairedEngine.complete` or iterates :meth:`PairedEngine.stream`. Roles:
+
+* **audit** — the primary answers (that is what the client gets); the partner answers the same
+  messages concurrently, or, in ``review`` mode, reviews the primary's answer afterwards. The two
+  are compared on the response path (cheap) and recorded to the :class:`LiveDiffSink` off it.
+* **assist** — the partner (the assistant) answers for the primary; on a ``shadow_rate``
+  fraction of requests the primary also answers in the background, so the pair's live agreement
+  stays measured; that comparison is recorded when it finishes.
+
+A partner that fails never fails the client's request: the outcome carries the error instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from profiles.protocol import SampleRequest, SampleResult, Usage
+from router.backends.base import StreamDelta
+from router.errors import BadRequestError, DiffrouteError
+from router.logging import log_generation
+from router.paired.call import (
+    PairedCall,
+    PairedOptions,
+    PairedOutcome,
+    partner_request,
+    review_request,
+)
+from router.paired.compare import Comparer, Comparison, compare, compare_review
+from router.paired.record import LiveDiffRecord, LiveDiffSink, new_live_diff_id, prompt_digest
+from router.paired.stream import PairedStream
+from router.pairing.decision import Decision, Role, RouteRequest
+from router.pool import Pool
+
+_log = structlog.get_logger("diffroute.paired")
+
+
+class DecisionSource(Protocol):
+    """Where the engine gets its decisions (``router.pairing.service.PairingService``)."""
+
+    async def decide(self, request: RouteRequest) -> Decision: ...
+
+    @property
+    def version(self) -> str: ...
+
+
+class PairedEngine:
+    """Runs paired calls against the pool; one per app."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        decisions: DecisionSource,
+        sink: LiveDiffSink,
+        *,
+        comparer: Comparer = compare,
+        review_comparer: Comparer = compare_review,
+        default_shadow_rate: float = 0.1,
+        ack_records: bool = False,
+        log_prompts: bool = False,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        """``ack_records``: await the sink before answering (a durable sink that must not lose
+        an id it returned); otherwise records are written in the background."""
+        self.pool = pool
+        self.decisions = decisions
+        self.sink = sink
+        self.comparer = comparer
+        self.review_comparer = review_comparer
+        self.default_shadow_rate = default_shadow_rate
+        self.ack_records = ack_records
+        self.log_prompts = log_prompts
+        self._rng = rng
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- the decision ---------------------------------------------------------------------------
+
+    async def decide(self, role: Role, primary: str | None, options: PairedOptions,
+                     task: str) -> Decision:
+        """The policy's decision; a partner requested by the client replaces the policy's."""
+        for name in options.candidates or ():
+            self.pool.get(name)
+        if options.partner is not None:
+            self.pool.get(options.partner)
+        if options.partner is not None and primary is not None:
+            # both ends are given: no policy call, so this works without profiles too
+            return _requested(role, primary, options.partner, options, self.decisions.version)
+        decision = await self.decisions.decide(RouteRequest(
+            role=role, primary=primary, task=task, candidates=options.candidates,
+            domain=options.domain))
+        if options.partner is None:
+            return decision
+        return _requested(role, decision.primary, options.partner, options,
+                          decision.profile_version, decision.domains)
+
+    async def prepare(self, role: Role, primary: str | None, options: PairedOptions,
+                      request: SampleRequest, task: str, request_id: str = "") -> PairedCall:
+        """Decide the pair and the mode of one paired call."""
+        decision = await self.decide(role, primary, options, task)
+        rate = self.default_shadow_rate if options.shadow_rate is None else options.shadow_rate
+        shadow = role == "assist" and rate > 0 and self._rng() < rate
+        return PairedCall(decision, request, options.audit_mode or "concurrent", shadow,
+                          request_id)
+
+    # -- running it -----------------------------------------------------------------------------
+
+    async def complete(self, call: PairedCall) -> tuple[SampleResult, PairedOutcome]:
+        """Run the call: the answering model's result and the outcome. The primary's (audit)
+        or assistant's (assist) failure is raised; the partner's is in the outcome."""
+        if call.decision.role == "assist":
+            answer = await self.answer(call.answering, call.request, call)
+            if call.shadow:
+                self.start_shadow(call, answer.samples[0].text)
+            return answer, PairedOutcome(call)
+        if call.audit_mode == "review":
+            answer = await self.answer(call.decision.primary, call.request, call)
+            text = answer.samples[0].text
+            review, error = await self.partner_answer(call, review_request(call.request, text))
+            return answer, await self.conclude(call, text, review, error)
+        partner = asyncio.create_task(self.partner_answer(call, partner_request(call.request)))
+        try:
+            answer = await self.answer(call.decision.primary, call.request, call)
+        except BaseException:
+            partner.cancel()
+            raise
+        partner_text, error = await partner
+        return answer, await self.conclude(call, answer.samples[0].text, partner_text, error)
+
+    def stream(self, call: PairedCall) -> PairedStream:
+        """The answering model's deltas, then :meth:`PairedStream.outcome`."""
+        return PairedStream(self, call)
+
+    # -- the steps, also used by the stream -----------------------------------------------------
+
+    async def answer(self, model: str, request: SampleRequest, call: PairedCall) -> SampleResult:
+        """One model's answer, logged as a ``gen_ai.chat`` event."""
+        started = time.perf_counter()
+        result = await self.pool.sample(model, request)
+        self.log_answer(model, request, result.usage, time.perf_counter() - started, call,
+                        [s.text for s in result.samples])
+        return result
+
+    def stream_answer(self, model: str, request: SampleRequest) -> AsyncIterator[StreamDelta]:
+        """One model's answer as a stream of deltas (logged by the stream when complete)."""
+        return self.pool.stream(model, request)
+
+    def log_answer(self, model: str, request: SampleRequest, usage: Usage | None,
+                   seconds: float, call: PairedCall, texts: list[str]) -> None:
+        """The ``gen_ai.chat`` event of one model call of a paired request."""
+        log_generation(_log, model, request, usage, seconds, texts=texts,
+                       log_prompts=self.log_prompts, role=call.decision.role,
+                       request_id=call.request_id)
+
+    async def partner_answer(self, call: PairedCall,
+                             request: SampleRequest) -> tuple[str | None, str | None]:
+        """The partner's text, or its error: a failing partner must not fail the response."""
+        try:
+            result = await self.answer(call.decision.partner, request, call)
+        except DiffrouteError as exc:
+            _log.warning("paired.partner_failed", partner=call.decision.partner,
+                         error=str(exc), request_id=call.request_id)
+            return None, str(exc)
+        return result.samples[0].text, None
+
+    def start_shadow(self, call: PairedCall, assistant_text: str) -> None:
+        """In the background, the primary answers too and is compared with the assistant."""
+        self._spawn(self._shadow(call, assistant_text))
+
+    async def _shadow(self, call: PairedCall, assistant_text: str) -> None:
+        primary = call.decision.primary
+        try:
+            result = await self.answer(primary, partner_request(call.request), call)
+        except DiffrouteError as exc:
+            _log.warning("paired.shadow_failed", primary=primary, error=str(exc),
+                         request_id=call.request_id)
+            return
+        primary_text = result.samples[0].text
+        comparison = self._compare(call, primary_text, assistant_text, review=False)
+        await self._store(_record(call, primary_text, assistant_text, comparison, "shadow"))
+
+    def _compare(self, call: PairedCall, primary_text: str, partner_text: str, *,
+                 review: bool) -> Comparison:
+        comparer = self.review_comparer if review else self.comparer
+        pair = (call.decision.primary, call.decision.partner)
+        return comparer(primary_text, partner_text, call.domains, pair=pair)
+
+    async def conclude(self, call: PairedCall, primary_text: str, partner_text: str | None,
+                       error: str | None) -> PairedOutcome:
+        """Compare the two answers and record the comparison (an audit's last step)."""
+        if partner_text is None:
+            return PairedOutcome(call, partner_error=error)
+        try:
+            comparison = self._compare(call, primary_text, partner_text,
+                                       review=call.audit_mode == "review")
+        except Exception as exc:  # a comparison must never fail the client's answer
+            _log.error("paired.compare_failed", error=repr(exc), request_id=call.request_id)
+            return PairedOutcome(call)
+        record = _record(call, primary_text, partner_text, comparison, call.audit_mode)
+        if self.ack_records:
+            stored = await self._store(record)
+        else:
+            self._spawn(self._store(record))
+            stored = record.id if comparison.flagged else None
+        return PairedOutcome(call, comparison, stored)
+
+    async def _store(self, record: LiveDiffRecord) -> str | None:
+        """Hand the record to the sink; a failing sink is logged, never raised."""
+        try:
+            stored = await self.sink.record(record)
+        except Exception as exc:  # a broken sink must not break answers
+            _log.error("live_diff.record_failed", error=repr(exc), request_id=record.request_id)
+            return None
+        if record.flagged:
+            _log.info("live_diff", live_diff_id=stored, primary=record.primary,
+                      partner=record.partner, role=record.role, mode=record.mode,
+                      agreement=record.comparison.agreement, domains=list(record.domains),
+                      request_id=record.request_id)
+        return stored
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(_discard(work))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self, grace_s: float | None = 10.0) -> None:
+        """Let background shadows and records finish (``grace_s``; 0 or None: no limit)."""
+        pending = set(self._background)
+        if not pending:
+            return
+        _done, late = await asyncio.wait(pending, timeout=grace_s or None)
+        for task in late:
+            task.cancel()
+
+
+def _requested(role: Role, primary: str, partner: str, options: PairedOptions,
+               version: str, domains: Mapping[str, float] | None = None) -> Decision:
+    if partner == primary:
+        raise BadRequestError(f"partner '{partner}' is the primary itself",
+                              param="diffroute.partner")
+    if domains is None:
+        domains = {options.domain: 1.0} if options.domain else {}
+    return Decision(primary, partner, role, None, "partner requested by the client",
+                    domains=domains, profile_version=version)
+
+
+def _record(call: PairedCall, primary_text: str, partner_text: str,
+            comparison: Comparison, mode: str) -> LiveDiffRecord:
+    d = call.decision
+    return LiveDiffRecord(
+        id=new_live_diff_id(), created_at=time.time(), request_id=call.request_id,
+        primary=d.primary, partner=d.partner, role=d.role, answered_by=call.answering,
+        mode=mode, domains=call.domains, prompt_digest=prompt_digest(call.request.messages),
+        messages=call.request.messages, primary_text=primary_text,
+        partner_text=partner_text, comparison=comparison, reason=d.reason)
+
+
+async def _discard(work: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await work
+    except Exception as exc:  # background work must log, not raise into the loop
+        _log.error("paired.background_failed", error=repr(exc))
+
