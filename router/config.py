@@ -24,74 +24,48 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from router.backends.params import BackendParams, params_model
+from router.backends.model_config import (
+    MODEL_NAME_PATTERN,
+    Decoding,
+    ModelConfig,
+    Timeouts,
+)
 from router.errors import ConfigError, UnknownModelError
-from router.live.drift import BURN_IN, CUSUM_H, PRIOR_WEIGHT
-from router.live.store import Retention
-from router.pairing.index import EXACT_LIMIT
 from router.secrets import Secret
 
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+__all__ = [
+    "MODEL_NAME_PATTERN",
+    "Decoding",
+    "EmbedderConfig",
+    "LiveSettings",
+    "ModelConfig",
+    "PairedSettings",
+    "PolicySettings",
+    "ServerConfig",
+    "Settings",
+    "Timeouts",
+    "load_settings",
+    "settings_from_mapping",
+    "yaml_path",
+]
 
+EXACT_LIMIT = 4096
+"""Indexes of more probes than this search an inverted file instead of scanning them all
+(``policy.exact_index_limit``; see ``router.pairing.index``)."""
+PRIOR_WEIGHT = 50.0
+"""Pseudo-observations the profile's agreement is worth in the live blend."""
+BURN_IN = 100
+"""Comparisons that set an unprofiled pair's baseline (and re-set it after a drift alarm)."""
+CUSUM_H = 10.0
+"""Alarm threshold of the CUSUM drift statistic (log-likelihood ratio)."""
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Timeouts(_Strict):
-    """Seconds; ``total`` bounds a whole call including retries of the body read."""
-
-    connect: float = Field(5.0, gt=0)
-    read: float = Field(60.0, gt=0)
-    total: float = Field(120.0, gt=0)
-
-
-class Decoding(_Strict):
-    """Per-model decoding overrides; ``None`` keeps the request's value."""
-
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
-
-
-class ModelConfig(_Strict):
-    """One pool member."""
-
-    name: str = Field(pattern=MODEL_NAME_PATTERN, max_length=128)
-    backend: SerializeAsAny[BackendParams]
-    family: str | None = None
-    cost_per_1k_tokens: float = Field(0.0, ge=0)
-    max_concurrency: int = Field(4, ge=1, le=1024)
-    timeouts: Timeouts = Timeouts()
-    decoding: Decoding = Decoding()
-    tags: tuple[str, ...] = ()
-
-    @field_validator("backend", mode="before")
-    @classmethod
-    def _backend_by_kind(cls, value: object) -> object:
-        if isinstance(value, BackendParams):
-            return value
-        if not isinstance(value, Mapping):
-            raise ValueError("must be a mapping with a 'kind'")
-        kind = value.get("kind")
-        if not isinstance(kind, str):
-            raise ValueError("needs 'kind' (a backend name, e.g. openai, llamacpp, scripted)")
-        try:
-            model = params_model(kind)
-        except ConfigError as exc:
-            raise ValueError(exc.problems[0]) from None
-        return model.model_validate(dict(value))
-
-    @property
-    def family_name(self) -> str:
-        return self.family or self.name
 
 
 class ServerConfig(_Strict):
@@ -164,9 +138,6 @@ class LiveSettings(_Strict):
     profile_samples: int = Field(5, ge=2)
     profile_temperature: float = Field(0.7, ge=0, le=2)
 
-    @property
-    def retention(self) -> Retention:
-        return Retention(self.max_age_s, self.max_records, self.max_comparisons)
 
 
 class PairedSettings(_Strict):

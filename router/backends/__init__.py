@@ -30,7 +30,7 @@ from router.backends.params import (
 )
 
 if TYPE_CHECKING:
-    from router.config import ModelConfig
+    from router.backends.model_config import ModelConfig
 
 __all__ = [
     "Backend",

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from router.backends.http1 import Http1Client
-    from router.config import ModelConfig
+    from router.backends.model_config import ModelConfig
 
 StatusKind = Literal["ready", "reachable", "weights found", "missing weights", "missing key",
                      "unreachable", "error"]

@@ -46,7 +46,7 @@ from router.errors import (
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-    from router.config import ModelConfig
+    from router.backends.model_config import ModelConfig
 
 T = TypeVar("T")
 

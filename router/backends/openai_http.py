@@ -53,7 +53,7 @@ from router.errors import (
 )
 
 if TYPE_CHECKING:
-    from router.config import ModelConfig
+    from router.backends.model_config import ModelConfig
 
 MAX_TOP_LOGPROBS = 20
 """The most alternatives the OpenAI API returns per token."""

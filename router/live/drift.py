@@ -23,14 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from router.config import BURN_IN, CUSUM_H, PRIOR_WEIGHT
 from router.live.rates import wilson_interval
 
-PRIOR_WEIGHT = 50.0
-"""Pseudo-observations the profile's agreement is worth in the blend."""
-BURN_IN = 100
-"""Comparisons that set an unprofiled pair's baseline (and re-set it after an alarm)."""
-CUSUM_H = 10.0
-"""Alarm threshold of the CUSUM statistic (log-likelihood ratio)."""
 EPOCH_COMPARISONS = 50
 """Comparisons between two refreshes of the live shifts the policy reads."""
 MIN_SHIFT = 0.05

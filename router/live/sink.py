@@ -26,7 +26,7 @@ from router.config import LiveSettings, Settings
 from router.live.baseline import ProfileBaseline, build_baseline
 from router.live.drift import DriftEvent, DriftMonitor
 from router.live.metrics import LiveMetrics
-from router.live.store import ComparisonRow, LiveStore
+from router.live.store import ComparisonRow, LiveStore, Retention
 from router.paired.compare import domain_types
 from router.paired.record import LiveDiffRecord
 from router.profiling.sources import ProfileQuery, embedder_for, find_profiles, open_suite
@@ -216,7 +216,7 @@ async def open_live_sink(settings: Settings, baseline: ProfileBaseline,
     retention: asyncio.Task[None] | None = None
     try:
         sink = DurableLiveDiffSink(store, config, baseline, metrics)
-        deleted = await store.enforce(config.retention)
+        deleted = await store.enforce(Retention.of(config))
         replayed = await sink.replay()
         _log.info("live.opened", path=str(store.path), retention_deleted=deleted,
                   replayed=replayed, profiled_pairs=len(baseline.agreement))
@@ -233,4 +233,4 @@ async def open_live_sink(settings: Settings, baseline: ProfileBaseline,
 async def _retention_loop(store: LiveStore, config: LiveSettings) -> None:
     while True:
         await asyncio.sleep(config.retention_interval_s)
-        await store.enforce(config.retention)
+        await store.enforce(Retention.of(config))

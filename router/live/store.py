@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from router.config import LiveSettings
 from router.errors import BadRequestError
 
 DB_NAME = "live.sqlite3"
@@ -86,6 +87,11 @@ class Retention:
     max_age_s: float | None = 30 * 86_400.0
     max_records: int | None = 100_000
     max_comparisons: int | None = 2_000_000
+
+    @classmethod
+    def of(cls, config: LiveSettings) -> Retention:
+        """The retention the ``live`` settings ask for."""
+        return cls(config.max_age_s, config.max_records, config.max_comparisons)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,11 @@ import numpy.typing as npt
 
 from profiles.embed import Embedder, Vectors
 from profiles.probe import Probe
+from router.config import EXACT_LIMIT
 
 FloatArray = npt.NDArray[np.float64]
 MIN_WEIGHT = 0.01
 """Domain weights below this are dropped (and the rest renormalised): noise, not evidence."""
-EXACT_LIMIT = 4096
-"""Indexes of more probes than this search an inverted file instead of scanning them all."""
 SCANNED_FRACTION = 8
 """An inverted file scans 1/SCANNED_FRACTION of its lists per query."""
 MIN_LIST_SIZE = 39

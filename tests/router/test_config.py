@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from router.config import load_settings, settings_from_mapping
-from router.secrets import SecretRef
 from router.errors import ConfigError
+from router.secrets import SecretRef
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "router" / "data" / "pool.example.yaml"
 

@@ -11,7 +11,7 @@ from router.live.drift import DriftEvent
 from router.live.sink import DurableLiveDiffSink
 from router.live.store import LiveStore
 from router.paired.compare import Comparison
-from tests.router.test_live_store import record
+from tests.router.live.test_live_store import record
 
 
 async def fill(data_dir: Path) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from router.config import LiveSettings as LiveConfig
 
+from router.config import LiveSettings as LiveConfig
 from router.live.baseline import ProfileBaseline
 from router.live.rates import wilson_interval
 from router.live.sink import DurableLiveDiffSink

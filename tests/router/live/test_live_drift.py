@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from router.live.drift import PRIOR_WEIGHT, BernoulliCusum, DriftMonitor, PairMonitor
+from router.config import PRIOR_WEIGHT
+from router.live.drift import BernoulliCusum, DriftMonitor, PairMonitor
 
 KEY = ("alpha", "beta", "general")
 
