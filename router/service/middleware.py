@@ -31,7 +31,6 @@ import structlog
 from aiohttp import web
 
 from router.errors import AuthError, DiffrouteError
-from router.logging import HotLogger
 from router.service.state import KEYS, SETTINGS, Keys
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -47,7 +46,6 @@ OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ADMIN_ATTR = "__diffroute_admin__"
 _log = structlog.get_logger("diffroute.http")
-_access = HotLogger("diffroute.http")
 
 
 def error_body(message: str, error_type: str = "invalid_request_error",
@@ -163,7 +161,7 @@ async def service_middleware(request: web.Request, handler: Handler) -> web.Stre
         extra = request.get(ACCESS_FIELDS)
         if extra:
             fields.update(extra)
-        _access.info("http.request", fields)
+        _log.info("http.request", **fields)
         for observe in request.app[REQUEST_OBSERVERS]:
             observe(request, route, status, seconds, error)
         structlog.contextvars.reset_contextvars(**tokens)
