@@ -24,23 +24,35 @@ is that exchange plus a little. This client does the one thing:
 * a connection that the server closed while it sat idle (its keep-alive timeout) and that
   fails before a single byte of the answer is retried once on a new connection — the request
   never reached a handler;
+* HTTP proxies (:class:`ProxySettings`, from ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``/
+  ``NO_PROXY`` unless given): an ``https://`` target through a ``CONNECT`` tunnel, TLS to the
+  target inside it; an ``http://`` target by absolute-form requests (``POST http://host/path``,
+  as curl does) to the proxy. The proxy is chosen once per origin, so the pool of an origin is
+  the pool of (proxy, origin) and its connections, tunnels included, are kept alive the same
+  way; a client without proxies pays nothing for them;
 * errors as plain exceptions, which the backend translates: :class:`TimeoutError`,
-  :class:`ConnectionError` (refused, reset, closed early) and :class:`HttpProtocolError`
-  (malformed or truncated responses, oversized bodies and lines).
+  :class:`ConnectionError` (refused, reset, closed early; :class:`ProxyError` when the proxy
+  cannot be reached or refuses) and :class:`HttpProtocolError` (malformed or truncated
+  responses, oversized bodies and lines).
 
-Not supported: HTTP proxies (the aiohttp session used before did not read proxy variables
-either), HTTP/2, request bodies streamed from the caller.
+Not supported: ``https://`` and SOCKS proxies (a :class:`ProxyError` for the requests they
+would carry), proxy authentication other than Basic, HTTP/2, request bodies streamed from the
+caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import ipaddress
+import os
+import re
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 import httptools
 from yarl import URL
@@ -58,10 +70,16 @@ MAX_IDLE_PER_ORIGIN = 256
 KEEPALIVE_S = 15.0
 """An idle connection older than this is closed rather than reused (aiohttp's default too): a
 middlebox may have dropped it silently, and a request on it would wait for ``timeouts.read``."""
+MAX_PROXY_HEAD_BYTES = 64 * 1024
+"""The longest answer head a proxy may send to ``CONNECT``."""
 
 
 class HttpProtocolError(ValueError):
     """The server's answer is not a well-formed HTTP/1.1 response (or is too large)."""
+
+
+class ProxyError(ConnectionError):
+    """The proxy could not be reached, refused the tunnel or asked for credentials (``407``)."""
 
 
 class _StaleConnection(ConnectionError):
@@ -135,13 +153,188 @@ class Endpoint:
         return self.host_header.decode("ascii", "replace")
 
 
+# --- proxies ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An ``http://`` proxy: where to connect, and the header line its credentials make."""
+
+    host: str
+    port: int
+    authorization: bytes = field(default=b"", repr=False)
+    """``Proxy-Authorization: Basic …\\r\\n`` when the URL has credentials, else ``b""``."""
+    problem: str = ""
+    """Why this setting cannot be used, raised (as :class:`ProxyError`) by the requests that
+    would go through it; ``""`` when it can."""
+
+    @classmethod
+    def parse(cls, url: str, source: str = "proxy") -> Proxy:
+        """``http://[user[:password]@]host[:port]``; no scheme means ``http://`` and no port
+        means 80 (as in requests and httpx; curl says 1080). ``user`` and ``password`` are
+        percent-decoded. ``source`` names the setting in errors, which never show credentials."""
+        text = url.strip()
+        parsed = URL(text if "://" in text else "http://" + text)
+        if parsed.scheme != "http":
+            raise ValueError(f"{source}={_redacted(text)!r}: only http:// proxies are supported")
+        if not parsed.raw_host:
+            raise ValueError(f"{source}={_redacted(text)!r}: no proxy host")
+        port = parsed.port
+        assert port is not None  # http has a default port
+        authorization = b""
+        if parsed.user is not None:
+            pair = f"{parsed.user}:{parsed.password or ''}".encode()
+            authorization = b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(pair)
+        return cls(parsed.raw_host, port, authorization)
+
+    @property
+    def name(self) -> str:
+        """``http://host:port``, without credentials: for messages and logs."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _redacted(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``."""
+    scheme, separator, rest = url.rpartition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{separator}{authority}{slash}{path}"
+
+
+_IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+"""A ``NO_PROXY`` entry that is an address or a CIDR block."""
+_IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+"""A target host that is an IP literal (matched against networks only, never domains)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoProxyRule:
+    """One ``NO_PROXY`` entry: a domain (itself and its subdomains), an IP network, or ``*``;
+    with a port, only that port."""
+
+    domain: str = ""
+    network: _IPNetwork | None = None
+    port: int | None = None
+
+    @classmethod
+    def parse_list(cls, text: str) -> tuple[NoProxyRule, ...]:
+        """Entries separated by commas or spaces, as curl reads them: ``*``, ``example.com`` or
+        ``.example.com`` (both: the domain and its subdomains), ``10.0.0.0/8``, ``::1``,
+        ``[::1]:8080``, ``host:port``. Names are not resolved: ``localhost`` does not cover
+        ``127.0.0.1``. An entry with an unreadable port is skipped."""
+        rules = (cls._parse(entry) for entry in re.split(r"[\s,]+", text) if entry)
+        return tuple(rule for rule in rules if rule is not None)
+
+    @classmethod
+    def _parse(cls, entry: str) -> NoProxyRule | None:
+        host, port = entry, ""
+        if entry.startswith("["):  # [v6] or [v6]:port
+            host, _, port = entry[1:].partition("]")
+            port = port.removeprefix(":")
+        elif entry.count(":") == 1:
+            host, _, port = entry.partition(":")
+        if port and not port.isdigit():
+            return None
+        number = int(port) if port else None
+        if host == "*":
+            return cls("*", None, number)
+        host = host.lower().rstrip(".").removeprefix("*.").lstrip(".")
+        try:
+            return cls("", ipaddress.ip_network(host, strict=False), number)
+        except ValueError:
+            return cls(host, None, number) if host else None
+
+    def covers(self, host: str, address: _IPAddress | None, port: int) -> bool:
+        """Whether a request to ``host`` (lower-cased; ``address`` when it is an IP) on ``port``
+        goes direct."""
+        if self.port is not None and self.port != port:
+            return False
+        if self.domain == "*":
+            return True
+        if self.network is not None:
+            return address is not None and address in self.network
+        return address is None and (host == self.domain or host.endswith("." + self.domain))
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """Which proxy a request goes through: one per target scheme, none for the hosts of
+    ``no_proxy``. ``ProxySettings()`` is no proxy at all; :meth:`from_env` reads them as curl
+    does. Read once, when a client is made (never per request)."""
+
+    http: Proxy | None = None
+    https: Proxy | None = None
+    no_proxy: tuple[NoProxyRule, ...] = ()
+
+    @classmethod
+    def parse(cls, *, http: str | None = None, https: str | None = None,
+              no_proxy: str = "") -> ProxySettings:
+        """From URLs (an empty one is no proxy) and a ``NO_PROXY``-style list."""
+        return cls(Proxy.parse(http, "http proxy") if http and http.strip() else None,
+                   Proxy.parse(https, "https proxy") if https and https.strip() else None,
+                   NoProxyRule.parse_list(no_proxy))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProxySettings:
+        """``http_proxy``, ``https_proxy``, ``all_proxy`` (for a scheme whose own variable is
+        unset) and ``no_proxy``; each lower-case name, when set (even empty), wins over its
+        upper-case form, as in curl and requests. An empty value is no proxy. A variable this
+        client cannot use (``socks5://``, ``https://``) fails the requests it would carry with
+        a :class:`ProxyError` naming it, not the others."""
+        env = os.environ if environ is None else environ
+        fallback = _variable(env, "all_proxy")
+
+        def proxy(scheme: str) -> Proxy | None:
+            found = _variable(env, f"{scheme}_proxy") or fallback
+            if found is None or not found[1].strip():
+                return None
+            try:
+                return Proxy.parse(found[1], found[0])
+            except ValueError as exc:  # maybe set for other tools: fail only what it would carry
+                return Proxy("", 0, problem=str(exc))
+
+        no_proxy = _variable(env, "no_proxy")
+        return cls(proxy("http"), proxy("https"),
+                   NoProxyRule.parse_list(no_proxy[1] if no_proxy else ""))
+
+    def proxy_for(self, scheme: str, host: str, port: int) -> Proxy | None:
+        """The proxy for a request to ``scheme://host:port``, or ``None`` to go direct."""
+        proxy = self.https if scheme == "https" else self.http
+        if proxy is None or not self.no_proxy:
+            return proxy
+        host = host.lower().rstrip(".")
+        try:
+            address: _IPAddress | None = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if any(rule.covers(host, address, port) for rule in self.no_proxy):
+            return None
+        return proxy
+
+
+def _variable(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """``(name, value)`` of the lower-case variable if set, else of the upper-case one."""
+    for key in (name, name.upper()):
+        value = environ.get(key)
+        if value is not None:
+            return key, value
+    return None
+
+
 class Http1Client:
-    """Keep-alive connection pools, one per origin; close with :meth:`aclose`."""
+    """Keep-alive connection pools, one per origin; close with :meth:`aclose`.
+
+    ``proxies`` defaults to :meth:`ProxySettings.from_env`, read here, once;
+    ``ProxySettings()`` is no proxy whatever the environment says."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None,
-                 max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN) -> None:
+                 max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
+                 proxies: ProxySettings | None = None) -> None:
         self._ssl_context = ssl_context
         self._max_idle = max_idle_per_origin
+        self.proxies = ProxySettings.from_env() if proxies is None else proxies
         self._origins: dict[tuple[str, str, int], _Origin] = {}
         self.closed = False
 
@@ -153,7 +346,9 @@ class Http1Client:
             context: ssl.SSLContext | None = None
             if endpoint.origin[0] == "https":
                 context = self._ssl_context or ssl.create_default_context()
-            origin = self._origins[endpoint.origin] = _Origin(endpoint, context, self._max_idle)
+            proxy = self.proxies.proxy_for(*endpoint.origin)
+            origin = self._origins[endpoint.origin] = _Origin(endpoint, context, self._max_idle,
+                                                              proxy)
         return origin
 
     async def post(self, endpoint: Endpoint, headers: bytes, body: bytes,
@@ -180,23 +375,36 @@ class Http1Client:
                         stream: bool) -> HttpReply | HttpStream:
         origin = self._origin(endpoint)
         length = b"" if body is None else b"Content-Length: %d\r\n" % len(body)
-        data = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n%s" % (
-            method, endpoint.target, endpoint.host_header, headers, length, body or b"")
+        forward = origin.forward
+        if forward is None:
+            data = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n%s" % (
+                method, endpoint.target, endpoint.host_header, headers, length, body or b"")
+        else:  # absolute-form: the proxy reads the target from the request line
+            data = b"%s http://%s%s HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n%s" % (
+                method, endpoint.host_header, endpoint.target, endpoint.host_header,
+                forward.authorization, headers, length, body or b"")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeouts.total
         for _ in range(2):
             connection = await origin.acquire(loop, min(timeouts.connect, timeouts.total))
             reused = connection.exchanges > 0
             try:
-                return await connection.exchange(data, timeouts.read, deadline, stream=stream)
+                answer = await connection.exchange(data, timeouts.read, deadline, stream=stream)
             except _StaleConnection:
                 if not reused:
                     raise ConnectionError(
-                        f"{origin.authority} closed the connection without answering") from None
+                        f"{origin.route} closed the connection without answering") from None
+                continue
             except BaseException:  # cancelled or failed mid-exchange: the connection is spent
                 connection.close()
                 raise
-        raise ConnectionError(f"{origin.authority} closed two connections without answering")
+            if forward is not None and answer.status == 407:  # the proxy's, not the target's
+                if isinstance(answer, HttpStream):
+                    answer.close()
+                raise ProxyError(_refusal(forward, f"a request for {endpoint.authority}",
+                                          answer.status, answer.reason))
+            return answer
+        raise ConnectionError(f"{origin.route} closed two connections without answering")
 
     def idle_connections(self, endpoint: Endpoint) -> int:
         """Connections to ``endpoint``'s origin waiting for a request (for tests and metrics)."""
@@ -213,15 +421,20 @@ class Http1Client:
 
 
 class _Origin:
-    """The connections of one (scheme, host, port)."""
+    """The connections of one (scheme, host, port), direct or through one proxy."""
 
     def __init__(self, endpoint: Endpoint, context: ssl.SSLContext | None,
-                 max_idle: int) -> None:
+                 max_idle: int, proxy: Proxy | None) -> None:
         self.host = endpoint.origin[1]
         self.port = endpoint.origin[2]
         self.authority = endpoint.authority
         self.server_hostname = endpoint.server_hostname if context is not None else None
         self.ssl = context
+        self.proxy = proxy
+        # plain HTTP through a proxy: absolute-form requests on connections to the proxy
+        self.forward = proxy if context is None else None
+        self.route = self.authority if proxy is None else \
+            f"{self.authority} through proxy {proxy.name}"
         self.max_idle = max_idle
         self.idle: collections.deque[_Connection] = collections.deque()
         self.live: set[_Connection] = set()
@@ -238,17 +451,61 @@ class _Origin:
             connection.close()  # kept too long, or of an event loop that is gone (asyncio.run)
         try:
             async with asyncio.timeout(connect_s):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
-                    server_hostname=self.server_hostname)
+                connection = await self._connect(loop)
         except TimeoutError:
-            raise TimeoutError(f"connecting to {self.authority} took longer than {connect_s:g} s "
+            raise TimeoutError(f"connecting to {self.route} took longer than {connect_s:g} s "
                                "(timeouts.connect)") from None
+        except ProxyError:
+            raise
         except OSError as exc:  # refused, unreachable, unknown host, TLS failures
-            raise ConnectionError(f"cannot connect to {self.authority}: {exc}") from exc
+            raise ConnectionError(f"cannot connect to {self.route}: {exc}") from exc
         if self.closed:
             connection.close()
             raise ConnectionError("the HTTP client is closed")
+        return connection
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        proxy = self.proxy
+        if proxy is None:
+            _, connection = await loop.create_connection(
+                lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
+                server_hostname=self.server_hostname)
+            return connection
+        if proxy.problem:
+            raise ProxyError(f"cannot use {proxy.problem} (for {self.authority})")
+        try:
+            transport, protocol = await loop.create_connection(
+                lambda: _Connection(self) if self.ssl is None else _ProxyHandshake(proxy),
+                proxy.host, proxy.port)
+        except OSError as exc:
+            raise ProxyError(f"cannot connect to proxy {proxy.name} (for {self.authority}): "
+                             f"{exc}") from exc
+        if isinstance(protocol, _Connection):  # plain HTTP: requests go to the proxy
+            return protocol
+        assert isinstance(protocol, _ProxyHandshake) and self.ssl is not None
+        try:
+            return await self._tunnel(loop, transport, protocol, proxy, self.ssl)
+        except BaseException:
+            transport.close()
+            raise
+
+    async def _tunnel(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport,
+                      handshake: _ProxyHandshake, proxy: Proxy,
+                      context: ssl.SSLContext) -> _Connection:
+        """``CONNECT`` to the target, then TLS with the target inside the tunnel."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        target = f"{host}:{self.port}".encode("ascii")
+        transport.write(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (
+            target, target, proxy.authorization))
+        status, reason = await handshake.answer
+        if not 200 <= status < 300:
+            raise ProxyError(_refusal(proxy, f"CONNECT to {target.decode()}", status, reason))
+        connection = _Connection(self)
+        tls = await loop.start_tls(transport, connection, context,
+                                   server_hostname=self.server_hostname)
+        if tls is None:  # the transport closed during the handshake
+            raise ConnectionError("the tunnel closed during the TLS handshake")
+        connection.connection_made(tls)  # start_tls does not call it
         return connection
 
     def release(self, connection: _Connection) -> None:
@@ -263,6 +520,55 @@ class _Origin:
         for connection in list(self.live):
             connection.close()
         self.idle.clear()
+
+
+def _refusal(proxy: Proxy, what: str, status: int, reason: str) -> str:
+    """The message of a proxy's refusal, with a hint on ``407``; never the credentials."""
+    message = f"proxy {proxy.name} refused {what}: {status} {reason}".rstrip()
+    if status == 407:
+        message += (" (the credentials in the proxy URL were rejected)" if proxy.authorization
+                    else " (credentials go in the proxy URL: http://user:password@host:port)")
+    return message
+
+
+class _ProxyHandshake(asyncio.Protocol):
+    """Reads a proxy's answer to ``CONNECT``: a head (a refusal's body is not read)."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+        self._head = bytearray()
+        self.answer: asyncio.Future[tuple[int, str]] = \
+            asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer.done():
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end >= 0:
+            self._settle(bytes(self._head[:end]), extra=len(self._head) > end + 4)
+        elif len(self._head) > MAX_PROXY_HEAD_BYTES:
+            self._fail(f"answered CONNECT with more than {MAX_PROXY_HEAD_BYTES} bytes of head")
+
+    def _settle(self, head: bytes, *, extra: bool) -> None:
+        line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        match = re.fullmatch(r"HTTP/1\.[01] (\d{3})(?: (.*))?", line)
+        if match is None:
+            self._fail(f"answered CONNECT with {line[:100]!r}")
+        elif extra and match[1].startswith("2"):  # the target speaks only after TLS starts
+            self._fail("sent bytes after accepting CONNECT")
+        else:
+            self.answer.set_result((int(match[1]), (match[2] or "").strip()))
+
+    def _fail(self, what: str) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(ProxyError(f"proxy {self._proxy.name} {what}"))
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail("closed the connection before answering CONNECT")
 
 
 class HttpStream:
