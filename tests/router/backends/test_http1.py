@@ -25,11 +25,10 @@ from router.backends.http1 import (
     Http1Client,
     HttpProtocolError,
     HttpTimeouts,
-    Proxy,
     ProxyError,
-    ProxySettings,
     encode_headers,
 )
+from router.backends.proxies import Proxy, ProxySettings
 from router.config import settings_from_mapping
 from router.pool import Pool
 from tests.fakes import FakeUpstream
