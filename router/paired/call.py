@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from profiles.protocol import Message, SampleRequest
+from profiles.protocol import Message, SampleRequest, SampleResult
+from router.paired.answer import Answer
 from router.paired.compare import Comparison
 from router.pairing.decision import Decision, Role
 
 AuditMode = Literal["concurrent", "review"]
 
+REVIEW_DROPPED = frozenset({"stream", "stream_options", "response_format", "logprobs",
+                            "top_logprobs", "n", "parallel_tool_calls"})
+"""Fields of the client's body a reviewer is not sent: its reply is one plain text."""
 REVIEW_INSTRUCTION = (
     "You are auditing another assistant. Review its answer to the conversation above. "
     "If the answer is correct and complete, reply with exactly AGREE. Otherwise reply "
@@ -40,6 +45,15 @@ class PairedCall:
     audit_mode: AuditMode = "concurrent"
     shadow: bool = False
     request_id: str = ""
+    body: Mapping[str, Any] | None = None
+    """The client's body as sent (less ``diffroute``); a model whose backend forwards bodies
+    is sent it as it is (tools and all), any other model ``request``."""
+
+    @property
+    def models(self) -> tuple[str, str]:
+        """The two models the call sends to: the answering one first."""
+        d = self.decision
+        return (self.answering, d.partner if d.role == "audit" else d.primary)
 
     @property
     def answering(self) -> str:
@@ -80,6 +94,55 @@ class PairedOutcome:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one model of a paired call is sent: the translated request, and the body a
+    forwarding backend passes through instead (``None``: there is none, e.g. a report)."""
+
+    request: SampleRequest
+    body: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    """One model's reply: the comparer's view of it, and what the client may be given."""
+
+    answer: Answer
+    result: SampleResult | None = None
+    """A translated call's result."""
+    completion: dict[str, Any] | None = None
+    """A forwarded call's ``chat.completion``, as the upstream gave it."""
+
+
+def answering_ask(call: PairedCall) -> Ask:
+    """What the answering model is sent: the request as the client made it."""
+    return Ask(call.request, call.body)
+
+
+def partner_ask(call: PairedCall) -> Ask:
+    """What the partner (or a shadowing primary) is sent: the same, as one unstreamed answer."""
+    body = None if call.body is None else {
+        k: v for k, v in call.body.items() if k not in ("stream", "stream_options")}
+    return Ask(partner_request(call.request), body)
+
+
+def review_ask(call: PairedCall, answer: Answer) -> Ask:
+    """The conversation plus the primary's answer (its tool calls included) to review. A
+    forwarded reviewer keeps the tool definitions as context but may not call them."""
+    text = answer.render()
+    body = None
+    if call.body is not None:
+        body = {k: v for k, v in call.body.items() if k not in REVIEW_DROPPED}
+        body["messages"] = [*call.body.get("messages", ()), _review_message(text)]
+        if body.get("tools"):
+            body["tool_choice"] = "none"
+    return Ask(review_request(call.request, text), body)
+
+
+def _review_message(answer: str) -> Message:
+    return {"role": "user", "content": f"{REVIEW_INSTRUCTION}\n\nAnswer to review:\n{answer}"}
+
+
 def partner_request(request: SampleRequest) -> SampleRequest:
     """What the partner (or a shadowing primary) is asked: one answer, no logprobs."""
     return dataclasses.replace(request, n=1, top_logprobs=0)
@@ -87,7 +150,6 @@ def partner_request(request: SampleRequest) -> SampleRequest:
 
 def review_request(request: SampleRequest, answer: str) -> SampleRequest:
     """The conversation plus the primary's answer and the review instruction."""
-    review: Message = {"role": "user",
-                       "content": f"{REVIEW_INSTRUCTION}\n\nAnswer to review:\n{answer}"}
     return dataclasses.replace(request, n=1, top_logprobs=0,
-                               messages=(*request.messages, review), completion_prompt=None)
+                               messages=(*request.messages, _review_message(answer)),
+                               completion_prompt=None)

@@ -27,6 +27,15 @@ DEFAULT_MAX_TOKENS = 512
 """When a request gives no ``max_tokens``: bounded, so a local model never runs away."""
 MAX_N = 16
 HEADER_PREFIX = "x-diffroute-"
+TRANSLATED_FIELDS = frozenset({
+    "model", "messages", "stream", "stream_options", "temperature", "max_tokens",
+    "max_completion_tokens", "stop", "seed", "n", "logprobs", "top_logprobs"})
+"""The fields a translated call (a local or scripted model) carries to the backend."""
+BOOKKEEPING_FIELDS = frozenset({"user", "metadata", "store", "service_tier",
+                                "prompt_cache_key", "safety_identifier"})
+"""Fields that say who asks or how to bill, not what to answer: a translated call may ignore
+them. Any other field (``tools``, ``response_format``, ``top_p``…) is a 400 there."""
+TRANSLATED_MESSAGE_FIELDS = frozenset({"role", "content", "name"})
 
 
 class DiffrouteOptions(BaseModel):
@@ -118,6 +127,31 @@ class ChatRequest(BaseModel):
         """The text the policy infers the task's domains from: the last user message."""
         users = [m.text() for m in self.messages if m.role == "user"]
         return users[-1] if users else (self.messages[-1].text() if self.messages else "")
+
+    def untranslated_field(self) -> str | None:
+        """The first field of the body a translated call would lose (``tools``,
+        ``messages[2].tool_calls``…), or ``None`` when translation keeps everything."""
+        for name in self._sent:
+            if name not in TRANSLATED_FIELDS and name not in BOOKKEEPING_FIELDS:
+                return name
+        for i, message in enumerate(self.messages):
+            if message.role == "tool":
+                return f"messages[{i}].role"
+            for name in message.model_extra or {}:
+                if name not in TRANSLATED_MESSAGE_FIELDS:
+                    return f"messages[{i}].{name}"
+        return None
+
+    def check_translatable(self, model: str, backend: str) -> None:
+        """A 400 naming the field and the model when translating for ``model`` would drop
+        part of the request (the silent drop an agent would never notice)."""
+        field = self.untranslated_field()
+        if field is not None:
+            raise BadRequestError(
+                f"'{field}' is not supported by model '{model}' (backend '{backend}' gets a "
+                "translated request; only OpenAI-compatible models (kind: openai) are sent the "
+                "body as it is): remove it or use another model", param=field,
+                code="unsupported_field")
 
 
 class RouteBody(BaseModel):
