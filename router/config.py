@@ -145,6 +145,10 @@ class PairedSettings(_Strict):
 
     shadow_rate: float = Field(0.1, ge=0, le=1)
     """Fraction of assist calls where the primary answers too, so the pair stays measured."""
+    decision_ttl_s: float = Field(3600.0, gt=0)
+    """How long a ``POST /v1/route`` decision can be reported (``POST /v1/diffs``)."""
+    max_decisions: int = Field(10_000, ge=1)
+    """Routed decisions kept for reports (in memory; the oldest go first)."""
 
 
 def _default_data_dir() -> Path:

@@ -5,6 +5,7 @@
     DiffrouteError
     ├── ConfigError(problems)                 a settings file or value is invalid      (CLI exit 2)
     ├── UnknownModelError(model)              no such model in the pool                 404
+    ├── DecisionNotFoundError(decision_id)    unknown, expired or reported decision id   404
     ├── BadRequestError(message, param)       a request is malformed                    400
     ├── AuthError                             missing or wrong API key                  401
     ├── NoPairError(primary, role, reason)    the policy found no partner               409
@@ -55,6 +56,21 @@ class UnknownModelError(DiffrouteError):
         self.model = model
         hint = f" (known: {', '.join(known)})" if known else ""
         super().__init__(f"model '{model}' is not in the pool{hint}")
+
+
+class DecisionNotFoundError(DiffrouteError):
+    """A reported decision id is not (or no longer) known."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    code = "decision_not_found"
+    param = "decision_id"
+
+    def __init__(self, decision_id: str, ttl_s: float) -> None:
+        self.decision_id = decision_id
+        super().__init__(
+            f"decision '{decision_id}' is unknown, expired or already reported (decisions of "
+            f"POST /v1/route are kept {ttl_s:g} s in this instance's memory, and reported once)")
 
 
 class BadRequestError(DiffrouteError):

@@ -9,7 +9,8 @@ it is built, in this order:
    noise-aware comparer of live diffs;
 3. the durable live-diff sink (store, drift monitor) — or a sink the caller injects;
 4. the pairing service: the policy over the pinned pairings, reading the drift monitor;
-5. the paired engine: the pool, the pairing service, the sink and the comparer.
+5. the paired engine: the pool, the pairing service, the sink and the comparer;
+6. the recent decisions of ``POST /v1/route``, awaiting a report (``POST /v1/diffs``).
 
 They are closed in reverse order when the app stops, after in-flight requests (and background
 shadow calls) have finished.
@@ -38,9 +39,10 @@ from router.paired.record import LiveDiffSink
 from router.pairing.decider import build_decider
 from router.pairing.decision import Decider, LiveSource
 from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.recent import RecentDecisions
 from router.pairing.service import PairingService
 from router.pool import Pool
-from router.service import chat, health, live_routes, openapi, pairing_routes
+from router.service import chat, health, live_routes, openapi, pairing_routes, report_routes
 from router.service.middleware import (
     REQUEST_IDS,
     REQUEST_OBSERVERS,
@@ -62,8 +64,8 @@ from router.service.state import (
 )
 
 BUILTIN_ROUTES: tuple[RouteModule, ...] = (
-    chat.add_routes, pairing_routes.add_routes, live_routes.add_routes, health.add_routes,
-    openapi.add_routes)
+    chat.add_routes, pairing_routes.add_routes, live_routes.add_routes,
+    report_routes.add_routes, health.add_routes, openapi.add_routes)
 
 _log = structlog.get_logger("diffroute.service")
 
@@ -169,7 +171,10 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
                                   default_shadow_rate=settings.paired.shadow_rate,
                                   ack_records=ack_records,
                                   log_prompts=settings.server.log_prompts)
-            app[STATE] = ServiceState(settings, pool, pairing, engine, live, diff_provider)
+            decisions = RecentDecisions(settings.paired.decision_ttl_s,
+                                        settings.paired.max_decisions)
+            app[STATE] = ServiceState(settings, pool, pairing, engine, live, diff_provider,
+                                      decisions)
             _log.info("service.started", models=pool.names, data_dir=str(settings.data_dir))
             try:
                 yield

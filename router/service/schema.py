@@ -172,6 +172,60 @@ class RouteBody(BaseModel):
         users = [m.text() for m in self.messages or () if m.role == "user"]
         return users[-1] if users else ""
 
+    def task_messages(self) -> tuple[dict[str, Any], ...]:
+        """The task as messages: those given, else the ``task`` text as one user message."""
+        if self.messages:
+            return tuple(m.model_dump(exclude_none=True) for m in self.messages)
+        return ({"role": "user", "content": self.task or ""},)
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    name: str
+    arguments: str
+
+
+class ToolCallItem(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class AssistantMessage(BaseModel):
+    """An OpenAI assistant message as a framework got it (``message.model_dump()``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Literal["assistant"] = "assistant"
+    content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCallItem] | None = None
+
+
+class ReportedAnswer(BaseModel):
+    """One model's answer in a report: the assistant message, and the model that gave it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(None, min_length=1)
+    """The pool name the framework called; when given it must be the decision's."""
+    message: AssistantMessage
+
+
+class ReportBody(BaseModel):
+    """``POST /v1/diffs``: the answers of a routed pair that the framework called itself."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    decision_id: str = Field(min_length=1)
+    """The ``decision_id`` of a ``POST /v1/route`` answer."""
+    primary: ReportedAnswer
+    partner: ReportedAnswer
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    """The conversation both answered (stored with a live diff); default: the routed task."""
+
 
 def _where(loc: tuple[int | str, ...]) -> str:
     out = ""
@@ -273,6 +327,10 @@ def parse_route(body: object) -> RouteBody:
     if route.task is None and not route.messages:
         raise BadRequestError("give 'task' (text) or 'messages'", param="task")
     return route
+
+
+def parse_report(body: object) -> ReportBody:
+    return _validated(ReportBody, body)
 
 
 def has_option_headers(headers: Mapping[str, str]) -> bool:
