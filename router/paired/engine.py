@@ -26,7 +26,7 @@ import structlog
 
 from profiles.protocol import Message, SampleRequest, Usage
 from router.backends.base import StreamDelta
-from router.errors import BadRequestError, DiffrouteError
+from router.errors import BadRequestError, DiffrouteError, NoPairError
 from router.logging import log_generation
 from router.paired.answer import Answer, upstream_usage
 from router.paired.call import (
@@ -44,6 +44,7 @@ from router.paired.record import LiveDiffRecord, LiveDiffSink, new_live_diff_id,
 from router.paired.stream import PairedStream
 from router.paired.structured import AnswerComparer
 from router.pairing.decision import Decision, Role, RouteRequest
+from router.pairing.pinned import Pairings
 from router.pool import Pool
 
 _log = structlog.get_logger("diffroute.paired")
@@ -56,6 +57,12 @@ class DecisionSource(Protocol):
 
     @property
     def version(self) -> str: ...
+
+    @property
+    def domains(self) -> frozenset[str]: ...
+
+    @property
+    def pairings(self) -> Pairings: ...
 
 
 class PairedEngine:
@@ -98,15 +105,29 @@ class PairedEngine:
         if options.partner is not None:
             self.pool.get(options.partner)
         if options.partner is not None and primary is not None:
-            # both ends are given: no policy call, so this works without profiles too
-            return _requested(role, primary, options.partner, options, self.decisions.version)
+            # both ends are given: no policy call, so this works without profiles too; what
+            # the policy would check, the engine does: the domain exists, the pair is allowed
+            if options.domain is not None and options.domain not in self.decisions.domains:
+                known = ", ".join(sorted(self.decisions.domains)) or "none: no profiles"
+                raise BadRequestError(f"unknown domain '{options.domain}' (domains: {known})",
+                                      param="diffroute.domain")
+            return self._requested(role, primary, options.partner, options,
+                                   self.decisions.version)
         decision = await self.decisions.decide(RouteRequest(
             role=role, primary=primary, task=task, candidates=options.candidates,
             domain=options.domain))
         if options.partner is None:
             return decision
-        return _requested(role, decision.primary, options.partner, options,
-                          decision.profile_version, decision.domains)
+        return self._requested(role, decision.primary, options.partner, options,
+                               decision.profile_version, decision.domains)
+
+    def _requested(self, role: Role, primary: str, partner: str, options: PairedOptions,
+                   version: str, domains: Mapping[str, float] | None = None) -> Decision:
+        """The client's own partner, unless the admin excluded the pair."""
+        if self.decisions.pairings.is_excluded(primary, partner):
+            raise NoPairError(primary, role, f"the pair {primary}–{partner} is excluded by "
+                              "the configured pairings")
+        return _requested(role, primary, partner, options, version, domains)
 
     async def prepare(self, role: Role, primary: str | None, options: PairedOptions,
                       request: SampleRequest, task: str, request_id: str = "",

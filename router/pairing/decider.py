@@ -69,6 +69,10 @@ class PolicyDecider:
         return self.tables.version
 
     @property
+    def domains(self) -> frozenset[str]:
+        return frozenset(self.tables.domain_index)
+
+    @property
     def unprofiled(self) -> list[str]:
         return [m for m, ok in zip(self.tables.models, self.tables.profiled, strict=True)
                 if not ok]

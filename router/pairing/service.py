@@ -52,6 +52,10 @@ class PairingService:
     def version(self) -> str:
         return self._decider.version
 
+    @property
+    def domains(self) -> frozenset[str]:
+        return self._decider.domains
+
     async def decide(self, request: RouteRequest) -> Decision:
         """The decision for ``request`` (raises ``NoPairError`` when no partner qualifies)."""
         decider = self._decider

@@ -386,13 +386,17 @@ async def read_json(request: web.Request) -> object:
         raise BadRequestError("the request body is empty; expected a JSON object")
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass  # the stdlib parser below says what is wrong in the words clients know
+    except orjson.JSONDecodeError as exc:
+        strict = exc  # orjson also refuses what json accepts: lone surrogates, depth, infinity
     try:
-        return json.loads(raw)
+        json.loads(raw)
     except UnicodeDecodeError:
         raise BadRequestError("the request body is not UTF-8 JSON") from None
-    except json.JSONDecodeError as exc:
+    except json.JSONDecodeError as exc:  # a syntax error, in the words clients know
         raise BadRequestError(
             f"malformed JSON in the request body: {exc.msg} (line {exc.lineno}, "
             f"column {exc.colno})", code="invalid_json") from None
+    except RecursionError:
+        pass
+    raise BadRequestError(f"unacceptable JSON in the request body: {strict}",
+                          code="invalid_json") from None

@@ -247,6 +247,7 @@ async def test_stream_failing_midway_ends_with_an_error_event(tmp_path: Path) ->
 
 class ExplodingDecider:
     version = "boom"
+    domains = frozenset({"general", "geography", "arithmetic"})
 
     def __init__(self, settings: Settings, pool: Pool, pairings: Pairings,
                  live: LiveSource | None = None) -> None:
