@@ -10,11 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from profiles.protocol import Message, SampleRequest
 from router.errors import BadRequestError
@@ -67,16 +74,42 @@ class TextPart(BaseModel):
     text: str
 
 
+class OtherPart(BaseModel):
+    """A content part that is not text (``image_url``, ``input_audio``…): forwarded as it is,
+    refused by a translated call."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _not_text(cls, value: str) -> str:
+        if value == "text":
+            raise ValueError("a text part needs 'text', a string")
+        return value
+
+
+ContentPart = Annotated[TextPart | OtherPart, Field(union_mode="left_to_right")]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text for part in self.content if isinstance(part, TextPart))
         return self.content or ""
+
+    def untranslated_part(self) -> int | None:
+        """The index of the first content part that is not text, if any."""
+        if isinstance(self.content, list):
+            return next((i for i, p in enumerate(self.content)
+                         if not isinstance(p, TextPart)), None)
+        return None
 
 
 class ChatRequest(BaseModel):
@@ -140,6 +173,9 @@ class ChatRequest(BaseModel):
             for name in message.model_extra or {}:
                 if name not in TRANSLATED_MESSAGE_FIELDS:
                     return f"messages[{i}].{name}"
+            part = message.untranslated_part()
+            if part is not None:
+                return f"messages[{i}].content[{part}]"
         return None
 
     def check_translatable(self, model: str, backend: str) -> None:

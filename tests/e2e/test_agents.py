@@ -183,8 +183,12 @@ async def test_review_shows_the_auditor_the_tool_calls(tmp_path: Path) -> None:
     assert "response_format" not in review
 
 
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+WITH_IMAGE = [{"role": "user", "content": [{"type": "text", "text": ASK[0]["content"]}, IMAGE]}]
+
+
 async def test_multi_turn_with_tool_results_reaches_both_sides(tmp_path: Path) -> None:
-    history = [*ASK, tool_call_message("get_weather", PARIS),
+    history = [*WITH_IMAGE, tool_call_message("get_weather", PARIS),
                {"role": "tool", "tool_call_id": "call_0", "content": '{"sky": "clear"}'}]
     sink = InMemoryLiveDiffSink()
     async with agents_service(tmp_path, sink) as (running, fake):
@@ -204,6 +208,7 @@ async def test_multi_turn_with_tool_results_reaches_both_sides(tmp_path: Path) -
     ("audit:local", "remote-a", "tools", "local"),
     ("audit:remote-a", "local", "response_format", "local"),
     ("audit:remote-a", "local", "messages[1].tool_calls", "local"),
+    ("local", None, "messages[0].content[1]", "local"),
 ])
 async def test_translated_models_refuse_what_they_would_drop(
         tmp_path: Path, model: str, partner: str | None, field: str, named: str) -> None:
@@ -213,6 +218,8 @@ async def test_translated_models_refuse_what_they_would_drop(
         body["tools"] = [TOOL]
     elif field == "response_format":
         body["response_format"] = {"type": "json_object"}
+    elif field == "messages[0].content[1]":
+        messages = WITH_IMAGE
     else:
         messages = [*ASK, tool_call_message("get_weather", PARIS)]
     if partner is not None:
