@@ -6,6 +6,7 @@ The "framework" here calls the fake upstreams directly with the official ``opena
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,16 @@ async def test_route_then_report_is_recorded_like_a_paired_call(
     assert status == 200 and agreed["flagged"] is False and agreed["agreement"] == 1.0
     assert agreed["live_diff_id"] is None
 
-    _, stats = await call(service, "GET", "/v1/stats/disagreements?window=600")
-    [row] = [r for r in stats["data"] if (r["primary"], r["partner"]) == ("remote-a",
-                                                                           "remote-b")]
-    assert (row["comparisons"], row["disagreements"]) == (2, 1)
+    async def counts() -> tuple[int, int]:
+        _, stats = await call(service, "GET", "/v1/stats/disagreements?window=600")
+        [row] = [r for r in stats["data"] if (r["primary"], r["partner"]) == ("remote-a",
+                                                                               "remote-b")]
+        return row["comparisons"], row["disagreements"]
+
+    # an agreement's row is written without waiting (as for a paired call): poll, bounded
+    async with asyncio.timeout(5):
+        while await counts() != (2, 1):
+            await asyncio.sleep(0.02)
     text = await metrics(service)
     assert "diffroute_paired_comparisons_total" + METRIC.format(2) in text
     assert "diffroute_disagreements_total" + METRIC.format(1) in text
