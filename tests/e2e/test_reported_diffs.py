@@ -107,7 +107,7 @@ async def test_route_then_report_is_recorded_like_a_paired_call(
 
     # an agreement's row is written without waiting (as for a paired call): poll, bounded
     async with asyncio.timeout(5):
-        while await counts() != (2, 1):
+        while await counts() != (2, 1):  # noqa: ASYNC110  # polls the HTTP API
             await asyncio.sleep(0.02)
     text = await metrics(service)
     assert "diffroute_paired_comparisons_total" + METRIC.format(2) in text
