@@ -227,25 +227,25 @@ class PairedEngine:
             return PairedOutcome(call)
         record = _record(call, primary_text, partner_text, comparison, call.audit_mode)
         if self.ack_records:
-            stored = await self._store(record)
-        else:
-            self._spawn(self._store(record))
-            stored = record.id if comparison.flagged else None
-        return PairedOutcome(call, comparison, stored)
+            stored, failure = await self._store(record)
+            return PairedOutcome(call, comparison, stored, live_diff_error=failure)
+        self._spawn(self._store(record))
+        return PairedOutcome(call, comparison, record.id if comparison.flagged else None)
 
-    async def _store(self, record: LiveDiffRecord) -> str | None:
-        """Hand the record to the sink; a failing sink is logged, never raised."""
+    async def _store(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:
+        """Hand the record to the sink: its id, or why it could not be stored (a failing sink
+        must not break answers, and its failure must not be silent)."""
         try:
             stored = await self.sink.record(record)
-        except Exception as exc:  # a broken sink must not break answers
-            _log.error("live_diff.record_failed", error=repr(exc), request_id=record.request_id)
-            return None
+        except Exception as exc:
+            _log.error("live_diff.record_failed", error=str(exc), request_id=record.request_id)
+            return None, f"the comparison was not stored: {exc}"
         if record.flagged:
             _log.info("live_diff", live_diff_id=stored, primary=record.primary,
                       partner=record.partner, role=record.role, mode=record.mode,
                       agreement=record.comparison.agreement, domains=list(record.domains),
                       request_id=record.request_id)
-        return stored
+        return stored, None
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(_discard(work))
