@@ -46,9 +46,9 @@ async def test_a_live_diff_that_cannot_be_stored_says_so(small_store: Running) -
         if body["diffroute"]["live_diff_id"] is None:
             errors.append(body["diffroute"]["live_diff_error"])
     assert errors and all("full" in e for e in errors)
-    async with aiohttp.ClientSession() as http:
-        async with http.get(small_store.url + "/metrics") as response:
-            metrics = await response.text()
+    async with aiohttp.ClientSession() as http, \
+            http.get(small_store.url + "/metrics") as response:
+        metrics = await response.text()
     counted = [line for line in metrics.splitlines()
                if line.startswith("diffroute_live_record_errors_total")]
     assert counted and float(counted[0].split()[-1]) == len(errors)
