@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -157,6 +158,15 @@ async def stored_seqs(url: str) -> list[int]:
     return seqs
 
 
+def start_server(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``diffroute serve`` in its own process, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "router", "serve", "--config", str(config), "--port",
+             str(port)], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+
+
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -175,19 +185,14 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                             "timeouts": timeouts,
                             "backend": {"kind": "openai", "base_url": upstream.url + "/v1",
                                         "model": f"up-{n}"}} for n in ("a", "b")]}))
-            log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115 - closed below
-            server = subprocess.Popen(
-                [sys.executable, "-m", "router", "serve", "--config", str(config),
-                 "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+            server = start_server(config, port, Path(tmp) / "serve.log")
             url = f"http://127.0.0.1:{port}"
             try:
                 await wait_ready(url)
                 return await _load(args, wrk, url, server.pid, Path(tmp))
             finally:
                 server.terminate()
-                server.wait(30)
-                log.close()
+                await asyncio.to_thread(server.wait, 30)
 
 
 async def _load(args: argparse.Namespace, wrk: str, url: str, pid: int,
@@ -207,10 +212,8 @@ async def _load(args: argparse.Namespace, wrk: str, url: str, pid: int,
         stdout=asyncio.subprocess.PIPE)
     while process.returncode is None:
         peak = max(peak, rss_mb(pid))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), 2)
-        except TimeoutError:
-            pass
     out = (await process.stdout.read()).decode() if process.stdout else ""
     elapsed = time.monotonic() - started
     rss_end = rss_mb(pid)
