@@ -27,7 +27,7 @@ import structlog
 from profiles.protocol import Message, SampleRequest, Usage
 from router.backends.base import StreamDelta
 from router.errors import BadRequestError, DiffrouteError, NoPairError
-from router.logging import log_generation
+from router.logging import error_fields, log_generation
 from router.paired.answer import Answer, upstream_usage
 from router.paired.call import (
     Ask,
@@ -173,7 +173,8 @@ class PairedEngine:
         and recorded as a paired call's are, with mode ``reported``; the record is awaited."""
         comparison = self._compare(call, primary, partner, review=False)
         record = _record(call, primary, partner, comparison, "reported")
-        return PairedOutcome(call, comparison, await self._store(record))
+        stored, failure = await self._store(record)
+        return PairedOutcome(call, comparison, stored, live_diff_error=failure)
 
     # -- the steps, also used by the stream -----------------------------------------------------
 
@@ -219,7 +220,8 @@ class PairedEngine:
             reply = await self.answer(call.decision.partner, ask, call)
         except DiffrouteError as exc:
             _log.warning("paired.partner_failed", partner=call.decision.partner,
-                         error=str(exc), request_id=call.request_id)
+                         request_id=call.request_id,
+                         **error_fields(exc, log_prompts=self.log_prompts))
             return None, str(exc)
         return reply.answer, None
 
@@ -232,8 +234,8 @@ class PairedEngine:
         try:
             reply = await self.answer(primary, partner_ask(call), call)
         except DiffrouteError as exc:
-            _log.warning("paired.shadow_failed", primary=primary, error=str(exc),
-                         request_id=call.request_id)
+            _log.warning("paired.shadow_failed", primary=primary, request_id=call.request_id,
+                         **error_fields(exc, log_prompts=self.log_prompts))
             return
         comparison = self._compare(call, reply.answer, assistant, review=False)
         await self._store(_record(call, reply.answer, assistant, comparison, "shadow"))
@@ -259,25 +261,25 @@ class PairedEngine:
             return PairedOutcome(call)
         record = _record(call, primary, partner, comparison, call.audit_mode)
         if self.ack_records:
-            stored = await self._store(record)
-        else:
-            self._spawn(self._store(record))
-            stored = record.id if comparison.flagged else None
-        return PairedOutcome(call, comparison, stored)
+            stored, failure = await self._store(record)
+            return PairedOutcome(call, comparison, stored, live_diff_error=failure)
+        self._spawn(self._store(record))
+        return PairedOutcome(call, comparison, record.id if comparison.flagged else None)
 
-    async def _store(self, record: LiveDiffRecord) -> str | None:
-        """Hand the record to the sink; a failing sink is logged, never raised."""
+    async def _store(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:
+        """Hand the record to the sink: its id, or why it could not be stored (a failing sink
+        must not break answers, and its failure must not be silent)."""
         try:
             stored = await self.sink.record(record)
-        except Exception as exc:  # a broken sink must not break answers
-            _log.error("live_diff.record_failed", error=repr(exc), request_id=record.request_id)
-            return None
+        except Exception as exc:
+            _log.error("live_diff.record_failed", error=str(exc), request_id=record.request_id)
+            return None, f"the comparison was not stored: {exc}"
         if record.flagged:
             _log.info("live_diff", live_diff_id=stored, primary=record.primary,
                       partner=record.partner, role=record.role, mode=record.mode,
                       agreement=record.comparison.agreement, domains=list(record.domains),
                       request_id=record.request_id)
-        return stored
+        return stored, None
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(_discard(work))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from router.errors import ConfigError
+from router.errors import ConfigError, StorageError
 from router.pairing.decision import Decider, Decision, RouteRequest
 from router.pairing.pinned import Pairings, PairingsStore
 
@@ -67,5 +67,8 @@ class PairingService:
         """Rebuild the policy over new pairings, then persist them; the old stays on error."""
         decider = await asyncio.to_thread(self._build, pairings)
         if self._store is not None:
-            await asyncio.to_thread(self._store.save, pairings)
+            try:
+                await asyncio.to_thread(self._store.save, pairings)
+            except OSError as exc:
+                raise StorageError(f"saving the pairings to {self._store.path}", exc) from None
         self._pairings, self._decider = pairings, decider

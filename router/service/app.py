@@ -43,6 +43,7 @@ from router.pairing.recent import RecentDecisions
 from router.pairing.service import PairingService
 from router.pool import Pool
 from router.service import chat, health, live_routes, openapi, pairing_routes, report_routes
+from router.service.health_watch import HealthWatch
 from router.service.middleware import (
     REQUEST_IDS,
     REQUEST_OBSERVERS,
@@ -171,10 +172,12 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
                                   default_shadow_rate=settings.paired.shadow_rate,
                                   ack_records=ack_records,
                                   log_prompts=settings.server.log_prompts)
+            health = await stack.enter_async_context(
+                HealthWatch(pool, settings.server.health_interval_s))
             decisions = RecentDecisions(settings.paired.decision_ttl_s,
                                         settings.paired.max_decisions)
-            app[STATE] = ServiceState(settings, pool, pairing, engine, live, diff_provider,
-                                      decisions)
+            app[STATE] = ServiceState(settings, pool, pairing, engine, live, health,
+                                      diff_provider, decisions)
             _log.info("service.started", models=pool.names, data_dir=str(settings.data_dir))
             try:
                 yield
