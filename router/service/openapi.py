@@ -68,7 +68,9 @@ def _schemas() -> dict[str, Any]:
                        "description": "tool_calls, json, semantic, typed:<type> or jaccard"},
             "divergence": number, "threshold": number,
             "diff": {"type": ["string", "null"], "description": "one '# ' line per difference "
-                     "(primary → partner), then a unified diff"}}}
+                     "(primary → partner), then a unified diff"},
+            "live_diff_error": {"type": "string",
+                                "description": "why a flagged comparison was not stored"}}}
     out["Error"] = {
         "type": "object", "required": ["error"],
         "properties": {"error": {"type": "object", "required": ["message", "type"],

@@ -77,4 +77,6 @@ def report_json(decision_id: str, outcome: PairedOutcome) -> dict[str, Any]:
         out |= {"agreement": round(c.agreement, 6), "flagged": c.flagged, "method": c.method,
                 "divergence": round(c.divergence, 6), "threshold": c.threshold,
                 "diff": c.unified_diff or None}
+    if outcome.live_diff_error is not None:  # flagged, but the store failed: never silent
+        out["live_diff_error"] = outcome.live_diff_error
     return out
