@@ -15,7 +15,7 @@ import pytest
 from router.paired.record import InMemoryLiveDiffSink
 from tests.e2e.harness import Running, make_settings, remote, scripted, serve
 from tests.e2e.test_openai_client import async_client, eventually, extra
-from tests.fakes import FakeUpstream, tool_call_message
+from tests.fakes import FakeUpstream, Reply, tool_call_message
 
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 TOOL = {"type": "function", "function": {
@@ -46,15 +46,20 @@ def pool(fake: FakeUpstream) -> list[dict[str, Any]]:
             scripted("local", "w", "It is sunny.")]
 
 
-@asynccontextmanager
-async def agents_service(tmp_path: Path, sink: InMemoryLiveDiffSink
-                         ) -> AsyncIterator[tuple[Running, FakeUpstream]]:
+def in_memory(sink: InMemoryLiveDiffSink) -> Any:
+    """A ``sink_factory`` recording into ``sink``."""
     @asynccontextmanager
     async def sink_factory(_settings: object) -> AsyncIterator[InMemoryLiveDiffSink]:
         yield sink
 
+    return sink_factory
+
+
+@asynccontextmanager
+async def agents_service(tmp_path: Path, sink: InMemoryLiveDiffSink
+                         ) -> AsyncIterator[tuple[Running, FakeUpstream]]:
     async with FakeUpstream(answers=answers()) as fake, serve(
-            make_settings(tmp_path, pool(fake)), sink_factory=sink_factory) as running:
+            make_settings(tmp_path, pool(fake)), sink_factory=in_memory(sink)) as running:
         yield running, fake
 
 
@@ -166,16 +171,26 @@ async def test_assist_keeps_tools_both_ways(tmp_path: Path, stream: bool) -> Non
     assert not sink.records  # the same call on both sides: agreement
 
 
-async def test_review_shows_the_auditor_the_tool_calls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+async def test_review_shows_the_auditor_the_tool_calls(tmp_path: Path, stream: bool) -> None:
     sink = InMemoryLiveDiffSink()
     async with agents_service(tmp_path, sink) as (running, fake):
         fake.answers["up-b"] = "AGREE"
-        completion = await async_client(running).chat.completions.create(
-            model="audit:remote-a", messages=ASK, tools=[TOOL],  # type: ignore[arg-type, list-item]
-            response_format={"type": "text"},
-            extra_body={"diffroute": {"audit_mode": "review"}})
-    assert completion.choices[0].message.tool_calls is not None
-    assert extra(completion)["flagged"] is False
+        request: dict[str, Any] = {
+            "model": "audit:remote-a", "messages": ASK, "tools": [TOOL],
+            "response_format": {"type": "text"},
+            "extra_body": {"diffroute": {"audit_mode": "review"}}}
+        client = async_client(running)
+        if stream:
+            chunks = [c async for c in await client.chat.completions.create(
+                stream=True, **request)]
+            assert tool_arguments(chunks) == PARIS
+            info = extra(chunks[-1])
+        else:
+            completion = await client.chat.completions.create(**request)
+            assert completion.choices[0].message.tool_calls is not None
+            info = extra(completion)
+    assert info["audit_mode"] == "review" and info["flagged"] is False
     [review] = sent_to(fake, "up-b")
     assert review["messages"][:-1] == ASK
     assert f"[tool call] get_weather({PARIS})" in review["messages"][-1]["content"]
@@ -243,3 +258,34 @@ async def test_translated_models_refuse_what_they_would_drop(
         assert fine.choices[0].message.content == "It is sunny."
     else:  # both models answered, one of them translated
         assert extra(fine)["agreement"] is not None and "partner_error" not in extra(fine)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_failing_auditor_never_fails_the_agents_call(tmp_path: Path,
+                                                             stream: bool) -> None:
+    sink = InMemoryLiveDiffSink()
+    async with FakeUpstream(answers=answers()) as fake, FakeUpstream() as broken:
+        broken.enqueue(*[Reply.error(400, "bad tool schema")] * 2)
+        models = [remote("remote-a", "x", fake.base_url, "up-a"),
+                  remote("remote-b", "y", broken.base_url, "up-b")]
+        async with serve(make_settings(tmp_path, models), sink_factory=in_memory(sink)
+                         ) as running:
+            client = async_client(running)
+            if stream:
+                chunks = [c async for c in await client.chat.completions.create(
+                    model="audit:remote-a", messages=ASK, tools=[TOOL], stream=True)]  # type: ignore[arg-type, list-item]
+                arguments, info = tool_arguments(chunks), extra(chunks[-1])
+            else:
+                completion = await client.chat.completions.create(
+                    model="audit:remote-a", messages=ASK, tools=[TOOL])  # type: ignore[arg-type, list-item]
+                [call] = completion.choices[0].message.tool_calls or []
+                arguments, info = call.function.arguments, extra(completion)
+            # the answering model failing is the client's failure, with its status
+            fake.enqueue(Reply.error(503, "overloaded"))
+            with pytest.raises(openai.APIStatusError) as failed:
+                await client.chat.completions.create(
+                    model="audit:remote-a", messages=ASK, tools=[TOOL],  # type: ignore[arg-type, list-item]
+                    stream=stream, extra_body={"diffroute": {"partner": "remote-b"}})
+    assert arguments == PARIS
+    assert info["agreement"] is None and "bad tool schema" in info["partner_error"]
+    assert failed.value.status_code == 502 and "remote-a" in failed.value.message
