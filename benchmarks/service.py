@@ -19,9 +19,9 @@ the same way (``aiohttp.web.AppRunner``, default asyncio loop, no aiohttp access
 client (one ``aiohttp.ClientSession`` in this process) never shares a core's event loop with a
 server. diffroute runs as ``diffroute serve`` does: JSON logs on (written to a temporary file).
 Its pairing decisions for (b) and (c) come from the app's default policy,
-``router.pairing.decider.build_decider`` (``--policy real``, the default when it exists; the fake models
-have no profiles, so it decides by its family rule after embedding the task and searching the
-probe index), or from the tests' ``FamilyDecider`` (``--policy test``).
+``router.pairing.decider.build_decider`` (``--policy real``, the default when it exists; the
+fake models have no profiles, so it decides by its family rule after embedding the task and
+searching the probe index), or from the tests' ``FamilyDecider`` (``--policy test``).
 
     python -m benchmarks.service [--duration 3] [--rounds 1] [--latency 0.002] [--policy real]
                                  [--distinct-tasks]
@@ -197,7 +197,8 @@ def hello_world() -> web.Application:
 
 
 def default_policy() -> str:
-    """``real`` (``router.pairing.decider.build_decider``) when the policy module exists, else ``test``."""
+    """``real`` (``router.pairing.decider.build_decider``) when the policy module exists, else
+    ``test``."""
     import importlib.util
 
     return "real" if importlib.util.find_spec("router.pairing.decider") is not None else "test"
@@ -205,8 +206,8 @@ def default_policy() -> str:
 
 def describe_policy(policy: str) -> str:
     if policy == "real":
-        return ("router.pairing.decider.build_decider (these fake models have no profiles: it embeds "
-                "the task, searches the probe index, then applies the family rule)")
+        return ("router.pairing.decider.build_decider (these fake models have no profiles: it "
+                "embeds the task, searches the probe index, then applies the family rule)")
     return "tests FamilyDecider (audit partner = first model of another family)"
 
 
@@ -225,7 +226,8 @@ def diffroute(upstream: str, data_dir: Path, policy: str = "test") -> web.Applic
     # as `diffroute serve` runs, but to stderr (a temporary file): stdout is the parent's pipe
     configure_logging("json", stream=sys.stderr.buffer)
     if policy == "real":
-        app = create_app(settings)  # the app's default decider: router.pairing.decider.build_decider
+        # the app's default decider: router.pairing.decider.build_decider
+        app = create_app(settings)
     else:
         app = create_app(settings, decider_factory=FamilyDecider)
     app.on_startup.append(settle_heap)  # as run_server (diffroute serve) does
@@ -471,7 +473,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="seconds the fake upstream waits per call")
     parser.add_argument("--cprofile", help="profile each server into DIR/<server>.prof")
     parser.add_argument("--policy", choices=("real", "test"), default=default_policy(),
-                        help="diffroute's decider: router.pairing.decider's or the tests' FamilyDecider")
+                        help="diffroute's decider: router.pairing.decider's or the tests' "
+                             "FamilyDecider")
     parser.add_argument("--distinct-tasks", action="store_true",
                         help="also measure /v1/route with a new task text per request "
                              "(no decision-cache hits)")

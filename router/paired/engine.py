@@ -11,6 +11,13 @@ The HTTP handler turns a request into a :class:`~router.paired.call.PairedCall`
   fraction of requests the primary also answers in the background, so the pair's live agreement
   stays measured; that comparison is recorded when it finishes.
 
+A model whose backend forwards bodies (``kind: openai``) is sent the client's body as it is
+(tools and all) and its answer is the upstream's completion; any other model gets the
+translated :class:`~profiles.protocol.SampleRequest` (:meth:`PairedEngine.answer`). The
+comparer sees both as :class:`~router.paired.answer.Answer` values (text and tool calls).
+A framework that ran a routed pair's calls itself hands the two answers to
+:meth:`PairedEngine.report`: the same compare → record steps, with mode ``reported``.
+
 A partner that fails never fails the client's request: the outcome carries the error instead.
 """
 
