@@ -289,3 +289,20 @@ async def test_a_failing_auditor_never_fails_the_agents_call(tmp_path: Path,
     assert arguments == PARIS
     assert info["agreement"] is None and "bad tool schema" in info["partner_error"]
     assert failed.value.status_code == 502 and "remote-a" in failed.value.message
+
+
+async def test_each_side_gets_its_own_model_configuration(tmp_path: Path) -> None:
+    auditor = remote("remote-b", "y", "", "up-b", decoding={"temperature": 0.0, "seed": 5})
+    async with FakeUpstream(answers=answers()) as fake:
+        auditor["backend"] |= {"base_url": fake.base_url, "system_prompt": "Check carefully."}
+        models = [remote("remote-a", "x", fake.base_url, "up-a"), auditor]
+        async with serve(make_settings(tmp_path, models)) as running:
+            await async_client(running).chat.completions.create(
+                model="audit:remote-a", messages=ASK, tools=[TOOL],  # type: ignore[arg-type, list-item]
+                temperature=0.9)
+    [primary] = sent_to(fake, "up-a")
+    [partner] = sent_to(fake, "up-b")
+    assert primary["messages"] == ASK and primary["temperature"] == 0.9
+    assert partner["messages"] == [{"role": "system", "content": "Check carefully."}, *ASK]
+    assert (partner["temperature"], partner["seed"]) == (0.0, 5)
+    assert primary["tools"] == partner["tools"] == [TOOL]
