@@ -564,6 +564,15 @@ def paired_ratios(results: Mapping[str, Sequence[Run]], subject: str,
             if b.load.throughput]
 
 
+def cpu_ratios(results: Mapping[str, Sequence[Run]], subject: str,
+               baseline: str) -> list[float]:
+    """Each round's baseline / subject server CPU per request: the throughput ratio the two
+    would have with a core each to themselves, steadier than throughput on a shared machine."""
+    return [b.cpu_ms_per_request / s.cpu_ms_per_request
+            for s, b in zip(results[subject], results[baseline], strict=True)
+            if s.cpu_ms_per_request]
+
+
 def report(results: Mapping[str, Sequence[Run]], args: argparse.Namespace,
            generator: str, placement: Placement) -> bool:
     """Print the figures and the ratios; ``True`` when every target is met."""
@@ -617,10 +626,13 @@ def _ratios(results: Mapping[str, Sequence[Run]], high: int, distinct_tasks: boo
             ok = median(values) >= c.target
             met = met and ok
             verdict = f"≥ {c.target:.2f}×: {'met' if ok else 'MISSED'}"
-        rows.append([f"{c.label} (throughput)", _interval(values), verdict])
-    print_table(["diffroute", "median [interval] (coverage)", "target"], rows)
-    print("\nratios: median over rounds of the round's subject/baseline throughput; interval: "
-          "the sign test's for the median (order statistics), its coverage in brackets")
+        cpu = _interval(cpu_ratios(results, c.subject, c.baseline))
+        rows.append([c.label, _interval(values), cpu, verdict])
+    print_table(["diffroute", "throughput ratio", "CPU/req ratio (base/subject)", "target"],
+                [row if len(row) == 4 else [row[0], row[1], "", row[2]] for row in rows])
+    print("\nratios: median over rounds of each round's subject/baseline figures, [interval] "
+          "the sign test's for the median (order statistics), (its coverage); the target is on "
+          "the throughput ratio")
     return met
 
 
