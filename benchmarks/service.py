@@ -340,7 +340,11 @@ class Comparison:
     target: float | None = None
 
 
-def groups(high: int, distinct_tasks: bool = False) -> list[list[Case]]:
+GROUPS = ("latency", "plain", "route", "audit", "stream")
+"""The groups of cases, by name (``--only``)."""
+
+
+def groups(high: int, distinct_tasks: bool = False) -> dict[str, list[Case]]:
     """The cases measured back to back: each subject with its baselines (one machine load)."""
     plain, audit = chat_body("alpha"), chat_body("audit:alpha")
     streamed = chat_body("alpha", stream=True)
@@ -349,7 +353,7 @@ def groups(high: int, distinct_tasks: bool = False) -> list[list[Case]]:
     if distinct_tasks:
         route.append(Case(f"diffroute /v1/route distinct tasks, c={high}", "diffroute",
                           "/v1/route", ROUTE_BODY, high, distinct=True))
-    return [
+    return dict(zip(GROUPS, [
         [Case("upstream direct, c=1", "upstream", CHAT, plain, 1),
          Case("minimal proxy, c=1", "minimal", CHAT, plain, 1),
          Case("diffroute plain, c=1", "diffroute", CHAT, plain, 1)],
@@ -361,7 +365,7 @@ def groups(high: int, distinct_tasks: bool = False) -> list[list[Case]]:
          Case(f"diffroute audit, c={high}", "diffroute", CHAT, audit, high)],
         [Case(f"streaming proxy, c={high}", "streaming", CHAT, streamed, high),
          Case(f"diffroute stream, c={high}", "diffroute", CHAT, streamed, high)],
-    ]
+    ], strict=True))
 
 
 def comparisons(high: int, distinct_tasks: bool = False) -> list[Comparison]:
@@ -534,7 +538,9 @@ async def benchmark(args: argparse.Namespace, profile: Path | None, placement: P
             generator = PythonLoad(await stack.enter_async_context(
                 aiohttp.ClientSession(connector=connector)))
         for round_number in range(args.rounds):
-            for group in groups(args.concurrency, args.distinct_tasks):
+            for name, group in groups(args.concurrency, args.distinct_tasks).items():
+                if args.only and name not in args.only:
+                    continue
                 for case in group[::-1] if round_number % 2 else group:
                     run = await measure(generator, servers, case, args.duration, args.warmup)
                     results.setdefault(case.name, []).append(run)
@@ -617,9 +623,12 @@ def _ratios(results: Mapping[str, Sequence[Run]], high: int, distinct_tasks: boo
 
     rows = [[f"(a) added latency {q[:3]}, c=1 vs {b}",
              _interval(added(q, f"{b}, c=1"), unit=" ms"), ""]
-            for q in ("p50_ms", "p99_ms") for b in ("upstream direct", "minimal proxy")]
+            for q in ("p50_ms", "p99_ms") for b in ("upstream direct", "minimal proxy")
+            if "diffroute plain, c=1" in results]
     met = True
     for c in comparisons(high, distinct_tasks):
+        if c.subject not in results or c.baseline not in results:
+            continue
         values = paired_ratios(results, c.subject, c.baseline)
         verdict = ""
         if c.target is not None:
@@ -660,6 +669,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="do not pin the servers under test apart from the load generator")
     parser.add_argument("--python-load", action="store_true",
                         help="use the Python load generator even when wrk is installed")
+    parser.add_argument("--only", type=lambda text: text.split(","), default=None,
+                        help=f"measure only these groups, comma-separated ({','.join(GROUPS)}); "
+                             "with --cprofile, a profile of just that load")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
