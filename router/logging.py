@@ -38,6 +38,7 @@ import orjson
 import structlog
 
 from profiles.protocol import SampleRequest, Usage
+from router.errors import UpstreamError
 
 SECRET_KEYS = frozenset({"authorization", "api_key", "admin_key", "api_keys", "password",
                          "token", "secret", "x-api-key"})
@@ -221,47 +222,6 @@ def flush_logs() -> None:
         factory.buffer.flush()
 
 
-class _JsonSink:
-    """What :class:`HotLogger` writes to directly: the configured JSON processor and buffer."""
-
-    def __init__(self, render: JsonLine, buffer: LogBuffer) -> None:
-        self.render = render
-        self.buffer = buffer
-
-    def active(self) -> bool:
-        """Still the pipeline in force? (``structlog.testing.capture_logs`` replaces the
-        processors in the same list.)"""
-        processors = structlog.get_config()["processors"]
-        return len(processors) == 1 and processors[0] is self.render
-
-
-_JSON_SINK: _JsonSink | None = None
-
-
-class HotLogger:
-    """A logger for the info events written on every request (the access line).
-
-    With the production JSON pipeline in force it renders the line with that pipeline's own
-    :class:`JsonLine` and hands it to the buffer — the same line a structlog logger writes,
-    without its bound-logger machinery (a third of the cost of a line, measured in the
-    server); otherwise (console format, a level above info, tests capturing logs) it is an
-    ordinary structlog logger.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._logger = structlog.get_logger(name)
-
-    def info(self, event: str, fields: dict[str, Any]) -> None:
-        """Write ``event`` with ``fields`` (the dict is used up: it becomes the line)."""
-        sink = _JSON_SINK
-        if sink is None or not sink.active():
-            self._logger.info(event, **fields)
-            return
-        fields["event"] = event
-        sink.buffer.write(sink.render(self, "info", fields))
-
-
 def processor_chain() -> list[Any]:
     """The steps :class:`JsonLine` fuses, as separate processors (for other renderers)."""
     return [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
@@ -280,7 +240,6 @@ def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "IN
         previous.close()
     factory = BufferedLoggerFactory(stream if stream is not None else sys.stdout.buffer)
     atexit.register(factory.close)
-    global _JSON_SINK
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     processors: list[Any] = [JsonLine()] if fmt == "json" else [
         *processor_chain(), structlog.dev.ConsoleRenderer(colors=False)]
@@ -290,8 +249,6 @@ def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "IN
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    _JSON_SINK = _JsonSink(processors[0], factory.buffer) \
-        if fmt == "json" and numeric_level <= logging.INFO else None
     root = logging.getLogger()
     root.handlers[:] = [_ForeignHandler()]
     root.setLevel(numeric_level)
@@ -331,3 +288,15 @@ def log_generation(logger: Any, model: str, request: SampleRequest, usage: Usage
         fields["gen_ai.input.messages"] = [dict(m) for m in request.messages]
         fields["gen_ai.output.messages"] = list(texts)
     logger.info("gen_ai.chat", **fields)
+
+
+def error_fields(exc: BaseException, *, log_prompts: bool) -> dict[str, Any]:
+    """How a failed model call is logged. An upstream's error text may echo the prompt, so
+    it is logged like prompts are — only with ``server.log_prompts``; else its kind, model
+    and status."""
+    if log_prompts or not isinstance(exc, UpstreamError):
+        return {"error": str(exc)}
+    fields: dict[str, Any] = {"error.type": type(exc).__name__, "gen_ai.request.model": exc.model}
+    if exc.upstream_status is not None:
+        fields["http.response.status_code"] = exc.upstream_status
+    return fields

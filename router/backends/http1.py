@@ -24,18 +24,27 @@ is that exchange plus a little. This client does the one thing:
 * a connection that the server closed while it sat idle (its keep-alive timeout) and that
   fails before a single byte of the answer is retried once on a new connection — the request
   never reached a handler;
+* HTTP proxies (:class:`ProxySettings`, from ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``/
+  ``NO_PROXY`` unless given): an ``https://`` target through a ``CONNECT`` tunnel, TLS to the
+  target inside it; an ``http://`` target by absolute-form requests (``POST http://host/path``,
+  as curl does) to the proxy. The proxy is chosen once per origin, so the pool of an origin is
+  the pool of (proxy, origin) and its connections, tunnels included, are kept alive the same
+  way; a client without proxies pays nothing for them;
 * errors as plain exceptions, which the backend translates: :class:`TimeoutError`,
-  :class:`ConnectionError` (refused, reset, closed early) and :class:`HttpProtocolError`
-  (malformed or truncated responses, oversized bodies and lines).
+  :class:`ConnectionError` (refused, reset, closed early; :class:`ProxyError` when the proxy
+  cannot be reached or refuses) and :class:`HttpProtocolError` (malformed or truncated
+  responses, oversized bodies and lines).
 
-Not supported: HTTP proxies (the aiohttp session used before did not read proxy variables
-either), HTTP/2, request bodies streamed from the caller.
+Not supported: ``https://`` and SOCKS proxies (a :class:`ProxyError` for the requests they
+would carry), proxy authentication other than Basic, HTTP/2, request bodies streamed from the
+caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Mapping
@@ -44,6 +53,8 @@ from typing import Any
 
 import httptools
 from yarl import URL
+
+from router.backends.proxies import Proxy, ProxySettings
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 """A response body larger than this is an error, not a memory exhaustion."""
@@ -58,10 +69,16 @@ MAX_IDLE_PER_ORIGIN = 256
 KEEPALIVE_S = 15.0
 """An idle connection older than this is closed rather than reused (aiohttp's default too): a
 middlebox may have dropped it silently, and a request on it would wait for ``timeouts.read``."""
+MAX_PROXY_HEAD_BYTES = 64 * 1024
+"""The longest answer head a proxy may send to ``CONNECT``."""
 
 
 class HttpProtocolError(ValueError):
     """The server's answer is not a well-formed HTTP/1.1 response (or is too large)."""
+
+
+class ProxyError(ConnectionError):
+    """The proxy could not be reached, refused the tunnel or asked for credentials (``407``)."""
 
 
 class _StaleConnection(ConnectionError):
@@ -135,13 +152,21 @@ class Endpoint:
         return self.host_header.decode("ascii", "replace")
 
 
+# --- proxies ---------------------------------------------------------------------------------
+
+
 class Http1Client:
-    """Keep-alive connection pools, one per origin; close with :meth:`aclose`."""
+    """Keep-alive connection pools, one per origin; close with :meth:`aclose`.
+
+    ``proxies`` defaults to :meth:`ProxySettings.from_env`, read here, once;
+    ``ProxySettings()`` is no proxy whatever the environment says."""
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None,
-                 max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN) -> None:
+                 max_idle_per_origin: int = MAX_IDLE_PER_ORIGIN,
+                 proxies: ProxySettings | None = None) -> None:
         self._ssl_context = ssl_context
         self._max_idle = max_idle_per_origin
+        self.proxies = ProxySettings.from_env() if proxies is None else proxies
         self._origins: dict[tuple[str, str, int], _Origin] = {}
         self.closed = False
 
@@ -153,7 +178,9 @@ class Http1Client:
             context: ssl.SSLContext | None = None
             if endpoint.origin[0] == "https":
                 context = self._ssl_context or ssl.create_default_context()
-            origin = self._origins[endpoint.origin] = _Origin(endpoint, context, self._max_idle)
+            proxy = self.proxies.proxy_for(*endpoint.origin)
+            origin = self._origins[endpoint.origin] = _Origin(endpoint, context, self._max_idle,
+                                                              proxy)
         return origin
 
     async def post(self, endpoint: Endpoint, headers: bytes, body: bytes,
@@ -180,23 +207,36 @@ class Http1Client:
                         stream: bool) -> HttpReply | HttpStream:
         origin = self._origin(endpoint)
         length = b"" if body is None else b"Content-Length: %d\r\n" % len(body)
-        data = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n%s" % (
-            method, endpoint.target, endpoint.host_header, headers, length, body or b"")
+        forward = origin.forward
+        if forward is None:
+            data = b"%s %s HTTP/1.1\r\nHost: %s\r\n%s%s\r\n%s" % (
+                method, endpoint.target, endpoint.host_header, headers, length, body or b"")
+        else:  # absolute-form: the proxy reads the target from the request line
+            data = b"%s http://%s%s HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n%s" % (
+                method, endpoint.host_header, endpoint.target, endpoint.host_header,
+                forward.authorization, headers, length, body or b"")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeouts.total
         for _ in range(2):
             connection = await origin.acquire(loop, min(timeouts.connect, timeouts.total))
             reused = connection.exchanges > 0
             try:
-                return await connection.exchange(data, timeouts.read, deadline, stream=stream)
+                answer = await connection.exchange(data, timeouts.read, deadline, stream=stream)
             except _StaleConnection:
                 if not reused:
                     raise ConnectionError(
-                        f"{origin.authority} closed the connection without answering") from None
+                        f"{origin.route} closed the connection without answering") from None
+                continue
             except BaseException:  # cancelled or failed mid-exchange: the connection is spent
                 connection.close()
                 raise
-        raise ConnectionError(f"{origin.authority} closed two connections without answering")
+            if forward is not None and answer.status == 407:  # the proxy's, not the target's
+                if isinstance(answer, HttpStream):
+                    answer.close()
+                raise ProxyError(_refusal(forward, f"a request for {endpoint.authority}",
+                                          answer.status, answer.reason))
+            return answer
+        raise ConnectionError(f"{origin.route} closed two connections without answering")
 
     def idle_connections(self, endpoint: Endpoint) -> int:
         """Connections to ``endpoint``'s origin waiting for a request (for tests and metrics)."""
@@ -213,15 +253,20 @@ class Http1Client:
 
 
 class _Origin:
-    """The connections of one (scheme, host, port)."""
+    """The connections of one (scheme, host, port), direct or through one proxy."""
 
     def __init__(self, endpoint: Endpoint, context: ssl.SSLContext | None,
-                 max_idle: int) -> None:
+                 max_idle: int, proxy: Proxy | None) -> None:
         self.host = endpoint.origin[1]
         self.port = endpoint.origin[2]
         self.authority = endpoint.authority
         self.server_hostname = endpoint.server_hostname if context is not None else None
         self.ssl = context
+        self.proxy = proxy
+        # plain HTTP through a proxy: absolute-form requests on connections to the proxy
+        self.forward = proxy if context is None else None
+        self.route = self.authority if proxy is None else \
+            f"{self.authority} through proxy {proxy.name}"
         self.max_idle = max_idle
         self.idle: collections.deque[_Connection] = collections.deque()
         self.live: set[_Connection] = set()
@@ -238,17 +283,61 @@ class _Origin:
             connection.close()  # kept too long, or of an event loop that is gone (asyncio.run)
         try:
             async with asyncio.timeout(connect_s):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
-                    server_hostname=self.server_hostname)
+                connection = await self._connect(loop)
         except TimeoutError:
-            raise TimeoutError(f"connecting to {self.authority} took longer than {connect_s:g} s "
+            raise TimeoutError(f"connecting to {self.route} took longer than {connect_s:g} s "
                                "(timeouts.connect)") from None
+        except ProxyError:
+            raise
         except OSError as exc:  # refused, unreachable, unknown host, TLS failures
-            raise ConnectionError(f"cannot connect to {self.authority}: {exc}") from exc
+            raise ConnectionError(f"cannot connect to {self.route}: {exc}") from exc
         if self.closed:
             connection.close()
             raise ConnectionError("the HTTP client is closed")
+        return connection
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        proxy = self.proxy
+        if proxy is None:
+            _, connection = await loop.create_connection(
+                lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
+                server_hostname=self.server_hostname)
+            return connection
+        if proxy.problem:
+            raise ProxyError(f"cannot use {proxy.problem} (for {self.authority})")
+        try:
+            transport, protocol = await loop.create_connection(
+                lambda: _Connection(self) if self.ssl is None else _ProxyHandshake(proxy),
+                proxy.host, proxy.port)
+        except OSError as exc:
+            raise ProxyError(f"cannot connect to proxy {proxy.name} (for {self.authority}): "
+                             f"{exc}") from exc
+        if isinstance(protocol, _Connection):  # plain HTTP: requests go to the proxy
+            return protocol
+        assert isinstance(protocol, _ProxyHandshake) and self.ssl is not None
+        try:
+            return await self._tunnel(loop, transport, protocol, proxy, self.ssl)
+        except BaseException:
+            transport.close()
+            raise
+
+    async def _tunnel(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport,
+                      handshake: _ProxyHandshake, proxy: Proxy,
+                      context: ssl.SSLContext) -> _Connection:
+        """``CONNECT`` to the target, then TLS with the target inside the tunnel."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        target = f"{host}:{self.port}".encode("ascii")
+        transport.write(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (
+            target, target, proxy.authorization))
+        status, reason = await handshake.answer
+        if not 200 <= status < 300:
+            raise ProxyError(_refusal(proxy, f"CONNECT to {target.decode()}", status, reason))
+        connection = _Connection(self)
+        tls = await loop.start_tls(transport, connection, context,
+                                   server_hostname=self.server_hostname)
+        if tls is None:  # the transport closed during the handshake
+            raise ConnectionError("the tunnel closed during the TLS handshake")
+        connection.connection_made(tls)  # start_tls does not call it
         return connection
 
     def release(self, connection: _Connection) -> None:
@@ -263,6 +352,55 @@ class _Origin:
         for connection in list(self.live):
             connection.close()
         self.idle.clear()
+
+
+def _refusal(proxy: Proxy, what: str, status: int, reason: str) -> str:
+    """The message of a proxy's refusal, with a hint on ``407``; never the credentials."""
+    message = f"proxy {proxy.name} refused {what}: {status} {reason}".rstrip()
+    if status == 407:
+        message += (" (the credentials in the proxy URL were rejected)" if proxy.authorization
+                    else " (credentials go in the proxy URL: http://user:password@host:port)")
+    return message
+
+
+class _ProxyHandshake(asyncio.Protocol):
+    """Reads a proxy's answer to ``CONNECT``: a head (a refusal's body is not read)."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self._proxy = proxy
+        self._head = bytearray()
+        self.answer: asyncio.Future[tuple[int, str]] = \
+            asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer.done():
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end >= 0:
+            self._settle(bytes(self._head[:end]), extra=len(self._head) > end + 4)
+        elif len(self._head) > MAX_PROXY_HEAD_BYTES:
+            self._fail(f"answered CONNECT with more than {MAX_PROXY_HEAD_BYTES} bytes of head")
+
+    def _settle(self, head: bytes, *, extra: bool) -> None:
+        line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        match = re.fullmatch(r"HTTP/1\.[01] (\d{3})(?: (.*))?", line)
+        if match is None:
+            self._fail(f"answered CONNECT with {line[:100]!r}")
+        elif extra and match[1].startswith("2"):  # the target speaks only after TLS starts
+            self._fail("sent bytes after accepting CONNECT")
+        else:
+            self.answer.set_result((int(match[1]), (match[2] or "").strip()))
+
+    def _fail(self, what: str) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(ProxyError(f"proxy {self._proxy.name} {what}"))
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail("closed the connection before answering CONNECT")
 
 
 class HttpStream:

@@ -116,3 +116,62 @@ def test_cli_reports_config_problems_in_one_line_each(tmp_path: Path) -> None:
     assert all(line.startswith("diffroute: error: ") for line in lines)
     assert "models[0].backend.seed" in proc.stderr and "models[1].backend" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+TYPO_IN_EVERY_SECTION = """\
+modles: []
+server: {prot: 8080}
+embedder: {knd: hash}
+models:
+  - name: a
+    familly: x
+    timeouts: {raed: 5}
+    decoding: {temprature: 0.5}
+    backend: {kind: scripted, seeed: 1}
+policy: {competence_flor: 0.5}
+live: {redcat: true}
+paired: {shadow_rat: 0.5}
+"""
+
+
+def test_a_typo_in_every_section_is_named_with_its_path(tmp_path: Path) -> None:
+    found = problems_of(tmp_path, TYPO_IN_EVERY_SECTION)
+    expected = ["modles", "server.prot", "embedder.knd", "models[0].familly",
+                "models[0].timeouts.raed", "models[0].decoding.temprature",
+                "models[0].backend.seeed", "policy.competence_flor", "live.redcat",
+                "paired.shadow_rat"]
+    assert sorted(found) == sorted(f"{path}: Extra inputs are not permitted"
+                                   for path in expected)
+
+
+def test_sections_are_typed_and_reach_their_subsystem(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, """\
+models: [{name: a, backend: {kind: scripted}}]
+policy: {competence_floor: 0.5}
+live: {redact: true}
+paired: {shadow_rate: 0.25}
+"""))
+    assert settings.policy.competence_floor == 0.5
+    assert settings.live.redact is True and settings.paired.shadow_rate == 0.25
+    assert problems_of(tmp_path, "models: [{name: a, backend: {kind: scripted}}]\n"
+                       "paired: {shadow_rate: 2}\n") == [
+        "paired.shadow_rate: Input should be less than or equal to 1"]
+
+
+def test_the_former_extensions_mapping_is_read_for_one_release(tmp_path: Path) -> None:
+    old = write(tmp_path, """\
+models: [{name: a, backend: {kind: scripted}}]
+extensions:
+  policy: {competence_floor: 0.5}
+  service: {shadow_rate: 0.3}
+""")
+    with pytest.warns(FutureWarning, match=r"extensions\.service → paired"):
+        settings = load_settings(old)
+    assert settings.policy.competence_floor == 0.5 and settings.paired.shadow_rate == 0.3
+    with pytest.warns(FutureWarning):
+        typo = problems_of(tmp_path, "models: [{name: a, backend: {kind: scripted}}]\n"
+                           "extensions: {service: {shadow_rat: 0.5}}\n")
+    assert typo == ["paired.shadow_rat: Extra inputs are not permitted"]
+    assert problems_of(tmp_path, "models: [{name: a, backend: {kind: scripted}}]\n"
+                       "extensions: {polcy: {competence_floor: 0.5}}\n") == [
+        "extensions.polcy: unknown section (known: live, policy, service)"]

@@ -4,16 +4,20 @@ aiohttp apps for well-behaved HTTP, ``asyncio.start_server`` for servers that mi
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
+import re
 import ssl
 import threading
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trustme
 from aiohttp import web
+from yarl import URL
 
 from router.backends import http1
 from router.backends.http1 import (
@@ -21,13 +25,29 @@ from router.backends.http1 import (
     Http1Client,
     HttpProtocolError,
     HttpTimeouts,
+    ProxyError,
     encode_headers,
 )
+from router.backends.proxies import Proxy, ProxySettings
+from router.config import settings_from_mapping
+from router.pool import Pool
+from tests.fakes import FakeUpstream
 
 TIMEOUTS = HttpTimeouts(connect=2, read=5, total=10)
 JSON = encode_headers({"Content-Type": "application/json"})
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Clients made here read the environment: a developer's ``HTTPS_PROXY`` must not send
+    these loopback calls to a real proxy. Tests that want proxies say which."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    yield
 
 
 @asynccontextmanager
@@ -601,3 +621,368 @@ async def test_stream_failures_reach_the_reader() -> None:
                     pass
             stream.close()
     await client.aclose()
+
+
+# --- proxies ---------------------------------------------------------------------------------
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
+class LoopbackProxy:
+    """A forwarding proxy: ``CONNECT`` tunnels and absolute-form requests (each forwarded on a
+    new upstream connection), optionally asking for Basic ``credentials`` or refusing every
+    request with ``refuse``. It records what it saw."""
+
+    def __init__(self, credentials: str | None = None, refuse: bytes | None = None) -> None:
+        self.expected = None if credentials is None else \
+            "Basic " + base64.b64encode(credentials.encode()).decode()
+        self.refuse = refuse
+        self.connections = 0
+        self.request_lines: list[str] = []  # every request, refused or not
+        self.authorizations: list[str | None] = []
+        self.tunnels: list[str] = []  # targets of accepted CONNECTs
+        self.forwarded: list[str] = []  # request lines of forwarded requests
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                line, *fields = head.decode("latin-1").strip().split("\r\n")
+                headers = {name.strip().lower(): value.strip()
+                           for name, _, value in (f.partition(":") for f in fields)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.request_lines.append(line)
+                self.authorizations.append(headers.get("proxy-authorization"))
+                method, target, _version = line.split(" ")
+                status = self.refuse
+                if self.expected is not None and \
+                        headers.get("proxy-authorization") != self.expected:
+                    status = b"407 Proxy Authentication Required"
+                if status is not None:
+                    writer.write(b"HTTP/1.1 %s\r\nContent-Length: 7\r\n\r\nrefused" % status)
+                elif method == "CONNECT":
+                    self.tunnels.append(target)
+                    await self._tunnel(target, reader, writer)
+                    return
+                else:
+                    self.forwarded.append(line)
+                    writer.write(await self._forward(method, URL(target), fields, body))
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def _tunnel(self, target: str, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        host, _, port = target.rpartition(":")
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    async def _forward(self, method: str, target: URL, fields: list[str], body: bytes) -> bytes:
+        """The upstream's answer (it must have a Content-Length) to the request in origin-form,
+        without the proxy's headers."""
+        reader, writer = await asyncio.open_connection(target.host, target.port)
+        kept = "".join(f"{f}\r\n" for f in fields if not f.lower().startswith("proxy-"))
+        writer.write(f"{method} {target.raw_path_qs} HTTP/1.1\r\n{kept}\r\n".encode() + body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+        answer = head + await reader.readexactly(length)
+        writer.close()
+        return answer
+
+
+def tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for ``localhost`` and a client context trusting it."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    return server_context, trusting
+
+
+def through(scheme: str, proxy_url: str, no_proxy: str = "") -> ProxySettings:
+    if scheme == "https":
+        return ProxySettings.parse(https=proxy_url, no_proxy=no_proxy)
+    return ProxySettings.parse(http=proxy_url, no_proxy=no_proxy)
+
+
+async def test_an_https_target_through_a_connect_tunnel_kept_alive() -> None:
+    """TLS with the target (its name verified, not the proxy's) inside one tunnel, reused by
+    whole and streamed calls."""
+    server_context, trusting = tls_pair()
+    app, ports = echo_app()
+    proxy = LoopbackProxy()
+    async with serve(app, server_context) as url, serve_raw(proxy.handle) as proxy_url:
+        authority = url.removeprefix("https://")
+        endpoint = Endpoint.parse(url + "/v1/echo")
+        client = Http1Client(ssl_context=trusting, proxies=through("https", proxy_url))
+        for word in (b"one", b"two"):
+            reply = await client.post(endpoint, JSON, word, TIMEOUTS)
+            assert reply.body == b"echo:" + word and reply.headers["x-seen-host"] == authority
+        stream = await client.open("POST", endpoint, JSON, b"three", TIMEOUTS)
+        assert await stream.read() == b"echo:three"
+        stream.close()
+        assert proxy.tunnels == [authority] and proxy.request_lines == [
+            f"CONNECT {authority} HTTP/1.1"]
+        assert proxy.connections == 1 and len(ports) == 3 and len(set(ports)) == 1
+        assert client.idle_connections(endpoint) == 1
+        await client.aclose()
+        untrusting = Http1Client(proxies=through("https", proxy_url))
+        with pytest.raises(ConnectionError, match=re.escape(
+                f"cannot connect to {authority} through proxy {proxy_url}: ") +
+                ".*CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.post(endpoint, JSON, b"secret", TIMEOUTS)
+        await untrusting.aclose()
+        assert proxy.tunnels == [authority] * 2
+
+
+async def test_an_http_target_through_a_proxy_in_absolute_form_kept_alive() -> None:
+    app, _ports = echo_app()
+    proxy = LoopbackProxy()
+    async with serve(app) as url, serve_raw(proxy.handle) as proxy_url:
+        endpoint = Endpoint.parse(url + "/v1/echo?x=1")
+        client = Http1Client(proxies=through("http", proxy_url))
+        for word in (b"one", b"two"):
+            reply = await client.post(endpoint, JSON, word, TIMEOUTS)
+            assert reply.body == b"echo:" + word
+            assert reply.headers["x-seen-host"] == url.removeprefix("http://")
+        assert proxy.forwarded == [f"POST {url}/v1/echo?x=1 HTTP/1.1"] * 2
+        assert proxy.connections == 1 and proxy.tunnels == []
+        assert proxy.authorizations == [None, None]
+        assert client.idle_connections(endpoint) == 1
+        await client.aclose()
+
+
+async def test_no_proxy_hosts_go_direct() -> None:
+    """``localhost`` listed, ``127.0.0.1`` not: one server, reached directly under one name and
+    through the proxy under the other (names are not resolved for ``NO_PROXY``)."""
+    app, _ports = echo_app()
+    proxy = LoopbackProxy()
+    async with serve(app) as url, serve_raw(proxy.handle) as proxy_url:
+        port = URL(url).port
+        client = Http1Client(proxies=through("http", proxy_url, "example.com, localhost"))
+        direct = Endpoint.parse(f"http://localhost:{port}/v1/echo")
+        assert (await client.post(direct, JSON, b"d", TIMEOUTS)).body == b"echo:d"
+        assert proxy.connections == 0
+        proxied = Endpoint.parse(f"http://127.0.0.1:{port}/v1/echo")
+        assert (await client.post(proxied, JSON, b"p", TIMEOUTS)).body == b"echo:p"
+        assert proxy.forwarded == [f"POST http://127.0.0.1:{port}/v1/echo HTTP/1.1"]
+        await client.aclose()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_proxy_credentials_reach_the_proxy_and_a_407_is_a_clear_error(
+        scheme: str) -> None:
+    server_context, trusting = tls_pair()
+    app, _ports = echo_app()
+    proxy = LoopbackProxy(credentials="user:p@ss:word")
+    async with serve(app, server_context if scheme == "https" else None) as url, \
+            serve_raw(proxy.handle) as proxy_url:
+        endpoint = Endpoint.parse(url + "/v1/echo")
+        address = proxy_url.removeprefix("http://")
+        good = Http1Client(ssl_context=trusting,
+                           proxies=through(scheme, f"http://us%65r:p%40ss%3Aword@{address}"))
+        assert (await good.post(endpoint, JSON, b"in", TIMEOUTS)).body == b"echo:in"
+        await good.aclose()
+        for userinfo, hint in (("user:wrong@", "the credentials in the proxy URL were rejected"),
+                               ("", "credentials go in the proxy URL")):
+            bad = Http1Client(ssl_context=trusting,
+                              proxies=through(scheme, f"http://{userinfo}{address}"))
+            with pytest.raises(ProxyError, match=re.escape(f"proxy {proxy_url} refused ") +
+                               ".*407 Proxy Authentication Required.*" + hint) as caught:
+                await bad.post(endpoint, JSON, b"out", TIMEOUTS)
+            assert "wrong" not in str(caught.value)
+            await bad.aclose()
+        assert proxy.authorizations == [
+            proxy.expected, "Basic " + base64.b64encode(b"user:wrong").decode(), None]
+        assert len(proxy.forwarded if scheme == "http" else proxy.tunnels) == 1
+
+
+@pytest.mark.parametrize("status", [b"403 Forbidden", b"502 Bad Gateway"])
+async def test_a_refused_connect_is_a_clear_error(status: bytes) -> None:
+    proxy = LoopbackProxy(refuse=status)
+    async with serve_raw(proxy.handle) as proxy_url:
+        client = Http1Client(proxies=through("https", proxy_url))
+        with pytest.raises(ProxyError, match=re.escape(
+                f"proxy {proxy_url} refused CONNECT to api.example.com:443: {status.decode()}")):
+            await client.post(Endpoint.parse("https://api.example.com/v1/chat"), JSON, b"{}",
+                              TIMEOUTS)
+        assert proxy.request_lines == ["CONNECT api.example.com:443 HTTP/1.1"]
+        await client.aclose()
+
+
+async def test_an_unreachable_proxy_is_a_connection_error_naming_it() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    proxy_url = f"http://127.0.0.1:{port}"
+    client = Http1Client(proxies=ProxySettings.parse(http=proxy_url, https=proxy_url))
+    for target in ("http://api.example.com/v1", "https://api.example.com/v1"):
+        with pytest.raises(ProxyError, match=re.escape(
+                f"cannot connect to proxy {proxy_url} (for api.example.com): ")):
+            await client.post(Endpoint.parse(target), JSON, b"{}", TIMEOUTS)
+    await client.aclose()
+
+
+async def test_a_proxy_silent_after_connect_is_a_connect_timeout() -> None:
+    given_up = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+        given_up.set()
+
+    async with serve_raw(silent) as proxy_url:
+        client = Http1Client(proxies=through("https", proxy_url))
+        with pytest.raises(TimeoutError, match=re.escape(
+                f"connecting to api.example.com through proxy {proxy_url} took longer than "
+                "0.2 s (timeouts.connect)")):
+            await client.post(Endpoint.parse("https://api.example.com/"), JSON, b"{}",
+                              HttpTimeouts(connect=0.2, read=5, total=10))
+        await asyncio.wait_for(given_up.wait(), 2)  # the half-made tunnel was closed
+        await client.aclose()
+
+
+async def test_the_pool_client_reads_the_proxy_variables_once(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The OpenAI backend's calls go through the proxy of the environment, read when the pool
+    opens (``Pool.open`` makes its ``Http1Client()`` without proxy arguments)."""
+    proxy = LoopbackProxy()
+    async with FakeUpstream(answers={"up": "B"}) as fake, \
+            serve_raw(proxy.handle) as proxy_url:
+        settings = settings_from_mapping({"data_dir": str(tmp_path), "models": [{
+            "name": "m", "family": "f",
+            "backend": {"kind": "openai", "base_url": fake.base_url, "model": "up"}}]})
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        monkeypatch.setenv("http_proxy", proxy_url)
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")  # lower-case wins
+        async with Pool.open(settings) as pool:
+            monkeypatch.delenv("http_proxy")  # read once: later changes do not matter
+            await pool.get("m").forward(body)
+            await pool.get("m").forward(body)
+        assert proxy.forwarded == [f"POST {fake.base_url}/chat/completions HTTP/1.1"] * 2
+        assert proxy.connections == 1 and fake.count() == 2
+        direct = Http1Client(proxies=ProxySettings())  # explicit: the environment is not read
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        endpoint = Endpoint.parse(fake.base_url + "/models")
+        stream = await direct.open("GET", endpoint, b"", None, TIMEOUTS)
+        assert stream.status == 200 and b'"data"' in await stream.read()
+        stream.close()
+        assert len(proxy.forwarded) == 2
+        await direct.aclose()
+
+
+@pytest.mark.parametrize(("environ", "http", "https"), [
+    ({"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2",
+      "HTTP_PROXY": "http://plain:3"}, Proxy("plain", 3), Proxy("lower", 2)),
+    ({"HTTPS_PROXY": "http://upper:1", "https_proxy": ""}, None, None),  # set empty: no proxy
+    ({"ALL_PROXY": "http://all:9"}, Proxy("all", 9), Proxy("all", 9)),
+    ({"all_proxy": "http://all:9", "ALL_PROXY": "http://ALL:8", "HTTP_PROXY": "http://h:1"},
+     Proxy("h", 1), Proxy("all", 9)),
+    ({"http_proxy": "", "ALL_PROXY": "http://all:9"}, None, Proxy("all", 9)),
+    ({"HTTPS_PROXY": "proxy.corp:3128"}, None, Proxy("proxy.corp", 3128)),  # http:// implied
+    ({"HTTPS_PROXY": "http://proxy.corp/"}, None, Proxy("proxy.corp", 80)),
+    ({"HTTP_PROXY": "http://[fd00::1]:3128"}, Proxy("fd00::1", 3128), None),
+    ({"HTTP_PROXY": "  "}, None, None),
+    ({"FTP_PROXY": "http://ftp:1"}, None, None),
+])
+def test_proxy_variables_lower_case_first(environ: dict[str, str], http: Proxy | None,
+                                          https: Proxy | None) -> None:
+    settings = ProxySettings.from_env(environ)
+    assert (settings.http, settings.https) == (http, https)
+
+
+def test_no_proxy_lower_case_first_and_the_process_environment_by_default(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = ProxySettings.from_env({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "upper.test",
+                                       "no_proxy": "lower.test"})
+    assert settings.proxy_for("https", "lower.test", 443) is None
+    assert settings.proxy_for("https", "upper.test", 443) == Proxy("p", 1)
+    monkeypatch.setenv("HTTPS_PROXY", "http://from-env:3128")
+    monkeypatch.setenv("no_proxy", "internal.test")
+    assert Http1Client().proxies == ProxySettings.parse(https="http://from-env:3128",
+                                                         no_proxy="internal.test")
+
+
+def test_proxy_credentials_are_percent_decoded_and_never_shown() -> None:
+    proxy = Proxy.parse("http://us%65r:p%40ss%3Aword@proxy.corp:3128")
+    assert proxy.authorization == b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(
+        b"user:p@ss:word")
+    assert Proxy.parse("http://user@p:1").authorization.endswith(
+        base64.b64encode(b"user:") + b"\r\n")
+    assert proxy.name == "http://proxy.corp:3128"
+    settings = ProxySettings.from_env({"HTTPS_PROXY": "http://user:s3cret@proxy.corp:3128"})
+    assert "s3cret" not in repr(settings) + repr(Proxy.parse("http://u:s3cret@p"))
+    with pytest.raises(ValueError, match=r"https proxy='socks5://\*\*\*@h:1080': only http://"
+                       ) as caught:
+        ProxySettings.parse(https="socks5://user:s3cret@h:1080")
+    assert "s3cret" not in str(caught.value)
+
+
+async def test_an_unusable_proxy_variable_fails_only_the_requests_it_would_carry() -> None:
+    """``ALL_PROXY=socks5://…`` set for other tools: no error when the client is made, a
+    :class:`ProxyError` naming the variable for a call through it, direct calls unaffected."""
+    app, _ports = echo_app()
+    for value in ("socks5://user:s3cret@h:1080", "https://user:s3cret@h:443"):
+        settings = ProxySettings.from_env({"ALL_PROXY": value, "NO_PROXY": "127.0.0.1"})
+        client = Http1Client(proxies=settings)
+        with pytest.raises(ProxyError, match=r"cannot use ALL_PROXY='\w+://\*\*\*@h:\d+': "
+                           r"only http:// proxies are supported \(for api.example.com\)"
+                           ) as caught:
+            await client.post(Endpoint.parse("http://api.example.com/v1"), JSON, b"{}",
+                              TIMEOUTS)
+        assert "s3cret" not in str(caught.value) + repr(settings)
+        async with serve(app) as url:
+            reply = await client.post(Endpoint.parse(url + "/v1/echo"), JSON, b"d", TIMEOUTS)
+            assert reply.body == b"echo:d"
+        await client.aclose()
+
+
+@pytest.mark.parametrize(("no_proxy", "host", "port", "direct"), [
+    ("example.com", "example.com", 443, True),
+    ("example.com", "api.example.com", 443, True),
+    (".example.com", "example.com", 443, True),
+    (".example.com", "api.example.com", 443, True),
+    ("*.example.com", "api.example.com", 443, True),
+    ("example.com", "badexample.com", 443, False),
+    ("example.com", "example.com.evil.test", 443, False),
+    ("EXAMPLE.com.", "api.Example.COM.", 443, True),
+    ("a.test,b.test c.test", "c.test", 443, True),
+    ("a.test,b.test c.test", "d.test", 443, False),
+    ("*", "anything.test", 443, True),
+    ("*", "10.1.2.3", 8000, True),
+    ("10.0.0.0/8", "10.1.2.3", 8000, True),
+    ("10.0.0.0/8", "11.1.2.3", 8000, False),
+    ("10.0.0.0/8", "10.example.test", 8000, False),
+    ("127.0.0.1", "127.0.0.1", 8000, True),
+    ("127.0.0.1", "localhost", 8000, False),  # names are not resolved
+    ("localhost", "127.0.0.1", 8000, False),
+    ("", "localhost", 8000, False),  # localhost goes through the proxy unless listed
+    ("::1", "::1", 8000, True),
+    ("[::1]:8000", "::1", 8000, True),
+    ("[::1]:8000", "::1", 8001, False),
+    ("example.com:8443", "api.example.com", 8443, True),
+    ("example.com:8443", "api.example.com", 443, False),
+    ("example.com:443", "example.com", 443, True),  # the scheme's default port counts
+    ("example.com:https", "example.com", 443, False),  # an unreadable port: skipped
+    (".", "example.com", 443, False),
+])
+def test_no_proxy_entries_match_as_curl_reads_them(no_proxy: str, host: str, port: int,
+                                                    direct: bool) -> None:
+    settings = ProxySettings.parse(https="http://proxy:3128", no_proxy=no_proxy)
+    assert (settings.proxy_for("https", host, port) is None) is direct

@@ -1,0 +1,98 @@
+"""The pairing service: one way to ask for a decision, off the event loop when it may block."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from router.errors import ConfigError, NoPairError
+from router.pairing.decision import Decision, LiveSource, RouteRequest
+from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.service import PairingService
+from tests.e2e.harness import call, make_settings, serve, standard_models
+
+
+class RecordingDecider:
+    """Decides alpha → beta and notes the thread each decision ran on."""
+
+    version = "rec-1"
+    domains = frozenset({"general", "geography", "arithmetic"})
+
+    def __init__(self, blocks: bool = True, pairings: Pairings | None = None) -> None:
+        self.blocks = blocks
+        self.pairings = pairings or Pairings()
+        self.threads: list[int] = []
+
+    def blocking(self, request: RouteRequest) -> bool:
+        return self.blocks
+
+    def decide(self, request: RouteRequest) -> Decision:
+        self.threads.append(threading.get_ident())
+        partner = self.pairings.pinned_partner(request.primary or "alpha", request.role)
+        return Decision(request.primary or "alpha", partner or "beta", request.role, 0.5,
+                        "recorded", domains={"general": 1.0}, profile_version=self.version)
+
+
+async def test_a_blocking_decision_runs_in_a_worker_thread() -> None:
+    decider = RecordingDecider(blocks=True)
+    service = PairingService(lambda p: decider, Pairings(), decider)
+    decision = await service.decide(RouteRequest(role="audit", primary="alpha", task="x"))
+    assert decision.partner == "beta"
+    assert decider.threads and decider.threads[0] != threading.get_ident()
+
+
+async def test_a_cheap_decision_is_answered_inline() -> None:
+    decider = RecordingDecider(blocks=False)
+    service = PairingService(lambda p: decider, Pairings(), decider)
+    await service.decide(RouteRequest(role="audit", primary="alpha"))
+    assert decider.threads == [threading.get_ident()]
+
+
+async def test_replacing_pairings_rebuilds_persists_and_keeps_the_old_on_error(
+        tmp_path: Path) -> None:
+    store = PairingsStore(tmp_path)
+
+    def build(pairings: Pairings) -> RecordingDecider:
+        if "ghost" in pairings.pinned:
+            raise NoPairError("ghost", "audit", "cannot build")
+        return RecordingDecider(pairings=pairings)
+
+    service = await PairingService.open(build, store)
+    pinned = Pairings(pinned={"alpha": {"audit": "gamma"}})
+    await service.replace(pinned)
+    assert store.load() == pinned and service.pairings == pinned
+    assert (await service.decide(RouteRequest(role="audit", primary="alpha"))).partner == "gamma"
+    with pytest.raises(NoPairError):
+        await service.replace(Pairings(pinned={"ghost": {"audit": "alpha"}}))
+    assert service.pairings == pinned and store.load() == pinned
+
+
+async def test_a_broken_pairings_file_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "pairings.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match="invalid pairings file"):
+        await PairingService.open(lambda p: RecordingDecider(), PairingsStore(tmp_path))
+
+
+async def test_chat_and_route_ask_the_decider_off_the_event_loop(tmp_path: Path) -> None:
+    """Whatever the embedder, a decision that may block never runs on the loop's thread —
+    on the chat path as on /v1/route (both ask the pairing service)."""
+    deciders: list[RecordingDecider] = []
+
+    def factory(settings: object, pool: object, pairings: Pairings,
+                live: LiveSource | None) -> RecordingDecider:
+        deciders.append(RecordingDecider(blocks=True, pairings=pairings))
+        return deciders[-1]
+
+    loop_thread = threading.get_ident()
+    async with serve(make_settings(tmp_path, standard_models()),
+                     decider_factory=factory) as running:
+        status, body = await call(running, "POST", "/v1/chat/completions", {
+            "model": "audit:alpha", "messages": [{"role": "user", "content": "Capital?"}]})
+        assert status == 200 and body["diffroute"]["partner"] == "beta"
+        status, body = await call(running, "POST", "/v1/route",
+                                  {"role": "audit", "primary": "alpha", "task": "Capital?"})
+        assert status == 200 and body["partner"] == "beta"
+    threads = deciders[-1].threads
+    assert len(threads) == 2 and loop_thread not in threads
