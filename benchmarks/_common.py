@@ -62,7 +62,7 @@ def median_interval(values: Sequence[float], confidence: float = 0.9
         return math.nan, math.nan, math.nan
 
     def coverage(k: int) -> float:
-        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / (1 << n)
 
     k = 1
     while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= confidence:
