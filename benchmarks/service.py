@@ -581,7 +581,8 @@ def paired_ratios(results: Mapping[str, Sequence[Run]], subject: str,
 def cpu_ratios(results: Mapping[str, Sequence[Run]], subject: str,
                baseline: str) -> list[float]:
     """Each round's baseline / subject server CPU per request: the throughput ratio the two
-    would have with a core each to themselves, steadier than throughput on a shared machine."""
+    would have with a core each if neither waited on the upstream or the generator; steadier
+    than throughput on a shared machine."""
     return [b.cpu_ms_per_request / s.cpu_ms_per_request
             for s, b in zip(results[subject], results[baseline], strict=True)
             if s.cpu_ms_per_request]
