@@ -40,7 +40,7 @@ from router.pairing.decision import Decider, LiveSource
 from router.pairing.pinned import Pairings, PairingsStore
 from router.pairing.service import PairingService
 from router.pool import Pool
-from router.service import chat, health, live_routes, openapi, pairing_routes
+from router.service import chat, health, live_routes, openapi, pairing_routes, ui
 from router.service.middleware import (
     REQUEST_IDS,
     REQUEST_OBSERVERS,
@@ -63,7 +63,7 @@ from router.service.state import (
 
 BUILTIN_ROUTES: tuple[RouteModule, ...] = (
     chat.add_routes, pairing_routes.add_routes, live_routes.add_routes, health.add_routes,
-    openapi.add_routes)
+    openapi.add_routes, ui.add_routes)
 
 _log = structlog.get_logger("diffroute.service")
 
@@ -170,7 +170,8 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
                                   ack_records=ack_records,
                                   log_prompts=settings.server.log_prompts)
             app[STATE] = ServiceState(settings, pool, pairing, engine, live, diff_provider)
-            _log.info("service.started", models=pool.names, data_dir=str(settings.data_dir))
+            _log.info("service.started", models=pool.names, data_dir=str(settings.data_dir),
+                      dashboard=_dashboard_url(settings))
             try:
                 yield
             finally:
@@ -179,6 +180,13 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
                 flush_logs()
 
     return resources
+
+
+def _dashboard_url(settings: Settings) -> str:
+    host = settings.server.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.server.port}{ui.DASHBOARD_PATH}"
 
 
 def _noise_aware(baseline: ProfileBaseline) -> Comparer:

@@ -1,6 +1,6 @@
 """HTTP routes of the live diffs: ``add_routes(app)`` (a ``create_app`` route module).
 
-* ``GET /v1/diffs`` — live diffs, oldest first; filters ``pair=A,B`` (or ``primary``,
+* ``GET /v1/diffs`` — live diffs, oldest first (``order=desc``: newest first); filters ``pair=A,B`` (or ``primary``,
   ``partner``), ``role``, ``domain``, ``since``/``until`` (epoch seconds or ISO 8601); pages of
   ``limit`` (≤ 1000) after ``cursor`` (the ``next_cursor`` of the previous page).
 * ``GET /v1/diffs/stream`` — Server-Sent Events: each new live diff as ``event: live_diff`` with
@@ -113,9 +113,14 @@ def diff_query(request: web.Request, after: int = 0) -> DiffQuery:
         raise BadRequestError("role must be audit or assist", param="role")
     since = parse_time(q["since"], "since") if "since" in q else None
     until = parse_time(q["until"], "until") if "until" in q else None
+    order = q.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise BadRequestError("order must be asc (oldest first) or desc (newest first)",
+                              param="order")
     cursor = int(_number(request, "cursor", after, 0, 2**62, int))
     limit = int(_number(request, "limit", 50, 1, MAX_LIMIT, int))
-    return DiffQuery(primary, partner, role, q.get("domain"), since, until, cursor, limit)
+    return DiffQuery(primary, partner, role, q.get("domain"), since, until, cursor, limit,
+                     newest_first=order == "desc")
 
 
 def _matches(diff: dict[str, Any], query: DiffQuery) -> bool:
@@ -140,6 +145,9 @@ async def stream_diffs(request: web.Request) -> web.StreamResponse:
     sink = _sink(request)
     last_id = request.headers.get("Last-Event-ID", "")
     query = diff_query(request, int(last_id) if last_id.isdigit() else 0)
+    if query.newest_first:
+        raise BadRequestError("the stream is in commit order; order=desc is for GET /v1/diffs",
+                              param="order")
     heartbeat = _number(request, "heartbeat", DEFAULT_HEARTBEAT_S, 0.05, 300)
     queue = sink.broadcaster.subscribe()  # before the backlog read: nothing falls in between
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
