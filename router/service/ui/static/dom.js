@@ -41,13 +41,11 @@ export function ago(epochSeconds) {
 
 export const time = (epochSeconds) => new Date(epochSeconds * 1000).toLocaleTimeString();
 
-// A colour from low (blue, alike) to high (red, different) for a similarity in [-1, 1].
+// A colour for a similarity: white (chance) to blue (alike); below chance, red.
 export function heat(value) {
   if (value === null || value === undefined) return "#eaeef2";
-  const t = Math.max(0, Math.min(1, (value + 1) / 2)); // -1 → 0, 1 → 1
-  const hue = 10 + t * 200; // red (dissimilar) → blue (similar)
-  const light = 92 - Math.abs(t - 0.5) * 70;
-  return `hsl(${hue.toFixed(0)} 70% ${light.toFixed(0)}%)`;
+  if (value < 0) return `hsl(0 75% ${(96 - Math.min(1, -value) * 30).toFixed(0)}%)`;
+  return `hsl(212 80% ${(97 - Math.min(1, value) * 42).toFixed(0)}%)`;
 }
 
 export function errorBox(error) {

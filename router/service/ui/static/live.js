@@ -71,11 +71,15 @@ export async function renderLive(root, params) {
 function alarms(drift) {
   const drifted = drift.states.filter((st) => st.state === "drifted");
   const events = drift.data.slice(-5).reverse();
+  const lastEvent = (st) => drift.data.filter((ev) => ev.primary_model === st.primary && ev.partner === st.partner && ev.domain === st.domain).pop();
   if (!drifted.length && !events.length) return h("p", { class: "ok-banner", id: "drift" }, "No drift: every pair's disagreement rate is where its profile predicts.");
   return h("section", { class: "alarm", id: "drift", role: "alert" },
     h("h2", {}, `Drift alarms (${drifted.length} pair${drifted.length === 1 ? "" : "s"} drifted)`),
-    h("ul", {}, drifted.map((st) => h("li", { class: "drifted" },
-      h("strong", {}, `${st.primary} ⟷ ${st.partner}`), ` on ${st.domain}: expected ${pct(st.expected_rate)}, CUSUM ${fmt(st.statistic)} after ${st.comparisons} comparisons`)),
+    h("ul", {}, drifted.map((st) => {
+      const ev = lastEvent(st);
+      const what = ev ? `disagreement rate ${ev.direction}: ${pct(ev.observed)} observed over ${ev.comparisons} comparisons where the profile predicted ${pct(ev.expected)} (CUSUM ${fmt(ev.statistic)})` : `drifted after ${st.comparisons} comparisons`;
+      return h("li", { class: "drifted" }, h("strong", {}, `${st.primary} ⟷ ${st.partner}`), ` on ${st.domain}: ${what}; relearning its normal rate`);
+    }),
     events.map((ev) => h("li", {}, `${time(ev.at)} — ${ev.primary_model} ⟷ ${ev.partner} on ${ev.domain}: rate ${ev.direction}, expected ${pct(ev.expected)}, observed ${pct(ev.observed)}`))));
 }
 

@@ -56,7 +56,7 @@ function families(pool) {
 }
 
 function graph(pool, m, state) {
-  const size = 420, cx = size / 2, cy = size / 2, radius = 150;
+  const size = 420, cx = size / 2, cy = size / 2, radius = 140;
   const nodes = families(pool);
   const names = pool.similarity.models;
   const n = names.length;
@@ -66,16 +66,16 @@ function graph(pool, m, state) {
     const angle = (2 * Math.PI * k) / Math.max(1, nodes.length) - Math.PI / 2;
     pos[node.name] = { x: cx + radius * Math.cos(angle), y: cy + radius * Math.sin(angle), family: node.family };
   });
-  const svg = s("svg", { viewBox: `0 0 ${size} ${size}`, role: "img", "aria-label": "similarity graph", class: "graph" });
-  // families as groups: a halo behind each family's members
+  const svg = s("svg", { viewBox: `-60 0 ${size + 120} ${size}`, role: "img", "aria-label": "similarity graph", class: "graph" });
+  // families as groups: a soft band through each family's members (they sit side by side)
   familyNames.forEach((family, f) => {
     const members = pool.families[family].map((name) => pos[name]);
-    const fx = members.reduce((a, p) => a + p.x, 0) / members.length;
-    const fy = members.reduce((a, p) => a + p.y, 0) / members.length;
-    const spread = Math.max(34, ...members.map((p) => Math.hypot(p.x - fx, p.y - fy) + 30));
+    const path = members.map((p, k) => `${k ? "L" : "M"}${p.x.toFixed(1)} ${p.y.toFixed(1)}`).join("") + (members.length === 1 ? "l0.1 0" : "");
+    const colour = `hsl(${(f * 67 + 140) % 360} 55% 55%)`;
     svg.append(s("g", { class: "family", "data-family": family },
       s("title", {}, `family ${family}: ${pool.families[family].join(", ")}`),
-      s("circle", { cx: fx, cy: fy, r: spread, fill: `hsl(${(f * 67) % 360} 60% 60% / 0.14)`, stroke: `hsl(${(f * 67) % 360} 50% 45% / 0.5)`, "stroke-dasharray": "4 3" })));
+      s("path", { d: path, fill: "none", stroke: colour, "stroke-opacity": 0.22, "stroke-width": 46, "stroke-linecap": "round", "stroke-linejoin": "round" }),
+      familyLabel(family, pool.families[family], members, cx, cy, colour)));
   });
   for (let i = 0; i < n; i++) {
     for (let j = i + 1; j < n; j++) {
@@ -88,7 +88,7 @@ function graph(pool, m, state) {
       svg.append(s("g", { class: "edge", "data-a": names[i], "data-b": names[j], "data-value": v },
         s("title", {}, `${names[i]} — ${names[j]}: ${fmt(v, 3)}${low !== null ? ` [${fmt(low, 3)}, ${fmt(high, 3)}]` : ""}`),
         s("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, stroke: v >= 0 ? "#0969da" : "#cf222e", "stroke-width": w, "stroke-opacity": 0.25 + 0.6 * Math.min(1, Math.abs(v)) }),
-        s("text", { x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 - 3, class: "edge-label", "text-anchor": "middle" }, fmt(v))));
+        s("text", { x: a.x + (b.x - a.x) * 0.38, y: a.y + (b.y - a.y) * 0.38 - 3, class: "edge-label", "text-anchor": "middle" }, fmt(v))));
     }
   }
   for (const node of nodes) {
@@ -102,16 +102,25 @@ function graph(pool, m, state) {
   return svg;
 }
 
+function familyLabel(family, names, members, cx, cy, colour) {
+  if (names.length === 1 && names[0] === family) return ""; // a family of one, by default
+  const mx = members.reduce((a, p) => a + p.x, 0) / members.length;
+  const my = members.reduce((a, p) => a + p.y, 0) / members.length;
+  const d = Math.hypot(mx - cx, my - cy) || 1;
+  const x = mx + ((mx - cx) / d) * 62, y = my + ((my - cy) / d) * 62;
+  return s("text", { x, y, "text-anchor": "middle", class: "family-label", fill: colour }, `family ${family}`);
+}
+
 function legend(pool) {
   const communities = pool.communities.map((c) => c.join(", ")).join(" · ");
   return h("p", { class: "muted small" }, "Edge width and number: similarity on the chosen domain (blue: alike, red: less than chance). ",
-    "Dashed groups: configured families. ", communities ? `Detected communities: ${communities}.` : "");
+    "Shaded bands: configured families. ", communities ? `Detected communities: ${communities}.` : "");
 }
 
 function heatmap(models, m, state) {
   const n = models.length, cell = 56, label = 110;
   const size = label + n * cell;
-  const svg = s("svg", { viewBox: `0 0 ${size} ${size}`, class: "heatmap", role: "img", "aria-label": "similarity matrix" });
+  const svg = s("svg", { viewBox: `0 0 ${size + 50} ${size}`, class: "heatmap", role: "img", "aria-label": "similarity matrix" });
   models.forEach((name, i) => {
     svg.append(s("text", { x: label - 6, y: label + i * cell + cell / 2 + 4, "text-anchor": "end" }, name));
     svg.append(s("text", { x: label + i * cell + cell / 2, y: label - 8, "text-anchor": "start", transform: `rotate(-40 ${label + i * cell + cell / 2} ${label - 8})` }, name));
@@ -125,7 +134,7 @@ function heatmap(models, m, state) {
       const interval = low !== null && high !== null ? ` [${fmt(low, 3)}, ${fmt(high, 3)}] 95% bootstrap interval` : "";
       const x = label + j * cell, y = label + i * cell;
       svg.append(s("g", { class: "cell", "data-a": models[i], "data-b": models[j], "data-value": v === null ? "" : v, "data-low": low === null ? "" : low, "data-high": high === null ? "" : high },
-        s("title", {}, `${models[i]} × ${models[j]} (${state.domain}): ${meta.label} ${fmt(v, 3)}${interval}`),
+        s("title", {}, `${models[i]} × ${models[j]} (${state.domain}): ${meta.label} ${fmt(v, 3)}${interval}${i === j ? " (a model against its own samples)" : ""}`),
         s("rect", { x: x + 1, y: y + 1, width: cell - 2, height: cell - 2, fill: heat(v), rx: 3 }),
         s("text", { x: x + cell / 2, y: y + cell / 2 + 4, "text-anchor": "middle", class: "cell-value" }, fmt(v))));
     }
@@ -152,6 +161,6 @@ function card(model) {
       h("dt", {}, "accuracy"), h("dd", { class: "accuracy" }, p ? pct(p.accuracy) : "n/a"),
       h("dt", {}, "refusal rate"), h("dd", { class: "refusal" }, p ? pct(p.refusal_rate) : "n/a"),
     ),
-    st.detail ? h("p", { class: "muted small" }, st.detail) : "",
+    st.detail && st.detail !== model.backend ? h("p", { class: "muted small status-detail" }, st.detail) : "",
     h("p", { class: "small" }, h("a", { href: `#/diff?a=${encodeURIComponent(model.name)}` }, "diff against…")));
 }
