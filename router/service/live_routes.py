@@ -1,8 +1,9 @@
 """HTTP routes of the live diffs: ``add_routes(app)`` (a ``create_app`` route module).
 
-* ``GET /v1/diffs`` — live diffs, oldest first (``order=desc``: newest first); filters ``pair=A,B`` (or ``primary``,
+* ``GET /v1/diffs`` — live diffs, oldest first; filters ``pair=A,B`` (or ``primary``,
   ``partner``), ``role``, ``domain``, ``since``/``until`` (epoch seconds or ISO 8601); pages of
-  ``limit`` (≤ 1000) after ``cursor`` (the ``next_cursor`` of the previous page).
+  ``limit`` (≤ 1000) after ``cursor`` (the ``next_cursor`` of the previous page); with
+  ``order=desc`` newest first, each page before ``cursor``.
 * ``GET /v1/diffs/stream`` — Server-Sent Events: each new live diff as ``event: live_diff`` with
   ``id:`` its sequence number, in commit order; ``: heartbeat`` comments every ``heartbeat``
   seconds; resumes after ``Last-Event-ID`` (or ``cursor``) from the store. Same filters.

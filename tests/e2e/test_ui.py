@@ -240,12 +240,12 @@ async def test_pin_set_with_the_admin_key_reaches_the_policy(
     await page.click("#key-submit")
     await page.wait_for_selector("#pairings-status:has-text('saved')")
 
-    assert (await api(running, "GET", "/v1/pairings"))["pinned"] == {"alpha": {"audit": "gamma"}}
-    after = await api(running, "POST", "/v1/route", {"role": "audit", "primary": "alpha", "task": "anything"})
-    assert after["partner"] == "gamma" and "pinned" in after["reason"]
+    assert (await api(running, "GET", "/v1/pairings"))["pinned"] == {"alpha": {"audit": pin}}
+    after = await api(running, "POST", "/v1/route", route)
+    assert after["partner"] == pin and "pinned" in after["reason"]
     row = page.locator('#pairings-table tr[data-primary="alpha"][data-role="audit"]')
-    assert await row.locator("td.partner").inner_text() == "gamma"
-    assert await row.locator("select.pin").input_value() == "gamma"
+    assert await row.locator("td.partner").inner_text() == pin
+    assert await row.locator("select.pin").input_value() == pin
     # the next paired call is audited by the pinned partner
     answer = await api(running, "POST", "/v1/chat/completions",
                        {"model": "audit:alpha", "messages": [{"role": "user", "content": "hi"}]})
@@ -333,7 +333,7 @@ async def test_drift_alarms_stand_out(running: Running, browser: Browser,
     assert await alarm.get_attribute("role") == "alert"
     assert "1 pair drifted" in await alarm.locator("h2").inner_text()
     assert "alpha ⟷ beta" in await alarm.locator("li.drifted").inner_text()
-    assert await page.locator(f'figure.chart.drifted[data-pair="alpha,beta"]').count() == 1
+    assert await page.locator('figure.chart.drifted[data-pair="alpha,beta"]').count() == 1
     colour = await alarm.evaluate("e => getComputedStyle(e).borderTopColor")
     assert colour == "rgb(207, 34, 46)"  # red: it stands out
     await shot(page, artifacts, "live-drift")
