@@ -124,6 +124,17 @@ def diff_query(request: web.Request, after: int = 0) -> DiffQuery:
                      newest_first=order == "desc")
 
 
+def _last_event_id(request: web.Request) -> int:
+    """``Last-Event-ID``: the sequence number of the last event a client saw (0 when absent)."""
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    if not raw:
+        return 0
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise BadRequestError("Last-Event-ID must be the id of a live_diff event (a number "
+                              "below 10^18)", param="Last-Event-ID")
+    return int(raw)
+
+
 def _matches(diff: dict[str, Any], query: DiffQuery) -> bool:
     return ((query.primary is None or diff["primary"] == query.primary)
             and (query.partner is None or diff["partner"] == query.partner)
@@ -144,8 +155,7 @@ async def list_diffs(request: web.Request) -> web.Response:
 
 async def stream_diffs(request: web.Request) -> web.StreamResponse:
     sink = _sink(request)
-    last_id = request.headers.get("Last-Event-ID", "")
-    query = diff_query(request, int(last_id) if last_id.isdigit() else 0)
+    query = diff_query(request, _last_event_id(request))
     if query.newest_first:
         raise BadRequestError("the stream is in commit order; order=desc is for GET /v1/diffs",
                               param="order")

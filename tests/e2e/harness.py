@@ -1,7 +1,7 @@
 """Helpers of the service tests: pool configs, a deterministic test Decider, a real server.
 
-The Decider here is a stand-in: the real pairing policy (``router.pairing.decider``) is tested in its
-own tests; these tests need a decision that is obvious from the config alone.
+The Decider here is a stand-in: the real pairing policy (``router.pairing.decider``) is tested
+in its own tests; these tests need a decision that is obvious from the config alone.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class FamilyDecider:
     """
 
     version = "test-v1"
+    domains = frozenset({"general", "geography", "arithmetic"})
 
     def __init__(self, settings: Settings, pool: Pool, pairings: Pairings,
                  live: LiveSource | None = None) -> None:

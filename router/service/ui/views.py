@@ -47,7 +47,7 @@ async def get_pool(request: web.Request) -> web.Response:
     """The pool view of the current profiles, with each model's live status."""
     state = request.app[STATE]
     view, statuses = await asyncio.gather(request.app[POOL_VIEW].get(state.pairing.version),
-                                          state.pool.status())
+                                          state.health.current())
     status = {s.name: {"state": s.status.state, "detail": s.status.detail, "ok": s.status.ok}
               for s in statuses}
     models = [{**m, "status": status.get(m["name"])} for m in view["models"]]

@@ -62,7 +62,8 @@ export async function request(path, { method = "GET", body, kind = "client", tex
     const init = { method, headers: headers(kind, body ? { "Content-Type": "application/json" } : {}) };
     if (body !== undefined) init.body = JSON.stringify(body);
     const response = await fetch(path, init);
-    if (response.status === 401 && attempt < 3) {
+    // 401: no or wrong key; 403: a client key where the admin key is needed
+    if ((response.status === 401 || (response.status === 403 && kind === "admin")) && attempt < 3) {
       const parsed = await response.json().catch(() => null);
       sessionStorage.removeItem(KEYS[kind]);
       const why = attempt ? `refused: ${parsed && parsed.error ? parsed.error.message : "wrong key"}` : "";
