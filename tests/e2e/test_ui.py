@@ -21,52 +21,24 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from router.config import Settings
-from router.pairing.decider import build_decider
-from router.profiling.build import build_profiles
-from tests.e2e.harness import Running, call, make_settings, serve
+from tests.e2e.harness import Running
+from tests.e2e.ui_world import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    LYON,
+    MODEL_NAMES,
+    PARIS,
+    QUESTION,
+    api,
+    audit,
+    profiled_fixture,  # noqa: F401  # a fixture the tests use by name
+    running_fixture,  # noqa: F401
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic", "--disable-dev-shm-usage"]
-CLIENT_KEY, ADMIN_KEY = "client-key-1", "admin-key-1"
-CLIENT = {"Authorization": f"Bearer {CLIENT_KEY}"}
-QUESTION = "Which city is the capital of France?"
-MODEL_NAMES = ["alpha", "alpha-mini", "beta", "gamma"]
-
-
-def _model(name: str, family: str, prior: str, seed: int, answer: str) -> dict[str, Any]:
-    """A scripted model with a prior (its profile) that answers QUESTION with ``answer``."""
-    return {"name": name, "family": family,
-            "backend": {"kind": "scripted", "prior": prior, "seed": seed,
-                        "rules": [{"contains": QUESTION, "answers": {answer: 1.0}}]}}
-
-
-PARIS, LYON = "Paris is the capital.", "Lyon, I believe, is the capital."
-MODELS = [_model("alpha", "a", "A", 1, PARIS), _model("alpha-mini", "a", "A", 2, PARIS),
-          _model("beta", "b", "B", 3, LYON), _model("gamma", "c", "C", 4, PARIS)]
-
-
-def _settings(root: Path) -> Settings:
-    settings = make_settings(root, MODELS, api_keys=[CLIENT_KEY], admin_key=ADMIN_KEY)
-    policy = settings.policy.model_copy(update={"suite": "smoke", "bootstrap": 50})
-    return settings.model_copy(update={"policy": policy})
-
-
-@pytest.fixture(scope="module")
-def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir holding the four models' profiles on the smoke suite (built once)."""
-    root = tmp_path_factory.mktemp("ui-profiles")
-    asyncio.run(build_profiles(_settings(root), "smoke", MODEL_NAMES, 5, 0.7, 8))
-    return root
-
-
-@pytest.fixture
-async def running(profiled: Path, tmp_path: Path) -> AsyncIterator[Running]:
-    shutil.copytree(profiled / "data", tmp_path / "data")
-    async with serve(_settings(tmp_path), decider_factory=build_decider) as service:
-        yield service
 
 
 @pytest.fixture
@@ -106,14 +78,6 @@ async def ready(page: Page) -> None:
 
 async def shot(page: Page, artifacts: Path, name: str) -> None:
     await page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
-
-
-async def api(running: Running, method: str, path: str, body: Any = None,
-              key: str = CLIENT_KEY) -> Any:
-    status, answer = await call(running, method, path, body,
-                                headers={"Authorization": f"Bearer {key}"})
-    assert status == 200, answer
-    return answer
 
 
 def _approx(text: str | None, value: float | None, tolerance: float = 0.005) -> bool:
@@ -254,14 +218,6 @@ async def test_pin_set_with_the_admin_key_reaches_the_policy(
 
 
 # --- live ------------------------------------------------------------------------------------
-
-
-async def audit(running: Running, partner: str) -> dict[str, Any]:
-    body = {"model": "audit:alpha", "messages": [{"role": "user", "content": QUESTION}],
-            "diffroute": {"partner": partner}}
-    answer = await api(running, "POST", "/v1/chat/completions", body)
-    result: dict[str, Any] = answer["diffroute"]
-    return result
 
 
 async def test_live_feed_receives_an_audit_within_two_seconds(
