@@ -219,3 +219,13 @@ async def test_grafana_dashboard_queries_only_metrics_that_exist(running: Runnin
             "diffroute_upstream_errors_total"} <= wanted
     for panel in dashboard["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"]
+
+
+async def test_openapi_describes_the_dashboards_routes(running: Running) -> None:
+    status, doc = await call(running, "GET", "/openapi.json")
+    assert status == 200
+    assert {"/v1/pool", "/v1/pairings/current", "/v1/stats/disagreements/series"} <= set(
+        doc["paths"])
+    formats = next(p for p in doc["paths"]["/v1/profiles/diff"]["get"]["parameters"]
+                   if p["name"] == "format")
+    assert formats["schema"]["enum"] == ["json", "html"]
