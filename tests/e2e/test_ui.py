@@ -233,7 +233,10 @@ async def test_live_feed_receives_an_audit_within_two_seconds(
     series = await api(running, "GET", "/v1/stats/disagreements/series?window=3600&buckets=30")
     assert sorted(map(tuple, charts)) == sorted(
         (f"{r['primary']},{r['partner']}", r["domain"]) for r in series["data"])
-    assert await page.locator("figure.chart .band").count() == 0  # one bucket: a dot, no band
+    # one bucket so far: its Wilson interval is a whisker (a band needs two buckets)
+    assert await page.locator("figure.chart .band").count() == 0
+    assert await page.locator("figure.chart line.whisker").count() == sum(
+        len(r["points"]) for r in series["data"])
     assert await page.locator("figure.chart line.predicted").count() == sum(
         r["predicted_rate"] is not None for r in series["data"])
 

@@ -4,6 +4,7 @@ import { getJSON, openStream } from "/ui/api.js";
 import { errorBox, fmt, h, pct, s, time } from "/ui/dom.js";
 
 const PAGE = 25;
+const RATES_REFRESH_MS = 15000;
 const WINDOWS = { "15 min": 900, "1 h": 3600, "6 h": 21600, "24 h": 86400, "7 days": 604800 };
 
 export async function renderLive(root, params) {
@@ -65,7 +66,15 @@ export async function renderLive(root, params) {
     root.querySelector("#feed-empty")?.remove();
     feed.prepend(diffItem(diff, true));
   }, (state) => { streamState.textContent = state === "connected" ? "live" : state; streamState.dataset.state = state; });
-  return () => stream.abort();
+  // the rates move as comparisons arrive: redraw them now and then (the feed is pushed)
+  const charts = root.querySelector("#rates");
+  const timer = setInterval(async () => {
+    try {
+      const fresh = await getJSON(`/v1/stats/disagreements/series?window=${window_s}&buckets=30`);
+      if (fresh.data.length) charts.replaceChildren(...fresh.data.map((row) => rateChart(row, fresh)));
+    } catch (error) { /* keep the last drawing; the next tick retries */ }
+  }, RATES_REFRESH_MS);
+  return () => { stream.abort(); clearInterval(timer); };
 }
 
 function alarms(drift) {
@@ -81,6 +90,10 @@ function alarms(drift) {
       return h("li", { class: "drifted" }, h("strong", {}, `${st.primary} ⟷ ${st.partner}`), ` on ${st.domain}: ${what}; relearning its normal rate`);
     }),
     events.map((ev) => h("li", {}, `${time(ev.at)} — ${ev.primary_model} ⟷ ${ev.partner} on ${ev.domain}: rate ${ev.direction}, expected ${pct(ev.expected)}, observed ${pct(ev.observed)}`))));
+}
+
+function span(seconds) {
+  return seconds >= 86400 ? `${seconds / 86400} d` : seconds >= 3600 ? `${seconds / 3600} h` : `${seconds / 60} min`;
 }
 
 function rateChart(row, series) {
@@ -99,6 +112,9 @@ function rateChart(row, series) {
     row.predicted_rate !== null ? s("line", { x1: pad, x2: w - 6, y1: y(row.predicted_rate), y2: y(row.predicted_rate), class: "predicted" },
       s("title", {}, `profile predicts ${pct(row.predicted_rate)}`)) : "",
     pts.length > 1 ? s("polyline", { points: pts.map((p) => `${x(p.start).toFixed(1)},${y(p.rate).toFixed(1)}`).join(" "), class: "observed" }) : "",
+    s("text", { x: pad, y: hgt - 2, class: "tick" }, `−${span(series.window_s)}`),
+    s("text", { x: w - 6, y: hgt - 2, "text-anchor": "end", class: "tick" }, "now"),
+    pts.map((p) => s("line", { x1: x(p.start), x2: x(p.start), y1: y(p.interval[0]), y2: y(p.interval[1]), class: "whisker" })),
     pts.map((p) => s("circle", { cx: x(p.start), cy: y(p.rate), r: 2.5, class: "observed-dot" },
       s("title", {}, `${time(p.start)}: ${p.disagreements}/${p.comparisons} = ${pct(p.rate)} [${pct(p.interval[0])}, ${pct(p.interval[1])}]`))));
   const total = pts.reduce((a, p) => [a[0] + p.comparisons, a[1] + p.disagreements], [0, 0]);
