@@ -26,6 +26,7 @@ import structlog
 from router.config import LiveSettings, Settings
 from router.errors import StorageError
 from router.live.baseline import ProfileBaseline, build_baseline
+from router.live.broadcast import Broadcaster
 from router.live.drift import DriftEvent, DriftMonitor
 from router.live.metrics import LiveMetrics
 from router.live.store import ComparisonRow, LiveStore, Retention
@@ -44,44 +45,6 @@ PROBLEM_WINDOW_S = 300.0
 
 DriftCallback = Callable[[DriftEvent], None]
 _log = structlog.get_logger("diffroute.live")
-
-
-class Broadcaster:
-    """Fans committed live diffs out to SSE subscribers, in commit order."""
-
-    def __init__(self, queue_size: int = 1000) -> None:
-        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
-        self._queue_size = queue_size
-
-    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(self._queue_size)
-        self._subscribers.add(queue)
-        return queue
-
-    @property
-    def listening(self) -> bool:
-        """Whether any stream is subscribed (else a diff need not be turned into JSON)."""
-        return bool(self._subscribers)
-
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-        self._subscribers.discard(queue)
-
-    def publish(self, diff: dict[str, Any]) -> None:
-        for queue in list(self._subscribers):
-            if queue.full():  # a stalled client is ended (it may resume by cursor), not awaited
-                self.unsubscribe(queue)
-                queue.get_nowait()
-                queue.put_nowait(None)
-                continue
-            queue.put_nowait(diff)
-
-    def close(self) -> None:
-        """End every stream (at shutdown)."""
-        for queue in list(self._subscribers):
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(None)
-        self._subscribers.clear()
 
 
 class DurableLiveDiffSink:

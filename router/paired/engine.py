@@ -27,7 +27,7 @@ import structlog
 from profiles.protocol import SampleRequest, SampleResult, Usage
 from router.backends.base import StreamDelta
 from router.errors import BadRequestError, DiffrouteError, NoPairError
-from router.logging import log_generation
+from router.logging import error_fields, log_generation
 from router.paired.call import (
     PairedCall,
     PairedOptions,
@@ -188,7 +188,8 @@ class PairedEngine:
             result = await self.answer(call.decision.partner, request, call)
         except DiffrouteError as exc:
             _log.warning("paired.partner_failed", partner=call.decision.partner,
-                         error=str(exc), request_id=call.request_id)
+                         request_id=call.request_id,
+                         **error_fields(exc, log_prompts=self.log_prompts))
             return None, str(exc)
         return result.samples[0].text, None
 
@@ -201,8 +202,8 @@ class PairedEngine:
         try:
             result = await self.answer(primary, partner_request(call.request), call)
         except DiffrouteError as exc:
-            _log.warning("paired.shadow_failed", primary=primary, error=str(exc),
-                         request_id=call.request_id)
+            _log.warning("paired.shadow_failed", primary=primary, request_id=call.request_id,
+                         **error_fields(exc, log_prompts=self.log_prompts))
             return
         primary_text = result.samples[0].text
         comparison = self._compare(call, primary_text, assistant_text, review=False)
