@@ -229,3 +229,17 @@ async def test_openapi_describes_the_dashboards_routes(running: Running) -> None
     formats = next(p for p in doc["paths"]["/v1/profiles/diff"]["get"]["parameters"]
                    if p["name"] == "format")
     assert formats["schema"]["enum"] == ["json", "html"]
+
+
+async def test_pool_without_profiles_is_empty_not_an_error(service: Running) -> None:
+    """The standard scripted pool has no profile: models are listed, the matrix is empty, and
+    the live routes say they need the durable store."""
+    status, pool = await call(service, "GET", "/v1/pool")
+    assert status == 200, pool
+    assert [m["name"] for m in pool["models"]] == ["alpha", "alpha-mini", "beta", "gamma"]
+    assert all(m["profile"] is None for m in pool["models"])
+    assert pool["similarity"]["models"] == [] and pool["similarity"]["domains"] == {}
+    status, current = await call(service, "GET", "/v1/pairings/current")
+    assert status == 200 and len(current["data"]) == 8
+    status, body = await call(service, "GET", "/v1/stats/disagreements/series")
+    assert status == 503 and body["error"]["code"] == "live_diffs_unavailable"
