@@ -4,7 +4,7 @@ service on a scripted pool with real profiles and the real pairing policy.
 Each test opens a page and checks what a person would: the names and similarity values shown
 are the API's, a live diff arrives without a reload, a pin saved with the admin key is what the
 policy decides next, a wrong key is refused. Every page is screenshotted into the artifacts
-dir (``DIFFROUTE_TEST_ARTIFACTS``, else the test's temporary dir).
+dir (``DIFFROUTE_TEST_ARTIFACTS``, else ``ui-screenshots`` in pytest's base temporary dir).
 """
 
 from __future__ import annotations
@@ -52,8 +52,11 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-def artifacts(tmp_path: Path) -> Path:
-    where = Path(os.environ.get("DIFFROUTE_TEST_ARTIFACTS", tmp_path / "artifacts"))
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: ``$DIFFROUTE_TEST_ARTIFACTS``, else ``ui-screenshots`` in the
+    run's base temporary dir (pytest keeps the last three runs')."""
+    default = tmp_path_factory.getbasetemp() / "ui-screenshots"
+    where = Path(os.environ.get("DIFFROUTE_TEST_ARTIFACTS", default))
     where.mkdir(parents=True, exist_ok=True)
     return where
 
