@@ -174,6 +174,7 @@ async def test_diff_page_renders_the_report_and_is_linkable(
     await page.wait_for_url("**/ui/#/diff?a=alpha&b=gamma")
     await page.frame_locator("#diff-report").locator(
         "h1", has_text="b/gamma").wait_for(timeout=10_000)
+    assert page.errors == []  # type: ignore[attr-defined]
 
 
 # --- pairings --------------------------------------------------------------------------------
@@ -262,6 +263,7 @@ async def test_live_feed_receives_an_audit_within_two_seconds(
     assert await item.locator(".primary-text mark.del").all_inner_texts() == ["Paris"]
     assert await item.locator(".partner-text mark.ins").all_inner_texts() == ["Lyon,", "I",
                                                                              "believe,"]
+    assert page.errors == []  # type: ignore[attr-defined]
     await shot(page, artifacts, "live")
 
 
