@@ -120,6 +120,9 @@ async def test_pool_page_shows_the_apis_models_and_similarities(
         await page.select_option("#domain", domain)
         await check_heatmap(page, sim, domain)
     assert "domain=geography" in page.url
+    await page.click('svg.heatmap .cell[data-a="alpha"][data-b="beta"]')  # a cell opens its diff
+    await page.wait_for_url("**/ui/#/diff?a=alpha&b=beta")
+    await page.frame_locator("#diff-report").locator("h1").wait_for(timeout=10_000)
     assert page.errors == []  # type: ignore[attr-defined]
 
 

@@ -133,7 +133,8 @@ function heatmap(models, m, state) {
       const high = meta.high ? value(m, meta.high, n, i, j) : null;
       const interval = low !== null && high !== null ? ` [${fmt(low, 3)}, ${fmt(high, 3)}] 95% bootstrap interval` : "";
       const x = label + j * cell, y = label + i * cell;
-      svg.append(s("g", { class: "cell", "data-a": models[i], "data-b": models[j], "data-value": v === null ? "" : v, "data-low": low === null ? "" : low, "data-high": high === null ? "" : high },
+      const open = i === j ? null : () => { location.hash = `#/diff?a=${encodeURIComponent(models[i])}&b=${encodeURIComponent(models[j])}`; };
+      svg.append(s("g", { class: `cell${open ? " link" : ""}`, onclick: open, "data-a": models[i], "data-b": models[j], "data-value": v === null ? "" : v, "data-low": low === null ? "" : low, "data-high": high === null ? "" : high },
         s("title", {}, `${models[i]} × ${models[j]} (${state.domain}): ${meta.label} ${fmt(v, 3)}${interval}${i === j ? " (a model against its own samples)" : ""}`),
         s("rect", { x: x + 1, y: y + 1, width: cell - 2, height: cell - 2, fill: heat(v), rx: 3 }),
         s("text", { x: x + cell / 2, y: y + cell / 2 + 4, "text-anchor": "middle", class: "cell-value" }, fmt(v))));
@@ -144,7 +145,7 @@ function heatmap(models, m, state) {
 
 function counts(m) {
   if (!m) return "";
-  return h("p", { class: "muted small" }, `${m.n_kappa} gold choice probes (κp), ${m.n_gold} gold probes, ${m.n_categorical} categorical probes. Hover a cell for its interval.`);
+  return h("p", { class: "muted small" }, `${m.n_kappa} gold choice probes (κp), ${m.n_gold} gold probes, ${m.n_categorical} categorical probes. Hover a cell for its interval; click it for the pair's diff.`);
 }
 
 function card(model) {
