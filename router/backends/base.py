@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from router.backends.http1 import Http1Client
     from router.backends.model_config import ModelConfig
 
-StatusKind = Literal["ready", "reachable", "weights found", "missing weights", "missing key",
-                     "unreachable", "error"]
+StatusKind = Literal["ready", "reachable", "weights found", "loading", "missing weights",
+                     "missing key", "unreachable", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +97,15 @@ class ForwardingBackend(Protocol):
 
     def forward_stream(self, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The upstream's ``chat.completion.chunk`` objects for a streamed ``body``."""
+        ...
+
+
+@runtime_checkable
+class WarmingBackend(Protocol):
+    """A backend that can get ready before its first call (load local weights)."""
+
+    async def warm(self) -> None:
+        """Get ready in the background; never raises (the first call reports a failure)."""
         ...
 
 

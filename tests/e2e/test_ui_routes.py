@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from router.pairing.decider import build_decider
 from router.pool import Pool
+from router.service.app import announce
 from tests.e2e.harness import Running, call, serve
 from tests.e2e.ui_world import (
     ADMIN_KEY,
@@ -172,15 +173,11 @@ async def test_assets_are_open_shipped_and_nothing_else(running: Running) -> Non
                 assert (await resp.json())["error"]["code"] == "not_found"
 
 
-async def test_start_up_log_line_links_the_dashboard(profiled: Path, tmp_path: Path) -> None:
-    import shutil
-
-    shutil.copytree(profiled / "data", tmp_path / "data")
+async def test_start_up_log_line_links_the_dashboard(running: Running) -> None:
     with capture_logs() as logs:
-        async with serve(ui_settings(tmp_path), decider_factory=build_decider):
-            pass
+        announce(running.app, running.url)
     started = next(e for e in logs if e["event"] == "service.started")
-    assert started["dashboard"] == "http://127.0.0.1:8080/ui/"
+    assert started["dashboard"] == running.url + "/ui/"
 
 
 # --- Grafana ---------------------------------------------------------------------------------
