@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from router.pairing.decider import build_decider
 from router.pool import Pool
 from router.service.app import announce
-from tests.e2e.harness import Running, call, serve
+from tests.e2e.harness import Running, call
 from tests.e2e.ui_world import (
     ADMIN_KEY,
     CLIENT_KEY,
