@@ -7,6 +7,7 @@ the service, a status check for ``diffroute models`` and ``/healthz``, and ``acl
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -20,7 +21,13 @@ if TYPE_CHECKING:
     from router.backends.model_config import ModelConfig
 
 StatusKind = Literal["ready", "reachable", "weights found", "missing weights", "missing key",
-                     "unreachable", "error"]
+                     "unreachable", "error", "circuit open"]
+
+CALL_DEADLINE: ContextVar[float | None] = ContextVar("diffroute_call_deadline", default=None)
+"""The event loop time (``loop.time()``) by which the current call must end, set by the pool
+while a backend method runs (``timeouts.total`` from when the call entered the pool, its wait
+for a slot included). The pool enforces it anyway; a backend that retries reads it to make
+each attempt fit and to give up — with the real error — rather than wait past it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,6 +221,8 @@ def run_server(settings: Settings, **app_options: Any) -> None:
     app = create_app(settings, **app_options)
     app.on_startup.append(settle_heap)
     server = settings.server
+    # handler_cancellation: a client that disconnects cancels its handler, so its model
+    # call gives back its slot and its upstream request is cancelled (router.pool)
     web.run_app(app, host=server.host, port=server.port, access_log=None,
                 shutdown_timeout=server.shutdown_timeout, print=None,
-                handle_signals=True)
+                handle_signals=True, handler_cancellation=True)

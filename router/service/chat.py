@@ -63,14 +63,27 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest,
                  model: str) -> web.StreamResponse:
+    """One pool model, or when it fails before answering, its ``fallbacks`` in turn: the
+    response's ``model`` names who answered, and ``x-diffroute-fallback`` is set to it when
+    that is a fallback."""
+
+    async def one(name: str) -> web.StreamResponse:
+        headers = {} if name == model else {"x-diffroute-fallback": name}
+        return await _plain_one(request, state, chat, name, headers)
+
+    return await state.pool.with_fallbacks(model, one)
+
+
+async def _plain_one(request: web.Request, state: ServiceState, chat: ChatRequest,
+                     model: str, headers: dict[str, str]) -> web.StreamResponse:
     """One pool model: the body passes through to a forwarding backend, else is translated."""
     if state.pool.get(model).forwards:
         if chat.stream:
-            return await _relayed(request, state, chat, model)
-        return await _forwarded(request, state, chat, model)
+            return await _relayed(request, state, chat, model, headers)
+        return await _forwarded(request, state, chat, model, headers)
     if chat.stream and chat.n > 1:  # translated streams carry one choice
         raise BadRequestError("n > 1 is not supported with stream: true", param="n")
-    return await _translated(request, state, chat, model)
+    return await _translated(request, state, chat, model, headers)
 
 
 async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
@@ -109,13 +122,13 @@ def outcome_headers(outcome: PairedOutcome) -> dict[str, str]:
 
 
 async def _translated(request: web.Request, state: ServiceState, chat: ChatRequest,
-                      model: str) -> web.StreamResponse:
+                      model: str, headers: dict[str, str]) -> web.StreamResponse:
     """A plain call to a local or scripted model: the request is translated for the backend."""
     sample_request = chat.sample_request()
     log_prompts = state.settings.server.log_prompts
     rid = request[REQUEST_ID]
     if chat.stream:
-        return await relay(request, model, state.pool.stream(model, sample_request), {},
+        return await relay(request, model, state.pool.stream(model, sample_request), headers,
                            chat.include_usage)
     started = time.perf_counter()
     result = await state.pool.sample(model, sample_request)
@@ -128,11 +141,12 @@ async def _translated(request: web.Request, state: ServiceState, chat: ChatReque
         request[ACCESS_FIELDS] = generation_fields(
             model, sample_request.temperature, sample_request.max_tokens, result.usage,
             duration)
-    return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)))
+    return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)),
+                         headers=headers)
 
 
 async def _relayed(request: web.Request, state: ServiceState, chat: ChatRequest,
-                   model: str) -> web.StreamResponse:
+                   model: str, headers: dict[str, str]) -> web.StreamResponse:
     """A streamed plain call passed through: the upstream's chunks are relayed as they come
     (tool-call deltas included) with the pool's model name. The first chunk is awaited before
     the response starts, so an upstream that fails at once still gets a 502/504 status; later
@@ -152,7 +166,7 @@ async def _relayed(request: web.Request, state: ServiceState, chat: ChatRequest,
 
     try:
         first = await anext(chunks, None)
-        response = await _sse(request, model, {}, write)
+        response = await _sse(request, model, headers, write)
     finally:
         await chunks.aclose()  # the upstream connection and the model's slot, at once
     request[ACCESS_FIELDS] = generation_fields(
@@ -162,7 +176,7 @@ async def _relayed(request: web.Request, state: ServiceState, chat: ChatRequest,
 
 
 async def _forwarded(request: web.Request, state: ServiceState, chat: ChatRequest,
-                     model: str) -> web.Response:
+                     model: str, headers: dict[str, str]) -> web.Response:
     """A plain non-streaming call to a model whose backend passes bodies through: the
     client's body goes upstream as sent (tools, response_format…: nothing diffroute does not
     know is lost) and the upstream's completion comes back with the pool's model name."""
@@ -180,7 +194,7 @@ async def _forwarded(request: web.Request, state: ServiceState, chat: ChatReques
         request[ACCESS_FIELDS] = generation_fields(
             model, chat.temperature, chat.max_completion_tokens or chat.max_tokens, usage,
             duration)
-    return json_response(answer)
+    return json_response(answer, headers=headers)
 
 
 def _usage(value: object) -> Usage | None:
@@ -267,7 +281,8 @@ async def list_models(request: web.Request) -> web.Response:
     for cfg in state.settings.models:
         data.append({"id": cfg.name, "object": "model", "created": 0, "owned_by": "diffroute",
                      "diffroute": {"kind": "pool", "backend": cfg.backend.kind,
-                                   "family": cfg.family_name}})
+                                   "family": cfg.family_name,
+                                   "circuit": state.pool.circuit(cfg.name).to_json()}})
     for name in virtual_models(state.pool.names):
         role, _, primary = name.partition(":")
         data.append({"id": name, "object": "model", "created": 0, "owned_by": "diffroute",
