@@ -12,10 +12,11 @@ server does, and lets a test script what happens on each call::
         assert fake.calls[-1].body["n"] == 3
 
 Every request is recorded in :attr:`FakeUpstream.calls`; a chat request whose client
-disconnected before its answer was sent is counted in :attr:`FakeUpstream.abandoned`. A request takes the next :class:`Reply`
-queued for its path; when the queue is empty it gets the default answer (:attr:`answer`, after
-:attr:`latency` seconds). ``answer`` may be a function of the request body, and ``answers`` maps
-upstream model ids to their own answer, so one fake can emulate a pool of several models.
+disconnected before its answer was sent is counted in :attr:`FakeUpstream.abandoned`. A
+request takes the next :class:`Reply` queued for its path; when the queue is empty it gets
+the default answer (:attr:`answer`, after :attr:`latency` seconds). ``answer`` may be a function
+of the request body, and ``answers`` maps upstream model ids to their own answer, so one fake
+can emulate a pool of several models.
 """
 
 from __future__ import annotations
@@ -354,3 +355,10 @@ class FakeUpstream:
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+async def until(condition: Callable[[], bool], poll_s: float = 0.01) -> None:
+    """Wait until ``condition()`` holds (something the fake or the code under test does in its
+    own time, e.g. noticing a disconnect); pytest's timeout bounds the wait."""
+    while not condition():  # noqa: ASYNC110 -- the condition is another task's state, no event
+        await asyncio.sleep(poll_s)

@@ -1,7 +1,7 @@
 """Helpers of the service tests: pool configs, a deterministic test Decider, a real server.
 
-The Decider here is a stand-in: the real pairing policy (``router.pairing.decider``) is tested in its
-own tests; these tests need a decision that is obvious from the config alone.
+The Decider here is a stand-in: the real pairing policy (``router.pairing.decider``) is tested
+in its own tests; these tests need a decision that is obvious from the config alone.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from router.errors import (
     UpstreamTimeoutError,
 )
 from router.pool import Pool, PoolModel
-from tests.fakes import FakeUpstream, Reply
+from tests.fakes import FakeUpstream, Reply, until
 
 ASK = SampleRequest(messages=({"role": "user", "content": "hi"},), max_tokens=8)
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -143,7 +143,7 @@ async def test_a_stream_that_outlives_the_budget_ends_with_a_timeout(tmp_path: P
         fake.enqueue(Reply(chunk_delay=0.1))
         model = pool.get("m")
         got: list[str] = []
-        with pytest.raises(UpstreamTimeoutError, match="timeouts.total"):
+        with pytest.raises(UpstreamTimeoutError, match=r"timeouts\.total"):
             async for delta in model.stream(ASK):
                 got.append(delta.text)
         assert got and "eight" not in "".join(got)  # cut mid-stream, not before it
@@ -176,8 +176,7 @@ async def test_a_full_queue_sheds_at_once_with_retry_after(tmp_path: Path) -> No
             timeouts={"connect": 1, "read": 60, "total": 60})) as pool:
         model = pool.get("m")
         waiting = [asyncio.create_task(model.forward(BODY)) for _ in range(3)]
-        while fake.count() < 1 or model._limit.waiting < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: fake.count() == 1 and model._limit.waiting == 2)
         with pytest.raises(ModelBusyError) as info:
             await model.forward(BODY)
         assert info.value.status == 429 and info.value.retry_after > 0
@@ -196,8 +195,7 @@ async def test_max_queue_zero_never_waits(tmp_path: Path) -> None:
             timeouts={"connect": 1, "read": 60, "total": 60})) as pool:
         model = pool.get("m")
         busy = asyncio.create_task(model.forward(BODY))
-        while fake.count() < 1:
-            await asyncio.sleep(0.01)
+        await until(lambda: fake.count() == 1)
         with pytest.raises(ModelBusyError):
             await model.sample(ASK)
         busy.cancel()
@@ -226,14 +224,12 @@ async def test_a_cancelled_call_frees_its_slot_and_cancels_the_upstream_request(
         model = pool.get("m")
         call = asyncio.create_task(PATHS[path](model))
         queued = asyncio.create_task(PATHS[path](model))
-        while fake.count() < 1 or model._limit.waiting < 1:
-            await asyncio.sleep(0.01)
+        await until(lambda: fake.count() == 1 and model._limit.waiting == 1)
         queued.cancel()  # cancelled in line: leaves the line
         call.cancel()  # cancelled in flight: the upstream sees the disconnect
         await asyncio.gather(call, queued, return_exceptions=True)
         assert_idle(model)
-        while fake.abandoned < 1:
-            await asyncio.sleep(0.01)
+        await until(lambda: fake.abandoned == 1)
         assert fake.count() == 1 and fake.abandoned == 1
         assert pool.circuit("m").failures == 0  # the client left: not the model's failure
 
