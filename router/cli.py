@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from router.config import Settings, load_settings
-from router.errors import ConfigError, DiffrouteError
+from router.errors import ConfigError, DiffrouteError, StartupError
 
 if TYPE_CHECKING:  # the diff machinery loads numpy; the CLI imports it only when used
     from router.profiling.sources import ProfileQuery
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         for problem in exc.problems:
             click.echo(f"diffroute: error: {where}{problem}", err=True)
         sys.exit(2)
+    except StartupError as exc:
+        fail(str(exc), 2)
     except DiffrouteError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -80,6 +80,8 @@ class ServerConfig(_Strict):
     log_prompts: bool = False
     log_format: Literal["json", "console"] = "json"
     shutdown_timeout: float = Field(30.0, ge=0)
+    health_interval_s: float = Field(15.0, gt=0)
+    """How often the pool's health is checked in the background (``/healthz`` reads it)."""
 
 
 class EmbedderConfig(_Strict):
@@ -130,6 +132,8 @@ class LiveSettings(_Strict):
     max_comparisons: int | None = Field(2_000_000, ge=1)
     retention_interval_s: float = Field(300.0, gt=0)
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    max_db_bytes: int | None = Field(None, ge=65_536)
+    """A cap on the live store's file: writes beyond it fail loudly, as on a full disk."""
     prior_weight: float = Field(PRIOR_WEIGHT, ge=0)
     burn_in: int = Field(BURN_IN, ge=1)
     cusum_h: float = Field(CUSUM_H, gt=0)

@@ -4,9 +4,12 @@
 
     DiffrouteError
     ├── ConfigError(problems)                 a settings file or value is invalid      (CLI exit 2)
+    ├── StartupError                          a resource cannot be opened at start     (CLI exit 2)
+    ├── StorageError                          a write to the data dir failed            503 / 507
     ├── UnknownModelError(model)              no such model in the pool                 404
     ├── BadRequestError(message, param)       a request is malformed                    400
     ├── AuthError                             missing or wrong API key                  401
+    │   └── ForbiddenError                    a client key on an admin route            403
     ├── NoPairError(primary, role, reason)    the policy found no partner               409
     ├── ModelUnavailableError(model, reason)  weights missing, key missing, not loaded   503
     │   ├── CircuitOpenError(retry_after)      the model's circuit breaker is open          503
@@ -23,6 +26,8 @@ middleware of the service maps them to the OpenAI error envelope.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class DiffrouteError(Exception):
@@ -46,6 +51,27 @@ class ConfigError(DiffrouteError):
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(where + "; ".join(problems))
+
+
+class StartupError(DiffrouteError):
+    """The service cannot open a resource it needs (a store file, the data dir)."""
+
+    code = "startup_failed"
+
+
+class StorageError(DiffrouteError):
+    """A write to the data dir failed; 507 when the disk is full, else 503."""
+
+    status = 503
+    code = "storage_unavailable"
+
+    def __init__(self, what: str, exc: BaseException) -> None:
+        full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or \
+            "full" in str(exc).lower()
+        if full:
+            self.status = 507
+            self.code = "insufficient_storage"
+        super().__init__(f"{what} failed: {exc}")
 
 
 class UnknownModelError(DiffrouteError):
@@ -77,6 +103,13 @@ class AuthError(DiffrouteError):
 
     def __init__(self, message: str = "missing or invalid API key") -> None:
         super().__init__(message)
+
+
+class ForbiddenError(AuthError):
+    """A valid key that may not do this (a client key on an admin route)."""
+
+    status = 403
+    code = "forbidden"
 
 
 class NoPairError(DiffrouteError):

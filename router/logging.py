@@ -38,6 +38,7 @@ import orjson
 import structlog
 
 from profiles.protocol import SampleRequest, Usage
+from router.errors import UpstreamError
 
 SECRET_KEYS = frozenset({"authorization", "api_key", "admin_key", "api_keys", "password",
                          "token", "secret", "x-api-key"})
@@ -287,3 +288,15 @@ def log_generation(logger: Any, model: str, request: SampleRequest, usage: Usage
         fields["gen_ai.input.messages"] = [dict(m) for m in request.messages]
         fields["gen_ai.output.messages"] = list(texts)
     logger.info("gen_ai.chat", **fields)
+
+
+def error_fields(exc: BaseException, *, log_prompts: bool) -> dict[str, Any]:
+    """How a failed model call is logged. An upstream's error text may echo the prompt, so
+    it is logged like prompts are — only with ``server.log_prompts``; else its kind, model
+    and status."""
+    if log_prompts or not isinstance(exc, UpstreamError):
+        return {"error": str(exc)}
+    fields: dict[str, Any] = {"error.type": type(exc).__name__, "gen_ai.request.model": exc.model}
+    if exc.upstream_status is not None:
+        fields["http.response.status_code"] = exc.upstream_status
+    return fields

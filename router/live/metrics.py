@@ -8,6 +8,7 @@ Names follow the Prometheus conventions (``_total`` counters, ``_seconds`` histo
 * ``diffroute_pairing_overhead_seconds{stage}`` — time a paired call spends on the response
   path beyond the model calls: ``compare`` (the comparison) and ``record`` (the durable commit);
 * ``diffroute_upstream_errors_total{model,error}`` — backend failures that reached a client;
+* ``diffroute_live_record_errors_total`` — flagged comparisons whose live diff was not stored;
 * ``diffroute_drift_state{primary,partner,domain}`` — 0 learning, 1 ok, 2 drifted;
 * ``diffroute_drift_statistic{primary,partner,domain}`` — the CUSUM statistic;
 * ``diffroute_drift_events_total{primary,partner,domain,direction}``.
@@ -50,6 +51,8 @@ class LiveMetrics:
                                           "Response-path time of a paired call beyond the "
                                           "model calls.", ("stage",),
                                           buckets=OVERHEAD_BUCKETS, registry=r)
+        self.record_errors = Counter("diffroute_live_record_errors", "Flagged comparisons "
+                                     "whose live diff could not be stored.", registry=r)
         self.upstream_errors = Counter("diffroute_upstream_errors", "Backend failures that "
                                        "reached a client.", ("model", "error"), registry=r)
         self.drift_state = Gauge("diffroute_drift_state", "Drift state of a pair in a domain "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,7 +24,9 @@ import orjson
 import structlog
 
 from router.config import LiveSettings, Settings
+from router.errors import StorageError
 from router.live.baseline import ProfileBaseline, build_baseline
+from router.live.broadcast import Broadcaster
 from router.live.drift import DriftEvent, DriftMonitor
 from router.live.metrics import LiveMetrics
 from router.live.store import ComparisonRow, LiveStore, Retention
@@ -34,48 +37,14 @@ from router.profiling.sources import ProfileQuery, embedder_for, find_profiles, 
 NO_DOMAIN = "general"
 """The domain a comparison counts under when the policy gave none."""
 REPLAY_S = 86_400.0
-"""Comparisons of the last day are replayed into the drift monitor at startup."""
+"""Comparisons of the last day are replayed into the drift monitor at startup…"""
+REPLAY_ROWS = 50_000
+"""… the newest of them at most (a CUSUM needs the recent past, not all of it)."""
+PROBLEM_WINDOW_S = 300.0
+"""A failed store write keeps ``/healthz`` degraded this long."""
 
 DriftCallback = Callable[[DriftEvent], None]
 _log = structlog.get_logger("diffroute.live")
-
-
-class Broadcaster:
-    """Fans committed live diffs out to SSE subscribers, in commit order."""
-
-    def __init__(self, queue_size: int = 1000) -> None:
-        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
-        self._queue_size = queue_size
-
-    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(self._queue_size)
-        self._subscribers.add(queue)
-        return queue
-
-    @property
-    def listening(self) -> bool:
-        """Whether any stream is subscribed (else a diff need not be turned into JSON)."""
-        return bool(self._subscribers)
-
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
-        self._subscribers.discard(queue)
-
-    def publish(self, diff: dict[str, Any]) -> None:
-        for queue in list(self._subscribers):
-            if queue.full():  # a stalled client is ended (it may resume by cursor), not awaited
-                self.unsubscribe(queue)
-                queue.get_nowait()
-                queue.put_nowait(None)
-                continue
-            queue.put_nowait(diff)
-
-    def close(self) -> None:
-        """End every stream (at shutdown)."""
-        for queue in list(self._subscribers):
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(None)
-        self._subscribers.clear()
 
 
 class DurableLiveDiffSink:
@@ -108,7 +77,11 @@ class DurableLiveDiffSink:
             return None
         started = time.perf_counter()
         values = self.diff_values(record)
-        values["seq"] = await self.store.add_diff(values)
+        try:
+            values["seq"] = await self.store.add_diff(values)
+        except sqlite3.Error as exc:  # never silent: the caller says so in its response
+            self.metrics.record_errors.inc()
+            raise StorageError("storing the live diff", exc) from None
         self._record_timer.observe(time.perf_counter() - started)
         if self.broadcaster.listening:  # the API form is built only for a connected stream
             self.broadcaster.publish(_api_json(values, record))
@@ -172,9 +145,18 @@ class DurableLiveDiffSink:
         predicted = self.baseline.predicted_disagreement(pair[0], pair[1], domain)
         return None if predicted is None else 1.0 - predicted
 
-    async def replay(self, since_s: float = REPLAY_S) -> int:
-        """Rebuild the drift monitor from stored comparisons (no events are re-emitted)."""
-        rows = await asyncio.to_thread(self.store.comparisons, time.time() - since_s)
+    def problem(self, within_s: float = PROBLEM_WINDOW_S) -> str | None:
+        """Why the store is not healthy (a write failed in the last ``within_s``), or None."""
+        failure = self.store.failure
+        if failure is None or time.time() - failure[0] > within_s:
+            return None
+        return f"a live-diff store write failed {time.time() - failure[0]:.0f} s ago: " \
+               f"{failure[1]}"
+
+    async def replay(self, since_s: float = REPLAY_S, limit: int = REPLAY_ROWS) -> int:
+        """Rebuild the drift monitor from the newest stored comparisons (no events are
+        re-emitted); at most ``limit`` rows, so a restart does not grow with history."""
+        rows = await asyncio.to_thread(self.store.comparisons, time.time() - since_s, limit)
         for row in rows:
             self.observe(row.primary, row.partner, row.domain, row.flagged, row.at, emit=False)
         return len(rows)
@@ -212,15 +194,14 @@ async def open_live_sink(settings: Settings, baseline: ProfileBaseline,
                          metrics: LiveMetrics) -> AsyncIterator[DurableLiveDiffSink]:
     """The service's durable sink, with its retention loop (see the module docstring)."""
     config = settings.live
-    store = LiveStore.in_data_dir(settings.data_dir, config.synchronous).open()
+    store = LiveStore.in_data_dir(settings.data_dir, config.synchronous,
+                                  config.max_db_bytes).open()
     retention: asyncio.Task[None] | None = None
     try:
         sink = DurableLiveDiffSink(store, config, baseline, metrics)
-        deleted = await store.enforce(Retention.of(config))
-        replayed = await sink.replay()
-        _log.info("live.opened", path=str(store.path), retention_deleted=deleted,
-                  replayed=replayed, profiled_pairs=len(baseline.agreement))
-        retention = asyncio.create_task(_retention_loop(store, config))
+        # retention and the drift replay run beside the service: start-up does not wait
+        # for them, however much history is stored
+        retention = asyncio.create_task(_maintain(sink, config))
         yield sink
     finally:
         if retention is not None:
@@ -230,7 +211,17 @@ async def open_live_sink(settings: Settings, baseline: ProfileBaseline,
         await asyncio.to_thread(store.close)
 
 
-async def _retention_loop(store: LiveStore, config: LiveSettings) -> None:
+async def _maintain(sink: DurableLiveDiffSink, config: LiveSettings) -> None:
+    """Replay recent comparisons into the drift monitor, then enforce retention now and
+    every ``live.retention_interval_s``."""
+    replayed = await sink.replay()
     while True:
+        try:
+            deleted = await sink.store.enforce(Retention.of(config))
+        except sqlite3.Error as exc:
+            _log.error("live.retention_failed", error=str(exc))
+        else:
+            _log.info("live.retention", path=str(sink.store.path), deleted=deleted,
+                      replayed=replayed, profiled_pairs=len(sink.baseline.agreement))
+        replayed = 0
         await asyncio.sleep(config.retention_interval_s)
-        await store.enforce(Retention.of(config))

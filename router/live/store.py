@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from router.config import LiveSettings
-from router.errors import BadRequestError
+from router.errors import BadRequestError, StartupError
 
 DB_NAME = "live.sqlite3"
 Synchronous = Literal["FULL", "NORMAL"]
@@ -128,25 +128,39 @@ def _settle(outcomes: list[tuple[asyncio.Future[int], int | BaseException]]) -> 
 class LiveStore:
     """Open with :meth:`open`; writes go through the writer thread, reads through ``read``."""
 
-    def __init__(self, path: Path, synchronous: Synchronous = "FULL") -> None:
+    def __init__(self, path: Path, synchronous: Synchronous = "FULL",
+                 max_bytes: int | None = None) -> None:
+        """``max_bytes``: a cap on the database file; writes beyond it fail as on a full
+        disk (and are reported as such, see :attr:`failure`)."""
         self.path = path
         self.synchronous = synchronous
+        self.max_bytes = max_bytes
         self._queue: queue.SimpleQueue[_Write] = queue.SimpleQueue()
         self._reader_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
         self._writer: threading.Thread | None = None
         self.batches = 0
         """Transactions committed by the writer (one per group commit)."""
+        self.failed_writes = 0
+        """Statements the writer could not commit (a full disk, a broken file)."""
+        self.failure: tuple[float, str] | None = None
+        """When the last write failed, and why (``None``: never)."""
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path, synchronous: Synchronous = "FULL") -> LiveStore:
-        return cls(data_dir / DB_NAME, synchronous)
+    def in_data_dir(cls, data_dir: Path, synchronous: Synchronous = "FULL",
+                    max_bytes: int | None = None) -> LiveStore:
+        return cls(data_dir / DB_NAME, synchronous, max_bytes)
 
     def open(self) -> LiveStore:
-        """Create the schema and start the writer thread."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
-        conn.executescript(_SCHEMA)
+        """Create the schema and start the writer thread; a data dir that cannot hold the
+        store, or a file that is not one, is a :class:`StartupError` naming the file."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(f"cannot open the live-diff store {self.path}: {exc} (move the "
+                               "file aside to start with an empty store)") from None
         self._reader = conn
         self._writer = threading.Thread(target=self._write_loop, name="live-store-writer",
                                         daemon=True)
@@ -173,6 +187,9 @@ class LiveStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=5000")
+        if self.max_bytes is not None:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count={max(1, self.max_bytes // page)}")
         return conn
 
     # -- writing ----------------------------------------------------------------------------
@@ -213,6 +230,8 @@ class LiveStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             results = [exc] * len(batch)
+            self.failed_writes += len(batch)
+            self.failure = (time.time(), str(exc))
         else:
             self.batches += 1
         self._notify([waiter for _, _, waiter in batch], results)
@@ -305,10 +324,12 @@ class LiveStore:
     def ids(self) -> set[str]:
         return {r["id"] for r in self.read("SELECT id FROM live_diffs")}
 
-    def comparisons(self, since: float) -> list[ComparisonRow]:
-        rows = self.read("SELECT at, primary_model, partner, role, domain, flagged "
-                         "FROM comparisons WHERE at >= ? ORDER BY rowid", (since,))
-        return [ComparisonRow(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+    def comparisons(self, since: float, limit: int | None = None) -> list[ComparisonRow]:
+        """Comparisons since a time, oldest first; with ``limit``, only the newest ones."""
+        rows = self.read("SELECT at, primary_model, partner, role, domain, flagged FROM "
+                         "comparisons WHERE at >= ? ORDER BY rowid DESC LIMIT ?",
+                         (since, -1 if limit is None else limit))
+        return [ComparisonRow(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in reversed(rows)]
 
     def counts(self, since: float) -> list[tuple[str, str, str, int, int]]:
         """``(primary, partner, domain, comparisons, disagreements)`` since a time."""
@@ -325,7 +346,7 @@ class LiveStore:
 
     async def enforce(self, retention: Retention, now: Callable[[], float] = time.time) -> int:
         """Delete what retention allows; the number of live diffs deleted."""
-        before = len(await asyncio.to_thread(self.read, "SELECT seq FROM live_diffs"))
+        before = await asyncio.to_thread(self.count_diffs)
         if retention.max_age_s is not None:
             cutoff = now() - retention.max_age_s
             await self.write("DELETE FROM live_diffs WHERE created_at < ?", (cutoff,))
@@ -337,8 +358,11 @@ class LiveStore:
             await self.write("DELETE FROM comparisons WHERE rowid <= (SELECT rowid FROM "
                              "comparisons ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
                              (retention.max_comparisons,))
-        after = len(await asyncio.to_thread(self.read, "SELECT seq FROM live_diffs"))
+        after = await asyncio.to_thread(self.count_diffs)
         return before - after
+
+    def count_diffs(self) -> int:
+        return int(self.read("SELECT COUNT(*) FROM live_diffs")[0][0])
 
 
 def parse_time(value: str, param: str) -> float:

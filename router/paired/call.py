@@ -60,6 +60,8 @@ class PairedOutcome:
     comparison: Comparison | None = None
     live_diff_id: str | None = None
     partner_error: str | None = None
+    live_diff_error: str | None = None
+    """Why a flagged comparison could not be stored (a full disk): never silent."""
 
     def to_json(self) -> dict[str, Any]:
         d, c = self.call.decision, self.comparison
@@ -77,6 +79,8 @@ class PairedOutcome:
             out["shadow"] = self.call.shadow
         if self.partner_error is not None:
             out["partner_error"] = self.partner_error
+        if self.live_diff_error is not None:
+            out["live_diff_error"] = self.live_diff_error
         return out
 
 

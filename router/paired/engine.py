@@ -26,8 +26,8 @@ import structlog
 
 from profiles.protocol import SampleRequest, SampleResult, Usage
 from router.backends.base import StreamDelta
-from router.errors import BadRequestError, DiffrouteError
-from router.logging import log_generation
+from router.errors import BadRequestError, DiffrouteError, NoPairError
+from router.logging import error_fields, log_generation
 from router.paired.call import (
     PairedCall,
     PairedOptions,
@@ -39,6 +39,7 @@ from router.paired.compare import Comparer, Comparison, compare, compare_review
 from router.paired.record import LiveDiffRecord, LiveDiffSink, new_live_diff_id, prompt_digest
 from router.paired.stream import PairedStream
 from router.pairing.decision import Decision, Role, RouteRequest
+from router.pairing.pinned import Pairings
 from router.pool import Pool
 
 _log = structlog.get_logger("diffroute.paired")
@@ -51,6 +52,12 @@ class DecisionSource(Protocol):
 
     @property
     def version(self) -> str: ...
+
+    @property
+    def domains(self) -> frozenset[str]: ...
+
+    @property
+    def pairings(self) -> Pairings: ...
 
 
 class PairedEngine:
@@ -92,15 +99,29 @@ class PairedEngine:
         if options.partner is not None:
             self.pool.get(options.partner)
         if options.partner is not None and primary is not None:
-            # both ends are given: no policy call, so this works without profiles too
-            return _requested(role, primary, options.partner, options, self.decisions.version)
+            # both ends are given: no policy call, so this works without profiles too; what
+            # the policy would check, the engine does: the domain exists, the pair is allowed
+            if options.domain is not None and options.domain not in self.decisions.domains:
+                known = ", ".join(sorted(self.decisions.domains)) or "none: no profiles"
+                raise BadRequestError(f"unknown domain '{options.domain}' (domains: {known})",
+                                      param="diffroute.domain")
+            return self._requested(role, primary, options.partner, options,
+                                   self.decisions.version)
         decision = await self.decisions.decide(RouteRequest(
             role=role, primary=primary, task=task, candidates=options.candidates,
             domain=options.domain))
         if options.partner is None:
             return decision
-        return _requested(role, decision.primary, options.partner, options,
-                          decision.profile_version, decision.domains)
+        return self._requested(role, decision.primary, options.partner, options,
+                               decision.profile_version, decision.domains)
+
+    def _requested(self, role: Role, primary: str, partner: str, options: PairedOptions,
+                   version: str, domains: Mapping[str, float] | None = None) -> Decision:
+        """The client's own partner, unless the admin excluded the pair."""
+        if self.decisions.pairings.is_excluded(primary, partner):
+            raise NoPairError(primary, role, f"the pair {primary}–{partner} is excluded by "
+                              "the configured pairings")
+        return _requested(role, primary, partner, options, version, domains)
 
     async def prepare(self, role: Role, primary: str | None, options: PairedOptions,
                       request: SampleRequest, task: str, request_id: str = "") -> PairedCall:
@@ -167,7 +188,8 @@ class PairedEngine:
             result = await self.answer(call.decision.partner, request, call)
         except DiffrouteError as exc:
             _log.warning("paired.partner_failed", partner=call.decision.partner,
-                         error=str(exc), request_id=call.request_id)
+                         request_id=call.request_id,
+                         **error_fields(exc, log_prompts=self.log_prompts))
             return None, str(exc)
         return result.samples[0].text, None
 
@@ -180,8 +202,8 @@ class PairedEngine:
         try:
             result = await self.answer(primary, partner_request(call.request), call)
         except DiffrouteError as exc:
-            _log.warning("paired.shadow_failed", primary=primary, error=str(exc),
-                         request_id=call.request_id)
+            _log.warning("paired.shadow_failed", primary=primary, request_id=call.request_id,
+                         **error_fields(exc, log_prompts=self.log_prompts))
             return
         primary_text = result.samples[0].text
         comparison = self._compare(call, primary_text, assistant_text, review=False)
@@ -206,25 +228,25 @@ class PairedEngine:
             return PairedOutcome(call)
         record = _record(call, primary_text, partner_text, comparison, call.audit_mode)
         if self.ack_records:
-            stored = await self._store(record)
-        else:
-            self._spawn(self._store(record))
-            stored = record.id if comparison.flagged else None
-        return PairedOutcome(call, comparison, stored)
+            stored, failure = await self._store(record)
+            return PairedOutcome(call, comparison, stored, live_diff_error=failure)
+        self._spawn(self._store(record))
+        return PairedOutcome(call, comparison, record.id if comparison.flagged else None)
 
-    async def _store(self, record: LiveDiffRecord) -> str | None:
-        """Hand the record to the sink; a failing sink is logged, never raised."""
+    async def _store(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:
+        """Hand the record to the sink: its id, or why it could not be stored (a failing sink
+        must not break answers, and its failure must not be silent)."""
         try:
             stored = await self.sink.record(record)
-        except Exception as exc:  # a broken sink must not break answers
-            _log.error("live_diff.record_failed", error=repr(exc), request_id=record.request_id)
-            return None
+        except Exception as exc:
+            _log.error("live_diff.record_failed", error=str(exc), request_id=record.request_id)
+            return None, f"the comparison was not stored: {exc}"
         if record.flagged:
             _log.info("live_diff", live_diff_id=stored, primary=record.primary,
                       partner=record.partner, role=record.role, mode=record.mode,
                       agreement=record.comparison.agreement, domains=list(record.domains),
                       request_id=record.request_id)
-        return stored
+        return stored, None
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(_discard(work))

@@ -19,7 +19,7 @@ import numpy as np
 from profiles.embed import Embedder, HashEmbedder
 from profiles.matrix import ALL, DomainMatrix, PoolMatrix, pool_matrix
 from profiles.profile import Profile, from_store
-from profiles.store import ObservationStore, model_key
+from profiles.store import model_key
 from profiles.suite import Suite
 from router.config import ModelConfig, PolicySettings, Settings
 from router.pairing.decision import Decision, LiveSource, Role, RouteRequest
@@ -31,6 +31,7 @@ from router.pool import Pool
 from router.profiling.sources import (
     ProfileQuery,
     embedder_for,
+    open_observations,
     open_suite,
     shipped_profile,
     shipped_profiles_dir,
@@ -74,6 +75,10 @@ class PolicyDecider:
     @property
     def version(self) -> str:
         return self.tables.version
+
+    @property
+    def domains(self) -> frozenset[str]:
+        return frozenset(self.tables.domain_index)
 
     @property
     def unprofiled(self) -> list[str]:
@@ -207,7 +212,7 @@ def load_profiles(settings: Settings, pool: Pool, suite: Suite,
     """Each pool model's profile: stored observations first, then the shipped profile."""
     shipped = shipped_profiles_dir()
     out: dict[str, Profile | None] = {}
-    with ObservationStore.in_data_dir(settings.data_dir) as store:
+    with open_observations(settings.data_dir) as store:
         for name in pool.names:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)

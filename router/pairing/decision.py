@@ -100,3 +100,8 @@ class Decider(Protocol):
     def version(self) -> str:
         """The profile/graph version decisions are made from."""
         ...
+
+    @property
+    def domains(self) -> frozenset[str]:
+        """The domains a request may name (``diffroute.domain``): the profiled ones."""
+        ...

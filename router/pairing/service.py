@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from router.errors import ConfigError
+from router.errors import ConfigError, StorageError
 from router.pairing.decision import Decider, Decision, RouteRequest
 from router.pairing.pinned import Pairings, PairingsStore
 
@@ -52,6 +52,10 @@ class PairingService:
     def version(self) -> str:
         return self._decider.version
 
+    @property
+    def domains(self) -> frozenset[str]:
+        return self._decider.domains
+
     async def decide(self, request: RouteRequest) -> Decision:
         """The decision for ``request`` (raises ``NoPairError`` when no partner qualifies)."""
         decider = self._decider
@@ -63,5 +67,8 @@ class PairingService:
         """Rebuild the policy over new pairings, then persist them; the old stays on error."""
         decider = await asyncio.to_thread(self._build, pairings)
         if self._store is not None:
-            await asyncio.to_thread(self._store.save, pairings)
+            try:
+                await asyncio.to_thread(self._store.save, pairings)
+            except OSError as exc:
+                raise StorageError(f"saving the pairings to {self._store.path}", exc) from None
         self._pairings, self._decider = pairings, decider

@@ -27,6 +27,7 @@ from profiles.store import ObservationStore
 from profiles.suite import Suite, load_suite
 from router.config import Settings
 from router.pool import Pool
+from router.profiling.sources import open_observations
 
 
 def _progress() -> Progress:
@@ -75,7 +76,7 @@ async def build_profiles(settings: Settings, suite_name: str, names: Sequence[st
     """Collect, then summarise each model's profile (and export it if asked)."""
     suite = load_suite(suite_name)
     decoding = Decoding(samples=samples, temperature=temperature)
-    with ObservationStore.in_data_dir(settings.data_dir) as store:
+    with open_observations(settings.data_dir) as store:
         async with Pool.open(settings) as pool:
             report = await collect_with_progress(pool, names, suite, store, decoding, concurrency)
             summaries = []
@@ -94,7 +95,7 @@ def summarize_profiles(settings: Settings, suite_name: str, names: Sequence[str]
     """Summaries of what is stored, calling no model."""
     suite = load_suite(suite_name)
     decoding = Decoding(samples=samples, temperature=temperature)
-    with ObservationStore.in_data_dir(settings.data_dir) as store:
+    with open_observations(settings.data_dir) as store:
         pool = Pool(settings)
         return [from_store(pool.get(n), suite, store, decoding).summary(suite) for n in names]
 

@@ -41,6 +41,7 @@ from router.pairing.pinned import Pairings, PairingsStore
 from router.pairing.service import PairingService
 from router.pool import Pool
 from router.service import chat, health, live_routes, openapi, pairing_routes
+from router.service.health_watch import HealthWatch
 from router.service.middleware import (
     REQUEST_IDS,
     REQUEST_OBSERVERS,
@@ -169,7 +170,10 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
                                   default_shadow_rate=settings.paired.shadow_rate,
                                   ack_records=ack_records,
                                   log_prompts=settings.server.log_prompts)
-            app[STATE] = ServiceState(settings, pool, pairing, engine, live, diff_provider)
+            health = await stack.enter_async_context(
+                HealthWatch(pool, settings.server.health_interval_s))
+            app[STATE] = ServiceState(settings, pool, pairing, engine, live, health,
+                                      diff_provider)
             _log.info("service.started", models=pool.names, data_dir=str(settings.data_dir))
             try:
                 yield

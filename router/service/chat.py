@@ -19,7 +19,7 @@ from aiohttp import web
 from profiles.protocol import Usage
 from router.backends.base import StreamDelta
 from router.errors import BadRequestError, DiffrouteError
-from router.logging import generation_fields, log_generation
+from router.logging import error_fields, generation_fields, log_generation
 from router.paired.call import PairedCall, PairedOutcome
 from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, error_body
 from router.service.model_names import virtual_models
@@ -31,7 +31,7 @@ from router.service.schema import (
     plan_call,
     read_json,
 )
-from router.service.state import STATE, ServiceState
+from router.service.state import SETTINGS, STATE, ServiceState
 from router.service.wire import (
     ChunkWriter,
     completion_json,
@@ -250,7 +250,8 @@ async def _sse(request: web.Request, model: str, headers: dict[str, str],
     try:
         await write(writer)
     except DiffrouteError as exc:
-        _log.warning("chat.stream_failed", error=str(exc))
+        log_prompts = request.app[SETTINGS].server.log_prompts
+        _log.warning("chat.stream_failed", **error_fields(exc, log_prompts=log_prompts))
         await writer.error(error_body(str(exc), exc.error_type, exc.param, exc.code))
     except ConnectionResetError:
         _log.info("chat.client_gone")

@@ -18,18 +18,20 @@ answer 503, except ``/metrics``.
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from router.errors import BadRequestError, DiffrouteError, UpstreamError
+from router.live.broadcast import encode_event
 from router.live.metrics import CONTENT_TYPE
 from router.live.rates import rate_rows
 from router.live.sink import DurableLiveDiffSink
-from router.live.store import DiffQuery, parse_time
+from router.live.store import DiffQuery, LiveStore, parse_time
 from router.service.middleware import REQUEST_OBSERVERS
 from router.service.state import METRICS, STATE
 
@@ -118,11 +120,15 @@ def diff_query(request: web.Request, after: int = 0) -> DiffQuery:
     return DiffQuery(primary, partner, role, q.get("domain"), since, until, cursor, limit)
 
 
-def _matches(diff: dict[str, Any], query: DiffQuery) -> bool:
-    return ((query.primary is None or diff["primary"] == query.primary)
-            and (query.partner is None or diff["partner"] == query.partner)
-            and (query.role is None or diff["role"] == query.role)
-            and (query.domain is None or query.domain in diff["domains"]))
+def _last_event_id(request: web.Request) -> int:
+    """``Last-Event-ID``: the sequence number of the last event a client saw (0 when absent)."""
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    if not raw:
+        return 0
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise BadRequestError("Last-Event-ID must be the id of a live_diff event (a number "
+                              "below 10^18)", param="Last-Event-ID")
+    return int(raw)
 
 
 # --- handlers --------------------------------------------------------------------------------
@@ -137,42 +143,57 @@ async def list_diffs(request: web.Request) -> web.Response:
 
 
 async def stream_diffs(request: web.Request) -> web.StreamResponse:
+    """Live diffs as server-sent events: first every stored one after ``Last-Event-ID`` (or
+    ``cursor``), paged until caught up, then each new one as it is committed. A subscriber
+    that falls a whole buffer behind gets a final ``resume`` event with the id to resume from
+    (``Last-Event-ID``) and the stream ends, so it never slows the others."""
     sink = _sink(request)
-    last_id = request.headers.get("Last-Event-ID", "")
-    query = diff_query(request, int(last_id) if last_id.isdigit() else 0)
+    query = diff_query(request, _last_event_id(request))
     heartbeat = _number(request, "heartbeat", DEFAULT_HEARTBEAT_S, 0.05, 300)
-    queue = sink.broadcaster.subscribe()  # before the backlog read: nothing falls in between
+    sub = sink.broadcaster.subscribe(query)  # before the backlog read: nothing falls between
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
     try:
         await response.prepare(request)
-        last = query.after
-        if query.after:
-            for old in await asyncio.to_thread(sink.store.diffs, query):
-                last = await _send(response, old)
+        last = await _backlog(response, sink.store, query)
         await response.write(b": connected\n\n")
-        while True:
-            try:
-                diff: dict[str, Any] | None = await asyncio.wait_for(queue.get(), heartbeat)
-            except TimeoutError:
-                await response.write(b": heartbeat\n\n")
-                continue
-            if diff is None:
+        while not sub.closed:
+            if not sub.events and not sub.overflowed:
+                try:
+                    await asyncio.wait_for(sub.wake.wait(), heartbeat)
+                except TimeoutError:
+                    await response.write(b": heartbeat\n\n")
+                    continue
+            fresh = [(seq, event) for seq, event in sub.drain() if seq > last]
+            if fresh:
+                await response.write(b"".join(event for _, event in fresh))
+                last = fresh[-1][0]
+            if sub.overflowed:
+                await response.write(b"event: resume\ndata: %s\n\n" % orjson.dumps(
+                    {"last_event_id": last, "reason": "the stream fell too far behind; "
+                     "reconnect with this Last-Event-ID"}))
                 break
-            if diff["seq"] > last and _matches(diff, query):
-                last = await _send(response, diff)
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away: a normal end of a stream
     finally:
-        sink.broadcaster.unsubscribe(queue)
+        sink.broadcaster.unsubscribe(sub)
     return response
 
 
-async def _send(response: web.StreamResponse, diff: dict[str, Any]) -> int:
-    payload = json.dumps(diff, ensure_ascii=False)
-    await response.write(f"id: {diff['seq']}\nevent: live_diff\ndata: {payload}\n\n".encode())
-    return int(diff["seq"])
+async def _backlog(response: web.StreamResponse, store: LiveStore, query: DiffQuery) -> int:
+    """Every stored diff after ``query.after`` that matches, in pages; the last id sent."""
+    last = query.after
+    if not last:
+        return last
+    while True:
+        page = await asyncio.to_thread(
+            store.diffs, dataclasses.replace(query, after=last, limit=MAX_LIMIT))
+        if page:
+            await response.write(b"".join(encode_event(d) for d in page))
+            last = int(page[-1]["seq"])
+        if len(page) < MAX_LIMIT:
+            return last
 
 
 async def disagreement_stats(request: web.Request) -> web.Response:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from router.errors import AuthError, DiffrouteError
+from router.errors import AuthError, DiffrouteError, ForbiddenError
 from router.service.state import KEYS, SETTINGS, Keys
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,9 +71,13 @@ def _http_error_response(request: web.Request, exc: web.HTTPException) -> web.Re
     if exc.status == 404:
         return error_response(404, f"no route {request.method} {request.path}",
                               code="not_found")
-    if exc.status == 405:
-        return error_response(405, f"method {request.method} is not allowed on {request.path}",
-                              code="method_not_allowed")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        response = error_response(405, f"method {request.method} is not allowed on "
+                                  f"{request.path} (allowed: {allowed})",
+                                  code="method_not_allowed")
+        response.headers["Allow"] = allowed
+        return response
     if exc.status == 413:
         limit = request.app[SETTINGS].server.max_body_bytes
         return error_response(413, f"request body is larger than the limit of {limit} bytes "
@@ -199,6 +203,14 @@ def _needs_admin(request: web.Request) -> bool:
     return bool(getattr(handler, _ADMIN_ATTR, False))
 
 
+def has_valid_key(request: web.Request) -> bool:
+    """Whether the request carries a client or admin key (always, when none is configured)."""
+    keys: Keys = request.app[KEYS]
+    if not keys.client and not keys.admin:
+        return True
+    return _matches(_bearer(request), keys.client + ((keys.admin,) if keys.admin else ()))
+
+
 def check_auth(request: web.Request) -> None:
     """401 unless the request carries a valid key; the key itself is never logged."""
     keys: Keys = request.app[KEYS]
@@ -207,8 +219,13 @@ def check_auth(request: web.Request) -> None:
         if not admin:
             raise AuthError("this route needs the admin key, and none is configured "
                             "(server.admin_key)")
-        if not _matches(_bearer(request), admin):
-            raise AuthError("this route needs the admin key (Authorization: Bearer <admin key>)")
+        token = _bearer(request)
+        if _matches(token, admin):
+            return
+        if _matches(token, keys.client):
+            raise ForbiddenError("this route needs the admin key; the key given is a client "
+                                 "key")
+        raise AuthError("this route needs the admin key (Authorization: Bearer <admin key>)")
     elif keys.client and request.path not in OPEN_PATHS and not _matches(
             _bearer(request), keys.client + admin):
         raise AuthError("missing or invalid API key (Authorization: Bearer <key>)")

@@ -1,7 +1,9 @@
-"""``GET /openapi.json``: an OpenAPI 3.1 description of diffroute's own (non-OpenAI) routes.
+"""``GET /openapi.json``: an OpenAPI 3.1 description of the service's routes.
 
 Schemas come from the pydantic models and dataclasses the handlers use, so the description
-cannot drift from the validation. The OpenAI-compatible routes are documented by OpenAI.
+cannot drift from the validation. ``POST /v1/chat/completions`` is described by the subset of
+the OpenAI schema diffroute validates (other OpenAI fields pass through); OpenAI documents the
+rest. A test validates the document and fuzzes every route in it (no 5xx).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 import router
 from router.pairing.decision import Decision
 from router.pairing.pinned import Pairings
-from router.service.schema import DiffrouteOptions, RouteBody
+from router.service.schema import ChatRequest, DiffrouteOptions, RouteBody
 
 _REF = "#/components/schemas/{model}"
 
@@ -32,7 +34,8 @@ def _schemas() -> dict[str, Any]:
     """Component schemas; nested definitions are hoisted next to them."""
     out: dict[str, Any] = {}
     types: dict[str, Any] = {"RouteRequest": RouteBody, "Decision": Decision,
-                             "Pairings": Pairings, "DiffrouteOptions": DiffrouteOptions}
+                             "Pairings": Pairings, "DiffrouteOptions": DiffrouteOptions,
+                             "ChatRequest": ChatRequest}
     for name, tp in types.items():
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             schema = tp.model_json_schema(ref_template=_REF)
@@ -58,9 +61,72 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": "error (OpenAI envelope)", **_json("Error")} for c in codes}
 
 
+def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema}
+
+
+DIFF_FILTERS = [
+    _query("pair", {"type": "string"}), _query("primary", {"type": "string"}),
+    _query("partner", {"type": "string"}), _query("role", {"enum": ["audit", "assist"]}),
+    _query("domain", {"type": "string"}), _query("since", {"type": "string"}),
+    _query("until", {"type": "string"}), _query("cursor", {"type": "string"}),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+]
+
+
+def _live_paths(free: dict[str, Any]) -> dict[str, Any]:
+    listing = {"application/json": {"schema": free}}
+    return {
+        "/v1/diffs": {"get": {
+            "summary": "Live diffs, oldest first, in pages (next_cursor)",
+            "parameters": DIFF_FILTERS,
+            "responses": {"200": {"description": "a page", "content": listing},
+                          **_errors(400, 401, 503)}}},
+        "/v1/diffs/stream": {"get": {
+            "summary": "Live diffs as server-sent events, resumable with Last-Event-ID",
+            "parameters": [*DIFF_FILTERS,
+                           _query("heartbeat", {"type": "number", "minimum": 0.05,
+                                                "maximum": 300}),
+                           {"name": "Last-Event-ID", "in": "header", "required": False,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "an event stream", "content": {
+                "text/event-stream": {"schema": {"type": "string"}}}},
+                **_errors(400, 401, 503)}}},
+        "/v1/stats/disagreements": {"get": {
+            "summary": "Disagreement rate per pair and domain, with Wilson intervals",
+            "parameters": [_query("window", {"type": "number", "minimum": 1})],
+            "responses": {"200": {"description": "rates", "content": listing},
+                          **_errors(400, 401, 503)}}},
+        "/v1/drift": {"get": {
+            "summary": "Drift alarms and every pair's drift state",
+            "parameters": [_query("limit", {"type": "integer", "minimum": 1,
+                                            "maximum": 1000})],
+            "responses": {"200": {"description": "drift", "content": listing},
+                          **_errors(400, 401, 503)}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus exposition",
+            "responses": {"200": {"description": "metrics", "content": {
+                "text/plain": {"schema": {"type": "string"}}}}, **_errors(401)}}},
+    }
+
+
 def _paths() -> dict[str, Any]:
     free = {"type": "object", "additionalProperties": True}
     return {
+        "/v1/chat/completions": {"post": {
+            "summary": "OpenAI chat completions: a pool model, or audit:/assist: a pair",
+            "requestBody": {"required": True, **_json("ChatRequest")},
+            "responses": {"200": {"description": "a chat.completion (or an SSE stream)",
+                                  "content": {"application/json": {"schema": free},
+                                              "text/event-stream": {
+                                                  "schema": {"type": "string"}}}},
+                          **_errors(400, 401, 404, 409, 413, 502, 504)}}},
+        "/v1/models": {"get": {
+            "summary": "Pool models, then the virtual audit:/assist: models",
+            "responses": {"200": {"description": "an OpenAI model list",
+                                  "content": {"application/json": {"schema": free}}},
+                          **_errors(401)}}},
+        **_live_paths(free),
         "/v1/route": {"post": {
             "summary": "Choose a pair for a task without calling any model",
             "requestBody": {"required": True, **_json("RouteRequest")},
@@ -74,7 +140,7 @@ def _paths() -> dict[str, Any]:
                     "security": [{"adminKey": []}],
                     "requestBody": {"required": True, **_json("Pairings")},
                     "responses": {"200": {"description": "the stored pairings",
-                                          **_json("Pairings")}, **_errors(400, 401)}}},
+                                          **_json("Pairings")}, **_errors(400, 401, 403, 503)}}},
         "/v1/profiles/diff": {"get": {
             "summary": "The behavioral diff of two models",
             "parameters": [{"name": n, "in": "query", "required": True,

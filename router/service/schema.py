@@ -83,7 +83,7 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     n: int = Field(1, ge=1, le=MAX_N)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
@@ -294,13 +294,17 @@ async def read_json(request: web.Request) -> object:
         raise BadRequestError("the request body is empty; expected a JSON object")
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass  # the stdlib parser below says what is wrong in the words clients know
+    except orjson.JSONDecodeError as exc:
+        strict = exc  # orjson also refuses what json accepts: lone surrogates, depth, infinity
     try:
-        return json.loads(raw)
+        json.loads(raw)
     except UnicodeDecodeError:
         raise BadRequestError("the request body is not UTF-8 JSON") from None
-    except json.JSONDecodeError as exc:
+    except json.JSONDecodeError as exc:  # a syntax error, in the words clients know
         raise BadRequestError(
             f"malformed JSON in the request body: {exc.msg} (line {exc.lineno}, "
             f"column {exc.colno})", code="invalid_json") from None
+    except RecursionError:
+        pass
+    raise BadRequestError(f"unacceptable JSON in the request body: {strict}",
+                          code="invalid_json") from None

@@ -22,6 +22,7 @@ from router.pairing.decision import Decider, LiveSource
 from router.pairing.pinned import Pairings
 from router.pairing.service import PairingService
 from router.pool import Pool
+from router.service.health_watch import HealthWatch
 
 DeciderFactory = Callable[[Settings, Pool, Pairings, LiveSource | None], Decider]
 """Builds the pairing policy from the settings, the pool, the pinned pairings and the live
@@ -64,6 +65,7 @@ class ServiceState:
     engine: PairedEngine
     live: DurableLiveDiffSink | None
     """The durable live-diff store, rates and drift; ``None`` when another sink was given."""
+    health: HealthWatch
     diff_provider: DiffProvider | None = None
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from profiles.collect import Decoding, collect
 from profiles.diff import Diff, compute_diff
 from profiles.profile import from_store
-from profiles.store import ObservationStore
 from profiles.suite import Suite, load_suite
 from router.config import Settings, settings_from_mapping
 from router.pool import Pool
+from router.profiling.sources import open_observations
 
 PLANTED = "identity"
 CONTROLS = ("geography", "science", "history")
@@ -71,7 +71,7 @@ def check_suite(per_domain: int) -> Suite:
 
 
 async def _profiles(settings: Settings, suite: Suite, decoding: Decoding) -> Diff:
-    with ObservationStore.in_data_dir(settings.data_dir) as store:
+    with open_observations(settings.data_dir) as store:
         async with Pool.open(settings) as pool:
             models = [pool.get("smollm2"), pool.get("smollm2-biased")]
             report = await collect(models, suite.probes, store, decoding, concurrency=1)

@@ -31,6 +31,7 @@ class FamilyDecider:
     """
 
     version = "test-v1"
+    domains = frozenset({"general", "geography", "arithmetic"})
 
     def __init__(self, settings: Settings, pool: Pool, pairings: Pairings,
                  live: LiveSource | None = None) -> None:

@@ -18,6 +18,7 @@ class RecordingDecider:
     """Decides alpha → beta and notes the thread each decision ran on."""
 
     version = "rec-1"
+    domains = frozenset({"general", "geography", "arithmetic"})
 
     def __init__(self, blocks: bool = True, pairings: Pairings | None = None) -> None:
         self.blocks = blocks

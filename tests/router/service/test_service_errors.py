@@ -161,7 +161,11 @@ async def test_client_and_admin_keys(tmp_path: Path, monkeypatch: pytest.MonkeyP
             pairings = {"pinned": {"alpha": {"audit": "gamma"}}}
             status, payload = await call(running, "PUT", "/v1/pairings", body=pairings,
                                          headers=ok)
-            assert status == 401 and "admin key" in envelope(payload)["message"]
+            assert status == 403 and "admin key" in envelope(payload)["message"]
+            assert envelope(payload)["code"] == "forbidden"
+            status, payload = await call(running, "PUT", "/v1/pairings", body=pairings,
+                                         headers={"Authorization": "Bearer wrong"})
+            assert status == 401 and envelope(payload)["code"] == "invalid_api_key"
             admin = {"Authorization": "Bearer admin-secret-9"}
             assert (await call(running, "PUT", "/v1/pairings", body=pairings,
                                headers=admin))[0] == 200
@@ -247,6 +251,7 @@ async def test_stream_failing_midway_ends_with_an_error_event(tmp_path: Path) ->
 
 class ExplodingDecider:
     version = "boom"
+    domains = frozenset({"general", "geography", "arithmetic"})
 
     def __init__(self, settings: Settings, pool: Pool, pairings: Pairings,
                  live: LiveSource | None = None) -> None:

@@ -1,0 +1,108 @@
+"""Fanning committed live diffs out to SSE subscribers, without letting one slow the others.
+
+Each diff is encoded once (``id:``, ``event: live_diff``, ``data:``) whatever the number of
+subscribers. Subscribers are grouped by their filter, so a thousand streams with one filter
+cost one match per diff. Each subscription has a bounded buffer: a subscriber that falls
+that far behind is dropped from the fan-out and told (``overflowed``) — its stream ends with
+the id to resume from, and the store, the source of truth, serves the resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from router.live.store import DiffQuery
+
+FilterKey = tuple[str | None, str | None, str | None, str | None]
+"""(primary, partner, role, domain) of a subscription; ``None`` matches anything."""
+
+
+def filter_key(query: DiffQuery) -> FilterKey:
+    return (query.primary, query.partner, query.role, query.domain)
+
+
+def matches(diff: dict[str, Any], key: FilterKey) -> bool:
+    primary, partner, role, domain = key
+    return ((primary is None or diff["primary"] == primary)
+            and (partner is None or diff["partner"] == partner)
+            and (role is None or diff["role"] == role)
+            and (domain is None or domain in diff["domains"]))
+
+
+def encode_event(diff: dict[str, Any]) -> bytes:
+    """One ``live_diff`` server-sent event (its id is the diff's sequence number)."""
+    data = orjson.dumps(diff, option=orjson.OPT_NON_STR_KEYS)
+    return b"id: %d\nevent: live_diff\ndata: %s\n\n" % (diff["seq"], data)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One stream's bounded buffer of encoded events."""
+
+    key: FilterKey
+    limit: int
+    events: deque[tuple[int, bytes]]
+    wake: asyncio.Event
+    overflowed: bool = False
+    closed: bool = False
+
+    def drain(self) -> list[tuple[int, bytes]]:
+        """Everything buffered, oldest first; the buffer is empty afterwards."""
+        out = list(self.events)
+        self.events.clear()
+        self.wake.clear()
+        return out
+
+
+class Broadcaster:
+    """Fans committed live diffs out to subscriptions, in commit order."""
+
+    def __init__(self, buffer_size: int = 10_000) -> None:
+        self._groups: dict[FilterKey, set[Subscription]] = {}
+        self._buffer_size = buffer_size
+
+    @property
+    def listening(self) -> bool:
+        """Whether any stream is subscribed (else a diff need not be turned into JSON)."""
+        return bool(self._groups)
+
+    def subscribe(self, query: DiffQuery) -> Subscription:
+        sub = Subscription(filter_key(query), self._buffer_size, deque(), asyncio.Event())
+        self._groups.setdefault(sub.key, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        group = self._groups.get(sub.key)
+        if group is not None:
+            group.discard(sub)
+            if not group:
+                del self._groups[sub.key]
+
+    def publish(self, diff: dict[str, Any]) -> None:
+        event: tuple[int, bytes] | None = None
+        for key, group in list(self._groups.items()):
+            if not matches(diff, key):
+                continue
+            if event is None:
+                event = (int(diff["seq"]), encode_event(diff))
+            for sub in list(group):
+                if len(sub.events) >= sub.limit:  # too far behind: it resumes from the store
+                    sub.overflowed = True
+                    sub.wake.set()
+                    self.unsubscribe(sub)
+                    continue
+                sub.events.append(event)
+                sub.wake.set()
+
+    def close(self) -> None:
+        """End every stream (at shutdown)."""
+        for group in list(self._groups.values()):
+            for sub in group:
+                sub.closed = True
+                sub.wake.set()
+        self._groups.clear()

@@ -1,0 +1,103 @@
+"""Hostile input gets a 4xx envelope naming the problem, never a 500, and never grows state.
+
+Each case was once a 500 or an unbounded growth (issue #15): lone surrogates, nesting deeper
+than any parser's stack, numbers beyond a double, a 31-digit ``Last-Event-ID``, and client
+chosen domains that became metric labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.harness import Running, call, make_settings, serve, standard_models
+
+ADMIN = {"Authorization": "Bearer adm"}
+SURROGATE = b'{"model": "alpha", "messages": [{"role": "user", "content": "x\\ud800y"}]}'
+DEEP = b"[" * 5000 + b"]" * 5000
+INFINITE = b'{"model": "alpha", "messages": [], "temperature": 1e400}'
+
+
+@pytest.fixture
+async def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
+    monkeypatch.setenv("DR_HOSTILE_ADMIN", "adm")
+    settings = make_settings(tmp_path, standard_models(), admin_key="env:DR_HOSTILE_ADMIN")
+    async with serve(settings) as running:
+        yield running
+
+
+def envelope(status: int, payload: Any) -> dict[str, Any]:
+    assert 400 <= status < 500, (status, payload)
+    assert isinstance(payload, dict) and set(payload["error"]) == {"message", "type", "param",
+                                                                   "code"}
+    return dict(payload["error"])
+
+
+@pytest.mark.parametrize(("method", "path", "headers"), [
+    ("POST", "/v1/chat/completions", {}),
+    ("POST", "/v1/route", {}),
+    ("PUT", "/v1/pairings", ADMIN),
+])
+@pytest.mark.parametrize("raw", [SURROGATE, DEEP, INFINITE], ids=["surrogate", "deep", "inf"])
+async def test_unacceptable_json_is_a_400_on_every_json_route(
+        service: Running, method: str, path: str, headers: dict[str, str], raw: bytes) -> None:
+    status, payload = await call(service, method, path, headers=headers, raw=raw)
+    error = envelope(status, payload)
+    assert status == 400 and error["code"] == "invalid_json"
+    assert "surrogate" in error["message"] or "depth" in error["message"] or \
+        "infinity" in error["message"]
+
+
+async def test_a_paired_call_with_a_surrogate_is_a_400(service: Running) -> None:
+    raw = SURROGATE.replace(b'"alpha"', b'"audit:alpha"')
+    status, payload = await call(service, "POST", "/v1/chat/completions", raw=raw)
+    assert envelope(status, payload)["code"] == "invalid_json"
+
+
+async def test_a_huge_last_event_id_is_a_400_not_a_broken_stream(service: Running) -> None:
+    status, payload = await call(service, "GET", "/v1/diffs/stream",
+                                 headers={"Last-Event-ID": "1" + "0" * 30})
+    error = envelope(status, payload)
+    assert error["param"] == "Last-Event-ID"
+    status, payload = await call(service, "GET", "/v1/diffs/stream",
+                                 headers={"Last-Event-ID": "١٢"})  # digits, but not ASCII
+    assert envelope(status, payload)["param"] == "Last-Event-ID"
+
+
+async def metrics_text(service: Running) -> str:
+    async with aiohttp.ClientSession() as http, http.get(service.url + "/metrics") as response:
+        return await response.text()
+
+
+async def test_client_chosen_domains_are_validated_and_never_become_labels(
+        service: Running) -> None:
+    base = {"model": "audit:alpha", "messages": [{"role": "user", "content": "hi"}]}
+    status, body = await call(service, "POST", "/v1/chat/completions", {
+        **base, "diffroute": {"partner": "beta", "domain": "general"}})
+    assert status == 200 and body["diffroute"]["domains"] == ["general"]
+    before = await metrics_text(service)
+    for i in range(20):
+        status, payload = await call(service, "POST", "/v1/chat/completions", {
+            **base, "diffroute": {"partner": "beta", "domain": f"made-up-{i}"}})
+        error = envelope(status, payload)
+        assert error["param"] == "diffroute.domain" and "general" in error["message"]
+    after = await metrics_text(service)
+    assert "made-up" not in after
+    series = [line for line in after.splitlines() if line and not line.startswith("#")
+              and "http_request" not in line]
+    assert len(series) == len([line for line in before.splitlines() if line and not
+                               line.startswith("#") and "http_request" not in line])
+
+
+async def test_exclusions_hold_when_the_client_names_the_partner(service: Running) -> None:
+    status, _ = await call(service, "PUT", "/v1/pairings",
+                           {"pinned": {}, "excluded": [["alpha", "beta"]]}, ADMIN)
+    assert status == 200
+    status, payload = await call(service, "POST", "/v1/chat/completions", {
+        "model": "audit:alpha", "messages": [{"role": "user", "content": "hi"}],
+        "diffroute": {"partner": "beta"}})
+    assert status == 409 and "excluded" in payload["error"]["message"]
