@@ -27,7 +27,14 @@ import collections
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -77,6 +84,8 @@ class ModelStatus:
     status: BackendStatus
     """The backend's check, or ``circuit open`` while the model's breaker refuses calls."""
     circuit: CircuitSnapshot = field(default=CLOSED)
+    check: BackendStatus | None = None
+    """The backend's own check, when the circuit overrides it in :attr:`status`."""
 
 
 class Limiter:
@@ -385,15 +394,28 @@ class Pool:
                 status = await model.backend.check()
             except DiffrouteError as exc:
                 status = BackendStatus("error", str(exc))
-            circuit = model.circuit()
-            if circuit.state == "open":
-                status = BackendStatus("circuit open", f"{circuit.failures} failures in a row, "
-                                       f"last: {circuit.last_error}; probe in "
-                                       f"{circuit.retry_after or 0:.1f} s")
             cfg = model.config
-            return ModelStatus(cfg.name, cfg.backend.kind, cfg.family_name, status, circuit)
+            return ModelStatus(cfg.name, cfg.backend.kind, cfg.family_name, status)
 
-        return list(await asyncio.gather(*(one(m) for m in self._models.values())))
+        checked = await asyncio.gather(*(one(m) for m in self._models.values()))
+        return self.with_circuits(checked)
+
+    def with_circuits(self, statuses: Sequence[ModelStatus]) -> list[ModelStatus]:
+        """``statuses`` (say, checked a while ago) with each model's circuit as it is now: an
+        open circuit is the state ``circuit open`` whatever the check said."""
+        out = []
+        for checked in statuses:
+            circuit = self.get(checked.name).circuit()
+            check = checked.check or checked.status
+            if circuit.state != "open":
+                out.append(dataclasses.replace(checked, status=check, circuit=circuit,
+                                               check=None))
+                continue
+            status = BackendStatus("circuit open", f"{circuit.failures} failures in a row, "
+                                   f"last: {circuit.last_error}; probe in "
+                                   f"{circuit.retry_after or 0:.1f} s")
+            out.append(dataclasses.replace(checked, status=status, circuit=circuit, check=check))
+        return out
 
     async def aclose(self) -> None:
         for model in self._models.values():

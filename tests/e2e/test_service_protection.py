@@ -69,6 +69,8 @@ async def test_shed_queued_and_circuit_broken_calls_have_their_statuses(tmp_path
             remote("m", "a", fake.base_url, "up", max_concurrency=1, max_queue=1,
                    timeouts={"connect": 1, "read": 60, "total": 0.6},
                    circuit={"failures": 1, "window_s": 60, "open_s": 120})]) as running:
+        _, health = await call(running, "GET", "/healthz")  # checked once, then cached
+        assert health["models"][0]["state"] == "unreachable"  # its GET /models hangs too
         body = {"model": "m", "messages": ASK}
         first = asyncio.create_task(call(running, "POST", "/v1/chat/completions", body))
         second = asyncio.create_task(call(running, "POST", "/v1/chat/completions", body))
@@ -97,7 +99,7 @@ async def test_shed_queued_and_circuit_broken_calls_have_their_statuses(tmp_path
         [row] = [m for m in listing["data"] if m["id"] == "m"]
         assert row["diffroute"]["circuit"]["state"] == "open"
         assert "timeouts.total" in row["diffroute"]["circuit"]["last_error"]
-        status, health = await call(running, "GET", "/healthz")
+        status, health = await call(running, "GET", "/healthz")  # the cache, circuit now
         assert status == 200 and health["ready"] is False
         [m] = health["models"]
         assert m["state"] == "circuit open"

@@ -254,13 +254,17 @@ async def test_the_circuit_opens_fails_fast_and_probes(tmp_path: Path) -> None:
         [status] = await pool.status()
         assert status.status.state == "circuit open" and not status.status.ok
         assert status.circuit.state == "open"
+        assert status.check is not None and status.check.state == "reachable"
 
         clock.now += 30  # half-open: the next call is the probe, and it succeeds
         assert pool.circuit("m").state == "half-open" and pool.blocked() == frozenset()
         assert (await pool.sample("m", ASK)).samples
         assert pool.circuit("m").state == "closed" and fake.count() == 3
-        [status] = await pool.status()
-        assert status.status.state == "reachable"
+        [checked] = await pool.status()
+        assert checked.status.state == "reachable"
+        # a status checked while the circuit was open shows the check again once it closed
+        [cached] = pool.with_circuits([status])
+        assert cached.status.state == "reachable" and cached.circuit.state == "closed"
 
 
 async def test_a_model_without_a_breaker_keeps_calling(tmp_path: Path) -> None:
