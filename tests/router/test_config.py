@@ -35,6 +35,7 @@ def test_example_config_loads_every_backend_kind() -> None:
     remote = settings.model("gpt-4o-mini")
     assert remote.timeouts.read == 60
     assert remote.family_name == "openai"
+    assert remote.fallbacks == ("smollm2",) and remote.max_queue == 64
 
 
 def test_secret_reference_is_resolved_from_env_and_never_shown(monkeypatch: pytest.MonkeyPatch,
