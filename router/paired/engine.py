@@ -17,6 +17,7 @@ A partner that fails never fails the client's request: the outcome carries the e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
@@ -29,6 +30,7 @@ from router.backends.base import StreamDelta
 from router.errors import BadRequestError, DiffrouteError, NoPairError
 from router.logging import error_fields, log_generation
 from router.paired.call import (
+    Fallback,
     PairedCall,
     PairedOptions,
     PairedOutcome,
@@ -40,7 +42,7 @@ from router.paired.record import LiveDiffRecord, LiveDiffSink, new_live_diff_id,
 from router.paired.stream import PairedStream
 from router.pairing.decision import Decision, Role, RouteRequest
 from router.pairing.pinned import Pairings
-from router.pool import Pool
+from router.pool import Pool, falls_back
 
 _log = structlog.get_logger("diffroute.paired")
 
@@ -129,8 +131,11 @@ class PairedEngine:
         decision = await self.decide(role, primary, options, task)
         rate = self.default_shadow_rate if options.shadow_rate is None else options.shadow_rate
         shadow = role == "assist" and rate > 0 and self._rng() < rate
+        route = None if options.partner is not None else RouteRequest(
+            role=role, primary=decision.primary, task=task, candidates=options.candidates,
+            domain=options.domain)
         return PairedCall(decision, request, options.audit_mode or "concurrent", shadow,
-                          request_id)
+                          request_id, route)
 
     # -- running it -----------------------------------------------------------------------------
 
@@ -138,23 +143,38 @@ class PairedEngine:
         """Run the call: the answering model's result and the outcome. The primary's (audit)
         or assistant's (assist) failure is raised; the partner's is in the outcome."""
         if call.decision.role == "assist":
-            answer = await self.answer(call.answering, call.request, call)
-            if call.shadow:
-                self.start_shadow(call, answer.samples[0].text)
-            return answer, PairedOutcome(call)
+            return await self._assisted(call)
         if call.audit_mode == "review":
             answer = await self.answer(call.decision.primary, call.request, call)
             text = answer.samples[0].text
-            review, error = await self.partner_answer(call, review_request(call.request, text))
+            call, review, error = await self.auditor_answer(
+                call, review_request(call.request, text))
             return answer, await self.conclude(call, text, review, error)
-        partner = asyncio.create_task(self.partner_answer(call, partner_request(call.request)))
+        partner = asyncio.create_task(self.auditor_answer(call, partner_request(call.request)))
         try:
             answer = await self.answer(call.decision.primary, call.request, call)
         except BaseException:
             partner.cancel()
             raise
-        partner_text, error = await partner
+        call, partner_text, error = await partner
         return answer, await self.conclude(call, answer.samples[0].text, partner_text, error)
+
+    async def _assisted(self, call: PairedCall) -> tuple[SampleResult, PairedOutcome]:
+        """The assistant's answer; when the assistant fails as a model does (``falls_back``),
+        the primary's, and the outcome says so (no shadow then: the primary answered)."""
+        try:
+            answer = await self.answer(call.answering, call.request, call)
+        except DiffrouteError as exc:
+            if not falls_back(exc):
+                raise
+            _log.warning("paired.assistant_failed", assistant=call.decision.partner,
+                         primary=call.decision.primary, request_id=call.request_id,
+                         **error_fields(exc, log_prompts=self.log_prompts))
+            call = dataclasses.replace(call, fallback=Fallback(call.decision.partner, str(exc)))
+            return await self.answer(call.answering, call.request, call), PairedOutcome(call)
+        if call.shadow:
+            self.start_shadow(call, answer.samples[0].text)
+        return answer, PairedOutcome(call)
 
     def stream(self, call: PairedCall) -> PairedStream:
         """The answering model's deltas, then :meth:`PairedStream.outcome`."""
@@ -192,6 +212,28 @@ class PairedEngine:
                          **error_fields(exc, log_prompts=self.log_prompts))
             return None, str(exc)
         return result.samples[0].text, None
+
+    async def auditor_answer(self, call: PairedCall, request: SampleRequest
+                             ) -> tuple[PairedCall, str | None, str | None]:
+        """:meth:`partner_answer`; when the auditor fails, the next auditor the policy ranks
+        (asked again without the failed one) answers once more, and the call returned names
+        it. Not when the client named the auditor: its choice stands."""
+        text, error = await self.partner_answer(call, request)
+        if text is not None or call.route is None or error is None:
+            return call, text, error
+        failed = call.decision.partner
+        route = call.route
+        names = route.candidates if route.candidates is not None else self.pool.names
+        try:
+            decision = await self.decisions.decide(dataclasses.replace(
+                route, candidates=tuple(n for n in names if n != failed)))
+        except DiffrouteError as exc:  # nobody else qualifies: the first failure stands
+            _log.info("paired.no_next_auditor", auditor=failed, reason=str(exc),
+                      request_id=call.request_id)
+            return call, text, error
+        call = dataclasses.replace(call, decision=decision, fallback=Fallback(failed, error))
+        text, error = await self.partner_answer(call, request)
+        return call, text, error
 
     def start_shadow(self, call: PairedCall, assistant_text: str) -> None:
         """In the background, the primary answers too and is compared with the assistant."""

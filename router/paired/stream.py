@@ -22,8 +22,8 @@ class StreamSteps(Protocol):
     def stream_answer(self, model: str, request: SampleRequest) -> AsyncIterator[StreamDelta]:
         ...
 
-    async def partner_answer(self, call: PairedCall,
-                             request: SampleRequest) -> tuple[str | None, str | None]: ...
+    async def auditor_answer(self, call: PairedCall, request: SampleRequest
+                             ) -> tuple[PairedCall, str | None, str | None]: ...
 
     def log_answer(self, model: str, request: SampleRequest, usage: Usage | None,
                    seconds: float, call: PairedCall, texts: list[str]) -> None: ...
@@ -46,14 +46,14 @@ class PairedStream:
         self._engine = engine
         self.call = call
         self._parts: list[str] = []
-        self._partner: asyncio.Task[tuple[str | None, str | None]] | None = None
+        self._partner: asyncio.Task[tuple[PairedCall, str | None, str | None]] | None = None
         self._complete = False
 
     async def __aenter__(self) -> PairedStream:
         call = self.call
         if call.decision.role == "audit" and call.audit_mode == "concurrent":
             self._partner = asyncio.create_task(
-                self._engine.partner_answer(call, partner_request(call.request)))
+                self._engine.auditor_answer(call, partner_request(call.request)))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -80,6 +80,6 @@ class PairedStream:
             return PairedOutcome(call)
         if self._partner is None:
             self._partner = asyncio.create_task(
-                engine.partner_answer(call, review_request(call.request, text)))
-        partner_text, error = await self._partner
+                engine.auditor_answer(call, review_request(call.request, text)))
+        call, partner_text, error = await self._partner  # another auditor if the first failed
         return await engine.conclude(call, text, partner_text, error)

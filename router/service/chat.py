@@ -99,7 +99,8 @@ async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
     if chat.stream:
         return await _paired_stream(request, chat, state, call)
     answer, outcome = await state.engine.complete(call)
-    body = completion_json(answer, call.answering, with_logprobs=bool(chat.logprobs))
+    # the outcome's call: the primary answers for an assistant that failed
+    body = completion_json(answer, outcome.call.answering, with_logprobs=bool(chat.logprobs))
     body["diffroute"] = outcome.to_json()
     return json_response(body, headers=outcome_headers(outcome))
 

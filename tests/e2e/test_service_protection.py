@@ -176,3 +176,73 @@ async def test_a_hung_auditor_costs_the_audit_its_budget_not_the_answer(
         assert model_of(running, "aud")._limit.free == 4
         assert model_of(running, "m")._limit.free == 4
         assert hung.count() == 1
+
+
+def final_diffroute(text: str, stream: bool) -> tuple[str, dict[str, Any]]:
+    """(the answer's text, its ``diffroute`` object) of a paired response."""
+    if not stream:
+        answer = json.loads(text)
+        return answer["choices"][0]["message"]["content"], answer["diffroute"]
+    chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
+                      if c["choices"])
+    return content, [c for c in chunks if "diffroute" in c][-1]["diffroute"]
+
+
+@pytest.mark.parametrize("mode", ["concurrent", "review"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_failing_auditor_is_replaced_by_the_next_one_the_policy_ranks(
+        tmp_path: Path, stream: bool, mode: str) -> None:
+    async with FakeUpstream() as down, service(tmp_path, [
+            scripted("m", "a", "4"),
+            remote("aud1", "b", down.base_url, "up"),
+            scripted("aud2", "c", "4", rules=[
+                {"contains": "Answer to review", "answers": {"AGREE": 1.0}}])]) as running:
+        down.enqueue(Reply.error(503, "overloaded"))
+        body = {"model": "audit:m", "messages": ASK, "stream": stream,
+                "diffroute": {"audit_mode": mode}}
+        async with aiohttp.ClientSession() as http, http.post(
+                running.base_url + "/chat/completions", json=body) as response:
+            assert response.status == 200
+            content, outcome = final_diffroute(await response.text(), stream)
+        assert content == "4" and outcome["answered_by"] == "m"
+        assert outcome["partner"] == "aud2" and outcome["agreement"] is not None
+        assert outcome["fallback"]["failed"] == "aud1"
+        assert "overloaded" in outcome["fallback"]["error"]
+        assert "partner_error" not in outcome and down.count() == 1
+
+
+async def test_an_auditor_the_client_named_is_not_replaced(tmp_path: Path) -> None:
+    async with FakeUpstream() as down, service(tmp_path, [
+            scripted("m", "a", "4"), remote("aud1", "b", down.base_url, "up"),
+            scripted("aud2", "c", "4")]) as running:
+        down.enqueue(Reply.error(503, "overloaded"))
+        status, answer = await call(running, "POST", "/v1/chat/completions", {
+            "model": "audit:m", "messages": ASK, "diffroute": {"partner": "aud1"}})
+        assert status == 200 and answer["diffroute"]["partner"] == "aud1"
+        assert "overloaded" in answer["diffroute"]["partner_error"]
+        assert "fallback" not in answer["diffroute"]
+
+
+async def test_a_failing_assistant_leaves_the_answer_to_the_primary(tmp_path: Path) -> None:
+    async with FakeUpstream() as down, service(tmp_path, [
+            scripted("m", "a", "from the primary"),
+            remote("asst", "a", down.base_url, "up")]) as running:
+        down.enqueue(Reply.error(503, "overloaded"))
+        body = {"model": "assist:m", "messages": ASK}
+        async with aiohttp.ClientSession() as http, http.post(
+                running.base_url + "/chat/completions", json=body) as response:
+            assert response.status == 200
+            assert response.headers["x-diffroute-answered-by"] == "m"
+            answer = await response.json()
+        assert answer["model"] == "m"
+        assert answer["choices"][0]["message"]["content"] == "from the primary"
+        outcome = answer["diffroute"]
+        assert (outcome["partner"], outcome["answered_by"]) == ("asst", "m")
+        assert outcome["fallback"]["failed"] == "asst"
+        assert "overloaded" in outcome["fallback"]["error"]
+
+        # a request the assistant refuses is the client's problem: no fallback
+        down.enqueue(Reply.error(400, "unsupported parameter", error_type="invalid_request"))
+        status, error = await call(running, "POST", "/v1/chat/completions", body)
+        assert status == 502 and "unsupported parameter" in error["error"]["message"]
