@@ -213,15 +213,21 @@ class PoolModel:
                 f"waiting (max_concurrency, max_queue)", SHED_RETRY_AFTER_S)
 
     async def _queued(self, deadline: float) -> None:
-        """Take a slot, waiting at most until ``deadline``."""
+        """Take a slot, waiting at most until ``deadline`` (a slot that comes at the deadline
+        is given back: no time is left to use it)."""
         try:
             async with asyncio.timeout_at(deadline):
                 await self._limit.acquire()
         except TimeoutError:
-            total = self.config.timeouts.total
-            raise UpstreamTimeoutError(
-                self.name, f"queued for a slot for {total:g} s without getting one "
-                f"({self.config.max_concurrency} busy; timeouts.total)") from None
+            raise self._queued_too_long() from None
+        if asyncio.get_running_loop().time() >= deadline:
+            self._limit.release()
+            raise self._queued_too_long()
+
+    def _queued_too_long(self) -> UpstreamTimeoutError:
+        return UpstreamTimeoutError(
+            self.name, f"queued for a slot for {self.config.timeouts.total:g} s without "
+            f"getting one ({self.config.max_concurrency} busy; timeouts.total)")
 
     @asynccontextmanager
     async def _admitted(self) -> AsyncIterator[float]:

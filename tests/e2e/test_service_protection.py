@@ -72,20 +72,23 @@ async def test_shed_queued_and_circuit_broken_calls_have_their_statuses(tmp_path
         _, health = await call(running, "GET", "/healthz")  # checked once, then cached
         assert health["models"][0]["state"] == "unreachable"  # its GET /models hangs too
         body = {"model": "m", "messages": ASK}
-        first = asyncio.create_task(call(running, "POST", "/v1/chat/completions", body))
-        second = asyncio.create_task(call(running, "POST", "/v1/chat/completions", body))
         model = model_of(running, "m")
-        await until(lambda: fake.count() == 1 and model._limit.waiting == 1)
+        await model._limit.acquire()  # the one slot, held by the test past the deadlines
+        queued = asyncio.create_task(call(running, "POST", "/v1/chat/completions", body))
+        await until(lambda: model._limit.waiting == 1)
         async with aiohttp.ClientSession() as http, http.post(
                 running.base_url + "/chat/completions", json=body) as response:
             shed = response.status, response.headers.get("Retry-After"), await response.json()
         assert shed[0] == 429 and shed[1] == "1"
         assert shed[2]["error"]["code"] == "model_busy" and "'m'" in shed[2]["error"]["message"]
+        queued_status, answer = await queued
+        assert queued_status == 504 and answer["error"]["code"] == "upstream_timeout"
+        assert "'m'" in answer["error"]["message"] and "queued" in answer["error"]["message"]
+        model._limit.release()
+        assert fake.count() == 0
 
-        (status, answer), (queued_status, queued) = await asyncio.gather(first, second)
-        assert status == 504 and answer["error"]["code"] == "upstream_timeout"
-        assert queued_status == 504 and "queued" in queued["error"]["message"]
-        assert "'m'" in queued["error"]["message"]
+        status, answer = await call(running, "POST", "/v1/chat/completions", body)  # hangs
+        assert status == 504 and "queued" not in answer["error"]["message"]
 
         # the in-flight call's timeout opened the circuit (failures: 1): fast 503s now
         async with aiohttp.ClientSession() as http, http.post(
