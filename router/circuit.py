@@ -42,6 +42,13 @@ def counts_as_failure(exc: BaseException) -> bool:
     return status is None or not 400 <= status < 500 or status == 429
 
 
+def failure_kind(exc: UpstreamError) -> str:
+    """A failure as the circuit shows it: its kind and status, never the upstream's text (it
+    may echo a prompt, and circuits are shown to every client)."""
+    status = "" if exc.upstream_status is None else f" (status {exc.upstream_status})"
+    return f"{exc.code}{status}"
+
+
 @dataclass(frozen=True, slots=True)
 class CircuitSnapshot:
     """What ``/healthz``, ``/v1/models`` and ``diffroute models`` show of a circuit."""
@@ -52,6 +59,7 @@ class CircuitSnapshot:
     retry_after: float | None = None
     """Open: seconds until a probe may run."""
     last_error: str = ""
+    """The kind of the last failure (:func:`failure_kind`)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"state": self.state, "failures": self.failures,

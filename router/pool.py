@@ -54,7 +54,14 @@ from router.backends import (
 from router.backends.base import CALL_DEADLINE
 from router.backends.http1 import Http1Client
 from router.backends.llamacpp import CONFIG_DIR_KEY
-from router.circuit import CLOSED, CircuitBreaker, CircuitSnapshot, Clock, counts_as_failure
+from router.circuit import (
+    CLOSED,
+    CircuitBreaker,
+    CircuitSnapshot,
+    Clock,
+    counts_as_failure,
+    failure_kind,
+)
 from router.config import ModelConfig, Settings
 from router.errors import (
     DiffrouteError,
@@ -64,6 +71,7 @@ from router.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from router.logging import error_fields
 
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 -- an item of a stream
@@ -248,8 +256,8 @@ class PoolModel:
             yield deadline
         except BaseException as exc:
             if circuit is not None:
-                if counts_as_failure(exc):
-                    circuit.failed(str(exc))
+                if isinstance(exc, UpstreamError) and counts_as_failure(exc):
+                    circuit.failed(failure_kind(exc))
                 else:
                     circuit.abandoned(probe)
             raise
@@ -388,7 +396,7 @@ class Pool:
                 if i == len(chain) - 1 or not falls_back(exc):
                     raise
                 _log.warning("pool.fallback", model=candidate, fallback=chain[i + 1],
-                             error=str(exc))
+                             **error_fields(exc, log_prompts=self.settings.server.log_prompts))
         raise AssertionError("unreachable: the last model returns or raises")
 
     async def status(self) -> list[ModelStatus]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.circuit import CircuitBreaker, counts_as_failure
+from router.circuit import CircuitBreaker, counts_as_failure, failure_kind
 from router.config import Circuit
 from router.errors import (
     BadRequestError,
@@ -46,6 +46,9 @@ def test_opens_after_failures_in_a_row_and_fails_fast_until_open_s_passed() -> N
     assert "3 failures in a row (last: HTTP 503)" in str(info.value)
     snap = circuit.snapshot()
     assert (snap.state, snap.retry_after, snap.last_error) == ("open", 18, "HTTP 503")
+    assert failure_kind(UpstreamError("m", "echo of a prompt", 503)) == \
+        "upstream_error (status 503)"
+    assert failure_kind(UpstreamTimeoutError("m", "timed out")) == "upstream_timeout"
 
 
 def test_a_success_or_the_window_resets_the_count() -> None:
