@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from router.config import settings_from_mapping
-from router.pool import Limiter, Pool
+from router.limiter import Limiter
+from router.pool import Pool
 from tests.fakes import FakeUpstream, Reply
 
 
