@@ -34,6 +34,13 @@ class Limiter:
         """Callers queued for a slot."""
         return len(self._waiters)
 
+    def try_acquire(self) -> bool:
+        """Take a free slot if nobody waits for one; ``False`` when the caller must wait."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Take a slot, waiting in line for one; a waiter cancelled in line leaves the line
         (or passes on the slot it was handed as it was cancelled)."""

@@ -49,7 +49,7 @@ from router.backends import (
     StreamDelta,
     create_backend,
 )
-from router.backends.base import CALL_DEADLINE
+from router.backends.base import CALL_DEADLINE, DeadlineKeeper
 from router.backends.http1 import Http1Client
 from router.backends.llamacpp import CONFIG_DIR_KEY
 from router.circuit import (
@@ -112,6 +112,7 @@ class PoolModel:
         self._forwarder = backend if isinstance(backend, ForwardingBackend) else None
         self._circuit = None if config.circuit is None else CircuitBreaker(
             config.name, config.circuit, clock)
+        self._timed = not (isinstance(backend, DeadlineKeeper) and backend.keeps_deadline())
 
     @property
     def forwards(self) -> bool:
@@ -159,6 +160,8 @@ class PoolModel:
     async def _queued(self, deadline: float) -> None:
         """Take a slot, waiting at most until ``deadline`` (a slot that comes at the deadline
         is given back: no time is left to use it)."""
+        if self._limit.try_acquire():  # the common case, without a timer
+            return
         try:
             async with asyncio.timeout_at(deadline):
                 await self._limit.acquire()
@@ -173,11 +176,10 @@ class PoolModel:
             self.name, f"queued for a slot for {self.config.timeouts.total:g} s without "
             f"getting one ({self.config.max_concurrency} busy; timeouts.total)")
 
-    @asynccontextmanager
-    async def _admitted(self) -> AsyncIterator[float]:
+    async def _enter(self) -> tuple[float, bool]:
         """One call's admission: the circuit lets it through, the queue has room, a slot is
-        taken within ``timeouts.total``; yields the call's deadline (event loop time). The
-        call's outcome is reported to the circuit; the slot is released whatever happens."""
+        taken within ``timeouts.total``. Returns the call's deadline (event loop time) and
+        whether the call is the circuit's probe; the caller must :meth:`_leave`."""
         deadline = asyncio.get_running_loop().time() + self.config.timeouts.total
         circuit = self._circuit
         probe = circuit.admit() if circuit is not None else False
@@ -188,26 +190,53 @@ class PoolModel:
             if circuit is not None:
                 circuit.abandoned(probe)
             raise
+        return deadline, probe
+
+    def _leave(self, probe: bool, error: BaseException | None) -> None:
+        """The call's outcome to the circuit, and its slot back."""
+        self._limit.release()
+        circuit = self._circuit
+        if circuit is None:
+            return
+        if error is None:
+            circuit.succeeded()
+        elif isinstance(error, UpstreamError) and counts_as_failure(error):
+            circuit.failed(failure_kind(error))
+        else:  # cancelled, or the request's own fault
+            circuit.abandoned(probe)
+
+    @asynccontextmanager
+    async def _admitted(self) -> AsyncIterator[float]:
+        """:meth:`_enter` … :meth:`_leave` around a stream; yields the deadline."""
+        deadline, probe = await self._enter()
         try:
             yield deadline
         except BaseException as exc:
-            if circuit is not None:
-                if isinstance(exc, UpstreamError) and counts_as_failure(exc):
-                    circuit.failed(failure_kind(exc))
-                else:
-                    circuit.abandoned(probe)
+            self._leave(probe, exc)
             raise
-        else:
-            if circuit is not None:
-                circuit.succeeded()
-        finally:
-            self._limit.release()
+        self._leave(probe, None)
+
+    async def _call(self, step: Callable[[], Awaitable[T]]) -> T:
+        """``await step()`` admitted and within the call's deadline (no context manager: this
+        is every plain and paired call's path)."""
+        deadline, probe = await self._enter()
+        try:
+            result = await self._bounded(deadline, step())
+        except BaseException as exc:
+            self._leave(probe, exc)
+            raise
+        self._leave(probe, None)
+        return result
 
     async def _bounded(self, deadline: float, step: Awaitable[T]) -> T:
         """``await step`` within the call's deadline, which the backend can read
-        (:data:`~router.backends.base.CALL_DEADLINE`)."""
+        (:data:`~router.backends.base.CALL_DEADLINE`). A backend that keeps the deadline
+        itself (:class:`~router.backends.base.DeadlineKeeper`) is trusted to: arming a timer
+        for every call costs more than the rest of the pool's bookkeeping."""
         token = CALL_DEADLINE.set(deadline)
         try:
+            if not self._timed:
+                return await step
             async with asyncio.timeout_at(deadline):
                 return await step
         except TimeoutError:
@@ -220,16 +249,15 @@ class PoolModel:
     # -- calls ----------------------------------------------------------------------------------
 
     async def sample(self, request: SampleRequest) -> SampleResult:
-        async with self._admitted() as deadline:
-            return await self._bounded(deadline, self.backend.sample(self._apply(request)))
+        return await self._call(lambda: self.backend.sample(self._apply(request)))
 
     async def forward(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Pass a client's chat body through (see :class:`ForwardingBackend`), within the
         model's limits; the backend applies the model's overrides."""
-        if self._forwarder is None:
+        forwarder = self._forwarder
+        if forwarder is None:
             raise TypeError(f"the backend of '{self.name}' cannot forward bodies")
-        async with self._admitted() as deadline:
-            return await self._bounded(deadline, self._forwarder.forward(body))
+        return await self._call(lambda: forwarder.forward(body))
 
     async def forward_stream(self, body: Mapping[str, Any]
                              ) -> AsyncGenerator[dict[str, Any], None]:

@@ -107,6 +107,16 @@ class ForwardingBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class DeadlineKeeper(Protocol):
+    """A backend whose calls end by :data:`CALL_DEADLINE` on their own — every attempt's
+    timeouts cut to it, no wait past it — so the pool arms no timer of its own per call."""
+
+    def keeps_deadline(self) -> bool:
+        """``True`` when every call of this backend keeps the deadline."""
+        ...
+
+
 class BackendFactory(Protocol):
     """Builds a backend from its model's config and the shared context."""
 

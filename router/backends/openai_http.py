@@ -390,6 +390,11 @@ class OpenAIBackend:
     def identity(self) -> Mapping[str, object]:
         return self.params.identity()
 
+    def keeps_deadline(self) -> bool:
+        """Every attempt's timeouts are cut to the call's deadline and no retry waits past it
+        (:meth:`_retrying`), the body of a stream included (the client's ``total`` timer)."""
+        return True
+
     # -- wiring ----------------------------------------------------------------------------
 
     def _client(self) -> Http1Client:

@@ -327,3 +327,31 @@ async def test_fallbacks_answer_when_the_model_fails_and_not_for_bad_requests(
         with pytest.raises(UpstreamError) as info:
             await pool.with_fallbacks("m", lambda name: pool.sample(name, ASK))
         assert info.value.upstream_status == 400 and fake.count() == 1
+
+
+async def test_every_kind_of_backend_ends_by_the_deadline(tmp_path: Path) -> None:
+    """A scripted model keeps the deadline itself (its latency is cut to it); a backend
+    that does not (a plugin's, llama.cpp) is cut by the pool's own timer."""
+
+    class Hung:
+        """A plugin backend that never answers and knows nothing of deadlines."""
+
+        name = "hung"
+
+        async def sample(self, request: SampleRequest) -> object:
+            await asyncio.sleep(HUNG)
+            raise AssertionError("unreachable")
+
+    settings = settings_from_mapping({"data_dir": str(tmp_path), "models": [
+        {"name": "slow", "timeouts": {"total": 0.3},
+         "backend": {"kind": "scripted", "latency_ms": HUNG * 1000}}]})
+    async with pool_of(settings) as pool:
+        with pytest.raises(UpstreamTimeoutError, match="scripted latency"):
+            await pool.sample("slow", ASK)
+        with pytest.raises(UpstreamTimeoutError, match="scripted latency"):
+            [d async for d in pool.stream("slow", ASK)]
+        assert_idle(pool.get("slow"))
+        plugin = PoolModel(settings.models[0], Hung())  # type: ignore[arg-type]
+        with pytest.raises(UpstreamTimeoutError, match=r"no answer within timeouts\.total"):
+            await plugin.sample(ASK)
+        assert_idle(plugin)
