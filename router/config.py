@@ -78,7 +78,8 @@ class ServerConfig(_Strict):
     admin_key: Secret | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
     log_prompts: bool = False
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: a readable console when stdout is a terminal, JSON lines otherwise."""
     shutdown_timeout: float = Field(30.0, ge=0)
     health_interval_s: float = Field(15.0, gt=0)
     """How often the pool's health is checked in the background (``/healthz`` reads it)."""

@@ -229,7 +229,23 @@ def processor_chain() -> list[Any]:
             structlog.processors.format_exc_info]
 
 
-def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "INFO",
+THIRD_PARTY = ("faiss", "llama-cpp-python", "numexpr", "urllib3", "filelock")
+"""Libraries whose info lines (faiss's loader trying CPU builds, …) are noise to an operator:
+shown only when the level is DEBUG."""
+
+
+def resolve_format(fmt: Literal["auto", "json", "console"],
+                   stream: IO[bytes]) -> Literal["json", "console"]:
+    """``auto``: console lines for a person at a terminal, JSON lines for everything else."""
+    if fmt != "auto":
+        return fmt
+    try:
+        return "console" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # a closed or file-less stream
+        return "json"
+
+
+def configure_logging(fmt: Literal["auto", "json", "console"] = "json", level: str = "INFO",
                       stream: IO[bytes] | None = None) -> None:
     """Native structlog to ``stream`` (default stdout) as JSON or console lines, buffered.
 
@@ -238,7 +254,9 @@ def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "IN
     previous = structlog.get_config().get("logger_factory")
     if isinstance(previous, BufferedLoggerFactory):
         previous.close()
-    factory = BufferedLoggerFactory(stream if stream is not None else sys.stdout.buffer)
+    out = stream if stream is not None else sys.stdout.buffer
+    fmt = resolve_format(fmt, out)
+    factory = BufferedLoggerFactory(out)
     atexit.register(factory.close)
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     processors: list[Any] = [JsonLine()] if fmt == "json" else [
@@ -254,6 +272,9 @@ def configure_logging(fmt: Literal["json", "console"] = "json", level: str = "IN
     root.setLevel(numeric_level)
     # our middleware writes the access log; aiohttp's own would duplicate it
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if numeric_level <= logging.DEBUG
+                                         else logging.WARNING)
 
 
 def generation_fields(model: str, temperature: float | None, max_tokens: int | None,

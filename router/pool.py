@@ -49,7 +49,7 @@ from router.backends import (
     StreamDelta,
     create_backend,
 )
-from router.backends.base import CALL_DEADLINE, DeadlineKeeper
+from router.backends.base import CALL_DEADLINE, DeadlineKeeper, WarmingBackend
 from router.backends.http1 import Http1Client
 from router.backends.llamacpp import CONFIG_DIR_KEY
 from router.circuit import (
@@ -328,6 +328,12 @@ class Pool:
             return self._models[name]
         except KeyError:
             raise UnknownModelError(name, self.names) from None
+
+    def warm(self) -> list[asyncio.Task[None]]:
+        """Start getting every model ready in the background (local weights load now, not
+        on the first call); the caller cancels the tasks when it stops."""
+        return [asyncio.create_task(m.backend.warm(), name=f"warm-{m.name}")
+                for m in self._models.values() if isinstance(m.backend, WarmingBackend)]
 
     async def sample(self, name: str, request: SampleRequest) -> SampleResult:
         return await self.get(name).sample(request)

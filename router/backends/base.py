@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from router.backends.http1 import Http1Client
     from router.backends.model_config import ModelConfig
 
-StatusKind = Literal["ready", "reachable", "weights found", "missing weights", "missing key",
-                     "unreachable", "error", "circuit open"]
+StatusKind = Literal["ready", "reachable", "weights found", "loading", "missing weights",
+                     "missing key", "unreachable", "error", "circuit open"]
 
 CALL_DEADLINE: ContextVar[float | None] = ContextVar("diffroute_call_deadline", default=None)
 """The event loop time (``loop.time()``) by which the current call must end, set by the pool
@@ -114,6 +114,15 @@ class DeadlineKeeper(Protocol):
 
     def keeps_deadline(self) -> bool:
         """``True`` when every call of this backend keeps the deadline."""
+        ...
+
+
+@runtime_checkable
+class WarmingBackend(Protocol):
+    """A backend that can get ready before its first call (load local weights)."""
+
+    async def warm(self) -> None:
+        """Get ready in the background; never raises (the first call reports a failure)."""
         ...
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
+import structlog
 
 from profiles.protocol import Message, Sample, SampleRequest, SampleResult, TokenLogprob, Usage
 from router.backends.base import BackendContext, BackendStatus, StreamDelta
@@ -91,6 +92,40 @@ def render_completion(params: LlamaCppParams, request: SampleRequest) -> str:
     system = "\n\n".join(s for s in systems if s)
     return params.completion_template.format(system=f"{system}\n\n" if system else "",
                                              prompt=prompt)
+
+
+# ------------------------------------------------------------------------- llama.cpp's logs
+
+_log = structlog.get_logger("diffroute.llamacpp")
+_LLAMA_LOG_CALLBACK: Any = None
+"""Our callback, kept alive here: llama.cpp holds only a C pointer to it."""
+
+
+def route_llama_logs() -> None:
+    """llama.cpp's own log lines (``llama_kv_cache_iswa: using full-size SWA cache…``) go
+    through our logging — its errors as warnings, the rest at debug level — instead of
+    straight to stderr, where llama-cpp-python's callback prints some of them whatever its
+    verbosity (level-less lines pass its level check)."""
+    global _LLAMA_LOG_CALLBACK
+    if _LLAMA_LOG_CALLBACK is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator, misc, unused-ignore]
+    def callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", "replace").rstrip()
+        if line and level == GGML_LOG_LEVEL_ERROR:
+            _log.warning("llamacpp.log", line=line)
+        elif line:
+            _log.debug("llamacpp.log", line=line)
+
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    _LLAMA_LOG_CALLBACK = callback
+
+
+GGML_LOG_LEVEL_ERROR = 3
 
 
 # ------------------------------------------------------------------------- the shared model
@@ -159,6 +194,24 @@ class SharedModel:
         self.refs = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llamacpp")
         self._loaded: _Loaded | None = None
+        self.loading = False
+        """A background load (:meth:`preload`) is under way."""
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded is not None
+
+    async def preload(self) -> bool:
+        """Load the weights now (in the worker thread, under the lock: a request that comes
+        first waits for the load instead of failing); ``False`` if they were loaded already."""
+        if self._loaded is not None:
+            return False
+        self.loading = True
+        try:
+            await self.run(lambda loaded: None)
+        finally:
+            self.loading = False
+        return True
 
     def loaded(self) -> _Loaded:
         """The model, loaded on first use (worker thread only)."""
@@ -176,6 +229,7 @@ class SharedModel:
             raise _LoadError(f"llama-cpp-python is not installed ({INSTALL_HINT})") from None
         p = self._params
         n_batch = p.n_batch or _auto_batch()
+        route_llama_logs()
         try:
             return Llama(model_path=str(path), n_ctx=p.n_ctx, n_threads=p.n_threads,
                          n_batch=n_batch, n_ubatch=n_batch, logits_all=False, verbose=False)
@@ -381,10 +435,31 @@ class LlamaCppBackend:
 
         if importlib.util.find_spec("llama_cpp") is None:
             return BackendStatus("missing weights", f"llama-cpp-python missing ({INSTALL_HINT})")
+        shared = self._shared
+        if shared is not None and shared.is_loaded:
+            return BackendStatus("ready", "weights loaded")
+        if shared is not None and shared.loading:
+            return BackendStatus("loading", "loading the weights in the background")
         status = weights_status(self.params.weights, self._context.data_dir,
                                 self._context.extras.get(CONFIG_DIR_KEY))
         return BackendStatus("weights found" if status.found else "missing weights",
                              status.detail)
+
+    async def warm(self) -> None:
+        """Load the weights in the background (one ``model.ready`` line when done)."""
+        shared = self._shared
+        if shared is None:
+            return
+        started = time.perf_counter()
+        try:
+            loaded_now = await shared.preload()
+        except Exception as exc:  # the first request reports it properly
+            _log.warning("model.load_failed", model=self._name,
+                         error=str(self._translate(exc)))
+            return
+        if loaded_now:
+            _log.info("model.ready", model=self._name, weights=self.params.weights,
+                      seconds=round(time.perf_counter() - started, 2))
 
     async def aclose(self) -> None:
         shared, self._shared = self._shared, None

@@ -13,6 +13,7 @@ import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -38,6 +39,8 @@ from router.profiling.sources import (
 )
 
 __all__ = ["PolicyDecider", "build_decider", "tables_from_matrix"]
+
+ProfileSource = Literal["built", "shipped", "none"]
 
 TASK_CACHE_SIZE = 4096
 """Task texts whose domain weights a decider remembers (an embedding and a search each)."""
@@ -71,6 +74,8 @@ class PolicyDecider:
         self._weights_lock = threading.Lock()  # decisions may run in worker threads
         self.live = live
         self.blocked = blocked
+        self.sources: dict[str, ProfileSource] = {}
+        """Where each model's profile came from (``built``, ``shipped`` or ``none``)."""
 
     @property
     def version(self) -> str:
@@ -194,8 +199,8 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     suite = open_suite(config.suite)
     query = ProfileQuery(config.suite, config.samples, config.profile_temperature)
     found = load_profiles(settings, pool, suite, query)
-    profiles = [p for p in found.values() if p is not None]
-    unprofiled = [name for name, p in found.items() if p is None]
+    profiles = [p for p, _ in found.values() if p is not None]
+    unprofiled = [name for name, (p, _) in found.items() if p is None]
     matrix = pool_matrix(profiles, suite, bootstrap=config.bootstrap) if profiles else \
         PoolMatrix(())
     families = {m.name: m.family_name for m in settings.models}
@@ -204,20 +209,27 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     embedder = embedder_for(settings.embedder)
     index = ProbeIndex.build(suite.probes, embedder, config.exact_index_limit) \
         if suite.probes else None
-    return PolicyDecider(tables, graph, pairings, config, index, embedder, live, pool.blocked)
+    decider = PolicyDecider(tables, graph, pairings, config, index, embedder, live,
+                            pool.blocked)
+    decider.sources = {name: source for name, (_, source) in found.items()}
+    return decider
 
 
 def load_profiles(settings: Settings, pool: Pool, suite: Suite,
-                  query: ProfileQuery) -> dict[str, Profile | None]:
-    """Each pool model's profile: stored observations first, then the shipped profile."""
+                  query: ProfileQuery) -> dict[str, tuple[Profile | None, ProfileSource]]:
+    """Each pool model's profile and where it came from: stored observations first (built),
+    then the profile shipped for the embedded pool."""
     shipped = shipped_profiles_dir()
-    out: dict[str, Profile | None] = {}
+    out: dict[str, tuple[Profile | None, ProfileSource]] = {}
     with open_observations(settings.data_dir) as store:
         for name in pool.names:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)
-            out[name] = stored if stored.records else shipped_profile(
-                name, model_key(model.identity()), suite, shipped)
+            if stored.records:
+                out[name] = (stored, "built")
+                continue
+            found = shipped_profile(name, model_key(model.identity()), suite, shipped)
+            out[name] = (found, "shipped" if found is not None else "none")
     return out
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -35,7 +37,7 @@ from router.logging import flush_logs
 from router.paired.compare import Comparer, NoiseAwareComparer, compare
 from router.paired.engine import PairedEngine
 from router.paired.record import LiveDiffSink
-from router.pairing.decider import build_decider
+from router.pairing.decider import PolicyDecider, build_decider
 from router.pairing.decision import Decider, LiveSource
 from router.pairing.pinned import Pairings, PairingsStore
 from router.pairing.service import PairingService
@@ -153,6 +155,8 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
         settings, metrics = app[SETTINGS], app[METRICS]
         async with AsyncExitStack() as stack:
             pool = await stack.enter_async_context(Pool.open(settings))
+            # local weights load in the background; a request that comes first waits for them
+            stack.push_async_callback(_cancel, pool.warm())
             live: DurableLiveDiffSink | None = None
             if sink_factory is None:
                 baseline = await asyncio.to_thread(load_baseline, settings)
@@ -174,7 +178,8 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
                 HealthWatch(pool, settings.server.health_interval_s))
             app[STATE] = ServiceState(settings, pool, pairing, engine, live, health,
                                       diff_provider)
-            _log.info("service.started", models=pool.names, data_dir=str(settings.data_dir))
+            _log.debug("service.resources_open", models=pool.names,
+                       data_dir=str(settings.data_dir))
             try:
                 yield
             finally:
@@ -183,6 +188,12 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
                 flush_logs()
 
     return resources
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _noise_aware(baseline: ProfileBaseline) -> Comparer:
@@ -216,17 +227,62 @@ async def settle_heap(_app: web.Application) -> None:
     gc.set_threshold(*GC_THRESHOLD)
 
 
+def serving_app(settings: Settings, **app_options: Any) -> web.Application:
+    """The app ``diffroute serve`` runs: :func:`create_app` with the collector tuned once it
+    has started (:func:`settle_heap`)."""
+    app = create_app(settings, **app_options)
+    app.on_startup.append(settle_heap)
+    return app
+
+
 def run_server(settings: Settings, **app_options: Any) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests get ``server.shutdown_timeout`` to end.
 
     ``app_options`` go to :func:`create_app`. Logging is configured by the caller (the CLI).
-    The process's collector is tuned once the app has started (:func:`settle_heap`).
+    Once listening, one ``service.started`` line says where to call and how.
     """
-    app = create_app(settings, **app_options)
-    app.on_startup.append(settle_heap)
+    asyncio.run(_serve(serving_app(settings, **app_options), settings))
+
+
+async def _serve(app: web.Application, settings: Settings) -> None:
     server = settings.server
     # handler_cancellation: a client that disconnects cancels its handler, so its model
     # call gives back its slot and its upstream request is cancelled (router.pool)
-    web.run_app(app, host=server.host, port=server.port, access_log=None,
-                shutdown_timeout=server.shutdown_timeout, print=None,
-                handle_signals=True, handler_cancellation=True)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_timeout,
+                           handler_cancellation=True)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, server.host, server.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        announce(app, f"http://{'[' + host + ']' if ':' in host else host}:{port}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        _log.info("service.stopping", grace_s=server.shutdown_timeout)
+    finally:
+        await runner.cleanup()
+
+
+def announce(app: web.Application, base: str) -> None:
+    """The start-up line: where to call, the pool and its profiles, the dashboard, a call."""
+    state = app[STATE]
+    sources = state.pairing.decider.sources \
+        if isinstance(state.pairing.decider, PolicyDecider) else {}
+    by_source: dict[str, list[str]] = {}
+    for name in state.pool.names:
+        by_source.setdefault(sources.get(name, "none"), []).append(name)
+    first = state.pool.names[0]
+    example = json.dumps({"model": f"audit:{first}",
+                          "messages": [{"role": "user", "content": "What is 17 * 23?"}]})
+    fields: dict[str, Any] = {
+        "url": f"{base}/v1", "models": state.pool.names,
+        "profiles": {k: v for k, v in sorted(by_source.items())},
+        "data_dir": str(state.settings.data_dir),
+        "try": f"curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' "
+               f"-d '{example}'"}
+    if any(r.canonical.startswith("/ui") for r in app.router.resources()):
+        fields["dashboard"] = f"{base}/ui/"
+    _log.info("service.started", **fields)

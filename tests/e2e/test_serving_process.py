@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Any
 
-import pytest
-from aiohttp import web
-
-from router.service import app as service_app
-from router.service.app import GC_THRESHOLD, run_server, settle_heap
+from router.service.app import GC_THRESHOLD, serving_app, settle_heap
 from tests.e2e.harness import make_settings, scripted, serve
 
 
-def test_run_server_settles_the_heap_after_start_up(monkeypatch: pytest.MonkeyPatch,
-                                                    tmp_path: Path) -> None:
-    served: list[web.Application] = []
-
-    def fake_run_app(app: web.Application, **_: Any) -> None:
-        served.append(app)
-
-    monkeypatch.setattr(service_app.web, "run_app", fake_run_app)
-    run_server(make_settings(tmp_path, [scripted("alpha", "a", "B")]))
-    assert served and settle_heap in served[0].on_startup
+def test_the_served_app_settles_the_heap_after_start_up(tmp_path: Path) -> None:
+    app = serving_app(make_settings(tmp_path, [scripted("alpha", "a", "B")]))
+    assert settle_heap in app.on_startup
 
 
 async def test_started_app_freezes_start_up_objects_and_collects_less_often(

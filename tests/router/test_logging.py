@@ -144,3 +144,30 @@ def test_console_lines_print_plain_tracebacks_without_local_variables() -> None:
     text = stream.getvalue().decode()
     assert "call.failed" in text and "RuntimeError: upstream down" in text
     assert "sk-secret-123" not in text
+
+
+def test_auto_format_is_console_at_a_terminal_and_json_elsewhere() -> None:
+    import os
+
+    from router.logging import resolve_format
+
+    leader, follower = os.openpty()
+    try:
+        with open(follower, "wb", closefd=False) as terminal:
+            assert resolve_format("auto", terminal) == "console"
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert resolve_format("auto", io.BytesIO()) == "json"
+    assert resolve_format("console", io.BytesIO()) == "console"
+
+
+@pytest.mark.parametrize(("level", "shown"), [("INFO", False), ("DEBUG", True)])
+def test_third_party_chatter_is_shown_only_at_debug(level: str, shown: bool) -> None:
+    stream = io.BytesIO()
+    configure_logging("json", level, stream=stream)
+    logging.getLogger("faiss.loader").info("Could not load library with AVX512 support")
+    logging.getLogger("faiss.loader").warning("a real problem")
+    flush_logs()
+    text = stream.getvalue().decode()
+    assert ("AVX512" in text) == shown and "a real problem" in text

@@ -278,3 +278,38 @@ def test_completion_rendering() -> None:
         "User: Hi\nAssistant: Hello\nUser: Bye\nAssistant:")
     given = SampleRequest(messages=(), completion_prompt="Q: 2+2\nA:")
     assert render_completion(params, given) == "Facts:\n\nQ: 2+2\nA:"
+
+
+async def test_weights_load_in_the_background_and_a_first_call_waits_for_them(
+        pool: dict[str, LlamaCppBackend]) -> None:
+    backend = pool["smollm2"]
+    assert (await backend.check()).state == "weights found"
+    warming = asyncio.create_task(backend.warm())
+    await asyncio.sleep(0)  # the load has started on the worker thread
+    assert (await backend.check()).state == "loading"
+    assert not (await backend.check()).ok  # /healthz?probe=ready: 503 while loading
+    answer = await backend.sample(ask("Say hi.", max_tokens=4))  # queued behind the load
+    await warming
+    assert answer.samples[0].text.strip()
+    assert (await backend.check()).state == "ready"
+    await backend.warm()  # loaded already: nothing to do, nothing logged
+
+
+def test_llama_cpp_log_lines_go_through_our_logging_not_stderr(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    import ctypes
+
+    from structlog.testing import capture_logs
+
+    from router.backends import llamacpp as module
+
+    module.route_llama_logs()
+    with capture_logs() as logs:
+        # a level-less line, as llama.cpp writes its SWA cache notice, then an error
+        module._LLAMA_LOG_CALLBACK(0, b"llama_kv_cache_iswa: using full-size SWA cache\n",
+                                   ctypes.c_void_p(0))
+        module._LLAMA_LOG_CALLBACK(3, b"llama_model_load: error loading model\n",
+                                   ctypes.c_void_p(0))
+    assert "llama_kv_cache" not in capfd.readouterr().err
+    assert [(e["log_level"], e["line"][:16]) for e in logs] == [
+        ("debug", "llama_kv_cache_i"), ("warning", "llama_model_load")]
