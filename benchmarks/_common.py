@@ -47,6 +47,29 @@ def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.9
+                    ) -> tuple[float, float, float]:
+    """A distribution-free interval for the median: ``(low, high, coverage)``.
+
+    The order statistics ``x(k)`` and ``x(n+1-k)`` bracket the true median with probability
+    ``1 - 2·P(Binomial(n, ½) < k)``, whatever the distribution (the sign test's interval); ``k``
+    is the largest whose coverage is at least ``confidence``, else 1 (the range). With 5 values
+    that is the range at 94 %, with 9 the 2nd and 8th values at 96 %. NaN for no values.
+    """
+    ordered = sorted(v for v in values if not math.isnan(v))
+    n = len(ordered)
+    if not n:
+        return math.nan, math.nan, math.nan
+
+    def coverage(k: int) -> float:
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / (1 << n)
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= confidence:
+        k += 1
+    return ordered[k - 1], ordered[n - k], coverage(k)
+
+
 def ratio(subject: float, baseline: float, digits: int = 2) -> str:
     """``subject / baseline`` as ``0.93×`` (``n/a`` when the baseline is zero or missing)."""
     if not baseline or math.isnan(baseline) or math.isnan(subject):

@@ -1,7 +1,7 @@
 """Does `diffroute diff` find planted differences without crying wolf? A ground-truth benchmark.
 
-Simulated pools (scripted backend, router.testing.simulate): 10 domains × 40 four-option choice probes,
-k samples per probe (default 20: 10 screen, 10 held out to confirm).
+Simulated pools (scripted backend, router.testing.simulate): 10 domains × 40 four-option choice
+probes, k samples per probe (default 20: 10 screen, 10 held out to confirm).
 
 (a) Null pairs — the same behaviour, different sampling seeds: every flagged domain and probe
     is a false positive.

@@ -5,7 +5,8 @@ whole. This runs the same call — the benchmark's chat body to the fake OpenAI 
 (``tests.fakes.FakeUpstream`` in a child process, ``--latency`` per call) — through
 
 * aiohttp: one ``ClientSession`` with an unlimited ``TCPConnector``, ``post`` + ``read`` (what
-  diffroute used before, and what the minimal proxy of ``benchmarks/service.py`` uses);
+  diffroute used before, and the baselines of ``benchmarks/service.py`` with
+  ``--baseline-client aiohttp``);
 * ``Http1Client.post`` with the headers and timeouts the OpenAI backend uses;
 
 alternating, in rounds, at ``--concurrency`` (64) from this process, and reports this

@@ -129,6 +129,16 @@ class Diff:
         out: dict[str, Any] = _clean(asdict(self))
         return out
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Diff:
+        """The diff back from :meth:`to_json` (raises ``KeyError``/``TypeError`` otherwise)."""
+        def hunk(h: dict[str, Any]) -> Hunk:
+            return Hunk(**{**h, "a": AnswerSummary(**h["a"]), "b": AnswerSummary(**h["b"])})
+
+        return cls(**{**data, "overall": DomainDiff(**data["overall"]),
+                      "domains": [DomainDiff(**d) for d in data["domains"]],
+                      "hunks": [hunk(h) for h in data["hunks"]]})
+
     def domain(self, name: str) -> DomainDiff:
         for d in self.domains:
             if d.name == name:

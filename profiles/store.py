@@ -162,6 +162,14 @@ class ObservationStore:
                                     float(latency)))
         return out
 
+    def last_observed(self, key: str, decoding_key: str) -> float | None:
+        """When a model's newest stored sample was taken (epoch seconds), ``None`` if never."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(created) FROM observations WHERE model_key=? AND decoding_key=?",
+                (key, decoding_key)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM observations").fetchone()[0])

@@ -105,7 +105,9 @@ class DiffQuery:
     since: float | None = None
     until: float | None = None
     after: int = 0
+    """Oldest first: the page starts after this ``seq``; newest first: before it (0: the end)."""
     limit: int = 50
+    newest_first: bool = False
 
 
 _LoopWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]"]
@@ -300,9 +302,10 @@ class LiveStore:
             return list(self._reader.execute(sql, params))
 
     def diffs(self, q: DiffQuery) -> list[dict[str, Any]]:
-        """A page of live diffs, oldest first, after the cursor ``q.after``."""
-        where: list[str] = ["seq > ?"]
-        params: list[Any] = [q.after]
+        """A page of live diffs, oldest first after the cursor ``q.after``, or newest first
+        before it (``q.newest_first``; the primary key walked backwards: no sort)."""
+        where: list[str] = ["seq < ?" if q.newest_first and q.after else "seq > ?"]
+        params: list[Any] = [q.after if q.after or not q.newest_first else 0]
         for column, value in (("primary_model", q.primary), ("partner", q.partner),
                               ("role", q.role)):
             if value is not None:
@@ -317,8 +320,9 @@ class LiveStore:
         if q.until is not None:
             where.append("created_at < ?")
             params.append(q.until)
+        order = "DESC" if q.newest_first else ""
         rows = self.read(f"SELECT * FROM live_diffs WHERE {' AND '.join(where)} "
-                         "ORDER BY seq LIMIT ?", [*params, q.limit])
+                         f"ORDER BY seq {order} LIMIT ?", [*params, q.limit])
         return [diff_json(r) for r in rows]
 
     def ids(self) -> set[str]:
@@ -337,6 +341,15 @@ class LiveStore:
                          "FROM comparisons WHERE at >= ? GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
                          (since,))
         return [(r[0], r[1], r[2], int(r[3]), int(r[4] or 0)) for r in rows]
+
+    def bucketed_counts(self, since: float, bucket_s: float
+                        ) -> list[tuple[str, str, str, int, int, int]]:
+        """``(primary, partner, domain, bucket, comparisons, disagreements)`` since a time,
+        the bucket being ``(at - since) // bucket_s``: a rate's history in one scan."""
+        rows = self.read("SELECT primary_model, partner, domain, CAST((at - ?) / ? AS INTEGER), "
+                         "COUNT(*), SUM(flagged) FROM comparisons WHERE at >= ? "
+                         "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4", (since, bucket_s, since))
+        return [(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5] or 0)) for r in rows]
 
     def drift_events(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.read("SELECT * FROM drift_events ORDER BY seq DESC LIMIT ?", (limit,))

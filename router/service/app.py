@@ -42,7 +42,7 @@ from router.pairing.decision import Decider, LiveSource
 from router.pairing.pinned import Pairings, PairingsStore
 from router.pairing.service import PairingService
 from router.pool import Pool
-from router.service import chat, health, live_routes, openapi, pairing_routes
+from router.service import chat, health, live_routes, openapi, pairing_routes, ui
 from router.service.health_watch import HealthWatch
 from router.service.middleware import (
     REQUEST_IDS,
@@ -66,7 +66,7 @@ from router.service.state import (
 
 BUILTIN_ROUTES: tuple[RouteModule, ...] = (
     chat.add_routes, pairing_routes.add_routes, live_routes.add_routes, health.add_routes,
-    openapi.add_routes)
+    openapi.add_routes, ui.add_routes)
 
 _log = structlog.get_logger("diffroute.service")
 

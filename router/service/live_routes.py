@@ -2,7 +2,8 @@
 
 * ``GET /v1/diffs`` — live diffs, oldest first; filters ``pair=A,B`` (or ``primary``,
   ``partner``), ``role``, ``domain``, ``since``/``until`` (epoch seconds or ISO 8601); pages of
-  ``limit`` (≤ 1000) after ``cursor`` (the ``next_cursor`` of the previous page).
+  ``limit`` (≤ 1000) after ``cursor`` (the ``next_cursor`` of the previous page); with
+  ``order=desc`` newest first, each page before ``cursor``.
 * ``GET /v1/diffs/stream`` — Server-Sent Events: each new live diff as ``event: live_diff`` with
   ``id:`` its sequence number, in commit order; ``: heartbeat`` comments every ``heartbeat``
   seconds; resumes after ``Last-Event-ID`` (or ``cursor``) from the store. Same filters.
@@ -115,9 +116,14 @@ def diff_query(request: web.Request, after: int = 0) -> DiffQuery:
         raise BadRequestError("role must be audit or assist", param="role")
     since = parse_time(q["since"], "since") if "since" in q else None
     until = parse_time(q["until"], "until") if "until" in q else None
+    order = q.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise BadRequestError("order must be asc (oldest first) or desc (newest first)",
+                              param="order")
     cursor = int(_number(request, "cursor", after, 0, 2**62, int))
     limit = int(_number(request, "limit", 50, 1, MAX_LIMIT, int))
-    return DiffQuery(primary, partner, role, q.get("domain"), since, until, cursor, limit)
+    return DiffQuery(primary, partner, role, q.get("domain"), since, until, cursor, limit,
+                     newest_first=order == "desc")
 
 
 def _last_event_id(request: web.Request) -> int:
@@ -149,6 +155,9 @@ async def stream_diffs(request: web.Request) -> web.StreamResponse:
     (``Last-Event-ID``) and the stream ends, so it never slows the others."""
     sink = _sink(request)
     query = diff_query(request, _last_event_id(request))
+    if query.newest_first:
+        raise BadRequestError("the stream is in commit order; order=desc is for GET /v1/diffs",
+                              param="order")
     heartbeat = _number(request, "heartbeat", DEFAULT_HEARTBEAT_S, 0.05, 300)
     sub = sink.broadcaster.subscribe(query)  # before the backlog read: nothing falls between
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",

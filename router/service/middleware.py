@@ -6,7 +6,7 @@ middleware costs a coroutine and a partial per request, and this runs for every 
 * gives each request an id (``x-request-id``, echoed back, or a process prefix and a counter)
   and binds it to the log context;
 * checks Bearer keys in constant time (:func:`check_auth`); handlers marked with
-  :func:`admin_only` need the admin key;
+  :func:`admin_only` need the admin key, those marked with :func:`public` none;
 * is the one place where errors become HTTP: every :class:`~router.errors.DiffrouteError` and
   aiohttp HTTP error becomes the OpenAI envelope ``{"error": {"message", "type", "param",
   "code"}}``; anything unexpected is logged with its traceback and answered with a 500 envelope
@@ -45,6 +45,7 @@ OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ADMIN_ATTR = "__diffroute_admin__"
+_PUBLIC_ATTR = "__diffroute_public__"
 _log = structlog.get_logger("diffroute.http")
 
 
@@ -184,6 +185,13 @@ def admin_only(handler: H) -> H:
     return handler
 
 
+def public(handler: H) -> H:
+    """Mark a handler as reachable without a key (it serves no data, e.g. the dashboard's
+    static assets)."""
+    setattr(handler, _PUBLIC_ATTR, True)
+    return handler
+
+
 def _bearer(request: web.Request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
@@ -197,10 +205,10 @@ def _matches(token: str | None, keys: tuple[str, ...]) -> bool:
     return found
 
 
-def _needs_admin(request: web.Request) -> bool:
+def _marked(request: web.Request, attr: str) -> bool:
     info = request.match_info
     handler = info.route.handler if info is not None else None
-    return bool(getattr(handler, _ADMIN_ATTR, False))
+    return bool(getattr(handler, attr, False))
 
 
 def has_valid_key(request: web.Request) -> bool:
@@ -215,7 +223,7 @@ def check_auth(request: web.Request) -> None:
     """401 unless the request carries a valid key; the key itself is never logged."""
     keys: Keys = request.app[KEYS]
     admin = (keys.admin,) if keys.admin else ()
-    if _needs_admin(request):
+    if _marked(request, _ADMIN_ATTR):
         if not admin:
             raise AuthError("this route needs the admin key, and none is configured "
                             "(server.admin_key)")
@@ -226,6 +234,6 @@ def check_auth(request: web.Request) -> None:
             raise ForbiddenError("this route needs the admin key; the key given is a client "
                                  "key")
         raise AuthError("this route needs the admin key (Authorization: Bearer <admin key>)")
-    elif keys.client and request.path not in OPEN_PATHS and not _matches(
-            _bearer(request), keys.client + admin):
+    elif keys.client and request.path not in OPEN_PATHS and not _marked(
+            request, _PUBLIC_ATTR) and not _matches(_bearer(request), keys.client + admin):
         raise AuthError("missing or invalid API key (Authorization: Bearer <key>)")

@@ -142,11 +142,15 @@ def _paths() -> dict[str, Any]:
                     "responses": {"200": {"description": "the stored pairings",
                                           **_json("Pairings")}, **_errors(400, 401, 403, 503)}}},
         "/v1/profiles/diff": {"get": {
-            "summary": "The behavioral diff of two models",
-            "parameters": [{"name": n, "in": "query", "required": True,
-                            "schema": {"type": "string"}} for n in ("a", "b")],
+            "summary": "The behavioral diff of two models (format=html: the HTML report)",
+            "parameters": [*({"name": n, "in": "query", "required": True,
+                              "schema": {"type": "string"}} for n in ("a", "b")),
+                           {"name": "format", "in": "query", "required": False,
+                            "schema": {"enum": ["json", "html"], "default": "json"}}],
             "responses": {"200": {"description": "the diff", "content": {
-                "application/json": {"schema": free}}}, **_errors(400, 401, 404)}}},
+                "application/json": {"schema": free}, "text/html": {"schema": {
+                    "type": "string"}}}}, **_errors(400, 401, 404)}}},
+        **_dashboard_paths(free),
         "/healthz": {"get": {
             "summary": "Liveness and pool readiness (?probe=ready: 503 when not ready)",
             "security": [],
@@ -157,6 +161,35 @@ def _paths() -> dict[str, Any]:
                 "503": {"description": "not ready (with ?probe=ready)"}}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [],
                                   "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    }
+
+
+def _dashboard_paths(free: dict[str, Any]) -> dict[str, Any]:
+    """The routes the dashboard reads (``router.service.ui.views``); any client may."""
+    def number(name: str, description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "description": description,
+                "schema": {"type": "number"}}
+
+    def ok(description: str) -> dict[str, Any]:
+        return {"200": {"description": description,
+                        "content": {"application/json": {"schema": free}}}}
+
+    return {
+        "/v1/pool": {"get": {
+            "summary": "Every model (family, backend, status, profile summary) and the pool's "
+                       "pairwise similarity per domain (κp with its interval, agreement, error "
+                       "consistency, accuracy), families and detected communities",
+            "responses": {**ok("the pool"), **_errors(401, 404)}}},
+        "/v1/pairings/current": {"get": {
+            "summary": "The policy's current choice for every primary and role, with score, "
+                       "reason and pin",
+            "responses": {**ok("one row per primary and role"), **_errors(401)}}},
+        "/v1/stats/disagreements/series": {"get": {
+            "summary": "Disagreement rate per pair and domain over time: buckets with a Wilson "
+                       "interval, and the rate the profile predicts",
+            "parameters": [number("window", "seconds back from now (default 3600)"),
+                           number("buckets", "how many (1–500, default 30)")],
+            "responses": {**ok("the series"), **_errors(400, 401, 503)}}},
     }
 
 

@@ -1,4 +1,5 @@
-"""The routing routes: ``POST /v1/route``, ``GET/PUT /v1/pairings``, ``GET /v1/profiles/diff``.
+"""The routing routes: ``POST /v1/route``, ``GET/PUT /v1/pairings``, ``GET /v1/profiles/diff``
+(JSON, or ``format=html``: the self-contained HTML report).
 
 None of them calls a model: they ask the policy, the pairings store or the diff provider.
 """
@@ -11,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from profiles.diff import Diff
+from profiles.report.html import render_html
 from router.errors import BadRequestError, DiffrouteError
 from router.pairing.decision import RouteRequest
 from router.pairing.pinned import parse_pairings
@@ -65,6 +68,8 @@ async def profiles_diff(request: web.Request) -> web.Response:
     """The behavioral diff of models ``a`` and ``b``, from the injected diff provider."""
     state = request.app[STATE]
     a, b = request.query.get("a", ""), request.query.get("b", "")
+    if request.query.get("format", "json") not in ("json", "html"):
+        raise BadRequestError("format must be json or html", param="format")
     for param, value in (("a", a), ("b", b)):
         if not value:
             raise BadRequestError(f"query parameter '{param}' (a model name) is required",
@@ -79,7 +84,20 @@ async def profiles_diff(request: web.Request) -> web.Response:
         return _no_profile(a, b, str(exc).strip("'\"") or "no profile")
     if diff is None:
         return _no_profile(a, b, "no profile")
+    if request.query.get("format", "json") == "html":
+        return web.Response(text=_report(diff), content_type="text/html",
+                            headers={"Content-Security-Policy": "default-src 'none'; "
+                                     "style-src 'unsafe-inline'"})
     return web.json_response(diff)
+
+
+def _report(diff: dict[str, Any]) -> str:
+    """The diff as the self-contained HTML report (``diffroute diff --format html``)."""
+    try:
+        return render_html(Diff.from_json(diff))
+    except (KeyError, TypeError) as exc:
+        raise DiffrouteError(f"the diff provider's answer is not a diff ({exc!r}): "
+                             "ask for format=json") from None
 
 
 async def _call_provider(provider: Any, a: str, b: str) -> dict[str, Any] | None:

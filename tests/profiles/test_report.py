@@ -234,3 +234,13 @@ def test_matrix_text_and_json(pool: Pool, tmp_path: Path) -> None:
         render_matrix_text(matrix, "nope")
     data = json.loads(render_matrix_json(matrix, PLANTED))
     assert list(data["domains"]) == [PLANTED] and data["models"] == ["alpha", "beta", "twin"]
+
+
+def test_a_diff_comes_back_from_its_json(planted: Diff) -> None:
+    """``GET /v1/profiles/diff?format=html`` renders the report from the diff's JSON."""
+    data = planted.to_json()
+    again = Diff.from_json(json.loads(json.dumps(data)))
+    assert again.to_json() == data
+    assert again.hunks and render_html(again) == render_html(Diff.from_json(data))
+    with pytest.raises(KeyError):
+        Diff.from_json({"a": "x", "b": "y"})

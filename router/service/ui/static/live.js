@@ -1,0 +1,168 @@
+// Live: drift alarms, disagreement rates over time (Wilson band, profile prediction), and the
+// feed of live diffs — newest first, paged, with new ones arriving over /v1/diffs/stream.
+import { getJSON, openStream } from "/ui/api.js";
+import { errorBox, fmt, h, pct, s, time } from "/ui/dom.js";
+
+const PAGE = 25;
+const RATES_REFRESH_MS = 15000;
+const WINDOWS = { "15 min": 900, "1 h": 3600, "6 h": 21600, "24 h": 86400, "7 days": 604800 };
+
+export async function renderLive(root, params) {
+  const window_s = Object.values(WINDOWS).includes(Number(params.get("window"))) ? Number(params.get("window")) : 3600;
+  const filter = { pair: params.get("pair") || "", domain: params.get("domain") || "" };
+  const listQuery = new URLSearchParams({ order: "desc", limit: String(PAGE) });
+  if (filter.pair) listQuery.set("pair", filter.pair);
+  if (filter.domain) listQuery.set("domain", filter.domain);
+  // the first render's three requests, in parallel
+  const [page, series, drift] = await Promise.all([
+    getJSON(`/v1/diffs?${listQuery}`),
+    getJSON(`/v1/stats/disagreements/series?window=${window_s}&buckets=30`),
+    getJSON("/v1/drift?limit=20"),
+  ]);
+
+  const windowSelect = h("select", { id: "window", "aria-label": "window" },
+    Object.entries(WINDOWS).map(([label, value]) => h("option", { value, selected: value === window_s }, label)));
+  windowSelect.addEventListener("change", () => { location.hash = `#/live?window=${windowSelect.value}`; });
+  const streamState = h("span", { id: "stream-state", class: "pill" }, "connecting");
+  const feed = h("ol", { id: "feed", class: "feed" });
+  const more = h("button", { id: "older", type: "button" }, "older diffs");
+  let oldest = null;
+  const append = (diffs) => {
+    for (const diff of diffs) feed.append(diffItem(diff, false));
+    if (diffs.length) oldest = diffs[diffs.length - 1].seq;
+    more.hidden = diffs.length < PAGE;
+  };
+  append(page.data);
+  more.addEventListener("click", async () => {
+    more.disabled = true;
+    try {
+      const q = new URLSearchParams(listQuery);
+      q.set("cursor", String(oldest));
+      append((await getJSON(`/v1/diffs?${q}`)).data);
+    } catch (error) {
+      feed.append(errorBox(error));
+    }
+    more.disabled = false;
+  });
+
+  root.append(
+    h("div", { class: "toolbar" }, h("h1", {}, "Live"), h("label", {}, "window ", windowSelect), streamState,
+      filter.pair ? h("span", { class: "pill" }, `pair ${filter.pair} `, h("a", { href: "#/live" }, "×")) : ""),
+    alarms(drift),
+    h("h2", {}, "Disagreement rate over time"),
+    h("p", { class: "muted small" }, "Per pair and domain, per time bucket: the observed rate, its 95% Wilson band (shaded) and the rate the profile predicts (dashed)."),
+    h("div", { class: "charts", id: "rates" }, series.data.length ? series.data.map((row) => rateChart(row, series)) : h("p", { class: "muted" }, "No paired comparison in this window.")),
+    h("h2", {}, "Live diffs"),
+    feed.childElementCount ? "" : h("p", { class: "muted", id: "feed-empty" }, "No live diff yet: make a paired call (model audit:… or assist:…)."),
+    feed, more);
+
+  const newest = page.data.length ? page.data[0].seq : null;
+  const streamQuery = new URLSearchParams();
+  if (newest !== null) streamQuery.set("cursor", String(newest));
+  if (filter.pair) streamQuery.set("pair", filter.pair);
+  if (filter.domain) streamQuery.set("domain", filter.domain);
+  const stream = openStream(`/v1/diffs/stream?${streamQuery}`, (event, diff) => {
+    if (event !== "live_diff") return;
+    root.querySelector("#feed-empty")?.remove();
+    feed.prepend(diffItem(diff, true));
+  }, (state) => { streamState.textContent = state === "connected" ? "live" : state; streamState.dataset.state = state; });
+  // the rates move as comparisons arrive: redraw them now and then (the feed is pushed)
+  const charts = root.querySelector("#rates");
+  const timer = setInterval(async () => {
+    try {
+      const fresh = await getJSON(`/v1/stats/disagreements/series?window=${window_s}&buckets=30`);
+      if (fresh.data.length) charts.replaceChildren(...fresh.data.map((row) => rateChart(row, fresh)));
+    } catch (error) { /* keep the last drawing; the next tick retries */ }
+  }, RATES_REFRESH_MS);
+  return () => { stream.abort(); clearInterval(timer); };
+}
+
+function alarms(drift) {
+  const drifted = drift.states.filter((st) => st.state === "drifted");
+  const events = drift.data.slice(-5).reverse();
+  const lastEvent = (st) => drift.data.filter((ev) => ev.primary_model === st.primary && ev.partner === st.partner && ev.domain === st.domain).pop();
+  if (!drifted.length && !events.length) return h("p", { class: "ok-banner", id: "drift" }, "No drift: every pair's disagreement rate is where its profile predicts.");
+  return h("section", { class: "alarm", id: "drift", role: "alert" },
+    h("h2", {}, `Drift alarms (${drifted.length} pair${drifted.length === 1 ? "" : "s"} drifted)`),
+    h("ul", {}, drifted.map((st) => {
+      const ev = lastEvent(st);
+      const what = ev ? `disagreement rate ${ev.direction}: ${pct(ev.observed)} observed over ${ev.comparisons} comparisons where the profile predicted ${pct(ev.expected)} (CUSUM ${fmt(ev.statistic)})` : `drifted after ${st.comparisons} comparisons`;
+      return h("li", { class: "drifted" }, h("strong", {}, `${st.primary} ⟷ ${st.partner}`), ` on ${st.domain}: ${what}; relearning its normal rate`);
+    }),
+    events.map((ev) => h("li", {}, `${time(ev.at)} — ${ev.primary_model} ⟷ ${ev.partner} on ${ev.domain}: rate ${ev.direction}, expected ${pct(ev.expected)}, observed ${pct(ev.observed)}`))));
+}
+
+function span(seconds) {
+  return seconds >= 86400 ? `${seconds / 86400} d` : seconds >= 3600 ? `${seconds / 3600} h` : `${seconds / 60} min`;
+}
+
+function rateChart(row, series) {
+  const w = 300, hgt = 120, pad = 26;
+  const x = (t) => pad + ((t - series.start + series.bucket_s / 2) / series.window_s) * (w - pad - 6);
+  const y = (r) => hgt - 16 - r * (hgt - 28);
+  const pts = row.points;
+  const top = pts.map((p) => `${x(p.start).toFixed(1)},${y(p.interval[1]).toFixed(1)}`);
+  const bottom = pts.slice().reverse().map((p) => `${x(p.start).toFixed(1)},${y(p.interval[0]).toFixed(1)}`);
+  const svg = s("svg", { viewBox: `0 0 ${w} ${hgt}`, class: "rate", role: "img", "aria-label": `rate ${row.primary} ${row.partner} ${row.domain}` },
+    s("line", { x1: pad, y1: y(0), x2: w - 6, y2: y(0), class: "axis" }),
+    s("line", { x1: pad, y1: y(1), x2: w - 6, y2: y(1), class: "grid" }),
+    s("text", { x: pad - 4, y: y(0) + 4, "text-anchor": "end", class: "tick" }, "0"),
+    s("text", { x: pad - 4, y: y(1) + 4, "text-anchor": "end", class: "tick" }, "1"),
+    pts.length > 1 ? s("polygon", { points: [...top, ...bottom].join(" "), class: "band" }) : "",
+    row.predicted_rate !== null ? s("line", { x1: pad, x2: w - 6, y1: y(row.predicted_rate), y2: y(row.predicted_rate), class: "predicted" },
+      s("title", {}, `profile predicts ${pct(row.predicted_rate)}`)) : "",
+    pts.length > 1 ? s("polyline", { points: pts.map((p) => `${x(p.start).toFixed(1)},${y(p.rate).toFixed(1)}`).join(" "), class: "observed" }) : "",
+    s("text", { x: pad, y: hgt - 2, class: "tick" }, `−${span(series.window_s)}`),
+    s("text", { x: w - 6, y: hgt - 2, "text-anchor": "end", class: "tick" }, "now"),
+    pts.map((p) => s("line", { x1: x(p.start), x2: x(p.start), y1: y(p.interval[0]), y2: y(p.interval[1]), class: "whisker" })),
+    pts.map((p) => s("circle", { cx: x(p.start), cy: y(p.rate), r: 2.5, class: "observed-dot" },
+      s("title", {}, `${time(p.start)}: ${p.disagreements}/${p.comparisons} = ${pct(p.rate)} [${pct(p.interval[0])}, ${pct(p.interval[1])}]`))));
+  const total = pts.reduce((a, p) => [a[0] + p.comparisons, a[1] + p.disagreements], [0, 0]);
+  return h("figure", { class: `chart ${row.drift_state === "drifted" ? "drifted" : ""}`, "data-pair": `${row.primary},${row.partner}`, "data-domain": row.domain },
+    h("figcaption", {}, h("strong", {}, `${row.primary} ⟷ ${row.partner}`), ` · ${row.domain} · ${total[1]}/${total[0]} · `,
+      h("span", { class: `drift-state ${row.drift_state || ""}` }, row.drift_state || "no drift test")),
+    svg);
+}
+
+// Word-level diff (longest common subsequence), for the side-by-side answers.
+function tokens(text) {
+  return (text || "").split(/(\s+)/).filter((t) => t !== "");
+}
+
+export function wordDiff(a, b) {
+  const x = tokens(a), y = tokens(b);
+  if (x.length * y.length > 250000) return [x.map((t) => [t, false]), y.map((t) => [t, false])];
+  const n = x.length, m = y.length;
+  const table = Array.from({ length: n + 1 }, () => new Uint16Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--)
+    table[i][j] = x[i] === y[j] ? table[i + 1][j + 1] + 1 : Math.max(table[i + 1][j], table[i][j + 1]);
+  const left = [], right = [];
+  let i = 0, j = 0;
+  while (i < n && j < m) {
+    if (x[i] === y[j]) { left.push([x[i++], false]); right.push([y[j++], false]); }
+    else if (table[i + 1][j] >= table[i][j + 1]) left.push([x[i++], true]);
+    else right.push([y[j++], true]);
+  }
+  while (i < n) left.push([x[i++], true]);
+  while (j < m) right.push([y[j++], true]);
+  return [left, right];
+}
+
+function marked(parts, cls) {
+  return parts.map(([t, changed]) => (changed && t.trim() ? h("mark", { class: cls }, t) : t));
+}
+
+function diffItem(diff, fresh) {
+  const [left, right] = wordDiff(diff.primary_text, diff.partner_text);
+  const prompt = diff.messages ? diff.messages.filter((m) => m.role === "user").map((m) => typeof m.content === "string" ? m.content : JSON.stringify(m.content)).join("\n") : `(redacted, digest ${diff.prompt_digest})`;
+  return h("li", { class: `diff ${fresh ? "fresh" : ""}`, id: `diff-${diff.id}`, "data-id": diff.id, "data-seq": diff.seq },
+    h("header", {},
+      h("a", { href: `#/live?pair=${encodeURIComponent(`${diff.primary},${diff.partner}`)}` }, h("strong", {}, `${diff.primary} ⟷ ${diff.partner}`)),
+      h("span", { class: `role ${diff.role}` }, diff.role),
+      diff.domains.map((d) => h("span", { class: "domain" }, d)),
+      h("span", { class: "muted small" }, `${time(diff.created_at)} · agreement ${fmt(diff.agreement)} · divergence ${fmt(diff.divergence, 3)} > ${fmt(diff.threshold, 3)} (${diff.method})`)),
+    h("pre", { class: "prompt" }, prompt),
+    h("div", { class: "sides" },
+      h("div", { class: "side a" }, h("h4", {}, `${diff.primary} (primary)`), h("pre", { class: "answer primary-text" }, diff.primary_text === null ? "(redacted)" : marked(left, "del"))),
+      h("div", { class: "side b" }, h("h4", {}, `${diff.partner} (${diff.role === "audit" ? "auditor" : "assistant"})`), h("pre", { class: "answer partner-text" }, diff.partner_text === null ? "(redacted)" : marked(right, "ins")))));
+}

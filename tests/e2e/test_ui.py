@@ -1,0 +1,333 @@
+"""The dashboard in a real browser: Playwright driving Debian's Chromium against the real
+service on a scripted pool with real profiles and the real pairing policy.
+
+Each test opens a page and checks what a person would: the names and similarity values shown
+are the API's, a live diff arrives without a reload, a pin saved with the admin key is what the
+policy decides next, a wrong key is refused. Every page is screenshotted into the artifacts
+dir (``DIFFROUTE_TEST_ARTIFACTS``, else ``ui-screenshots`` in pytest's base temporary dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.e2e.harness import Running
+from tests.e2e.ui_world import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    LYON,
+    MODEL_NAMES,
+    PARIS,
+    QUESTION,
+    api,
+    audit,
+    profiled_fixture,  # noqa: F401  # a fixture the tests use by name
+    running_fixture,  # noqa: F401
+)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: ``$DIFFROUTE_TEST_ARTIFACTS``, else ``ui-screenshots`` in the
+    run's base temporary dir (pytest keeps the last three runs')."""
+    default = tmp_path_factory.getbasetemp() / "ui-screenshots"
+    where = Path(os.environ.get("DIFFROUTE_TEST_ARTIFACTS", default))
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+async def open_page(browser: Browser, running: Running, hash_: str, *,
+                    key: str | None = CLIENT_KEY) -> Page:
+    """A new tab on ``/ui/#…``, with the client key already given (as the dialog stores it)."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.errors = errors  # type: ignore[attr-defined]  # read by the tests
+    if key is not None:
+        await page.add_init_script(f"sessionStorage.setItem('diffroute.key', '{key}')")
+    await page.goto(f"{running.url}/ui/#{hash_}")
+    return page
+
+
+async def ready(page: Page) -> None:
+    await page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+
+
+async def shot(page: Page, artifacts: Path, name: str) -> None:
+    await page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
+
+
+def _approx(text: str | None, value: float | None, tolerance: float = 0.005) -> bool:
+    """``text`` is ``value`` rounded (to 2 decimals by default)."""
+    if value is None:
+        return text == "n/a"
+    return text is not None and abs(float(text) - value) <= tolerance + 1e-9
+
+
+# --- pool ------------------------------------------------------------------------------------
+
+
+async def test_pool_page_shows_the_apis_models_and_similarities(
+        running: Running, browser: Browser, artifacts: Path) -> None:
+    pool = await api(running, "GET", "/v1/pool")
+    sim = pool["similarity"]
+    assert sim["models"] == MODEL_NAMES
+    page = await open_page(browser, running, "/pool")
+    await ready(page)
+    cards = await page.locator(".card h3").all_inner_texts()
+    assert cards == [m["name"] for m in pool["models"]]
+    for model in pool["models"]:
+        card = page.locator(f'.card[data-model="{model["name"]}"]')
+        assert await card.locator(".status").inner_text() == model["status"]["state"]
+        accuracy = await card.locator("dd.accuracy").inner_text()
+        assert accuracy.endswith("%")
+        assert _approx(accuracy[:-1], model["profile"]["accuracy"] * 100, 0.05)
+    graph_nodes = await page.locator("svg.graph .node").evaluate_all(
+        "els => els.map(e => e.dataset.model)")
+    assert sorted(graph_nodes) == sorted(MODEL_NAMES)
+    families = await page.locator("svg.graph .family").evaluate_all(
+        "els => els.map(e => e.dataset.family)")
+    assert sorted(families) == sorted(pool["families"])
+    await shot(page, artifacts, "pool")
+
+    for domain in ("all", "geography"):
+        await page.select_option("#domain", domain)
+        await check_heatmap(page, sim, domain)
+    assert "domain=geography" in page.url
+    await page.click('svg.heatmap .cell[data-a="alpha"][data-b="beta"]')  # a cell opens its diff
+    await page.wait_for_url("**/ui/#/diff?a=alpha&b=beta")
+    await page.frame_locator("#diff-report").locator("h1").wait_for(timeout=10_000)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def check_heatmap(page: Page, sim: dict[str, Any], domain: str) -> None:
+    """Every cell of the heatmap and every edge of the graph is the API's κp (and interval)."""
+    n = len(sim["models"])
+    matrix = sim["domains"][domain]
+    cells = await page.locator("svg.heatmap .cell").evaluate_all(
+        "els => els.map(e => [e.dataset.a, e.dataset.b, e.dataset.value, e.dataset.low,"
+        " e.dataset.high, e.querySelector('text').textContent,"
+        " e.querySelector('title').textContent])")
+    assert len(cells) == n * n
+    for a, b, value, low, high, shown, title in cells:
+        k = sim["models"].index(a) * n + sim["models"].index(b)
+        expected = matrix["kappa"][k]
+        assert (float(value) if value else None) == expected, (domain, a, b)
+        assert _approx(shown, expected), (domain, a, b, shown, expected)
+        if matrix["kappa_low"][k] is not None:
+            assert float(low) == matrix["kappa_low"][k] and float(high) == matrix["kappa_high"][k]
+            found = re.search(r"\[(-?[\d.]+), (-?[\d.]+)\] 95% bootstrap interval", title)
+            assert found is not None, title
+            assert _approx(found[1], matrix["kappa_low"][k], 0.0005)
+            assert _approx(found[2], matrix["kappa_high"][k], 0.0005)
+    edges = await page.locator("svg.graph .edge").evaluate_all(
+        "els => els.map(e => [e.dataset.a, e.dataset.b, Number(e.dataset.value)])")
+    for a, b, value in edges:
+        assert value == matrix["kappa"][sim["models"].index(a) * n + sim["models"].index(b)]
+    shown_edges = {(a, b) for a, b, _ in edges}
+    expected_edges = {(sim["models"][i], sim["models"][j]) for i in range(n)
+                      for j in range(i + 1, n) if matrix["kappa"][i * n + j] is not None}
+    assert shown_edges == expected_edges
+
+
+# --- diff ------------------------------------------------------------------------------------
+
+
+async def test_diff_page_renders_the_report_and_is_linkable(
+        running: Running, browser: Browser, artifacts: Path) -> None:
+    diff = await api(running, "GET", "/v1/profiles/diff?a=alpha&b=beta")
+    page = await open_page(browser, running, "/diff?a=alpha&b=beta")
+    await ready(page)
+    frame = page.frame_locator("#diff-report")
+    await frame.locator("h1").wait_for(timeout=10_000)
+    assert await frame.locator("h1").inner_text() == "diff --behavior a/alpha b/beta"
+    rows = await frame.locator("table.summary tbody tr td:first-child").all_inner_texts()
+    assert set(rows) == {d["name"] for d in diff["domains"]} | {"all"}
+    assert await frame.locator("section.hunk").count() == len(diff["hunks"])
+    assert await page.locator("#diff-a").input_value() == "alpha"
+    assert await page.locator("#diff-b").input_value() == "beta"
+    await shot(page, artifacts, "diff")
+    await page.select_option("#diff-b", "gamma")  # the choice goes into the URL
+    await page.wait_for_url("**/ui/#/diff?a=alpha&b=gamma")
+    await page.frame_locator("#diff-report").locator(
+        "h1", has_text="b/gamma").wait_for(timeout=10_000)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+# --- pairings --------------------------------------------------------------------------------
+
+
+async def test_pin_set_with_the_admin_key_reaches_the_policy(
+        running: Running, browser: Browser, artifacts: Path) -> None:
+    route = {"role": "audit", "primary": "alpha", "task": QUESTION}
+    before = await api(running, "POST", "/v1/route", route)
+    pin = "beta" if before["partner"] != "beta" else "gamma"  # not what the policy chose
+    current = await api(running, "GET", "/v1/pairings/current")
+    page = await open_page(browser, running, "/pairings")
+    await ready(page)
+    row = page.locator('#pairings-table tr[data-primary="alpha"][data-role="audit"]')
+    assert await row.locator("td.partner").inner_text() == before["partner"]
+    shown = await page.locator("#pairings-table tbody tr").count()
+    assert shown == len(current["data"]) == 2 * len(MODEL_NAMES)
+    await shot(page, artifacts, "pairings")
+
+    await row.locator("select.pin").select_option(pin)
+    await page.click("#save-pairings")
+    # a wrong admin key is refused and asked again; the right one is accepted
+    await page.wait_for_selector("#key-dialog[open]")
+    assert await page.locator("#key-title").inner_text() == "Admin key"
+    for wrong in (CLIENT_KEY, "not-the-admin-key"):  # a client key (403), a wrong one (401)
+        await page.fill("#key-input", wrong)
+        await page.click("#key-submit")
+        await page.wait_for_selector("#key-dialog[open]")
+        assert "refused" in await page.locator("#key-why").inner_text()
+    assert (await api(running, "GET", "/v1/pairings"))["pinned"] == {}
+    await page.fill("#key-input", ADMIN_KEY)
+    await page.click("#key-submit")
+    await page.wait_for_selector("#pairings-status:has-text('saved')")
+
+    assert (await api(running, "GET", "/v1/pairings"))["pinned"] == {"alpha": {"audit": pin}}
+    after = await api(running, "POST", "/v1/route", route)
+    assert after["partner"] == pin and "pinned" in after["reason"]
+    row = page.locator('#pairings-table tr[data-primary="alpha"][data-role="audit"]')
+    assert await row.locator("td.partner").inner_text() == pin
+    assert await row.locator("select.pin").input_value() == pin
+    # the next paired call is audited by the pinned partner
+    answer = await api(running, "POST", "/v1/chat/completions",
+                       {"model": "audit:alpha", "messages": [{"role": "user", "content": "hi"}]})
+    assert answer["diffroute"]["partner"] == pin
+    # the only errors are the refused saves, which the browser logs as failed loads
+    assert all(re.search(r"status of 40[13]", e) for e in page.errors)  # type: ignore[attr-defined]
+
+
+# --- live ------------------------------------------------------------------------------------
+
+
+async def test_live_feed_receives_an_audit_within_two_seconds(
+        running: Running, browser: Browser, artifacts: Path) -> None:
+    earlier = [await audit(running, "beta"), await audit(running, "gamma")]
+    assert earlier[0]["flagged"] and not earlier[1]["flagged"]
+    page = await open_page(browser, running, "/live")
+    await ready(page)
+    await page.wait_for_selector("#stream-state[data-state=connected]", timeout=5_000)
+    assert await page.locator("li.diff").count() == 1
+    charts = await page.locator("figure.chart").evaluate_all(
+        "els => els.map(e => [e.dataset.pair, e.dataset.domain])")
+    series = await api(running, "GET", "/v1/stats/disagreements/series?window=3600&buckets=30")
+    assert sorted(map(tuple, charts)) == sorted(
+        (f"{r['primary']},{r['partner']}", r["domain"]) for r in series["data"])
+    # one bucket so far: its Wilson interval is a whisker (a band needs two buckets)
+    assert await page.locator("figure.chart .band").count() == 0
+    assert await page.locator("figure.chart line.whisker").count() == sum(
+        len(r["points"]) for r in series["data"])
+    assert await page.locator("figure.chart line.predicted").count() == sum(
+        r["predicted_rate"] is not None for r in series["data"])
+
+    started = asyncio.get_running_loop().time()
+    fresh = await audit(running, "beta")
+    assert fresh["flagged"]
+    item = page.locator(f"#diff-{fresh['live_diff_id']}")
+    await item.wait_for(timeout=2_000)
+    assert asyncio.get_running_loop().time() - started < 2.0
+    assert await page.locator("li.diff").count() == 2  # no reload: the first one is still there
+    assert (await page.locator("li.diff").first.get_attribute("id")) == \
+        f"diff-{fresh['live_diff_id']}"
+    assert "alpha ⟷ beta" in await item.locator("header").inner_text()
+    assert await item.locator(".role").inner_text() == "audit"
+    assert await item.locator(".primary-text").inner_text() == PARIS
+    assert await item.locator(".partner-text").inner_text() == LYON
+    # what differs is highlighted, what is shared is not
+    assert await item.locator(".primary-text mark.del").all_inner_texts() == ["Paris"]
+    assert await item.locator(".partner-text mark.ins").all_inner_texts() == ["Lyon,", "I",
+                                                                             "believe,"]
+    assert page.errors == []  # type: ignore[attr-defined]
+    await shot(page, artifacts, "live")
+
+
+async def test_live_feed_pages_instead_of_loading_everything(
+        running: Running, browser: Browser) -> None:
+    ids = [(await audit(running, "beta"))["live_diff_id"] for _ in range(30)]
+    page = await open_page(browser, running, "/live")
+    await ready(page)
+    assert await page.locator("li.diff").count() == 25  # one page, newest first
+    assert await page.locator("li.diff").first.get_attribute("data-id") == ids[-1]
+    await page.click("#older")
+    await page.locator("li.diff").nth(29).wait_for()  # (the page's CSP forbids eval: no
+    # wait_for_function)
+    shown = await page.locator("li.diff").evaluate_all("els => els.map(e => e.dataset.id)")
+    assert shown == ids[::-1]
+    assert await page.locator("#older").is_hidden()
+
+
+async def test_drift_alarms_stand_out(running: Running, browser: Browser,
+                                      artifacts: Path) -> None:
+    page = await open_page(browser, running, "/live")
+    await ready(page)
+    assert await page.locator("#drift.ok-banner").count() == 1  # nothing compared yet
+    await page.close()
+    # the profile predicts alpha and beta disagree about half the time; live, they always do
+    for _ in range(40):
+        await audit(running, "beta")
+    drift = await api(running, "GET", "/v1/drift")
+    drifted = [s for s in drift["states"] if s["state"] == "drifted"]
+    assert [(s["primary"], s["partner"]) for s in drifted] == [("alpha", "beta")]
+    page = await open_page(browser, running, "/live")
+    await ready(page)
+    alarm = page.locator("#drift.alarm")
+    assert await alarm.get_attribute("role") == "alert"
+    assert "1 pair drifted" in await alarm.locator("h2").inner_text()
+    assert "alpha ⟷ beta" in await alarm.locator("li.drifted").inner_text()
+    assert await page.locator('figure.chart.drifted[data-pair="alpha,beta"]').count() == 1
+    colour = await alarm.evaluate("e => getComputedStyle(e).borderTopColor")
+    assert colour == "rgb(207, 34, 46)"  # red: it stands out
+    await shot(page, artifacts, "live-drift")
+
+
+# --- auth ------------------------------------------------------------------------------------
+
+
+async def test_the_page_asks_for_the_key_and_refuses_a_wrong_one(
+        running: Running, browser: Browser, artifacts: Path) -> None:
+    async with aiohttp.ClientSession() as http, http.get(running.url + "/ui/") as resp:
+        assert resp.status == 200 and "text/html" in resp.headers["Content-Type"]
+    page = await open_page(browser, running, "/pool", key=None)
+    await page.wait_for_selector("#key-dialog[open]")
+    assert await page.locator("#key-title").inner_text() == "API key"
+    await page.fill("#key-input", "wrong-key")
+    await page.click("#key-submit")
+    await page.wait_for_selector("#key-dialog[open]")
+    assert "refused" in await page.locator("#key-why").inner_text()
+    await shot(page, artifacts, "key")
+    assert await page.locator(".card").count() == 0  # nothing shown without the key
+    await page.fill("#key-input", CLIENT_KEY)
+    await page.click("#key-submit")
+    await ready(page)
+    assert await page.locator(".card").count() == len(MODEL_NAMES)
+    stored = await page.evaluate("sessionStorage.getItem('diffroute.key')")
+    assert stored == CLIENT_KEY
