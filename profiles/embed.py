@@ -100,8 +100,9 @@ WORD = re.compile(r"\w+", re.UNICODE)
 SYMBOL_NGRAMS = (1, 2, 3)
 """Character n-grams of a text without words: runs of two or three symbols tell ``---`` from
 ``- - -`` and one emoji sequence from another."""
-EMPTY_FEATURE = "e:"
-"""The one feature of an empty or whitespace-only text: all such texts embed alike."""
+EMPTY_FEATURES = tuple(f"e:{i}" for i in range(16))
+"""The features of an empty or whitespace-only text: all such texts embed alike, and sixteen
+features rather than one keep it from lying close to any text that shares one bucket."""
 
 
 class HashEmbedder(_ThreadedEmbedder):
@@ -157,7 +158,7 @@ def _symbol_features(normal: str) -> Iterator[tuple[str, float]]:
     vectors are what they always were."""
     runs = normal.split()
     if not runs:
-        yield EMPTY_FEATURE, 1.0
+        yield from ((feature, 1.0) for feature in EMPTY_FEATURES)
         return
     for run in runs:
         yield "s:" + run, 1.0
@@ -234,12 +235,21 @@ class MiniLMEmbedder(_ThreadedEmbedder):
 # --- OpenAI-compatible -----------------------------------------------------------------------
 
 
+EMPTY_TEXT = "(empty)"
+"""What an OpenAI-compatible endpoint is sent for an empty or whitespace-only text, which
+OpenAI's API refuses: all such texts embed alike, as with the local embedders."""
+MAX_CHARS = 4096
+"""An OpenAI-compatible endpoint gets at most this many characters of a text: 8,191 tokens is
+OpenAI's limit, and a character can take up to four byte-level tokens (emoji)."""
+
+
 class OpenAIEmbedder:
     """An OpenAI-compatible ``POST {base_url}/embeddings`` endpoint.
 
     ``aembed`` uses ``http_session`` (the process's shared ``aiohttp.ClientSession``; a
     short-lived one per call when ``None``). ``embed`` uses blocking ``urllib`` for scripts and
-    worker threads. ``dim`` is learnt from the first answer unless given.
+    worker threads. ``dim`` is learnt from the first answer unless given. An empty text is sent
+    as :data:`EMPTY_TEXT`, a long one cut to its first ``max_chars`` characters.
     """
 
     def __init__(
@@ -250,7 +260,11 @@ class OpenAIEmbedder:
         http_session: aiohttp.ClientSession | None = None,
         dim: int | None = None,
         timeout_s: float = 30.0,
+        max_chars: int = MAX_CHARS,
     ) -> None:
+        if max_chars < 1:
+            raise ValueError("max_chars must be positive")
+        self._max_chars = max_chars
         self._url = base_url.rstrip("/") + "/embeddings"
         self._model = model
         self._api_key = api_key
@@ -312,7 +326,8 @@ class OpenAIEmbedder:
         return self._vectors(body, len(texts))
 
     def _payload(self, texts: Sequence[str]) -> dict[str, Any]:
-        return {"model": self._model, "input": list(texts), "encoding_format": "float"}
+        inputs = [t[: self._max_chars] if t.strip() else EMPTY_TEXT for t in texts]
+        return {"model": self._model, "input": inputs, "encoding_format": "float"}
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
