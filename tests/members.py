@@ -12,10 +12,14 @@ policy find them exactly as after a real build — no model is loaded.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from profiles.collect import Decoding
+from profiles.embed import HashEmbedder
 from profiles.extract import extract
 from profiles.probe import Probe
 from profiles.profile import ProbeRecord, Profile
@@ -28,13 +32,26 @@ from tests.profiles.fixtures.make_raw_outputs import (
     MEMBER_SAMPLES,
     OUT,
     TEMPERATURE,
+    member_pool,
     member_settings,
 )
 from tests.profiles.fixtures.make_raw_outputs import MEMBERS as MEMBER_SEEDS
 
-__all__ = ["MEMBERS", "MEMBER_SAMPLES", "WORDLESS", "decoding", "member_profiles",
-           "member_records", "member_settings", "settings_in", "store_member_outputs"]
+__all__ = [
+    "MEMBERS",
+    "MEMBER_SAMPLES",
+    "WORDLESS",
+    "WordlessZeroServer",
+    "decoding",
+    "member_pool",
+    "member_profiles",
+    "member_records",
+    "member_settings",
+    "settings_in",
+    "store_member_outputs",
+]
 
+WORD = re.compile(r"\w")
 MEMBERS = tuple(MEMBER_SEEDS)
 """``("smol-a", "smol-b")``."""
 WORDLESS = {("smol-b", "code-031"): "```", ("smol-a", "code-032"): "```",
@@ -101,3 +118,37 @@ def member_profiles() -> tuple[Profile, Profile]:
             tuple(e.value if e.ok else None for e in extractions),
             tuple(probs) if probs else None)
     return profiles[MEMBERS[0]], profiles[MEMBERS[1]]
+
+
+class WordlessZeroServer:
+    """A real OpenAI-compatible ``/v1/embeddings`` server (aiohttp, 127.0.0.1, port 0) that,
+    like some real ones, answers a zero vector for a text without a word and a hash vector
+    otherwise; ``base_url`` is what ``embedder.base_url`` is set to."""
+
+    def __init__(self) -> None:
+        self.inputs: list[str] = []
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def __aenter__(self) -> WordlessZeroServer:
+        app = web.Application()
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        texts = (await request.json())["input"]
+        self.inputs += texts
+        vectors = HashEmbedder(32).embed(texts)
+        data = [{"object": "embedding", "index": i,
+                 "embedding": [0.0] * 32 if not WORD.search(t) else vectors[i].tolist()}
+                for i, t in enumerate(texts)]
+        return web.json_response({"object": "list", "data": data, "model": "wordless-zero"})
