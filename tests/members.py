@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,8 +26,6 @@ from profiles.profile import ProbeRecord, Profile
 from profiles.protocol import Sample, TokenLogprob
 from profiles.store import ObservationStore, model_key
 from profiles.suite import load_suite
-from router.config import Settings
-from router.pool import Pool
 from tests.profiles.fixtures.make_raw_outputs import (
     MEMBER_SAMPLES,
     OUT,
@@ -36,6 +34,9 @@ from tests.profiles.fixtures.make_raw_outputs import (
     member_settings,
 )
 from tests.profiles.fixtures.make_raw_outputs import MEMBERS as MEMBER_SEEDS
+
+if TYPE_CHECKING:
+    from router.config import Settings
 
 __all__ = [
     "MEMBERS",
@@ -73,6 +74,8 @@ def member_records() -> list[dict[str, Any]]:
 def store_member_outputs(settings: Settings,
                          records: list[dict[str, Any]] | None = None) -> None:
     """Write the members' answers into the data dir's store, as a real build would."""
+    from router.pool import Pool
+
     pool = Pool(settings)  # built, not started: only the identities are read
     key = decoding().key()
     with ObservationStore.in_data_dir(settings.data_dir) as store:
