@@ -242,15 +242,13 @@ def _embed_probes(probes: list[Probe], a: Profile, b: Profile, k: int, embedder:
     texts = [_answer_texts(p, a, b, k) for p in probes]
     try:
         batches = [embedder.embed([t for ts in texts for t in ts])]
-        sizes = [len(probes)]
     except EmbeddingError as exc:
         if exc.status not in REJECTED_INPUT:
             raise
-        batches, sizes = [], []
+        batches = []
         for probe, ts in zip(probes, texts, strict=True):
             try:
                 batches.append(embedder.embed(ts))
-                sizes.append(1)
             except EmbeddingError as one:
                 if one.status not in REJECTED_INPUT:
                     raise
