@@ -9,7 +9,8 @@ profile build`` (:func:`router.profiling.build_profiles`), then diffs them throu
 * samples collected (and how many came from the cache of a previous run) and the build's wall
   time;
 * the answers that have no word (``"```"``, ``"---"``, emoji) — before issue #19 the hash
-  embedder turned them into zero vectors and the diff stopped on them;
+  embedder turned them into zero vectors, and one among the ``free`` answers (which the diff
+  embeds) stopped the diff;
 * per embedder: the diff's wall time as a ratio of the build's (the baseline of this run),
   probes tested, probes left out and why, flagged domains. Both members are the same model,
   so every flagged domain is a false positive: the expected figure is none.
@@ -69,7 +70,8 @@ def build(settings: Settings, suite: str, samples: int) -> tuple[CollectReport, 
 
 
 def wordless_answers(settings: Settings, suite_name: str, samples: int) -> list[str]:
-    """``model/probe: "text"`` for every stored free answer without a single word character."""
+    """``model/probe (type): "text"`` for every stored answer without a word character (only
+    those of ``free`` probes are embedded by the diff)."""
     suite = load_suite(suite_name)
     found = find_profiles(settings, list(MODELS), suite, ProfileQuery(suite_name, samples))
     out = []
@@ -78,9 +80,10 @@ def wordless_answers(settings: Settings, suite_name: str, samples: int) -> list[
             continue
         for probe in suite.probes:
             record = f.profile.records.get(probe.id)
-            if record is None or probe.type != "free":
+            if record is None:
                 continue
-            out += [f"{name}/{probe.id}: {t!r}" for t in record.texts if not WORD.search(t)]
+            out += [f"{name}/{probe.id} ({probe.type}): {t!r}" for t in record.texts
+                    if not WORD.search(t)]
     return out
 
 
@@ -117,7 +120,7 @@ def run(data_dir: Path, suite: str, samples: int, embedders: list[str]) -> None:
           f"failed probes, wall time {build_s:.1f} s"
           + (f" ({fresh / build_s:.2f} samples/s)" if fresh else ""))
     wordless = wordless_answers(settings, suite, samples)
-    print(f"(b) free answers without a word: {len(wordless)}")
+    print(f"(b) answers without a word: {len(wordless)}")
     for line in wordless:
         print(f"      {line}")
     for embedder in embedders:
