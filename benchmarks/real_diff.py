@@ -94,9 +94,10 @@ def diff_once(data_dir: Path, suite: str, samples: int, embedder: str) -> tuple[
     return result, time.perf_counter() - started
 
 
-def report_diff(embedder: str, result: Diff, elapsed: float, build_s: float) -> None:
+def report_diff(embedder: str, result: Diff, elapsed: float, build_s: float | None) -> None:
     print(f"(c) diff {MODELS[0]} vs {MODELS[1]}, embedder {embedder}")
-    print(f"    wall time        : {elapsed:8.1f} s  ({elapsed / build_s:.4f}x of the build)")
+    share = f"  ({elapsed / build_s:.4f}x of the build)" if build_s else ""
+    print(f"    wall time        : {elapsed:8.1f} s{share}")
     print(f"    probes tested    : {result.n_probes_tested}")
     print(f"    probes left out  : {len(result.left_out)}")
     for x in result.left_out:
@@ -125,7 +126,8 @@ def run(data_dir: Path, suite: str, samples: int, embedders: list[str]) -> None:
         print(f"      {line}")
     for embedder in embedders:
         result, elapsed = diff_once(data_dir, suite, samples, embedder)
-        report_diff(embedder, result, elapsed, build_s)
+        # against the build only when this run generated its samples (not all from the cache)
+        report_diff(embedder, result, elapsed, build_s if fresh else None)
 
 
 def main() -> None:
