@@ -26,11 +26,11 @@ from profiles.embed import Embedder, Vectors, usable_rows
 from profiles.probe import Probe
 
 FloatArray = npt.NDArray[np.float64]
+_log = structlog.get_logger("diffroute.index")
 MIN_WEIGHT = 0.01
 """Domain weights below this are dropped (and the rest renormalised): noise, not evidence."""
 EXACT_LIMIT = 4096
 """Indexes of more probes than this search an inverted file instead of scanning them all."""
-_log = structlog.get_logger("diffroute.index")
 SCANNED_FRACTION = 8
 """An inverted file scans 1/SCANNED_FRACTION of its lists per query."""
 MIN_LIST_SIZE = 39
