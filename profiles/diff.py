@@ -15,11 +15,11 @@ The pipeline, for the probes both profiles observed:
    flagged only if its interval excludes zero and it holds a BH-significant probe, and it is
    replicated if the held-out half's interval also excludes zero.
 
-A probe that cannot be scored — fewer than two samples on one side, an answer the embedder
-rejects or embeds as a zero or non-finite vector — is left out of every step above, listed in
-``left_out`` with the reason and named in ``notes``; it never stops the diff. Option
-probabilities that are not usable (non-finite, negative, no mass) are ignored for that probe,
-whose sampled answers still count, and a note says so.
+k is the sample count most probes have. A probe that cannot be scored — fewer than k samples
+on one side, an answer the embedder rejects or embeds as a zero or non-finite vector — is left
+out of every step above, listed in ``left_out`` with the reason and named in ``notes``; it
+never stops the diff. Option probabilities that are not usable (non-finite, negative, no mass)
+are ignored for that probe, whose sampled answers still count, and a note says so.
 
 The result is a JSON-serialisable :class:`Diff` (schema ``diffroute.diff/1``, documented in the
 README) that also carries κp, agreement and error consistency per domain (from
@@ -326,12 +326,12 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
                          f"(domains: {', '.join(suite.domains())})")
     shared = [p for p in suite.probes if p.id in a.records and p.id in b.records
               and (domain is None or domain in p.domains)]
-    left_out = [LeftOut(p.id, _too_few(p, a, b)) for p in shared if _samples(p, a, b) < MIN_SAMPLES]
-    shared = [p for p in shared if _samples(p, a, b) >= MIN_SAMPLES]
-    if not shared:
+    k = _common_samples(shared, a, b)
+    if k < MIN_SAMPLES:
         raise ValueError(f"both profiles need at least {MIN_SAMPLES} samples per probe on "
                          f"shared probes")
-    k = min(_samples(p, a, b) for p in shared)
+    left_out = [LeftOut(p.id, _too_few(p, a, b, k)) for p in shared if _samples(p, a, b) < k]
+    shared = [p for p in shared if _samples(p, a, b) >= k]
     embedder = embedder or HashEmbedder()
     groups = []
     cat = [p for p in shared if p.type != "free"]
@@ -397,7 +397,6 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
     notes = [] if confirm else [
         f"replication not tested: needs >= {REPLICATION_MIN_SAMPLES} samples per probe, "
         f"profiles have {k}"]
-    notes += _sample_notes(shared, a, b, k)
     notes += [f"probe {x.probe_id} left out: {x.reason}" for x in left_out]
     notes += _option_prob_notes(cat, a, b)
     return Diff(
@@ -416,21 +415,18 @@ def _samples(probe: Probe, a: Profile, b: Profile) -> int:
     return min(len(a.records[probe.id].values), len(b.records[probe.id].values))
 
 
-def _too_few(probe: Probe, a: Profile, b: Profile) -> str:
+def _common_samples(probes: Sequence[Probe], a: Profile, b: Profile) -> int:
+    """k: the sample count most probes offer (of those with at least ``MIN_SAMPLES``; the
+    larger on a tie), so that one probe cut short — an interrupted build — is left out
+    instead of lowering k for every probe."""
+    counts = Counter(n for p in probes if (n := _samples(p, a, b)) >= MIN_SAMPLES)
+    return max(counts, key=lambda n: (counts[n], n)) if counts else 0
+
+
+def _too_few(probe: Probe, a: Profile, b: Profile, k: int) -> str:
     counts = ", ".join(f"{len(p.records[probe.id].values)} of {p.model}" for p in (a, b))
-    return f"too few samples to test ({counts}; needs {MIN_SAMPLES} of each)"
-
-
-def _sample_notes(probes: Sequence[Probe], a: Profile, b: Profile, k: int) -> list[str]:
-    """Say why k is below what most probes have (an interrupted build, for instance)."""
-    counts = Counter(_samples(p, a, b) for p in probes)
-    usual = counts.most_common(1)[0][0] if counts else k
-    if usual <= k:
-        return []
-    short = [p.id for p in probes if _samples(p, a, b) == k]
-    return [f"samples per probe: {k}, not {usual}, because of {', '.join(short[:5])}"
-            f"{' and others' if len(short) > 5 else ''}; complete the profiles with "
-            f"`diffroute profile build` to test all {usual}"]
+    return (f"too few samples ({counts}; the diff uses {k} of each: complete the profiles "
+            f"with `diffroute profile build`)")
 
 
 def _option_prob_notes(probes: Sequence[Probe], a: Profile, b: Profile) -> list[str]:

@@ -169,24 +169,27 @@ def _with_samples(profile: Profile, probe_id: str, n: int) -> Profile:
     return dataclasses.replace(profile, records=records)
 
 
-def test_a_probe_with_one_sample_is_left_out_and_k_stays(
-        members: tuple[Profile, Profile], suite: Suite) -> None:
-    a, b = members
-    diff = compute_diff(a, _with_samples(b, "instr-030", 1), suite, n_permutations=200,
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_probe_cut_short_is_left_out_and_k_stays(
+        members: tuple[Profile, Profile], suite: Suite, n: int) -> None:
+    a, b = members  # an interrupted build: one probe has fewer samples than the others
+    diff = compute_diff(a, _with_samples(b, "instr-030", n), suite, n_permutations=200,
                         n_resamples=200)
     assert [x.probe_id for x in diff.left_out] == ["instr-030"]
-    assert "too few samples to test (5 of smol-a, 1 of smol-b" in diff.left_out[0].reason
+    assert f"too few samples (5 of smol-a, {n} of smol-b; the diff uses 5" in \
+        diff.left_out[0].reason
     assert diff.settings["samples"] == 5 and diff.n_probes_tested == 9
+    assert any(note.startswith("probe instr-030 left out: too few") for note in diff.notes)
 
 
-def test_a_probe_with_fewer_samples_lowers_k_and_says_why(
-        members: tuple[Profile, Profile], suite: Suite) -> None:
+def test_k_is_what_most_probes_have(members: tuple[Profile, Profile], suite: Suite) -> None:
     a, b = members
-    diff = compute_diff(a, _with_samples(b, "instr-030", 3), suite, n_permutations=200,
-                        n_resamples=200)
-    assert diff.left_out == [] and diff.settings["samples"] == 3
-    assert any(n.startswith("samples per probe: 3, not 5, because of instr-030")
-               for n in diff.notes)
+    for probe_id in b.records:
+        if probe_id != "instr-030":
+            b = _with_samples(b, probe_id, 3)
+    diff = compute_diff(a, b, suite, n_permutations=200, n_resamples=200)
+    assert diff.settings["samples"] == 3 and diff.left_out == []
+    assert diff.n_probes_tested == 10  # instr-030's five samples are used as three
 
 
 def _corrupt_probs(profile: Profile, probe_id: str) -> Profile:
