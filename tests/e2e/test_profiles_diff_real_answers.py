@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from router.pairing.decider import build_decider
 from tests.e2e.harness import call, serve
 from tests.members import MEMBERS, WordlessZeroServer, settings_in, store_member_outputs
 
@@ -19,7 +20,7 @@ from tests.members import MEMBERS, WordlessZeroServer, settings_in, store_member
 async def _diff_and_route(tmp_path: Path, **extra: Any) -> tuple[dict[str, Any], int, Any]:
     settings = settings_in(tmp_path, **extra)
     store_member_outputs(settings)
-    async with serve(settings, decider_factory=None) as running:
+    async with serve(settings, decider_factory=build_decider) as running:
         status, body = await call(running, "GET", "/v1/profiles/diff?a=smol-a&b=smol-b")
         assert status == 200, body
         route_status, route = await call(running, "POST", "/v1/route",

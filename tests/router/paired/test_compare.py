@@ -9,7 +9,7 @@ import numpy as np
 from structlog.testing import capture_logs
 
 from profiles.embed import HashEmbedder, Vectors
-from router.compare import NoiseAwareComparer, compare
+from router.paired.compare import NoiseAwareComparer, compare
 
 # SmolLM2's real answers (tests/profiles/fixtures/raw_outputs.jsonl)
 FENCE, RULE, EMOJI = "```", "---", "🌟🌟🌍🌈🌊🌌🌊🌊🌌"
