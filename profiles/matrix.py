@@ -5,6 +5,10 @@ For every domain of the suite (and ``"all"``) it holds, for each pair of models,
 plain answer agreement on every categorical probe, and each model's accuracy. All pairs are
 computed at once with matrix products (see :mod:`profiles.similarity`), so a 100-model pool
 takes seconds.
+
+A record's option probabilities are used only when they are usable (finite, non-negative, some
+mass; :func:`usable_option_probs`); otherwise that probe counts by its sampled answers, so one
+corrupt record never stops the matrix (nor the policy that loads it).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any
 
 import numpy as np
@@ -136,6 +141,14 @@ def _codes(profile: Profile, probes: Sequence[Probe], indexes: list[dict[str, in
     return np.array(flat, dtype=np.int64).reshape(len(probes), k)
 
 
+def usable_option_probs(probs: Sequence[float | None]) -> tuple[float, ...] | None:
+    """``probs`` if they can be scored (finite, non-negative, some mass), else ``None``."""
+    if not all(isinstance(p, int | float) and isfinite(p) and p >= 0 for p in probs):
+        return None
+    values = tuple(float(p) for p in probs if p is not None)
+    return values if sum(values) > 0 else None
+
+
 def _option_probs(freq: FloatArray, probes: Sequence[Probe], profiles: Sequence[Profile],
                   cats: list[list[str]]) -> None:
     """Replace sampled frequencies by first-token option probabilities where both exist."""
@@ -144,9 +157,12 @@ def _option_probs(freq: FloatArray, probes: Sequence[Probe], profiles: Sequence[
         records = prof.records
         for j, pid, n in choice:
             rec = records.get(pid)
-            if rec is not None and rec.option_probs and len(rec.option_probs) == n:
+            if rec is None or not rec.option_probs or len(rec.option_probs) != n:
+                continue
+            usable = usable_option_probs(rec.option_probs)
+            if usable is not None:
                 freq[i, j, :] = 0.0
-                freq[i, j, :n] = rec.option_probs
+                freq[i, j, :n] = usable
 
 
 def _arrays(probes: Sequence[Probe], profiles: Sequence[Profile]) -> _Arrays:

@@ -116,6 +116,14 @@ def ask(config: str | None, data_dir: str | None, max_tokens: int, temperature: 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
+    import structlog
+
+    from router.logging import configure_logging
+
+    # commands print their results on stdout: logs (warnings and up) go to stderr; `serve`
+    # replaces this with the service's own logging (an embedding program's setup is kept)
+    if not structlog.is_configured():
+        configure_logging("console", "WARNING", stream=sys.stderr.buffer)
     try:
         cli.main(args=argv, prog_name="diffroute", standalone_mode=False)
     except click.exceptions.Abort:

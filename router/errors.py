@@ -13,8 +13,11 @@
     │   └── ForbiddenError                    a client key on an admin route            403
     ├── NoPairError(primary, role, reason)    the policy found no partner               409
     ├── ModelUnavailableError(model, reason)  weights missing, key missing, not loaded   503
+    │   ├── CircuitOpenError(retry_after)      the model's circuit breaker is open          503
+    │   └── ModelBusyError(retry_after)        the model's queue is full (load shed)        429
     └── UpstreamError(model, status, body)    a backend call failed                     502
-        ├── UpstreamTimeoutError              connect/read/total timeout                504
+        ├── UpstreamTimeoutError              connect/read/total timeout, or queued     504
+                                              past ``timeouts.total``
         ├── UpstreamRateLimitError(retry_after)  429 from upstream                      502
         ├── UpstreamConnectionError           refused, reset, DNS                       502
         └── UpstreamProtocolError             malformed or truncated response           502
@@ -146,6 +149,30 @@ class ModelUnavailableError(DiffrouteError):
         self.model = model
         self.reason = reason
         super().__init__(f"model '{model}' is unavailable: {reason}")
+
+
+class CircuitOpenError(ModelUnavailableError):
+    """The model failed repeatedly and its circuit breaker is open: calls fail fast until a
+    half-open probe succeeds (``retry_after``: seconds until the next probe may run)."""
+
+    code = "circuit_open"
+
+    def __init__(self, model: str, reason: str, retry_after: float) -> None:
+        super().__init__(model, f"circuit open: {reason}")
+        self.retry_after = retry_after
+
+
+class ModelBusyError(ModelUnavailableError):
+    """Every slot of the model is taken and its queue is full: the call is shed at once
+    rather than waiting (``retry_after``: a suggestion, in seconds)."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "model_busy"
+
+    def __init__(self, model: str, reason: str, retry_after: float) -> None:
+        super().__init__(model, f"busy: {reason}")
+        self.retry_after = retry_after
 
 
 class UpstreamError(DiffrouteError):

@@ -4,7 +4,11 @@ sets its own)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
+import structlog
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -14,3 +18,20 @@ def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """A test that runs the CLI in process configures logging for the process: undo it, so
+    that the next test's ``capture_logs`` sees every level again."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    if structlog.is_configured():
+        factory = structlog.get_config().get("logger_factory")
+        close = getattr(factory, "close", None)
+        if close is not None:
+            close()
+        structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -11,10 +11,12 @@ server does, and lets a test script what happens on each call::
         assert fake.count("/v1/chat/completions") == 2
         assert fake.calls[-1].body["n"] == 3
 
-Every request is recorded in :attr:`FakeUpstream.calls`. A request takes the next :class:`Reply`
-queued for its path; when the queue is empty it gets the default answer (:attr:`answer`, after
-:attr:`latency` seconds). ``answer`` may be a function of the request body, and ``answers`` maps
-upstream model ids to their own answer, so one fake can emulate a pool of several models.
+Every request is recorded in :attr:`FakeUpstream.calls`; a chat request whose client
+disconnected before its answer was sent is counted in :attr:`FakeUpstream.abandoned`. A
+request takes the next :class:`Reply` queued for its path; when the queue is empty it gets
+the default answer (:attr:`answer`, after :attr:`latency` seconds). ``answer`` may be a function
+of the request body, and ``answers`` maps upstream model ids to their own answer, so one fake
+can emulate a pool of several models.
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ class FakeUpstream:
         self.embedding_dim = embedding_dim
         self.finish_reason = finish_reason
         self.calls: list[Call] = []
+        self.abandoned = 0
+        """Requests whose client went away before the answer was sent (disconnected)."""
         self._queues: dict[str, deque[Reply]] = defaultdict(deque)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -253,6 +257,13 @@ class FakeUpstream:
         return response
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._chat_reply(request)
+        except asyncio.CancelledError:  # the client disconnected (handler_cancellation)
+            self.abandoned += 1
+            raise
+
+    async def _chat_reply(self, request: web.Request) -> web.StreamResponse:
         reply, body = await self._begin(request)
         body = body if isinstance(body, dict) else {}
         if reply.status == 200 and (reply.chunks is not None or body.get("stream")) and (
@@ -373,3 +384,10 @@ class FakeUpstream:
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+async def until(condition: Callable[[], bool], poll_s: float = 0.01) -> None:
+    """Wait until ``condition()`` holds (something the fake or the code under test does in its
+    own time, e.g. noticing a disconnect); pytest's timeout bounds the wait."""
+    while not condition():  # noqa: ASYNC110 -- the condition is another task's state, no event
+        await asyncio.sleep(poll_s)

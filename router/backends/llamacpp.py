@@ -22,6 +22,7 @@ Pool models that share a weights file (variants by system prompt or decoding) sh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
@@ -116,10 +117,11 @@ def route_llama_logs() -> None:
     @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator, misc, unused-ignore]
     def callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
         line = text.decode("utf-8", "replace").rstrip()
-        if line and level == GGML_LOG_LEVEL_ERROR:
-            _log.warning("llamacpp.log", line=line)
-        elif line:
-            _log.debug("llamacpp.log", line=line)
+        with contextlib.suppress(Exception):  # nothing may raise into llama.cpp's C code
+            if line and level == GGML_LOG_LEVEL_ERROR:
+                _log.warning("llamacpp.log", line=line)
+            elif line:
+                _log.debug("llamacpp.log", line=line)
 
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
     _LLAMA_LOG_CALLBACK = callback

@@ -7,6 +7,7 @@
 * Semantic noise floor of a model in a domain = the 95th percentile of cosine distances between
   its own samples of the same ``free`` probe: 95 % of pure sampling noise stays below it. A
   pair's threshold is the larger of its two models' floors (at least :data:`MIN_FLOOR`).
+  Samples whose embedding cannot be scored (zero or non-finite) are left out of the floor.
 
 Loading reads the observation store (or the shipped profiles) through
 ``router.profiling.sources``; it runs in a worker thread at startup and fails soft: no
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import structlog
 
-from profiles.embed import Embedder
+from profiles.embed import Embedder, usable_rows
 from profiles.matrix import ALL, PoolMatrix, pool_matrix
 from profiles.probe import AnswerType
 from profiles.profile import Profile
@@ -81,8 +82,13 @@ def semantic_floors(profiles: Sequence[Profile], suite: Suite,
             if record is None or len(record.texts) < 2:
                 continue
             vectors = embedder.embed(list(record.texts))
+            vectors = vectors[usable_rows(vectors)]
+            if len(vectors) < 2:
+                _log.warning("baseline.probe_left_out", model=profile.model, probe=probe.id,
+                             reason="fewer than 2 samples with a usable embedding")
+                continue
             sims = vectors @ vectors.T
-            upper = np.triu_indices(len(record.texts), 1)
+            upper = np.triu_indices(len(vectors), 1)
             distances = (1.0 - sims[upper]).tolist()
             for domain in (*probe.domains, ALL):
                 per_domain.setdefault(domain, []).extend(distances)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from profiles.protocol import Message, SampleRequest, SampleResult
 from router.paired.answer import Answer
 from router.paired.compare import Comparison
-from router.pairing.decision import Decision, Role
+from router.pairing.decision import Decision, Role, RouteRequest
 
 AuditMode = Literal["concurrent", "review"]
 
@@ -37,6 +37,17 @@ class PairedOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Fallback:
+    """A partner that failed, and why (the response's ``diffroute.fallback``)."""
+
+    failed: str
+    error: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"failed": self.failed, "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
 class PairedCall:
     """A prepared paired call: the decision and what to send."""
 
@@ -45,6 +56,12 @@ class PairedCall:
     audit_mode: AuditMode = "concurrent"
     shadow: bool = False
     request_id: str = ""
+    route: RouteRequest | None = None
+    """What the policy was asked (``None`` when the client named the partner): asked again,
+    without the failed auditor, for the next one."""
+    fallback: Fallback | None = None
+    """The partner that failed and was replaced: the assistant (the primary answers instead)
+    or the auditor (the policy's next auditor audits instead)."""
     body: Mapping[str, Any] | None = None
     """The client's body as sent (less ``diffroute``); a model whose backend forwards bodies
     is sent it as it is (tools and all), any other model ``request``."""
@@ -58,7 +75,9 @@ class PairedCall:
     @property
     def answering(self) -> str:
         """The model whose answer the client gets."""
-        return self.decision.primary if self.decision.role == "audit" else self.decision.partner
+        if self.decision.role == "audit" or self.fallback is not None:
+            return self.decision.primary
+        return self.decision.partner
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -93,6 +112,8 @@ class PairedOutcome:
             out["shadow"] = self.call.shadow
         if self.partner_error is not None:
             out["partner_error"] = self.partner_error
+        if self.call.fallback is not None:
+            out["fallback"] = self.call.fallback.to_json()
         if self.live_diff_error is not None:
             out["live_diff_error"] = self.live_diff_error
         return out

@@ -12,6 +12,11 @@ Comparison``:
   distance of the two answers' embeddings, and it is flagged only beyond the pair's profiled
   *noise floor* for the domain (how far each model's own samples of the same probe lie apart),
   read from a :class:`NoiseFloors`; unprofiled pairs use :data:`DEFAULT_SEMANTIC_THRESHOLD`.
+  An embedding that cannot be scored (zero or non-finite, from a remote embedder) falls back to
+  :func:`compare`, with a warning in the log: a live comparison is never skipped for it.
+
+Answers without words (``"```"``, ``"---"``, emoji) normalise to the empty string; they are the
+same answer only if their stripped texts are.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from profiles.embed import Embedder, HashEmbedder
+import structlog
+
+from profiles.embed import Embedder, HashEmbedder, usable_rows
 from profiles.extract import extract
 from profiles.probe import AnswerType, Probe
 from profiles.protocol import Sample
@@ -34,6 +41,7 @@ DEFAULT_THRESHOLD = 0.5
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _REVIEW_AGREE = re.compile(r"^\W*agree\b", re.IGNORECASE)
+_log = structlog.get_logger("diffroute.compare")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,12 @@ def normalise(text: str) -> str:
     return " ".join(_WORD.findall(folded))
 
 
+def same_answer(primary_text: str, partner_text: str, a: str, b: str) -> bool:
+    """Whether two answers are the same, given their normalised forms ``a`` and ``b``: equal
+    words, or — for answers without words — equal stripped texts."""
+    return a == b and (bool(a) or primary_text.strip() == partner_text.strip())
+
+
 def jaccard(a: str, b: str) -> float:
     """Jaccard similarity of the word sets of two normalised texts (1 for two empty texts)."""
     sa, sb = set(a.split()), set(b.split())
@@ -89,9 +103,10 @@ def compare(primary_text: str, partner_text: str, domains: Sequence[str] = (), *
     """Compare two answers; ``domains`` and ``pair`` are unused here (noise-floor hook)."""
     del domains, pair  # the noise-floor-aware comparison needs them; this one does not
     a, b = normalise(primary_text), normalise(partner_text)
-    agreement = 1.0 if a == b else jaccard(a, b)
+    same = same_answer(primary_text, partner_text, a, b)
+    agreement = 1.0 if same else jaccard(a, b) if a or b else 0.0
     divergence = 1.0 - agreement
-    diff = "" if a == b else unified_diff(primary_text, partner_text)
+    diff = "" if same else unified_diff(primary_text, partner_text)
     return Comparison(agreement, divergence > threshold, divergence, threshold, diff)
 
 
@@ -183,9 +198,13 @@ class NoiseAwareComparer:
         if typed is not None:
             return typed
         threshold = self.threshold(pair, domains)
-        if a == b:
+        if same_answer(primary_text, partner_text, a, b):
             return Comparison(1.0, False, 0.0, threshold, "", method="semantic")
         vectors = self.embedder.embed([primary_text, partner_text])
+        if not usable_rows(vectors).all():
+            _log.warning("compare.embedding_unusable", embedder=self.embedder.name,
+                         pair=list(pair or ()), fallback="jaccard")
+            return compare(primary_text, partner_text, domains, pair=pair)
         divergence = min(1.0, max(0.0, 1.0 - float(vectors[0] @ vectors[1])))
         flagged = divergence > threshold
         # the text diff is stored only with a live diff: computed for flagged comparisons only

@@ -24,6 +24,7 @@ A partner that fails never fails the client's request: the outcome carries the e
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
@@ -38,6 +39,7 @@ from router.logging import error_fields, log_generation
 from router.paired.answer import Answer, upstream_usage
 from router.paired.call import (
     Ask,
+    Fallback,
     ModelReply,
     PairedCall,
     PairedOptions,
@@ -52,7 +54,7 @@ from router.paired.stream import PairedStream
 from router.paired.structured import AnswerComparer
 from router.pairing.decision import Decision, Role, RouteRequest
 from router.pairing.pinned import Pairings
-from router.pool import Pool
+from router.pool import Pool, falls_back
 
 _log = structlog.get_logger("diffroute.paired")
 
@@ -144,8 +146,11 @@ class PairedEngine:
         decision = await self.decide(role, primary, options, task)
         rate = self.default_shadow_rate if options.shadow_rate is None else options.shadow_rate
         shadow = role == "assist" and rate > 0 and self._rng() < rate
+        route = None if options.partner is not None else RouteRequest(
+            role=role, primary=decision.primary, task=task, candidates=options.candidates,
+            domain=options.domain)
         return PairedCall(decision, request, options.audit_mode or "concurrent", shadow,
-                          request_id, body)
+                          request_id, route=route, body=body)
 
     # -- running it -----------------------------------------------------------------------------
 
@@ -153,22 +158,38 @@ class PairedEngine:
         """Run the call: the answering model's reply and the outcome. The primary's (audit)
         or assistant's (assist) failure is raised; the partner's is in the outcome."""
         if call.decision.role == "assist":
-            reply = await self.answer(call.answering, answering_ask(call), call)
-            if call.shadow:
-                self.start_shadow(call, reply.answer)
-            return reply, PairedOutcome(call)
+            return await self._assisted(call)
         if call.audit_mode == "review":
             reply = await self.answer(call.decision.primary, answering_ask(call), call)
-            review, error = await self.partner_answer(call, review_ask(call, reply.answer))
+            call, review, error = await self.auditor_answer(call, review_ask(call, reply.answer))
             return reply, await self.conclude(call, reply.answer, review, error)
-        partner = asyncio.create_task(self.partner_answer(call, partner_ask(call)))
+        partner = asyncio.create_task(self.auditor_answer(call, partner_ask(call)))
         try:
             reply = await self.answer(call.decision.primary, answering_ask(call), call)
         except BaseException:
             partner.cancel()
             raise
-        partner_reply, error = await partner
+        call, partner_reply, error = await partner
         return reply, await self.conclude(call, reply.answer, partner_reply, error)
+
+    async def _assisted(self, call: PairedCall) -> tuple[ModelReply, PairedOutcome]:
+        """The assistant's reply; when the assistant fails as a model does (``falls_back``),
+        the primary's (sent the body as the client made it, tools kept), and the outcome says
+        so (no shadow then: the primary answered)."""
+        try:
+            reply = await self.answer(call.answering, answering_ask(call), call)
+        except DiffrouteError as exc:
+            if not falls_back(exc):
+                raise
+            _log.warning("paired.assistant_failed", assistant=call.decision.partner,
+                         primary=call.decision.primary, request_id=call.request_id,
+                         **error_fields(exc, log_prompts=self.log_prompts))
+            call = dataclasses.replace(call, fallback=Fallback(call.decision.partner, str(exc)))
+            reply = await self.answer(call.answering, answering_ask(call), call)
+            return reply, PairedOutcome(call)
+        if call.shadow:
+            self.start_shadow(call, reply.answer)
+        return reply, PairedOutcome(call)
 
     def stream(self, call: PairedCall) -> PairedStream:
         """The answering model's deltas (or forwarded chunks), then
@@ -231,6 +252,29 @@ class PairedEngine:
                          **error_fields(exc, log_prompts=self.log_prompts))
             return None, str(exc)
         return reply.answer, None
+
+    async def auditor_answer(self, call: PairedCall, ask: Ask
+                             ) -> tuple[PairedCall, Answer | None, str | None]:
+        """:meth:`partner_answer`; when the auditor fails, the next auditor the policy ranks
+        (asked again without the failed one) is sent the same ask (the body as sent, for a
+        forwarding model) once more, and the call returned names it. Not when the client
+        named the auditor: its choice stands."""
+        answer, error = await self.partner_answer(call, ask)
+        if answer is not None or call.route is None or error is None:
+            return call, answer, error
+        failed = call.decision.partner
+        route = call.route
+        names = route.candidates if route.candidates is not None else self.pool.names
+        try:
+            decision = await self.decisions.decide(dataclasses.replace(
+                route, candidates=tuple(n for n in names if n != failed)))
+        except DiffrouteError as exc:  # nobody else qualifies: the first failure stands
+            _log.info("paired.no_next_auditor", auditor=failed, reason=str(exc),
+                      request_id=call.request_id)
+            return call, answer, error
+        call = dataclasses.replace(call, decision=decision, fallback=Fallback(failed, error))
+        answer, error = await self.partner_answer(call, ask)
+        return call, answer, error
 
     def start_shadow(self, call: PairedCall, assistant: Answer) -> None:
         """In the background, the primary answers too and is compared with the assistant."""

@@ -39,8 +39,8 @@ class StreamSteps(Protocol):
     def forward_stream(self, model: str, body: Mapping[str, Any]
                        ) -> AsyncGenerator[dict[str, Any], None]: ...
 
-    async def partner_answer(self, call: PairedCall,
-                             ask: Ask) -> tuple[Answer | None, str | None]: ...
+    async def auditor_answer(self, call: PairedCall, ask: Ask
+                             ) -> tuple[PairedCall, Answer | None, str | None]: ...
 
     def log_answer(self, model: str, request: SampleRequest, usage: Usage | None,
                    seconds: float, call: PairedCall, texts: list[str]) -> None: ...
@@ -67,14 +67,14 @@ class PairedStream:
         self.forwarded = engine.forwards(call.answering, self._ask)
         """Whether the answering model's upstream chunks are relayed as they are."""
         self._answer = AnswerBuilder()
-        self._partner: asyncio.Task[tuple[Answer | None, str | None]] | None = None
+        self._partner: asyncio.Task[tuple[PairedCall, Answer | None, str | None]] | None = None
         self._complete = False
 
     async def __aenter__(self) -> PairedStream:
         call = self.call
         if call.decision.role == "audit" and call.audit_mode == "concurrent":
             self._partner = asyncio.create_task(
-                self._engine.partner_answer(call, partner_ask(call)))
+                self._engine.auditor_answer(call, partner_ask(call)))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -122,6 +122,6 @@ class PairedStream:
             return PairedOutcome(call)
         if self._partner is None:
             self._partner = asyncio.create_task(
-                engine.partner_answer(call, review_ask(call, answer)))
-        partner, error = await self._partner
+                engine.auditor_answer(call, review_ask(call, answer)))
+        call, partner, error = await self._partner  # another auditor if the first failed
         return await engine.conclude(call, answer, partner, error)

@@ -20,12 +20,14 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 import numpy.typing as npt
+import structlog
 
-from profiles.embed import Embedder, Vectors
+from profiles.embed import Embedder, Vectors, usable_rows
 from profiles.probe import Probe
 from router.config import EXACT_LIMIT
 
 FloatArray = npt.NDArray[np.float64]
+_log = structlog.get_logger("diffroute.index")
 MIN_WEIGHT = 0.01
 """Domain weights below this are dropped (and the rest renormalised): noise, not evidence."""
 SCANNED_FRACTION = 8
@@ -72,9 +74,18 @@ class ProbeIndex:
     @classmethod
     def build(cls, probes: Sequence[Probe], embedder: Embedder,
               exact_limit: int = EXACT_LIMIT) -> ProbeIndex:
-        """Embed the probes (blocking: call it off the event loop) and index them."""
+        """Embed the probes (blocking: call it off the event loop) and index them.
+
+        A probe whose embedding cannot be scored (zero or non-finite) is left out of the index,
+        with a warning naming it: it would vote for its domains with a meaningless score."""
         vectors = embedder.embed([probe_text(p) for p in probes])
-        return cls(vectors, [p.domains for p in probes], exact_limit)
+        usable = usable_rows(vectors)
+        if not usable.all():
+            _log.warning("index.probes_left_out", embedder=embedder.name,
+                         probes=[p.id for p, ok in zip(probes, usable, strict=True) if not ok],
+                         reason="embedding zero or not finite")
+        kept = [p for p, ok in zip(probes, usable, strict=True) if ok]
+        return cls(vectors[usable], [p.domains for p in kept], exact_limit)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -91,7 +102,7 @@ class ProbeIndex:
 
     def domain_weights(self, query: Vectors, k: int, temperature: float) -> dict[str, float]:
         """Domain weights of one query vector: softmax(similarity / T) over its neighbours."""
-        if len(self) == 0 or not np.any(query):
+        if len(self) == 0 or not usable_rows(query.reshape(1, -1)).all():
             return {}
         scores, ids = self.search(query.reshape(1, -1), k)
         return self.weights_from(scores[0], ids[0], temperature)

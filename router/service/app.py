@@ -258,7 +258,10 @@ def run_server(settings: Settings, **app_options: Any) -> None:
 
 async def _serve(app: web.Application, settings: Settings) -> None:
     server = settings.server
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_timeout)
+    # handler_cancellation: a client that disconnects cancels its handler, so its model
+    # call gives back its slot and its upstream request is cancelled (router.pool)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_timeout,
+                           handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, server.host, server.port)

@@ -14,6 +14,7 @@ that gets a translated request is first checked to lose nothing of it
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -68,15 +69,28 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest,
                  model: str) -> web.StreamResponse:
+    """One pool model, or when it fails before answering, its ``fallbacks`` in turn: the
+    response's ``model`` names who answered, and ``x-diffroute-fallback`` is set to it when
+    that is a fallback."""
+
+    async def one(name: str) -> web.StreamResponse:
+        headers = {} if name == model else {"x-diffroute-fallback": name}
+        return await _plain_one(request, state, chat, name, headers)
+
+    return await state.pool.with_fallbacks(model, one)
+
+
+async def _plain_one(request: web.Request, state: ServiceState, chat: ChatRequest,
+                     model: str, headers: dict[str, str]) -> web.StreamResponse:
     """One pool model: the body passes through to a forwarding backend, else is translated."""
     if state.pool.get(model).forwards:
         if chat.stream:
-            return await _relayed(request, state, chat, model)
-        return await _forwarded(request, state, chat, model)
+            return await _relayed(request, state, chat, model, headers)
+        return await _forwarded(request, state, chat, model, headers)
     _check_translatable(state, chat, model)
     if chat.stream and chat.n > 1:  # translated streams carry one choice
         raise BadRequestError("n > 1 is not supported with stream: true", param="n")
-    return await _translated(request, state, chat, model)
+    return await _translated(request, state, chat, model, headers)
 
 
 async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
@@ -92,10 +106,16 @@ async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
     for model in call.models:
         if not state.pool.get(model).forwards:
             _check_translatable(state, chat, model)
+    if call.route is not None and chat.untranslated_field() is not None:
+        # a failing auditor's replacement must take the body as sent too (tools kept)
+        names = call.route.candidates or tuple(state.pool.names)
+        call = dataclasses.replace(call, route=dataclasses.replace(call.route, candidates=tuple(
+            n for n in names if state.pool.get(n).forwards)))
     if chat.stream:
         return await _paired_stream(request, chat, state, call)
     reply, outcome = await state.engine.complete(call)
-    body = _reply_json(reply, call.answering, bool(chat.logprobs))
+    # the outcome's call: the primary answers for an assistant that failed
+    body = _reply_json(reply, outcome.call.answering, bool(chat.logprobs))
     body["diffroute"] = outcome.to_json()
     return json_response(body, headers=outcome_headers(outcome))
 
@@ -132,13 +152,13 @@ def outcome_headers(outcome: PairedOutcome) -> dict[str, str]:
 
 
 async def _translated(request: web.Request, state: ServiceState, chat: ChatRequest,
-                      model: str) -> web.StreamResponse:
+                      model: str, headers: dict[str, str]) -> web.StreamResponse:
     """A plain call to a local or scripted model: the request is translated for the backend."""
     sample_request = chat.sample_request()
     log_prompts = state.settings.server.log_prompts
     rid = request[REQUEST_ID]
     if chat.stream:
-        return await relay(request, model, state.pool.stream(model, sample_request), {},
+        return await relay(request, model, state.pool.stream(model, sample_request), headers,
                            chat.include_usage)
     started = time.perf_counter()
     result = await state.pool.sample(model, sample_request)
@@ -151,11 +171,12 @@ async def _translated(request: web.Request, state: ServiceState, chat: ChatReque
         request[ACCESS_FIELDS] = generation_fields(
             model, sample_request.temperature, sample_request.max_tokens, result.usage,
             duration)
-    return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)))
+    return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)),
+                         headers=headers)
 
 
 async def _relayed(request: web.Request, state: ServiceState, chat: ChatRequest,
-                   model: str) -> web.StreamResponse:
+                   model: str, headers: dict[str, str]) -> web.StreamResponse:
     """A streamed plain call passed through: the upstream's chunks are relayed as they come
     (tool-call deltas included) with the pool's model name."""
     started = time.perf_counter()
@@ -166,7 +187,7 @@ async def _relayed(request: web.Request, state: ServiceState, chat: ChatRequest,
         usage = chunk.get("usage") or usage
 
     response = await relay_chunks(request, model, state.pool.get(model).forward_stream(chat.sent),
-                                  {}, seen=seen)
+                                  headers, seen=seen)
     request[ACCESS_FIELDS] = generation_fields(
         model, chat.temperature, chat.max_completion_tokens or chat.max_tokens,
         upstream_usage(usage), time.perf_counter() - started)
@@ -202,7 +223,7 @@ async def relay_chunks(request: web.Request, model: str,
 
 
 async def _forwarded(request: web.Request, state: ServiceState, chat: ChatRequest,
-                     model: str) -> web.Response:
+                     model: str, headers: dict[str, str]) -> web.Response:
     """A plain non-streaming call to a model whose backend passes bodies through: the
     client's body goes upstream as sent (tools, response_format…: nothing diffroute does not
     know is lost) and the upstream's completion comes back with the pool's model name."""
@@ -220,7 +241,7 @@ async def _forwarded(request: web.Request, state: ServiceState, chat: ChatReques
         request[ACCESS_FIELDS] = generation_fields(
             model, chat.temperature, chat.max_completion_tokens or chat.max_tokens, usage,
             duration)
-    return json_response(answer)
+    return json_response(answer, headers=headers)
 
 
 async def _paired_stream(request: web.Request, chat: ChatRequest, state: ServiceState,
@@ -301,7 +322,8 @@ async def list_models(request: web.Request) -> web.Response:
     for cfg in state.settings.models:
         data.append({"id": cfg.name, "object": "model", "created": 0, "owned_by": "diffroute",
                      "diffroute": {"kind": "pool", "backend": cfg.backend.kind,
-                                   "family": cfg.family_name}})
+                                   "family": cfg.family_name,
+                                   "circuit": state.pool.circuit(cfg.name).to_json()}})
     for name in virtual_models(state.pool.names):
         role, _, primary = name.partition(":")
         data.append({"id": name, "object": "model", "created": 0, "owned_by": "diffroute",

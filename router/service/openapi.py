@@ -157,7 +157,7 @@ def _paths() -> dict[str, Any]:
                                   "content": {"application/json": {"schema": free},
                                               "text/event-stream": {
                                                   "schema": {"type": "string"}}}},
-                          **_errors(400, 401, 404, 409, 413, 502, 504)}}},
+                          **_errors(400, 401, 404, 409, 413, 429, 502, 503, 504)}}},
         "/v1/models": {"get": {
             "summary": "Pool models, then the virtual audit:/assist: models",
             "responses": {"200": {"description": "an OpenAI model list",

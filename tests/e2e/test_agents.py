@@ -306,3 +306,81 @@ async def test_each_side_gets_its_own_model_configuration(tmp_path: Path) -> Non
     assert partner["messages"] == [{"role": "system", "content": "Check carefully."}, *ASK]
     assert (partner["temperature"], partner["seed"]) == (0.0, 5)
     assert primary["tools"] == partner["tools"] == [TOOL]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_auditor_that_replaces_a_failing_one_keeps_the_tools(
+        tmp_path: Path, stream: bool) -> None:
+    sink = InMemoryLiveDiffSink()
+    async with FakeUpstream(answers=answers()) as fake, FakeUpstream() as broken:
+        broken.enqueue(*[Reply.error(503, "overloaded")] * 4)
+        models = [remote("remote-a", "x", fake.base_url, "up-a"),
+                  remote("remote-b", "y", broken.base_url, "up-b"),
+                  scripted("local", "w", "It is sunny."),  # would drop the tools: not picked
+                  remote("remote-c", "z", fake.base_url, "up-c")]
+        async with serve(make_settings(tmp_path, models), sink_factory=in_memory(sink)
+                         ) as running:
+            client = async_client(running)
+            if stream:
+                chunks = [c async for c in await client.chat.completions.create(
+                    model="audit:remote-a", messages=ASK, tools=[TOOL], stream=True)]  # type: ignore[arg-type, list-item]
+                arguments, info = tool_arguments(chunks), extra(chunks[-1])
+            else:
+                completion = await client.chat.completions.create(
+                    model="audit:remote-a", messages=ASK, tools=[TOOL])  # type: ignore[arg-type, list-item]
+                [call] = completion.choices[0].message.tool_calls or []
+                arguments, info = call.function.arguments, extra(completion)
+    assert arguments == PARIS
+    assert info["fallback"]["failed"] == "remote-b" and "overloaded" in info["fallback"]["error"]
+    assert info["partner"] == "remote-c" and "partner_error" not in info
+    [body] = sent_to(fake, "up-c")  # the replacement got the body as sent, tools and all
+    assert body["tools"] == [TOOL] and body["messages"] == ASK and "stream" not in body
+    # compared as tool calls: the same call with its arguments written otherwise
+    assert info["agreement"] == 1.0 and info["flagged"] is False
+    assert sink.comparisons == 1
+
+
+async def test_the_primary_answering_for_a_failing_assistant_keeps_the_tools(
+        tmp_path: Path) -> None:
+    async with FakeUpstream(answers=answers()) as fake, FakeUpstream() as broken:
+        broken.enqueue(*[Reply.error(503, "overloaded")] * 4)
+        models = [remote("remote-a", "x", fake.base_url, "up-a"),
+                  remote("remote-a2", "x", broken.base_url, "up-a2")]
+        async with serve(make_settings(tmp_path, models)) as running:
+            completion = await async_client(running).chat.completions.create(
+                model="assist:remote-a", messages=ASK, tools=[TOOL],  # type: ignore[arg-type, list-item]
+                tool_choice="required", extra_body={"diffroute": {"shadow_rate": 0}})
+    [body] = sent_to(fake, "up-a")
+    assert body["tools"] == [TOOL] and body["tool_choice"] == "required"
+    choice = completion.choices[0]
+    assert completion.model == "remote-a" and choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls or []
+    assert (call.function.name, call.function.arguments) == ("get_weather", PARIS)
+    info = extra(completion)
+    assert (info["partner"], info["answered_by"]) == ("remote-a2", "remote-a")
+    assert info["fallback"]["failed"] == "remote-a2"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_plain_calls_fallback_keeps_the_tools(tmp_path: Path, stream: bool) -> None:
+    async with FakeUpstream(answers=answers()) as fake, FakeUpstream() as broken:
+        broken.enqueue(*[Reply.error(503, "overloaded")] * 4)
+        models = [remote("remote-p", "x", broken.base_url, "up-p", fallbacks=["remote-c"]),
+                  remote("remote-c", "z", fake.base_url, "up-c")]
+        async with serve(make_settings(tmp_path, models)) as running:
+            client = async_client(running)
+            if stream:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model="remote-p", messages=ASK, tools=[TOOL], stream=True)  # type: ignore[arg-type, list-item]
+                chunks = [c async for c in raw.parse()]
+                arguments, model = tool_arguments(chunks), chunks[0].model
+            else:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model="remote-p", messages=ASK, tools=[TOOL])  # type: ignore[arg-type, list-item]
+                completion = raw.parse()
+                [call] = completion.choices[0].message.tool_calls or []
+                arguments, model = call.function.arguments, completion.model
+    assert raw.headers["x-diffroute-fallback"] == "remote-c" and model == "remote-c"
+    assert arguments == PARIS_REORDERED
+    [body] = sent_to(fake, "up-c")
+    assert body["tools"] == [TOOL] and body["messages"] == ASK

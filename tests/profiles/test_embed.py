@@ -21,6 +21,7 @@ from profiles.embed import (
     MiniLMEmbedder,
     OpenAIEmbedder,
     make_embedder,
+    usable_rows,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -57,12 +58,53 @@ def test_hash_embedder_is_identical_in_another_process_with_another_hash_seed() 
     assert bytes.fromhex(out.stdout.strip()) == here.tobytes()
 
 
-def test_hash_embedder_rows_are_unit_float32_and_empty_text_is_zero() -> None:
+def test_hash_embedder_rows_are_unit_float32_even_for_the_empty_text() -> None:
     vectors = HashEmbedder(128).embed(["one text", "another, longer piece of text", ""])
     assert vectors.shape == (3, 128)
     assert vectors.dtype == np.float32
-    assert np.linalg.norm(vectors[:2], axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
-    assert not vectors[2].any()
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
+
+
+# Answers SmolLM2 really gave in a default-suite build (issue #19; tests/profiles/fixtures).
+FENCE, RULE, EMOJI = "```", "---", "🌟🌟🌍🌈🌊🌌🌊🌊🌌"
+CODE = '```json\n{\n  "name": "Ana",\n  "age": 30\n}\n```'
+EDGE_TEXTS = [FENCE, RULE, EMOJI, "🌈🌈🌈", "", " \n\t ", "\u200b", "。！？", CODE,
+              "word " * 20_000, "🌊" * 50_000]
+
+
+def test_hash_embedder_gives_every_text_a_unit_vector() -> None:
+    vectors = HashEmbedder().embed(EDGE_TEXTS)
+    assert np.all(np.isfinite(vectors))
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx([1.0] * len(EDGE_TEXTS), abs=1e-5)
+
+
+def test_hash_embedder_texts_without_words_agree_with_themselves_only() -> None:
+    fence, fence_again, rule, emoji, code = HashEmbedder().embed(
+        [FENCE, FENCE, RULE, EMOJI, CODE])
+    assert float(fence @ fence_again) == pytest.approx(1.0, abs=1e-6)  # two models answering ```
+    assert abs(float(fence @ code)) < 0.2  # ``` vs a block of code: apart
+    assert abs(float(fence @ rule)) < 0.2 and abs(float(rule @ emoji)) < 0.3
+    # content-dependent: emoji sequences sharing symbols are closer than unrelated ones
+    a, b, c = HashEmbedder().embed(["🌊🌊🌌", "🌊🌌🌌", "---"])
+    assert float(a @ b) > float(a @ c) + 0.3
+
+
+def test_hash_embedder_empty_and_whitespace_share_one_fixed_vector() -> None:
+    empty, spaces, newline, *others = HashEmbedder().embed(
+        ["", "   ", "\n\t", "empty", "nothing", "(no answer)", FENCE, EMOJI])
+    assert np.array_equal(empty, spaces) and np.array_equal(empty, newline)
+    assert max(abs(float(empty @ other)) for other in others) < 0.3
+
+
+def test_hash_embedder_keeps_the_vectors_of_texts_with_words() -> None:
+    # symbols next to words are ignored as before: the fallback only serves texts without words
+    plain, fenced = HashEmbedder().embed(["print(x)", "```print(x)```"])
+    assert np.array_equal(plain, fenced)
+
+
+def test_usable_rows_flags_zero_and_non_finite_rows() -> None:
+    rows = np.array([[1.0, 0.0], [0.0, 0.0], [np.nan, 1.0], [np.inf, 0.0], [0.0, -2.0]])
+    assert usable_rows(rows).tolist() == [True, False, False, False, True]
 
 
 def test_hash_embedder_puts_similar_texts_closer_than_unrelated() -> None:
@@ -119,6 +161,23 @@ async def test_minilm_aembed_from_concurrent_tasks(minilm: MiniLMEmbedder) -> No
     assert np.allclose(first, second, atol=1e-6)
 
 
+def test_minilm_gives_every_text_a_unit_vector(minilm: MiniLMEmbedder) -> None:
+    vectors = minilm.embed(EDGE_TEXTS)
+    assert np.all(np.isfinite(vectors))
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx([1.0] * len(EDGE_TEXTS), abs=1e-5)
+    fence, fence_again, code, empty, spaces = minilm.embed([FENCE, FENCE, CODE, "", " \n\t "])
+    assert np.allclose(fence, fence_again, atol=1e-6)
+    assert np.allclose(empty, spaces, atol=1e-6)  # the tokenizer drops whitespace
+    assert float(fence @ code) < 0.9
+
+
+def test_minilm_truncates_long_text_to_its_window(minilm: MiniLMEmbedder) -> None:
+    # past 256 word pieces nothing counts: a long text equals its own longer version
+    head = "the cat sat on the mat " * 60  # about 360 word pieces
+    long, longer = minilm.embed([head, head + "stock markets fell sharply " * 500])
+    assert np.allclose(long, longer, atol=1e-5)
+
+
 def test_minilm_reports_missing_model_dir(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         MiniLMEmbedder(model_dir=tmp_path).embed(["x"])
@@ -161,8 +220,28 @@ async def test_openai_embedder_posts_and_normalises() -> None:
             vectors = await embedder.aembed(["abcd", ""])
         assert embedder.dim == 3
         assert vectors[0] == pytest.approx([0.8, 0.0, 0.6])
-        assert vectors[1] == pytest.approx([0.0, 0.0, 1.0])
+        # the empty text is sent as "(empty)" (7 characters): OpenAI refuses empty inputs
+        assert vectors[1] == pytest.approx(np.array([7.0, 0.0, 3.0]) / np.sqrt(58.0))
         assert embedder.name == "openai:text-embed"
+    finally:
+        await runner.cleanup()
+
+
+async def test_openai_embedder_sends_whitespace_as_empty_and_cuts_long_text() -> None:
+    seen: list[list[str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append(body["input"])
+        data = [{"index": i, "embedding": [1.0, float(i)]} for i in range(len(body["input"]))]
+        return web.json_response({"data": data})
+
+    runner, base = await _serve(record)
+    try:
+        embedder = OpenAIEmbedder(base, "m", max_chars=10)
+        vectors = await embedder.aembed([" \n", "x" * 25, FENCE])
+        assert seen == [["(empty)", "x" * 10, FENCE]]
+        assert np.all(usable_rows(vectors))
     finally:
         await runner.cleanup()
 

@@ -74,3 +74,34 @@ def test_a_large_index_searches_an_inverted_file_with_the_exact_answers() -> Non
     # the same vectors give the same lists: decisions do not depend on the build
     again = ProbeIndex(vectors, domains, exact_limit=1000)
     assert np.array_equal(again.search(queries, 16)[1], got)
+
+
+def test_a_probe_with_an_unusable_embedding_is_left_out_of_the_index() -> None:
+    from collections.abc import Sequence
+
+    from structlog.testing import capture_logs
+
+    from profiles.embed import Vectors
+
+    suite = simulated_suite(["history", "law"], 4)
+    broken = suite.probes[1].id
+
+    class Broken:
+        name, dim = "broken", 64
+
+        def embed(self, texts: Sequence[str]) -> Vectors:
+            vectors = HashEmbedder(64).embed(texts)
+            vectors[1] = np.nan
+            return vectors
+
+        async def aembed(self, texts: Sequence[str]) -> Vectors:
+            return self.embed(texts)
+
+    with capture_logs() as logs:
+        index = ProbeIndex.build(suite.probes, Broken())
+    assert len(index) == len(suite.probes) - 1
+    assert logs[0]["event"] == "index.probes_left_out" and logs[0]["probes"] == [broken]
+    query = HashEmbedder(64).embed(["[law] which option holds?"])[0]
+    weights = index.domain_weights(query, 4, 0.05)
+    assert weights and np.isfinite(list(weights.values())).all()
+    assert index.domain_weights(np.full(64, np.nan, dtype=np.float32), 4, 0.05) == {}

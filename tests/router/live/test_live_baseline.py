@@ -1,0 +1,45 @@
+"""Semantic noise floors from real profiles whose answers include some without words."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from structlog.testing import capture_logs
+
+from profiles.embed import HashEmbedder, Vectors
+from profiles.suite import load_suite
+from router.live.baseline import build_baseline, semantic_floors
+from tests.members import MEMBERS, member_profiles
+
+
+class NanForWordless:
+    """An endpoint that sends NaN vectors for texts without a word."""
+
+    name, dim = "nan-for-wordless", 256
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        vectors = HashEmbedder().embed(texts)
+        vectors[[not re.search(r"\w", t) for t in texts]] = float("nan")
+        return vectors
+
+    async def aembed(self, texts: Sequence[str]) -> Vectors:
+        return self.embed(texts)
+
+
+def test_floors_skip_unusable_samples_and_stay_finite() -> None:
+    suite = load_suite("default")
+    profiles = member_profiles()
+    good = semantic_floors(profiles, suite, HashEmbedder())
+    with capture_logs() as logs:
+        zeroed = semantic_floors(profiles, suite, NanForWordless())
+    assert set(zeroed) == set(good) and all(math.isfinite(v) for v in zeroed.values())
+    # smol-b has no answer without words: its floors are untouched
+    assert {k: v for k, v in zeroed.items() if k[0] == MEMBERS[1]} == \
+        {k: v for k, v in good.items() if k[0] == MEMBERS[1]}
+    # smol-a's emoji answer to instr-031 is left out; four usable samples keep the probe
+    assert logs == []
+    baseline = build_baseline(list(profiles), suite, NanForWordless())
+    threshold = baseline.semantic_threshold(MEMBERS, "instructions")
+    assert threshold is not None and math.isfinite(threshold)
