@@ -50,7 +50,7 @@ from router.paired.call import (
 )
 from router.paired.compare import Comparer, Comparison, compare, compare_review
 from router.paired.record import LiveDiffRecord, LiveDiffSink, new_live_diff_id, prompt_digest
-from router.paired.stream import PairedStream
+from router.paired.stream import AuditorWatch, PairedStream
 from router.paired.structured import AnswerComparer
 from router.pairing.decision import Decision, Role, RouteRequest
 from router.pairing.pinned import Pairings
@@ -173,23 +173,32 @@ class PairedEngine:
         return reply, await self.conclude(call, reply.answer, partner_reply, error)
 
     async def _assisted(self, call: PairedCall) -> tuple[ModelReply, PairedOutcome]:
-        """The assistant's reply; when the assistant fails as a model does (``falls_back``),
-        the primary's (sent the body as the client made it, tools kept), and the outcome says
-        so (no shadow then: the primary answered)."""
+        """The assistant's reply; when the assistant fails as a model does, the primary's
+        (:meth:`assistant_fallback`; no shadow then: the primary answered)."""
         try:
             reply = await self.answer(call.answering, answering_ask(call), call)
         except DiffrouteError as exc:
-            if not falls_back(exc):
+            fallback = self.assistant_fallback(call, exc)
+            if fallback is None:
                 raise
-            _log.warning("paired.assistant_failed", assistant=call.decision.partner,
-                         primary=call.decision.primary, request_id=call.request_id,
-                         **error_fields(exc, log_prompts=self.log_prompts))
-            call = dataclasses.replace(call, fallback=Fallback(call.decision.partner, str(exc)))
-            reply = await self.answer(call.answering, answering_ask(call), call)
-            return reply, PairedOutcome(call)
+            reply = await self.answer(fallback.answering, answering_ask(fallback), fallback)
+            return reply, PairedOutcome(fallback)
         if call.shadow:
             self.start_shadow(call, reply.answer)
         return reply, PairedOutcome(call)
+
+    def assistant_fallback(self, call: PairedCall, exc: DiffrouteError) -> PairedCall | None:
+        """The call with the primary answering for an assistant that failed as a model does
+        (``falls_back``): it is sent the body as the client made it (tools kept), and the
+        outcome says so. ``None`` when ``exc`` is not that (a refused request, an audit's
+        primary, a primary that answers already)."""
+        d = call.decision
+        if d.role != "assist" or call.fallback is not None or not falls_back(exc):
+            return None
+        _log.warning("paired.assistant_failed", assistant=d.partner, primary=d.primary,
+                     request_id=call.request_id,
+                     **error_fields(exc, log_prompts=self.log_prompts))
+        return dataclasses.replace(call, fallback=Fallback(d.partner, str(exc)))
 
     def stream(self, call: PairedCall) -> PairedStream:
         """The answering model's deltas (or forwarded chunks), then
@@ -253,28 +262,43 @@ class PairedEngine:
             return None, str(exc)
         return reply.answer, None
 
-    async def auditor_answer(self, call: PairedCall, ask: Ask
+    async def auditor_answer(self, call: PairedCall, ask: Ask, watch: AuditorWatch | None = None
                              ) -> tuple[PairedCall, Answer | None, str | None]:
         """:meth:`partner_answer`; when the auditor fails, the next auditor the policy ranks
         (asked again without the failed one) is sent the same ask (the body as sent, for a
         forwarding model) once more, and the call returned names it. Not when the client
-        named the auditor: its choice stands."""
+        named the auditor: its choice stands. ``watch`` (a stream's headers) is told when the
+        auditor failed and which one stands then."""
         answer, error = await self.partner_answer(call, ask)
         if answer is not None or call.route is None or error is None:
             return call, answer, error
+        if watch is not None:
+            watch.failed()
+        replaced = None
+        try:
+            replaced = await self._next_auditor(call, call.route, error)
+        finally:
+            if watch is not None:
+                watch.chosen(call if replaced is None else replaced)
+        if replaced is None:
+            return call, answer, error
+        answer, error = await self.partner_answer(replaced, ask)
+        return replaced, answer, error
+
+    async def _next_auditor(self, call: PairedCall, route: RouteRequest,
+                            error: str) -> PairedCall | None:
+        """The call with the next auditor the policy ranks, or ``None`` when nobody else
+        qualifies (the first failure stands)."""
         failed = call.decision.partner
-        route = call.route
         names = route.candidates if route.candidates is not None else self.pool.names
         try:
             decision = await self.decisions.decide(dataclasses.replace(
                 route, candidates=tuple(n for n in names if n != failed)))
-        except DiffrouteError as exc:  # nobody else qualifies: the first failure stands
+        except DiffrouteError as exc:
             _log.info("paired.no_next_auditor", auditor=failed, reason=str(exc),
                       request_id=call.request_id)
-            return call, answer, error
-        call = dataclasses.replace(call, decision=decision, fallback=Fallback(failed, error))
-        answer, error = await self.partner_answer(call, ask)
-        return call, answer, error
+            return None
+        return dataclasses.replace(call, decision=decision, fallback=Fallback(failed, error))
 
     def start_shadow(self, call: PairedCall, assistant: Answer) -> None:
         """In the background, the primary answers too and is compared with the assistant."""

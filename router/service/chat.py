@@ -246,11 +246,16 @@ async def _forwarded(request: web.Request, state: ServiceState, chat: ChatReques
 
 async def _paired_stream(request: web.Request, chat: ChatRequest, state: ServiceState,
                          call: PairedCall) -> web.StreamResponse:
+    """A streamed pair: the headers go out once the answering model's first delta is there
+    (:meth:`PairedStream.open`), so they name who answers — the primary, for an assistant
+    that failed before it — and the auditor that replaced one that failed by then."""
     async with state.engine.stream(call) as stream:
+        await stream.open()
 
         async def finale() -> dict[str, Any]:
             return (await stream.outcome()).to_json()
 
+        call = stream.call
         if stream.forwarded:
             return await relay_chunks(request, call.answering, stream.chunks(),
                                       call_headers(call), finale)
