@@ -9,7 +9,9 @@ The HTTP handler turns a request into a :class:`~router.paired.call.PairedCall`
   are compared on the response path (cheap) and recorded to the :class:`LiveDiffSink` off it.
 * **assist** — the partner (the assistant) answers for the primary; on a ``shadow_rate``
   fraction of requests the primary also answers in the background, so the pair's live agreement
-  stays measured; that comparison is recorded when it finishes.
+  stays measured; that comparison is recorded when it finishes. An assistant that fails as a
+  model does leaves the answer to the primary (:meth:`PairedEngine.assistant_fallback`),
+  streamed or not.
 
 A model whose backend forwards bodies (``kind: openai``) is sent the client's body as it is
 (tools and all) and its answer is the upstream's completion; any other model gets the

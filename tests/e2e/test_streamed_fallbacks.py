@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -18,7 +19,7 @@ from router.paired.record import InMemoryLiveDiffSink
 from router.service.state import STATE
 from tests.e2e.harness import Running, call, make_settings, remote, scripted, serve
 from tests.e2e.test_openai_client import async_client, eventually, extra
-from tests.fakes import FakeUpstream, Reply
+from tests.fakes import FakeUpstream, Reply, until
 from tests.router.test_pool_protection import MODES, assert_idle
 
 ASK = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -26,6 +27,8 @@ PRIMARY = "The primary answers four."
 FAULTS = ("503", "429", "hung", "refused", "circuit")
 """How the partner fails before its first token: the fault matrix's modes that do so, a
 refused connection, and an open circuit."""
+HUNG = 30.0
+SLOW = {"connect": 1, "read": 60, "total": 60}
 OPEN_ON_FIRST = {"failures": 1, "window_s": 60, "open_s": 120}
 
 
@@ -127,16 +130,21 @@ async def test_a_streamed_assist_whose_assistant_answers_is_unchanged(tmp_path: 
         assert_all_idle(running)
 
 
+@pytest.mark.parametrize("mode", ["concurrent", "review"])
 @pytest.mark.parametrize("fault", ["503", "refused"])
 async def test_a_streamed_audit_names_the_auditor_that_replaced_a_failing_one(
-        tmp_path: Path, fault: str) -> None:
+        tmp_path: Path, fault: str, mode: str) -> None:
     # the primary's first token comes after the first auditor failed: the headers can wait
     async with FakeUpstream(answer="4", latency=0.5) as up, \
             failing(fault, "aud1", "b") as first, \
             service(tmp_path, [remote("m", "a", up.base_url, "up-m"), first,
-                               scripted("aud2", "c", "5")]) as (running, sink):
-        headers, chunks = await streamed(running, "audit:m")
-        assert headers["x-diffroute-partner"] == "aud2"
+                               scripted("aud2", "c", "5", rules=[
+                                   {"contains": "Answer to review",
+                                    "answers": {"DISAGREE\n5": 1.0}}])]) as (running, sink):
+        headers, chunks = await streamed(running, "audit:m", audit_mode=mode)
+        # a review starts once the answer is complete, after the headers: they name the
+        # auditor asked first, and the final chunk the one that answered
+        assert headers["x-diffroute-partner"] == ("aud2" if mode == "concurrent" else "aud1")
         assert headers["x-diffroute-answered-by"] == "m"
         assert text_of(chunks) == "4"
         info = extra(chunks[-1])
@@ -144,7 +152,71 @@ async def test_a_streamed_audit_names_the_auditor_that_replaced_a_failing_one(
         assert info["flagged"] is True and "partner_error" not in info
         await eventually(lambda: sink.get(info["live_diff_id"]) is not None)
         record = sink.get(info["live_diff_id"])
-        assert record is not None
+        assert record is not None and record.mode == mode
         assert (record.primary, record.partner, record.answered_by) == ("m", "aud2", "m")
-        assert (record.primary_text, record.partner_text) == ("4", "5")
+        assert record.primary_text == "4" and "5" in record.partner_text
+        assert_all_idle(running)
+
+
+async def test_a_client_that_leaves_a_streamed_assist_fallback_frees_every_slot(
+        tmp_path: Path) -> None:
+    async with FakeUpstream(latency=HUNG) as hung, failing("503", "asst", "a") as assistant, \
+            service(tmp_path, [remote("m", "a", hung.base_url, "up-m", timeouts=SLOW),
+                               assistant]) as (running, _sink):
+        client = async_client(running, timeout=0.5)
+        with pytest.raises(openai.APITimeoutError):  # waiting for the primary's first token
+            await client.chat.completions.create(
+                model="assist:m", messages=ASK, stream=True)  # type: ignore[arg-type]
+        await until(lambda: hung.abandoned == 1)  # the primary's upstream call is cancelled
+        primary = running.app[STATE].pool.get("m")
+        await until(lambda: primary._limit.free == primary.config.max_concurrency)
+        assert_all_idle(running)
+
+
+async def test_a_streamed_audit_without_another_auditor_keeps_the_first_one(
+        tmp_path: Path) -> None:
+    async with FakeUpstream(answer="4", latency=0.3) as up, \
+            failing("503", "aud1", "b") as first, \
+            service(tmp_path, [remote("m", "a", up.base_url, "up-m"), first]) as (running, _):
+        headers, chunks = await streamed(running, "audit:m")
+        assert headers["x-diffroute-partner"] == "aud1" and text_of(chunks) == "4"
+        info = extra(chunks[-1])
+        assert info["partner"] == "aud1" and "overloaded" in info["partner_error"]
+        assert "fallback" not in info
+        assert_all_idle(running)
+
+
+async def post_stream(running: Running, model: str) -> tuple[int, str]:
+    """The status and raw text of one streamed call (errors included)."""
+    async with aiohttp.ClientSession() as http, http.post(
+            running.base_url + "/chat/completions",
+            json={"model": model, "messages": ASK, "stream": True}) as response:
+        return response.status, await response.text()
+
+
+async def test_what_a_streamed_paired_call_does_not_fall_back_from(tmp_path: Path) -> None:
+    cut = [{"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "up",
+            "choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}]}]
+    async with FakeUpstream() as a, FakeUpstream() as m, service(tmp_path, [
+            remote("m", "a", m.base_url, "up-m"),
+            remote("asst", "a", a.base_url, "up-a"),
+            scripted("aud", "b", "4")]) as (running, _):
+        # a request the assistant refuses is the client's problem (as unstreamed)
+        a.enqueue(Reply.error(400, "unsupported parameter", error_type="invalid_request"))
+        status, text = await post_stream(running, "assist:m")
+        assert status == 502 and "unsupported parameter" in text and m.count() == 0
+        # the primary fails too: its failure is the answer's, before any header
+        a.enqueue(Reply.error(503, "overloaded"))
+        m.enqueue(Reply.error(503, "primary down"))
+        status, text = await post_stream(running, "assist:m")
+        assert status == 502 and "'m'" in text and "primary down" in text
+        # an assistant that fails after its first token: the stream has started, it ends
+        # with an error event (as a plain stream does)
+        a.enqueue(Reply(chunks=cut, done=False))
+        status, text = await post_stream(running, "assist:m")
+        assert status == 200 and "Hel" in text and "'asst'" in text and m.count() == 1
+        # an audit's primary answers itself or fails the call: nobody answers in its place
+        m.enqueue(Reply.error(503, "primary down"))
+        status, text = await post_stream(running, "audit:m")
+        assert status == 502 and "primary down" in text
         assert_all_idle(running)
