@@ -173,6 +173,8 @@ class PairedStream:
             self.call = await self._watch.current()
 
     async def _start(self) -> None:
+        """Open the answering model's stream (its chunks relayed, if it forwards, else its
+        translated deltas) and await its first item."""
         engine, call = self._engine, self.call
         self._ask = ask = answering_ask(call)
         self.forwarded = engine.forwards(call.answering, ask)
