@@ -187,7 +187,7 @@ def test_json_format_is_the_diff_object(world: World, capsys: pytest.CaptureFixt
     run = cli(world.args("alpha", "beta", "--format", "json"), capsys)
     assert run.code == 0, run.err
     data = json.loads(run.out)
-    assert data["schema"] == "diffroute.diff/1"
+    assert data["schema"] == "diffroute.diff/2"
     assert (data["a"], data["b"]) == ("alpha", "beta")
     assert data["flagged_domains"] == ["law"] and data["settings"]["samples"] == SAMPLES
 
