@@ -145,7 +145,7 @@ def test_piped_diff_is_plain_and_shows_the_planted_domain(runs: dict[str, Run]) 
     lines = run.out.splitlines()
     assert lines[0] == "diff --behavior a/alpha b/beta"
     stats = [line for line in lines if " | κp " in line]
-    assert stats[0].split()[:2] == ["!?", "law"]  # flagged, replication not tested at k=6
+    assert stats[0].split()[:2] == ["!✓", "law"]  # flagged, replicated on the confirm round
     assert all("!" not in line.split(" | ")[0] for line in stats[1:])
     assert any(line.startswith("@@ law-") for line in lines)
     assert any(line.startswith("-") for line in lines)
