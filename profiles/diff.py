@@ -453,7 +453,8 @@ class _Confirmation:
         selection = _select(candidates, a.confirm_records, b.confirm_records, greedy)
         order, splits = _split_matrix(selection.probes, a.confirm_records, b.confirm_records,
                                       embedder, cfg.n_permutations, cfg.seed + 1)
-        out = cls(samples=_typical_k(order, a.confirm_records, b.confirm_records),
+        both = [p for p in probes if p.id in a.confirm_records and p.id in b.confirm_records]
+        out = cls(samples=_typical_k(both, a.confirm_records, b.confirm_records),
                   notes=_left_out_notes(selection, "confirm"))
         row = {p.id: j for j, p in enumerate(order)}
         position = {p.id: i for i, p in enumerate(probes)}

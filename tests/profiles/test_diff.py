@@ -141,3 +141,10 @@ def test_coupled_one_request_samples_are_what_the_null_excludes(k: int) -> None:
             else:
                 independent_flags += bool(diff.flagged_domains)
     assert coupled_flags >= 5 and independent_flags <= 1
+
+
+def test_a_null_diff_still_says_it_has_a_confirm_collection() -> None:
+    pair = synthetic_pair(10, 5, None, SMALL)
+    diff = compute_diff(pair.a, pair.b, pair.suite, n_permutations=100, n_resamples=20)
+    assert diff.settings["confirm_samples"] == 5
+    assert all(d.replicated is None for d in diff.domains)  # nothing flagged: nothing to confirm
