@@ -15,7 +15,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from profiles.collect import Decoding
+from profiles.collect import DEFAULT_SAMPLES, Decoding
 from profiles.diff import Diff, compute_diff
 from profiles.embed import Embedder, make_embedder
 from profiles.matrix import PoolMatrix, pool_matrix
@@ -49,7 +49,7 @@ class ProfileQuery:
     """Which observations make a profile: the suite and how they were sampled."""
 
     suite: str = "default"
-    samples: int = 5
+    samples: int = DEFAULT_SAMPLES
     temperature: float = 0.7
 
     @property

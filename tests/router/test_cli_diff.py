@@ -268,3 +268,10 @@ def _config(root: Path, models: list[dict[str, Any]]) -> Path:
     path = root / "changed.yaml"
     path.write_text(yaml.safe_dump({"data_dir": "data", "models": models}), encoding="utf-8")
     return path
+
+
+def test_the_cli_default_k_is_the_engines() -> None:
+    from profiles.collect import DEFAULT_SAMPLES
+    from router.cli import DEFAULT_SAMPLES as CLI_DEFAULT
+
+    assert CLI_DEFAULT == DEFAULT_SAMPLES
