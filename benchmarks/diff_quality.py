@@ -20,6 +20,10 @@ k): raw disagreement (mean over probes of the chance that a sample of A and one 
 and the engine's own noise-corrected point estimate (the domain shift in points), no test.
 
     python -m benchmarks.diff_quality [--pairs 20] [--samples 5,10,20]
+    python -m benchmarks.diff_quality --null-pairs 200 --samples 20   # calibration only
+
+``--null-pairs N`` runs only the null row with 0.06 per-request nudges, N pairs, and prints the
+share of pairs that flag any domain with its Clopper–Pearson interval (target ≤ 2.5 %).
 """
 
 from __future__ import annotations
@@ -163,11 +167,29 @@ def report(rows: list[Row], k: int, rng: np.random.Generator) -> None:
             print(f"  {'':<30} {s:<9} {precision_recall(row.outcomes, base[s], rng)}")
 
 
+def null_calibration(pairs: int, k: int) -> None:
+    """Pairs of alike models (0.06 nudges): how many flag any domain."""
+    world = World(nudge_sd=NUDGE_06)
+    flagging = 0
+    for seed in range(pairs):
+        pair = synthetic_pair(50_000 + seed, k, None, world)
+        diff = compute_diff(pair.a, pair.b, pair.suite, seed=seed, n_resamples=20)
+        flagging += bool(diff.flagged_domains)
+    low, high = clopper_pearson(flagging, pairs)
+    print(f"k = {k}, null pairs with 0.06 nudges: {flagging}/{pairs} flag a domain = "
+          f"{flagging / pairs:.3f} [{low:.3f}, {high:.3f}] (target <= 0.025)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--samples", default="5,10,20")
+    parser.add_argument("--null-pairs", type=int, default=0)
     args = parser.parse_args()
+    if args.null_pairs:
+        for k in (int(x) for x in args.samples.split(",")):
+            null_calibration(args.null_pairs, k)
+        return
     rng = np.random.default_rng(0)
     print(f"synthetic pairs: 12 domains x 20-40 probes, {args.pairs} pairs per row")
     for k in (int(x) for x in args.samples.split(",")):
