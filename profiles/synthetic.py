@@ -33,6 +33,7 @@ another seed, as :func:`profiles.collect.collect_rounds` makes them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -89,35 +90,33 @@ class _Layout:
     names: tuple[str, ...]
 
 
-_LAYOUTS: dict[tuple[int, tuple[int, int], int], _Layout] = {}
-
-
 def synthetic_suite(world: World) -> Suite:
     """The suite every pair of ``world`` is drawn on."""
     return _layout(world).suite
 
 
 def _layout(world: World) -> _Layout:
-    key = (world.domains, world.probes, world.suite_seed)
-    if key not in _LAYOUTS:
-        rng = np.random.default_rng(world.suite_seed)
-        sizes = rng.integers(world.probes[0], world.probes[1] + 1, world.domains)
-        names = tuple(f"d{i:02d}" for i in range(world.domains))
-        probes = []
-        for d, (name, size) in enumerate(zip(names, sizes, strict=True)):
-            for i in range(int(size)):
-                gold = LETTERS[int(rng.integers(0, 4))]
-                text = f"[{name}] question {i}\n" + "\n".join(
-                    f"{o}. option {o}" for o in LETTERS) + "\nAnswer with the letter only."
-                probes.append(Probe(id=f"{name}-{i:03d}", domains=(name,), type="choice",
-                                    messages=({"role": "user", "content": text},),
-                                    options=tuple(f"option {o}" for o in LETTERS), gold=gold))
-            del d
-        suite = Suite(SuiteManifest(name="synthetic", version="1", description="synthetic"),
-                      tuple(probes))
-        domain_of = np.repeat(np.arange(world.domains), sizes).astype(np.int64)
-        _LAYOUTS[key] = _Layout(suite, domain_of, names)
-    return _LAYOUTS[key]
+    return _layout_for(world.domains, world.probes, world.suite_seed)
+
+
+@functools.lru_cache(maxsize=16)
+def _layout_for(domains: int, sizes_range: tuple[int, int], suite_seed: int) -> _Layout:
+    rng = np.random.default_rng(suite_seed)
+    sizes = rng.integers(sizes_range[0], sizes_range[1] + 1, domains)
+    names = tuple(f"d{i:02d}" for i in range(domains))
+    probes = []
+    for name, size in zip(names, sizes, strict=True):
+        for i in range(int(size)):
+            gold = LETTERS[int(rng.integers(0, 4))]
+            text = f"[{name}] question {i}\n" + "\n".join(
+                f"{o}. option {o}" for o in LETTERS) + "\nAnswer with the letter only."
+            probes.append(Probe(id=f"{name}-{i:03d}", domains=(name,), type="choice",
+                                messages=({"role": "user", "content": text},),
+                                options=tuple(f"option {o}" for o in LETTERS), gold=gold))
+    suite = Suite(SuiteManifest(name="synthetic", version="1", description="synthetic"),
+                  tuple(probes))
+    domain_of = np.repeat(np.arange(domains), sizes).astype(np.int64)
+    return _Layout(suite, domain_of, names)
 
 
 def _softmax(z: FloatArray) -> FloatArray:
