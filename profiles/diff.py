@@ -380,7 +380,9 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
 
     domains = [domain_diff(n, tests[n], float(qv), bool(r))
                for n, qv, r in zip(names, domain_q.qvalues, domain_q.rejected, strict=True)]
-    overall = domain_diff(ALL, overall_test, float("nan"), False)
+    # the overall row is its own test (a family of one), not part of the domains' family
+    overall = domain_diff(ALL, overall_test, overall_test.pvalue,
+                          bool(overall_test.pvalue <= q_domain))
     flagged = sorted((d for d in domains if d.flagged), key=lambda d: -d.shift)
     hunks = [
         Hunk(p.id, list(p.domains), p.type, _prompt(p), shift_points(float(observed[i])),

@@ -57,6 +57,7 @@ def test_flagged_domains_are_confirmed_on_the_fresh_collection() -> None:
     pair = synthetic_pair(4, 10, Shift(0.40), SMALL)
     diff = compute_diff(pair.a, pair.b, pair.suite, n_permutations=500, n_resamples=50)
     assert diff.flagged_domains == sorted(pair.planted)
+    assert diff.overall.flagged and diff.overall.replicated is None  # its own test
     assert diff.domain(diff.flagged_domains[0]).replicated is True
     assert diff.settings["confirm_samples"] == 10
     without = compute_diff(pair.a, dataclasses.replace(pair.b, confirm_records={}), pair.suite,
@@ -146,5 +147,5 @@ def test_coupled_one_request_samples_are_what_the_null_excludes(k: int) -> None:
 def test_a_null_diff_still_says_it_has_a_confirm_collection() -> None:
     pair = synthetic_pair(10, 5, None, SMALL)
     diff = compute_diff(pair.a, pair.b, pair.suite, n_permutations=100, n_resamples=20)
-    assert diff.settings["confirm_samples"] == 5
+    assert diff.settings["confirm_samples"] == 5 and not diff.overall.flagged
     assert all(d.replicated is None for d in diff.domains)  # nothing flagged: nothing to confirm
