@@ -185,7 +185,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--samples", default="5,10,20")
     parser.add_argument("--null-pairs", type=int, default=0)
+    parser.add_argument("--rows", default="", help="only rows whose label contains one of "
+                        "these comma-separated words")
     args = parser.parse_args()
+    wanted = [w for w in args.rows.split(",") if w]
     if args.null_pairs:
         for k in (int(x) for x in args.samples.split(",")):
             null_calibration(args.null_pairs, k)
@@ -196,6 +199,8 @@ def main() -> None:
         started = time.perf_counter()
         rows = []
         for r, (label, shift, world) in enumerate(ROWS):
+            if wanted and not any(w in label for w in wanted):
+                continue
             row = Row(label, shift is None)
             for i in range(args.pairs):
                 seed = 10_000 * r + i

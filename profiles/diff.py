@@ -60,8 +60,10 @@ from profiles.significance import (
 from profiles.suite import Suite
 
 SCHEMA = "diffroute.diff/2"
-DEFAULT_DOMAIN_Q = 0.025
-"""BH level across domains: a pair of alike models flags any domain with probability ≤ 2.5 %."""
+DEFAULT_DOMAIN_Q = 0.02
+"""BH level across domains: a pair of alike models flags any domain with probability ≤ 2 %
+(below the 2.5 % ceiling of issue #13: at q = 0.025 the rate *is* 2.5 %, measured 3.0 %
+[1.1, 6.4] over 200 null pairs)."""
 EMPTY_ANSWER = "(no answer)"
 """Stands in for an empty response, which would embed as the zero vector: empty answers are
 alike among themselves and unlike any real answer."""

@@ -34,15 +34,20 @@ statistic is symmetric, so a split and its mirror tie): single probes rarely sur
 Benjamini–Hochberg; the domain test carries the decision.
 
 **Domain test** (the flag). The domain statistic is the sum over its probes of each probe's
-statistic *studentised by its own permutation distribution* ((x − mean)/sd over the B
-re-splits; a probe whose every split gives the same value weighs nothing). Mean and sd are
-functions of the pooled samples only, so they are the same for every split and the transform
-keeps the test exact; it gives sharp probes, where a shift stands out of little noise, the
-weight they deserve. The same B splits of every probe (drawn independently per probe) form B
+statistic *studentised by its own permutation distribution* ((x − mean)/sd over the 1 + B
+splits, the observed one included; a probe whose every split gives the same value weighs
+nothing), plus the absolute sum of the studentised *consensus* statistics (how much more A's
+samples than B's agree with the pooled modal answer — for embeddings, the pooled mean
+similarity — a signed statistic for "one model consistently strays from the answer both give
+most", an alternative the squared distance is weak against); the domain statistic is the
+larger of the two sums, each scaled by its sd over the splits. Every transform is a symmetric
+function of the 1 + B splits, so the observed split stays exchangeable with the others and the
+test stays exact; studentising gives sharp probes, where a shift stands out of little noise,
+the weight they deserve. The same B splits of every probe (drawn independently per probe) form B
 joint re-splits of the domain, so p = (1 + #{null ≥ observed})/(1 + B) is a valid p-value for
 "A and B answer alike on every probe of the domain". Domains with fewer than
 ``MIN_DOMAIN_PROBES`` testable probes are reported as too small and never flagged. Across the
-tested domains, Benjamini–Hochberg at ``q_domain`` (default 0.025): under the global null (two
+tested domains, Benjamini–Hochberg at ``q_domain`` (default 0.02): under the global null (two
 alike models) BH is Simes' test, so a null pair flags any domain with probability ≤ q_domain;
 with real differences it controls the share of flagged domains that are false at q_domain.
 
@@ -180,10 +185,11 @@ def probe_pvalues(splits: FloatArray) -> FloatArray:
 
 
 def studentised(splits: FloatArray) -> FloatArray:
-    """Each probe's split statistics as (x − mean)/sd over its null splits (0 where sd = 0)."""
-    null = splits[:, 1:]
-    mean = null.mean(axis=1, keepdims=True)
-    sd = null.std(axis=1, keepdims=True)
+    """Each probe's split statistics as (x − mean)/sd over all its 1 + B splits (0 where
+    sd = 0): a symmetric function of the splits, so the observed one stays exchangeable with
+    the others and the permutation p-value stays exact."""
+    mean = splits.mean(axis=1, keepdims=True)
+    sd = splits.std(axis=1, keepdims=True)
     out: FloatArray = np.divide(splits - mean, sd, out=np.zeros_like(splits), where=sd > _TIE)
     return out
 
@@ -191,13 +197,13 @@ def studentised(splits: FloatArray) -> FloatArray:
 def domain_statistic(z_excess: FloatArray, z_consensus: FloatArray) -> FloatArray:
     """The domain statistic for every split ``(1 + B,)`` from studentised probe rows.
 
-    max(Σ z_excess, |Σ z_consensus|), each sum scaled by its own null sd: large when the
+    max(Σ z_excess, |Σ z_consensus|), each sum scaled by its sd over the splits: large when the
     domain's probes differ in any way, or when one model consistently strays further from
     the pooled answers than the other.
     """
     parts = []
     for total in (z_excess.sum(axis=0), np.abs(z_consensus.sum(axis=0))):
-        sd = total[1:].std()
+        sd = total.std()  # over all 1 + B splits, for the same reason as studentised()
         parts.append(total / sd if sd > _TIE else np.zeros_like(total))
     out: FloatArray = np.maximum(parts[0], parts[1])
     return out

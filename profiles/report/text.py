@@ -4,7 +4,7 @@
 
     diff --behavior a/alpha b/beta
     suite sim 1+c52ec3415bfa
-    samples 6 (no confirm collection) · q=0.05 · domains BH q=0.025 · 9 of 60 probes differ …
+    samples 6 (no confirm collection) · q=0.05 · domains BH q=0.02 · 9 of 60 probes differ …
 
      !? law       20 | κp ████░░░░…  0.22 [ 0.05,  0.41] | shift 64.2 pt [54.8, 72.1] p=0.0005
         history   20 | κp ███████…  0.35 [ 0.13,  0.48] | shift  0.0 pt [ 0.0,  7.4] p=0.61
