@@ -110,6 +110,10 @@ def plan(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observat
 async def _call(job: Job, decoding: Decoding, index: int) -> SampleResult:
     request = job.probe.request(n=1, temperature=decoding.temperature,
                                 seed=decoding.sample_seed(job.probe_hash, job.key, index))
+    if index > 0:
+        # first-token probabilities depend on the prompt only: asked once per probe, with
+        # sample 0 (a profile keeps the first sample's), not paid for on every request
+        request = dataclasses.replace(request, top_logprobs=0)
     return await job.model.sample(request)
 
 

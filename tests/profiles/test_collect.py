@@ -98,6 +98,7 @@ async def test_every_sample_is_its_own_request_with_its_own_seed(tmp_path: Path)
     await collect([m], probes(3), ObservationStore.in_data_dir(tmp_path), Decoding(samples=5))
     assert len(seen) == 15 and all(r.n == 1 for r in seen)
     assert len({r.seed for r in seen}) == 15
+    assert sum(r.top_logprobs > 0 for r in seen) == 3  # option probabilities once per probe
 
 
 async def test_the_confirm_round_is_a_fresh_collection(tmp_path: Path) -> None:
