@@ -22,7 +22,8 @@ def build(data_dir: Path) -> subprocess.CompletedProcess[str]:
 
 def test_profile_build_on_the_embedded_pool_completes_and_resumes(tmp_path: Path) -> None:
     names = [m.name for m in default_settings(tmp_path).models]
-    planned = len(load_suite("smoke").probes) * SAMPLES * len(names)
+    # the profile, then its confirm collection (k more samples per probe, fresh seeds)
+    planned = len(load_suite("smoke").probes) * SAMPLES * len(names) * 2
     first = build(tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     assert f"collected {planned} samples" in first.stderr
