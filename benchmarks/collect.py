@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from profiles.probe import Probe
 from profiles.store import ObservationStore, observation_key
 from profiles.suite import load_suite
 from router.config import settings_from_mapping
+from router.logging import configure_logging
 from router.pool import Pool
 from tests.fakes import FakeUpstream
 
@@ -113,6 +115,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    configure_logging("console", "WARNING", stream=sys.stderr.buffer)  # figures on stdout
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--local-probes", type=int, default=20)
     parser.add_argument("--probes", type=int, default=400)

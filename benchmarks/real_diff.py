@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ from profiles.collect import CollectReport
 from profiles.diff import Diff
 from profiles.suite import load_suite
 from router.config import Settings, settings_from_mapping
+from router.logging import configure_logging
 from router.profiling.build import build_profiles
 from router.profiling.sources import ProfileQuery, diff_models, find_profiles
 
@@ -146,6 +148,7 @@ def run(data_dir: Path, suite: str, samples: int, embedders: list[str],
 
 
 def main() -> None:
+    configure_logging("console", "WARNING", stream=sys.stderr.buffer)  # figures on stdout
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="keep the observations here (default: a temporary folder)")

@@ -480,7 +480,8 @@ def diffs(config: str | None, data_dir: str | None, url: str | None, pair: str |
         return
     for row in rows:
         click.echo(f"{_when(row['created_at'])}  {row['id']}  {row['primary']} vs "
-                   f"{row['partner']} ({row['role']})  {','.join(row['domains']) or '-'}  "
+                   f"{row['partner']} ({row['role']}, {row['mode']})  "
+                   f"{','.join(row['domains']) or '-'}  "
                    f"divergence {row['divergence']:.3f} > {row['threshold']:.3f}")
         if row.get("unified_diff"):
             click.echo("    " + row["unified_diff"].rstrip("\n").replace("\n", "\n    "))

@@ -28,9 +28,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from router.backends.model_config import (
     MODEL_NAME_PATTERN,
+    Circuit,
     Decoding,
     ModelConfig,
     Timeouts,
@@ -40,6 +42,7 @@ from router.secrets import Secret
 
 __all__ = [
     "MODEL_NAME_PATTERN",
+    "Circuit",
     "Decoding",
     "EmbedderConfig",
     "LiveSettings",
@@ -150,6 +153,10 @@ class PairedSettings(_Strict):
 
     shadow_rate: float = Field(0.1, ge=0, le=1)
     """Fraction of assist calls where the primary answers too, so the pair stays measured."""
+    decision_ttl_s: float = Field(3600.0, gt=0)
+    """How long a ``POST /v1/route`` decision can be reported (``POST /v1/diffs``)."""
+    max_decisions: int = Field(10_000, ge=1)
+    """Routed decisions kept for reports (in memory; the oldest go first)."""
 
 
 def _default_data_dir() -> Path:
@@ -193,11 +200,37 @@ class Settings(_Strict):
             seen.add(model.name)
         return self
 
+    @model_validator(mode="after")
+    def _fallbacks_name_pool_models(self) -> Settings:
+        names = [m.name for m in self.models]
+        problems = [(("models", i, "fallbacks", k), message)
+                    for i, model in enumerate(self.models)
+                    for k, message in _fallback_problems(model, names)]
+        if problems:
+            raise ValidationError.from_exception_data("Settings", [
+                InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc,
+                                 input=self.models[loc[1]].fallbacks[loc[3]])
+                for loc, message in problems])
+        return self
+
     def model(self, name: str) -> ModelConfig:
         for model in self.models:
             if model.name == name:
                 return model
         raise UnknownModelError(name, [m.name for m in self.models])
+
+
+def _fallback_problems(model: ModelConfig, names: list[str]) -> list[tuple[int, str]]:
+    """(index, problem) of each bad entry of ``model.fallbacks``."""
+    out: list[tuple[int, str]] = []
+    for k, name in enumerate(model.fallbacks):
+        if name == model.name:
+            out.append((k, f"'{name}' is the model itself (a model cannot fall back to itself)"))
+        elif name not in names:
+            out.append((k, f"'{name}' is not a pool model (known: {', '.join(names)})"))
+        elif name in model.fallbacks[:k]:
+            out.append((k, f"'{name}' is listed twice"))
+    return out
 
 
 def yaml_path(loc: tuple[int | str, ...]) -> str:

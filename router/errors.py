@@ -7,13 +7,17 @@
     ├── StartupError                          a resource cannot be opened at start     (CLI exit 2)
     ├── StorageError                          a write to the data dir failed            503 / 507
     ├── UnknownModelError(model)              no such model in the pool                 404
+    ├── DecisionNotFoundError(decision_id)    unknown, expired or reported decision id   404
     ├── BadRequestError(message, param)       a request is malformed                    400
     ├── AuthError                             missing or wrong API key                  401
     │   └── ForbiddenError                    a client key on an admin route            403
     ├── NoPairError(primary, role, reason)    the policy found no partner               409
     ├── ModelUnavailableError(model, reason)  weights missing, key missing, not loaded   503
+    │   ├── CircuitOpenError(retry_after)      the model's circuit breaker is open          503
+    │   └── ModelBusyError(retry_after)        the model's queue is full (load shed)        429
     └── UpstreamError(model, status, body)    a backend call failed                     502
-        ├── UpstreamTimeoutError              connect/read/total timeout                504
+        ├── UpstreamTimeoutError              connect/read/total timeout, or queued     504
+                                              past ``timeouts.total``
         ├── UpstreamRateLimitError(retry_after)  429 from upstream                      502
         ├── UpstreamConnectionError           refused, reset, DNS                       502
         └── UpstreamProtocolError             malformed or truncated response           502
@@ -83,6 +87,21 @@ class UnknownModelError(DiffrouteError):
         super().__init__(f"model '{model}' is not in the pool{hint}")
 
 
+class DecisionNotFoundError(DiffrouteError):
+    """A reported decision id is not (or no longer) known."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    code = "decision_not_found"
+    param = "decision_id"
+
+    def __init__(self, decision_id: str, ttl_s: float) -> None:
+        self.decision_id = decision_id
+        super().__init__(
+            f"decision '{decision_id}' is unknown, expired or already reported (decisions of "
+            f"POST /v1/route are kept {ttl_s:g} s in this instance's memory, and reported once)")
+
+
 class BadRequestError(DiffrouteError):
     status = 400
     error_type = "invalid_request_error"
@@ -130,6 +149,30 @@ class ModelUnavailableError(DiffrouteError):
         self.model = model
         self.reason = reason
         super().__init__(f"model '{model}' is unavailable: {reason}")
+
+
+class CircuitOpenError(ModelUnavailableError):
+    """The model failed repeatedly and its circuit breaker is open: calls fail fast until a
+    half-open probe succeeds (``retry_after``: seconds until the next probe may run)."""
+
+    code = "circuit_open"
+
+    def __init__(self, model: str, reason: str, retry_after: float) -> None:
+        super().__init__(model, f"circuit open: {reason}")
+        self.retry_after = retry_after
+
+
+class ModelBusyError(ModelUnavailableError):
+    """Every slot of the model is taken and its queue is full: the call is shed at once
+    rather than waiting (``retry_after``: a suggestion, in seconds)."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "model_busy"
+
+    def __init__(self, model: str, reason: str, retry_after: float) -> None:
+        super().__init__(model, f"busy: {reason}")
+        self.retry_after = retry_after
 
 
 class UpstreamError(DiffrouteError):

@@ -11,10 +11,12 @@ server does, and lets a test script what happens on each call::
         assert fake.count("/v1/chat/completions") == 2
         assert fake.calls[-1].body["n"] == 3
 
-Every request is recorded in :attr:`FakeUpstream.calls`. A request takes the next :class:`Reply`
-queued for its path; when the queue is empty it gets the default answer (:attr:`answer`, after
-:attr:`latency` seconds). ``answer`` may be a function of the request body, and ``answers`` maps
-upstream model ids to their own answer, so one fake can emulate a pool of several models.
+Every request is recorded in :attr:`FakeUpstream.calls`; a chat request whose client
+disconnected before its answer was sent is counted in :attr:`FakeUpstream.abandoned`. A
+request takes the next :class:`Reply` queued for its path; when the queue is empty it gets
+the default answer (:attr:`answer`, after :attr:`latency` seconds). ``answer`` may be a function
+of the request body, and ``answers`` maps upstream model ids to their own answer, so one fake
+can emulate a pool of several models.
 """
 
 from __future__ import annotations
@@ -35,8 +37,21 @@ CHAT = "/v1/chat/completions"
 MODELS = "/v1/models"
 EMBEDDINGS = "/v1/embeddings"
 
-Answer = str | Callable[[Mapping[str, Any]], str]
-"""The text of a completion, fixed or computed from the request body."""
+Message = Mapping[str, Any]
+"""An assistant message to answer with as it is (``tool_calls`` included)."""
+Answer = str | Message | Callable[[Mapping[str, Any]], str | Message]
+"""The text (or the whole assistant message) of a completion, fixed or computed from the
+request body. A message with ``tool_calls`` finishes with ``tool_calls``, and streamed, its
+arguments arrive in two pieces as OpenAI sends them."""
+
+
+def tool_call_message(name: str, arguments: str, *more: tuple[str, str],
+                      content: str | None = None) -> dict[str, Any]:
+    """An assistant message calling ``name(arguments)`` (and the ``more`` calls in parallel)."""
+    calls = [{"id": f"call_{i}", "type": "function",
+              "function": {"name": n, "arguments": a}}
+             for i, (n, a) in enumerate(((name, arguments), *more))]
+    return {"role": "assistant", "content": content, "tool_calls": calls}
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,8 @@ class FakeUpstream:
         self.embedding_dim = embedding_dim
         self.finish_reason = finish_reason
         self.calls: list[Call] = []
+        self.abandoned = 0
+        """Requests whose client went away before the answer was sent (disconnected)."""
         self._queues: dict[str, deque[Reply]] = defaultdict(deque)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -240,6 +257,13 @@ class FakeUpstream:
         return response
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._chat_reply(request)
+        except asyncio.CancelledError:  # the client disconnected (handler_cancellation)
+            self.abandoned += 1
+            raise
+
+    async def _chat_reply(self, request: web.Request) -> web.StreamResponse:
         reply, body = await self._begin(request)
         body = body if isinstance(body, dict) else {}
         if reply.status == 200 and (reply.chunks is not None or body.get("stream")) and (
@@ -267,7 +291,7 @@ class FakeUpstream:
 
     # -- generated answers ----------------------------------------------------------------------
 
-    def text_for(self, body: Mapping[str, Any]) -> str:
+    def text_for(self, body: Mapping[str, Any]) -> str | Message:
         """The default answer to a chat request (per upstream model if ``answers`` has it)."""
         answer = self.answers.get(str(body.get("model")), self.answer)
         return answer(body) if callable(answer) else answer
@@ -287,14 +311,17 @@ class FakeUpstream:
     def completion(self, body: Mapping[str, Any], reply: Reply | None = None) -> dict[str, Any]:
         """A ``chat.completion`` object answering ``body``, as an OpenAI server would."""
         reply = reply or Reply()
-        text = reply.text if reply.text is not None else self.text_for(body)
+        answer = reply.text if reply.text is not None else self.text_for(body)
+        message = dict(answer) if isinstance(answer, Mapping) else {"role": "assistant",
+                                                                      "content": answer}
+        text = str(message.get("content") or "")
+        finish = "tool_calls" if message.get("tool_calls") else self.finish_reason
         count = reply.choices if reply.choices is not None else int(body.get("n") or 1)
         alternatives = reply.first_token_logprobs or self.first_token_logprobs
         choices = []
         for i in range(count):
-            choice: dict[str, Any] = {"index": i, "finish_reason": self.finish_reason,
-                                      "message": {"role": "assistant", "content": text},
-                                      "logprobs": None}
+            choice: dict[str, Any] = {"index": i, "finish_reason": finish,
+                                      "message": message, "logprobs": None}
             if body.get("logprobs"):
                 top = int(body.get("top_logprobs") or 0)
                 choice["logprobs"] = self._logprobs(text, top, alternatives)
@@ -309,7 +336,11 @@ class FakeUpstream:
     def chunks(self, body: Mapping[str, Any], reply: Reply | None = None) -> list[dict[str, Any]]:
         """The ``chat.completion.chunk`` objects of a streamed answer to ``body``."""
         reply = reply or Reply()
-        text = reply.text if reply.text is not None else self.text_for(body)
+        answer = reply.text if reply.text is not None else self.text_for(body)
+        message: Mapping[str, Any] = answer if isinstance(answer, Mapping) else {
+            "content": answer}
+        text = str(message.get("content") or "")
+        calls = list(message.get("tool_calls") or ())
 
         def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
             return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
@@ -318,7 +349,16 @@ class FakeUpstream:
 
         out = [chunk({"role": "assistant", "content": ""}, None)]
         out += [chunk({"content": piece}, None) for piece in _words(text)]
-        out.append(chunk({}, self.finish_reason))
+        for i, call in enumerate(calls):
+            arguments = str(call["function"]["arguments"])
+            half = len(arguments) // 2
+            out.append(chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                              "function": {"name": call["function"]["name"],
+                                                           "arguments": arguments[:half]}}]},
+                             None))
+            out.append(chunk({"tool_calls": [{"index": i, "function": {
+                "arguments": arguments[half:]}}]}, None))
+        out.append(chunk({}, "tool_calls" if calls else self.finish_reason))
         options = body.get("stream_options") or {}
         if isinstance(options, dict) and options.get("include_usage"):
             tokens = len(text.split())
@@ -344,3 +384,10 @@ class FakeUpstream:
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+async def until(condition: Callable[[], bool], poll_s: float = 0.01) -> None:
+    """Wait until ``condition()`` holds (something the fake or the code under test does in its
+    own time, e.g. noticing a disconnect); pytest's timeout bounds the wait."""
+    while not condition():  # noqa: ASYNC110 -- the condition is another task's state, no event
+        await asyncio.sleep(poll_s)

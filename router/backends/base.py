@@ -7,6 +7,7 @@ the service, a status check for ``diffroute models`` and ``/healthz``, and ``acl
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -20,7 +21,13 @@ if TYPE_CHECKING:
     from router.backends.model_config import ModelConfig
 
 StatusKind = Literal["ready", "reachable", "weights found", "loading", "missing weights",
-                     "missing key", "unreachable", "error"]
+                     "missing key", "unreachable", "error", "circuit open"]
+
+CALL_DEADLINE: ContextVar[float | None] = ContextVar("diffroute_call_deadline", default=None)
+"""The event loop time (``loop.time()``) by which the current call must end, set by the pool
+while a backend method runs (``timeouts.total`` from when the call entered the pool, its wait
+for a slot included). The pool enforces it anyway; a backend that retries reads it to make
+each attempt fit and to give up — with the real error — rather than wait past it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,16 @@ class ForwardingBackend(Protocol):
 
     def forward_stream(self, body: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The upstream's ``chat.completion.chunk`` objects for a streamed ``body``."""
+        ...
+
+
+@runtime_checkable
+class DeadlineKeeper(Protocol):
+    """A backend whose calls end by :data:`CALL_DEADLINE` on their own — every attempt's
+    timeouts cut to it, no wait past it — so the pool arms no timer of its own per call."""
+
+    def keeps_deadline(self) -> bool:
+        """``True`` when every call of this backend keeps the deadline."""
         ...
 
 

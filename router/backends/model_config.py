@@ -22,7 +22,8 @@ class _Strict(BaseModel):
 
 
 class Timeouts(_Strict):
-    """Seconds; ``total`` bounds a whole call including retries of the body read."""
+    """Seconds. ``total`` bounds a whole call through the pool: the wait for a slot, every
+    attempt and the backoff between them (and a stream's body)."""
 
     connect: float = Field(5.0, gt=0)
     read: float = Field(60.0, gt=0)
@@ -38,6 +39,16 @@ class Decoding(_Strict):
     seed: int | None = None
 
 
+class Circuit(_Strict):
+    """The model's circuit breaker: after ``failures`` failed calls in a row, all within
+    ``window_s``, calls fail fast for ``open_s``; then one probe call is let through
+    (half-open) and its outcome closes or reopens the circuit."""
+
+    failures: int = Field(5, ge=1, le=10_000)
+    window_s: float = Field(60.0, gt=0)
+    open_s: float = Field(30.0, gt=0)
+
+
 class ModelConfig(_Strict):
     """One pool member."""
 
@@ -46,6 +57,13 @@ class ModelConfig(_Strict):
     family: str | None = None
     cost_per_1k_tokens: float = Field(0.0, ge=0)
     max_concurrency: int = Field(4, ge=1, le=1024)
+    max_queue: int = Field(256, ge=0, le=1_000_000)
+    """Calls that may wait for a slot; more are shed at once (429, ``Retry-After``)."""
+    circuit: Circuit | None = Circuit()
+    """``null`` turns the breaker off."""
+    fallbacks: tuple[str, ...] = ()
+    """Pool models that answer a plain call this model failed, in order (not followed
+    transitively: a fallback's own fallbacks are not tried)."""
     timeouts: Timeouts = Timeouts()
     decoding: Decoding = Decoding()
     tags: tuple[str, ...] = ()

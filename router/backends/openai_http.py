@@ -40,7 +40,7 @@ from profiles.protocol import (
     mix_seed,
 )
 from router import __version__
-from router.backends.base import BackendContext, BackendStatus, StreamDelta
+from router.backends.base import CALL_DEADLINE, BackendContext, BackendStatus, StreamDelta
 from router.backends.http1 import (
     Endpoint,
     Http1Client,
@@ -397,6 +397,11 @@ class OpenAIBackend:
     def identity(self) -> Mapping[str, object]:
         return self.params.identity()
 
+    def keeps_deadline(self) -> bool:
+        """Every attempt's timeouts are cut to the call's deadline and no retry waits past it
+        (:meth:`_retrying`), the body of a stream included (the client's ``total`` timer)."""
+        return True
+
     # -- wiring ----------------------------------------------------------------------------
 
     def _client(self) -> Http1Client:
@@ -458,28 +463,46 @@ class OpenAIBackend:
 
     # -- one HTTP exchange, with retries ----------------------------------------------------
 
-    def _delay_before_retry(self, error: UpstreamError, attempt: int) -> float | None:
-        """Seconds to wait before retrying ``error``, or ``None`` when it must be raised."""
+    def _delay_before_retry(self, error: UpstreamError, attempt: int,
+                            left: float) -> float | None:
+        """Seconds to wait before retrying ``error``, or ``None`` when it must be raised:
+        not transient, out of retries, or the wait would not leave the call ``left`` seconds
+        (a server asking for more than that is not worth waiting for)."""
         if attempt >= self.params.max_retries or not error.transient:
             return None
         wait = getattr(error, "retry_after", None)
         if wait is None:
             wait = min(_BACKOFF_CAP_S, _BACKOFF_S * 2**attempt)
-        # a server asking us to wait longer than a whole call may take is not worth waiting for
-        return wait if wait <= self._config.timeouts.total else None
+        return wait if wait < left else None
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``attempt()`` until it succeeds or fails for good: transient failures (429, 5xx,
-        timeouts, connection errors) are tried again, and every failure leaves as a typed
-        :mod:`router.errors` error."""
+    def _attempt_timeouts(self, left: float) -> HttpTimeouts:
+        """The configured timeouts, ``total`` cut to what is left of the call's budget."""
+        if left >= self._http1_timeouts.total:
+            return self._http1_timeouts
+        return HttpTimeouts(self._http1_timeouts.connect, self._http1_timeouts.read, left)
+
+    async def _retrying(self, attempt: Callable[[HttpTimeouts], Awaitable[T]]) -> T:
+        """``attempt(timeouts)`` until it succeeds or fails for good: transient failures (429,
+        5xx, timeouts, connection errors) are tried again, and every failure leaves as a typed
+        :mod:`router.errors` error. Attempts and waits all fit in the call's deadline (the
+        pool's :data:`~router.backends.base.CALL_DEADLINE`, else ``timeouts.total`` from now);
+        when the next wait would not, the last failure is raised as it is."""
+        loop = asyncio.get_running_loop()
+        deadline = CALL_DEADLINE.get()
+        if deadline is None:
+            deadline = loop.time() + self._config.timeouts.total
         for number in range(self.params.max_retries + 1):
+            left = deadline - loop.time()
+            if left <= 0:
+                raise UpstreamTimeoutError(self._name, "no time left of timeouts.total for "
+                                           f"attempt {number + 1}")
             try:
-                return await attempt()
+                return await attempt(self._attempt_timeouts(left))
             except Exception as exc:
                 error = _translated(self._name, exc)
                 if error is None:
                     raise
-                wait = self._delay_before_retry(error, number)
+                wait = self._delay_before_retry(error, number, deadline - loop.time())
                 if wait is None:
                     if error is exc:
                         raise
@@ -504,8 +527,8 @@ class OpenAIBackend:
         this path."""
         endpoint, head, data = self._endpoint(path), self._head(True), orjson.dumps(body)
 
-        async def attempt() -> tuple[bytes, int]:
-            reply = await self._client().post(endpoint, head, data, self._http1_timeouts)
+        async def attempt(timeouts: HttpTimeouts) -> tuple[bytes, int]:
+            reply = await self._client().post(endpoint, head, data, timeouts)
             if reply.status < 400:
                 return reply.body, reply.status
             raise _status_error(self._name, reply.status, reply.reason,
@@ -520,9 +543,8 @@ class OpenAIBackend:
         endpoint, head = self._endpoint(path), self._head(body is not None)
         data = None if body is None else orjson.dumps(body)
 
-        async def attempt() -> HttpStream:
-            response = await self._client().open(method, endpoint, head, data,
-                                                 self._http1_timeouts)
+        async def attempt(timeouts: HttpTimeouts) -> HttpStream:
+            response = await self._client().open(method, endpoint, head, data, timeouts)
             if response.status < 400:
                 return response
             try:

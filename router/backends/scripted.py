@@ -29,9 +29,9 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from profiles.protocol import Sample, SampleRequest, SampleResult, TokenLogprob, Usage
-from router.backends.base import BackendContext, BackendStatus, StreamDelta
+from router.backends.base import CALL_DEADLINE, BackendContext, BackendStatus, StreamDelta
 from router.backends.params import Behaviour, ScriptedParams
-from router.errors import UpstreamConnectionError, UpstreamError
+from router.errors import UpstreamConnectionError, UpstreamError, UpstreamTimeoutError
 
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 
@@ -135,10 +135,26 @@ class ScriptedBackend:
         behaviour = self._resolve(request, prompt)
         rng = self._rng  # failures draw from the backend's own stream, so a retry can succeed
         if behaviour.latency_ms:
-            await asyncio.sleep(behaviour.latency_ms / 1000)
+            await self._pause(behaviour.latency_ms / 1000)
         if behaviour.failure_rate and rng.random() < behaviour.failure_rate:
             raise UpstreamError(self._name, "scripted failure", status=500, body="scripted")
         return behaviour, prompt, rng
+
+    async def _pause(self, seconds: float) -> None:
+        """The scripted latency, within the call's deadline (a timeout at the deadline when
+        the latency would pass it, as a slow server's call would end)."""
+        deadline = CALL_DEADLINE.get()
+        left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        if left is None or seconds < left:
+            await asyncio.sleep(seconds)
+            return
+        await asyncio.sleep(max(0.0, left))
+        raise UpstreamTimeoutError(self._name, f"scripted latency of {seconds:g} s is past "
+                                   "timeouts.total")
+
+    def keeps_deadline(self) -> bool:
+        """Its one wait, the scripted latency, ends by the call's deadline."""
+        return True
 
     def _one(self, behaviour: _Resolved, prompt: str, rng: random.Random,
              top_logprobs: int) -> Sample:

@@ -180,9 +180,13 @@ class LiveStore:
             self._queue.put(_STOP)
             self._writer.join()
             self._writer = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        # under the reader's lock: a read still running in a worker thread (one whose awaiting
+        # task was cancelled at shutdown) finishes before its connection goes away — closing a
+        # connection during a query crashes SQLite
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -296,8 +300,9 @@ class LiveStore:
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run a query on the reader connection (call it from a worker thread)."""
-        assert self._reader is not None, "the store is not open"
         with self._reader_lock:
+            if self._reader is None:
+                raise sqlite3.ProgrammingError(f"the live store {self.path} is closed")
             self._reader.row_factory = sqlite3.Row
             return list(self._reader.execute(sql, params))
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from profiles.protocol import Message, SampleRequest
+from profiles.protocol import Message, SampleRequest, SampleResult
+from router.paired.answer import Answer
 from router.paired.compare import Comparison
-from router.pairing.decision import Decision, Role
+from router.pairing.decision import Decision, Role, RouteRequest
 
 AuditMode = Literal["concurrent", "review"]
 
+REVIEW_DROPPED = frozenset({"stream", "stream_options", "response_format", "logprobs",
+                            "top_logprobs", "n", "parallel_tool_calls"})
+"""Fields of the client's body a reviewer is not sent: its reply is one plain text."""
 REVIEW_INSTRUCTION = (
     "You are auditing another assistant. Review its answer to the conversation above. "
     "If the answer is correct and complete, reply with exactly AGREE. Otherwise reply "
@@ -32,6 +37,17 @@ class PairedOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Fallback:
+    """A partner that failed, and why (the response's ``diffroute.fallback``)."""
+
+    failed: str
+    error: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"failed": self.failed, "error": self.error}
+
+
+@dataclass(frozen=True, slots=True)
 class PairedCall:
     """A prepared paired call: the decision and what to send."""
 
@@ -40,11 +56,28 @@ class PairedCall:
     audit_mode: AuditMode = "concurrent"
     shadow: bool = False
     request_id: str = ""
+    route: RouteRequest | None = None
+    """What the policy was asked (``None`` when the client named the partner): asked again,
+    without the failed auditor, for the next one."""
+    fallback: Fallback | None = None
+    """The partner that failed and was replaced: the assistant (the primary answers instead)
+    or the auditor (the policy's next auditor audits instead)."""
+    body: Mapping[str, Any] | None = None
+    """The client's body as sent (less ``diffroute``); a model whose backend forwards bodies
+    is sent it as it is (tools and all), any other model ``request``."""
+
+    @property
+    def models(self) -> tuple[str, str]:
+        """The two models the call sends to: the answering one first."""
+        d = self.decision
+        return (self.answering, d.partner if d.role == "audit" else d.primary)
 
     @property
     def answering(self) -> str:
         """The model whose answer the client gets."""
-        return self.decision.primary if self.decision.role == "audit" else self.decision.partner
+        if self.decision.role == "audit" or self.fallback is not None:
+            return self.decision.primary
+        return self.decision.partner
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -79,9 +112,60 @@ class PairedOutcome:
             out["shadow"] = self.call.shadow
         if self.partner_error is not None:
             out["partner_error"] = self.partner_error
+        if self.call.fallback is not None:
+            out["fallback"] = self.call.fallback.to_json()
         if self.live_diff_error is not None:
             out["live_diff_error"] = self.live_diff_error
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one model of a paired call is sent: the translated request, and the body a
+    forwarding backend passes through instead (``None``: there is none, e.g. a report)."""
+
+    request: SampleRequest
+    body: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    """One model's reply: the comparer's view of it, and what the client may be given."""
+
+    answer: Answer
+    result: SampleResult | None = None
+    """A translated call's result."""
+    completion: dict[str, Any] | None = None
+    """A forwarded call's ``chat.completion``, as the upstream gave it."""
+
+
+def answering_ask(call: PairedCall) -> Ask:
+    """What the answering model is sent: the request as the client made it."""
+    return Ask(call.request, call.body)
+
+
+def partner_ask(call: PairedCall) -> Ask:
+    """What the partner (or a shadowing primary) is sent: the same, as one unstreamed answer."""
+    body = None if call.body is None else {
+        k: v for k, v in call.body.items() if k not in ("stream", "stream_options")}
+    return Ask(partner_request(call.request), body)
+
+
+def review_ask(call: PairedCall, answer: Answer) -> Ask:
+    """The conversation plus the primary's answer (its tool calls included) to review. A
+    forwarded reviewer keeps the tool definitions as context but may not call them."""
+    text = answer.render()
+    body = None
+    if call.body is not None:
+        body = {k: v for k, v in call.body.items() if k not in REVIEW_DROPPED}
+        body["messages"] = [*call.body.get("messages", ()), _review_message(text)]
+        if body.get("tools"):
+            body["tool_choice"] = "none"
+    return Ask(review_request(call.request, text), body)
+
+
+def _review_message(answer: str) -> Message:
+    return {"role": "user", "content": f"{REVIEW_INSTRUCTION}\n\nAnswer to review:\n{answer}"}
 
 
 def partner_request(request: SampleRequest) -> SampleRequest:
@@ -91,7 +175,6 @@ def partner_request(request: SampleRequest) -> SampleRequest:
 
 def review_request(request: SampleRequest, answer: str) -> SampleRequest:
     """The conversation plus the primary's answer and the review instruction."""
-    review: Message = {"role": "user",
-                       "content": f"{REVIEW_INSTRUCTION}\n\nAnswer to review:\n{answer}"}
     return dataclasses.replace(request, n=1, top_logprobs=0,
-                               messages=(*request.messages, review), completion_prompt=None)
+                               messages=(*request.messages, _review_message(answer)),
+                               completion_prompt=None)

@@ -11,36 +11,50 @@ The HTTP handler turns a request into a :class:`~router.paired.call.PairedCall`
   fraction of requests the primary also answers in the background, so the pair's live agreement
   stays measured; that comparison is recorded when it finishes.
 
+A model whose backend forwards bodies (``kind: openai``) is sent the client's body as it is
+(tools and all) and its answer is the upstream's completion; any other model gets the
+translated :class:`~profiles.protocol.SampleRequest` (:meth:`PairedEngine.answer`). The
+comparer sees both as :class:`~router.paired.answer.Answer` values (text and tool calls).
+A framework that ran a routed pair's calls itself hands the two answers to
+:meth:`PairedEngine.report`: the same compare → record steps, with mode ``reported``.
+
 A partner that fails never fails the client's request: the outcome carries the error instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 import structlog
 
-from profiles.protocol import SampleRequest, SampleResult, Usage
+from profiles.protocol import Message, SampleRequest, Usage
 from router.backends.base import StreamDelta
 from router.errors import BadRequestError, DiffrouteError, NoPairError
 from router.logging import error_fields, log_generation
+from router.paired.answer import Answer, upstream_usage
 from router.paired.call import (
+    Ask,
+    Fallback,
+    ModelReply,
     PairedCall,
     PairedOptions,
     PairedOutcome,
-    partner_request,
-    review_request,
+    answering_ask,
+    partner_ask,
+    review_ask,
 )
 from router.paired.compare import Comparer, Comparison, compare, compare_review
 from router.paired.record import LiveDiffRecord, LiveDiffSink, new_live_diff_id, prompt_digest
 from router.paired.stream import PairedStream
+from router.paired.structured import AnswerComparer
 from router.pairing.decision import Decision, Role, RouteRequest
 from router.pairing.pinned import Pairings
-from router.pool import Pool
+from router.pool import Pool, falls_back
 
 _log = structlog.get_logger("diffroute.paired")
 
@@ -82,6 +96,7 @@ class PairedEngine:
         self.decisions = decisions
         self.sink = sink
         self.comparer = comparer
+        self.answer_comparer = AnswerComparer(comparer)
         self.review_comparer = review_comparer
         self.default_shadow_rate = default_shadow_rate
         self.ack_records = ack_records
@@ -124,55 +139,100 @@ class PairedEngine:
         return _requested(role, primary, partner, options, version, domains)
 
     async def prepare(self, role: Role, primary: str | None, options: PairedOptions,
-                      request: SampleRequest, task: str, request_id: str = "") -> PairedCall:
-        """Decide the pair and the mode of one paired call."""
+                      request: SampleRequest, task: str, request_id: str = "",
+                      body: Mapping[str, Any] | None = None) -> PairedCall:
+        """Decide the pair and the mode of one paired call (``body``: the client's, as sent,
+        for the models whose backend forwards bodies)."""
         decision = await self.decide(role, primary, options, task)
         rate = self.default_shadow_rate if options.shadow_rate is None else options.shadow_rate
         shadow = role == "assist" and rate > 0 and self._rng() < rate
+        route = None if options.partner is not None else RouteRequest(
+            role=role, primary=decision.primary, task=task, candidates=options.candidates,
+            domain=options.domain)
         return PairedCall(decision, request, options.audit_mode or "concurrent", shadow,
-                          request_id)
+                          request_id, route=route, body=body)
 
     # -- running it -----------------------------------------------------------------------------
 
-    async def complete(self, call: PairedCall) -> tuple[SampleResult, PairedOutcome]:
-        """Run the call: the answering model's result and the outcome. The primary's (audit)
+    async def complete(self, call: PairedCall) -> tuple[ModelReply, PairedOutcome]:
+        """Run the call: the answering model's reply and the outcome. The primary's (audit)
         or assistant's (assist) failure is raised; the partner's is in the outcome."""
         if call.decision.role == "assist":
-            answer = await self.answer(call.answering, call.request, call)
-            if call.shadow:
-                self.start_shadow(call, answer.samples[0].text)
-            return answer, PairedOutcome(call)
+            return await self._assisted(call)
         if call.audit_mode == "review":
-            answer = await self.answer(call.decision.primary, call.request, call)
-            text = answer.samples[0].text
-            review, error = await self.partner_answer(call, review_request(call.request, text))
-            return answer, await self.conclude(call, text, review, error)
-        partner = asyncio.create_task(self.partner_answer(call, partner_request(call.request)))
+            reply = await self.answer(call.decision.primary, answering_ask(call), call)
+            call, review, error = await self.auditor_answer(call, review_ask(call, reply.answer))
+            return reply, await self.conclude(call, reply.answer, review, error)
+        partner = asyncio.create_task(self.auditor_answer(call, partner_ask(call)))
         try:
-            answer = await self.answer(call.decision.primary, call.request, call)
+            reply = await self.answer(call.decision.primary, answering_ask(call), call)
         except BaseException:
             partner.cancel()
             raise
-        partner_text, error = await partner
-        return answer, await self.conclude(call, answer.samples[0].text, partner_text, error)
+        call, partner_reply, error = await partner
+        return reply, await self.conclude(call, reply.answer, partner_reply, error)
+
+    async def _assisted(self, call: PairedCall) -> tuple[ModelReply, PairedOutcome]:
+        """The assistant's reply; when the assistant fails as a model does (``falls_back``),
+        the primary's (sent the body as the client made it, tools kept), and the outcome says
+        so (no shadow then: the primary answered)."""
+        try:
+            reply = await self.answer(call.answering, answering_ask(call), call)
+        except DiffrouteError as exc:
+            if not falls_back(exc):
+                raise
+            _log.warning("paired.assistant_failed", assistant=call.decision.partner,
+                         primary=call.decision.primary, request_id=call.request_id,
+                         **error_fields(exc, log_prompts=self.log_prompts))
+            call = dataclasses.replace(call, fallback=Fallback(call.decision.partner, str(exc)))
+            reply = await self.answer(call.answering, answering_ask(call), call)
+            return reply, PairedOutcome(call)
+        if call.shadow:
+            self.start_shadow(call, reply.answer)
+        return reply, PairedOutcome(call)
 
     def stream(self, call: PairedCall) -> PairedStream:
-        """The answering model's deltas, then :meth:`PairedStream.outcome`."""
+        """The answering model's deltas (or forwarded chunks), then
+        :meth:`PairedStream.outcome`."""
         return PairedStream(self, call)
+
+    async def report(self, call: PairedCall, primary: Answer, partner: Answer) -> PairedOutcome:
+        """A pair's two answers obtained elsewhere (a framework ran the calls itself): compared
+        and recorded as a paired call's are, with mode ``reported``; the record is awaited."""
+        comparison = self._compare(call, primary, partner, review=False)
+        record = _record(call, primary, partner, comparison, "reported")
+        stored, failure = await self._store(record)
+        return PairedOutcome(call, comparison, stored, live_diff_error=failure)
 
     # -- the steps, also used by the stream -----------------------------------------------------
 
-    async def answer(self, model: str, request: SampleRequest, call: PairedCall) -> SampleResult:
-        """One model's answer, logged as a ``gen_ai.chat`` event."""
+    def forwards(self, model: str, ask: Ask) -> bool:
+        """Whether ``model`` is sent the client's body as it is (else the translated request)."""
+        return ask.body is not None and self.pool.get(model).forwards
+
+    async def answer(self, model: str, ask: Ask, call: PairedCall) -> ModelReply:
+        """One model's answer, logged as a ``gen_ai.chat`` event: the client's body passed
+        through to a forwarding backend, else the translated request."""
         started = time.perf_counter()
-        result = await self.pool.sample(model, request)
-        self.log_answer(model, request, result.usage, time.perf_counter() - started, call,
+        if ask.body is not None and self.forwards(model, ask):
+            completion = await self.pool.get(model).forward(ask.body)
+            answer = Answer.of_completion(completion)
+            self.log_answer(model, ask.request, upstream_usage(completion.get("usage")),
+                            time.perf_counter() - started, call, [answer.render()])
+            return ModelReply(answer, completion=completion)
+        result = await self.pool.sample(model, ask.request)
+        self.log_answer(model, ask.request, result.usage, time.perf_counter() - started, call,
                         [s.text for s in result.samples])
-        return result
+        return ModelReply(Answer.of_text(result.samples[0].text), result=result)
 
     def stream_answer(self, model: str, request: SampleRequest) -> AsyncIterator[StreamDelta]:
-        """One model's answer as a stream of deltas (logged by the stream when complete)."""
+        """One model's translated answer as a stream of deltas (logged by the stream)."""
         return self.pool.stream(model, request)
+
+    def forward_stream(self, model: str, body: Mapping[str, Any]
+                       ) -> AsyncGenerator[dict[str, Any], None]:
+        """One model's upstream chunks for the client's streamed body (logged by the stream)."""
+        return self.pool.get(model).forward_stream(body)
 
     def log_answer(self, model: str, request: SampleRequest, usage: Usage | None,
                    seconds: float, call: PairedCall, texts: list[str]) -> None:
@@ -182,51 +242,75 @@ class PairedEngine:
                        request_id=call.request_id)
 
     async def partner_answer(self, call: PairedCall,
-                             request: SampleRequest) -> tuple[str | None, str | None]:
-        """The partner's text, or its error: a failing partner must not fail the response."""
+                             ask: Ask) -> tuple[Answer | None, str | None]:
+        """The partner's answer, or its error: a failing partner must not fail the response."""
         try:
-            result = await self.answer(call.decision.partner, request, call)
+            reply = await self.answer(call.decision.partner, ask, call)
         except DiffrouteError as exc:
             _log.warning("paired.partner_failed", partner=call.decision.partner,
                          request_id=call.request_id,
                          **error_fields(exc, log_prompts=self.log_prompts))
             return None, str(exc)
-        return result.samples[0].text, None
+        return reply.answer, None
 
-    def start_shadow(self, call: PairedCall, assistant_text: str) -> None:
+    async def auditor_answer(self, call: PairedCall, ask: Ask
+                             ) -> tuple[PairedCall, Answer | None, str | None]:
+        """:meth:`partner_answer`; when the auditor fails, the next auditor the policy ranks
+        (asked again without the failed one) is sent the same ask (the body as sent, for a
+        forwarding model) once more, and the call returned names it. Not when the client
+        named the auditor: its choice stands."""
+        answer, error = await self.partner_answer(call, ask)
+        if answer is not None or call.route is None or error is None:
+            return call, answer, error
+        failed = call.decision.partner
+        route = call.route
+        names = route.candidates if route.candidates is not None else self.pool.names
+        try:
+            decision = await self.decisions.decide(dataclasses.replace(
+                route, candidates=tuple(n for n in names if n != failed)))
+        except DiffrouteError as exc:  # nobody else qualifies: the first failure stands
+            _log.info("paired.no_next_auditor", auditor=failed, reason=str(exc),
+                      request_id=call.request_id)
+            return call, answer, error
+        call = dataclasses.replace(call, decision=decision, fallback=Fallback(failed, error))
+        answer, error = await self.partner_answer(call, ask)
+        return call, answer, error
+
+    def start_shadow(self, call: PairedCall, assistant: Answer) -> None:
         """In the background, the primary answers too and is compared with the assistant."""
-        self._spawn(self._shadow(call, assistant_text))
+        self._spawn(self._shadow(call, assistant))
 
-    async def _shadow(self, call: PairedCall, assistant_text: str) -> None:
+    async def _shadow(self, call: PairedCall, assistant: Answer) -> None:
         primary = call.decision.primary
         try:
-            result = await self.answer(primary, partner_request(call.request), call)
+            reply = await self.answer(primary, partner_ask(call), call)
         except DiffrouteError as exc:
             _log.warning("paired.shadow_failed", primary=primary, request_id=call.request_id,
                          **error_fields(exc, log_prompts=self.log_prompts))
             return
-        primary_text = result.samples[0].text
-        comparison = self._compare(call, primary_text, assistant_text, review=False)
-        await self._store(_record(call, primary_text, assistant_text, comparison, "shadow"))
+        comparison = self._compare(call, reply.answer, assistant, review=False)
+        await self._store(_record(call, reply.answer, assistant, comparison, "shadow"))
 
-    def _compare(self, call: PairedCall, primary_text: str, partner_text: str, *,
+    def _compare(self, call: PairedCall, primary: Answer, partner: Answer, *,
                  review: bool) -> Comparison:
-        comparer = self.review_comparer if review else self.comparer
         pair = (call.decision.primary, call.decision.partner)
-        return comparer(primary_text, partner_text, call.domains, pair=pair)
+        if review:  # the review is text about the primary's answer, its tool calls included
+            return self.review_comparer(primary.render(), partner.text, call.domains,
+                                        pair=pair)
+        return self.answer_comparer(primary, partner, call.domains, pair=pair)
 
-    async def conclude(self, call: PairedCall, primary_text: str, partner_text: str | None,
+    async def conclude(self, call: PairedCall, primary: Answer, partner: Answer | None,
                        error: str | None) -> PairedOutcome:
         """Compare the two answers and record the comparison (an audit's last step)."""
-        if partner_text is None:
+        if partner is None:
             return PairedOutcome(call, partner_error=error)
         try:
-            comparison = self._compare(call, primary_text, partner_text,
+            comparison = self._compare(call, primary, partner,
                                        review=call.audit_mode == "review")
         except Exception as exc:  # a comparison must never fail the client's answer
             _log.error("paired.compare_failed", error=repr(exc), request_id=call.request_id)
             return PairedOutcome(call)
-        record = _record(call, primary_text, partner_text, comparison, call.audit_mode)
+        record = _record(call, primary, partner, comparison, call.audit_mode)
         if self.ack_records:
             stored, failure = await self._store(record)
             return PairedOutcome(call, comparison, stored, live_diff_error=failure)
@@ -274,15 +358,22 @@ def _requested(role: Role, primary: str, partner: str, options: PairedOptions,
                     domains=domains, profile_version=version)
 
 
-def _record(call: PairedCall, primary_text: str, partner_text: str,
+def _record(call: PairedCall, primary: Answer, partner: Answer,
             comparison: Comparison, mode: str) -> LiveDiffRecord:
     d = call.decision
     return LiveDiffRecord(
         id=new_live_diff_id(), created_at=time.time(), request_id=call.request_id,
         primary=d.primary, partner=d.partner, role=d.role, answered_by=call.answering,
         mode=mode, domains=call.domains, prompt_digest=prompt_digest(call.request.messages),
-        messages=call.request.messages, primary_text=primary_text,
-        partner_text=partner_text, comparison=comparison, reason=d.reason)
+        messages=_conversation(call), primary_text=primary.render(),
+        partner_text=partner.render(), comparison=comparison, reason=d.reason)
+
+
+def _conversation(call: PairedCall) -> tuple[Message, ...]:
+    """The messages both models answered: the client's own (tool calls and results kept)
+    when it sent a body, else the translated ones."""
+    sent = None if call.body is None else call.body.get("messages")
+    return tuple(sent) if isinstance(sent, list) else call.request.messages
 
 
 async def _discard(work: Coroutine[Any, Any, Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -47,14 +47,20 @@ TASK_CACHE_SIZE = 4096
 TASK_CACHE_MAX_CHARS = 4096
 """Longer task texts are not cached, so the cache stays within a few MiB."""
 
+Blocked = Callable[[], frozenset[str]]
+"""The models whose circuit breaker refuses calls now (``Pool.blocked``): never chosen as an
+``auto`` primary or a partner."""
+
 
 class PolicyDecider:
     """The service's :class:`~router.pairing.decision.Decider`: the policy over loaded profiles."""
 
     def __init__(self, tables: PolicyTables, graph: SimilarityGraph, pairings: Pairings,
                  config: PolicySettings, index: ProbeIndex | None = None,
-                 embedder: Embedder | None = None, live: LiveSource | None = None) -> None:
-        """``live``: where live outcomes shift the profiles' agreement (``router.live``)."""
+                 embedder: Embedder | None = None, live: LiveSource | None = None,
+                 blocked: Blocked | None = None) -> None:
+        """``live``: where live outcomes shift the profiles' agreement (``router.live``);
+        ``blocked``: the models to leave out of every choice for now (open circuits)."""
         self.tables = tables
         self.graph = graph
         self.pairings = pairings
@@ -67,6 +73,7 @@ class PolicyDecider:
         self._decisions: OrderedDict[tuple[RouteRequest, int], Decision] = OrderedDict()
         self._weights_lock = threading.Lock()  # decisions may run in worker threads
         self.live = live
+        self.blocked = blocked
         self.sources: dict[str, ProfileSource] = {}
         """Where each model's profile came from (``built``, ``shipped`` or ``none``)."""
 
@@ -129,6 +136,7 @@ class PolicyDecider:
         so the last :data:`TASK_CACHE_SIZE` are remembered (``Decision`` is immutable).
         """
         live = self.live
+        request = self._without_blocked(request)
         request_key = _request_key(request)
         # live outcomes change decisions: the key carries the live epoch, so cached decisions
         # expire every EPOCH_COMPARISONS comparisons
@@ -150,6 +158,16 @@ class PolicyDecider:
                 if len(self._decisions) > TASK_CACHE_SIZE:
                     self._decisions.popitem(last=False)
         return decision
+
+    def _without_blocked(self, request: RouteRequest) -> RouteRequest:
+        """The request with the blocked models out of its candidates (a requested primary
+        stays: the client named it, and its own call says whether it answers)."""
+        blocked = self.blocked() if self.blocked is not None else frozenset()
+        if not blocked:
+            return request
+        names = self.tables.models if request.candidates is None else request.candidates
+        kept = tuple(m for m in names if m not in blocked or m == request.primary)
+        return dataclasses.replace(request, candidates=kept)
 
     def decide_with_vector(self, request: RouteRequest, vector: np.ndarray) -> Decision:
         """As :meth:`decide` for an already embedded task (benchmarks, batch callers)."""
@@ -191,7 +209,8 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     embedder = embedder_for(settings.embedder)
     index = ProbeIndex.build(suite.probes, embedder, config.exact_index_limit) \
         if suite.probes else None
-    decider = PolicyDecider(tables, graph, pairings, config, index, embedder, live)
+    decider = PolicyDecider(tables, graph, pairings, config, index, embedder, live,
+                            pool.blocked)
     decider.sources = {name: source for name, (_, source) in found.items()}
     return decider
 

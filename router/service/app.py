@@ -9,7 +9,8 @@ it is built, in this order:
    noise-aware comparer of live diffs;
 3. the durable live-diff sink (store, drift monitor) — or a sink the caller injects;
 4. the pairing service: the policy over the pinned pairings, reading the drift monitor;
-5. the paired engine: the pool, the pairing service, the sink and the comparer.
+5. the paired engine: the pool, the pairing service, the sink and the comparer;
+6. the recent decisions of ``POST /v1/route``, awaiting a report (``POST /v1/diffs``).
 
 They are closed in reverse order when the app stops, after in-flight requests (and background
 shadow calls) have finished.
@@ -40,9 +41,18 @@ from router.paired.record import LiveDiffSink
 from router.pairing.decider import PolicyDecider, build_decider
 from router.pairing.decision import Decider, LiveSource
 from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.recent import RecentDecisions
 from router.pairing.service import PairingService
 from router.pool import Pool
-from router.service import chat, health, live_routes, openapi, pairing_routes, ui
+from router.service import (
+    chat,
+    health,
+    live_routes,
+    openapi,
+    pairing_routes,
+    report_routes,
+    ui,
+)
 from router.service.health_watch import HealthWatch
 from router.service.middleware import (
     REQUEST_IDS,
@@ -65,8 +75,8 @@ from router.service.state import (
 )
 
 BUILTIN_ROUTES: tuple[RouteModule, ...] = (
-    chat.add_routes, pairing_routes.add_routes, live_routes.add_routes, health.add_routes,
-    openapi.add_routes, ui.add_routes)
+    chat.add_routes, pairing_routes.add_routes, live_routes.add_routes,
+    report_routes.add_routes, health.add_routes, openapi.add_routes, ui.add_routes)
 
 _log = structlog.get_logger("diffroute.service")
 
@@ -176,8 +186,10 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
                                   log_prompts=settings.server.log_prompts)
             health = await stack.enter_async_context(
                 HealthWatch(pool, settings.server.health_interval_s))
+            decisions = RecentDecisions(settings.paired.decision_ttl_s,
+                                        settings.paired.max_decisions)
             app[STATE] = ServiceState(settings, pool, pairing, engine, live, health,
-                                      diff_provider)
+                                      diff_provider, decisions)
             _log.debug("service.resources_open", models=pool.names,
                        data_dir=str(settings.data_dir))
             try:
@@ -246,7 +258,10 @@ def run_server(settings: Settings, **app_options: Any) -> None:
 
 async def _serve(app: web.Application, settings: Settings) -> None:
     server = settings.server
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_timeout)
+    # handler_cancellation: a client that disconnects cancels its handler, so its model
+    # call gives back its slot and its upstream request is cancelled (router.pool)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_timeout,
+                           handler_cancellation=True)
     await runner.setup()
     try:
         site = web.TCPSite(runner, server.host, server.port)

@@ -5,22 +5,28 @@ the body as sent): parse → plan (a pool model, or a pair from ``audit:``/``ass
 options) → a plain call (passed through to a forwarding backend, else translated) or a paired
 one (engine.prepare → engine.complete / engine.stream: decision, calls, compare, record) →
 the OpenAI response, with the ``diffroute`` object for a pair.
+
+Paired or not, a forwarding (``kind: openai``) model is sent the body as it is and its answer
+comes back as the upstream gave it (tool calls, tool-call deltas, structured output); a model
+that gets a translated request is first checked to lose nothing of it
+(:meth:`ChatRequest.check_translatable`: a 400 naming the field and the model).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from profiles.protocol import Usage
 from router.backends.base import StreamDelta
 from router.errors import BadRequestError, DiffrouteError
 from router.logging import error_fields, generation_fields, log_generation
-from router.paired.call import PairedCall, PairedOutcome
+from router.paired.answer import upstream_usage
+from router.paired.call import ModelReply, PairedCall, PairedOutcome
 from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, error_body
 from router.service.model_names import virtual_models
 from router.service.schema import (
@@ -63,14 +69,28 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest,
                  model: str) -> web.StreamResponse:
+    """One pool model, or when it fails before answering, its ``fallbacks`` in turn: the
+    response's ``model`` names who answered, and ``x-diffroute-fallback`` is set to it when
+    that is a fallback."""
+
+    async def one(name: str) -> web.StreamResponse:
+        headers = {} if name == model else {"x-diffroute-fallback": name}
+        return await _plain_one(request, state, chat, name, headers)
+
+    return await state.pool.with_fallbacks(model, one)
+
+
+async def _plain_one(request: web.Request, state: ServiceState, chat: ChatRequest,
+                     model: str, headers: dict[str, str]) -> web.StreamResponse:
     """One pool model: the body passes through to a forwarding backend, else is translated."""
     if state.pool.get(model).forwards:
         if chat.stream:
-            return await _relayed(request, state, chat, model)
-        return await _forwarded(request, state, chat, model)
+            return await _relayed(request, state, chat, model, headers)
+        return await _forwarded(request, state, chat, model, headers)
+    _check_translatable(state, chat, model)
     if chat.stream and chat.n > 1:  # translated streams carry one choice
         raise BadRequestError("n > 1 is not supported with stream: true", param="n")
-    return await _translated(request, state, chat, model)
+    return await _translated(request, state, chat, model, headers)
 
 
 async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
@@ -82,13 +102,36 @@ async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
                               param="n")
     call = await state.engine.prepare(plan.role, plan.primary, plan.options,
                                       chat.sample_request(), chat.task_text(),
-                                      request[REQUEST_ID])
+                                      request[REQUEST_ID], chat.sent)
+    for model in call.models:
+        if not state.pool.get(model).forwards:
+            _check_translatable(state, chat, model)
+    if call.route is not None and chat.untranslated_field() is not None:
+        # a failing auditor's replacement must take the body as sent too (tools kept)
+        names = call.route.candidates or tuple(state.pool.names)
+        call = dataclasses.replace(call, route=dataclasses.replace(call.route, candidates=tuple(
+            n for n in names if state.pool.get(n).forwards)))
     if chat.stream:
         return await _paired_stream(request, chat, state, call)
-    answer, outcome = await state.engine.complete(call)
-    body = completion_json(answer, call.answering, with_logprobs=bool(chat.logprobs))
+    reply, outcome = await state.engine.complete(call)
+    # the outcome's call: the primary answers for an assistant that failed
+    body = _reply_json(reply, outcome.call.answering, bool(chat.logprobs))
     body["diffroute"] = outcome.to_json()
     return json_response(body, headers=outcome_headers(outcome))
+
+
+def _check_translatable(state: ServiceState, chat: ChatRequest, model: str) -> None:
+    chat.check_translatable(model, state.pool.get(model).config.backend.kind)
+
+
+def _reply_json(reply: ModelReply, model: str, with_logprobs: bool) -> dict[str, Any]:
+    """The answering model's completion: the upstream's own object when it was forwarded
+    (tool calls and all, with the pool's model name), else built from the backend's result."""
+    if reply.completion is not None:
+        return {**reply.completion, "model": model}
+    if reply.result is None:
+        raise TypeError("a model reply has a completion or a result")
+    return completion_json(reply.result, model, with_logprobs=with_logprobs)
 
 
 def call_headers(call: PairedCall) -> dict[str, str]:
@@ -109,13 +152,13 @@ def outcome_headers(outcome: PairedOutcome) -> dict[str, str]:
 
 
 async def _translated(request: web.Request, state: ServiceState, chat: ChatRequest,
-                      model: str) -> web.StreamResponse:
+                      model: str, headers: dict[str, str]) -> web.StreamResponse:
     """A plain call to a local or scripted model: the request is translated for the backend."""
     sample_request = chat.sample_request()
     log_prompts = state.settings.server.log_prompts
     rid = request[REQUEST_ID]
     if chat.stream:
-        return await relay(request, model, state.pool.stream(model, sample_request), {},
+        return await relay(request, model, state.pool.stream(model, sample_request), headers,
                            chat.include_usage)
     started = time.perf_counter()
     result = await state.pool.sample(model, sample_request)
@@ -128,41 +171,59 @@ async def _translated(request: web.Request, state: ServiceState, chat: ChatReque
         request[ACCESS_FIELDS] = generation_fields(
             model, sample_request.temperature, sample_request.max_tokens, result.usage,
             duration)
-    return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)))
+    return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)),
+                         headers=headers)
 
 
 async def _relayed(request: web.Request, state: ServiceState, chat: ChatRequest,
-                   model: str) -> web.StreamResponse:
+                   model: str, headers: dict[str, str]) -> web.StreamResponse:
     """A streamed plain call passed through: the upstream's chunks are relayed as they come
-    (tool-call deltas included) with the pool's model name. The first chunk is awaited before
-    the response starts, so an upstream that fails at once still gets a 502/504 status; later
-    failures become an ``error`` event."""
+    (tool-call deltas included) with the pool's model name."""
     started = time.perf_counter()
-    chunks = state.pool.get(model).forward_stream(chat.sent)
     usage: object = None
 
-    async def write(writer: ChunkWriter) -> None:
+    def seen(chunk: dict[str, Any]) -> None:
         nonlocal usage
-        chunk = first
-        while chunk is not None:
-            chunk["model"] = model
-            usage = chunk.get("usage") or usage
-            await writer.send(chunk)
-            chunk = await anext(chunks, None)
+        usage = chunk.get("usage") or usage
 
-    try:
-        first = await anext(chunks, None)
-        response = await _sse(request, model, {}, write)
-    finally:
-        await chunks.aclose()  # the upstream connection and the model's slot, at once
+    response = await relay_chunks(request, model, state.pool.get(model).forward_stream(chat.sent),
+                                  headers, seen=seen)
     request[ACCESS_FIELDS] = generation_fields(
-        model, chat.temperature, chat.max_completion_tokens or chat.max_tokens, _usage(usage),
-        time.perf_counter() - started)
+        model, chat.temperature, chat.max_completion_tokens or chat.max_tokens,
+        upstream_usage(usage), time.perf_counter() - started)
     return response
 
 
+async def relay_chunks(request: web.Request, model: str,
+                       chunks: AsyncGenerator[dict[str, Any], None], headers: dict[str, str],
+                       finale: Finale | None = None,
+                       seen: Callable[[dict[str, Any]], None] | None = None
+                       ) -> web.StreamResponse:
+    """Relay an upstream's ``chat.completion.chunk`` objects as they are, with the pool's
+    model name, then the ``finale`` (audit result) as the last chunk before [DONE]. The first
+    chunk is awaited before the response starts, so an upstream that fails at once still gets
+    a 502/504 status; later failures become an ``error`` event."""
+
+    async def write(writer: ChunkWriter) -> None:
+        chunk = first
+        while chunk is not None:
+            chunk["model"] = model
+            if seen is not None:
+                seen(chunk)
+            await writer.send(chunk)
+            chunk = await anext(chunks, None)
+        if finale is not None and (extra := await finale()) is not None:
+            await writer.send(writer.chunk([], diffroute=extra))
+
+    try:
+        first = await anext(chunks, None)
+        return await _sse(request, model, headers, write)
+    finally:
+        await chunks.aclose()  # the upstream connection and the model's slot, at once
+
+
 async def _forwarded(request: web.Request, state: ServiceState, chat: ChatRequest,
-                     model: str) -> web.Response:
+                     model: str, headers: dict[str, str]) -> web.Response:
     """A plain non-streaming call to a model whose backend passes bodies through: the
     client's body goes upstream as sent (tools, response_format…: nothing diffroute does not
     know is lost) and the upstream's completion comes back with the pool's model name."""
@@ -170,7 +231,7 @@ async def _forwarded(request: web.Request, state: ServiceState, chat: ChatReques
     answer = await state.pool.get(model).forward(chat.sent)
     duration = time.perf_counter() - started
     answer["model"] = model
-    usage = _usage(answer.get("usage"))
+    usage = upstream_usage(answer.get("usage"))
     if state.settings.server.log_prompts:
         texts = [str((c.get("message") or {}).get("content") or "") if isinstance(c, dict)
                  else "" for c in answer["choices"]]
@@ -180,17 +241,7 @@ async def _forwarded(request: web.Request, state: ServiceState, chat: ChatReques
         request[ACCESS_FIELDS] = generation_fields(
             model, chat.temperature, chat.max_completion_tokens or chat.max_tokens, usage,
             duration)
-    return json_response(answer)
-
-
-def _usage(value: object) -> Usage | None:
-    """An upstream's ``usage`` object, if it has the counts (it is the upstream's business)."""
-    if not isinstance(value, dict):
-        return None
-    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(prompt, completion)
+    return json_response(answer, headers=headers)
 
 
 async def _paired_stream(request: web.Request, chat: ChatRequest, state: ServiceState,
@@ -200,6 +251,9 @@ async def _paired_stream(request: web.Request, chat: ChatRequest, state: Service
         async def finale() -> dict[str, Any]:
             return (await stream.outcome()).to_json()
 
+        if stream.forwarded:
+            return await relay_chunks(request, call.answering, stream.chunks(),
+                                      call_headers(call), finale)
         return await relay(request, call.answering, stream.deltas(), call_headers(call),
                            chat.include_usage, finale)
 
@@ -268,7 +322,8 @@ async def list_models(request: web.Request) -> web.Response:
     for cfg in state.settings.models:
         data.append({"id": cfg.name, "object": "model", "created": 0, "owned_by": "diffroute",
                      "diffroute": {"kind": "pool", "backend": cfg.backend.kind,
-                                   "family": cfg.family_name}})
+                                   "family": cfg.family_name,
+                                   "circuit": state.pool.circuit(cfg.name).to_json()}})
     for name in virtual_models(state.pool.names):
         role, _, primary = name.partition(":")
         data.append({"id": name, "object": "model", "created": 0, "owned_by": "diffroute",

@@ -27,7 +27,8 @@ class HealthWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def current(self) -> list[ModelStatus]:
-        """The cached statuses (the first call waits for the first check)."""
+        """The cached statuses (the first call waits for the first check), with the circuit
+        breakers' state as it is now."""
         if not self.checked_at:
             async with self._first:
                 if not self.checked_at:
@@ -35,7 +36,7 @@ class HealthWatch:
         elif time.time() - self.checked_at > self._interval_s and \
                 (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._refresh())
-        return self.statuses
+        return self._pool.with_circuits(self.statuses)  # circuits change between checks
 
     async def _refresh(self) -> None:
         try:

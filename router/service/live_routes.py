@@ -88,8 +88,9 @@ def _sink(request: web.Request) -> DurableLiveDiffSink:
     return sink
 
 
-def _number(request: web.Request, name: str, default: float, low: float, high: float,
+def query_number(request: web.Request, name: str, default: float, low: float, high: float,
             cast: Callable[[str], float] = float) -> float:
+    """A numeric query parameter within [low, high] (NaN included, a 400 naming it)."""
     raw = request.query.get(name)
     if raw is None:
         return default
@@ -120,8 +121,8 @@ def diff_query(request: web.Request, after: int = 0) -> DiffQuery:
     if order not in ("asc", "desc"):
         raise BadRequestError("order must be asc (oldest first) or desc (newest first)",
                               param="order")
-    cursor = int(_number(request, "cursor", after, 0, 2**62, int))
-    limit = int(_number(request, "limit", 50, 1, MAX_LIMIT, int))
+    cursor = int(query_number(request, "cursor", after, 0, 2**62, int))
+    limit = int(query_number(request, "limit", 50, 1, MAX_LIMIT, int))
     return DiffQuery(primary, partner, role, q.get("domain"), since, until, cursor, limit,
                      newest_first=order == "desc")
 
@@ -158,7 +159,7 @@ async def stream_diffs(request: web.Request) -> web.StreamResponse:
     if query.newest_first:
         raise BadRequestError("the stream is in commit order; order=desc is for GET /v1/diffs",
                               param="order")
-    heartbeat = _number(request, "heartbeat", DEFAULT_HEARTBEAT_S, 0.05, 300)
+    heartbeat = query_number(request, "heartbeat", DEFAULT_HEARTBEAT_S, 0.05, 300)
     sub = sink.broadcaster.subscribe(query)  # before the backlog read: nothing falls between
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache",
@@ -207,7 +208,7 @@ async def _backlog(response: web.StreamResponse, store: LiveStore, query: DiffQu
 
 async def disagreement_stats(request: web.Request) -> web.Response:
     sink = _sink(request)
-    window = _number(request, "window", DEFAULT_WINDOW_S, 1, 10 * 365 * 86_400)
+    window = query_number(request, "window", DEFAULT_WINDOW_S, 1, 10 * 365 * 86_400)
     counts = await asyncio.to_thread(sink.store.counts, time.time() - window)
 
     def live(primary: str, partner: str, domain: str) -> dict[str, Any]:
@@ -223,7 +224,7 @@ async def disagreement_stats(request: web.Request) -> web.Response:
 
 async def drift_state(request: web.Request) -> web.Response:
     sink = _sink(request)
-    limit = int(_number(request, "limit", 100, 1, MAX_LIMIT, int))
+    limit = int(query_number(request, "limit", 100, 1, MAX_LIMIT, int))
     events = await asyncio.to_thread(sink.store.drift_events, limit)
     states = [{"primary": k[0], "partner": k[1], "domain": k[2], "state": m.state,
                "comparisons": m.comparisons,

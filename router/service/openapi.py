@@ -17,7 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 import router
 from router.pairing.decision import Decision
 from router.pairing.pinned import Pairings
-from router.service.schema import ChatRequest, DiffrouteOptions, RouteBody
+from router.service.schema import ChatRequest, DiffrouteOptions, ReportBody, RouteBody
 
 _REF = "#/components/schemas/{model}"
 
@@ -35,7 +35,7 @@ def _schemas() -> dict[str, Any]:
     out: dict[str, Any] = {}
     types: dict[str, Any] = {"RouteRequest": RouteBody, "Decision": Decision,
                              "Pairings": Pairings, "DiffrouteOptions": DiffrouteOptions,
-                             "ChatRequest": ChatRequest}
+                             "ChatRequest": ChatRequest, "Report": ReportBody}
     for name, tp in types.items():
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             schema = tp.model_json_schema(ref_template=_REF)
@@ -43,6 +43,34 @@ def _schemas() -> dict[str, Any]:
             schema = TypeAdapter(tp).json_schema(ref_template=_REF)
         out.update(schema.pop("$defs", {}))
         out[name] = schema
+    out["RoutedDecision"] = {"allOf": [
+        {"$ref": _REF.format(model="Decision")},
+        {"type": "object", "required": ["decision_id", "expires_in_s"], "properties": {
+            "decision_id": {"type": "string", "description": "report the pair's answers "
+                            "with it (POST /v1/diffs), once, within expires_in_s; kept in "
+                            "this instance's memory only"},
+            "expires_in_s": {"type": "number"}}}]}
+    number = {"type": ["number", "null"]}
+    out["ReportResult"] = {
+        "type": "object",
+        "required": ["object", "decision_id", "role", "primary", "partner", "mode", "domains",
+                     "live_diff_id", "agreement", "flagged", "method", "divergence",
+                     "threshold", "diff"],
+        "properties": {
+            "object": {"const": "diffroute.report"}, "decision_id": {"type": "string"},
+            "role": {"enum": ["audit", "assist"]}, "primary": {"type": "string"},
+            "partner": {"type": "string"}, "mode": {"const": "reported"},
+            "domains": {"type": "array", "items": {"type": "string"}},
+            "live_diff_id": {"type": ["string", "null"],
+                             "description": "set when flagged (the stored live diff)"},
+            "agreement": number, "flagged": {"type": "boolean"},
+            "method": {"type": ["string", "null"],
+                       "description": "tool_calls, json, semantic, typed:<type> or jaccard"},
+            "divergence": number, "threshold": number,
+            "diff": {"type": ["string", "null"], "description": "one '# ' line per difference "
+                     "(primary → partner), then a unified diff"},
+            "live_diff_error": {"type": "string",
+                                "description": "why a flagged comparison was not stored"}}}
     out["Error"] = {
         "type": "object", "required": ["error"],
         "properties": {"error": {"type": "object", "required": ["message", "type"],
@@ -77,11 +105,20 @@ DIFF_FILTERS = [
 def _live_paths(free: dict[str, Any]) -> dict[str, Any]:
     listing = {"application/json": {"schema": free}}
     return {
-        "/v1/diffs": {"get": {
-            "summary": "Live diffs, oldest first, in pages (next_cursor)",
-            "parameters": DIFF_FILTERS,
-            "responses": {"200": {"description": "a page", "content": listing},
-                          **_errors(400, 401, 503)}}},
+        "/v1/diffs": {
+            "get": {
+                "summary": "Live diffs, oldest first, in pages (next_cursor)",
+                "parameters": DIFF_FILTERS,
+                "responses": {"200": {"description": "a page", "content": listing},
+                              **_errors(400, 401, 503)}},
+            "post": {
+                "summary": "Report the two answers of a routed pair the framework called "
+                           "itself: compared and recorded like a paired call (mode "
+                           "'reported')",
+                "requestBody": {"required": True, **_json("Report")},
+                "responses": {"200": {"description": "the comparison",
+                                      **_json("ReportResult")},
+                              **_errors(400, 401, 404, 413)}}},
         "/v1/diffs/stream": {"get": {
             "summary": "Live diffs as server-sent events, resumable with Last-Event-ID",
             "parameters": [*DIFF_FILTERS,
@@ -120,7 +157,7 @@ def _paths() -> dict[str, Any]:
                                   "content": {"application/json": {"schema": free},
                                               "text/event-stream": {
                                                   "schema": {"type": "string"}}}},
-                          **_errors(400, 401, 404, 409, 413, 502, 504)}}},
+                          **_errors(400, 401, 404, 409, 413, 429, 502, 503, 504)}}},
         "/v1/models": {"get": {
             "summary": "Pool models, then the virtual audit:/assist: models",
             "responses": {"200": {"description": "an OpenAI model list",
@@ -130,7 +167,8 @@ def _paths() -> dict[str, Any]:
         "/v1/route": {"post": {
             "summary": "Choose a pair for a task without calling any model",
             "requestBody": {"required": True, **_json("RouteRequest")},
-            "responses": {"200": {"description": "the decision", **_json("Decision")},
+            "responses": {"200": {"description": "the decision and its id",
+                                  **_json("RoutedDecision")},
                           **_errors(400, 401, 404, 409)}}},
         "/v1/pairings": {
             "get": {"summary": "Configured pinned partners and exclusions",

@@ -1,7 +1,9 @@
 """The routing routes: ``POST /v1/route``, ``GET/PUT /v1/pairings``, ``GET /v1/profiles/diff``
 (JSON, or ``format=html``: the self-contained HTML report).
 
-None of them calls a model: they ask the policy, the pairings store or the diff provider.
+None of them calls a model: they ask the policy, the pairings store or the diff provider. A
+routed decision is kept for a while under its ``decision_id``, for ``POST /v1/diffs``
+(:mod:`router.service.report_routes`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def add_routes(app: web.Application) -> None:
 
 
 async def route(request: web.Request) -> web.Response:
-    """A pairing decision: ``{primary, partner, role, score, reason, domains, …}``."""
+    """A pairing decision: ``{decision_id, primary, partner, role, score, reason, …}``; the id
+    is kept (``RecentDecisions``) so the framework can report the pair's answers."""
     state = request.app[STATE]
     body = parse_route(await read_json(request))
     for name in (body.primary, *(body.candidates or ())):
@@ -43,7 +46,9 @@ async def route(request: web.Request) -> web.Response:
         role=body.role, primary=primary, task=body.task_text(),
         candidates=tuple(body.candidates) if body.candidates else None, domain=body.domain)
     decision = await state.pairing.decide(route_request)
-    return json_response(decision.to_json())
+    routed = state.decisions.add(decision, body.task_messages())
+    return json_response({"decision_id": routed.id, **decision.to_json(),
+                          "expires_in_s": state.decisions.ttl_s})
 
 
 async def get_pairings(request: web.Request) -> web.Response:

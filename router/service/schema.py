@@ -10,11 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from profiles.protocol import Message, SampleRequest
 from router.errors import BadRequestError
@@ -27,6 +34,15 @@ DEFAULT_MAX_TOKENS = 512
 """When a request gives no ``max_tokens``: bounded, so a local model never runs away."""
 MAX_N = 16
 HEADER_PREFIX = "x-diffroute-"
+TRANSLATED_FIELDS = frozenset({
+    "model", "messages", "stream", "stream_options", "temperature", "max_tokens",
+    "max_completion_tokens", "stop", "seed", "n", "logprobs", "top_logprobs"})
+"""The fields a translated call (a local or scripted model) carries to the backend."""
+BOOKKEEPING_FIELDS = frozenset({"user", "metadata", "store", "service_tier",
+                                "prompt_cache_key", "safety_identifier"})
+"""Fields that say who asks or how to bill, not what to answer: a translated call may ignore
+them. Any other field (``tools``, ``response_format``, ``top_p``…) is a 400 there."""
+TRANSLATED_MESSAGE_FIELDS = frozenset({"role", "content", "name"})
 
 
 class DiffrouteOptions(BaseModel):
@@ -58,16 +74,42 @@ class TextPart(BaseModel):
     text: str
 
 
+class OtherPart(BaseModel):
+    """A content part that is not text (``image_url``, ``input_audio``…): forwarded as it is,
+    refused by a translated call."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _not_text(cls, value: str) -> str:
+        if value == "text":
+            raise ValueError("a text part needs 'text', a string")
+        return value
+
+
+ContentPart = Annotated[TextPart | OtherPart, Field(union_mode="left_to_right")]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text for part in self.content if isinstance(part, TextPart))
         return self.content or ""
+
+    def untranslated_part(self) -> int | None:
+        """The index of the first content part that is not text, if any."""
+        if isinstance(self.content, list):
+            return next((i for i, p in enumerate(self.content)
+                         if not isinstance(p, TextPart)), None)
+        return None
 
 
 class ChatRequest(BaseModel):
@@ -119,6 +161,34 @@ class ChatRequest(BaseModel):
         users = [m.text() for m in self.messages if m.role == "user"]
         return users[-1] if users else (self.messages[-1].text() if self.messages else "")
 
+    def untranslated_field(self) -> str | None:
+        """The first field of the body a translated call would lose (``tools``,
+        ``messages[2].tool_calls``…), or ``None`` when translation keeps everything."""
+        for name in self._sent:
+            if name not in TRANSLATED_FIELDS and name not in BOOKKEEPING_FIELDS:
+                return name
+        for i, message in enumerate(self.messages):
+            if message.role == "tool":
+                return f"messages[{i}].role"
+            for name in message.model_extra or {}:
+                if name not in TRANSLATED_MESSAGE_FIELDS:
+                    return f"messages[{i}].{name}"
+            part = message.untranslated_part()
+            if part is not None:
+                return f"messages[{i}].content[{part}]"
+        return None
+
+    def check_translatable(self, model: str, backend: str) -> None:
+        """A 400 naming the field and the model when translating for ``model`` would drop
+        part of the request (the silent drop an agent would never notice)."""
+        field = self.untranslated_field()
+        if field is not None:
+            raise BadRequestError(
+                f"'{field}' is not supported by model '{model}' (backend '{backend}' gets a "
+                "translated request; only OpenAI-compatible models (kind: openai) are sent the "
+                "body as it is): remove it or use another model", param=field,
+                code="unsupported_field")
+
 
 class RouteBody(BaseModel):
     """``POST /v1/route``: a pairing decision without any model call."""
@@ -137,6 +207,60 @@ class RouteBody(BaseModel):
             return self.task
         users = [m.text() for m in self.messages or () if m.role == "user"]
         return users[-1] if users else ""
+
+    def task_messages(self) -> tuple[dict[str, Any], ...]:
+        """The task as messages: those given, else the ``task`` text as one user message."""
+        if self.messages:
+            return tuple(m.model_dump(exclude_none=True) for m in self.messages)
+        return ({"role": "user", "content": self.task or ""},)
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    name: str
+    arguments: str
+
+
+class ToolCallItem(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class AssistantMessage(BaseModel):
+    """An OpenAI assistant message as a framework got it (``message.model_dump()``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: Literal["assistant"] = "assistant"
+    content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCallItem] | None = None
+
+
+class ReportedAnswer(BaseModel):
+    """One model's answer in a report: the assistant message, and the model that gave it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(None, min_length=1)
+    """The pool name the framework called; when given it must be the decision's."""
+    message: AssistantMessage
+
+
+class ReportBody(BaseModel):
+    """``POST /v1/diffs``: the answers of a routed pair that the framework called itself."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    decision_id: str = Field(min_length=1)
+    """The ``decision_id`` of a ``POST /v1/route`` answer."""
+    primary: ReportedAnswer
+    partner: ReportedAnswer
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    """The conversation both answered (stored with a live diff); default: the routed task."""
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -239,6 +363,10 @@ def parse_route(body: object) -> RouteBody:
     if route.task is None and not route.messages:
         raise BadRequestError("give 'task' (text) or 'messages'", param="task")
     return route
+
+
+def parse_report(body: object) -> ReportBody:
+    return _validated(ReportBody, body)
 
 
 def has_option_headers(headers: Mapping[str, str]) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +20,7 @@ from router.paired.engine import PairedEngine
 from router.paired.record import LiveDiffSink
 from router.pairing.decision import Decider, LiveSource
 from router.pairing.pinned import Pairings
+from router.pairing.recent import RecentDecisions
 from router.pairing.service import PairingService
 from router.pool import Pool
 from router.service.health_watch import HealthWatch
@@ -67,6 +68,8 @@ class ServiceState:
     """The durable live-diff store, rates and drift; ``None`` when another sink was given."""
     health: HealthWatch
     diff_provider: DiffProvider | None = None
+    decisions: RecentDecisions = field(default_factory=RecentDecisions)
+    """Routed decisions awaiting a report (``POST /v1/route`` → ``POST /v1/diffs``)."""
 
 
 SETTINGS = web.AppKey("diffroute.settings", Settings)

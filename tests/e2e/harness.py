@@ -99,7 +99,7 @@ async def serve(settings: Settings, **options: Any) -> AsyncIterator[Running]:
     options.setdefault("decider_factory", FamilyDecider)
     app = create_app(settings, **options)
     runner = web.AppRunner(app, shutdown_timeout=settings.server.shutdown_timeout,
-                           access_log=None)
+                           access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -65,7 +65,10 @@ def test_serve_says_where_to_call_and_local_weights_load_in_the_background(
             "model": "smol", "max_tokens": 4,
             "messages": [{"role": "user", "content": "Say hi."}]})
         assert status == 200 and body["choices"][0]["message"]["content"] is not None
-        ready = read_lines_until(server, "model.ready")[-1]
+        # the weights may have loaded before the service started listening, or after
+        seen = before if any(line["event"] == "model.ready" for line in before) else \
+            read_lines_until(server, "model.ready")
+        ready = next(line for line in seen if line["event"] == "model.ready")
         assert ready["model"] == "smol" and ready["level"] == "info"
     finally:
         server.terminate()

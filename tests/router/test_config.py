@@ -35,6 +35,7 @@ def test_example_config_loads_every_backend_kind() -> None:
     remote = settings.model("gpt-4o-mini")
     assert remote.timeouts.read == 60
     assert remote.family_name == "openai"
+    assert remote.fallbacks == ("smollm2",) and remote.max_queue == 64
 
 
 def test_secret_reference_is_resolved_from_env_and_never_shown(monkeypatch: pytest.MonkeyPatch,
@@ -88,6 +89,50 @@ models:
   - {name: a, backend: {kind: scripted}}
 """)
     assert dup == ["(top level): duplicate model name 'a'"]
+
+
+def test_upstream_protection_keys_are_validated_with_their_paths(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, """
+models:
+  - name: a
+    backend: {kind: scripted}
+    max_queue: 0
+    circuit: {failures: 2, window_s: 5, open_s: 7}
+    fallbacks: [b, c]
+  - {name: b, backend: {kind: scripted}, circuit: null}
+  - {name: c, backend: {kind: scripted}}
+"""))
+    a = settings.model("a")
+    assert (a.max_queue, a.fallbacks) == (0, ("b", "c"))
+    assert a.circuit is not None and (a.circuit.failures, a.circuit.open_s) == (2, 7)
+    assert settings.model("b").circuit is None
+    assert settings.model("c").circuit is not None and settings.model("c").max_queue == 256
+
+    problems = problems_of(tmp_path, """
+models:
+  - name: a
+    backend: {kind: scripted}
+    max_queue: -1
+    circuit: {failures: 0, open_for: 3}
+  - name: b
+    backend: {kind: scripted}
+    fallbacks: [b, nowhere, a, a]
+""")
+    assert problems == [
+        "models[0].max_queue: Input should be greater than or equal to 0",
+        "models[0].circuit.failures: Input should be greater than or equal to 1",
+        "models[0].circuit.open_for: Extra inputs are not permitted",
+    ]
+    problems = problems_of(tmp_path, """
+models:
+  - {name: a, backend: {kind: scripted}}
+  - {name: b, backend: {kind: scripted}, fallbacks: [b, nowhere, a, a]}
+""")
+    assert problems == [
+        "models[1].fallbacks[0]: 'b' is the model itself (a model cannot fall back to itself)",
+        "models[1].fallbacks[1]: 'nowhere' is not a pool model (known: a, b)",
+        "models[1].fallbacks[3]: 'a' is listed twice",
+    ]
 
 
 def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:

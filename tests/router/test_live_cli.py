@@ -30,6 +30,7 @@ async def test_diffs_and_drift_read_the_data_dir(tmp_path: Path,
     main(["diffs", "--data-dir", str(tmp_path), "--pair", "alpha,beta", "--since", "1h"])
     out = capsys.readouterr().out
     assert stored in out and "divergence 0.900 > 0.350" in out
+    assert "alpha vs beta (audit, concurrent)" in out  # a report would say "reported"
     main(["diffs", "--data-dir", str(tmp_path), "--pair", "beta,alpha"])
     assert stored not in capsys.readouterr().out
     main(["drift", "--data-dir", str(tmp_path)])

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from router.config import settings_from_mapping
-from router.pool import Limiter, Pool
+from router.limiter import Limiter
+from router.pool import Pool
 from tests.fakes import FakeUpstream, Reply
 
 
@@ -87,3 +88,18 @@ async def test_max_concurrency_bounds_calls_to_an_upstream(tmp_path: Path) -> No
             answers = await asyncio.gather(*(model.forward(body) for _ in range(12)))
             watcher.cancel()
     assert len(answers) == 12 and peak == 3 and fake.count() == 12
+
+
+async def test_a_waiter_cancelled_as_a_slot_is_released_leaves_cleanly() -> None:
+    """The cancellation of a waiter (a call's deadline) and a release at the same moment: the
+    release drops the cancelled waiter before its task runs, which must not fail."""
+    limiter = Limiter(1)
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    assert limiter.waiting == 1
+    waiter.cancel()  # its future is cancelled at once; the task runs later
+    limiter.release()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limiter.free == 1 and limiter.waiting == 0

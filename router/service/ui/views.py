@@ -21,10 +21,10 @@ from typing import Any
 
 from aiohttp import web
 
-from router.errors import BadRequestError, DiffrouteError
+from router.errors import DiffrouteError
 from router.live.rates import wilson_interval
 from router.pairing.decision import ROLES, RouteRequest
-from router.service.live_routes import LiveUnavailableError
+from router.service.live_routes import LiveUnavailableError, query_number
 from router.service.state import SETTINGS, STATE
 from router.service.ui.pool_view import PoolViewCache, pool_view
 
@@ -74,19 +74,6 @@ async def current_pairings(request: web.Request) -> web.Response:
                               "profile_version": state.pairing.version})
 
 
-def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequestError(f"{name} must be a number, got '{raw}'", param=name) from None
-    if not low <= value <= high:  # NaN fails this too
-        raise BadRequestError(f"{name} must be between {low:g} and {high:g}", param=name)
-    return value
-
-
 def _point(start: float, n: int, k: int) -> dict[str, Any]:
     low, high = wilson_interval(k, n)
     return {"start": round(start, 3), "comparisons": n, "disagreements": k,
@@ -98,8 +85,8 @@ async def disagreement_series(request: web.Request) -> web.Response:
     sink = request.app[STATE].live
     if sink is None:
         raise LiveUnavailableError()
-    window = _number(request, "window", DEFAULT_WINDOW_S, 1, 10 * 365 * 86_400)
-    buckets = int(_number(request, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS))
+    window = query_number(request, "window", DEFAULT_WINDOW_S, 1, 10 * 365 * 86_400)
+    buckets = int(query_number(request, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS))
     bucket_s = window / buckets
     start = time.time() - window
     counts = await asyncio.to_thread(sink.store.bucketed_counts, start, bucket_s)

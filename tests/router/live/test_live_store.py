@@ -140,3 +140,28 @@ def test_wilson_interval() -> None:
     low, high = wilson_interval(50, 100)
     assert low == pytest.approx(0.4038, abs=1e-3) and high == pytest.approx(0.5962, abs=1e-3)
     assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_closing_waits_for_a_read_still_running_in_a_worker_thread(tmp_path: Path) -> None:
+    """At shutdown a cancelled task's read can still be running in its thread: closing the
+    connection under it crashed the process (seen as a segmentation fault in CI)."""
+    import sqlite3
+    import threading
+
+    store = LiveStore(tmp_path / "live.sqlite3").open()
+    started, result = threading.Event(), {}
+
+    def slow_read() -> None:
+        started.set()
+        result["rows"] = store.read("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+                                    "FROM c WHERE x < 2000000) SELECT count(*) FROM c")
+
+    reader = threading.Thread(target=slow_read)
+    reader.start()
+    started.wait()
+    time.sleep(0.05)  # the query is under way
+    store.close()
+    reader.join()
+    assert result["rows"][0][0] == 2_000_000
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        store.read("SELECT 1")

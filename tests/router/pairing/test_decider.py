@@ -152,3 +152,29 @@ def test_pairs_store_is_read(world: Path, capsys: pytest.CaptureFixture[str]) ->
         assert json.loads(out)["decisions"][0]["partner"] == "a2"
     finally:
         store.path.unlink()
+
+
+def test_a_model_whose_circuit_is_open_is_neither_partner_nor_auto_primary(world: Path) -> None:
+    settings = make_settings(world)
+    pool = Pool(settings)
+    d = build_decider(settings, pool, NONE)
+    audit = RouteRequest(role="audit", primary="a1")
+    auto = RouteRequest(role="audit", primary="auto")
+    partner, primary = d.decide(audit).partner, d.decide(auto).primary
+
+    def open_circuit(name: str) -> None:
+        breaker = pool.get(name)._circuit
+        assert breaker is not None
+        for _ in range(breaker.config.failures):
+            breaker.failed("upstream model timed out")
+
+    open_circuit(partner)
+    open_circuit(primary)
+    assert pool.blocked() == {partner, primary}
+    now = d.decide(audit)
+    assert now.partner not in (partner, primary)
+    assert d.decide(auto).primary not in (partner, primary)
+    # a primary the client names is still its own: its call says whether it answers
+    assert d.decide(RouteRequest(role="audit", primary=partner)).primary == partner
+    pool.get(partner)._circuit.succeeded()  # type: ignore[union-attr]
+    assert d.decide(audit).partner == partner

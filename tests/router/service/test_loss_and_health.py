@@ -101,10 +101,13 @@ async def test_a_wrong_method_says_which_are_allowed(tmp_path: Path) -> None:
     assert body["error"]["code"] == "method_not_allowed"
 
 
-def test_a_corrupt_live_store_stops_the_server_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("file", "named"), [("live.sqlite3", "live-diff store"),
+                                              ("observations.sqlite3", "observation store")])
+def test_a_corrupt_store_stops_the_server_with_one_line(tmp_path: Path, file: str,
+                                                        named: str) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    (data / "live.sqlite3").write_bytes(b"this is not a database" * 100)
+    (data / file).write_bytes(b"this is not a database" * 100)
     config = tmp_path / "pool.yaml"
     config.write_text(yaml.safe_dump({"data_dir": "data", "live": {"profiles": False},
                                       "models": [scripted("alpha", "a", PARIS)]}))
@@ -112,21 +115,8 @@ def test_a_corrupt_live_store_stops_the_server_with_one_line(tmp_path: Path) -> 
                            "--port", "0"], capture_output=True, text=True, timeout=120)
     errors = [line for line in done.stderr.splitlines() if line.startswith("diffroute:")]
     assert done.returncode == 2, done.stderr[-2000:]
-    assert len(errors) == 1 and "live-diff store" in errors[0] and "live.sqlite3" in errors[0]
+    assert len(errors) == 1 and named in errors[0] and file in errors[0]
     assert "Traceback" not in done.stderr
-
-
-def test_a_garbage_observation_store_stops_the_server_with_one_line(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "observations.sqlite3").write_bytes(b"garbage" * 1000)
-    config = tmp_path / "pool.yaml"
-    config.write_text(yaml.safe_dump({"data_dir": "data", "live": {"profiles": False},
-                                      "models": [scripted("alpha", "a", PARIS)]}))
-    done = subprocess.run([sys.executable, "-m", "router", "serve", "--config", str(config),
-                           "--port", "0"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "observation store" in done.stderr and "Traceback" not in done.stderr
 
 
 async def test_restart_replays_only_the_newest_comparisons(tmp_path: Path) -> None:

@@ -1,0 +1,213 @@
+"""Comparing what agents produce: tool calls, structured output, then text.
+
+:class:`AnswerComparer` is what the engine compares two :class:`~router.paired.answer.Answer`
+values with. It wraps a text :class:`~router.paired.compare.Comparer` (the noise-aware one in
+the service) and decides, in this order:
+
+1. **Tool calls** — when either answer calls a tool. Calls are matched by function name,
+   ignoring the order of parallel calls; the arguments are read as JSON and compared as values
+   (``{"city": "Paris"}`` and ``{ "city":"Paris" }`` agree; ``1`` and ``1.0`` agree; ``true``
+   and ``1`` do not). One answer calling a tool while the other answers in text, a call only one
+   side makes, or any differing argument is a disagreement.
+2. **Structured output** — when both texts are JSON objects or arrays (``response_format``,
+   optionally in a code fence): compared field by field the same way.
+3. **Text** — otherwise the wrapped comparer (noise floors, typed extraction).
+
+Within JSON, a string of :data:`FREE_TEXT_WORDS` words or more (a search query, a summary) is
+free text: two different ones count as equal unless the wrapped comparer flags them, so a
+paraphrased query is not flagged as a different argument; shorter strings (names, ids,
+cities) and numbers must be equal. Agreement is the share of calls (or fields) that agree, and
+the live diff starts with one line per difference — ``get_weather: city: "Paris" → "Lyon"``
+(primary → partner) — followed by a unified diff of the two answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from router.paired.answer import Answer, ToolCall
+from router.paired.compare import Comparer, Comparison, unified_diff
+
+FREE_TEXT_WORDS = 4
+"""Strings with at least this many words are compared by meaning, not character by character."""
+STRUCTURAL_THRESHOLD = 0.0
+"""Any structural difference beyond noise is flagged: the divergence must be exactly zero."""
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+_MISSING = object()
+
+TextSame = Callable[[str, str], bool]
+"""Whether two free-text strings say the same (the wrapped comparer does not flag them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Diff:
+    """The differences between two JSON values, and how many leaves they had."""
+
+    changes: tuple[str, ...]
+    leaves: int
+
+    @property
+    def share_equal(self) -> float:
+        return 1.0 - len(self.changes) / self.leaves if self.leaves else 1.0
+
+
+def _show(value: object) -> str:
+    if value is _MISSING:
+        return "(missing)"
+    shown = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _same_scalar(a: object, b: object, text_same: TextSame) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, str) and isinstance(b, str):
+        if a == b:
+            return True
+        free = max(len(a.split()), len(b.split())) >= FREE_TEXT_WORDS
+        return free and text_same(a, b)
+    return a == b
+
+
+def json_diff(a: object, b: object, text_same: TextSame, path: str = "") -> _Diff:
+    """Leaf-by-leaf differences of two JSON values (objects by key, arrays by position)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        changes: list[str] = []
+        leaves = 0
+        for key in sorted(a.keys() | b.keys()):
+            sub = json_diff(a.get(key, _MISSING), b.get(key, _MISSING), text_same,
+                            f"{path}.{key}" if path else str(key))
+            changes += sub.changes
+            leaves += sub.leaves
+        return _Diff(tuple(changes), leaves)
+    if isinstance(a, list) and isinstance(b, list):
+        changes, leaves = [], 0
+        for i in range(max(len(a), len(b))):
+            sub = json_diff(a[i] if i < len(a) else _MISSING, b[i] if i < len(b) else _MISSING,
+                            text_same, f"{path}[{i}]")
+            changes += sub.changes
+            leaves += sub.leaves
+        return _Diff(tuple(changes), leaves)
+    if a is not _MISSING and b is not _MISSING and _same_scalar(a, b, text_same):
+        return _Diff((), 1)
+    return _Diff((f"{path or '(value)'}: {_show(a)} → {_show(b)}",), 1)
+
+
+def parse_json(text: str) -> object:
+    """The JSON object or array a text holds (a code fence around it is allowed), else
+    :data:`_MISSING`."""
+    stripped = text.strip()
+    fenced = _FENCE.match(stripped)
+    if fenced:
+        stripped = fenced.group(1)
+    if not stripped or stripped[0] not in "{[":
+        return _MISSING
+    try:
+        value: object = json.loads(stripped)
+    except ValueError:
+        return _MISSING
+    return value
+
+
+def _arguments(call: ToolCall) -> object:
+    """A call's arguments as JSON, or the raw text when they are not valid JSON."""
+    try:
+        value: object = json.loads(call.arguments) if call.arguments.strip() else {}
+    except ValueError:
+        return call.arguments
+    return value
+
+
+def _calls_diff(primary: Sequence[ToolCall], partner: Sequence[ToolCall],
+                text_same: TextSame) -> tuple[float, list[str]]:
+    """(the share of calls that agree, one line per difference); order is ignored."""
+    left = list(primary)
+    right = list(partner)
+    changes: list[str] = []
+    agreeing = 0.0
+    # equal calls first, so that two parallel calls in another order pair up with their twins
+    for call in list(left):
+        twin = next((c for c in right if c.name == call.name
+                     and not json_diff(_arguments(call), _arguments(c), text_same).changes),
+                    None)
+        if twin is not None:
+            left.remove(call)
+            right.remove(twin)
+            agreeing += 1
+    for call in list(left):
+        twin = next((c for c in right if c.name == call.name), None)
+        if twin is None:
+            continue
+        left.remove(call)
+        right.remove(twin)
+        diff = json_diff(_arguments(call), _arguments(twin), text_same)
+        agreeing += diff.share_equal
+        changes += [f"{call.name}: {change}" for change in diff.changes]
+    changes += [f"only the primary calls {c.render()}" for c in left]
+    changes += [f"only the partner calls {c.render()}" for c in right]
+    total = max(len(primary), len(partner))
+    return (agreeing / total if total else 1.0), changes
+
+
+class AnswerComparer:
+    """Compares two answers: tool calls, structured output, then text (module docstring)."""
+
+    def __init__(self, text: Comparer) -> None:
+        self.text = text
+
+    def __call__(self, primary: Answer, partner: Answer, domains: Sequence[str], *,
+                 pair: tuple[str, str] | None = None) -> Comparison:
+        def text_same(a: str, b: str) -> bool:
+            return not self.text(a, b, domains, pair=pair).flagged
+
+        if primary.tool_calls or partner.tool_calls:
+            return self._tool_calls(primary, partner, text_same)
+        a, b = parse_json(primary.text), parse_json(partner.text)
+        if a is not _MISSING and b is not _MISSING:
+            diff = json_diff(a, b, text_same)
+            return _structural(diff.share_equal, list(diff.changes), primary, partner, "json")
+        return self.text(primary.text, partner.text, domains, pair=pair)
+
+    def _tool_calls(self, primary: Answer, partner: Answer, text_same: TextSame) -> Comparison:
+        if not primary.tool_calls or not partner.tool_calls:
+            caller, texter = ("primary", "partner") if primary.tool_calls else ("partner",
+                                                                                 "primary")
+            calls = primary.tool_calls or partner.tool_calls
+            change = (f"the {caller} calls {', '.join(c.name for c in calls)}; the {texter} "
+                      "answers in text")
+            return _structural(0.0, [change], primary, partner, "tool_calls")
+        share, changes = _calls_diff(primary.tool_calls, partner.tool_calls, text_same)
+        return _structural(share, changes, primary, partner, "tool_calls")
+
+
+def _structural(agreement: float, changes: list[str], primary: Answer, partner: Answer,
+                method: str) -> Comparison:
+    flagged = bool(changes)
+    agreement = min(agreement, 1.0 - 1e-9) if flagged else 1.0
+    diff = ""
+    if flagged:
+        body = unified_diff(_canonical(primary), _canonical(partner))
+        diff = "".join(f"# {c}\n" for c in changes) + body
+    return Comparison(agreement, flagged, 1.0 - agreement, STRUCTURAL_THRESHOLD, diff,
+                      method=method)
+
+
+def _canonical(answer: Answer) -> str:
+    """The answer with its tool calls sorted and their arguments as canonical JSON, so the
+    unified diff shows values, not spacing or call order."""
+    calls = sorted((c.name, _dump(_arguments(c))) for c in answer.tool_calls)
+    lines = [f"{name}({args})" for name, args in calls]
+    value = parse_json(answer.text)
+    text = answer.text if value is _MISSING else _dump(value, indent=2)
+    return "\n".join(([text] if text else []) + lines) + "\n"
+
+
+def _dump(value: object, indent: int | None = None) -> str:
+    if isinstance(value, str) and indent is None:
+        return value  # arguments that were not JSON: as written
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, indent=indent)

@@ -1,0 +1,108 @@
+"""The comparer of agents' answers: tool calls, structured output, then text."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.paired.answer import Answer, AnswerBuilder, ToolCall
+from router.paired.compare import compare
+from router.paired.structured import AnswerComparer, parse_json
+
+compare_answers = AnswerComparer(compare)
+
+
+def calls(*pairs: tuple[str, str]) -> Answer:
+    return Answer("", tuple(ToolCall(name, args) for name, args in pairs))
+
+
+def test_tool_arguments_are_compared_as_json_values() -> None:
+    same = compare_answers(calls(("get_weather", '{"city": "Paris", "days": 2}')),
+                           calls(("get_weather", '{ "days": 2.0,\n"city":"Paris"}')), ())
+    assert not same.flagged and same.agreement == 1.0 and same.method == "tool_calls"
+    differs = compare_answers(calls(("get_weather", '{"city": "Paris", "days": 2}')),
+                              calls(("get_weather", '{"city": "Lyon", "days": 2}')), ())
+    assert differs.flagged and differs.agreement == pytest.approx(0.5)
+    assert differs.unified_diff.splitlines()[0] == '# get_weather: city: "Paris" → "Lyon"'
+    assert "-get_weather(" in differs.unified_diff and "+get_weather(" in differs.unified_diff
+
+
+def test_booleans_are_not_numbers_and_missing_arguments_are_named() -> None:
+    c = compare_answers(calls(("f", '{"a": true, "b": {"c": [1, 2]}}')),
+                        calls(("f", '{"a": 1, "b": {"c": [1]}}')), ())
+    lines = c.unified_diff.splitlines()
+    assert lines[:2] == ["# f: a: true → 1", "# f: b.c[1]: 2 → (missing)"]
+
+
+def test_parallel_calls_in_another_order_agree() -> None:
+    a = calls(("get_weather", '{"city": "Paris"}'), ("get_time", '{"tz": "CET"}'))
+    b = calls(("get_time", '{"tz":"CET"}'), ("get_weather", '{"city":"Paris"}'))
+    assert not compare_answers(a, b, ()).flagged
+    extra = calls(("get_time", '{"tz":"CET"}'))
+    c = compare_answers(a, extra, ())
+    assert c.flagged and c.agreement == pytest.approx(0.5)
+    assert c.unified_diff.startswith('# only the primary calls get_weather({"city": "Paris"})')
+
+
+def test_a_tool_call_against_a_text_answer_is_a_disagreement() -> None:
+    c = compare_answers(calls(("get_weather", '{"city": "Paris"}')), Answer("It is sunny."), ())
+    assert c.flagged and c.agreement == 0.0
+    assert c.unified_diff.startswith(
+        "# the primary calls get_weather; the partner answers in text")
+
+
+def test_free_text_arguments_are_compared_by_the_text_comparer() -> None:
+    a = calls(("search", '{"query": "weather in Paris tomorrow morning"}'))
+    b = calls(("search", '{"query": "tomorrow morning weather in Paris"}'))  # same words
+    assert not compare_answers(a, b, ()).flagged
+    short = compare_answers(calls(("f", '{"id": "a b"}')), calls(("f", '{"id": "b a"}')), ())
+    assert short.flagged  # short strings are values: exactly equal or not
+
+
+def test_invalid_json_arguments_are_compared_as_written() -> None:
+    assert not compare_answers(calls(("f", "{oops")), calls(("f", "{oops")), ()).flagged
+    assert compare_answers(calls(("f", "{oops")), calls(("f", "{oops!")), ()).flagged
+
+
+def test_structured_output_is_compared_field_by_field() -> None:
+    a = Answer('{"answer": "B", "confidence": 0.9}')
+    b = Answer('```json\n{"confidence": 0.9, "answer": "C"}\n```')
+    c = compare_answers(a, b, ())
+    assert c.method == "json" and c.flagged and c.agreement == pytest.approx(0.5)
+    assert c.unified_diff.splitlines()[0] == '# answer: "B" → "C"'
+    same = compare_answers(a, Answer('{"confidence":0.9,"answer":"B"}'), ())
+    assert not same.flagged and same.method == "json"
+    assert parse_json(" [1] ") == [1]
+
+
+def test_text_answers_go_to_the_text_comparer() -> None:
+    c = compare_answers(Answer("Paris is the capital."), Answer("Lyon."), ())
+    assert c.method == "jaccard" and c.flagged
+
+
+def test_a_streamed_answer_is_put_back_together() -> None:
+    builder = AnswerBuilder()
+
+    def chunk(delta: dict[str, object]) -> dict[str, object]:
+        return {"choices": [{"index": 0, "delta": delta}]}
+
+    builder.add_chunk(chunk({"role": "assistant", "content": "Let me check. "}))
+    builder.add_chunk(chunk({"tool_calls": [{"index": 0, "id": "c0", "function": {
+        "name": "get_weather", "arguments": '{"city": '}}]}))
+    builder.add_chunk(chunk({"tool_calls": [{"index": 1, "id": "c1", "function": {
+        "name": "get_time", "arguments": "{}"}}]}))
+    builder.add_chunk(chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}))
+    builder.add_chunk({"choices": [], "usage": {"prompt_tokens": 1}})
+    answer = builder.answer()
+    assert answer.text == "Let me check. "
+    assert answer.tool_calls == (ToolCall("get_weather", '{"city": "Paris"}', "c0"),
+                                 ToolCall("get_time", "{}", "c1"))
+    assert answer.render() == ('Let me check. \n[tool call] get_weather({"city": "Paris"})\n'
+                               "[tool call] get_time({})")
+
+
+def test_a_message_object_is_read_with_its_tool_calls() -> None:
+    answer = Answer.of_message({"role": "assistant", "content": [{"type": "text", "text": "a"}],
+                                "tool_calls": [{"id": "x", "type": "function", "function": {
+                                    "name": "f", "arguments": "{}"}}]})
+    assert answer == Answer("a", (ToolCall("f", "{}", "x"),))
+    assert Answer.of_completion({"choices": [{"message": {"content": None}}]}) == Answer("")

@@ -1,0 +1,35 @@
+"""Recent routing decisions: bounded, expiring, claimed once."""
+
+from __future__ import annotations
+
+from router.pairing.decision import Decision
+from router.pairing.recent import RecentDecisions
+
+DECISION = Decision("a", "b", "audit", 0.5, "test")
+TASK = ({"role": "user", "content": "hi"},)
+
+
+def test_a_decision_expires_after_its_ttl() -> None:
+    now = [0.0]
+    recent = RecentDecisions(ttl_s=10, clock=lambda: now[0])
+    routed = recent.add(DECISION, TASK)
+    assert routed.id.startswith("dec_") and len(routed.id) == 36
+    now[0] = 9.9
+    assert recent.get(routed.id) == routed
+    now[0] = 10.0
+    assert recent.get(routed.id) is None and len(recent) == 0
+
+
+def test_the_oldest_go_first_beyond_the_bound() -> None:
+    recent = RecentDecisions(max_entries=2)
+    first, second, third = (recent.add(DECISION, TASK) for _ in range(3))
+    assert recent.get(first.id) is None
+    assert recent.get(second.id) is not None and recent.get(third.id) is not None
+    assert len(recent) == 2
+
+
+def test_a_claimed_decision_is_gone() -> None:
+    recent = RecentDecisions()
+    routed = recent.add(DECISION, TASK)
+    assert recent.claim(routed.id) == routed
+    assert recent.claim(routed.id) is None and recent.get(routed.id) is None
