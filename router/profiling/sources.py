@@ -21,7 +21,7 @@ from profiles.diff import Diff, compute_diff
 from profiles.embed import Embedder, make_embedder
 from profiles.matrix import PoolMatrix, pool_matrix
 from profiles.profile import ProbeRecord, Profile, from_store
-from profiles.store import ObservationStore, model_key
+from profiles.store import ObservationStore, model_key, observation_key
 from profiles.suite import Suite, SuiteError, load_suite
 from router.config import EmbedderConfig, Settings
 from router.errors import BadRequestError, ConfigError, DiffrouteError, StartupError
@@ -64,6 +64,8 @@ class FoundProfile:
 
     profile: Profile
     shipped: bool
+    observed_at: float | None = None
+    """When the newest stored sample was taken (epoch seconds); ``None`` for shipped ones."""
 
 
 def shipped_profiles_dir() -> Traversable:
@@ -92,7 +94,9 @@ def find_profiles(settings: Settings, names: Sequence[str], suite: Suite, query:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)
             if stored.records:
-                found[name] = FoundProfile(stored, shipped=False)
+                key = observation_key(name, model.identity())
+                found[name] = FoundProfile(stored, shipped=False, observed_at=store.last_observed(
+                    key, query.decoding.key()))
                 continue
             packaged = shipped_profile(name, model_key(model.identity()), suite, shipped)
             found[name] = None if packaged is None else FoundProfile(packaged, shipped=True)
