@@ -2,7 +2,12 @@
 
 For every domain of the suite (and ``"all"``) it holds, for each pair of models, κp on gold
 ``choice`` probes (with a bootstrap interval over probes), error consistency on every gold probe,
-plain answer agreement on every categorical probe, and each model's accuracy. All pairs are
+plain answer agreement on every categorical probe, and each model's accuracy.
+
+Answer distributions are sampled frequencies, except on ``choice`` probes where every model has
+first-token option probabilities: there those are used, tempered to each profile's sampling
+temperature, for every model alike. Error consistency needs one answer per model and probe:
+the modal sampled answer, ties broken uniformly at random (seeded). All pairs are
 computed at once with matrix products (see :mod:`profiles.similarity`), so a 100-model pool
 takes seconds.
 
@@ -151,21 +156,48 @@ def usable_option_probs(probs: Sequence[float | None]) -> tuple[float, ...] | No
 
 def _option_probs(freq: FloatArray, probes: Sequence[Probe], profiles: Sequence[Profile],
                   cats: list[list[str]]) -> None:
-    """Replace sampled frequencies by first-token option probabilities where both exist."""
-    choice = [(j, p.id, len(cats[j])) for j, p in enumerate(probes) if p.type == "choice"]
-    for i, prof in enumerate(profiles):
-        records = prof.records
-        for j, pid, n in choice:
-            rec = records.get(pid)
-            if rec is None or not rec.option_probs or len(rec.option_probs) != n:
-                continue
-            usable = usable_option_probs(rec.option_probs)
-            if usable is not None:
-                freq[i, j, :] = 0.0
-                freq[i, j, :n] = usable
+    """Replace sampled frequencies by first-token option probabilities, on the choice probes
+    where every model that observed the probe has usable ones (finite, non-negative, some
+    mass: otherwise that probe is read from the sampled answers of all models).
+
+    The probabilities are tempered to each profile's sampling temperature (p^(1/T),
+    renormalised; one-hot at T = 0) so that they describe what the model's sampled answers
+    do; and they are used for all models of a probe or for none, so κp never compares one
+    model's probabilities with another's sampled frequencies.
+    """
+    for j, probe in enumerate(probes):
+        if probe.type != "choice":
+            continue
+        n = len(cats[j])
+        rows = [(i, prof.records.get(probe.id)) for i, prof in enumerate(profiles)]
+        seen = [(i, r) for i, r in rows if r is not None]
+        if not seen or any(not r.option_probs or len(r.option_probs) != n for _, r in seen):
+            continue
+        usable = [(i, usable_option_probs(r.option_probs or ())) for i, r in seen]
+        if any(u is None for _, u in usable):
+            continue
+        for i, probs in usable:
+            assert probs is not None
+            freq[i, j, :] = 0.0
+            freq[i, j, :n] = tempered(probs, profiles[i].decoding.temperature)
 
 
-def _arrays(probes: Sequence[Probe], profiles: Sequence[Profile]) -> _Arrays:
+def tempered(probs: Sequence[float], temperature: float) -> FloatArray:
+    """Option probabilities at temperature 1 turned into those at ``temperature``."""
+    p = np.asarray(probs, dtype=np.float64)
+    if temperature <= 0:
+        out = np.zeros_like(p)
+        out[int(p.argmax())] = 1.0
+        return out
+    with np.errstate(divide="ignore"):
+        logp = np.where(p > 0, np.log(np.maximum(p, 1e-300)), -np.inf) / temperature
+    w = np.exp(logp - logp.max())
+    result: FloatArray = w / w.sum()
+    return result
+
+
+def _arrays(probes: Sequence[Probe], profiles: Sequence[Profile],
+            rng: np.random.Generator) -> _Arrays:
     cats = [_categories(p, profiles) for p in probes]
     indexes = [{c: i for i, c in enumerate(cat)} for cat in cats]
     width = max([2, *(len(c) for c in cats)])
@@ -180,7 +212,10 @@ def _arrays(probes: Sequence[Probe], profiles: Sequence[Profile]) -> _Arrays:
     hits = ((codes == gold[None, :, None]) & (gold[None, :, None] >= 0)).sum(axis=2)
     with np.errstate(invalid="ignore", divide="ignore"):
         correct = np.where(parsed > 0, hits / np.maximum(parsed, 1), 0.0)
-    modal = (counts.argmax(axis=2) == gold[None, :]) & (parsed > 0) & (gold[None, :] >= 0)
+    # the modal answer, ties broken uniformly at random (argmax alone favours option A)
+    jitter = rng.random(counts.shape) * 0.5
+    modal = ((counts + jitter).argmax(axis=2) == gold[None, :]) & (parsed > 0) & \
+        (gold[None, :] >= 0)
     n_opt = np.array([max(2, len(c)) for c in cats], dtype=np.int64)
     freq = normalise_rows(freq)
     return _Arrays(freq, n_opt, gold, correct, modal, freq.sum(-1) > 0,
@@ -230,8 +265,8 @@ def pool_matrix(profiles: Sequence[Profile], suite: Suite, bootstrap: int = 200,
     out = PoolMatrix(models, version=version)
     if not probes:
         return out
-    arrays = _arrays(probes, profiles)
     rng = np.random.default_rng(seed)
+    arrays = _arrays(probes, profiles, rng)
     domains = sorted({d for p in probes for d in p.domains})
     for name in [ALL, *domains]:
         cols = np.array([j for j, p in enumerate(probes) if name == ALL or name in p.domains],

@@ -85,8 +85,8 @@ def _meta(diff: Diff) -> str:
     lines = [
         f"suite <b>{_e(diff.suite)}</b> {_e(diff.suite_version)}"
         + (f" · domain <b>{_e(s['domain'])}</b>" if s.get("domain") else ""),
-        f"samples {_e(s.get('samples'))} (screen {_e(s.get('screen_samples'))}, confirm "
-        f"{_e(s.get('confirm_samples'))}) · q={_e(s.get('q'))} · {diff.n_significant} of "
+        f"samples {_e(s.get('samples'))} (confirm collection {_e(s.get('confirm_samples'))}) · "
+        f"q={_e(s.get('q'))} · domains BH q={_e(s.get('q_domain'))} · {diff.n_significant} of "
         f"{diff.n_probes_tested} probes differ beyond noise",
         "flagged domains: " + (_e(", ".join(diff.flagged_domains)) or "none"),
     ]
@@ -98,7 +98,8 @@ def _meta(diff: Diff) -> str:
 
 def _summary_table(diff: Diff) -> str:
     heads = ["domain", "probes", "κp [95% CI]", "agreement", "error consistency",
-             f"accuracy {diff.a} / {diff.b}", "divergence [CI]", "significant", ""]
+             f"accuracy {diff.a} / {diff.b}", "shift, points [95% CI]", "p (domain)",
+             "significant", ""]
     rows = [_summary_row(d) for d in ranked_domains(diff)]
     rows.append(_summary_row(diff.overall, overall=True))
     head = "".join(f"<th>{_e(h)}</th>" for h in heads)
@@ -117,8 +118,8 @@ def _summary_row(d: DomainDiff, overall: bool = False) -> str:
         _e(d.name), str(d.n_probes), kappa, _num(d.agreement, ".2f"),
         _num(d.error_consistency, ".2f"),
         f"{_num(d.accuracy_a, '.2f')} / {_num(d.accuracy_b, '.2f')}",
-        f"{_num(d.divergence, '+.3f')} [{_num(d.divergence_low, '+.3f')}, "
-        f"{_num(d.divergence_high, '+.3f')}]",
+        f"{_num(d.shift, '.1f')} [{_num(d.shift_low, '.1f')}, {_num(d.shift_high, '.1f')}]",
+        "too small" if d.status == "too small" else _num(d.pvalue, ".4f"),
         str(d.n_significant),
         "" if overall else f"<span class=\"mark\">{_e(domain_marker(d))}</span>",
     ]
@@ -153,11 +154,11 @@ def _chart(diff: Diff) -> str:
 
 
 def _extent(rows: Iterable[DomainDiff]) -> tuple[float, float]:
-    values = [v for d in rows for v in (d.divergence, d.divergence_low, d.divergence_high)
+    values = [v for d in rows for v in (d.shift, d.shift_low, d.shift_high)
               if v is not None and math.isfinite(v)]
     lo, hi = min([0.0, *values]), max([0.0, *values])
-    if hi - lo < 0.1:  # a flat diff still gets a readable axis
-        hi = lo + 0.1
+    if hi - lo < 10:  # a flat diff still gets a readable axis (points)
+        hi = lo + 10
     return lo, hi
 
 
@@ -168,22 +169,22 @@ def _chart_row(d: DomainDiff, top: float, x: Callable[[float], float], overall: 
         colour = "#0969da"
     weight = ' font-weight="bold"' if overall else ""
     label = f"{domain_marker(d)} {d.name}".strip()
-    parts = [f"<g><title>{_e(d.name)}: divergence {_num(d.divergence)} "
-             f"[{_num(d.divergence_low)}, {_num(d.divergence_high)}], "
+    parts = [f"<g><title>{_e(d.name)}: shift {_num(d.shift, '.1f')} points "
+             f"[{_num(d.shift_low, '.1f')}, {_num(d.shift_high, '.1f')}], "
              f"κp {_num(d.kappa_p, '.2f')}</title>",
              f"<text x=\"4\" y=\"{mid + 4:.1f}\"{weight}>"
              f"{_e(label)}</text>"]
-    if d.divergence is not None and math.isfinite(d.divergence):
-        a, b = sorted((x(0.0), x(d.divergence)))
+    if d.shift is not None and math.isfinite(d.shift):
+        a, b = sorted((x(0.0), x(d.shift)))
         parts.append(f"<rect x=\"{a:.1f}\" y=\"{top + 7:.1f}\" width=\"{max(b - a, 1):.1f}\" "
                      f"height=\"{ROW_HEIGHT - 14}\" fill=\"{colour}\" opacity=\"0.75\"/>")
-    if _finite(d.divergence_low) and _finite(d.divergence_high):
-        low, high = x(d.divergence_low), x(d.divergence_high)
+    if _finite(d.shift_low) and _finite(d.shift_high):
+        low, high = x(d.shift_low), x(d.shift_high)
         parts.append(
             f"<path d=\"M{low:.1f} {mid:.1f}H{high:.1f}M{low:.1f} {mid - 6:.1f}V{mid + 6:.1f}"
             f"M{high:.1f} {mid - 6:.1f}V{mid + 6:.1f}\" stroke=\"#1f2328\" fill=\"none\"/>")
     right = LABEL_WIDTH + PLOT_WIDTH + 12
-    parts.append(f"<text x=\"{right}\" y=\"{mid + 4:.1f}\">{_num(d.divergence, '+.3f')}</text>"
+    parts.append(f"<text x=\"{right}\" y=\"{mid + 4:.1f}\">{_num(d.shift, '.1f')} pt</text>"
                  f"<text class=\"muted\" x=\"{right + 70}\" y=\"{mid + 4:.1f}\">"
                  f"κp {_num(d.kappa_p, '.2f')}</text></g>")
     return "".join(parts)

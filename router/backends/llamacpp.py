@@ -34,7 +34,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 import structlog
 
-from profiles.protocol import Message, Sample, SampleRequest, SampleResult, TokenLogprob, Usage
+from profiles.protocol import (
+    Message,
+    Sample,
+    SampleRequest,
+    SampleResult,
+    TokenLogprob,
+    Usage,
+    mix_seed,
+)
 from router.backends.base import BackendContext, BackendStatus, StreamDelta
 from router.backends.params import LlamaCppParams
 from router.backends.weights import INSTALL_HINT, WeightsNotFoundError, packaged, weights_status
@@ -355,7 +363,11 @@ class LlamaCppBackend:
                          p.repeat_penalty)
 
     def _seed(self, request: SampleRequest) -> int:
-        return request.seed if request.seed is not None else self.params.seed
+        # the request's seed already carries the model's identity (profiles.collect); without
+        # one, the configured seed is mixed with the pool name so two members given one seed
+        # do not draw coupled samples
+        return request.seed if request.seed is not None else mix_seed(self.params.seed,
+                                                                       self._name)
 
     def _generate(self, loaded: _Loaded, request: SampleRequest) -> tuple[list[Sample], Usage]:
         prompt = self._prompt(loaded, request)

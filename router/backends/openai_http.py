@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from profiles.protocol import Sample, SampleRequest, SampleResult, TokenLogprob, Usage
+from profiles.protocol import (
+    Sample,
+    SampleRequest,
+    SampleResult,
+    TokenLogprob,
+    Usage,
+    mix_seed,
+)
 from router import __version__
 from router.backends.base import CALL_DEADLINE, BackendContext, BackendStatus, StreamDelta
 from router.backends.http1 import (
@@ -445,7 +452,12 @@ class OpenAIBackend:
         return body
 
     def _seed(self, request: SampleRequest, offset: int) -> int | None:
-        seed = request.seed if self._config.decoding.seed is None else self._config.decoding.seed
+        # a configured seed is mixed with the request's seed (which carries the model's
+        # identity) or with the pool name, never substituted for it: two models given one
+        # seed must not draw coupled samples
+        configured = self._config.decoding.seed
+        seed = request.seed if configured is None else mix_seed(
+            configured, self._name if request.seed is None else request.seed)
         # a follow-up call for missing samples must not replay the first call's samples
         return None if seed is None else seed + offset
 

@@ -16,12 +16,12 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from profiles.collect import Decoding
+from profiles.collect import DEFAULT_SAMPLES, Decoding
 from profiles.diff import Diff, compute_diff
 from profiles.embed import Embedder, make_embedder
 from profiles.matrix import PoolMatrix, pool_matrix
-from profiles.profile import Profile, from_store
-from profiles.store import ObservationStore, model_key
+from profiles.profile import ProbeRecord, Profile, from_store
+from profiles.store import ObservationStore, model_key, observation_key
 from profiles.suite import Suite, SuiteError, load_suite
 from router.config import EmbedderConfig, Settings
 from router.errors import BadRequestError, ConfigError, DiffrouteError, StartupError
@@ -50,7 +50,7 @@ class ProfileQuery:
     """Which observations make a profile: the suite and how they were sampled."""
 
     suite: str = "default"
-    samples: int = 5
+    samples: int = DEFAULT_SAMPLES
     temperature: float = 0.7
 
     @property
@@ -64,6 +64,8 @@ class FoundProfile:
 
     profile: Profile
     shipped: bool
+    observed_at: float | None = None
+    """When the newest stored sample was taken (epoch seconds); ``None`` for shipped ones."""
 
 
 def shipped_profiles_dir() -> Traversable:
@@ -92,7 +94,9 @@ def find_profiles(settings: Settings, names: Sequence[str], suite: Suite, query:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)
             if stored.records:
-                found[name] = FoundProfile(stored, shipped=False)
+                key = observation_key(name, model.identity())
+                found[name] = FoundProfile(stored, shipped=False, observed_at=store.last_observed(
+                    key, query.decoding.key()))
                 continue
             packaged = shipped_profile(name, model_key(model.identity()), suite, shipped)
             found[name] = None if packaged is None else FoundProfile(packaged, shipped=True)
@@ -110,9 +114,13 @@ def shipped_profile(name: str, key: str, suite: Suite,
     if profile.model_key != key or profile.suite != suite.name:
         return None
     current = {p.id: p.content_hash() for p in suite.probes}
-    records = {pid: r for pid, r in profile.records.items()
-               if current.get(pid) == r.probe_hash}
-    return dataclasses.replace(profile, records=records) if records else None
+
+    def fresh(records: dict[str, ProbeRecord]) -> dict[str, ProbeRecord]:
+        return {pid: r for pid, r in records.items() if current.get(pid) == r.probe_hash}
+
+    records = fresh(profile.records)
+    return dataclasses.replace(profile, records=records,
+                               confirm_records=fresh(profile.confirm_records)) if records else None
 
 
 def diff_models(settings: Settings, a: str, b: str, query: ProfileQuery = ProfileQuery(),

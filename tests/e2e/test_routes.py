@@ -87,7 +87,7 @@ async def test_profiles_diff_by_default_diffs_the_stored_profiles(tmp_path: Path
     async with serve(settings) as running:  # no diff_provider: the service's own
         status, body = await call(running, "GET", "/v1/profiles/diff?a=fam-a&b=fam-b")
     assert status == 200, body
-    assert body["schema"] == "diffroute.diff/1" and (body["a"], body["b"]) == ("fam-a", "fam-b")
+    assert body["schema"] == "diffroute.diff/2" and (body["a"], body["b"]) == ("fam-a", "fam-b")
     assert body["suite"] == "default" and body["n_probes_tested"] > 400
     # two different priors: they differ beyond noise in every domain with choice probes
     assert body["flagged_domains"] and body["overall"]["flagged"]

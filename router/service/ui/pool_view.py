@@ -14,10 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from profiles.matrix import PoolMatrix, pool_matrix
-from profiles.store import ObservationStore
 from router.config import Settings
 from router.pairing.graph import build_graph
-from router.profiling.sources import FoundProfile, ProfileQuery, find_profiles, open_suite
+from router.profiling.sources import ProfileQuery, find_profiles, open_suite
 
 
 def pool_view(settings: Settings) -> dict[str, Any]:
@@ -31,33 +30,18 @@ def pool_view(settings: Settings) -> dict[str, Any]:
         else PoolMatrix(())
     families = {m.name: m.family_name for m in settings.models}
     graph = build_graph(matrix, families, [n for n, f in found.items() if f is None])
-    observed = _observed_at(settings, found)
     models = []
     for model in settings.models:
         f = found[model.name]
         profile = None if f is None else {
             **f.profile.summary(suite), "shipped": f.shipped, "version": f.profile.version,
-            "samples": f.profile.decoding.samples, "observed_at": observed.get(model.name)}
+            "samples": f.profile.decoding.samples, "observed_at": f.observed_at}
         models.append({"name": model.name, "family": model.family_name,
                        "backend": model.backend.kind, "cost_per_1k_tokens":
                        model.cost_per_1k_tokens, "profile": profile})
     return {"object": "pool", "suite": suite.name, "suite_version": suite.version,
             "models": models, "similarity": matrix.to_json(),
             "families": graph.families(), "communities": graph.communities()}
-
-
-def _observed_at(settings: Settings, found: dict[str, FoundProfile | None]) -> dict[str, float]:
-    """When each stored profile's newest sample was taken (shipped ones have no such time)."""
-    stored = {n: f.profile for n, f in found.items() if f is not None and not f.shipped}
-    if not stored:
-        return {}
-    out = {}
-    with ObservationStore.in_data_dir(settings.data_dir) as store:
-        for name, profile in stored.items():
-            at = store.last_observed(profile.model_key, profile.decoding.key())
-            if at is not None:
-                out[name] = at
-    return out
 
 
 class PoolViewCache:

