@@ -28,7 +28,7 @@ import dataclasses
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -55,6 +55,10 @@ from router.paired.structured import AnswerComparer
 from router.pairing.decision import Decision, Role, RouteRequest
 from router.pairing.pinned import Pairings
 from router.pool import Pool, falls_back
+from router.telemetry import Attributes, Tracing, model_attributes, set_usage
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 _log = structlog.get_logger("diffroute.paired")
 
@@ -89,9 +93,11 @@ class PairedEngine:
         ack_records: bool = False,
         log_prompts: bool = False,
         rng: Callable[[], float] = random.random,
+        tracing: Tracing | None = None,
     ) -> None:
         """``ack_records``: await the sink before answering (a durable sink that must not lose
-        an id it returned); otherwise records are written in the background."""
+        an id it returned); otherwise records are written in the background. ``tracing``: each
+        model call, comparison and record is a span (``None``: tracing is off)."""
         self.pool = pool
         self.decisions = decisions
         self.sink = sink
@@ -102,6 +108,7 @@ class PairedEngine:
         self.ack_records = ack_records
         self.log_prompts = log_prompts
         self._rng = rng
+        self.tracing = tracing
         self._background: set[asyncio.Task[None]] = set()
 
     # -- the decision ---------------------------------------------------------------------------
@@ -211,8 +218,62 @@ class PairedEngine:
         return ask.body is not None and self.pool.get(model).forwards
 
     async def answer(self, model: str, ask: Ask, call: PairedCall) -> ModelReply:
-        """One model's answer, logged as a ``gen_ai.chat`` event: the client's body passed
-        through to a forwarding backend, else the translated request."""
+        """One model's answer, logged as a ``gen_ai.chat`` event (and a ``chat {model}`` span
+        when tracing): the client's body passed through to a forwarding backend, else the
+        translated request."""
+        if self.tracing is None:
+            return await self._answer(model, ask, call)
+        with self.tracing.span(f"chat {model}", self.model_attributes(model, ask.request, call),
+                               client=True) as span:
+            reply = await self._answer(model, ask, call)
+            self._trace_reply(span, ask.request, reply)
+            return reply
+
+    def model_attributes(self, model: str, request: SampleRequest,
+                         call: PairedCall) -> Attributes:
+        """The attributes of one model call's span."""
+        d = call.decision
+        out = model_attributes(model, self.pool.get(model).config.backend.kind,
+                               "primary" if model == d.primary else "partner", d.role,
+                               d.partner)
+        if request.temperature is not None:
+            out["gen_ai.request.temperature"] = request.temperature
+        if request.max_tokens is not None:
+            out["gen_ai.request.max_tokens"] = request.max_tokens
+        return out
+
+    def _trace_reply(self, span: Span, request: SampleRequest, reply: ModelReply) -> None:
+        if reply.completion is not None:
+            completion = reply.completion
+            set_usage(span, upstream_usage(completion.get("usage")), completion.get("model"))
+        elif reply.result is not None:
+            set_usage(span, reply.result.usage)
+        if self.tracing is not None:
+            self.tracing.add_contents(span, request.messages, [reply.answer.render()])
+
+    def start_stream_span(self, call: PairedCall) -> Span | None:
+        """The answering model's span of a stream (not current: the stream outlives the
+        block that starts it), or ``None`` when tracing is off."""
+        if self.tracing is None:
+            return None
+        model = call.answering
+        return self.tracing.start(f"chat {model}",
+                                  self.model_attributes(model, call.request, call), client=True)
+
+    def end_stream_span(self, span: Span, usage: Usage | None, answer: str | None,
+                        response_model: object = None) -> None:
+        """End a stream's span; ``answer`` is ``None`` when the stream did not finish (the
+        client went away, the upstream failed)."""
+        set_usage(span, usage, response_model)
+        if answer is None:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, "the stream did not finish"))
+        elif self.tracing is not None:
+            self.tracing.add_contents(span, (), [answer])
+        span.end()
+
+    async def _answer(self, model: str, ask: Ask, call: PairedCall) -> ModelReply:
         started = time.perf_counter()
         if ask.body is not None and self.forwards(model, ask):
             completion = await self.pool.get(model).forward(ask.body)
@@ -293,6 +354,17 @@ class PairedEngine:
 
     def _compare(self, call: PairedCall, primary: Answer, partner: Answer, *,
                  review: bool) -> Comparison:
+        if self.tracing is None:
+            return self._comparison(call, primary, partner, review=review)
+        with self.tracing.span("diffroute.compare", {"diffroute.role": call.decision.role,
+                                                     "diffroute.review": review}) as span:
+            comparison = self._comparison(call, primary, partner, review=review)
+            span.set_attributes({"diffroute.agreement": comparison.agreement,
+                                 "diffroute.flagged": comparison.flagged})
+            return comparison
+
+    def _comparison(self, call: PairedCall, primary: Answer, partner: Answer, *,
+                    review: bool) -> Comparison:
         pair = (call.decision.primary, call.decision.partner)
         if review:  # the review is text about the primary's answer, its tool calls included
             return self.review_comparer(primary.render(), partner.text, call.domains,
@@ -320,6 +392,20 @@ class PairedEngine:
     async def _store(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:
         """Hand the record to the sink: its id, or why it could not be stored (a failing sink
         must not break answers, and its failure must not be silent)."""
+        if self.tracing is None:
+            return await self._stored(record)
+        with self.tracing.span("diffroute.record", {"diffroute.mode": record.mode,
+                                                    "diffroute.flagged": record.flagged}) as span:
+            stored, failure = await self._stored(record)
+            if stored is not None:
+                span.set_attribute("diffroute.live_diff_id", stored)
+            if failure is not None:
+                from opentelemetry.trace import Status, StatusCode
+
+                span.set_status(Status(StatusCode.ERROR, failure))
+            return stored, failure
+
+    async def _stored(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:
         try:
             stored = await self.sink.record(record)
         except Exception as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from profiles.protocol import SampleRequest, Usage
 from router.backends.base import StreamDelta
@@ -26,6 +26,9 @@ from router.paired.call import (
     partner_ask,
     review_ask,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 
 class StreamSteps(Protocol):
@@ -47,6 +50,11 @@ class StreamSteps(Protocol):
 
     def start_shadow(self, call: PairedCall, assistant: Answer) -> None: ...
 
+    def start_stream_span(self, call: PairedCall) -> Span | None: ...
+
+    def end_stream_span(self, span: Span, usage: Usage | None, answer: str | None,
+                        response_model: object = None) -> None: ...
+
     async def conclude(self, call: PairedCall, primary: Answer, partner: Answer | None,
                        error: str | None) -> PairedOutcome: ...
 
@@ -57,7 +65,7 @@ class PairedStream:
 
     For a concurrent audit the partner starts before the first token is read; for a review it
     starts when the primary's answer is complete. Use as an async context manager so that an
-    abandoned stream (client gone) cancels the partner.
+    abandoned stream (client gone) cancels the partner and ends the stream's span.
     """
 
     def __init__(self, engine: StreamSteps, call: PairedCall) -> None:
@@ -69,6 +77,8 @@ class PairedStream:
         self._answer = AnswerBuilder()
         self._partner: asyncio.Task[tuple[PairedCall, Answer | None, str | None]] | None = None
         self._complete = False
+        self._span: Span | None = None
+        self._response_model: object = None
 
     async def __aenter__(self) -> PairedStream:
         call = self.call
@@ -80,11 +90,15 @@ class PairedStream:
     async def __aexit__(self, *exc: object) -> None:
         if self._partner is not None and not self._partner.done():
             self._partner.cancel()
+        if self._span is not None:  # abandoned before its end
+            self._engine.end_stream_span(self._span, None, None)
+            self._span = None
 
     async def deltas(self) -> AsyncIterator[StreamDelta]:
         """The translated answer's deltas."""
         started = time.perf_counter()
         usage: Usage | None = None
+        self._span = self._engine.start_stream_span(self.call)
         async for delta in self._engine.stream_answer(self.call.answering, self._ask.request):
             self._answer.add_text(delta.text)
             usage = delta.usage or usage
@@ -98,8 +112,10 @@ class PairedStream:
         started = time.perf_counter()
         usage: Usage | None = None
         chunks = self._engine.forward_stream(self.call.answering, self._ask.body)
+        self._span = self._engine.start_stream_span(self.call)
         try:
             async for chunk in chunks:
+                self._response_model = chunk.get("model") or self._response_model
                 self._answer.add_chunk(chunk)
                 usage = upstream_usage(chunk.get("usage")) or usage
                 yield chunk
@@ -109,9 +125,12 @@ class PairedStream:
 
     def _done(self, usage: Usage | None, started: float) -> None:
         self._complete = True
+        text = self._answer.answer().render()
         self._engine.log_answer(self.call.answering, self._ask.request, usage,
-                                time.perf_counter() - started, self.call,
-                                [self._answer.answer().render()])
+                                time.perf_counter() - started, self.call, [text])
+        if self._span is not None:
+            self._engine.end_stream_span(self._span, usage, text, self._response_model)
+            self._span = None
 
     async def outcome(self) -> PairedOutcome:
         """Wait for the partner (audit) or start the shadow (assist); compare; record."""

@@ -24,7 +24,7 @@ import json
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -73,6 +73,11 @@ from router.service.state import (
     ServiceState,
     SinkFactory,
 )
+from router.service.tracing import TRACING, tracing_middleware
+from router.telemetry import Tracing, open_tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 BUILTIN_ROUTES: tuple[RouteModule, ...] = (
     chat.add_routes, pairing_routes.add_routes, live_routes.add_routes,
@@ -90,6 +95,7 @@ def create_app(
     comparer: Comparer | None = None,
     ack_records: bool | None = None,
     route_modules: Sequence[RouteModule] = (),
+    span_exporter: SpanExporter | None = None,
 ) -> web.Application:
     """The diffroute HTTP service.
 
@@ -107,10 +113,15 @@ def create_app(
       :func:`router.paired.compare.compare`).
     * ``route_modules``: more ``add_routes(app)`` functions; they find the shared state under
       :data:`router.service.state.STATE`.
+    * ``span_exporter``: turns tracing on, each span exported to it as it ends (tests,
+      embedding); otherwise tracing follows ``settings.telemetry`` (:mod:`router.telemetry`).
     """
+    tracing = open_tracing(settings.telemetry, log_prompts=settings.server.log_prompts,
+                           exporter=span_exporter)
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[service_middleware],
+        middlewares=[service_middleware] if tracing is None else [
+            tracing_middleware(tracing), service_middleware],
     )
     app[SETTINGS] = settings
     app[KEYS] = resolve_keys(settings)
@@ -121,7 +132,10 @@ def create_app(
     ack = sink_factory is None if ack_records is None else ack_records
     app.cleanup_ctx.append(_resources(
         decider_factory, diff_provider or default_diff_provider(settings), sink_factory,
-        comparer, ack))
+        comparer, ack, tracing))
+    if tracing is not None:
+        app[TRACING] = tracing
+        app.on_cleanup.append(_stop_tracing)  # after the resources: their last spans go too
     for add_routes in (*BUILTIN_ROUTES, *route_modules):
         add_routes(app)
     return app
@@ -156,15 +170,22 @@ def default_diff_provider(settings: Settings) -> DiffProvider:
     return provide
 
 
+async def _stop_tracing(app: web.Application) -> None:
+    """Export the last spans (the exporter blocks: in a worker thread)."""
+    await asyncio.to_thread(app[TRACING].shutdown)
+
+
 def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | None,
                sink_factory: SinkFactory | None, comparer: Comparer | None,
-               ack_records: bool) -> Callable[[web.Application], AsyncIterator[None]]:
+               ack_records: bool, tracing: Tracing | None
+               ) -> Callable[[web.Application], AsyncIterator[None]]:
     """The ``cleanup_ctx`` entry: open everything at startup, close it all at shutdown."""
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         settings, metrics = app[SETTINGS], app[METRICS]
         async with AsyncExitStack() as stack:
-            pool = await stack.enter_async_context(Pool.open(settings))
+            pool = await stack.enter_async_context(Pool.open(
+                settings, None if tracing is None else tracing.trace_head))
             # local weights load in the background; a request that comes first waits for them
             stack.push_async_callback(_cancel, pool.warm())
             live: DurableLiveDiffSink | None = None
@@ -183,7 +204,8 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
             engine = PairedEngine(pool, pairing, sink, comparer=comparer_,
                                   default_shadow_rate=settings.paired.shadow_rate,
                                   ack_records=ack_records,
-                                  log_prompts=settings.server.log_prompts)
+                                  log_prompts=settings.server.log_prompts,
+                                  tracing=tracing)
             health = await stack.enter_async_context(
                 HealthWatch(pool, settings.server.health_interval_s))
             decisions = RecentDecisions(settings.paired.decision_ttl_s,

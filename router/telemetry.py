@@ -1,0 +1,241 @@
+"""Traces (OpenTelemetry): off by default, and free when off.
+
+Tracing is on when the settings name a collector (``telemetry.otlp_endpoint``) or the standard
+variables do (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``OTEL_EXPORTER_OTLP_ENDPOINT``; headers
+from ``telemetry.headers`` or ``OTEL_EXPORTER_OTLP_HEADERS``), unless ``OTEL_SDK_DISABLED`` is
+true. Then :func:`open_tracing` builds one :class:`Tracing` for the app: its own tracer provider
+(never installed as the process's global one), a batching OTLP/HTTP exporter, and the W3C trace
+context propagator. When it is off, :func:`open_tracing` returns ``None`` and OpenTelemetry is
+not even imported: every component that traces holds ``Tracing | None`` and checks it.
+
+The spans (names, kinds, attributes) are those of the README's "Tracing (OpenTelemetry)":
+
+* the HTTP request, a server span continuing the caller's ``traceparent``
+  (:mod:`router.service.tracing`);
+* for a paired call, one ``chat {model}`` client span per model call (GenAI semantic
+  conventions, plus ``diffroute.member``: ``primary`` or ``partner``), ``diffroute.compare``
+  and ``diffroute.record`` (:mod:`router.paired.engine`);
+* the upstream HTTP request of an ``openai`` backend carries the current span's
+  ``traceparent`` (:meth:`Tracing.trace_head`).
+
+Prompts and answers become span attributes only when ``server.log_prompts`` is true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from profiles.protocol import Message, Usage
+from router.errors import StartupError
+
+if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Span, Tracer
+
+    from router.config import TelemetrySettings
+
+TRACES_PATH = "/v1/traces"
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+"""The standard variables that turn tracing on when the settings name no endpoint."""
+INSTALL_HINT = "pip install 'diffroute[telemetry]'"
+PROVIDERS = {"openai": "openai", "llamacpp": "llama_cpp", "scripted": "diffroute.scripted"}
+"""``gen_ai.provider.name`` of each backend kind."""
+
+Attributes = dict[str, str | bool | int | float]
+"""Span attributes (OpenTelemetry refuses ``None`` values: leave those out)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceTarget:
+    """Where spans go: the collector's traces URL and headers (``None``: the exporter reads
+    the standard variables), and what asked for it (for error messages)."""
+
+    endpoint: str | None
+    headers: Mapping[str, str] | None
+    source: str
+
+
+def traces_url(endpoint: str) -> str:
+    """A collector's base URL (``http://host:4318``) → its traces URL (``…/v1/traces``)."""
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith(TRACES_PATH) else endpoint + TRACES_PATH
+
+
+def trace_target(settings: TelemetrySettings,
+                 environ: Mapping[str, str]) -> TraceTarget | None:
+    """Where to send spans, or ``None`` when tracing is off."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    headers = _resolved_headers(settings) if settings.headers else None
+    if settings.otlp_endpoint is not None:
+        return TraceTarget(traces_url(settings.otlp_endpoint), headers,
+                           "telemetry.otlp_endpoint")
+    named = [v for v in ENDPOINT_VARIABLES if environ.get(v, "").strip()]
+    return TraceTarget(None, headers, named[0]) if named else None
+
+
+def _resolved_headers(settings: TelemetrySettings) -> dict[str, str]:
+    missing = [name for name, ref in settings.headers.items() if ref.value() is None]
+    if missing:
+        raise StartupError(f"telemetry.headers: {', '.join(missing)} is not set in the "
+                           "environment")
+    return {name: str(ref.value()) for name, ref in settings.headers.items()}
+
+
+def open_tracing(settings: TelemetrySettings, *, log_prompts: bool,
+                 exporter: SpanExporter | None = None,
+                 environ: Mapping[str, str] | None = None) -> Tracing | None:
+    """The app's tracing, or ``None`` when it is off. ``exporter`` (tests, embedding) turns it
+    on, exporting each span as it ends instead of in batches to a collector."""
+    target = trace_target(settings, os.environ if environ is None else environ)
+    if exporter is None and target is None:
+        return None
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    except ImportError:
+        raise StartupError(f"tracing is asked for ({_source(target)}) but OpenTelemetry is "
+                           f"not installed: {INSTALL_HINT}") from None
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(target)))
+    return Tracing(provider, log_prompts)
+
+
+def _source(target: TraceTarget | None) -> str:
+    return "an exporter was given" if target is None else target.source
+
+
+def _otlp_exporter(target: TraceTarget | None) -> SpanExporter:
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        raise StartupError(f"tracing is asked for ({_source(target)}) but the OTLP exporter "
+                           f"is not installed: {INSTALL_HINT}") from None
+    if target is None:
+        return OTLPSpanExporter()
+    return OTLPSpanExporter(endpoint=target.endpoint,
+                            headers=None if target.headers is None else dict(target.headers))
+
+
+class Tracing:
+    """One app's tracer and propagator, and the ``log_prompts`` rule for span contents."""
+
+    def __init__(self, provider: TracerProvider, log_prompts: bool) -> None:
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.provider = provider
+        self.tracer: Tracer = provider.get_tracer("diffroute")
+        self.log_prompts = log_prompts
+        self._propagator = TraceContextTextMapPropagator()
+
+    def incoming(self, headers: Mapping[str, str]) -> Context:
+        """The caller's trace context (``traceparent``), or an empty one."""
+        return self._propagator.extract(headers)
+
+    def server_span(self, name: str, parent: Context, attributes: Attributes) -> Span:
+        """A started server span (the caller ends it)."""
+        from opentelemetry.trace import SpanKind
+
+        return self.tracer.start_span(name, parent, SpanKind.SERVER, attributes)
+
+    @contextmanager
+    def current(self, span: Span) -> Iterator[Span]:
+        """``span`` as the current span inside the block; ended on leaving it (an exception
+        is recorded and sets the error status)."""
+        from opentelemetry.trace import use_span
+
+        with use_span(span, end_on_exit=True):
+            yield span
+
+    @contextmanager
+    def span(self, name: str, attributes: Attributes, *, client: bool = False) -> Iterator[Span]:
+        """A child of the current span, current inside the block."""
+        from opentelemetry.trace import SpanKind
+
+        kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
+        with self.tracer.start_as_current_span(name, kind=kind, attributes=attributes) as span:
+            yield span
+
+    def start(self, name: str, attributes: Attributes, *, client: bool = False) -> Span:
+        """A started child of the current span that is not made current (a stream's, which
+        outlives the block that starts it); the caller ends it."""
+        from opentelemetry.trace import SpanKind
+
+        kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
+        return self.tracer.start_span(name, kind=kind, attributes=attributes)
+
+    @contextmanager
+    def within(self, span: Span) -> Iterator[None]:
+        """``span`` current inside the block, not ended on leaving it (no ``yield`` of a
+        generator may happen inside: the block must enter and leave in one context)."""
+        from opentelemetry import context
+        from opentelemetry.trace import set_span_in_context
+
+        token = context.attach(set_span_in_context(span))
+        try:
+            yield
+        finally:
+            context.detach(token)
+
+    def trace_head(self) -> bytes:
+        """The ``traceparent`` (and ``tracestate``) header lines of the current span, encoded
+        for an upstream request; empty outside any span."""
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier)
+        return "".join(f"{k}: {v}\r\n" for k, v in carrier.items()).encode("latin-1")
+
+    def add_contents(self, span: Span, messages: Sequence[Message],
+                     texts: Sequence[str]) -> None:
+        """The prompt and the answers, only when ``log_prompts`` allows them."""
+        if self.log_prompts:
+            span.set_attribute("gen_ai.input.messages",
+                               json.dumps([dict(m) for m in messages], ensure_ascii=False))
+            span.set_attribute("gen_ai.output.messages", json.dumps(list(texts),
+                                                                    ensure_ascii=False))
+
+    def shutdown(self) -> None:
+        """Export what is left and stop (blocking: run it in a worker thread)."""
+        self.provider.shutdown()
+
+
+def model_attributes(model: str, backend_kind: str, member: str, role: str,
+                     partner: str) -> Attributes:
+    """The attributes a paired call's model span starts with."""
+    provider = PROVIDERS.get(backend_kind, backend_kind)
+    return {"gen_ai.operation.name": "chat", "gen_ai.request.model": model,
+            "gen_ai.provider.name": provider, "gen_ai.system": provider,
+            "diffroute.member": member, "diffroute.role": role, "diffroute.partner": partner}
+
+
+def set_usage(span: Span, usage: Usage | None, response_model: object = None) -> None:
+    """The token counts and the model that answered (as the upstream named it), if known."""
+    if usage is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+    if isinstance(response_model, str) and response_model:
+        span.set_attribute("gen_ai.response.model", response_model)
+
+
+def outcome_attributes(json_outcome: Mapping[str, Any]) -> Attributes:
+    """The request span's attributes of a paired call, from its ``diffroute`` object."""
+    out: Attributes = {}
+    for key in ("role", "primary", "partner", "answered_by", "agreement", "flagged",
+                "live_diff_id"):
+        value = json_outcome.get(key)
+        if value is not None:
+            out[f"diffroute.{key}"] = value
+    return out
