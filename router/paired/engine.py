@@ -28,6 +28,7 @@ import dataclasses
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -259,6 +260,13 @@ class PairedEngine:
         model = call.answering
         return self.tracing.start(f"chat {model}",
                                   self.model_attributes(model, call.request, call), client=True)
+
+    def span_current(self, span: Span | None) -> AbstractContextManager[None]:
+        """A block in which ``span`` is current (no ``yield`` of a generator inside: it must
+        leave in the context it entered); nothing when tracing is off."""
+        if span is None or self.tracing is None:
+            return nullcontext()
+        return self.tracing.within(span)
 
     def end_stream_span(self, span: Span, usage: Usage | None, answer: str | None,
                         response_model: object = None) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from profiles.protocol import SampleRequest, Usage
@@ -51,6 +52,8 @@ class StreamSteps(Protocol):
     def start_shadow(self, call: PairedCall, assistant: Answer) -> None: ...
 
     def start_stream_span(self, call: PairedCall) -> Span | None: ...
+
+    def span_current(self, span: Span | None) -> AbstractContextManager[None]: ...
 
     def end_stream_span(self, span: Span, usage: Usage | None, answer: str | None,
                         response_model: object = None) -> None: ...
@@ -99,10 +102,14 @@ class PairedStream:
         started = time.perf_counter()
         usage: Usage | None = None
         self._span = self._engine.start_stream_span(self.call)
-        async for delta in self._engine.stream_answer(self.call.answering, self._ask.request):
+        deltas = self._engine.stream_answer(self.call.answering, self._ask.request)
+        with self._engine.span_current(self._span):  # the upstream request opens now
+            delta = await anext(deltas, None)
+        while delta is not None:
             self._answer.add_text(delta.text)
             usage = delta.usage or usage
             yield delta
+            delta = await anext(deltas, None)
         self._done(usage, started)
 
     async def chunks(self) -> AsyncGenerator[dict[str, Any], None]:
@@ -114,11 +121,14 @@ class PairedStream:
         chunks = self._engine.forward_stream(self.call.answering, self._ask.body)
         self._span = self._engine.start_stream_span(self.call)
         try:
-            async for chunk in chunks:
+            with self._engine.span_current(self._span):  # the upstream request opens now
+                chunk = await anext(chunks, None)
+            while chunk is not None:
                 self._response_model = chunk.get("model") or self._response_model
                 self._answer.add_chunk(chunk)
                 usage = upstream_usage(chunk.get("usage")) or usage
                 yield chunk
+                chunk = await anext(chunks, None)
         finally:
             await chunks.aclose()  # the upstream connection and the model's slot, at once
         self._done(usage, started)

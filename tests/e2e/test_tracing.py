@@ -327,4 +327,7 @@ async def test_a_stream_the_client_leaves_ends_its_spans(tmp_path: Path) -> None
             await asyncio.wait_for(until(ended), 3)
     primary = by_name(exporter.get_finished_spans())["chat ra"]
     assert not primary.status.is_ok
+    # the streamed upstream request is a child of the stream's span
+    assert traceparent_ids(slow.calls[0].headers["traceparent"]) == (
+        format(primary.context.trace_id, "032x"), format(primary.context.span_id, "016x"))
     assert primary.end_time is not None and primary.end_time - primary.start_time < 3e9
