@@ -298,9 +298,9 @@ def describe_policy(policy: str) -> str:
 
 
 def diffroute(upstream: str, data_dir: Path, policy: str = "test",
-              otlp: str | None = None) -> web.Application:
+              otlp: str | None = None, sample_ratio: float = 1.0) -> web.Application:
     """The real service over a pool of two ``kind: openai`` models on the fake upstream;
-    ``otlp``: with tracing on, exporting to this collector."""
+    ``otlp``: with tracing on, exporting to this collector (``sample_ratio`` of the traces)."""
     from router.config import settings_from_mapping
     from router.logging import configure_logging
     from router.service import create_app
@@ -309,7 +309,8 @@ def diffroute(upstream: str, data_dir: Path, policy: str = "test",
 
     models = [remote("alpha", "a", upstream + "/v1", "fake-a", max_concurrency=1024),
               remote("beta", "b", upstream + "/v1", "fake-b", max_concurrency=1024)]
-    telemetry = {} if otlp is None else {"telemetry": {"otlp_endpoint": otlp}}
+    telemetry = {} if otlp is None else {"telemetry": {"otlp_endpoint": otlp,
+                                                       "sample_ratio": sample_ratio}}
     settings = settings_from_mapping({"models": models, "data_dir": str(data_dir),
                                       "server": {"shutdown_timeout": 1}, **telemetry})
     # as `diffroute serve` runs, but to stderr (a temporary file): stdout is the parent's pipe
@@ -323,7 +324,8 @@ def diffroute(upstream: str, data_dir: Path, policy: str = "test",
 
 
 def run_child(kind: str, upstream: str, latency: float, profile: str | None,
-              policy: str, client: str, otlp: str | None = None) -> None:
+              policy: str, client: str, otlp: str | None = None,
+              sample_ratio: float = 1.0) -> None:
     """Entry point of a child process."""
     with tempfile.TemporaryDirectory() as data_dir:
         main: Any
@@ -338,7 +340,8 @@ def run_child(kind: str, upstream: str, latency: float, profile: str | None,
                 "streaming": lambda: streaming_proxy(upstream, client),
                 "hello": hello_world,
                 "diffroute": lambda: diffroute(upstream, Path(data_dir), policy),
-                "traced": lambda: diffroute(upstream, Path(data_dir), policy, otlp),
+                "traced": lambda: diffroute(upstream, Path(data_dir), policy, otlp,
+                                            sample_ratio),
             }
             main = serve_app(apps[kind]())
         profiler = cProfile.Profile() if profile else None
@@ -566,7 +569,8 @@ async def start_servers(stack: AsyncExitStack, args: argparse.Namespace, profile
     if args.telemetry:
         servers["otlp"] = await stack.enter_async_context(
             spawn_server([*base, "--child", "otlp"], cwd=ROOT))
-        base += ["--otlp", servers["otlp"].url]
+        base += ["--otlp", servers["otlp"].url, "--trace-sample-ratio",
+                 str(args.trace_sample_ratio)]
         kinds.append("traced")
     for kind in kinds:
         argv = [*base, "--child", kind, "--upstream", upstream.url]
@@ -745,6 +749,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--telemetry", action="store_true",
                         help="also measure the plain proxy with tracing on, exporting over "
                              "OTLP/HTTP to a receiver on loopback (group 'telemetry')")
+    parser.add_argument("--trace-sample-ratio", type=float, default=1.0,
+                        help="with --telemetry: telemetry.sample_ratio of the traced service")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin the servers under test apart from the load generator")
     parser.add_argument("--python-load", action="store_true",
@@ -762,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         run_child(args.child, args.upstream, args.latency, args.cprofile, args.policy,
-                  args.baseline_client, args.otlp)
+                  args.baseline_client, args.otlp, args.trace_sample_ratio)
         return 0
     wrk = None if args.python_load else find_wrk()
     if wrk is None:

@@ -55,6 +55,8 @@ def _route(request: web.Request) -> str:
 
 
 def _finish(span: Span, request: web.Request, status: int) -> None:
+    if not span.is_recording():  # not sampled: nothing is kept, nothing to add
+        return
     span.set_attribute("http.response.status_code", status)
     rid = request.get(REQUEST_ID)
     if rid:
