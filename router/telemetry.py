@@ -14,7 +14,7 @@ The spans (names, kinds, attributes) are those of the README's "Tracing (OpenTel
   (:mod:`router.service.tracing`);
 * for a paired call, one ``chat {model}`` client span per model call (GenAI semantic
   conventions, plus ``diffroute.member``: ``primary`` or ``partner``), ``diffroute.compare``
-  and ``diffroute.record`` (:mod:`router.paired.engine`);
+  and ``diffroute.record`` (:mod:`router.paired.spans`);
 * the upstream HTTP request of an ``openai`` backend carries the current span's
   ``traceparent`` (:meth:`Tracing.trace_head`).
 

@@ -28,8 +28,7 @@ import dataclasses
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
-from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -51,15 +50,13 @@ from router.paired.call import (
 )
 from router.paired.compare import Comparer, Comparison, compare, compare_review
 from router.paired.record import LiveDiffRecord, LiveDiffSink, new_live_diff_id, prompt_digest
+from router.paired.spans import PairedSpans
 from router.paired.stream import PairedStream
 from router.paired.structured import AnswerComparer
 from router.pairing.decision import Decision, Role, RouteRequest
 from router.pairing.pinned import Pairings
 from router.pool import Pool, falls_back
-from router.telemetry import Attributes, Tracing, model_attributes, set_usage
-
-if TYPE_CHECKING:
-    from opentelemetry.trace import Span
+from router.telemetry import Tracing
 
 _log = structlog.get_logger("diffroute.paired")
 
@@ -109,7 +106,8 @@ class PairedEngine:
         self.ack_records = ack_records
         self.log_prompts = log_prompts
         self._rng = rng
-        self.tracing = tracing
+        self.spans = None if tracing is None else PairedSpans(tracing, self._backend_kind)
+        """The spans of paired calls (``None``: tracing is off)."""
         self._background: set[asyncio.Task[None]] = set()
 
     # -- the decision ---------------------------------------------------------------------------
@@ -222,64 +220,15 @@ class PairedEngine:
         """One model's answer, logged as a ``gen_ai.chat`` event (and a ``chat {model}`` span
         when tracing): the client's body passed through to a forwarding backend, else the
         translated request."""
-        if self.tracing is None:
+        if self.spans is None:
             return await self._answer(model, ask, call)
-        with self.tracing.span(f"chat {model}", self.model_attributes(model, ask.request, call),
-                               client=True) as span:
+        with self.spans.model(model, ask.request, call) as span:
             reply = await self._answer(model, ask, call)
-            self._trace_reply(span, ask.request, reply)
+            self.spans.reply(span, ask.request, reply)
             return reply
 
-    def model_attributes(self, model: str, request: SampleRequest,
-                         call: PairedCall) -> Attributes:
-        """The attributes of one model call's span."""
-        d = call.decision
-        out = model_attributes(model, self.pool.get(model).config.backend.kind,
-                               "primary" if model == d.primary else "partner", d.role,
-                               d.partner)
-        if request.temperature is not None:
-            out["gen_ai.request.temperature"] = request.temperature
-        if request.max_tokens is not None:
-            out["gen_ai.request.max_tokens"] = request.max_tokens
-        return out
-
-    def _trace_reply(self, span: Span, request: SampleRequest, reply: ModelReply) -> None:
-        if reply.completion is not None:
-            completion = reply.completion
-            set_usage(span, upstream_usage(completion.get("usage")), completion.get("model"))
-        elif reply.result is not None:
-            set_usage(span, reply.result.usage)
-        if self.tracing is not None:
-            self.tracing.add_contents(span, request.messages, [reply.answer.render()])
-
-    def start_stream_span(self, call: PairedCall) -> Span | None:
-        """The answering model's span of a stream (not current: the stream outlives the
-        block that starts it), or ``None`` when tracing is off."""
-        if self.tracing is None:
-            return None
-        model = call.answering
-        return self.tracing.start(f"chat {model}",
-                                  self.model_attributes(model, call.request, call), client=True)
-
-    def span_current(self, span: Span | None) -> AbstractContextManager[None]:
-        """A block in which ``span`` is current (no ``yield`` of a generator inside: it must
-        leave in the context it entered); nothing when tracing is off."""
-        if span is None or self.tracing is None:
-            return nullcontext()
-        return self.tracing.within(span)
-
-    def end_stream_span(self, span: Span, usage: Usage | None, answer: str | None,
-                        response_model: object = None) -> None:
-        """End a stream's span; ``answer`` is ``None`` when the stream did not finish (the
-        client went away, the upstream failed)."""
-        set_usage(span, usage, response_model)
-        if answer is None:
-            from opentelemetry.trace import Status, StatusCode
-
-            span.set_status(Status(StatusCode.ERROR, "the stream did not finish"))
-        elif self.tracing is not None:
-            self.tracing.add_contents(span, (), [answer])
-        span.end()
+    def _backend_kind(self, model: str) -> str:
+        return self.pool.get(model).config.backend.kind
 
     async def _answer(self, model: str, ask: Ask, call: PairedCall) -> ModelReply:
         started = time.perf_counter()
@@ -362,13 +311,11 @@ class PairedEngine:
 
     def _compare(self, call: PairedCall, primary: Answer, partner: Answer, *,
                  review: bool) -> Comparison:
-        if self.tracing is None:
+        if self.spans is None:
             return self._comparison(call, primary, partner, review=review)
-        with self.tracing.span("diffroute.compare", {"diffroute.role": call.decision.role,
-                                                     "diffroute.review": review}) as span:
+        with self.spans.compare(call, review) as span:
             comparison = self._comparison(call, primary, partner, review=review)
-            span.set_attributes({"diffroute.agreement": comparison.agreement,
-                                 "diffroute.flagged": comparison.flagged})
+            self.spans.compared(span, comparison)
             return comparison
 
     def _comparison(self, call: PairedCall, primary: Answer, partner: Answer, *,
@@ -400,17 +347,11 @@ class PairedEngine:
     async def _store(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:
         """Hand the record to the sink: its id, or why it could not be stored (a failing sink
         must not break answers, and its failure must not be silent)."""
-        if self.tracing is None:
+        if self.spans is None:
             return await self._stored(record)
-        with self.tracing.span("diffroute.record", {"diffroute.mode": record.mode,
-                                                    "diffroute.flagged": record.flagged}) as span:
+        with self.spans.record(record) as span:
             stored, failure = await self._stored(record)
-            if stored is not None:
-                span.set_attribute("diffroute.live_diff_id", stored)
-            if failure is not None:
-                from opentelemetry.trace import Status, StatusCode
-
-                span.set_status(Status(StatusCode.ERROR, failure))
+            self.spans.recorded(span, stored, failure)
             return stored, failure
 
     async def _stored(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:

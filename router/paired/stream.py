@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
 from profiles.protocol import SampleRequest, Usage
@@ -30,6 +30,8 @@ from router.paired.call import (
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
+
+    from router.paired.spans import PairedSpans
 
 
 class StreamSteps(Protocol):
@@ -51,12 +53,8 @@ class StreamSteps(Protocol):
 
     def start_shadow(self, call: PairedCall, assistant: Answer) -> None: ...
 
-    def start_stream_span(self, call: PairedCall) -> Span | None: ...
-
-    def span_current(self, span: Span | None) -> AbstractContextManager[None]: ...
-
-    def end_stream_span(self, span: Span, usage: Usage | None, answer: str | None,
-                        response_model: object = None) -> None: ...
+    @property
+    def spans(self) -> PairedSpans | None: ...
 
     async def conclude(self, call: PairedCall, primary: Answer, partner: Answer | None,
                        error: str | None) -> PairedOutcome: ...
@@ -93,17 +91,15 @@ class PairedStream:
     async def __aexit__(self, *exc: object) -> None:
         if self._partner is not None and not self._partner.done():
             self._partner.cancel()
-        if self._span is not None:  # abandoned before its end
-            self._engine.end_stream_span(self._span, None, None)
-            self._span = None
+        self._end_span(None, None)  # abandoned before its end (when it ended, a no-op)
 
     async def deltas(self) -> AsyncIterator[StreamDelta]:
         """The translated answer's deltas."""
         started = time.perf_counter()
         usage: Usage | None = None
-        self._span = self._engine.start_stream_span(self.call)
+        self._start_span()
         deltas = self._engine.stream_answer(self.call.answering, self._ask.request)
-        with self._engine.span_current(self._span):  # the upstream request opens now
+        with self._span_current():  # the upstream request opens now
             delta = await anext(deltas, None)
         while delta is not None:
             self._answer.add_text(delta.text)
@@ -119,9 +115,9 @@ class PairedStream:
         started = time.perf_counter()
         usage: Usage | None = None
         chunks = self._engine.forward_stream(self.call.answering, self._ask.body)
-        self._span = self._engine.start_stream_span(self.call)
+        self._start_span()
         try:
-            with self._engine.span_current(self._span):  # the upstream request opens now
+            with self._span_current():  # the upstream request opens now
                 chunk = await anext(chunks, None)
             while chunk is not None:
                 self._response_model = chunk.get("model") or self._response_model
@@ -138,8 +134,23 @@ class PairedStream:
         text = self._answer.answer().render()
         self._engine.log_answer(self.call.answering, self._ask.request, usage,
                                 time.perf_counter() - started, self.call, [text])
-        if self._span is not None:
-            self._engine.end_stream_span(self._span, usage, text, self._response_model)
+        self._end_span(usage, text)
+
+    def _start_span(self) -> None:
+        spans = self._engine.spans
+        if spans is not None:
+            self._span = spans.start_stream(self.call)
+
+    def _span_current(self) -> AbstractContextManager[None]:
+        spans = self._engine.spans
+        if spans is None or self._span is None:
+            return nullcontext()
+        return spans.current(self._span)
+
+    def _end_span(self, usage: Usage | None, answer: str | None) -> None:
+        spans = self._engine.spans
+        if spans is not None and self._span is not None:
+            spans.end_stream(self._span, usage, answer, self._response_model)
             self._span = None
 
     async def outcome(self) -> PairedOutcome:
