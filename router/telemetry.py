@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from profiles.protocol import Message, Usage
 from router.errors import StartupError
+from router.logging import error_fields
 
 if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
     from opentelemetry.context import Context
@@ -155,11 +156,16 @@ class Tracing:
     @contextmanager
     def current(self, span: Span) -> Iterator[Span]:
         """``span`` as the current span inside the block; ended on leaving it (an exception
-        is recorded and sets the error status)."""
+        sets the error status: :meth:`fail`)."""
         from opentelemetry.trace import use_span
 
-        with use_span(span, end_on_exit=True):
-            yield span
+        with use_span(span, end_on_exit=True, record_exception=False,
+                      set_status_on_exception=False):
+            try:
+                yield span
+            except BaseException as exc:
+                self.fail(span, exc)
+                raise
 
     @contextmanager
     def span(self, name: str, attributes: Attributes, *, client: bool = False) -> Iterator[Span]:
@@ -167,8 +173,21 @@ class Tracing:
         from opentelemetry.trace import SpanKind
 
         kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
-        with self.tracer.start_as_current_span(name, kind=kind, attributes=attributes) as span:
+        with self.current(self.tracer.start_span(name, kind=kind, attributes=attributes)) as span:
             yield span
+
+    def fail(self, span: Span, exc: BaseException) -> None:
+        """The error status and ``error.type``; the description is the error's text unless an
+        upstream's text (which may echo the prompt) is kept out by ``log_prompts``."""
+        from opentelemetry.trace import Status, StatusCode
+
+        fields = error_fields(exc, log_prompts=self.log_prompts)
+        described = fields.get("error")
+        if described is None:
+            status = fields.get("http.response.status_code")
+            described = type(exc).__name__ + ("" if status is None else f" (status {status})")
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(Status(StatusCode.ERROR, str(described)))
 
     def start(self, name: str, attributes: Attributes, *, client: bool = False) -> Span:
         """A started child of the current span that is not made current (a stream's, which

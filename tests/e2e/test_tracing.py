@@ -331,3 +331,26 @@ async def test_a_stream_the_client_leaves_ends_its_spans(tmp_path: Path) -> None
     assert traceparent_ids(slow.calls[0].headers["traceparent"]) == (
         format(primary.context.trace_id, "032x"), format(primary.context.span_id, "016x"))
     assert primary.end_time is not None and primary.end_time - primary.start_time < 3e9
+
+
+@pytest.mark.parametrize("log_prompts", [False, True])
+async def test_a_failing_partner_is_an_error_span_whose_upstream_text_follows_log_prompts(
+        tmp_path: Path, log_prompts: bool) -> None:
+    exporter = InMemorySpanExporter()
+    async with FakeUpstream(answer="Paris.") as primary, FakeUpstream() as partner:
+        partner.enqueue(Reply.error(400, f"cannot answer {CAPITAL!r}"))  # echoes the prompt
+        models = [remote("ra", "a", primary.base_url, "up-a"),
+                  remote("rb", "b", partner.base_url, "up-b")]
+        async with traced_service(tmp_path, models, exporter,
+                                  log_prompts=log_prompts) as running:
+            status, body = await call(running, "POST", "/v1/chat/completions",
+                                      {**ASK, "model": "audit:ra",
+                                       "diffroute": {"partner": "rb"}})
+    assert status == 200 and "partner_error" in body["diffroute"]
+    failed = by_name(exporter.get_finished_spans())["chat rb"]
+    assert not failed.status.is_ok
+    assert failed.attributes is not None
+    assert failed.attributes["error.type"] == "UpstreamError"
+    assert (CAPITAL in (failed.status.description or "")) is log_prompts
+    texts = [str(e.attributes) for s in exporter.get_finished_spans() for e in s.events]
+    assert not any(CAPITAL in t for t in texts) or log_prompts
