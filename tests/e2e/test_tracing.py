@@ -354,3 +354,20 @@ async def test_a_failing_partner_is_an_error_span_whose_upstream_text_follows_lo
     assert (CAPITAL in (failed.status.description or "")) is log_prompts
     texts = [str(e.attributes) for s in exporter.get_finished_spans() for e in s.events]
     assert not any(CAPITAL in t for t in texts) or log_prompts
+
+
+async def test_a_plain_call_is_one_server_span_whose_context_reaches_the_upstream(
+        tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    async with FakeUpstream(answer="Paris.") as fake, traced_service(
+            tmp_path, [remote("ra", "a", fake.base_url, "up-a")], exporter) as running:
+        status, _ = await call(running, "POST", "/v1/chat/completions",
+                               {**ASK, "model": "ra"}, headers={"traceparent": TRACEPARENT})
+    assert status == 200
+    [request] = exporter.get_finished_spans()
+    assert request.name == "POST /v1/chat/completions" and request.attributes is not None
+    assert request.attributes["gen_ai.request.model"] == "ra"
+    assert request.attributes["gen_ai.usage.output_tokens"] > 0
+    [upstream] = fake.calls
+    assert traceparent_ids(upstream.headers["traceparent"]) == (
+        TRACE_ID, format(request.context.span_id, "016x"))
