@@ -3,9 +3,10 @@
 Tracing is on when the settings name a collector (``telemetry.otlp_endpoint``) or the standard
 variables do (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``OTEL_EXPORTER_OTLP_ENDPOINT``; headers
 from ``telemetry.headers`` or ``OTEL_EXPORTER_OTLP_HEADERS``), unless ``OTEL_SDK_DISABLED`` is
-true. Then :func:`open_tracing` builds one :class:`Tracing` for the app: its own tracer provider
+true. Then :func:`plan_tracing` checks, when the app is built, that the packages are there, and
+:func:`open_tracing` builds, when it starts, one :class:`Tracing`: its own tracer provider
 (never installed as the process's global one), a batching OTLP/HTTP exporter, and the W3C trace
-context propagator. When it is off, :func:`open_tracing` returns ``None`` and OpenTelemetry is
+context propagator. When it is off, :func:`plan_tracing` returns ``None`` and OpenTelemetry is
 not even imported: every component that traces holds ``Tracing | None`` and checks it.
 
 The spans (names, kinds, attributes) are those of the README's "Tracing (OpenTelemetry)":
@@ -23,6 +24,7 @@ Prompts and answers become span attributes only when ``server.log_prompts`` is t
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -90,29 +92,55 @@ def _resolved_headers(settings: TelemetrySettings) -> dict[str, str]:
     return {name: str(ref.value()) for name, ref in settings.headers.items()}
 
 
-def open_tracing(settings: TelemetrySettings, *, log_prompts: bool,
-                 exporter: SpanExporter | None = None,
-                 environ: Mapping[str, str] | None = None) -> Tracing | None:
-    """The app's tracing, or ``None`` when it is off. ``exporter`` (tests, embedding) turns it
-    on, exporting each span as it ends instead of in batches to a collector."""
+@dataclass(frozen=True, slots=True)
+class TracePlan:
+    """Tracing asked for, and possible here: checked when the app is built, opened when it
+    starts (:func:`open_tracing`)."""
+
+    settings: TelemetrySettings
+    target: TraceTarget | None
+    exporter: SpanExporter | None
+    """Given instead of a collector (tests, embedding): spans go to it as they end."""
+
+
+SDK_MODULE = "opentelemetry.sdk.trace"
+EXPORTER_MODULE = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+
+
+def plan_tracing(settings: TelemetrySettings, *, exporter: SpanExporter | None = None,
+                 environ: Mapping[str, str] | None = None) -> TracePlan | None:
+    """``None`` when tracing is off (nothing of OpenTelemetry is imported then); else the
+    plan, once the packages it needs are known to import (a :class:`StartupError` naming the
+    extra to install, if not)."""
     target = trace_target(settings, os.environ if environ is None else environ)
     if exporter is None and target is None:
         return None
-    try:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-    except ImportError:
-        raise StartupError(f"tracing is asked for ({_source(target)}) but OpenTelemetry is "
-                           f"not installed: {INSTALL_HINT}") from None
+    needed = [SDK_MODULE] if exporter is not None else [SDK_MODULE, EXPORTER_MODULE]
+    for module in needed:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise StartupError(f"tracing is asked for ({_source(target)}) but OpenTelemetry "
+                               f"is not installed: {INSTALL_HINT}") from None
+    return TracePlan(settings, target, exporter)
+
+
+def open_tracing(plan: TracePlan, *, log_prompts: bool) -> Tracing:
+    """The app's tracer provider, sampler and span processor (batching, to the collector;
+    or one span at a time, to a given exporter)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    settings = plan.settings
     provider = TracerProvider(
         resource=Resource.create({"service.name": settings.service_name}),
         sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
-    if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if plan.exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(plan.exporter))
     else:
-        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(target)))
+        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(plan.target)))
     return Tracing(provider, log_prompts)
 
 
@@ -121,13 +149,11 @@ def _source(target: TraceTarget | None) -> str:
 
 
 def _otlp_exporter(target: TraceTarget | None) -> SpanExporter:
-    try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    except ImportError:
-        raise StartupError(f"tracing is asked for ({_source(target)}) but the OTLP exporter "
-                           f"is not installed: {INSTALL_HINT}") from None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
     if target is None:
         return OTLPSpanExporter()
+    # an endpoint or headers left None: the exporter reads the standard variables
     return OTLPSpanExporter(endpoint=target.endpoint,
                             headers=None if target.headers is None else dict(target.headers))
 

@@ -4,6 +4,7 @@
 import time. Resources are opened in the app's ``cleanup_ctx``, each given what it needs when
 it is built, in this order:
 
+0. tracing, when it is on (``settings.telemetry``; :mod:`router.telemetry`);
 1. the pool (backends, the upstream client);
 2. the profile baseline (noise floors, predicted rates; in a worker thread) and, from it, the
    noise-aware comparer of live diffs;
@@ -74,7 +75,7 @@ from router.service.state import (
     SinkFactory,
 )
 from router.service.tracing import TRACING, tracing_middleware
-from router.telemetry import Tracing, open_tracing
+from router.telemetry import TracePlan, open_tracing, plan_tracing
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -116,12 +117,11 @@ def create_app(
     * ``span_exporter``: turns tracing on, each span exported to it as it ends (tests,
       embedding); otherwise tracing follows ``settings.telemetry`` (:mod:`router.telemetry`).
     """
-    tracing = open_tracing(settings.telemetry, log_prompts=settings.server.log_prompts,
-                           exporter=span_exporter)
+    tracing = plan_tracing(settings.telemetry, exporter=span_exporter)
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[service_middleware] if tracing is None else [
-            tracing_middleware(tracing), service_middleware],
+            tracing_middleware, service_middleware],
     )
     app[SETTINGS] = settings
     app[KEYS] = resolve_keys(settings)
@@ -130,12 +130,11 @@ def create_app(
     app[REQUEST_OBSERVERS] = []
     app.on_response_prepare.append(add_request_id_header)
     ack = sink_factory is None if ack_records is None else ack_records
+    if tracing is not None:  # opened first, closed last: the resources' last spans go too
+        app.cleanup_ctx.append(_tracing(tracing))
     app.cleanup_ctx.append(_resources(
         decider_factory, diff_provider or default_diff_provider(settings), sink_factory,
-        comparer, ack, tracing))
-    if tracing is not None:
-        app[TRACING] = tracing
-        app.on_cleanup.append(_stop_tracing)  # after the resources: their last spans go too
+        comparer, ack))
     for add_routes in (*BUILTIN_ROUTES, *route_modules):
         add_routes(app)
     return app
@@ -170,19 +169,28 @@ def default_diff_provider(settings: Settings) -> DiffProvider:
     return provide
 
 
-async def _stop_tracing(app: web.Application) -> None:
-    """Export the last spans (the exporter blocks: in a worker thread)."""
-    await asyncio.to_thread(app[TRACING].shutdown)
+def _tracing(plan: TracePlan) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The ``cleanup_ctx`` entry of tracing (when it is on): the tracer provider under
+    :data:`TRACING`; at shutdown, the last spans exported (blocking: in a worker thread)."""
+
+    async def tracing(app: web.Application) -> AsyncIterator[None]:
+        opened = open_tracing(plan, log_prompts=app[SETTINGS].server.log_prompts)
+        app[TRACING] = opened
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(opened.shutdown)
+
+    return tracing
 
 
 def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | None,
                sink_factory: SinkFactory | None, comparer: Comparer | None,
-               ack_records: bool, tracing: Tracing | None
-               ) -> Callable[[web.Application], AsyncIterator[None]]:
+               ack_records: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     """The ``cleanup_ctx`` entry: open everything at startup, close it all at shutdown."""
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        settings, metrics = app[SETTINGS], app[METRICS]
+        settings, metrics, tracing = app[SETTINGS], app[METRICS], app.get(TRACING)
         async with AsyncExitStack() as stack:
             pool = await stack.enter_async_context(Pool.open(
                 settings, None if tracing is None else tracing.trace_head))

@@ -29,23 +29,20 @@ SERVER_SPAN = web.RequestKey("diffroute.server_span", object)
 """The request's server span, in the ``web.Request`` mapping, when tracing is on."""
 
 
-def tracing_middleware(tracing: Tracing) -> Any:
-    """The middleware that wraps each request in its server span."""
-
-    @web.middleware
-    async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = _route(request)
-        span = tracing.server_span(
-            f"{request.method} {route}", tracing.incoming(request.headers),
-            {"http.request.method": request.method, "http.route": route,
-             "url.path": request.path})
-        request[SERVER_SPAN] = span
-        with tracing.current(span):
-            response = await handler(request)
-            _finish(span, request, response.status)
-            return response
-
-    return traced
+@web.middleware
+async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Wrap the request in its server span (the app's :data:`TRACING`, opened at start)."""
+    tracing = request.app[TRACING]
+    route = _route(request)
+    span = tracing.server_span(
+        f"{request.method} {route}", tracing.incoming(request.headers),
+        {"http.request.method": request.method, "http.route": route,
+         "url.path": request.path})
+    request[SERVER_SPAN] = span
+    with tracing.current(span):
+        response = await handler(request)
+        _finish(span, request, response.status)
+        return response
 
 
 def _route(request: web.Request) -> str:

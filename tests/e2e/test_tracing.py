@@ -279,11 +279,13 @@ def test_e_telemetry_off_imports_no_opentelemetry_and_makes_no_spans(tmp_path: P
 def test_the_standard_variable_turns_tracing_on(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from router.service import create_app
+    from router.service.tracing import tracing_middleware
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
-    assert TRACING in create_app(make_settings(tmp_path, standard_models()))
+    assert tracing_middleware in create_app(make_settings(tmp_path, standard_models())).middlewares
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
-    assert TRACING not in create_app(make_settings(tmp_path, standard_models()))
+    app = create_app(make_settings(tmp_path, standard_models()))
+    assert tracing_middleware not in app.middlewares
 
 
 def test_tracing_asked_for_without_opentelemetry_fails_at_start_with_one_line(
