@@ -51,6 +51,7 @@ __all__ = [
     "PolicySettings",
     "ServerConfig",
     "Settings",
+    "TelemetrySettings",
     "Timeouts",
     "load_settings",
     "settings_from_mapping",
@@ -159,6 +160,26 @@ class PairedSettings(_Strict):
     """Routed decisions kept for reports (in memory; the oldest go first)."""
 
 
+class TelemetrySettings(_Strict):
+    """``telemetry:``: traces (OpenTelemetry, OTLP/HTTP); off unless an endpoint is named
+    here or by the standard ``OTEL_EXPORTER_OTLP_*`` variables (see ``router.telemetry``)."""
+
+    otlp_endpoint: str | None = None
+    """The collector's base URL (``http://localhost:4318``); ``/v1/traces`` is added."""
+    headers: dict[str, Secret] = Field(default_factory=dict)
+    """Headers of the export requests (``Authorization: env:OTLP_TOKEN``)."""
+    service_name: str = Field("diffroute", min_length=1)
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    """Fraction of new traces kept; a caller's sampled ``traceparent`` is always followed."""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+        return url
+
+
 def _default_data_dir() -> Path:
     env = os.environ.get("DIFFROUTE_DATA_DIR")
     if env:
@@ -176,6 +197,7 @@ class Settings(_Strict):
     policy: PolicySettings = PolicySettings()
     live: LiveSettings = LiveSettings()
     paired: PairedSettings = PairedSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     _source_dir: Path | None = PrivateAttr(None)
 
     @property

@@ -17,6 +17,8 @@ CHART_WIDTH = 760
 LABEL_WIDTH = 170
 PLOT_WIDTH = 380
 ROW_HEIGHT = 28
+TICK_GAP = 48
+"""Least distance between two axis labels' centres, in chart units (a label is ~36 wide)."""
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;
@@ -27,6 +29,11 @@ h2{margin-top:2em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
 table.summary{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 table.summary th,table.summary td{padding:.3em .6em;border-bottom:1px solid #eaeef2;
   text-align:right;white-space:nowrap}
+table.summary th{white-space:normal;vertical-align:bottom}
+@media (max-width:75em){table.summary td{white-space:normal}}
+@media (max-width:60em){table.summary{font-size:.9em}.kbar{width:40px}
+  table.summary th,table.summary td{padding:.3em .3em}}
+@media (max-width:45em){table.summary{display:block;overflow-x:auto}}
 table.summary th:first-child,table.summary td:first-child{text-align:left}
 tr.flagged td{background:#fff8f0}
 tr.overall td{font-weight:600;border-top:2px solid #d0d7de}
@@ -46,6 +53,7 @@ tr.overall td{font-weight:600;border-top:2px solid #d0d7de}
 .side h4{margin:0 0 .3em;font:600 .85em ui-monospace,SFMono-Regular,Menlo,monospace}
 .side pre{white-space:pre-wrap;margin:0 0 .4em;font:.85em ui-monospace,SFMono-Regular,Menlo,
   monospace}
+.prompt,.side pre{overflow-wrap:anywhere}
 .dist{font-size:.8em;color:#57606a}
 .dist div{display:flex;align-items:center;gap:.4em}
 .dist .bar{height:.6em;background:#57606a;opacity:.6}
@@ -146,11 +154,22 @@ def _chart(diff: Diff) -> str:
     for i, d in enumerate(rows):
         parts.append(_chart_row(d, i * ROW_HEIGHT, x, d is diff.overall))
     axis_y = height - ROW_HEIGHT / 2
-    for value in (lo, 0.0, hi):
+    for value in _ticks(lo, hi):
         parts.append(f"<text class=\"muted\" x=\"{x(value):.1f}\" y=\"{axis_y:.1f}\" "
                      f"text-anchor=\"middle\">{value:+.2f}</text>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    """The axis labels' values: 0 and the multiples of a round step (1, 2 or 5 × 10^k) inside
+    [lo, hi], the step the smallest that keeps labels :data:`TICK_GAP` apart (so that no label,
+    e.g. ``-0.01``, is drawn over ``+0.00``)."""
+    span = hi - lo
+    step = next(m * 10.0**k for k in range(-3, 7) for m in (1, 2, 5)
+                if m * 10.0**k / span * PLOT_WIDTH >= TICK_GAP)
+    first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+    return [k * step + 0.0 for k in range(first, last + 1)]
 
 
 def _extent(rows: Iterable[DomainDiff]) -> tuple[float, float]:

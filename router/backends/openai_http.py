@@ -40,7 +40,13 @@ from profiles.protocol import (
     mix_seed,
 )
 from router import __version__
-from router.backends.base import CALL_DEADLINE, BackendContext, BackendStatus, StreamDelta
+from router.backends.base import (
+    CALL_DEADLINE,
+    BackendContext,
+    BackendStatus,
+    StreamDelta,
+    TraceHead,
+)
 from router.backends.http1 import (
     Endpoint,
     Http1Client,
@@ -376,8 +382,11 @@ class OpenAIBackend:
     """The backend for ``kind: openai``."""
 
     def __init__(self, name: str, params: OpenAIParams, model: ModelConfig,
-                 http1: Http1Client | None = None) -> None:
+                 http1: Http1Client | None = None, trace_head: TraceHead | None = None) -> None:
+        """``trace_head``: the trace context's header lines, added to every request (tracing
+        on; ``None`` costs nothing)."""
         self._name = name
+        self._trace_head = trace_head
         self.params = params
         self._config = model
         t = model.timeouts
@@ -518,9 +527,11 @@ class OpenAIBackend:
 
     def _head(self, json_body: bool) -> bytes:
         if json_body and self._json_head is not None:
-            return self._json_head
-        # a key read from the environment: at each call
-        return self._encoded(self._headers(), _JSON_POST_HEADERS if json_body else _GET_HEADERS)
+            head = self._json_head
+        else:  # a key read from the environment: at each call
+            head = self._encoded(self._headers(),
+                                 _JSON_POST_HEADERS if json_body else _GET_HEADERS)
+        return head if self._trace_head is None else head + self._trace_head()
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[bytes, int]:
         """One JSON POST read whole: (body, status) of a 2xx. Every plain and paired call takes
@@ -710,4 +721,4 @@ def create(model: ModelConfig, context: BackendContext) -> OpenAIBackend:
     params = model.backend
     if not isinstance(params, OpenAIParams):
         raise TypeError(f"model '{model.name}' is not an openai backend")
-    return OpenAIBackend(model.name, params, model, context.http1)
+    return OpenAIBackend(model.name, params, model, context.http1, context.trace_head)

@@ -52,11 +52,13 @@ from router.paired.call import (
 )
 from router.paired.compare import Comparer, Comparison, compare, compare_review
 from router.paired.record import LiveDiffRecord, LiveDiffSink, new_live_diff_id, prompt_digest
+from router.paired.spans import PairedSpans
 from router.paired.stream import AuditorWatch, PairedStream
 from router.paired.structured import AnswerComparer
 from router.pairing.decision import Decision, Role, RouteRequest
 from router.pairing.pinned import Pairings
 from router.pool import Pool, falls_back
+from router.telemetry import Tracing
 
 _log = structlog.get_logger("diffroute.paired")
 
@@ -91,9 +93,11 @@ class PairedEngine:
         ack_records: bool = False,
         log_prompts: bool = False,
         rng: Callable[[], float] = random.random,
+        tracing: Tracing | None = None,
     ) -> None:
         """``ack_records``: await the sink before answering (a durable sink that must not lose
-        an id it returned); otherwise records are written in the background."""
+        an id it returned); otherwise records are written in the background. ``tracing``: each
+        model call, comparison and record is a span (``None``: tracing is off)."""
         self.pool = pool
         self.decisions = decisions
         self.sink = sink
@@ -104,6 +108,8 @@ class PairedEngine:
         self.ack_records = ack_records
         self.log_prompts = log_prompts
         self._rng = rng
+        self.spans = None if tracing is None else PairedSpans(tracing, self._backend_kind)
+        """The spans of paired calls (``None``: tracing is off)."""
         self._background: set[asyncio.Task[None]] = set()
 
     # -- the decision ---------------------------------------------------------------------------
@@ -222,8 +228,20 @@ class PairedEngine:
         return ask.body is not None and self.pool.get(model).forwards
 
     async def answer(self, model: str, ask: Ask, call: PairedCall) -> ModelReply:
-        """One model's answer, logged as a ``gen_ai.chat`` event: the client's body passed
-        through to a forwarding backend, else the translated request."""
+        """One model's answer, logged as a ``gen_ai.chat`` event (and a ``chat {model}`` span
+        when tracing): the client's body passed through to a forwarding backend, else the
+        translated request."""
+        if self.spans is None:
+            return await self._answer(model, ask, call)
+        with self.spans.model(model, ask.request, call) as span:
+            reply = await self._answer(model, ask, call)
+            self.spans.reply(span, ask.request, reply)
+            return reply
+
+    def _backend_kind(self, model: str) -> str:
+        return self.pool.get(model).config.backend.kind
+
+    async def _answer(self, model: str, ask: Ask, call: PairedCall) -> ModelReply:
         started = time.perf_counter()
         if ask.body is not None and self.forwards(model, ask):
             completion = await self.pool.get(model).forward(ask.body)
@@ -319,6 +337,15 @@ class PairedEngine:
 
     def _compare(self, call: PairedCall, primary: Answer, partner: Answer, *,
                  review: bool) -> Comparison:
+        if self.spans is None:
+            return self._comparison(call, primary, partner, review=review)
+        with self.spans.compare(call, review) as span:
+            comparison = self._comparison(call, primary, partner, review=review)
+            self.spans.compared(span, comparison)
+            return comparison
+
+    def _comparison(self, call: PairedCall, primary: Answer, partner: Answer, *,
+                    review: bool) -> Comparison:
         pair = (call.decision.primary, call.decision.partner)
         if review:  # the review is text about the primary's answer, its tool calls included
             return self.review_comparer(primary.render(), partner.text, call.domains,
@@ -346,6 +373,14 @@ class PairedEngine:
     async def _store(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:
         """Hand the record to the sink: its id, or why it could not be stored (a failing sink
         must not break answers, and its failure must not be silent)."""
+        if self.spans is None:
+            return await self._stored(record)
+        with self.spans.record(record) as span:
+            stored, failure = await self._stored(record)
+            self.spans.recorded(span, stored, failure)
+            return stored, failure
+
+    async def _stored(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:
         try:
             stored = await self.sink.record(record)
         except Exception as exc:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from profiles.protocol import SampleRequest, Usage
 from router.backends.base import StreamDelta
@@ -61,6 +62,12 @@ class AuditorWatch:
         return self.call
 
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from router.paired.spans import PairedSpans
+
+
 class StreamSteps(Protocol):
     """The engine's steps a stream runs (``router.paired.engine.PairedEngine`` has them)."""
 
@@ -82,6 +89,9 @@ class StreamSteps(Protocol):
                    seconds: float, call: PairedCall, texts: list[str]) -> None: ...
 
     def start_shadow(self, call: PairedCall, assistant: Answer) -> None: ...
+
+    @property
+    def spans(self) -> PairedSpans | None: ...
 
     async def conclude(self, call: PairedCall, primary: Answer, partner: Answer | None,
                        error: str | None) -> PairedOutcome: ...
@@ -125,7 +135,8 @@ class PairedStream:
 
     For a concurrent audit the partner starts before the first token is read; for a review it
     starts when the primary's answer is complete. Use as an async context manager so that an
-    abandoned stream (client gone) cancels the partner and closes the answering stream.
+    abandoned stream (client gone) cancels the partner, closes the answering stream and
+    ends the stream's span.
     """
 
     def __init__(self, engine: StreamSteps, call: PairedCall) -> None:
@@ -142,6 +153,8 @@ class PairedStream:
         self._watch = AuditorWatch(call)
         self._partner: asyncio.Task[tuple[PairedCall, Answer | None, str | None]] | None = None
         self._complete = False
+        self._span: Span | None = None
+        self._response_model: object = None
 
     async def __aenter__(self) -> PairedStream:
         call = self.call
@@ -153,6 +166,7 @@ class PairedStream:
     async def __aexit__(self, *exc: object) -> None:
         if self._partner is not None and not self._partner.done():
             self._partner.cancel()
+        self._end_span(None, None)  # abandoned before its end (when it ended, a no-op)
         for started in (self._deltas, self._chunks):
             if started is not None:
                 await started.aclose()
@@ -179,12 +193,18 @@ class PairedStream:
         self._ask = ask = answering_ask(call)
         self.forwarded = engine.forwards(call.answering, ask)
         self._started = time.perf_counter()
-        if self.forwarded and ask.body is not None:
-            self._chunks = Started(engine.forward_stream(call.answering, ask.body))
-            await self._chunks.start()
-        else:
-            self._deltas = Started(engine.stream_answer(call.answering, ask.request))
-            await self._deltas.start()
+        self._start_span()
+        try:
+            with self._span_current():  # the upstream request opens now
+                if self.forwarded and ask.body is not None:
+                    self._chunks = Started(engine.forward_stream(call.answering, ask.body))
+                    await self._chunks.start()
+                else:
+                    self._deltas = Started(engine.stream_answer(call.answering, ask.request))
+                    await self._deltas.start()
+        except BaseException:
+            self._end_span(None, None)  # this attempt failed: its span ends with an error
+            raise
 
     async def deltas(self) -> AsyncIterator[StreamDelta]:
         """The translated answer's deltas."""
@@ -204,6 +224,7 @@ class PairedStream:
         usage: Usage | None = None
         try:
             async for chunk in self._chunks.items():
+                self._response_model = chunk.get("model") or self._response_model
                 self._answer.add_chunk(chunk)
                 usage = upstream_usage(chunk.get("usage")) or usage
                 yield chunk
@@ -213,9 +234,27 @@ class PairedStream:
 
     def _done(self, usage: Usage | None) -> None:
         self._complete = True
+        text = self._answer.answer().render()
         self._engine.log_answer(self.call.answering, self._ask.request, usage,
-                                time.perf_counter() - self._started, self.call,
-                                [self._answer.answer().render()])
+                                time.perf_counter() - self._started, self.call, [text])
+        self._end_span(usage, text)
+
+    def _start_span(self) -> None:
+        spans = self._engine.spans
+        if spans is not None:
+            self._span = spans.start_stream(self.call)
+
+    def _span_current(self) -> AbstractContextManager[None]:
+        spans = self._engine.spans
+        if spans is None or self._span is None:
+            return nullcontext()
+        return spans.current(self._span)
+
+    def _end_span(self, usage: Usage | None, answer: str | None) -> None:
+        spans = self._engine.spans
+        if spans is not None and self._span is not None:
+            spans.end_stream(self._span, usage, answer, self._response_model)
+            self._span = None
 
     async def outcome(self) -> PairedOutcome:
         """Wait for the partner (audit) or start the shadow (assist); compare; record."""

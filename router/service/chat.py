@@ -38,6 +38,7 @@ from router.service.schema import (
     read_json,
 )
 from router.service.state import SETTINGS, STATE, ServiceState
+from router.service.tracing import trace_outcome
 from router.service.wire import (
     ChunkWriter,
     completion_json,
@@ -117,6 +118,7 @@ async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
     # the outcome's call: the primary answers for an assistant that failed
     body = _reply_json(reply, outcome.call.answering, bool(chat.logprobs))
     body["diffroute"] = outcome.to_json()
+    trace_outcome(request, body["diffroute"])
     return json_response(body, headers=outcome_headers(outcome))
 
 
@@ -253,7 +255,9 @@ async def _paired_stream(request: web.Request, chat: ChatRequest, state: Service
         await stream.open()
 
         async def finale() -> dict[str, Any]:
-            return (await stream.outcome()).to_json()
+            extra = (await stream.outcome()).to_json()
+            trace_outcome(request, extra)
+            return extra
 
         call = stream.call
         if stream.forwarded:
