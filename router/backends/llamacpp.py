@@ -135,7 +135,10 @@ def route_llama_logs() -> None:
     _LLAMA_LOG_CALLBACK = callback
 
 
-GGML_LOG_LEVEL_ERROR = 3
+GGML_LOG_LEVEL_ERROR = 4
+"""``enum ggml_log_level`` of the ggml that llama-cpp-python builds (its ``include/ggml.h``:
+NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5). llama-cpp-python's ``_logger.py`` comments an
+older numbering where 3 was ERROR; with it the SWA cache notice (a WARN) read as an error."""
 
 
 # ------------------------------------------------------------------------- the shared model

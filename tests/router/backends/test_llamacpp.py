@@ -321,11 +321,14 @@ def test_llama_cpp_log_lines_go_through_our_logging_not_stderr(
 
     module.route_llama_logs()
     with capture_logs() as logs:
-        # a level-less line, as llama.cpp writes its SWA cache notice, then an error
-        module._LLAMA_LOG_CALLBACK(0, b"llama_kv_cache_iswa: using full-size SWA cache\n",
+        # a level-less line; the SWA cache notice at WARN (3), as llama.cpp sends it; an ERROR
+        module._LLAMA_LOG_CALLBACK(0, b"llama_model_loader: loaded meta data\n",
                                    ctypes.c_void_p(0))
-        module._LLAMA_LOG_CALLBACK(3, b"llama_model_load: error loading model\n",
+        module._LLAMA_LOG_CALLBACK(3, b"llama_kv_cache_iswa: using full-size SWA cache\n",
+                                   ctypes.c_void_p(0))
+        module._LLAMA_LOG_CALLBACK(4, b"llama_model_load: error loading model\n",
                                    ctypes.c_void_p(0))
     assert "llama_kv_cache" not in capfd.readouterr().err
     assert [(e["log_level"], e["line"][:16]) for e in logs] == [
-        ("debug", "llama_kv_cache_i"), ("warning", "llama_model_load")]
+        ("debug", "llama_model_load"), ("debug", "llama_kv_cache_i"),
+        ("warning", "llama_model_load")]
