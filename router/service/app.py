@@ -58,7 +58,6 @@ from router.service.middleware import (
     REQUEST_IDS,
     REQUEST_OBSERVERS,
     RequestIds,
-    add_request_id_header,
     service_middleware,
 )
 from router.service.state import (
@@ -117,7 +116,6 @@ def create_app(
     app[METRICS] = LiveMetrics()
     app[REQUEST_IDS] = RequestIds()
     app[REQUEST_OBSERVERS] = []
-    app.on_response_prepare.append(add_request_id_header)
     ack = sink_factory is None if ack_records is None else ack_records
     app.cleanup_ctx.append(_resources(
         decider_factory, diff_provider or default_diff_provider(settings), sink_factory,
