@@ -415,8 +415,9 @@ def merge_options(headers: Mapping[str, str], body: DiffrouteOptions | None) -> 
 async def read_json(request: web.Request) -> object:
     """The request's JSON body: 413 above the size limit, 400 when empty or malformed."""
     limit = request.app[SETTINGS].server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    length = request.content_length  # parsed from the header on every access
+    if length is not None and length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
     raw = await _body(request, limit)
     if not raw or raw.isspace():
         raise BadRequestError("the request body is empty; expected a JSON object")
