@@ -63,6 +63,8 @@ _DIFF_COLUMNS = (
     "id", "created_at", "request_id", "primary_model", "partner", "role", "answered_by", "mode",
     "domains", "prompt_digest", "prompt", "primary_text", "partner_text", "agreement",
     "divergence", "threshold", "method", "unified_diff", "reason", "redacted")
+_INSERT_DIFF = (f"INSERT INTO live_diffs ({', '.join(_DIFF_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in _DIFF_COLUMNS)})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,17 @@ _LoopWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]"]
 """An awaiting coroutine's future and its loop: settled with one wake-up per batch."""
 _Write = tuple[str, Sequence[Any], "Future[int] | _LoopWaiter | None"]
 _STOP = ("", (), None)
+_INSERT_COMPARISON = ("INSERT INTO comparisons (at, primary_model, partner, role, domain, "
+                      "flagged) VALUES (?, ?, ?, ?, ?, ?)")
+
+
+class _Rows(list[tuple[Any, ...]]):
+    """The parameters of one statement run for many rows (``executemany``), nobody waiting."""
+
+
+def _rows_in(batch: Sequence[_Write]) -> int:
+    """The rows a batch writes (a :class:`_Rows` write counts each of its rows)."""
+    return sum(len(params) if isinstance(params, _Rows) else 1 for _, params, _ in batch)
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
@@ -138,6 +151,8 @@ class LiveStore:
         self.synchronous = synchronous
         self.max_bytes = max_bytes
         self._queue: queue.SimpleQueue[_Write] = queue.SimpleQueue()
+        self._comparisons = _Rows()
+        """Comparison rows of this event-loop turn, not yet handed to the writer."""
         self._reader_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
         self._writer: threading.Thread | None = None
@@ -177,6 +192,7 @@ class LiveStore:
     def close(self) -> None:
         """Flush pending writes, stop the writer, close the connections."""
         if self._writer is not None:
+            self._hand_comparisons()
             self._queue.put(_STOP)
             self._writer.join()
             self._writer = None
@@ -203,6 +219,7 @@ class LiveStore:
     def submit(self, sql: str, params: Sequence[Any], *, wait: bool = True) -> Future[int] | None:
         """Queue one statement; the future (if ``wait``) resolves to its rowid once committed."""
         future: Future[int] | None = Future() if wait else None
+        self._hand_comparisons()  # statements stay in the order they were made
         self._queue.put((sql, params, future))
         return future
 
@@ -230,13 +247,17 @@ class LiveStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for sql, params, _ in batch:
-                results.append(conn.execute(sql, params).lastrowid or 0)
+                if isinstance(params, _Rows):
+                    conn.executemany(sql, params)
+                    results.append(0)
+                else:
+                    results.append(conn.execute(sql, params).lastrowid or 0)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             results = [exc] * len(batch)
-            self.failed_writes += len(batch)
+            self.failed_writes += _rows_in(batch)
             self.failure = (time.time(), str(exc))
         else:
             self.batches += 1
@@ -264,15 +285,31 @@ class LiveStore:
         """Queue a statement and wait until it is committed; its rowid."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
+        self._hand_comparisons()  # statements stay in the order they were made
         self._queue.put((sql, params, (loop, future)))
         return await future
 
     def add_comparison(self, row: ComparisonRow) -> None:
-        """Count a comparison (fire and forget: nothing is acknowledged for it)."""
-        self.submit("INSERT INTO comparisons (at, primary_model, partner, role, domain, flagged)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (row.at, row.primary, row.partner, row.role, row.domain, int(row.flagged)),
-                    wait=False)
+        """Count a comparison (fire and forget: nothing is acknowledged for it).
+
+        The rows of one event-loop turn go to the writer as one ``executemany`` at the end of
+        the turn (or before the next statement): one hand-off and writer wake-up per turn,
+        not per comparison. Call it on the event loop, or where none runs (then: at once).
+        """
+        self._comparisons.append((row.at, row.primary, row.partner, row.role, row.domain,
+                                  int(row.flagged)))
+        if len(self._comparisons) > 1:
+            return  # the hand-off is scheduled already
+        try:
+            asyncio.get_running_loop().call_soon(self._hand_comparisons)
+        except RuntimeError:  # no event loop in this thread
+            self._hand_comparisons()
+
+    def _hand_comparisons(self) -> None:
+        """Queue the pending comparison rows for the writer."""
+        if self._comparisons:
+            rows, self._comparisons = self._comparisons, _Rows()
+            self._queue.put((_INSERT_COMPARISON, rows, None))
 
     def add_drift_event(self, at: float, primary: str, partner: str, domain: str,
                         direction: str, expected: float, observed: float, comparisons: int,
@@ -291,10 +328,7 @@ class LiveStore:
 
     async def add_diff(self, values: dict[str, Any]) -> int:
         """Insert a live diff (keys: :data:`_DIFF_COLUMNS`); its ``seq`` once committed."""
-        marks = ", ".join("?" for _ in _DIFF_COLUMNS)
-        return await self.write(
-            f"INSERT INTO live_diffs ({', '.join(_DIFF_COLUMNS)}) VALUES ({marks})",
-            [values[c] for c in _DIFF_COLUMNS])
+        return await self.write(_INSERT_DIFF, [values[c] for c in _DIFF_COLUMNS])
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -70,7 +70,7 @@ class PolicyDecider:
         # the index and embedder never change for this decider (a new one is built when the
         # profiles or pairings change), so a task text always gets the same weights
         self._weights: OrderedDict[str, tuple[tuple[str, float], ...]] = OrderedDict()
-        self._decisions: OrderedDict[tuple[RouteRequest, int], Decision] = OrderedDict()
+        self._decisions: OrderedDict[tuple[RequestKey, int], Decision] = OrderedDict()
         self._weights_lock = threading.Lock()  # decisions may run in worker threads
         self.live = live
         self.blocked = blocked
@@ -183,13 +183,19 @@ class PolicyDecider:
         return assign_pool(self.tables, role, weights, self.pairings, self.config, candidates)
 
 
-def _request_key(request: RouteRequest) -> RouteRequest | None:
-    """The request as a cache key (candidates as a tuple), or ``None`` for a long task."""
+RequestKey = tuple[str, str | None, str, tuple[str, ...] | None, str | None, int]
+"""Every field of a :class:`RouteRequest`, in order, candidates as a tuple."""
+
+
+def _request_key(request: RouteRequest) -> RequestKey | None:
+    """The request as a cache key, or ``None`` for a long task. A plain tuple: it is hashed
+    and compared in C, where the dataclass's ``__hash__`` and ``__eq__`` run in Python, twice
+    per cached decision (the lookup, then ``move_to_end``)."""
     if len(request.task) > TASK_CACHE_MAX_CHARS:
         return None
-    if request.candidates is None or isinstance(request.candidates, tuple):
-        return request
-    return dataclasses.replace(request, candidates=tuple(request.candidates))
+    candidates = None if request.candidates is None else tuple(request.candidates)
+    return (request.role, request.primary, request.task, candidates, request.domain,
+            request.panel)
 
 
 def build_decider(settings: Settings, pool: Pool, pairings: Pairings,

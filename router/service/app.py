@@ -59,7 +59,6 @@ from router.service.middleware import (
     REQUEST_IDS,
     REQUEST_OBSERVERS,
     RequestIds,
-    add_request_id_header,
     service_middleware,
 )
 from router.service.state import (
@@ -128,7 +127,6 @@ def create_app(
     app[METRICS] = LiveMetrics()
     app[REQUEST_IDS] = RequestIds()
     app[REQUEST_OBSERVERS] = []
-    app.on_response_prepare.append(add_request_id_header)
     ack = sink_factory is None if ack_records is None else ack_records
     if tracing is not None:  # opened first, closed last: the resources' last spans go too
         app.cleanup_ctx.append(_tracing(tracing))

@@ -27,7 +27,7 @@ from router.errors import BadRequestError, DiffrouteError
 from router.logging import error_fields, generation_fields, log_generation
 from router.paired.answer import upstream_usage
 from router.paired.call import ModelReply, PairedCall, PairedOutcome
-from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, error_body
+from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, error_body, prepare_stream
 from router.service.model_names import virtual_models
 from router.service.schema import (
     ChatRequest,
@@ -294,7 +294,7 @@ async def _sse(request: web.Request, model: str, headers: dict[str, str],
     """Start an SSE response and ``write`` its chunks; a failure after the start is an
     ``error`` event (the status is sent already), and the stream ends with ``[DONE]``."""
     response = sse_response(headers)
-    await response.prepare(request)
+    await prepare_stream(request, response)
     writer = ChunkWriter(response, model)
     try:
         await write(writer)

@@ -130,6 +130,25 @@ async def test_access_log_has_request_id_and_no_prompt(service: Running) -> None
     assert CAPITAL not in json.dumps(logs, default=str)
 
 
+async def test_every_kind_of_response_carries_the_request_id(service: Running) -> None:
+    """Answers, errors, streams and redirects: each echoes the id it was given."""
+    chat = {"model": "alpha", "messages": ASK}
+    requests: list[tuple[str, str, Any, int]] = [
+        ("POST", "/v1/route", {"role": "audit", "task": CAPITAL}, 200),
+        ("GET", "/no/such/route", None, 404),
+        ("POST", "/v1/chat/completions", {**chat, "stream": True}, 200),
+        ("POST", "/v1/chat/completions", {**chat, "n": 0}, 400),
+        ("GET", "/ui", None, 302)]
+    async with aiohttp.ClientSession() as http:
+        for i, (method, path, body, status) in enumerate(requests):
+            async with http.request(method, service.url + path, json=body,
+                                    headers={"x-request-id": f"kind-{i}"},
+                                    allow_redirects=False) as response:
+                await response.read()
+                assert response.status == status, path
+                assert response.headers["x-request-id"] == f"kind-{i}", path
+
+
 async def test_prompts_are_logged_only_when_configured(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, standard_models(), log_prompts=True)
     with capture_logs() as logs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from router.config import LiveSettings as LiveConfig
 from router.live.baseline import ProfileBaseline
 from router.live.rates import wilson_interval
 from router.live.sink import DurableLiveDiffSink
-from router.live.store import DiffQuery, LiveStore, Retention
+from router.live.store import ComparisonRow, DiffQuery, LiveStore, Retention
 from router.paired.compare import Comparison, NoiseAwareComparer
 from router.paired.record import LiveDiffRecord, new_live_diff_id, prompt_digest
 
@@ -49,6 +50,32 @@ async def test_agreements_are_counted_but_not_recorded(store: LiveStore) -> None
     await store.write("SELECT 1", ())  # a barrier: the fire-and-forget counts are committed
     assert store.ids() == {stored}
     assert store.counts(0) == [("alpha", "beta", "geography", 2, 1)]
+
+
+async def test_comparisons_of_one_loop_turn_are_written_as_one_statement(
+        store: LiveStore) -> None:
+    for i in range(5):
+        store.add_comparison(ComparisonRow(1e9 + i, "alpha", "beta", "audit", "general",
+                                           i == 3))
+    await store.write("SELECT 1", ())  # handed over before it, so committed with it
+    assert store.batches == 1
+    rows = store.comparisons(0)
+    assert [(r.at, r.flagged) for r in rows] == [(1e9 + i, i == 3) for i in range(5)]
+    store.add_comparison(ComparisonRow(2e9, "alpha", "beta", "audit", "general", False))
+    await asyncio.sleep(0)  # the end of the turn hands the row over on its own
+    await store.write("SELECT 1", ())
+    assert len(store.comparisons(0)) == 6
+
+
+def test_comparisons_without_an_event_loop_are_written_at_once(tmp_path: Path) -> None:
+    store = LiveStore.in_data_dir(tmp_path).open()
+    store.add_comparison(ComparisonRow(1e9, "alpha", "beta", "audit", "general", True))
+    store.close()  # flushes what is queued
+    reopened = LiveStore.in_data_dir(tmp_path).open_reader()
+    try:
+        assert [r.flagged for r in reopened.comparisons(0)] == [True]
+    finally:
+        reopened.close()
 
 
 async def test_flagged_record_keeps_prompt_answers_and_diff(store: LiveStore) -> None:
