@@ -66,6 +66,13 @@ class PolicyTables:
     model_index: dict[str, int] = field(init=False)
     domain_index: dict[str, int] = field(init=False)
 
+    sim_fallback: BoolArray = field(init=False)
+    """(domain, model, model): True where the domain has no similarity for the pair and
+    ``sim`` holds the pair's similarity over all domains instead (the nearest evidence)."""
+    accuracy_fallback: BoolArray = field(init=False)
+    """(domain, model): True where the domain has no gold probe and ``accuracy`` holds the
+    model's overall accuracy instead (competence for audit falls back to overall)."""
+
     pair_stats: FloatArray = field(init=False)
     """(domain, model, model, 4): κp, its interval's ends and error consistency, stacked so
     that a pair's evidence is one gather and one weighted mean."""
@@ -74,9 +81,15 @@ class PolicyTables:
 
     def __post_init__(self) -> None:
         sim = np.where(np.isnan(self.kappa), self.error_consistency, self.kappa)
+        sim, sim_fallback = _filled(sim, self.domains)
+        accuracy, accuracy_fallback = _filled(self.accuracy, self.domains)
         object.__setattr__(self, "sim", sim)
+        object.__setattr__(self, "sim_fallback", sim_fallback)
+        object.__setattr__(self, "accuracy", accuracy)
+        object.__setattr__(self, "accuracy_fallback", accuracy_fallback)
         object.__setattr__(self, "pair_stats", np.stack(
-            [self.kappa, self.kappa_low, self.kappa_high, self.error_consistency], axis=-1))
+            [_filled(x, self.domains)[0] for x in
+             (self.kappa, self.kappa_low, self.kappa_high, self.error_consistency)], axis=-1))
         rank = np.empty(len(self.models), dtype=np.int64)
         rank[sorted(range(len(self.models)), key=self.models.__getitem__)] = \
             np.arange(len(self.models))
@@ -89,6 +102,16 @@ class PolicyTables:
             return self.model_index[model]
         except KeyError:
             raise UnknownModelError(model, list(self.models)) from None
+
+
+def _filled(values: FloatArray, domains: Sequence[str]) -> tuple[FloatArray, BoolArray]:
+    """``values`` (domain first) with each domain's NaN replaced by the ``all`` row's value,
+    and where that happened: a domain without a measure falls back to the whole suite."""
+    if ALL not in domains:
+        return values, np.zeros(values.shape, dtype=bool)
+    overall = values[list(domains).index(ALL)]
+    missing = np.isnan(values) & ~np.isnan(overall)[None]
+    return np.where(missing, overall[None], values), missing
 
 
 def make_tables(models: Sequence[str], families: Sequence[str], cost: Sequence[float],
@@ -223,6 +246,9 @@ def decide(tables: PolicyTables, request: RouteRequest, weights: Mapping[str, fl
             raise BadRequestError("panels are for audit (role 'audit')", param="panel")
         return choose_panel(tables, primary, task, allowed, pairings, config, request.panel)
     mask = _partner_mask(tables, allowed, primary, pairings)
+    if not mask.any():
+        raise NoPairError(primary, request.role,
+                          _why_empty(tables, request, primary, pairings, config))
     decision = _pinned(tables, primary, request.role, task, mask, pairings)
     if decision is None:
         decision = _chosen(tables, primary, request.role, task, mask, config, live=live)
@@ -297,6 +323,7 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
     j = int(_order(tables, idx, sim, descending=role == "assist")[0])
     stats = _pair_stats(tables, task, p, j)
     reason = _reason(tables, role, task, p, j, sim[j], acc[j], stats, config, weak, skipped)
+    reason += _fallback_note(tables, task, p, j, role)
     if live and tables.models[j] in live:
         shift, n = live[tables.models[j]]
         live_note = f"; live agreement over {n} comparisons moved its similarity by {shift:+.3f}"
@@ -312,8 +339,30 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
 def _nobody(weak: list[str], config: PolicySettings) -> str:
     if weak:
         return (f"no candidate is above the competence floor {config.competence_floor:.2f} "
-                f"(below: {', '.join(weak)})")
-    return "no candidate with a profile is left after exclusions and limits"
+                f"(below: {_listed(weak)})")
+    return "no candidate has a similarity measure on any domain (profiles without probes?)"
+
+
+def _why_empty(tables: PolicyTables, request: RouteRequest, primary: str, pairings: Pairings,
+               config: PolicySettings) -> str:
+    """The real causes of an empty candidate set, each with the models it removed."""
+    others = [m for m in tables.models if m != primary]
+    if not others:
+        return "the pool has no other model"
+    causes: list[str] = []
+    listed = set(request.candidates) if request.candidates is not None else None
+    if listed is not None:
+        out = [m for m in others if m not in listed]
+        if out:
+            causes.append(f"not among the request's candidates: {_listed(out)}")
+    limits = _within_limits(tables, config)
+    over = [m for m in others if not limits[tables.model_index[m]]]
+    if over:
+        causes.append(f"over the cost or latency limits: {_listed(over)}")
+    excluded = [m for m in others if pairings.is_excluded(primary, m)]
+    if excluded:
+        causes.append(f"excluded from pairing with '{primary}': {_listed(excluded)}")
+    return "no candidate is left (" + ("; ".join(causes) or "none qualifies") + ")"
 
 
 def _by_family(tables: PolicyTables, p: int, role: Role, task: _Task, mask: BoolArray,
@@ -371,6 +420,22 @@ def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: 
     return text
 
 
+def _fallback_note(tables: PolicyTables, task: _Task, p: int, j: int, role: Role) -> str:
+    """Says which of the task's domains were judged on the nearest evidence (all domains)."""
+    rows = task.rows
+    sim_names = [task.names[i] for i in np.flatnonzero(tables.sim_fallback[rows, p, j])]
+    note = ""
+    if sim_names:
+        note += (f"; no similarity measure on {_listed(sim_names)}: fell back to the nearest "
+                 f"evidence, the pair's similarity over all domains")
+    if role == "audit":
+        acc_names = [task.names[i] for i in np.flatnonzero(tables.accuracy_fallback[rows, j])]
+        if acc_names:
+            note += (f"; no gold probes on {_listed(acc_names)}: competence is the overall "
+                     f"accuracy")
+    return note
+
+
 LISTED = 8
 """Names a reason lists before it says how many more (a 256-model pool's reason stays short)."""
 
@@ -381,7 +446,12 @@ def _listed(names: Sequence[str]) -> str:
 
 
 def _n_probes(tables: PolicyTables, task: _Task) -> int:
-    return int(tables.n_kappa[task.rows].sum() or tables.n_gold[task.rows].sum())
+    """The probes the similarity rests on (the whole suite's where it fell back to it)."""
+    found = int(tables.n_kappa[task.rows].sum() or tables.n_gold[task.rows].sum())
+    if found or ALL not in tables.domain_index:
+        return found
+    overall = tables.domain_index[ALL]
+    return int(tables.n_kappa[overall] or tables.n_gold[overall])
 
 
 def _pair_stats(tables: PolicyTables, task: _Task, p: int, j: int) -> FloatArray:

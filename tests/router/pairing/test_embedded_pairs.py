@@ -37,3 +37,21 @@ def test_smollm2_is_audited_by_gemma_and_assisted_by_smollm2(tmp_path: Path) -> 
         assert assist.score > audit.score
         kappa = next(e for e in audit.evidence if e.metric == "kappa_p")
         assert kappa.n_probes > 0 and kappa.model == audit.partner
+
+
+@pytest.mark.skipif(len(SHIPPED) < 3, reason="the embedded pool's profiles are not shipped yet")
+def test_every_domain_of_the_suite_gets_both_roles(tmp_path: Path) -> None:
+    """No false "no partner": a profiled pool pairs every primary in every domain, and where a
+    domain lacks a measure the reason says which evidence stood in for it."""
+    settings = default_settings(tmp_path / "data")
+    decider = build_decider(settings, Pool(settings), Pairings())
+    profiled = [m for m in decider.tables.models if m not in decider.unprofiled]
+    for domain in decider.tables.domains:
+        for role in ("assist", "audit"):
+            for primary in [*profiled, "auto"]:
+                request = RouteRequest(role=role, primary=None if primary == "auto" else
+                                       primary, domain=domain)
+                d = decider.decide(request)
+                assert d.partner != d.primary and d.score is not None, (domain, role, d.reason)
+                if decider.tables.sim_fallback[decider.tables.domain_index[domain]].all():
+                    assert "fell back" in d.reason
