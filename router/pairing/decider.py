@@ -31,11 +31,11 @@ from router.pairing.policy import PolicyTables, assign_pool, decide, make_tables
 from router.pool import Pool
 from router.profiling.sources import (
     ProfileQuery,
-    embedder_for,
     open_observations,
     open_suite,
     shipped_profile,
     shipped_profiles_dir,
+    task_embedder,
 )
 
 __all__ = ["PolicyDecider", "build_decider", "tables_from_matrix"]
@@ -102,8 +102,7 @@ class PolicyDecider:
                 self._weights.move_to_end(request.task)
                 return dict(found)
         vector = self.embedder.embed([request.task])[0]
-        weights = self._known(self.index.domain_weights(vector, self.config.neighbours,
-                                                        self.config.temperature))
+        weights = self._known(self._weights_of(vector))
         if len(request.task) > TASK_CACHE_MAX_CHARS:
             return weights
         with self._weights_lock:  # a tuple: the cached value cannot be changed by a caller
@@ -123,6 +122,13 @@ class PolicyDecider:
         if isinstance(self.embedder, HashEmbedder):
             return False
         return request.task not in self._weights
+
+    def _weights_of(self, vector: np.ndarray) -> dict[str, float]:
+        assert self.index is not None
+        if self.config.task_domains == "centroid":
+            return self.index.classify(vector, self.config.domain_temperature)
+        return self.index.domain_weights(vector, self.config.neighbours,
+                                         self.config.temperature)
 
     def _known(self, weights: Mapping[str, float]) -> dict[str, float]:
         # a probe domain with no categorical probes has no similarity to average
@@ -171,9 +177,7 @@ class PolicyDecider:
 
     def decide_with_vector(self, request: RouteRequest, vector: np.ndarray) -> Decision:
         """As :meth:`decide` for an already embedded task (benchmarks, batch callers)."""
-        assert self.index is not None
-        weights = self._known(self.index.domain_weights(vector, self.config.neighbours,
-                                                        self.config.temperature))
+        weights = self._known(self._weights_of(vector))
         return decide(self.tables, request, weights, self.pairings, self.config)
 
     def assignment(self, role: Role, task: str = "", domain: str | None = None,
@@ -206,7 +210,7 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     families = {m.name: m.family_name for m in settings.models}
     graph = build_graph(matrix, families, unprofiled)
     tables = tables_from_matrix(matrix, settings.models, config, graph.version)
-    embedder = embedder_for(settings.embedder)
+    embedder = task_embedder(settings)
     index = ProbeIndex.build(suite.probes, embedder, config.exact_index_limit) \
         if suite.probes else None
     decider = PolicyDecider(tables, graph, pairings, config, index, embedder, live,
