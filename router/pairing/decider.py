@@ -27,10 +27,11 @@ from router.pairing.decision import Decision, LiveSource, Role, RouteRequest
 from router.pairing.graph import SimilarityGraph, build_graph
 from router.pairing.index import ProbeIndex
 from router.pairing.pinned import Pairings
-from router.pairing.policy import PolicyTables, assign_pool, decide, make_tables
+from router.pairing.policy import MEASURES, PolicyTables, assign_pool, decide, make_tables
 from router.pool import Pool
 from router.profiling.sources import (
     ProfileQuery,
+    embedder_for,
     open_observations,
     open_suite,
     shipped_profile,
@@ -205,8 +206,8 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     found = load_profiles(settings, pool, suite, query)
     profiles = [p for p, _ in found.values() if p is not None]
     unprofiled = [name for name, (p, _) in found.items() if p is None]
-    matrix = pool_matrix(profiles, suite, bootstrap=config.bootstrap) if profiles else \
-        PoolMatrix(())
+    matrix = pool_matrix(profiles, suite, bootstrap=config.bootstrap,
+                         embedder=embedder_for(settings.embedder)) if profiles else PoolMatrix(())
     families = {m.name: m.family_name for m in settings.models}
     graph = build_graph(matrix, families, unprofiled)
     tables = tables_from_matrix(matrix, settings.models, config, graph.version)
@@ -247,14 +248,18 @@ def tables_from_matrix(matrix: PoolMatrix, models: Sequence[ModelConfig],
     present: dict[str, DomainMatrix | None] = dict(matrix.domains) or {ALL: None}
     for name, dm in present.items():
         square = {k: np.full((n, n), np.nan) for k in
-                  ("kappa", "kappa_low", "kappa_high", "error_consistency")}
+                  ("kappa", "kappa_low", "kappa_high", "error_consistency", *MEASURES)}
         accuracy = np.full(n, np.nan)
         if dm is not None:
             for key, arr in square.items():
-                arr[np.ix_(where, where)] = getattr(dm, key)
+                value = getattr(dm, key)
+                if value is not None:
+                    arr[np.ix_(where, where)] = value
             accuracy[where] = dm.accuracy
         domains[name] = {**square, "accuracy": accuracy}
-    counts = {d: (m.n_kappa, m.n_gold) for d, m in matrix.domains.items()} or {ALL: (0, 0)}
+    counts: dict[str, tuple[int, ...]] = {
+        d: (m.n_kappa, m.n_gold, m.n_prior, m.n_refusal, m.n_free)
+        for d, m in matrix.domains.items()} or {ALL: (0, 0)}
     profiled = [m in matrix.models for m in names]
     latency = [config.latency_ms.get(m, np.nan) for m in names]
     return make_tables(names, [m.family_name for m in models],

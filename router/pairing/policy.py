@@ -13,9 +13,16 @@ The rules, in the order they apply:
 3. an *unprofiled* primary gets a partner by the family rule — audit: another family, assist:
    the same family — the most accurate such candidate overall, with ``score=None``;
 4. otherwise every profiled candidate gets a similarity to the primary averaged over the task's
-   domains with the task's weights: κp where the domain has gold choice probes, else error
-   consistency. ``assist`` takes the highest, ``audit`` the lowest among candidates whose
+   domains with the task's weights: per domain, every measure the profiles hold, weighted by
+   their probes (:attr:`profiles.matrix.DomainMatrix.similarity`: κp — error consistency
+   where there is no gold choice probe — on gold probes, agreement beyond chance and own
+   noise on probes without gold, on refusals, and on free text). ``assist`` takes the
+   highest (shared priors), ``audit`` the lowest (divergent priors) among candidates whose
    accuracy on those domains is above the competence floor. Ties: cheaper, then by name.
+
+A domain without any measure for a pair falls back to the pair's similarity over all domains
+(the nearest evidence), and a domain without gold probes to the overall accuracy for the
+competence floor; the reason says so. A real "no partner" names its cause.
 """
 
 from __future__ import annotations
@@ -62,6 +69,17 @@ class PolicyTables:
     n_kappa: IntArray
     n_gold: IntArray
     version: str = ""
+    similarity: FloatArray | None = None
+    """Every measure of a domain in one (:attr:`profiles.matrix.DomainMatrix.similarity`);
+    without it (older callers) ``sim`` is κp, else error consistency."""
+    similarity_low: FloatArray | None = None
+    similarity_high: FloatArray | None = None
+    prior: FloatArray | None = None
+    refusal: FloatArray | None = None
+    free: FloatArray | None = None
+    n_prior: IntArray | None = None
+    n_refusal: IntArray | None = None
+    n_free: IntArray | None = None
     sim: FloatArray = field(init=False)
     model_index: dict[str, int] = field(init=False)
     domain_index: dict[str, int] = field(init=False)
@@ -74,22 +92,36 @@ class PolicyTables:
     model's overall accuracy instead (competence for audit falls back to overall)."""
 
     pair_stats: FloatArray = field(init=False)
-    """(domain, model, model, 4): κp, its interval's ends and error consistency, stacked so
-    that a pair's evidence is one gather and one weighted mean."""
+    """(domain, model, model, 9): κp, its interval's ends, error consistency, the interval of
+    ``sim``, prior, refusal and free-text agreement (:data:`STATS`), stacked so that a pair's
+    evidence is one gather and one weighted mean."""
+    measure_counts: IntArray = field(init=False)
+    """(domain, 4): probes behind the gold, prior, refusal and free-text measures."""
     name_rank: IntArray = field(init=False)
     """Each model's position in name order: the last tie-break, as an array."""
 
     def __post_init__(self) -> None:
         sim = np.where(np.isnan(self.kappa), self.error_consistency, self.kappa)
+        if self.similarity is not None:
+            sim = np.where(np.isnan(self.similarity), sim, self.similarity)
         sim, sim_fallback = _filled(sim, self.domains)
         accuracy, accuracy_fallback = _filled(self.accuracy, self.domains)
         object.__setattr__(self, "sim", sim)
         object.__setattr__(self, "sim_fallback", sim_fallback)
         object.__setattr__(self, "accuracy", accuracy)
         object.__setattr__(self, "accuracy_fallback", accuracy_fallback)
+        blank = np.full(self.kappa.shape, np.nan)
+        stats = (self.kappa, self.kappa_low, self.kappa_high, self.error_consistency,
+                 *(blank if x is None else x for x in (
+                     self.similarity_low, self.similarity_high, self.prior, self.refusal,
+                     self.free)))
         object.__setattr__(self, "pair_stats", np.stack(
-            [_filled(x, self.domains)[0] for x in
-             (self.kappa, self.kappa_low, self.kappa_high, self.error_consistency)], axis=-1))
+            [_filled(x, self.domains)[0] for x in stats], axis=-1))
+        zeros = np.zeros(len(self.domains), dtype=np.int64)
+        gold = np.where(self.n_kappa > 0, self.n_kappa, self.n_gold)
+        object.__setattr__(self, "measure_counts", np.stack(
+            [gold, *(zeros if x is None else x for x in
+                     (self.n_prior, self.n_refusal, self.n_free))], axis=-1))
         rank = np.empty(len(self.models), dtype=np.int64)
         rank[sorted(range(len(self.models)), key=self.models.__getitem__)] = \
             np.arange(len(self.models))
@@ -114,16 +146,30 @@ def _filled(values: FloatArray, domains: Sequence[str]) -> tuple[FloatArray, Boo
     return np.where(missing, overall[None], values), missing
 
 
+STATS = ("kappa", "kappa_low", "kappa_high", "error_consistency", "similarity_low",
+         "similarity_high", "prior", "refusal", "free")
+"""The last axis of :attr:`PolicyTables.pair_stats`."""
+MEASURES = ("similarity", "similarity_low", "similarity_high", "prior", "refusal", "free")
+"""Optional per-domain arrays of :func:`make_tables` (the measures beyond gold probes)."""
+
+
 def make_tables(models: Sequence[str], families: Sequence[str], cost: Sequence[float],
                 domains: Mapping[str, Mapping[str, FloatArray]], profiled: Sequence[bool],
-                counts: Mapping[str, tuple[int, int]], latency: Sequence[float] | None = None,
+                counts: Mapping[str, Sequence[int]], latency: Sequence[float] | None = None,
                 version: str = "") -> PolicyTables:
     """Stack per-domain ``{kappa, kappa_low, kappa_high, error_consistency, accuracy}`` arrays
-    (already laid out over ``models``) into tables; ``counts[d] = (n_kappa, n_gold)``."""
+    (already laid out over ``models``), and the optional :data:`MEASURES`, into tables;
+    ``counts[d] = (n_kappa, n_gold[, n_prior, n_refusal, n_free])``."""
     names = tuple(sorted(domains, key=lambda d: (d != ALL, d)))
 
     def stack(key: str) -> FloatArray:
         return np.stack([np.asarray(domains[d][key], dtype=np.float64) for d in names])
+
+    def count(i: int) -> IntArray:
+        return np.array([counts[d][i] if len(counts[d]) > i else 0 for d in names],
+                        dtype=np.int64)
+
+    extra = {key: stack(key) for key in MEASURES if all(key in domains[d] for d in names)}
 
     m = len(models)
     return PolicyTables(
@@ -131,8 +177,8 @@ def make_tables(models: Sequence[str], families: Sequence[str], cost: Sequence[f
         np.asarray(latency if latency is not None else [np.nan] * m, dtype=np.float64),
         np.asarray(profiled, dtype=bool), stack("kappa"), stack("kappa_low"),
         stack("kappa_high"), stack("error_consistency"), stack("accuracy"),
-        np.array([counts[d][0] for d in names], dtype=np.int64),
-        np.array([counts[d][1] for d in names], dtype=np.int64), version)
+        count(0), count(1), version, **extra, n_prior=count(2), n_refusal=count(3),
+        n_free=count(4))
 
 
 # --- weights and aggregation ------------------------------------------------------------------
@@ -402,15 +448,14 @@ def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: 
             acc: float, stats: FloatArray, config: PolicySettings, weak: list[str],
             skipped: list[str]) -> str:
     partner, primary = tables.models[j], tables.models[p]
-    low, high = stats[1], stats[2]
+    low, high = (stats[4], stats[5]) if not np.isnan(stats[4]) else (stats[1], stats[2])
     interval = "" if np.isnan(low) or np.isnan(high) else f" [{low:.2f}, {high:.2f}]"
     if role == "assist":
         text = f"'{partner}' shares the priors of '{primary}' most"
     else:
-        text = f"'{partner}' has the errors least correlated with those of '{primary}'"
-    metric = "κp" if not np.isnan(low) else "similarity"
-    text += (f" on {_domains_text(task)}: {metric} {sim:.2f}{interval}, "
-             f"{_n_probes(tables, task)} probes")
+        text = f"'{partner}' has the priors and errors least like those of '{primary}'"
+    text += (f" on {_domains_text(task)}: similarity {sim:.2f}{interval} "
+             f"({_measures_text(tables, task, stats)})")
     if role == "audit":
         text += f"; accuracy {acc:.2f} > floor {config.competence_floor:.2f}"
     if weak:
@@ -418,6 +463,28 @@ def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: 
     if skipped:
         text += f"; skipped unprofiled: {_listed(skipped)}"
     return text
+
+
+def _measures_text(tables: PolicyTables, task: _Task, stats: FloatArray) -> str:
+    """The measures the similarity combines, each with its probes: what the evidence is."""
+    n = _measure_counts(tables, task)
+    gold = ("κp", stats[0]) if not np.isnan(stats[0]) else ("error consistency", stats[3])
+    parts = [(gold[0], gold[1], n[0], "gold"), ("prior agreement", stats[6], n[1], "no gold"),
+             ("refusal agreement", stats[7], n[2], "refusal"),
+             ("free-text similarity", stats[8], n[3], "free")]
+    shown = [f"{name} {value:.2f} on {count} {kind} probes" for name, value, count, kind in parts
+             if count and not np.isnan(value)]
+    return ", ".join(shown) or f"the whole suite's, {_n_probes(tables, task)} probes"
+
+
+def _measure_counts(tables: PolicyTables, task: _Task) -> IntArray:
+    """Probes behind each measure on the task's domains (the whole suite's where the task's
+    domains have none of any)."""
+    counts: IntArray = tables.measure_counts[task.rows].sum(0)
+    if counts.any() or ALL not in tables.domain_index:
+        return counts
+    overall: IntArray = tables.measure_counts[tables.domain_index[ALL]]
+    return overall
 
 
 def _fallback_note(tables: PolicyTables, task: _Task, p: int, j: int, role: Role) -> str:
@@ -455,7 +522,7 @@ def _n_probes(tables: PolicyTables, task: _Task) -> int:
 
 
 def _pair_stats(tables: PolicyTables, task: _Task, p: int, j: int) -> FloatArray:
-    """The pair's [κp, κp low, κp high, error consistency] averaged over the task's domains."""
+    """The pair's :data:`STATS` averaged over the task's domains."""
     return _average(tables.pair_stats[task.rows, p, j], task.weights)
 
 
@@ -465,16 +532,24 @@ def _evidence(tables: PolicyTables, task: _Task, p: int, j: int,
     """What the pair's decision rests on; ``stats`` and ``acc`` when the caller has them."""
     if not (tables.profiled[p] and tables.profiled[j]):
         return ()
-    kappa, low, high, consistency = (_rounded(x) for x in (
-        _pair_stats(tables, task, p, j) if stats is None else stats))
+    values = [_rounded(x) for x in (_pair_stats(tables, task, p, j) if stats is None
+                                    else stats)]
+    kappa, low, high, consistency, sim_low, sim_high, prior, refusal, free = values
     interval = (low, high) if low is not None and high is not None else None
+    sim_interval = (sim_low, sim_high) if sim_low is not None and sim_high is not None else None
     if acc is None:
         acc = _accuracy(tables, task)
     doms, rows, partner = task.names, task.rows, tables.models[j]
     n_gold = int(tables.n_gold[rows].sum())
+    n = _measure_counts(tables, task)
+    sim = _rounded(float(_similarity_to(tables, task, p)[j]))
     return (
+        Evidence("similarity", sim, sim_interval, int(n.sum()), doms, partner),
         Evidence("kappa_p", kappa, interval, int(tables.n_kappa[rows].sum()), doms, partner),
         Evidence("error_consistency", consistency, None, n_gold, doms, partner),
+        Evidence("prior_agreement", prior, None, int(n[1]), doms, partner),
+        Evidence("refusal_agreement", refusal, None, int(n[2]), doms, partner),
+        Evidence("free_text_similarity", free, None, int(n[3]), doms, partner),
         Evidence("accuracy", _rounded(acc[j]), None, n_gold, doms, partner),
         Evidence("accuracy", _rounded(acc[p]), None, n_gold, doms, tables.models[p]),
     )
