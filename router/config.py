@@ -106,6 +106,9 @@ class PolicySettings(_Strict):
 
     competence_floor: float = Field(0.0, ge=0, le=1)
     """An auditor's accuracy on the task's gold probes must be *above* this."""
+    audit_accuracy_weight: float = Field(1.0, ge=0)
+    """Audit picks the lowest similarity minus this times the auditor's accuracy on the task's
+    domains (0: similarity alone); ``benchmarks/pairing_value.py`` measures the effect."""
     max_cost_per_1k: float | None = Field(None, ge=0)
     max_latency_ms: float | None = Field(None, ge=0)
     latency_ms: dict[str, float] = Field(default_factory=dict)

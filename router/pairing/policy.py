@@ -366,7 +366,8 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
             why = f"no profiled candidate qualifies; candidates {', '.join(skipped)} unprofiled"
             return _by_family(tables, p, role, task, mask & ~tables.profiled, why)
         raise NoPairError(primary, role, _nobody(weak, config))
-    j = int(_order(tables, idx, sim, descending=role == "assist")[0])
+    rank = sim if role == "assist" else _audit_key(sim, acc, config)
+    j = int(_order(tables, idx, rank, descending=role == "assist")[0])
     stats = _pair_stats(tables, task, p, j)
     reason = _reason(tables, role, task, p, j, sim[j], acc[j], stats, config, weak, skipped)
     reason += _fallback_note(tables, task, p, j, role)
@@ -380,6 +381,15 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
     return Decision(primary, tables.models[j], role, round(float(sim[j]), 4), reason,
                     _evidence(tables, task, p, j, stats, acc), _weights_out(task),
                     tables.version)
+
+
+def _audit_key(sim: FloatArray, acc: FloatArray, config: PolicySettings) -> FloatArray:
+    """What audit minimises: similarity, less the auditor's accuracy times its weight (an
+    auditor of divergent priors that is also right more often catches more of the primary's
+    errors and raises fewer false alarms); a candidate without accuracy counts by similarity."""
+    if not config.audit_accuracy_weight:
+        return sim
+    return sim - config.audit_accuracy_weight * np.nan_to_num(acc, nan=0.0)
 
 
 def _nobody(weak: list[str], config: PolicySettings) -> str:
