@@ -17,8 +17,9 @@ The rules, in the order they apply:
    their probes (:attr:`profiles.matrix.DomainMatrix.similarity`: κp — error consistency
    where there is no gold choice probe — on gold probes, agreement beyond chance and own
    noise on probes without gold, on refusals, and on free text). ``assist`` takes the
-   highest (shared priors), ``audit`` the lowest (divergent priors) among candidates whose
-   accuracy on those domains is above the competence floor. Ties: cheaper, then by name.
+   highest (shared priors), ``audit`` the lowest (divergent priors) less its accuracy times
+   ``audit_accuracy_weight``, among candidates whose accuracy on those domains is above the
+   competence floor. Ties: cheaper, then by name.
 
 A domain without any measure for a pair falls back to the pair's similarity over all domains
 (the nearest evidence), and a domain without gold probes to the overall accuracy for the
@@ -379,7 +380,8 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
         reason = f"pool matching paired '{primary}' with '{tables.models[j]}'" + \
             reason[reason.index(" on "):]
     return Decision(primary, tables.models[j], role, round(float(sim[j]), 4), reason,
-                    _evidence(tables, task, p, j, stats, acc), _weights_out(task),
+                    _evidence(tables, task, p, j, stats, acc, float(sim[j])),
+                    _weights_out(task),
                     tables.version)
 
 
@@ -468,6 +470,8 @@ def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: 
              f"({_measures_text(tables, task, stats)})")
     if role == "audit":
         text += f"; accuracy {acc:.2f} > floor {config.competence_floor:.2f}"
+        if config.audit_accuracy_weight:
+            text += f"; ranked by similarity − {config.audit_accuracy_weight:g} × accuracy"
     if weak:
         text += f"; below the floor: {_listed(weak)}"
     if skipped:
@@ -537,8 +541,8 @@ def _pair_stats(tables: PolicyTables, task: _Task, p: int, j: int) -> FloatArray
 
 
 def _evidence(tables: PolicyTables, task: _Task, p: int, j: int,
-              stats: FloatArray | None = None,
-              acc: FloatArray | None = None) -> tuple[Evidence, ...]:
+              stats: FloatArray | None = None, acc: FloatArray | None = None,
+              similarity: float | None = None) -> tuple[Evidence, ...]:
     """What the pair's decision rests on; ``stats`` and ``acc`` when the caller has them."""
     if not (tables.profiled[p] and tables.profiled[j]):
         return ()
@@ -552,7 +556,8 @@ def _evidence(tables: PolicyTables, task: _Task, p: int, j: int,
     doms, rows, partner = task.names, task.rows, tables.models[j]
     n_gold = int(tables.n_gold[rows].sum())
     n = _measure_counts(tables, task)
-    sim = _rounded(float(_similarity_to(tables, task, p)[j]))
+    sim = _rounded(float(_similarity_to(tables, task, p)[j]) if similarity is None
+                   else similarity)
     return (
         Evidence("similarity", sim, sim_interval, int(n.sum()), doms, partner),
         Evidence("kappa_p", kappa, interval, int(tables.n_kappa[rows].sum()), doms, partner),
