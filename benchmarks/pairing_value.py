@@ -398,6 +398,10 @@ def report(results: Sequence[PoolResult], title: str, rng: np.random.Generator) 
                          f"{np.mean([a for _, a in mine]):.3f}", str(len(mine))])
         print_table(["panel of 2 auditors", "predicted N_eff (of 3)", "majority accuracy",
                      "panels"], rows)
+        n_eff = np.array([n for _, n, _ in panels])
+        accuracy = np.array([a for _, _, a in panels])
+        print(f"every panel: correlation of predicted N_eff with majority accuracy "
+              f"{np.corrcoef(n_eff, accuracy)[0, 1]:+.2f} ({len(panels)} panels)")
 
 
 def embedded(rng: np.random.Generator) -> PoolResult | None:
