@@ -23,7 +23,6 @@ from profiles.collect import DEFAULT_SAMPLES, Decoding
 from profiles.diff import Diff, compute_diff
 from profiles.embed import CachedEmbedder, Embedder, make_embedder
 from profiles.matrix import PoolMatrix, pool_matrix
-from profiles.minilm import package_model_dir
 from profiles.profile import ProbeRecord, Profile, from_store
 from profiles.store import ObservationStore, model_key
 from profiles.suite import Suite, SuiteError, load_suite
@@ -219,6 +218,8 @@ def task_embedder(settings: Settings) -> Embedder:
 
 def minilm_installed() -> bool:
     """Whether the all-MiniLM-L6-v2 weights package can be found (without importing it)."""
+    from profiles.minilm import package_model_dir  # numpy runtime: only when asked
+
     try:
         package_model_dir()
     except FileNotFoundError:
