@@ -39,7 +39,7 @@ from router.profiling.sources import (
     task_embedder,
 )
 
-__all__ = ["PolicyDecider", "build_decider", "tables_from_matrix"]
+__all__ = ["PolicyDecider", "build_decider", "policy_matrix", "tables_from_matrix"]
 
 ProfileSource = Literal["built", "shipped", "none"]
 
@@ -203,6 +203,15 @@ def _request_key(request: RouteRequest) -> RequestKey | None:
             request.panel)
 
 
+def policy_matrix(settings: Settings, profiles: Sequence[Profile], suite: Suite) -> PoolMatrix:
+    """The pool's similarity matrix as the policy reads it (the dashboard shows this one too:
+    same bootstrap, same embedder for free-text answers, so the same intervals)."""
+    if not profiles:
+        return PoolMatrix(())
+    return pool_matrix(profiles, suite, bootstrap=settings.policy.bootstrap,
+                       embedder=embedder_for(settings.embedder))
+
+
 def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
                   live: LiveSource | None = None) -> PolicyDecider:
     """Load the pool's profiles and build the policy (blocking: seconds for a large suite)."""
@@ -212,8 +221,7 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     found = load_profiles(settings, pool, suite, query)
     profiles = [p for p, _ in found.values() if p is not None]
     unprofiled = [name for name, (p, _) in found.items() if p is None]
-    matrix = pool_matrix(profiles, suite, bootstrap=config.bootstrap,
-                         embedder=embedder_for(settings.embedder)) if profiles else PoolMatrix(())
+    matrix = policy_matrix(settings, profiles, suite)
     families = {m.name: m.family_name for m in settings.models}
     graph = build_graph(matrix, families, unprofiled)
     tables = tables_from_matrix(matrix, settings.models, config, graph.version)

@@ -43,7 +43,10 @@ async def test_profiles_diff_leaves_out_what_the_embedder_zeroes(tmp_path: Path)
     async with WordlessZeroServer() as server:
         body, route_status, route = await _diff_and_route(
             tmp_path, embedder={"kind": "openai", "base_url": server.base_url,
-                                "model": "wordless-zero"})
+                                "model": "wordless-zero"},
+            # tasks too are embedded by that endpoint (not the default MiniLM), so the task
+            # without words reaches the policy as a zero vector
+            policy={"task_embedder": "responses"})
         assert "🌟🌟🌍🌈🌊🌌🌊🌊🌌" in server.inputs
     assert [x["probe_id"] for x in body["left_out"]] == ["instr-031"]
     assert any(n.startswith("probe instr-031 left out") for n in body["notes"])

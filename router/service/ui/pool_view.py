@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from profiles.matrix import PoolMatrix, pool_matrix
 from router.config import Settings
+from router.pairing.decider import policy_matrix
 from router.pairing.graph import build_graph
 from router.profiling.sources import ProfileQuery, find_profiles, open_suite
 
@@ -26,8 +26,7 @@ def pool_view(settings: Settings) -> dict[str, Any]:
     query = ProfileQuery(config.suite, config.samples, config.profile_temperature)
     found = find_profiles(settings, [m.name for m in settings.models], suite, query)
     profiles = [f.profile for f in found.values() if f is not None]
-    matrix = pool_matrix(profiles, suite, bootstrap=config.bootstrap) if profiles \
-        else PoolMatrix(())
+    matrix = policy_matrix(settings, profiles, suite)
     families = {m.name: m.family_name for m in settings.models}
     graph = build_graph(matrix, families, [n for n, f in found.items() if f is None])
     models = []
