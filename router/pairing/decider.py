@@ -31,6 +31,7 @@ from router.pairing.policy import MEASURES, PolicyTables, assign_pool, decide, m
 from router.pool import Pool
 from router.profiling.sources import (
     ProfileQuery,
+    StoredEmbedder,
     embedder_for,
     open_observations,
     open_suite,
@@ -226,8 +227,9 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     graph = build_graph(matrix, families, unprofiled)
     tables = tables_from_matrix(matrix, settings.models, config, graph.version)
     embedder = task_embedder(settings)
-    index = ProbeIndex.build(suite.probes, embedder, config.exact_index_limit) \
-        if suite.probes else None
+    # the probes' vectors come from the data dir after the first start (tasks: from memory)
+    index = ProbeIndex.build(suite.probes, StoredEmbedder(embedder, settings.data_dir),
+                             config.exact_index_limit) if suite.probes else None
     decider = PolicyDecider(tables, graph, pairings, config, index, embedder, live,
                             pool.blocked)
     decider.sources = {name: source for name, (_, source) in found.items()}

@@ -9,6 +9,7 @@ probes that changed since are dropped, so a stale shipped profile never passes f
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import sqlite3
@@ -17,14 +18,15 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+import numpy as np
 import structlog
 
 from profiles.collect import DEFAULT_SAMPLES, Decoding
 from profiles.diff import Diff, compute_diff
-from profiles.embed import CachedEmbedder, Embedder, make_embedder
+from profiles.embed import CachedEmbedder, Embedder, Vectors, make_embedder
 from profiles.matrix import PoolMatrix, pool_matrix
 from profiles.profile import ProbeRecord, Profile, from_store
-from profiles.store import ObservationStore, model_key, observation_key
+from profiles.store import ObservationStore, model_key, observation_key, text_hash
 from profiles.suite import Suite, SuiteError, load_suite
 from router.config import EmbedderConfig, Settings
 from router.errors import BadRequestError, ConfigError, DiffrouteError, StartupError
@@ -206,6 +208,44 @@ def open_observations(data_dir: Path) -> ObservationStore:
     except (OSError, sqlite3.Error) as exc:
         raise StartupError(f"cannot open the observation store {path}: {exc} (move the file "
                            "aside, or give another --data-dir)") from None
+
+
+class StoredEmbedder:
+    """An embedder whose vectors outlive the process: looked up in the data dir's observation
+    store (table ``embeddings``, by embedder name and text hash) and embedded only when
+    missing. The suite's probes are embedded by a model embedder (MiniLM: a minute on a busy
+    2-core machine for the default suite) once per data dir, not at every start."""
+
+    def __init__(self, inner: Embedder, data_dir: Path) -> None:
+        self._inner = inner
+        self._data_dir = data_dir
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def dim(self) -> int:
+        return self._inner.dim
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """The stored vectors of ``texts``; the missing ones embedded now and stored."""
+        if not texts:
+            return self._inner.embed(texts)
+        with open_observations(self._data_dir) as store:
+            found = store.get_embeddings(self.name, texts)
+            missing = [t for t in dict.fromkeys(texts) if text_hash(t) not in found]
+            if missing:
+                _log.info("embedder.storing", embedder=self.name, texts=len(missing),
+                          note="embedded once per data dir, read back at the next start")
+                fresh = self._inner.embed(missing)
+                store.put_embeddings(self.name, missing, fresh)
+                found.update((text_hash(t), v) for t, v in zip(missing, fresh, strict=True))
+        return np.stack([found[text_hash(t)] for t in texts]).astype(np.float32)
+
+    async def aembed(self, texts: Sequence[str]) -> Vectors:
+        """Run :meth:`embed` off the event loop."""
+        return await asyncio.to_thread(self.embed, list(texts))
 
 
 def task_embedder(settings: Settings) -> Embedder:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from router.cli import main
@@ -189,3 +191,37 @@ def test_the_decision_cache_key_holds_every_field_of_the_request() -> None:
     assert key == ("audit", "alpha", "t", ("a", "b"), "math", 3)
     assert len(key) == len(dataclasses.fields(RouteRequest))
     assert _request_key(dataclasses.replace(request, task="x" * 100_000)) is None
+
+
+def test_the_probes_are_embedded_once_per_data_dir_not_at_every_start(world: Path) -> None:
+    from profiles.embed import HashEmbedder
+    from profiles.suite import load_suite
+    from router.pairing.index import question_text
+    from router.profiling.sources import StoredEmbedder, open_observations
+
+    class Counting(HashEmbedder):
+        """The hash embedder, counting the texts it is asked for."""
+
+        def __init__(self) -> None:
+            super().__init__(64)
+            self.asked: list[str] = []
+
+        def embed(self, texts: Sequence[str]) -> Any:
+            self.asked += list(texts)
+            return super().embed(texts)
+
+    texts = ["a cat", "a dog", "a cat"]
+    first = Counting()
+    vectors = StoredEmbedder(first, world / "emb").embed(texts)
+    assert first.asked == ["a cat", "a dog"]
+    assert np.array_equal(vectors, HashEmbedder(64).embed(texts))
+    again = Counting()  # a restart: a new process, the same data dir
+    assert np.array_equal(StoredEmbedder(again, world / "emb").embed(texts), vectors)
+    assert again.asked == [] and StoredEmbedder(again, world / "emb").embed([]).shape == (0, 64)
+    # build_decider stores the suite's probe vectors in the data dir
+    d = decider(world)
+    assert d.embedder is not None
+    texts = [question_text(p) for p in load_suite(str(world / "sim.jsonl")).probes]
+    with open_observations(make_settings(world).data_dir) as store:
+        stored = store.get_embeddings(d.embedder.name, texts)
+    assert len(stored) == len(set(texts)) > 0
