@@ -28,6 +28,7 @@ from router.pairing.graph import SimilarityGraph, build_graph
 from router.pairing.index import ProbeIndex
 from router.pairing.pinned import Pairings
 from router.pairing.policy import MEASURES, PolicyTables, assign_pool, decide, make_tables
+from router.pairing.vectors import shipped_vectors
 from router.pool import Pool
 from router.profiling.sources import (
     ProfileQuery,
@@ -228,8 +229,9 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     tables = tables_from_matrix(matrix, settings.models, config, graph.version)
     embedder = task_embedder(settings)
     # the probes' vectors come from the data dir after the first start (tasks: from memory)
-    index = ProbeIndex.build(suite.probes, StoredEmbedder(embedder, settings.data_dir),
-                             config.exact_index_limit) if suite.probes else None
+    probe_embedder = StoredEmbedder(embedder, settings.data_dir, shipped_vectors(embedder.name))
+    index = ProbeIndex.build(suite.probes, probe_embedder, config.exact_index_limit) \
+        if suite.probes else None
     decider = PolicyDecider(tables, graph, pairings, config, index, embedder, live,
                             pool.blocked)
     decider.sources = {name: source for name, (_, source) in found.items()}

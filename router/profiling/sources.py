@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -216,9 +216,12 @@ class StoredEmbedder:
     missing. The suite's probes are embedded by a model embedder (MiniLM: a minute on a busy
     2-core machine for the default suite) once per data dir, not at every start."""
 
-    def __init__(self, inner: Embedder, data_dir: Path) -> None:
+    def __init__(self, inner: Embedder, data_dir: Path,
+                 shipped: Mapping[str, Vectors] | None = None) -> None:
         self._inner = inner
         self._data_dir = data_dir
+        self._shipped = shipped or {}
+        """Text hash → vector shipped with the package (read first, never stored)."""
 
     @property
     def name(self) -> str:
@@ -232,16 +235,23 @@ class StoredEmbedder:
         """The stored vectors of ``texts``; the missing ones embedded now and stored."""
         if not texts:
             return self._inner.embed(texts)
+        hashes = {t: text_hash(t) for t in texts}
+        found = {h: self._shipped[h] for h in hashes.values() if h in self._shipped}
+        if len(found) < len(set(hashes.values())):
+            self._from_store([t for t in hashes if hashes[t] not in found], found)
+        return np.stack([found[hashes[t]] for t in texts]).astype(np.float32)
+
+    def _from_store(self, texts: Sequence[str], found: dict[str, Vectors]) -> None:
+        """Add the vectors of ``texts`` to ``found``: stored ones, else embedded and stored."""
         with open_observations(self._data_dir) as store:
-            found = store.get_embeddings(self.name, texts)
-            missing = [t for t in dict.fromkeys(texts) if text_hash(t) not in found]
+            found.update(store.get_embeddings(self.name, texts))
+            missing = [t for t in texts if text_hash(t) not in found]
             if missing:
                 _log.info("embedder.storing", embedder=self.name, texts=len(missing),
                           note="embedded once per data dir, read back at the next start")
                 fresh = self._inner.embed(missing)
                 store.put_embeddings(self.name, missing, fresh)
                 found.update((text_hash(t), v) for t, v in zip(missing, fresh, strict=True))
-        return np.stack([found[text_hash(t)] for t in texts]).astype(np.float32)
 
     async def aembed(self, texts: Sequence[str]) -> Vectors:
         """Run :meth:`embed` off the event loop."""

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from router.testing.realcheck import PLANTED, planted_bias_check
 
 
+# 672 real-model samples: about 3 minutes on an idle 2-core machine, past 10 under load
+@pytest.mark.timeout(1500)
 def test_planted_bias_in_smollm2_ranks_first(tmp_path: Path) -> None:
     result = planted_bias_check(samples=6, per_domain=14, data_dir=tmp_path)
     assert result.ranking, "no domain flagged"
