@@ -1,11 +1,11 @@
 """The durable :class:`~router.paired.record.LiveDiffSink`: count, test for drift, store, broadcast.
 
-``record`` counts every comparison (a ``comparisons`` row, fire and forget, plus metrics and the
+``record`` counts every comparison (a comparison row, fire and forget, plus metrics and the
 drift monitor) and, for a flagged one, waits until its live diff is committed before returning
 its id — so an id a client sees is durable. Agreements return ``None`` at once: nothing is
 acknowledged for them, so they never wait for the disk.
 
-:func:`open_live_sink` opens it for the service: the store in ``settings.data_dir``, the
+:func:`open_live_sink` opens it for the service over the store it is given, the
 profile baseline (noise floors, predicted rates) it is given, recent comparisons replayed into
 the drift monitor, retention enforced at start and every ``live.retention_interval_s``.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,10 +28,10 @@ from router.live.baseline import ProfileBaseline, build_baseline
 from router.live.broadcast import Broadcaster
 from router.live.drift import DriftEvent, DriftMonitor
 from router.live.metrics import LiveMetrics
-from router.live.store import ComparisonRow, LiveStore, Retention
 from router.paired.compare import domain_types
 from router.paired.record import LiveDiffRecord
 from router.profiling.sources import ProfileQuery, embedder_for, find_profiles, open_suite
+from router.store import ComparisonRow, DriftRow, Retention, Store
 
 NO_DOMAIN = "general"
 """The domain a comparison counts under when the policy gave none."""
@@ -50,7 +49,7 @@ _log = structlog.get_logger("diffroute.live")
 class DurableLiveDiffSink:
     """Counts, tests and stores live comparisons (see the module docstring)."""
 
-    def __init__(self, store: LiveStore, config: LiveSettings | None = None,
+    def __init__(self, store: Store, config: LiveSettings | None = None,
                  baseline: ProfileBaseline | None = None,
                  metrics: LiveMetrics | None = None) -> None:
         self.store = store
@@ -79,9 +78,9 @@ class DurableLiveDiffSink:
         values = self.diff_values(record)
         try:
             values["seq"] = await self.store.add_diff(values)
-        except sqlite3.Error as exc:  # never silent: the caller says so in its response
+        except StorageError:  # never silent: the caller says so in its response
             self.metrics.record_errors.inc()
-            raise StorageError("storing the live diff", exc) from None
+            raise
         self._record_timer.observe(time.perf_counter() - started)
         if self.broadcaster.listening:  # the API form is built only for a connected stream
             self.broadcaster.publish(_api_json(values, record))
@@ -126,9 +125,10 @@ class DurableLiveDiffSink:
                      expected=round(event.expected, 4), observed=round(event.observed, 4),
                      comparisons=event.comparisons)
         self.metrics.drift_event(event)
-        self.store.add_drift_event(event.at, event.primary, event.partner, event.domain,
-                                   event.direction, event.expected, event.observed,
-                                   event.comparisons, event.statistic)
+        self.store.add_drift_event(DriftRow(event.at, event.primary, event.partner,
+                                            event.domain, event.direction, event.expected,
+                                            event.observed, event.comparisons,
+                                            event.statistic))
         if self.config.reprofile_on_drift:
             self.store.request_reprofile(
                 event.at, event.partner,
@@ -156,7 +156,7 @@ class DurableLiveDiffSink:
     async def replay(self, since_s: float = REPLAY_S, limit: int = REPLAY_ROWS) -> int:
         """Rebuild the drift monitor from the newest stored comparisons (no events are
         re-emitted); at most ``limit`` rows, so a restart does not grow with history."""
-        rows = await asyncio.to_thread(self.store.comparisons, time.time() - since_s, limit)
+        rows = await self.store.comparisons(time.time() - since_s, limit)
         for row in rows:
             self.observe(row.primary, row.partner, row.domain, row.flagged, row.at, emit=False)
         return len(rows)
@@ -190,12 +190,11 @@ def load_baseline(settings: Settings) -> ProfileBaseline:
 
 
 @asynccontextmanager
-async def open_live_sink(settings: Settings, baseline: ProfileBaseline,
+async def open_live_sink(settings: Settings, store: Store, baseline: ProfileBaseline,
                          metrics: LiveMetrics) -> AsyncIterator[DurableLiveDiffSink]:
-    """The service's durable sink, with its retention loop (see the module docstring)."""
+    """The service's durable sink over ``store``, with its retention loop (see the module
+    docstring); the store stays open (its owner closes it)."""
     config = settings.live
-    store = LiveStore.in_data_dir(settings.data_dir, config.synchronous,
-                                  config.max_db_bytes).open()
     retention: asyncio.Task[None] | None = None
     try:
         sink = DurableLiveDiffSink(store, config, baseline, metrics)
@@ -208,7 +207,6 @@ async def open_live_sink(settings: Settings, baseline: ProfileBaseline,
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
-        await asyncio.to_thread(store.close)
 
 
 async def _maintain(sink: DurableLiveDiffSink, config: LiveSettings) -> None:
@@ -217,11 +215,11 @@ async def _maintain(sink: DurableLiveDiffSink, config: LiveSettings) -> None:
     replayed = await sink.replay()
     while True:
         try:
-            deleted = await sink.store.enforce(Retention.of(config))
-        except sqlite3.Error as exc:
+            deleted = await sink.store.enforce(Retention.of(config), time.time)
+        except StorageError as exc:
             _log.error("live.retention_failed", error=str(exc))
         else:
-            _log.info("live.retention", path=str(sink.store.path), deleted=deleted,
+            _log.info("live.retention", store=sink.store.describe(), deleted=deleted,
                       replayed=replayed, profiled_pairs=len(sink.baseline.agreement))
         replayed = 0
         await asyncio.sleep(config.retention_interval_s)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from router.errors import ConfigError, StorageError
+from router.errors import ConfigError
 from router.pairing.decision import Decider, Decision, RouteRequest
-from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.pinned import Pairings, PairingsStorage, pairings_document, read_pairings
 
 DeciderBuilder = Callable[[Pairings], Decider]
 """Builds the policy over given pairings (blocking: it reads profiles and indexes a suite)."""
@@ -24,19 +24,19 @@ class PairingService:
     """The current decider, its pinned pairings, and decisions off the event loop."""
 
     def __init__(self, build: DeciderBuilder, pairings: Pairings, decider: Decider,
-                 store: PairingsStore | None = None) -> None:
+                 store: PairingsStorage | None = None) -> None:
         self._build = build
         self._store = store
         self._pairings = pairings
         self._decider = decider
 
     @classmethod
-    async def open(cls, build: DeciderBuilder, store: PairingsStore) -> PairingService:
+    async def open(cls, build: DeciderBuilder, store: PairingsStorage) -> PairingService:
         """Load the persisted pairings and build the first decider in a worker thread."""
         try:
-            pairings = store.load()
+            pairings = read_pairings(await store.load_pairings())
         except ValueError as exc:  # pydantic's ValidationError and JSON errors
-            raise ConfigError([f"invalid pairings file: {exc}"], str(store.path)) from None
+            raise ConfigError([f"invalid pairings file: {exc}"], store.describe()) from None
         decider = await asyncio.to_thread(build, pairings)
         return cls(build, pairings, decider, store)
 
@@ -67,8 +67,5 @@ class PairingService:
         """Rebuild the policy over new pairings, then persist them; the old stays on error."""
         decider = await asyncio.to_thread(self._build, pairings)
         if self._store is not None:
-            try:
-                await asyncio.to_thread(self._store.save, pairings)
-            except OSError as exc:
-                raise StorageError(f"saving the pairings to {self._store.path}", exc) from None
+            await self._store.save_pairings(pairings_document(pairings))
         self._pairings, self._decider = pairings, decider

@@ -15,9 +15,10 @@ from router.config import Settings, settings_from_mapping
 from router.errors import BadRequestError, ConfigError
 from router.pairing.decider import PolicyDecider, build_decider
 from router.pairing.decision import RouteRequest
-from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.pinned import Pairings, pairings_document
 from router.pool import Pool
 from router.profiling.build import build_profiles
+from router.store.sqlite import SqliteStore
 from router.testing.simulate import simulated_suite
 
 SAMPLES = 3
@@ -145,13 +146,13 @@ def test_pairs_command(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_pairs_store_is_read(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    store = PairingsStore(make_settings(world).data_dir)
-    store.save(Pairings(pinned={"a1": {"audit": "a2"}}))
+    store = SqliteStore(make_settings(world).data_dir)
+    asyncio.run(store.save_pairings(pairings_document(Pairings(pinned={"a1": {"audit": "a2"}}))))
     try:
         _, out, _ = cli(world, capsys, "--role", "audit", "--primary", "a1", "--format", "json")
         assert json.loads(out)["decisions"][0]["partner"] == "a2"
     finally:
-        store.path.unlink()
+        store.pairings_path.unlink()
 
 
 def test_a_model_whose_circuit_is_open_is_neither_partner_nor_auto_primary(world: Path) -> None:

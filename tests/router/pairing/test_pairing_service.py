@@ -9,8 +9,10 @@ import pytest
 
 from router.errors import ConfigError, NoPairError
 from router.pairing.decision import Decision, LiveSource, RouteRequest
-from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.pinned import Pairings, read_pairings
 from router.pairing.service import PairingService
+from router.store import Store
+from router.store.sqlite import SqliteStore
 from tests.e2e.harness import call, make_settings, serve, standard_models
 
 
@@ -51,8 +53,7 @@ async def test_a_cheap_decision_is_answered_inline() -> None:
 
 
 async def test_replacing_pairings_rebuilds_persists_and_keeps_the_old_on_error(
-        tmp_path: Path) -> None:
-    store = PairingsStore(tmp_path)
+        store: Store) -> None:
 
     def build(pairings: Pairings) -> RecordingDecider:
         if "ghost" in pairings.pinned:
@@ -62,17 +63,17 @@ async def test_replacing_pairings_rebuilds_persists_and_keeps_the_old_on_error(
     service = await PairingService.open(build, store)
     pinned = Pairings(pinned={"alpha": {"audit": "gamma"}})
     await service.replace(pinned)
-    assert store.load() == pinned and service.pairings == pinned
+    assert read_pairings(await store.load_pairings()) == pinned and service.pairings == pinned
     assert (await service.decide(RouteRequest(role="audit", primary="alpha"))).partner == "gamma"
     with pytest.raises(NoPairError):
         await service.replace(Pairings(pinned={"ghost": {"audit": "alpha"}}))
-    assert service.pairings == pinned and store.load() == pinned
+    assert service.pairings == pinned and read_pairings(await store.load_pairings()) == pinned
 
 
 async def test_a_broken_pairings_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "pairings.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigError, match="invalid pairings file"):
-        await PairingService.open(lambda p: RecordingDecider(), PairingsStore(tmp_path))
+        await PairingService.open(lambda p: RecordingDecider(), SqliteStore(tmp_path))
 
 
 async def test_chat_and_route_ask_the_decider_off_the_event_loop(tmp_path: Path) -> None:

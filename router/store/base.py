@@ -1,0 +1,90 @@
+"""The one storage interface of diffroute: what the service and the CLI persist, engine-free.
+
+Two engines implement :class:`Store` — :mod:`router.store.sqlite` (files in the data dir, the
+embedded default) and :mod:`router.store.postgres` (one database shared by several instances).
+Nothing outside this package writes SQL, and nothing outside it can tell which engine runs.
+
+Writes are of two kinds. Counts (a comparison, a drift alarm, a re-profile request) are *fire
+and forget*: queued, committed with the next group commit, never awaited on a request's path.
+A live diff is *acknowledged*: :meth:`Store.add_diff` returns its ``seq`` only once its
+transaction is committed, so an id a client sees is durable. :meth:`Store.flush` is a barrier
+behind everything queued so far. A failed write raises
+:class:`~router.errors.StorageError` and is remembered in :attr:`Store.failure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from router.store.records import (
+    BucketedCounts,
+    ComparisonRow,
+    Counts,
+    DiffQuery,
+    DriftRow,
+    Retention,
+)
+
+Clock = Callable[[], float]
+"""Epoch seconds now (``time.time``; tests pass their own)."""
+
+
+class Store(Protocol):
+    """Live diffs, comparison counts, drift alarms and pairings of one service."""
+
+    @property
+    def failure(self) -> tuple[float, str] | None:
+        """When the last write failed, and why (``None``: never)."""
+
+    def describe(self) -> str:
+        """Where the store lives, for logs and errors (never a password)."""
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def add_comparison(self, row: ComparisonRow) -> None:
+        """Count a comparison (fire and forget)."""
+
+    async def add_diff(self, values: dict[str, Any]) -> int:
+        """Insert a live diff (keys: ``DIFF_COLUMNS``); its ``seq`` once committed."""
+
+    def add_drift_event(self, row: DriftRow) -> None:
+        """Persist a drift alarm (fire and forget)."""
+
+    def request_reprofile(self, at: float, model: str, reason: str) -> None:
+        """Note that ``model`` should be profiled again (fire and forget)."""
+
+    async def flush(self) -> None:
+        """Return once everything queued before the call is committed (or has failed)."""
+
+    async def save_pairings(self, document: str) -> None:
+        """Replace the pinned pairings (a JSON document the pairing package validates)."""
+
+    async def enforce(self, retention: Retention, now: Clock) -> int:
+        """Delete what retention allows; the number of live diffs deleted."""
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def diffs(self, query: DiffQuery) -> list[dict[str, Any]]:
+        """A page of live diffs as the API shows them, in ``seq`` order."""
+
+    async def comparisons(self, since: float, limit: int | None = None) -> list[ComparisonRow]:
+        """Comparisons since a time, oldest first; with ``limit``, only the newest ones."""
+
+    async def counts(self, since: float) -> Counts:
+        """Comparisons and disagreements per pair and domain since a time."""
+
+    async def bucketed_counts(self, since: float, bucket_s: float) -> BucketedCounts:
+        """The same in buckets of ``bucket_s`` (bucket ``(at - since) // bucket_s``)."""
+
+    async def drift_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest drift alarms, oldest first."""
+
+    async def count_diffs(self) -> int:
+        """How many live diffs are stored."""
+
+    async def load_pairings(self) -> str | None:
+        """The pinned pairings' JSON document, ``None`` when never saved."""
+
+    async def close(self) -> None:
+        """Commit what is queued and release the engine's connections."""
