@@ -1,8 +1,9 @@
 """The pairing side of the running service: the current decider and how it is asked.
 
 :class:`PairingService` owns the decider built from the pinned pairings, rebuilds it when they
-change (``PUT /v1/pairings``) and is the one way the service asks for a decision — the chat
-path and ``POST /v1/route`` alike. A decision that needs a model embedder on a task not seen
+change (``PUT /v1/pairings`` here, or on another instance sharing the store: :meth:`follow`)
+and is the one way the service asks for a decision — the chat path and ``POST /v1/route``
+alike. A decision that needs a model embedder on a task not seen
 before runs in a worker thread, so no embedder ever blocks the event loop; a cached task or
 the hash embedder is answered inline, cheaper than a thread hop.
 """
@@ -10,14 +11,20 @@ the hash embedder is answered inline, cheaper than a thread hop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
-from router.errors import ConfigError
+import structlog
+
+from router.errors import ConfigError, DiffrouteError, StorageError
 from router.pairing.decision import Decider, Decision, RouteRequest
 from router.pairing.pinned import Pairings, PairingsStorage, pairings_document, read_pairings
 
 DeciderBuilder = Callable[[Pairings], Decider]
 """Builds the policy over given pairings (blocking: it reads profiles and indexes a suite)."""
+POLL_S = 1.0
+"""Stored pairings are read at least this often, change notification or not."""
+_log = structlog.get_logger("diffroute.pairing")
 
 
 class PairingService:
@@ -29,6 +36,10 @@ class PairingService:
         self._store = store
         self._pairings = pairings
         self._decider = decider
+        self._document = pairings_document(pairings)
+        """The stored document the current decider was built from."""
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
 
     @classmethod
     async def open(cls, build: DeciderBuilder, store: PairingsStorage) -> PairingService:
@@ -65,7 +76,45 @@ class PairingService:
 
     async def replace(self, pairings: Pairings) -> None:
         """Rebuild the policy over new pairings, then persist them; the old stays on error."""
-        decider = await asyncio.to_thread(self._build, pairings)
-        if self._store is not None:
-            await self._store.save_pairings(pairings_document(pairings))
-        self._pairings, self._decider = pairings, decider
+        async with self._lock:
+            decider = await asyncio.to_thread(self._build, pairings)
+            document = pairings_document(pairings)
+            if self._store is not None:
+                await self._store.save_pairings(document)
+            self._pairings, self._decider, self._document = pairings, decider, document
+
+    async def refresh(self) -> bool:
+        """Rebuild the policy if the stored pairings changed (another instance saved them);
+        whether it did. A stored document that does not validate is logged and ignored."""
+        if self._store is None:
+            return False
+        async with self._lock:
+            document = await self._store.load_pairings()
+            if document is None or document == self._document:
+                return False
+            try:
+                pairings = read_pairings(document)
+                decider = await asyncio.to_thread(self._build, pairings)
+            except (ValueError, DiffrouteError) as exc:  # broken, or pins it cannot honour
+                _log.error("pairing.stored_pairings_refused", error=str(exc))
+                self._document = document
+                return False
+            self._pairings, self._decider, self._document = pairings, decider, document
+        _log.info("pairing.pairings_reloaded", version=decider.version)
+        return True
+
+    def changed(self, channel: str) -> None:
+        """The store's change callback: wake :meth:`follow` when pairings were saved."""
+        if channel == "pairings":
+            self._wake.set()
+
+    async def follow(self, poll_s: float = POLL_S) -> None:
+        """Refresh whenever the store says pairings changed, and every ``poll_s``."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll_s)
+            self._wake.clear()
+            try:
+                await self.refresh()
+            except StorageError as exc:
+                _log.warning("pairing.refresh_failed", error=str(exc))

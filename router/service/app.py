@@ -187,6 +187,9 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
             pairing = await PairingService.open(
                 _builder(decider_factory, settings, pool, None if live is None else live.monitor),
                 store)
+            # pairings saved by another instance on the same store take effect here too
+            store.watch(pairing.changed)
+            stack.push_async_callback(_cancel, [asyncio.create_task(pairing.follow())])
             engine = PairedEngine(pool, pairing, sink, comparer=comparer_,
                                   default_shadow_rate=settings.paired.shadow_rate,
                                   ack_records=ack_records,

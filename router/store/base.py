@@ -10,12 +10,18 @@ A live diff is *acknowledged*: :meth:`Store.add_diff` returns its ``seq`` only o
 transaction is committed, so an id a client sees is durable. :meth:`Store.flush` is a barrier
 behind everything queued so far. A failed write raises
 :class:`~router.errors.StorageError` and is remembered in :attr:`Store.failure`.
+
+Changes. :meth:`Store.watch` calls back on the event loop when something was committed —
+``"live"`` (comparisons or live diffs) or ``"pairings"`` — by this instance or, on PostgreSQL,
+by any instance on the database (``LISTEN``/``NOTIFY``). A callback says *that* something
+changed; the database says *what* (readers catch up from their last id), so a notification
+lost while a connection was down costs nothing but latency.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from router.store.records import (
     BucketedCounts,
@@ -28,6 +34,9 @@ from router.store.records import (
 
 Clock = Callable[[], float]
 """Epoch seconds now (``time.time``; tests pass their own)."""
+Channel = Literal["live", "pairings"]
+"""What changed: comparisons and live diffs, or the pinned pairings."""
+Watcher = Callable[[Channel], None]
 
 
 class Store(Protocol):
@@ -48,8 +57,9 @@ class Store(Protocol):
     async def add_diff(self, values: dict[str, Any]) -> int:
         """Insert a live diff (keys: ``DIFF_COLUMNS``); its ``seq`` once committed."""
 
-    def add_drift_event(self, row: DriftRow) -> None:
-        """Persist a drift alarm (fire and forget)."""
+    async def add_drift_event(self, row: DriftRow, within_s: float) -> bool:
+        """Persist a drift alarm unless one for the same pair, domain and direction was
+        stored less than ``within_s`` before it (by any instance); whether it was new."""
 
     def request_reprofile(self, at: float, model: str, reason: str) -> None:
         """Note that ``model`` should be profiled again (fire and forget)."""
@@ -68,8 +78,13 @@ class Store(Protocol):
     async def diffs(self, query: DiffQuery) -> list[dict[str, Any]]:
         """A page of live diffs as the API shows them, in ``seq`` order."""
 
-    async def comparisons(self, since: float, limit: int | None = None) -> list[ComparisonRow]:
-        """Comparisons since a time, oldest first; with ``limit``, only the newest ones."""
+    async def comparisons_after(self, after: int, since: float, limit: int
+                                ) -> list[tuple[int, ComparisonRow]]:
+        """Up to ``limit`` comparisons with an id above ``after`` and a time from ``since``,
+        with their ids, in commit order (ids are committed in order on both engines)."""
+
+    async def last_ids(self) -> tuple[int, int]:
+        """The newest comparison id and live-diff ``seq`` (0 when none)."""
 
     async def counts(self, since: float) -> Counts:
         """Comparisons and disagreements per pair and domain since a time."""
@@ -85,6 +100,9 @@ class Store(Protocol):
 
     async def load_pairings(self) -> str | None:
         """The pinned pairings' JSON document, ``None`` when never saved."""
+
+    def watch(self, callback: Watcher) -> None:
+        """Call ``callback(channel)`` on the event loop after each change (see above)."""
 
     async def close(self) -> None:
         """Commit what is queued and release the engine's connections."""

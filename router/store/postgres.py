@@ -6,11 +6,13 @@ queued into one transaction (group commit) — comparisons with ``executemany`` 
 live diff's future only once that transaction is committed, so an id returned to a client is
 in the database first.
 
-Order across instances. Live diffs are inserted under a transaction-scoped advisory lock
-(:data:`DIFF_LOCK`): ``seq`` values are drawn and committed in one order by all instances, so a
-reader that has seen ``seq`` n never later finds a smaller one committed — what makes a stream
-resumable from the database. Each committed batch of live diffs sends a ``NOTIFY`` on
-:data:`DIFF_CHANNEL` with its last ``seq``.
+Order across instances. Comparisons and live diffs are inserted under a transaction-scoped
+advisory lock (:data:`LIVE_LOCK`): ids and ``seq`` values are drawn and committed in one order
+by all instances, so a reader that has seen id n never later finds a smaller one committed —
+what makes the stream resumable from the database and lets every instance feed its drift
+monitor with the same comparisons in the same order. Each such batch sends a ``NOTIFY`` on
+:data:`LIVE_CHANNEL`; saved pairings one on :data:`PAIRINGS_CHANNEL`. One connection per
+instance listens to both (:meth:`PostgresStore.watch`), and reconnects by itself.
 
 Fire-and-forget writes wait in a bounded queue (:data:`MAX_QUEUED`); beyond it they are
 dropped and counted as a failure, never blocking a request.
@@ -30,7 +32,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from router.errors import StartupError, StorageError
-from router.store.base import Clock
+from router.store.base import Channel, Clock, Watcher
 from router.store.migrations import POSTGRES, SchemaState, pending
 from router.store.records import (
     DIFF_COLUMNS,
@@ -45,10 +47,15 @@ from router.store.records import (
 
 MIGRATION_LOCK = 0x6469_6666_0001
 """The advisory lock that serialises instances migrating at once."""
-DIFF_LOCK = 0x6469_6666_0002
-"""The advisory lock under which live diffs are inserted (one ``seq`` order for all)."""
-DIFF_CHANNEL = "diffroute_live_diffs"
+LIVE_LOCK = 0x6469_6666_0002
+"""The advisory lock under which comparisons and live diffs are inserted (one order)."""
+DRIFT_LOCK = 0x6469_6666_0003
+"""The advisory lock under which a drift alarm is checked for a twin and inserted."""
+LIVE_CHANNEL = "diffroute_live"
 PAIRINGS_CHANNEL = "diffroute_pairings"
+CHANNELS: dict[str, Channel] = {LIVE_CHANNEL: "live", PAIRINGS_CHANNEL: "pairings"}
+RECONNECT_S = 1.0
+"""The listening connection retries this often while the database is unreachable."""
 MAX_QUEUED = 100_000
 """Fire-and-forget writes waiting for the writer at most (beyond: dropped, counted)."""
 MAX_BATCH = 5_000
@@ -57,7 +64,7 @@ DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A connection of its own, or one borrowed from the pool."""
-_Kind = Literal["comparison", "drift", "reprofile", "diff", "barrier", "stop"]
+_Kind = Literal["comparison", "reprofile", "diff", "barrier", "stop"]
 
 
 @dataclass(slots=True)
@@ -115,6 +122,8 @@ class PostgresStore:
         self.failure: tuple[float, str] | None = None
         self.batches = 0
         self.failed_writes = 0
+        self._watchers: list[Watcher] = []
+        self._listener: asyncio.Task[None] | None = None
 
     def describe(self) -> str:
         return self._where
@@ -144,6 +153,11 @@ class PostgresStore:
             return await schema_state(conn, self._where)
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         if self._writer is not None:
             self._queue.put_nowait(_Op("stop"))
             await self._writer
@@ -206,33 +220,30 @@ class PostgresStore:
     async def _apply(self, conn: Connection, batch: list[_Op]) -> list[int]:
         """Run one batch's statements in the open transaction; each op's result."""
         rows = {kind: [op.args for op in batch if op.kind == kind]
-                for kind in ("comparison", "drift", "reprofile")}
+                for kind in ("comparison", "reprofile")}
+        live = bool(rows["comparison"]) or any(op.kind == "diff" for op in batch)
+        if live:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LIVE_LOCK)
+            await conn.execute("SELECT pg_notify($1, '')", LIVE_CHANNEL)
         if rows["comparison"]:
             await conn.executemany(
                 "INSERT INTO comparisons (at, primary_model, partner, role, domain, flagged) "
                 "VALUES ($1, $2, $3, $4, $5, $6)", rows["comparison"])
-        if rows["drift"]:
-            await conn.executemany(
-                "INSERT INTO drift_events (at, primary_model, partner, domain, direction, "
-                "expected, observed, comparisons, statistic) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", rows["drift"])
         if rows["reprofile"]:
             await conn.executemany("INSERT INTO reprofile_requested (at, model, reason) "
                                    "VALUES ($1, $2, $3)", rows["reprofile"])
         return await self._insert_diffs(conn, batch)
 
     async def _insert_diffs(self, conn: Connection, batch: list[_Op]) -> list[int]:
-        """Insert the batch's live diffs under :data:`DIFF_LOCK`; a ``seq`` per op (0 for
-        the others)."""
+        """Insert the batch's live diffs (under :data:`LIVE_LOCK`, taken by the caller); a
+        ``seq`` per op (0 for the others)."""
         if not any(op.kind == "diff" for op in batch):
             return [0] * len(batch)
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", DIFF_LOCK)
         marks = ", ".join(f"${i}" for i in range(1, len(DIFF_COLUMNS) + 1))
         sql = f"INSERT INTO live_diffs ({', '.join(DIFF_COLUMNS)}) VALUES ({marks}) RETURNING seq"
         results = []
         for op in batch:
             results.append(int(await conn.fetchval(sql, *op.args)) if op.kind == "diff" else 0)
-        await conn.execute("SELECT pg_notify($1, $2)", DIFF_CHANNEL, str(max(results)))
         return results
 
     # -- writes -----------------------------------------------------------------------------
@@ -241,10 +252,22 @@ class PostgresStore:
         self._enqueue(_Op("comparison", (row.at, row.primary, row.partner, row.role,
                                          row.domain, row.flagged)))
 
-    def add_drift_event(self, row: DriftRow) -> None:
-        self._enqueue(_Op("drift", (row.at, row.primary, row.partner, row.domain,
-                                    row.direction, row.expected, row.observed,
-                                    row.comparisons, row.statistic)))
+    async def add_drift_event(self, row: DriftRow, within_s: float) -> bool:
+        try:
+            async with self._acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", DRIFT_LOCK)
+                status = await conn.execute(
+                    "INSERT INTO drift_events (at, primary_model, partner, domain, direction, "
+                    "expected, observed, comparisons, statistic) "
+                    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS (SELECT 1 FROM "
+                    "drift_events WHERE primary_model = $2 AND partner = $3 AND domain = $4 "
+                    "AND direction = $5 AND at > $10)",
+                    row.at, row.primary, row.partner, row.domain, row.direction, row.expected,
+                    row.observed, row.comparisons, row.statistic, row.at - within_s)
+        except DB_ERRORS as exc:
+            self.failure = (time.time(), str(exc))
+            raise StorageError(f"writing to {self._where}", exc) from None
+        return _count(str(status)) == 1
 
     def request_reprofile(self, at: float, model: str, reason: str) -> None:
         self._enqueue(_Op("reprofile", (at, model, reason)))
@@ -319,11 +342,59 @@ class PostgresStore:
                                  f"ORDER BY seq {order} LIMIT ${len(params)}", *params)
         return [_diff(r) for r in rows]
 
-    async def comparisons(self, since: float, limit: int | None = None) -> list[ComparisonRow]:
-        rows = await self._fetch("SELECT at, primary_model, partner, role, domain, flagged "
-                                 "FROM comparisons WHERE at >= $1 ORDER BY id DESC LIMIT $2",
-                                 since, limit)
-        return [ComparisonRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in reversed(rows)]
+    async def comparisons_after(self, after: int, since: float, limit: int
+                                ) -> list[tuple[int, ComparisonRow]]:
+        rows = await self._fetch("SELECT id, at, primary_model, partner, role, domain, flagged "
+                                 "FROM comparisons WHERE id > $1 AND at >= $2 ORDER BY id "
+                                 "LIMIT $3", after, since, limit)
+        return [(int(r[0]), ComparisonRow(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
+
+    async def last_ids(self) -> tuple[int, int]:
+        rows = await self._fetch("SELECT (SELECT COALESCE(MAX(id), 0) FROM comparisons), "
+                                 "(SELECT COALESCE(MAX(seq), 0) FROM live_diffs)")
+        return int(rows[0][0]), int(rows[0][1])
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def watch(self, callback: Watcher) -> None:
+        self._watchers.append(callback)
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="store-listener")
+
+    def _changed(self, channel: Channel) -> None:
+        for callback in self._watchers:
+            callback(channel)
+
+    async def _listen(self) -> None:
+        """Hold one listening connection; after each (re)connection, tell the watchers that
+        anything may have changed (notifications sent meanwhile were lost)."""
+        while True:
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s)
+            except (*DB_ERRORS, TimeoutError):
+                await asyncio.sleep(RECONNECT_S)
+                continue
+            try:
+                await self._listen_on(conn)
+            except DB_ERRORS:
+                pass
+            finally:
+                with contextlib.suppress(*DB_ERRORS):
+                    await asyncio.wait_for(conn.close(), 2.0)
+            await asyncio.sleep(RECONNECT_S)
+
+    async def _listen_on(self, conn: asyncpg.Connection) -> None:
+        """Listen on ``conn`` until it is lost."""
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        for name in CHANNELS:
+            await conn.add_listener(name, self._notified)
+        for channel in ("live", "pairings"):
+            self._changed(channel)
+        await _until_lost(conn, lost)
+
+    def _notified(self, _conn: object, _pid: int, name: str, _payload: object) -> None:
+        self._changed(CHANNELS[name])
 
     async def counts(self, since: float) -> Counts:
         rows = await self._fetch("SELECT primary_model, partner, domain, COUNT(*), "
@@ -349,6 +420,17 @@ class PostgresStore:
     async def load_pairings(self) -> str | None:
         rows = await self._fetch("SELECT document FROM pairings WHERE id = 1")
         return str(rows[0][0]) if rows else None
+
+
+async def _until_lost(conn: Connection, lost: asyncio.Event, check_s: float = 5.0) -> None:
+    """Return when the listening connection is gone: closed by the server, or found dead by
+    a periodic query (a dropped network sends no close)."""
+    while True:
+        try:
+            await asyncio.wait_for(lost.wait(), check_s)
+            return
+        except TimeoutError:
+            await asyncio.wait_for(conn.execute("SELECT 1"), check_s)
 
 
 def _count(status: str) -> int:

@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeVar
 
 from router.errors import StartupError, StorageError
 from router.store import files
-from router.store.base import Clock
+from router.store.base import Channel, Clock, Watcher
 from router.store.migrations import SQLITE, SchemaState, pending
 from router.store.records import (
     DIFF_COLUMNS,
@@ -53,6 +53,8 @@ _LoopWaiter = tuple[asyncio.AbstractEventLoop, "asyncio.Future[int]"]
 """An awaiting coroutine's future and its loop: settled with one wake-up per batch."""
 _Write = tuple[str, Sequence[Any], "Future[int] | _LoopWaiter | None"]
 _STOP = ("", (), None)
+_LIVE = ("INSERT INTO comparisons", "INSERT INTO live_diffs")
+"""Statements whose commit is a change on the ``live`` channel."""
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
@@ -105,6 +107,7 @@ class SqliteStore:
         """Statements the writer could not commit (a full disk, a broken file)."""
         self.failure: tuple[float, str] | None = None
         """When the last write failed, and why (``None``: never)."""
+        self._watchers: list[tuple[asyncio.AbstractEventLoop, Watcher]] = []
 
     def describe(self) -> str:
         return str(self.path)
@@ -193,7 +196,9 @@ class SqliteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for sql, params, _ in batch:
-                results.append(conn.execute(sql, params).lastrowid or 0)
+                cursor = conn.execute(sql, params)
+                # an INSERT … SELECT that inserted nothing answers 0, not a stale rowid
+                results.append(0 if cursor.rowcount == 0 else cursor.lastrowid or 0)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -203,7 +208,18 @@ class SqliteStore:
             self.failure = (time.time(), str(exc))
         else:
             self.batches += 1
+            if any(sql.startswith(_LIVE) for sql, _, _ in batch):
+                self._changed("live")
         self._notify([waiter for _, _, waiter in batch], results)
+
+    def watch(self, callback: Watcher) -> None:
+        self._watchers.append((asyncio.get_running_loop(), callback))
+
+    def _changed(self, channel: Channel) -> None:
+        """From any thread: call the watchers on their loops."""
+        for loop, callback in self._watchers:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody watches any more
+                loop.call_soon_threadsafe(callback, channel)
 
     @staticmethod
     def _notify(waiters: list[Future[int] | _LoopWaiter | None],
@@ -238,12 +254,17 @@ class SqliteStore:
                      (row.at, row.primary, row.partner, row.role, row.domain,
                       int(row.flagged)))
 
-    def add_drift_event(self, row: DriftRow) -> None:
-        self._submit("INSERT INTO drift_events (at, primary_model, partner, domain, direction, "
-                     "expected, observed, comparisons, statistic) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                     (row.at, row.primary, row.partner, row.domain, row.direction,
-                      row.expected, row.observed, row.comparisons, row.statistic))
+    async def add_drift_event(self, row: DriftRow, within_s: float) -> bool:
+        # one writer thread: the check and the insert cannot interleave with another's
+        return bool(await self._write(
+            "INSERT INTO drift_events (at, primary_model, partner, domain, direction, "
+            "expected, observed, comparisons, statistic) "
+            "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM drift_events "
+            "WHERE primary_model = ? AND partner = ? AND domain = ? AND direction = ? "
+            "AND at > ?)",
+            (row.at, row.primary, row.partner, row.domain, row.direction, row.expected,
+             row.observed, row.comparisons, row.statistic, row.primary, row.partner,
+             row.domain, row.direction, row.at - within_s)))
 
     def request_reprofile(self, at: float, model: str, reason: str) -> None:
         self._submit("INSERT INTO reprofile_requested (at, model, reason) VALUES (?, ?, ?)",
@@ -263,6 +284,7 @@ class SqliteStore:
             await asyncio.to_thread(files.write_atomically, self.pairings_path, document)
         except OSError as exc:
             raise StorageError(f"saving the pairings to {self.pairings_path}", exc) from None
+        self._changed("pairings")
 
     async def load_pairings(self) -> str | None:
         return await asyncio.to_thread(files.read_text, self.pairings_path)
@@ -329,12 +351,19 @@ class SqliteStore:
             f"SELECT * FROM live_diffs WHERE {' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
             [*params, q.limit])
 
-    async def comparisons(self, since: float, limit: int | None = None) -> list[ComparisonRow]:
+    async def comparisons_after(self, after: int, since: float, limit: int
+                                ) -> list[tuple[int, ComparisonRow]]:
         return await self._read(
-            lambda rows: [ComparisonRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]))
-                          for r in reversed(rows)],
-            "SELECT at, primary_model, partner, role, domain, flagged FROM comparisons "
-            "WHERE at >= ? ORDER BY rowid DESC LIMIT ?", (since, -1 if limit is None else limit))
+            lambda rows: [(r[0], ComparisonRow(r[1], r[2], r[3], r[4], r[5], bool(r[6])))
+                          for r in rows],
+            "SELECT rowid, at, primary_model, partner, role, domain, flagged FROM comparisons "
+            "WHERE rowid > ? AND at >= ? ORDER BY rowid LIMIT ?", (after, since, limit))
+
+    async def last_ids(self) -> tuple[int, int]:
+        return await self._read(
+            lambda rows: (int(rows[0][0]), int(rows[0][1])),
+            "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM comparisons), "
+            "(SELECT COALESCE(MAX(seq), 0) FROM live_diffs)")
 
     async def counts(self, since: float) -> Counts:
         return await self._read(

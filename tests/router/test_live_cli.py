@@ -21,7 +21,7 @@ async def fill(settings: Settings) -> str:
         sink = DurableLiveDiffSink(store)
         stored = await sink.record(record("Paris.", "Lyon.",
                                           Comparison(0, True, 0.9, 0.35, "-P\n")))
-        sink._drift(DriftEvent("alpha", "beta", "general", "up", 0.01, 0.4, 30, 10.5, 1.0))
+        await sink._drift(DriftEvent("alpha", "beta", "general", "up", 0.01, 0.4, 30, 10.5, 1.0))
     assert stored is not None
     return stored
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
 import pytest
 
+from router.config import Settings
 from router.errors import ConfigError, NoPairError
 from router.pairing.decision import Decision, LiveSource, RouteRequest
 from router.pairing.pinned import Pairings, read_pairings
 from router.pairing.service import PairingService
-from router.store import Store
+from router.store import Store, open_store
 from router.store.sqlite import SqliteStore
 from tests.e2e.harness import call, make_settings, serve, standard_models
 
@@ -97,3 +99,25 @@ async def test_chat_and_route_ask_the_decider_off_the_event_loop(tmp_path: Path)
         assert status == 200 and body["partner"] == "beta"
     threads = deciders[-1].threads
     assert len(threads) == 2 and loop_thread not in threads
+
+
+async def test_pairings_saved_by_another_instance_reach_this_one(
+        engine_settings: Settings) -> None:
+    async with open_store(engine_settings) as here, open_store(engine_settings) as there:
+        ours = await PairingService.open(lambda p: RecordingDecider(pairings=p), here)
+        theirs = await PairingService.open(lambda p: RecordingDecider(pairings=p), there)
+        here.watch(ours.changed)
+        follower = asyncio.create_task(ours.follow(poll_s=0.05))
+        try:
+            pinned = Pairings(pinned={"alpha": {"audit": "gamma"}})
+            await theirs.replace(pinned)
+            async with asyncio.timeout(1):  # within a second
+                while ours.pairings != pinned:  # noqa: ASYNC110  # the follower's effect
+                    await asyncio.sleep(0.01)
+            decision = await ours.decide(RouteRequest(role="audit", primary="alpha"))
+            assert decision.partner == "gamma"
+            assert not await ours.refresh()  # nothing new: nothing rebuilt
+            await there.save_pairings('{"pinned": {"alpha": {"audit": "alpha"}}}')
+            assert not await ours.refresh() and ours.pairings == pinned  # refused, kept
+        finally:
+            follower.cancel()

@@ -32,16 +32,19 @@ async def test_counts_buckets_and_the_newest_comparisons(store: Store) -> None:
     assert await store.bucketed_counts(1000.0, 5.0) == [
         ("alpha", "beta", "math", 0, 5, 2), ("alpha", "beta", "math", 1, 5, 2),
         ("alpha", "gamma", "law", 1, 1, 0)]
-    newest = await store.comparisons(0.0, limit=3)
-    assert [r.at for r in newest] == [1008.0, 1009.0, 1005.0]  # in insertion order
-    assert newest[0] == ComparisonRow(1008.0, "alpha", "beta", "audit", "math", False)
-    assert len(await store.comparisons(0.0)) == 11
+    last, _ = await store.last_ids()
+    rows = await store.comparisons_after(last - 3, 0.0, 10)
+    assert [row.at for _, row in rows] == [1008.0, 1009.0, 1005.0]  # in commit order
+    assert [rowid for rowid, _ in rows] == [last - 2, last - 1, last]
+    assert rows[0][1] == ComparisonRow(1008.0, "alpha", "beta", "audit", "math", False)
+    assert len(await store.comparisons_after(0, 1000.0, 100)) == 11
+    assert len(await store.comparisons_after(0, 1006.0, 2)) == 2
 
 
 async def test_drift_alarms_round_trip_oldest_first(store: Store) -> None:
     for k in range(3):
-        store.add_drift_event(DriftRow(2000.0 + k, "alpha", "beta", "math", "up", 0.1,
-                                       0.4 + k / 10, 120 + k, 11.5))
+        assert await store.add_drift_event(DriftRow(2000.0 + k, "alpha", "beta", "math", "up",
+                                                    0.1, 0.4 + k / 10, 120 + k, 11.5), 0.5)
     store.request_reprofile(2000.0, "beta", "drift up with alpha in math")
     await store.flush()
     events = await store.drift_events(limit=2)
@@ -129,3 +132,30 @@ async def test_an_unreachable_database_stops_the_start(tmp_path: Path) -> None:
         async with open_store(dead):
             pass
     assert "secret" not in str(caught.value)
+
+
+async def test_an_alarm_is_stored_once_however_many_instances_raise_it(
+        engine_settings: Settings) -> None:
+    alarm = DriftRow(3000.0, "alpha", "beta", "math", "up", 0.1, 0.5, 150, 10.2)
+    async with open_store(engine_settings) as a, open_store(engine_settings) as b:
+        raised = await asyncio.gather(*(s.add_drift_event(alarm, 600.0) for s in (a, b, a, b)))
+        assert sorted(raised) == [False, False, False, True]
+        later = DriftRow(3700.0, "alpha", "beta", "math", "up", 0.1, 0.5, 300, 10.2)
+        down = DriftRow(3001.0, "alpha", "beta", "math", "down", 0.1, 0.0, 160, 10.2)
+        assert await b.add_drift_event(later, 600.0) and await a.add_drift_event(down, 600.0)
+        assert len(await a.drift_events()) == 3
+
+
+async def test_watchers_hear_of_committed_changes(engine_settings: Settings) -> None:
+    async with open_store(engine_settings) as writer, open_store(engine_settings) as other:
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        watched = other if engine_settings.store.kind == "postgres" else writer
+        watched.watch(heard.put_nowait)
+        await asyncio.sleep(0.2)  # the listening connection is up…
+        while not heard.empty():  # …and has said "anything may have changed"
+            heard.get_nowait()
+        writer.add_comparison(ComparisonRow(1.0, "a", "b", "audit", "d", False))
+        await writer.flush()
+        assert await asyncio.wait_for(heard.get(), 5) == "live"
+        await writer.save_pairings("{}")
+        assert await asyncio.wait_for(heard.get(), 5) == "pairings"
