@@ -88,3 +88,19 @@ async def store(engine_settings: Settings) -> AsyncIterator[Store]:
     """An open store on each engine in turn."""
     async with open_store(engine_settings) as opened:
         yield opened
+
+
+@asynccontextmanager
+async def outage(dsn: str) -> AsyncIterator[None]:
+    """The database of ``dsn`` goes away for the ``with`` block, as in a restart: every
+    connection to it is dropped and new ones are refused (other databases are untouched)."""
+    name = urlsplit(dsn).path.lstrip("/")
+    conn = await asyncpg.connect(admin_dsn())
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+        yield
+    finally:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await conn.close()

@@ -14,8 +14,12 @@ monitor with the same comparisons in the same order. Each such batch sends a ``N
 :data:`LIVE_CHANNEL`; saved pairings one on :data:`PAIRINGS_CHANNEL`. One connection per
 instance listens to both (:meth:`PostgresStore.watch`), and reconnects by itself.
 
-Fire-and-forget writes wait in a bounded queue (:data:`MAX_QUEUED`); beyond it they are
-dropped and counted as a failure, never blocking a request.
+Faults. Fire-and-forget writes (comparisons, re-profile requests) wait in a bounded queue
+(:data:`MAX_QUEUED`); beyond it they are dropped and counted as a failure, never blocking a
+request. While the database is unreachable (restarting, a dropped connection) they stay
+queued and are tried again every :data:`RETRY_S`, so recording resumes by itself; an
+acknowledged write (a live diff) fails at once with a ``StorageError``, which the caller
+shows (``live_diff_error``) — plain and paired completions go on being served.
 """
 
 from __future__ import annotations
@@ -56,6 +60,13 @@ PAIRINGS_CHANNEL = "diffroute_pairings"
 CHANNELS: dict[str, Channel] = {LIVE_CHANNEL: "live", PAIRINGS_CHANNEL: "pairings"}
 RECONNECT_S = 1.0
 """The listening connection retries this often while the database is unreachable."""
+RETRY_S = 0.5
+"""Queued writes are tried again this often while the database is unreachable."""
+TRANSIENT = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+             asyncpg.exceptions.OperatorInterventionError,
+             asyncpg.exceptions.ObjectNotInPrerequisiteStateError)
+"""Failures of reaching the database (down, restarting, refusing connections, a dropped
+connection), as opposed to a statement that failed."""
 MAX_QUEUED = 100_000
 """Fire-and-forget writes waiting for the writer at most (beyond: dropped, counted)."""
 MAX_BATCH = 5_000
@@ -189,33 +200,44 @@ class PostgresStore:
         self._queue.put_nowait(op)
 
     async def _write_loop(self) -> None:
+        retry: list[_Op] = []
         while True:
-            batch = [await self._queue.get()]
+            batch = retry or [await self._queue.get()]
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
-            self._queued -= sum(op.future is None and op.kind != "stop" for op in batch)
-            await self._commit([op for op in batch if op.kind != "stop"])
-            if any(op.kind == "stop" for op in batch):
+            stop = any(op.kind == "stop" for op in batch)
+            ops = [op for op in batch if op.kind != "stop"]
+            self._queued -= sum(op.future is None for op in ops)
+            retry = await self._commit(ops)
+            self._queued += len(retry)
+            if stop:
+                self.failed_writes += len(retry)  # closing while the database is away
                 return
+            if retry:  # the database is away: wait a little, then try them again
+                await asyncio.sleep(RETRY_S)
 
-    async def _commit(self, batch: list[_Op]) -> None:
+    async def _commit(self, batch: list[_Op]) -> list[_Op]:
+        """Commit one batch and settle its futures; the fire-and-forget writes to try
+        again (the database was unreachable: they stay queued, an acknowledged one fails)."""
         if not batch:
-            return
+            return []
         try:
             async with self._acquire() as conn, conn.transaction():
                 results = await self._apply(conn, batch)
         except (*DB_ERRORS, StorageError) as exc:
-            self.failed_writes += len(batch)
-            self.failure = (time.time(), str(exc))
+            retry = [op for op in batch if op.future is None] if _transient(exc) else []
+            self.failed_writes += len(batch) - len(retry)
+            self.failure = (time.time(), str(exc) or type(exc).__name__)
             error = StorageError(f"writing to {self._where}", exc)
             for op in batch:
                 if op.future is not None and not op.future.done():
                     op.future.set_exception(error)
-            return
+            return retry
         self.batches += 1
         for op, result in zip(batch, results, strict=True):
             if op.future is not None and not op.future.done():
                 op.future.set_result(result)
+        return []
 
     async def _apply(self, conn: Connection, batch: list[_Op]) -> list[int]:
         """Run one batch's statements in the open transaction; each op's result."""
@@ -431,6 +453,11 @@ async def _until_lost(conn: Connection, lost: asyncio.Event, check_s: float = 5.
             return
         except TimeoutError:
             await asyncio.wait_for(conn.execute("SELECT 1"), check_s)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a write failed for want of the database (worth trying again)."""
+    return isinstance(exc, TRANSIENT)
 
 
 def _count(status: str) -> int:
