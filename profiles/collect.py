@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from profiles.probe import REQUEST_FORMAT, Probe
 from profiles.protocol import ModelClient, Sample, SampleResult
-from profiles.store import ObservationStore, model_key, stable_hash
+from profiles.store import Observations, model_key, stable_hash
 
 ProgressCallback = Callable[[str, int], None]
 """Called as ``(model name, samples just finished)``; the total is known from :func:`plan`."""
@@ -70,7 +70,7 @@ class CollectReport:
     """(model, probe id, error) of probes that still failed after the retries."""
 
 
-def plan(models: Sequence[ModelClient], probes: Sequence[Probe], store: ObservationStore,
+def plan(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observations,
          decoding: Decoding) -> tuple[list[Job], CollectReport]:
     """The jobs needed to complete the observations, and how much is already cached."""
     report = CollectReport()
@@ -111,7 +111,7 @@ async def _with_retries(job: Job, decoding: Decoding, n: int, first: int, retrie
     raise AssertionError("unreachable")
 
 
-async def run_job(job: Job, store: ObservationStore, decoding: Decoding, retries: int,
+async def run_job(job: Job, store: Observations, decoding: Decoding, retries: int,
                   backoff: float, report: CollectReport) -> None:
     """Fill one job's sample indices and store them in one transaction."""
     whole = len(job.indices) == decoding.samples
@@ -132,7 +132,7 @@ async def run_job(job: Job, store: ObservationStore, decoding: Decoding, retries
     report.stored_samples += len(got)
 
 
-async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store: ObservationStore,
+async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observations,
                   decoding: Decoding = Decoding(), concurrency: int = 4, retries: int = 3,
                   backoff: float = 0.5, on_progress: ProgressCallback | None = None,
                   ) -> CollectReport:

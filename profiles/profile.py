@@ -19,7 +19,7 @@ from profiles.collect import Decoding
 from profiles.extract import extract
 from profiles.probe import Probe
 from profiles.protocol import ModelClient
-from profiles.store import ObservationStore, model_key
+from profiles.store import Observations, model_key
 from profiles.suite import Suite
 
 FORMAT_VERSION = 1
@@ -148,7 +148,7 @@ def _entropy(counts: Iterable[int]) -> float:
     return -sum(c / total * math.log2(c / total) for c in values if c)
 
 
-def from_store(model: ModelClient, suite: Suite, store: ObservationStore,
+def from_store(model: ModelClient, suite: Suite, store: Observations,
                decoding: Decoding) -> Profile:
     """Build a profile from stored observations (probes without samples are left out)."""
     key = model_key(model.identity())

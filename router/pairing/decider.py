@@ -32,11 +32,11 @@ from router.pool import Pool
 from router.profiling.sources import (
     ProfileQuery,
     embedder_for,
-    open_observations,
     open_suite,
     shipped_profile,
     shipped_profiles_dir,
 )
+from router.store import open_observations
 
 __all__ = ["PolicyDecider", "build_decider", "tables_from_matrix"]
 
@@ -221,7 +221,7 @@ def load_profiles(settings: Settings, pool: Pool, suite: Suite,
     then the profile shipped for the embedded pool."""
     shipped = shipped_profiles_dir()
     out: dict[str, tuple[Profile | None, ProfileSource]] = {}
-    with open_observations(settings.data_dir) as store:
+    with open_observations(settings) as store:
         for name in pool.names:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)

@@ -1,11 +1,12 @@
 """The pairing side of the running service: the current decider and how it is asked.
 
 :class:`PairingService` owns the decider built from the pinned pairings, rebuilds it when they
-change (``PUT /v1/pairings`` here, or on another instance sharing the store: :meth:`follow`)
-and is the one way the service asks for a decision — the chat path and ``POST /v1/route``
-alike. A decision that needs a model embedder on a task not seen
-before runs in a worker thread, so no embedder ever blocks the event loop; a cached task or
-the hash embedder is answered inline, cheaper than a thread hop.
+change (``PUT /v1/pairings`` here, or on another instance sharing the store) or profiles are
+rebuilt into a shared store (``diffroute profile build``: :meth:`follow`), and is the one way
+the service asks for a decision — the chat path and ``POST /v1/route`` alike. A decision that
+needs a model embedder on a task not seen before runs in a worker thread, so no embedder ever
+blocks the event loop; a cached task or the hash embedder is answered inline, cheaper than a
+thread hop.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class PairingService:
         """The stored document the current decider was built from."""
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._profiles_changed = False
 
     @classmethod
     async def open(cls, build: DeciderBuilder, store: PairingsStorage) -> PairingService:
@@ -84,28 +86,35 @@ class PairingService:
             self._pairings, self._decider, self._document = pairings, decider, document
 
     async def refresh(self) -> bool:
-        """Rebuild the policy if the stored pairings changed (another instance saved them);
-        whether it did. A stored document that does not validate is logged and ignored."""
+        """Rebuild the policy if the stored pairings changed (another instance saved them) or
+        profiles were rebuilt (:meth:`changed`); whether it did. A stored document that does
+        not validate is logged and ignored."""
         if self._store is None:
             return False
         async with self._lock:
+            profiles, self._profiles_changed = self._profiles_changed, False
             document = await self._store.load_pairings()
-            if document is None or document == self._document:
+            if (document is None or document == self._document) and not profiles:
                 return False
             try:
-                pairings = read_pairings(document)
+                pairings = self._pairings if document is None else read_pairings(document)
                 decider = await asyncio.to_thread(self._build, pairings)
             except (ValueError, DiffrouteError) as exc:  # broken, or pins it cannot honour
                 _log.error("pairing.stored_pairings_refused", error=str(exc))
-                self._document = document
+                self._document = document or self._document
                 return False
-            self._pairings, self._decider, self._document = pairings, decider, document
-        _log.info("pairing.pairings_reloaded", version=decider.version)
+            self._pairings, self._decider = pairings, decider
+            self._document = document or self._document
+        _log.info("pairing.policy_reloaded", version=decider.version,
+                  profiles_rebuilt=profiles)
         return True
 
     def changed(self, channel: str) -> None:
-        """The store's change callback: wake :meth:`follow` when pairings were saved."""
-        if channel == "pairings":
+        """The store's change callback: wake :meth:`follow` when pairings were saved or
+        profiles rebuilt (then the policy is rebuilt from them even if pairings are the same)."""
+        if channel == "profiles":
+            self._profiles_changed = True
+        if channel in ("pairings", "profiles"):
             self._wake.set()
 
     async def follow(self, poll_s: float = POLL_S) -> None:

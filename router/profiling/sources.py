@@ -10,7 +10,6 @@ probes that changed since are dropped, so a stale shipped profile never passes f
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -21,11 +20,12 @@ from profiles.diff import Diff, compute_diff
 from profiles.embed import Embedder, make_embedder
 from profiles.matrix import PoolMatrix, pool_matrix
 from profiles.profile import Profile, from_store
-from profiles.store import ObservationStore, model_key
+from profiles.store import model_key
 from profiles.suite import Suite, SuiteError, load_suite
 from router.config import EmbedderConfig, Settings
-from router.errors import BadRequestError, ConfigError, DiffrouteError, StartupError
+from router.errors import BadRequestError, ConfigError, DiffrouteError
 from router.pool import Pool
+from router.store import open_observations
 
 SHIPPED_PROFILES = "data/profiles"
 
@@ -87,7 +87,7 @@ def find_profiles(settings: Settings, names: Sequence[str], suite: Suite, query:
     shipped = shipped if shipped is not None else shipped_profiles_dir()
     pool = Pool(settings)  # backends are built, not started: only their identities are read
     found: dict[str, FoundProfile | None] = {}
-    with open_observations(settings.data_dir) as store:
+    with open_observations(settings) as store:
         for name in names:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)
@@ -183,14 +183,3 @@ def _provenance(found: Sequence[FoundProfile], suite: Suite) -> list[str]:
             notes.append(f"{p.model}: profile built on suite version {p.suite_version} "
                          f"(now {suite.version}); changed probes left out")
     return notes
-
-
-def open_observations(data_dir: Path) -> ObservationStore:
-    """The data dir's observation store; a file that is not one (or a data dir that cannot
-    hold it) is a :class:`StartupError` naming the file, not a traceback."""
-    path = data_dir / "observations.sqlite3"
-    try:
-        return ObservationStore.in_data_dir(data_dir)
-    except (OSError, sqlite3.Error) as exc:
-        raise StartupError(f"cannot open the observation store {path}: {exc} (move the file "
-                           "aside, or give another --data-dir)") from None

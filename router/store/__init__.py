@@ -12,9 +12,11 @@ knows which engine runs.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from profiles.store import Observations, ObservationStore
 from router.config import Settings
 from router.errors import StartupError
 from router.store.base import Store
@@ -34,6 +36,7 @@ __all__ = [
     "Retention",
     "SchemaState",
     "Store",
+    "open_observations",
     "open_store",
     "parse_time",
     "read_pairings_document",
@@ -114,3 +117,19 @@ async def read_pairings_document(settings: Settings) -> str | None:
         return await SqliteStore(settings.data_dir).load_pairings()
     async with open_store(settings, write=False) as store:
         return await store.load_pairings()
+
+
+def open_observations(settings: Settings) -> Observations:
+    """The configured observation store (blocking: call it from a worker thread in the
+    service): ``observations.sqlite3`` in the data dir, or the PostgreSQL database. One that
+    cannot be opened is a :class:`StartupError` naming it, not a traceback."""
+    if settings.store.kind == "postgres":
+        from router.store.observations import PostgresObservations
+
+        return PostgresObservations(_dsn(settings), settings.store.connect_timeout_s).open()
+    try:
+        return ObservationStore.in_data_dir(settings.data_dir)
+    except (OSError, sqlite3.Error) as exc:
+        path = settings.data_dir / "observations.sqlite3"
+        raise StartupError(f"cannot open the observation store {path}: {exc} (move the file "
+                           "aside, or give another --data-dir)") from None

@@ -13,7 +13,8 @@ behind everything queued so far. A failed write raises
 
 Changes. :meth:`Store.watch` calls back on the event loop when something was committed —
 ``"live"`` (comparisons or live diffs) or ``"pairings"`` — by this instance or, on PostgreSQL,
-by any instance on the database (``LISTEN``/``NOTIFY``). A callback says *that* something
+by any instance or command on the database (``LISTEN``/``NOTIFY``), ``"profiles"`` when a
+profile build stored new observations. A callback says *that* something
 changed; the database says *what* (readers catch up from their last id), so a notification
 lost while a connection was down costs nothing but latency.
 """
@@ -34,8 +35,9 @@ from router.store.records import (
 
 Clock = Callable[[], float]
 """Epoch seconds now (``time.time``; tests pass their own)."""
-Channel = Literal["live", "pairings"]
-"""What changed: comparisons and live diffs, or the pinned pairings."""
+Channel = Literal["live", "pairings", "profiles"]
+"""What changed: comparisons and live diffs, the pinned pairings, or observations (a profile
+build finished)."""
 Watcher = Callable[[Channel], None]
 
 

@@ -67,6 +67,17 @@ POSTGRES: tuple[Migration, ...] = (
         "CREATE TABLE pairings (id INTEGER PRIMARY KEY CHECK (id = 1), document TEXT NOT NULL, "
         "updated_at DOUBLE PRECISION NOT NULL)",
     ),
+    (  # 2: observations (profiles are built from them), as profiles.store keeps them in SQLite
+        "CREATE TABLE observations (model_key TEXT NOT NULL, probe_hash TEXT NOT NULL, "
+        "decoding_key TEXT NOT NULL, sample_index INTEGER NOT NULL, model TEXT NOT NULL, "
+        "probe_id TEXT NOT NULL, text TEXT NOT NULL, finish_reason TEXT NOT NULL, "
+        "logprobs TEXT, prompt_tokens INTEGER NOT NULL DEFAULT 0, "
+        "completion_tokens INTEGER NOT NULL DEFAULT 0, "
+        "latency_s DOUBLE PRECISION NOT NULL DEFAULT 0, created DOUBLE PRECISION NOT NULL, "
+        "PRIMARY KEY (model_key, decoding_key, probe_hash, sample_index))",
+        "CREATE TABLE observed_models (model_key TEXT PRIMARY KEY, name TEXT NOT NULL, "
+        "identity TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL)",
+    ),
 )
 
 

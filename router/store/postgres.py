@@ -57,7 +57,9 @@ DRIFT_LOCK = 0x6469_6666_0003
 """The advisory lock under which a drift alarm is checked for a twin and inserted."""
 LIVE_CHANNEL = "diffroute_live"
 PAIRINGS_CHANNEL = "diffroute_pairings"
-CHANNELS: dict[str, Channel] = {LIVE_CHANNEL: "live", PAIRINGS_CHANNEL: "pairings"}
+PROFILES_CHANNEL = "diffroute_profiles"
+CHANNELS: dict[str, Channel] = {LIVE_CHANNEL: "live", PAIRINGS_CHANNEL: "pairings",
+                                PROFILES_CHANNEL: "profiles"}
 RECONNECT_S = 1.0
 """The listening connection retries this often while the database is unreachable."""
 RETRY_S = 0.5
@@ -411,7 +413,7 @@ class PostgresStore:
         conn.add_termination_listener(lambda _conn: lost.set())
         for name in CHANNELS:
             await conn.add_listener(name, self._notified)
-        for channel in ("live", "pairings"):
+        for channel in ("live", "pairings", "profiles"):
             self._changed(channel)
         await _until_lost(conn, lost)
 

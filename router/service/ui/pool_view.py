@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from profiles.matrix import PoolMatrix, pool_matrix
-from profiles.store import ObservationStore
 from router.config import Settings
 from router.pairing.graph import build_graph
 from router.profiling.sources import FoundProfile, ProfileQuery, find_profiles, open_suite
+from router.store import open_observations
 
 
 def pool_view(settings: Settings) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def _observed_at(settings: Settings, found: dict[str, FoundProfile | None]) -> d
     if not stored:
         return {}
     out = {}
-    with ObservationStore.in_data_dir(settings.data_dir) as store:
+    with open_observations(settings) as store:
         for name, profile in stored.items():
             at = store.last_observed(profile.model_key, profile.decoding.key())
             if at is not None:
