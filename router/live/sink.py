@@ -59,6 +59,8 @@ ALARM_TWIN_S = 600.0
 (raised by another instance, or by this one before a restart)."""
 
 DriftCallback = Callable[[DriftEvent], None]
+BaselineLoader = Callable[[], ProfileBaseline]
+"""Reads the profiles' predictions again (blocking: run in a worker thread)."""
 _log = structlog.get_logger("diffroute.live")
 
 
@@ -67,7 +69,10 @@ class DurableLiveDiffSink:
 
     def __init__(self, store: Store, config: LiveSettings | None = None,
                  baseline: ProfileBaseline | None = None,
-                 metrics: LiveMetrics | None = None) -> None:
+                 metrics: LiveMetrics | None = None,
+                 reload: BaselineLoader | None = None) -> None:
+        """``reload``: how to read the baseline again when profiles are rebuilt into the
+        store (``None``: the baseline stays as given)."""
         self.store = store
         self.config = config or LiveSettings()
         self.baseline = baseline or ProfileBaseline()
@@ -82,6 +87,8 @@ class DurableLiveDiffSink:
         self._last_diff = 0
         """The ``seq`` of the last live diff the stream has been given (or skipped)."""
         self._wake = asyncio.Event()
+        self._reload = reload
+        self._profiles_changed = False
 
     # -- the LiveDiffSink protocol ----------------------------------------------------------
 
@@ -193,9 +200,20 @@ class DurableLiveDiffSink:
         return replayed
 
     def changed(self, channel: Channel) -> None:
-        """The store's change callback: wake the follower."""
-        if channel == "live":
+        """The store's change callback: wake the follower (new comparisons or live diffs, or
+        rebuilt profiles to read the baseline from)."""
+        if channel == "profiles":
+            self._profiles_changed = self._reload is not None
+        if channel in ("live", "profiles"):
             self._wake.set()
+
+    async def reload_baseline(self) -> None:
+        """Read the profiles' predictions again, if they were rebuilt since the last time."""
+        if not self._profiles_changed or self._reload is None:
+            return
+        self._profiles_changed = False
+        self.baseline.adopt(await asyncio.to_thread(self._reload))
+        _log.info("live.baseline_reloaded", profiled_pairs=len(self.baseline.agreement))
 
     async def catch_up(self) -> None:
         """Feed the monitor every comparison committed since the last call and the stream
@@ -231,6 +249,7 @@ class DurableLiveDiffSink:
                 await asyncio.wait_for(self._wake.wait(), poll_s)
             self._wake.clear()
             try:
+                await self.reload_baseline()
                 await self.catch_up()
             except StorageError as exc:
                 _log.warning("live.follow_failed", error=str(exc))
@@ -261,7 +280,8 @@ async def open_live_sink(settings: Settings, store: Store, baseline: ProfileBase
     config = settings.live
     retention: asyncio.Task[None] | None = None
     try:
-        sink = DurableLiveDiffSink(store, config, baseline, metrics)
+        sink = DurableLiveDiffSink(store, config, baseline, metrics,
+                                   reload=lambda: load_baseline(settings))
         store.watch(sink.changed)
         # retention and the drift replay run beside the service: start-up does not wait
         # for them, however much history is stored

@@ -41,12 +41,19 @@ def test_observations_round_trip(engine_settings: Settings) -> None:
 async def test_a_profile_build_reaches_a_running_instance(tmp_path: Path) -> None:
     async with fresh_database() as dsn:
         settings = on_postgres(make_settings(tmp_path), dsn)
+        live = settings.live.model_copy(update={"suite": settings.policy.suite,
+                                                "profile_samples": settings.policy.samples})
+        settings = settings.model_copy(update={"live": live})
         async with serve(settings, decider_factory=build_decider) as running:
-            pairing = running.app[STATE].pairing
+            pairing, sink = running.app[STATE].pairing, running.app[STATE].live
+            assert sink is not None and not sink.baseline.agreement  # nothing built yet
             before = pairing.version
             await build_profiles(settings, settings.policy.suite, ["a1", "a2", "b1", "b2"],
                                  settings.policy.samples, 0.7, 4)
             async with asyncio.timeout(10):  # no restart: the build's NOTIFY reaches it
                 while pairing.version == before:  # noqa: ASYNC110  # the follower's effect
                     await asyncio.sleep(0.05)
+                while not sink.baseline.agreement:  # noqa: ASYNC110  # the follower's effect
+                    await asyncio.sleep(0.05)
             assert set(pairing.decider.sources.values()) >= {"built"}
+            assert sink.baseline.predicted_disagreement("a1", "b1", "math") is not None
