@@ -33,6 +33,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import asyncpg
+import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from router.errors import StartupError, StorageError
@@ -64,19 +65,29 @@ RECONNECT_S = 1.0
 """The listening connection retries this often while the database is unreachable."""
 RETRY_S = 0.5
 """Queued writes are tried again this often while the database is unreachable."""
-TRANSIENT = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+ACQUIRE_S = 2.0
+"""How long a call waits for a connection of the pool: while the database refuses
+connections the pool keeps trying to reconnect, and a call must fail rather than wait."""
+ATTEMPT_S = 5.0
+"""How long one commit of the writer may take before it counts as failed (a connection that
+died without a word)."""
+TRANSIENT = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+             asyncpg.PostgresConnectionError,
              asyncpg.exceptions.OperatorInterventionError,
              asyncpg.exceptions.ObjectNotInPrerequisiteStateError)
 """Failures of reaching the database (down, restarting, refusing connections, a dropped
-connection), as opposed to a statement that failed."""
+connection — asyncpg reports one dropped between two statements as an internal client error),
+as opposed to a statement that failed."""
 MAX_QUEUED = 100_000
 """Fire-and-forget writes waiting for the writer at most (beyond: dropped, counted)."""
 MAX_BATCH = 5_000
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+             OSError)
 """What a database call raises when the server, the network or a statement fails."""
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A connection of its own, or one borrowed from the pool."""
+_log = structlog.get_logger("diffroute.store")
 _Kind = Literal["comparison", "reprofile", "diff", "barrier", "stop"]
 
 
@@ -187,7 +198,7 @@ class PostgresStore:
     async def _acquire(self) -> Any:
         if self._pool is None:
             raise StorageError(f"using {self._where}", RuntimeError("the store is closed"))
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire(timeout=ACQUIRE_S) as conn:
             yield conn
 
     # -- the writer task --------------------------------------------------------------------
@@ -224,9 +235,10 @@ class PostgresStore:
         if not batch:
             return []
         try:
-            async with self._acquire() as conn, conn.transaction():
-                results = await self._apply(conn, batch)
-        except (*DB_ERRORS, StorageError) as exc:
+            results = await asyncio.wait_for(self._attempt(batch), ATTEMPT_S)
+        except Exception as exc:  # whatever it is, the writer lives on and says so
+            if not isinstance(exc, (*DB_ERRORS, StorageError)):
+                _log.exception("store.write_failed", store=self._where)
             retry = [op for op in batch if op.future is None] if _transient(exc) else []
             self.failed_writes += len(batch) - len(retry)
             self.failure = (time.time(), str(exc) or type(exc).__name__)
@@ -240,6 +252,10 @@ class PostgresStore:
             if op.future is not None and not op.future.done():
                 op.future.set_result(result)
         return []
+
+    async def _attempt(self, batch: list[_Op]) -> list[int]:
+        async with self._acquire() as conn, conn.transaction():
+            return await self._apply(conn, batch)
 
     async def _apply(self, conn: Connection, batch: list[_Op]) -> list[int]:
         """Run one batch's statements in the open transaction; each op's result."""
