@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from profiles.store import Observations, ObservationStore
 from router.config import Settings
 from router.errors import StartupError
 from router.store.base import Store
@@ -28,6 +28,9 @@ from router.store.records import (
     Retention,
     parse_time,
 )
+
+if TYPE_CHECKING:  # the observation stores load numpy: imported when one is opened
+    from profiles.store import Observations
 
 __all__ = [
     "ComparisonRow",
@@ -127,6 +130,8 @@ def open_observations(settings: Settings) -> Observations:
         from router.store.observations import PostgresObservations
 
         return PostgresObservations(_dsn(settings), settings.store.connect_timeout_s).open()
+    from profiles.store import ObservationStore
+
     try:
         return ObservationStore.in_data_dir(settings.data_dir)
     except (OSError, sqlite3.Error) as exc:

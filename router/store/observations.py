@@ -22,7 +22,8 @@ import asyncpg
 from profiles.protocol import Sample
 from profiles.store import StoredSample, observation_rows, stored_sample
 from router.errors import StartupError, StorageError
-from router.store.postgres import DB_ERRORS, PROFILES_CHANNEL, migrate, where
+from router.store.pg_listen import PROFILES_CHANNEL
+from router.store.postgres import DB_ERRORS, migrate, where
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ by all instances, so a reader that has seen id n never later finds a smaller one
 what makes the stream resumable from the database and lets every instance feed its drift
 monitor with the same comparisons in the same order. Each such batch sends a ``NOTIFY`` on
 :data:`LIVE_CHANNEL`; saved pairings one on :data:`PAIRINGS_CHANNEL`. One connection per
-instance listens to both (:meth:`PostgresStore.watch`), and reconnects by itself.
+instance listens (:mod:`router.store.pg_listen`), and reconnects by itself.
 
 Faults. Fire-and-forget writes (comparisons, re-profile requests) wait in a bounded queue
 (:data:`MAX_QUEUED`); beyond it they are dropped and counted as a failure, never blocking a
@@ -37,8 +37,9 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from router.errors import StartupError, StorageError
-from router.store.base import Channel, Clock, Watcher
+from router.store.base import Clock, Watcher
 from router.store.migrations import POSTGRES, SchemaState, pending
+from router.store.pg_listen import LIVE_CHANNEL, PAIRINGS_CHANNEL, Listener
 from router.store.records import (
     DIFF_COLUMNS,
     BucketedCounts,
@@ -56,13 +57,6 @@ LIVE_LOCK = 0x6469_6666_0002
 """The advisory lock under which comparisons and live diffs are inserted (one order)."""
 DRIFT_LOCK = 0x6469_6666_0003
 """The advisory lock under which a drift alarm is checked for a twin and inserted."""
-LIVE_CHANNEL = "diffroute_live"
-PAIRINGS_CHANNEL = "diffroute_pairings"
-PROFILES_CHANNEL = "diffroute_profiles"
-CHANNELS: dict[str, Channel] = {LIVE_CHANNEL: "live", PAIRINGS_CHANNEL: "pairings",
-                                PROFILES_CHANNEL: "profiles"}
-RECONNECT_S = 1.0
-"""The listening connection retries this often while the database is unreachable."""
 RETRY_S = 0.5
 """Queued writes are tried again this often while the database is unreachable."""
 ACQUIRE_S = 2.0
@@ -146,8 +140,7 @@ class PostgresStore:
         self.failure: tuple[float, str] | None = None
         self.batches = 0
         self.failed_writes = 0
-        self._watchers: list[Watcher] = []
-        self._listener: asyncio.Task[None] | None = None
+        self._listener: Listener | None = None
 
     def describe(self) -> str:
         return self._where
@@ -178,9 +171,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await self._listener.close()
             self._listener = None
         if self._writer is not None:
             self._queue.put_nowait(_Op("stop"))
@@ -200,6 +191,11 @@ class PostgresStore:
             raise StorageError(f"using {self._where}", RuntimeError("the store is closed"))
         async with self._pool.acquire(timeout=ACQUIRE_S) as conn:
             yield conn
+
+    def watch(self, callback: Watcher) -> None:
+        if self._listener is None:
+            self._listener = Listener(self.dsn, self.connect_timeout_s)
+        self._listener.watch(callback)
 
     # -- the writer task --------------------------------------------------------------------
 
@@ -394,48 +390,6 @@ class PostgresStore:
                                  "(SELECT COALESCE(MAX(seq), 0) FROM live_diffs)")
         return int(rows[0][0]), int(rows[0][1])
 
-    # -- changes ----------------------------------------------------------------------------
-
-    def watch(self, callback: Watcher) -> None:
-        self._watchers.append(callback)
-        if self._listener is None:
-            self._listener = asyncio.create_task(self._listen(), name="store-listener")
-
-    def _changed(self, channel: Channel) -> None:
-        for callback in self._watchers:
-            callback(channel)
-
-    async def _listen(self) -> None:
-        """Hold one listening connection; after each (re)connection, tell the watchers that
-        anything may have changed (notifications sent meanwhile were lost)."""
-        while True:
-            try:
-                conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s)
-            except (*DB_ERRORS, TimeoutError):
-                await asyncio.sleep(RECONNECT_S)
-                continue
-            try:
-                await self._listen_on(conn)
-            except DB_ERRORS:
-                pass
-            finally:
-                with contextlib.suppress(*DB_ERRORS):
-                    await asyncio.wait_for(conn.close(), 2.0)
-            await asyncio.sleep(RECONNECT_S)
-
-    async def _listen_on(self, conn: asyncpg.Connection) -> None:
-        """Listen on ``conn`` until it is lost."""
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _conn: lost.set())
-        for name in CHANNELS:
-            await conn.add_listener(name, self._notified)
-        for channel in ("live", "pairings", "profiles"):
-            self._changed(channel)
-        await _until_lost(conn, lost)
-
-    def _notified(self, _conn: object, _pid: int, name: str, _payload: object) -> None:
-        self._changed(CHANNELS[name])
-
     async def counts(self, since: float) -> Counts:
         rows = await self._fetch("SELECT primary_model, partner, domain, COUNT(*), "
                                  "SUM(flagged::int) FROM comparisons WHERE at >= $1 "
@@ -460,17 +414,6 @@ class PostgresStore:
     async def load_pairings(self) -> str | None:
         rows = await self._fetch("SELECT document FROM pairings WHERE id = 1")
         return str(rows[0][0]) if rows else None
-
-
-async def _until_lost(conn: Connection, lost: asyncio.Event, check_s: float = 5.0) -> None:
-    """Return when the listening connection is gone: closed by the server, or found dead by
-    a periodic query (a dropped network sends no close)."""
-    while True:
-        try:
-            await asyncio.wait_for(lost.wait(), check_s)
-            return
-        except TimeoutError:
-            await asyncio.wait_for(conn.execute("SELECT 1"), check_s)
 
 
 def _transient(exc: BaseException) -> bool:
