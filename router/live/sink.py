@@ -225,9 +225,20 @@ class DurableLiveDiffSink:
                 event = self.observe(row.primary, row.partner, row.domain, row.flagged, row.at)
                 if event is not None:
                     await self._drift(event)
+            if not rows and await self._ids_went_back():
+                continue
             if len(rows) < PAGE:
                 break
         await self._publish_diffs()
+
+    async def _ids_went_back(self) -> bool:
+        """Whether the newest comparison id fell below the last one seen (retention emptied
+        the table and SQLite reused the ids): then start again from the first."""
+        newest = (await self.store.last_ids())[0]
+        if newest >= self._last_comparison:
+            return False
+        self._last_comparison = 0
+        return True
 
     async def _publish_diffs(self) -> None:
         if not self.broadcaster.listening:  # nobody streams: skip to the end, read nothing

@@ -180,3 +180,20 @@ def test_closing_waits_for_a_read_still_running_in_a_worker_thread(tmp_path: Pat
     assert result["rows"][0][0] == 2_000_000
     with pytest.raises(StorageError, match="closed"):
         store.read("SELECT 1")
+
+
+async def test_the_follower_sees_comparisons_after_retention_emptied_the_table(
+        store: Store) -> None:
+    sink = DurableLiveDiffSink(store)
+    await sink.replay()
+    for k in range(3):
+        await sink.record(record("a", "b", Comparison(0, True, 1, .5, "d"), 1000.0 + k))
+    await store.flush()
+    await sink.catch_up()
+    key = ("alpha", "beta", "geography")
+    assert sink.monitor.pairs[key].comparisons == 3
+    await store.enforce(Retention(max_age_s=60, max_records=None), time.time)
+    await sink.record(compared("Paris.", "Paris."))  # the table's only row now
+    await store.flush()
+    await sink.catch_up()
+    assert sink.monitor.pairs[key].comparisons == 4
