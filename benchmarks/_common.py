@@ -18,7 +18,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,15 +174,18 @@ class ServerProcess:
 
 @asynccontextmanager
 async def spawn_server(argv: Sequence[str], *, cwd: Path | None = None,
+                       env: Mapping[str, str] | None = None,
                        start_timeout_s: float = 60.0) -> AsyncIterator[ServerProcess]:
-    """Run ``python <argv>`` until it prints ``LISTENING <url>``; SIGTERM it on exit.
+    """Run ``python <argv>`` (in ``cwd``, with ``env``: default this process's) until it
+    prints ``LISTENING <url>``; SIGTERM it on exit.
 
     The child's stderr goes to a temporary file (its logs cost what they cost, but never fill a
     pipe); it is shown when the child fails to start.
     """
     with tempfile.TemporaryFile() as stderr:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=stderr)
+            sys.executable, *argv, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=stderr)
         try:
             url = await _read_url(process, start_timeout_s)
         except BaseException:

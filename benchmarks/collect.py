@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import tempfile
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from profiles.collect import CollectReport, Decoding, collect
 from profiles.probe import Probe
-from profiles.store import ObservationStore, model_key
+from profiles.store import ObservationStore, observation_key
 from profiles.suite import load_suite
 from router.config import settings_from_mapping
 from router.logging import configure_logging
@@ -36,12 +37,15 @@ async def local(probes: list[Probe], samples: int, tmp: Path) -> None:
     async with Pool.open(settings) as pool:
         model = pool.get("smollm2")
         await model.sample(probes[0].request(n=1))  # load the weights outside both timings
-        key = model_key(model.identity())
+        key = observation_key(model.name, model.identity())
         started = time.perf_counter()
-        for probe in probes:  # the very requests collect makes: same seeds, same tokens
-            seed = decoding.probe_seed(probe.content_hash(), key)
-            await model.sample(probe.request(n=samples, temperature=decoding.temperature,
-                                             seed=seed))
+        for probe in probes:  # the very requests collect makes: one per sample, same seeds
+            for index in range(samples):
+                seed = decoding.sample_seed(probe.content_hash(), key, index)
+                request = probe.request(n=1, temperature=decoding.temperature, seed=seed)
+                if index:  # option probabilities are asked with sample 0 only
+                    request = dataclasses.replace(request, top_logprobs=0)
+                await model.sample(request)
         direct = time.perf_counter() - started
         with ObservationStore(tmp / "local.sqlite3") as store:
             started = time.perf_counter()

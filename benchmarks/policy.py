@@ -48,10 +48,15 @@ def synthetic_tables(m: int, rng: np.random.Generator) -> PolicyTables:
         kappa = np.clip(0.6 * same + (noise + noise.T) / 2, -1, 1)
         np.fill_diagonal(kappa, 1.0)
         arrays[d] = {"kappa": kappa, "kappa_low": kappa - 0.08, "kappa_high": kappa + 0.08,
-                     "error_consistency": kappa * 0.9, "accuracy": rng.uniform(0.3, 0.9, m)}
+                     "error_consistency": kappa * 0.9, "accuracy": rng.uniform(0.3, 0.9, m),
+                     # the measures beyond gold (issue #14), so evidence costs what it does
+                     "similarity": kappa * 0.95, "similarity_low": kappa - 0.1,
+                     "similarity_high": kappa + 0.1, "prior": kappa * 1.1,
+                     "refusal": kappa * 0.8, "free": kappa * 1.2}
     names = [f"model{i:03d}" for i in range(m)]
     return make_tables(names, [f"family{f}" for f in family], rng.uniform(0, 10, m).tolist(),
-                       arrays, [True] * m, {d: (40, 40) for d in arrays}, version="bench")
+                       arrays, [True] * m, {d: (40, 40, 30, 10, 8) for d in arrays},
+                       version="bench")
 
 
 def synthetic_index(rng: np.random.Generator) -> tuple[ProbeIndex, np.ndarray, np.ndarray,
@@ -80,7 +85,8 @@ def timings(fn: Callable[[int], object], calls: int) -> np.ndarray:
 def run(m: int, calls: int, index: ProbeIndex, queries: np.ndarray,
         rng: np.random.Generator) -> dict[str, float]:
     tables = synthetic_tables(m, rng)
-    config = PolicySettings(competence_floor=0.5)
+    # the nearest-probe vote: it contains the timed search (the default, centroids, does not)
+    config = PolicySettings(competence_floor=0.5, task_domains="neighbours")
     decider = PolicyDecider(tables, SimilarityGraph(nx.Graph(), "bench"),
                             Pairings(), config, index)
     primaries = [tables.models[i % m] for i in range(calls)]

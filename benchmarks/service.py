@@ -11,7 +11,10 @@ All in one run, against one fake OpenAI upstream (``tests.fakes.FakeUpstream``, 
     compared and recorded) against a minimal two-call proxy (forwards the body to the upstream
     twice, concurrently, waits for both and returns the first call's bytes);
 (d) a streamed plain call (``stream: true``; the fake sends one event per word, then usage and
-    ``[DONE]``) against a minimal streaming proxy (relays the upstream's bytes as they come).
+    ``[DONE]``) against a minimal streaming proxy (relays the upstream's bytes as they come);
+(e) with ``--telemetry``: the plain proxy with tracing on (every request a server span,
+    exported in batches over OTLP/HTTP to a receiver on loopback that decodes and counts them)
+    against the same service with tracing off, and both against the minimal proxy.
 
 The baseline proxies make their upstream calls with the client diffroute uses,
 ``router.backends.http1.Http1Client`` (keep-alive pool, ``httptools`` parser), so they are as
@@ -36,7 +39,7 @@ the median over rounds of the rounds' subject/baseline ratios, with the sign tes
 
     python -m benchmarks.service [--duration 10] [--rounds 5] [--latency 0.002] [--policy real]
                                  [--baseline-client http1|aiohttp] [--distinct-tasks]
-                                 [--no-pin] [--python-load]
+                                 [--telemetry] [--no-pin] [--python-load]
 
 Run it from the repository root (it imports ``tests.fakes``). ``--cprofile DIR`` writes a
 cProfile of each proxy server process for the whole run to ``DIR/<server>.prof``
@@ -131,6 +134,32 @@ async def run_upstream(latency: float) -> None:
         forgetting = asyncio.create_task(forget())
         await wait_for_termination()
         forgetting.cancel()
+
+
+async def run_otlp_receiver() -> None:
+    """An OTLP/HTTP traces receiver: ``POST /v1/traces`` decoded and counted; ``GET /count``
+    says how many spans arrived."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    received = {"requests": 0, "spans": 0}
+
+    async def traces(request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(await request.read())
+        received["requests"] += 1
+        received["spans"] += sum(len(s.spans) for r in message.resource_spans
+                                 for s in r.scope_spans)
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    async def count(_request: web.Request) -> web.Response:
+        return web.json_response(received)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/traces", traces)
+    app.router.add_get("/count", count)
+    await serve_app(app)
 
 
 class Upstream:
@@ -268,8 +297,10 @@ def describe_policy(policy: str) -> str:
     return "tests FamilyDecider (audit partner = first model of another family)"
 
 
-def diffroute(upstream: str, data_dir: Path, policy: str = "test") -> web.Application:
-    """The real service over a pool of two ``kind: openai`` models on the fake upstream."""
+def diffroute(upstream: str, data_dir: Path, policy: str = "test",
+              otlp: str | None = None, sample_ratio: float = 1.0) -> web.Application:
+    """The real service over a pool of two ``kind: openai`` models on the fake upstream;
+    ``otlp``: with tracing on, exporting to this collector (``sample_ratio`` of the traces)."""
     from router.config import settings_from_mapping
     from router.logging import configure_logging
     from router.service import create_app
@@ -278,8 +309,10 @@ def diffroute(upstream: str, data_dir: Path, policy: str = "test") -> web.Applic
 
     models = [remote("alpha", "a", upstream + "/v1", "fake-a", max_concurrency=1024),
               remote("beta", "b", upstream + "/v1", "fake-b", max_concurrency=1024)]
+    telemetry = {} if otlp is None else {"telemetry": {"otlp_endpoint": otlp,
+                                                       "sample_ratio": sample_ratio}}
     settings = settings_from_mapping({"models": models, "data_dir": str(data_dir),
-                                      "server": {"shutdown_timeout": 1}})
+                                      "server": {"shutdown_timeout": 1}, **telemetry})
     # as `diffroute serve` runs, but to stderr (a temporary file): stdout is the parent's pipe
     configure_logging("json", stream=sys.stderr.buffer)
     if policy == "real":
@@ -291,12 +324,15 @@ def diffroute(upstream: str, data_dir: Path, policy: str = "test") -> web.Applic
 
 
 def run_child(kind: str, upstream: str, latency: float, profile: str | None,
-              policy: str, client: str) -> None:
+              policy: str, client: str, otlp: str | None = None,
+              sample_ratio: float = 1.0) -> None:
     """Entry point of a child process."""
     with tempfile.TemporaryDirectory() as data_dir:
         main: Any
         if kind == "upstream":
             main = run_upstream(latency)
+        elif kind == "otlp":
+            main = run_otlp_receiver()
         else:
             apps: dict[str, Callable[[], web.Application]] = {
                 "minimal": lambda: minimal_proxy(upstream, client),
@@ -304,6 +340,8 @@ def run_child(kind: str, upstream: str, latency: float, profile: str | None,
                 "streaming": lambda: streaming_proxy(upstream, client),
                 "hello": hello_world,
                 "diffroute": lambda: diffroute(upstream, Path(data_dir), policy),
+                "traced": lambda: diffroute(upstream, Path(data_dir), policy, otlp,
+                                            sample_ratio),
             }
             main = serve_app(apps[kind]())
         profiler = cProfile.Profile() if profile else None
@@ -343,11 +381,12 @@ class Comparison:
     target: float | None = None
 
 
-GROUPS = ("latency", "plain", "route", "audit", "stream")
-"""The groups of cases, by name (``--only``)."""
+GROUPS = ("latency", "plain", "route", "audit", "stream", "telemetry")
+"""The groups of cases, by name (``--only``); ``telemetry`` only with ``--telemetry``."""
 
 
-def groups(high: int, distinct_tasks: bool = False) -> dict[str, list[Case]]:
+def groups(high: int, distinct_tasks: bool = False,
+           telemetry: bool = False) -> dict[str, list[Case]]:
     """The cases measured back to back: each subject with its baselines (one machine load)."""
     plain, audit = chat_body("alpha"), chat_body("audit:alpha")
     streamed = chat_body("alpha", stream=True)
@@ -356,6 +395,9 @@ def groups(high: int, distinct_tasks: bool = False) -> dict[str, list[Case]]:
     if distinct_tasks:
         route.append(Case(f"diffroute /v1/route distinct tasks, c={high}", "diffroute",
                           "/v1/route", ROUTE_BODY, high, distinct=True))
+    traced = [Case(f"minimal proxy, c={high}", "minimal", CHAT, plain, high),
+              Case(f"diffroute plain, c={high}", "diffroute", CHAT, plain, high),
+              Case(f"diffroute plain traced, c={high}", "traced", CHAT, plain, high)]
     return dict(zip(GROUPS, [
         [Case("upstream direct, c=1", "upstream", CHAT, plain, 1),
          Case("minimal proxy, c=1", "minimal", CHAT, plain, 1),
@@ -368,6 +410,7 @@ def groups(high: int, distinct_tasks: bool = False) -> dict[str, list[Case]]:
          Case(f"diffroute audit, c={high}", "diffroute", CHAT, audit, high)],
         [Case(f"streaming proxy, c={high}", "streaming", CHAT, streamed, high),
          Case(f"diffroute stream, c={high}", "diffroute", CHAT, streamed, high)],
+        traced if telemetry else [],
     ], strict=True))
 
 
@@ -384,6 +427,10 @@ def comparisons(high: int, distinct_tasks: bool = False) -> list[Comparison]:
                    f"streaming proxy{c}"),
         Comparison(f"(a) plain{c} vs upstream direct", f"diffroute plain{c}",
                    f"upstream direct{c}"),
+        Comparison(f"(e) plain traced{c} vs plain, telemetry off", f"diffroute plain traced{c}",
+                   f"diffroute plain{c}"),
+        Comparison(f"(e) plain traced{c} vs minimal proxy", f"diffroute plain traced{c}",
+                   f"minimal proxy{c}"),
     ]
     if distinct_tasks:
         rows.insert(2, Comparison(f"(b) /v1/route distinct tasks{c} vs hello world",
@@ -518,14 +565,21 @@ async def start_servers(stack: AsyncExitStack, args: argparse.Namespace, profile
     upstream = await stack.enter_async_context(
         spawn_server([*base, "--child", "upstream"], cwd=ROOT))
     servers = {"upstream": upstream}
-    for kind in ("minimal", "two-call", "streaming", "hello", "diffroute"):
+    kinds = ["minimal", "two-call", "streaming", "hello", "diffroute"]
+    if args.telemetry:
+        servers["otlp"] = await stack.enter_async_context(
+            spawn_server([*base, "--child", "otlp"], cwd=ROOT))
+        base += ["--otlp", servers["otlp"].url, "--trace-sample-ratio",
+                 str(args.trace_sample_ratio)]
+        kinds.append("traced")
+    for kind in kinds:
         argv = [*base, "--child", kind, "--upstream", upstream.url]
         if profile is not None:
             argv += ["--cprofile", str(profile / f"{kind}.prof")]
         servers[kind] = await stack.enter_async_context(spawn_server(argv, cwd=ROOT))
     if placement.servers is not None:
         for name, server in servers.items():
-            cpus = placement.others if name == "upstream" else placement.servers
+            cpus = placement.others if name in ("upstream", "otlp") else placement.servers
             os.sched_setaffinity(server.process.pid, cpus or ())
     return servers
 
@@ -546,14 +600,26 @@ async def benchmark(args: argparse.Namespace, profile: Path | None, placement: P
             generator = PythonLoad(await stack.enter_async_context(
                 aiohttp.ClientSession(connector=connector)))
         for round_number in range(args.rounds):
-            for name, group in groups(args.concurrency, args.distinct_tasks).items():
+            for name, group in groups(args.concurrency, args.distinct_tasks,
+                                      args.telemetry).items():
                 if args.only and name not in args.only:
                     continue
                 for case in group[::-1] if round_number % 2 else group:
                     run = await measure(generator, servers, case, args.duration, args.warmup)
                     results.setdefault(case.name, []).append(run)
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+        if "otlp" in servers:
+            await report_spans(servers["otlp"].url)
     return generator.name, results
+
+
+async def report_spans(otlp: str) -> None:
+    """How many spans the traced service exported (every request is one, while it keeps up)."""
+    await asyncio.sleep(6)  # the batch exporter sends what it holds every 5 s
+    async with aiohttp.ClientSession() as http, http.get(otlp + "/count") as response:
+        count = await response.json()
+    print(f"OTLP receiver: {count['spans']:,} spans in {count['requests']:,} export requests",
+          flush=True)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -680,6 +746,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--distinct-tasks", action="store_true",
                         help="also measure /v1/route with a new task text per request "
                              "(no decision-cache hits)")
+    parser.add_argument("--telemetry", action="store_true",
+                        help="also measure the plain proxy with tracing on, exporting over "
+                             "OTLP/HTTP to a receiver on loopback (group 'telemetry')")
+    parser.add_argument("--trace-sample-ratio", type=float, default=1.0,
+                        help="with --telemetry: telemetry.sample_ratio of the traced service")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin the servers under test apart from the load generator")
     parser.add_argument("--python-load", action="store_true",
@@ -689,6 +760,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "with --cprofile, a profile of just that load")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--otlp", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -696,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         run_child(args.child, args.upstream, args.latency, args.cprofile, args.policy,
-                  args.baseline_client)
+                  args.baseline_client, args.otlp, args.trace_sample_ratio)
         return 0
     wrk = None if args.python_load else find_wrk()
     if wrk is None:

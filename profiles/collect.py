@@ -1,9 +1,15 @@
 """Collection: models × probes × k samples, cached and resumable.
 
-Only what the store lacks is requested. A probe with all k samples missing is one request with
-``n = k``; a probe with some missing asks for each missing index alone, with the seed that index
-would have had, so a resumed run gets the same samples a whole run would have (on backends that
-honour seeds). Transient errors (an exception with ``transient = True``, as the router's
+Only what the store lacks is requested. Every sample is its own request (``n = 1``) with its own
+seed, derived from the decoding seed, the collection round, the probe and the model's cache key
+(pool name and identity): the diff's tests assume samples are independent draws, and nothing a
+request shares (a seed, a server-side cache, a batch) may be shared between two samples. A
+resumed run asks for each missing index with the seed it would have had, so it gets the samples
+a whole run would have (on backends that honour seeds).
+
+Two rounds: round 0 is the profile; round 1 (:meth:`Decoding.confirm`, collected after round 0
+by :func:`collect_rounds`) is a fresh collection with other seeds on which the diff confirms
+what round 0 flags. Transient errors (an exception with ``transient = True``, as the router's
 ``UpstreamError`` has) are retried with exponential backoff, honouring ``retry_after``.
 """
 
@@ -15,8 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from profiles.probe import REQUEST_FORMAT, Probe
-from profiles.protocol import ModelClient, Sample, SampleResult
-from profiles.store import Observations, model_key, stable_hash
+from profiles.protocol import ModelClient, Sample, SampleResult, mix_seed
+from profiles.store import Observations, observation_key, stable_hash
+
+DEFAULT_SAMPLES = 20
+"""k, from ``benchmarks/diff_quality.py``: the smallest k at which 20-point shifts in one domain
+are found with recall ≥ 0.9 (see benchmarks/README.md)."""
 
 ProgressCallback = Callable[[str, int], None]
 """Called as ``(model name, samples just finished)``; the total is known from :func:`plan`."""
@@ -26,24 +36,31 @@ ProgressCallback = Callable[[str, int], None]
 class Decoding:
     """How observations are sampled; part of their cache key."""
 
-    samples: int = 5
+    samples: int = DEFAULT_SAMPLES
     temperature: float = 0.7
     seed: int = 0
+    round: int = 0
+    """0: the profile; 1: the confirm collection (other seeds, later requests)."""
 
     def key(self) -> str:
         return stable_hash({"temperature": self.temperature, "seed": self.seed,
-                            "request": REQUEST_FORMAT})
+                            "round": self.round, "request": REQUEST_FORMAT,
+                            "requests": "one per sample"})
 
-    def probe_seed(self, probe_hash: str, model_key: str) -> int:
-        """The seed of sample 0 of a probe for one model (sample i uses seed + i).
+    def confirm(self) -> Decoding:
+        """The decoding of the confirm collection."""
+        return dataclasses.replace(self, round=1)
 
-        The model's key is mixed in so that two models never share random numbers: with
-        shared seeds, two similar models draw coupled samples, their cross-model differences
-        shrink below what re-splitting the pooled samples expects, and the noise-floor test
-        loses its calibration.
+    def sample_seed(self, probe_hash: str, model_key: str, index: int) -> int:
+        """The seed of one sample's request.
+
+        The model's key (pool name and identity) is mixed in so that two models never share
+        random numbers: with shared seeds, two similar models draw coupled samples, their
+        cross-model differences shrink below what re-splitting the pooled samples expects, and
+        the noise-floor test loses its calibration. The round is mixed in so the confirm
+        collection draws fresh samples.
         """
-        return (self.seed * 1_000_003 + int(probe_hash[:8], 16) + int(model_key[:8], 16)) \
-            % 2**31
+        return mix_seed(self.seed, self.round, probe_hash, model_key, index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +94,7 @@ def plan(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observat
     jobs: list[Job] = []
     for model in models:
         identity = model.identity()
-        key = model_key(identity)
+        key = observation_key(model.name, identity)
         store.remember_model(key, model.name, identity)
         have = store.present(key, decoding.key())
         for probe in probes:
@@ -90,18 +107,22 @@ def plan(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observat
     return jobs, report
 
 
-async def _call(job: Job, decoding: Decoding, n: int, first: int) -> SampleResult:
-    request = job.probe.request(n=n, temperature=decoding.temperature,
-                                seed=decoding.probe_seed(job.probe_hash, job.key) + first)
+async def _call(job: Job, decoding: Decoding, index: int) -> SampleResult:
+    request = job.probe.request(n=1, temperature=decoding.temperature,
+                                seed=decoding.sample_seed(job.probe_hash, job.key, index))
+    if index > 0:
+        # first-token probabilities depend on the prompt only: asked once per probe, with
+        # sample 0 (a profile keeps the first sample's), not paid for on every request
+        request = dataclasses.replace(request, top_logprobs=0)
     return await job.model.sample(request)
 
 
-async def _with_retries(job: Job, decoding: Decoding, n: int, first: int, retries: int,
+async def _with_retries(job: Job, decoding: Decoding, index: int, retries: int,
                         backoff: float, report: CollectReport) -> SampleResult:
     for attempt in range(retries + 1):
         report.calls += 1
         try:
-            return await _call(job, decoding, n, first)
+            return await _call(job, decoding, index)
         except Exception as exc:
             if attempt == retries or not getattr(exc, "transient", False):
                 raise
@@ -113,17 +134,15 @@ async def _with_retries(job: Job, decoding: Decoding, n: int, first: int, retrie
 
 async def run_job(job: Job, store: Observations, decoding: Decoding, retries: int,
                   backoff: float, report: CollectReport) -> None:
-    """Fill one job's sample indices and store them in one transaction."""
-    whole = len(job.indices) == decoding.samples
-    groups = [(job.indices[0], len(job.indices))] if whole else [(i, 1) for i in job.indices]
+    """Fill one job's sample indices, one request each, and store them in one transaction."""
     got: list[tuple[int, Sample]] = []
     prompt_tokens = completion_tokens = 0
     latency = 0.0
-    for first, n in groups:
-        result = await _with_retries(job, decoding, n, first, retries, backoff, report)
-        if len(result.samples) < n:
-            raise ValueError(f"asked for {n} samples, got {len(result.samples)}")
-        got += [(first + j, s) for j, s in enumerate(result.samples[:n])]
+    for index in job.indices:
+        result = await _with_retries(job, decoding, index, retries, backoff, report)
+        if not result.samples:
+            raise ValueError("asked for 1 sample, got none")
+        got.append((index, result.samples[0]))
         prompt_tokens += result.usage.prompt_tokens
         completion_tokens += result.usage.completion_tokens
         latency += result.latency_s
@@ -155,6 +174,28 @@ async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store:
     workers = [worker(q) for q in queues.values() for _ in range(max(1, concurrency))]
     await asyncio.gather(*workers)
     return report
+
+
+async def collect_rounds(models: Sequence[ModelClient], probes: Sequence[Probe],
+                         store: Observations, decoding: Decoding = Decoding(),
+                         confirm: bool = True, concurrency: int = 4,
+                         on_progress: ProgressCallback | None = None) -> CollectReport:
+    """The profile's collection, then (``confirm``) the confirm collection, in that order."""
+    report = await collect(models, probes, store, decoding, concurrency,
+                           on_progress=on_progress)
+    if confirm:
+        report = merge_reports(report, await collect(models, probes, store, decoding.confirm(),
+                                                     concurrency, on_progress=on_progress))
+    return report
+
+
+def merge_reports(first: CollectReport, second: CollectReport) -> CollectReport:
+    """The counts of two collection runs added up."""
+    return CollectReport(
+        first.planned_samples + second.planned_samples,
+        first.cached_samples + second.cached_samples,
+        first.stored_samples + second.stored_samples, first.calls + second.calls,
+        first.retries + second.retries, first.failures + second.failures)
 
 
 def with_samples(decoding: Decoding, samples: int) -> Decoding:

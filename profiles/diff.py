@@ -1,37 +1,50 @@
 """The behavioral diff of two profiles: where two models part beyond their own noise.
 
-The pipeline, for the probes both profiles observed:
+The pipeline, for the probes both profiles observed (statistics in :mod:`profiles.significance`,
+whose docstring says what each test assumes):
 
-1. **Noise floor first.** Each probe's k samples of A and B are pooled and re-split
-   (:mod:`profiles.significance`): categorical answers (``choice``, ``numeric``, ``refusal``)
-   by the TV distance of the answer distributions, ``free`` answers by the semantic excess
-   divergence of their embeddings. The per-probe *effect* is the observed statistic minus its
-   mean over re-splits, so it is zero in expectation for two models that only differ by noise.
-2. **Screen, then confirm.** With k ≥ 8 samples, the first half of each model's samples screens
-   and the second half — held out — confirms; with fewer, all samples screen and replication is
-   reported as not tested (``null``).
-3. **False discovery rate.** Benjamini–Hochberg at ``q`` over every screened probe.
-4. **Domains.** Mean per-probe effect with a Bonferroni-adjusted bootstrap interval; a domain is
-   flagged only if its interval excludes zero and it holds a BH-significant probe, and it is
-   replicated if the held-out half's interval also excludes zero.
+1. **Testable probes.** A probe is tested only if both models have ≥ 2 independent samples of
+   it. Probes whose samples are degenerate are left out with a note, never tested: samples drawn
+   at temperature 0 (one answer repeated, no noise floor), and samples identical, in order,
+   between the two models with at least two off the modal answer (a shared cache or coupled
+   seeds; independent draws do not match each other's deviations). Probes with fewer than k
+   samples are left out (see below).
+2. **Noise floor first.** Per probe, the samples of A and B are pooled and re-split B times
+   (labels shuffled within the probe): answer codes (``choice``, ``numeric``, ``refusal``;
+   "unparsed" is a code of its own) by the excess of cross- over within-model disagreement,
+   ``free`` answers by the same excess on embeddings.
+3. **Domains.** A permutation test per domain on all its samples (the studentised per-probe
+   statistics summed over the domain, the same B joint re-splits); Benjamini–Hochberg at
+   ``q_domain`` across the tested domains decides the flag. Domains with fewer than
+   ``min_domain_probes`` testable probes are reported as too small, never flagged. The effect
+   is the answer mass that moved, in percentage points, with a bootstrap interval.
+4. **Hunks.** Per-probe p-values from the same splits, Benjamini–Hochberg at ``q`` across all
+   probes; hunks are the BH-significant probes plus, in flagged domains, the nominally
+   significant ones, each saying which it is.
+5. **Confirm on a fresh collection.** When both profiles carry a confirm collection (another
+   seed, later requests), the flagged domains are re-tested on it (BH at ``q_domain`` among
+   them) and so are the hunks (BH at ``q`` among them); otherwise replication is not tested
+   (``null``) and a note says why.
 
-k is the sample count most probes have. A probe that cannot be scored — fewer than k samples
-on one side, an answer the embedder rejects or embeds as a zero or non-finite vector — is left
-out of every step above, listed in ``left_out`` with the reason and named in ``notes``; it
-never stops the diff. Option probabilities that are not usable (non-finite, negative, no mass)
-are ignored for that probe, whose sampled answers still count, and a note says so.
+k is the sample count most probes have (per collection); a probe with more samples is
+tested on its first k. A probe that cannot be scored — fewer than k samples on one side (an
+interrupted build), an answer the embedder rejects or embeds as a zero or non-finite vector —
+is left out of every step above, listed in ``left_out`` with the reason and named in
+``notes``; it never stops the diff. Probes left out as degenerate (step 1) are listed in
+``left_out`` too. Option probabilities that are not usable (non-finite, negative, no mass) are
+ignored for that probe, whose sampled answers still count, and a note says so.
 
-The result is a JSON-serialisable :class:`Diff` (schema ``diffroute.diff/1``, documented in the
+The result is a JSON-serialisable :class:`Diff` (schema ``diffroute.diff/2``, documented in the
 README) that also carries κp, agreement and error consistency per domain (from
-:func:`profiles.matrix.pool_matrix`) and the hunks: significant probes ranked by effect.
+:func:`profiles.matrix.pool_matrix`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -42,18 +55,23 @@ from profiles.probe import Probe
 from profiles.profile import ProbeRecord, Profile
 from profiles.significance import (
     DEFAULT_PERMUTATIONS,
-    ProbeTests,
+    MIN_DOMAIN_PROBES,
+    DomainTest,
+    Splits,
     benjamini_hochberg,
-    domain_effects,
-    embedding_permutation_test,
-    tv_permutation_test,
+    categorical_splits,
+    domain_tests,
+    embedding_splits,
+    probe_pvalues,
+    shift_points,
 )
 from profiles.suite import Suite
 
-SCHEMA = "diffroute.diff/1"
-REPLICATION_MIN_SAMPLES = 8
-CATEGORICAL_STATISTIC = "excess"
-"""``excess`` (cross minus within disagreement, an unbiased U-statistic) or ``tv``."""
+SCHEMA = "diffroute.diff/2"
+DEFAULT_DOMAIN_Q = 0.02
+"""BH level across domains: a pair of alike models flags any domain with probability ≤ 2 %
+(below the 2.5 % ceiling of issue #13: at q = 0.025 the rate *is* 2.5 %, measured 3.0 %
+[1.1, 6.4] over 200 null pairs)."""
 EMPTY_ANSWER = "(no answer)"
 """Stands in for an empty response, which would embed as the zero vector: empty answers are
 alike among themselves and unlike any real answer."""
@@ -63,6 +81,7 @@ REJECTED_INPUT = frozenset({400, 413, 422})
 """Statuses with which an embedding endpoint refuses an input (rather than failing itself):
 then each probe is embedded alone, so that only the probes it refuses are left out."""
 FloatArray = npt.NDArray[np.float64]
+Status = Literal["flagged", "not flagged", "too small"]
 
 
 @dataclass
@@ -91,7 +110,8 @@ class Hunk:
     domains: list[str]
     type: str
     prompt: str
-    effect: float
+    shift: float
+    """Answer mass that moved on this probe, in percentage points (100·√max(0, excess))."""
     pvalue: float
     qvalue: float
     significant: bool
@@ -104,17 +124,22 @@ class Hunk:
 
 @dataclass
 class DomainDiff:
-    """Per-domain similarity and divergence, with intervals."""
+    """Per-domain test, effect in percentage points with an interval, and similarity."""
 
     name: str
     n_probes: int
-    divergence: float
-    divergence_low: float
-    divergence_high: float
+    """Probes of the domain that were tested."""
+    status: Status
+    shift: float
+    shift_low: float
+    shift_high: float
     interval_level: float
-    n_significant: int
+    pvalue: float | None
+    qvalue: float | None
     flagged: bool
     replicated: bool | None
+    confirm_pvalue: float | None
+    n_significant: int
     kappa_p: float | None
     kappa_p_low: float | None
     kappa_p_high: float | None
@@ -177,79 +202,118 @@ def _clean(value: Any) -> Any:
     return value
 
 
+# --- which probes can be tested --------------------------------------------------------------
+
+
 @dataclass
-class _Probes:
+class _Selection:
     probes: list[Probe]
-    tests: ProbeTests
-    confirm: ProbeTests | None
+    k: int = 0
+    """Samples per probe tested: the count most testable probes have."""
+    left_out: dict[str, list[str]] = field(default_factory=dict)
+    """reason → probe ids (degenerate samples, noted per reason)."""
+    cut_short: list[LeftOut] = field(default_factory=list)
+    """Probes with fewer than k samples on one side (noted one by one)."""
+
+    def all_left_out(self) -> list[LeftOut]:
+        return [LeftOut(i, r) for r, ids in self.left_out.items() for i in ids] + self.cut_short
 
 
-def _codes(probe: Probe, ra: ProbeRecord, rb: ProbeRecord, k: int
-           ) -> tuple[list[int], list[int], int]:
+def coupled(ra: ProbeRecord, rb: ProbeRecord) -> bool:
+    """Both models' samples identical, in order, with ≥ 2 samples off the modal answer.
+
+    Two independent models repeating one answer is common and tells nothing; matching each
+    other's deviations sample by sample is not something independent draws do (a shared cache
+    or coupled seeds).
+    """
+    if ra.texts != rb.texts or len(ra.texts) < 2:
+        return False
+    return len(ra.texts) - Counter(ra.texts).most_common(1)[0][1] >= 2
+
+
+def _n(p: Probe, a: Mapping[str, ProbeRecord], b: Mapping[str, ProbeRecord]) -> int:
+    return min(len(a[p.id].values), len(b[p.id].values))
+
+
+def _common_samples(probes: Sequence[Probe], a: Mapping[str, ProbeRecord],
+                    b: Mapping[str, ProbeRecord]) -> int:
+    """k: the sample count most probes offer (of those with at least ``MIN_SAMPLES``; the
+    larger on a tie), so that one probe cut short — an interrupted build — is left out
+    instead of lowering k for every probe."""
+    counts = Counter(n for p in probes if (n := _n(p, a, b)) >= MIN_SAMPLES)
+    return max(counts, key=lambda n: (counts[n], n)) if counts else 0
+
+
+def _select(probes: Sequence[Probe], a: Mapping[str, ProbeRecord],
+            b: Mapping[str, ProbeRecord], greedy: bool,
+            models: tuple[str, str] = ("A", "B")) -> _Selection:
+    out = _Selection([])
+    rest = []
+    for p in probes:
+        ra, rb = a[p.id], b[p.id]
+        if greedy:
+            reason = "sampled at temperature 0 (one answer repeated, no noise floor)"
+        elif coupled(ra, rb):
+            reason = ("identical samples from both models (a shared cache or seed: "
+                      "not independent draws)")
+        else:
+            rest.append(p)
+            continue
+        out.left_out.setdefault(reason, []).append(p.id)
+    out.k = _common_samples(rest, a, b)
+    for p in rest:
+        if out.k >= MIN_SAMPLES and _n(p, a, b) >= out.k:
+            out.probes.append(p)
+        else:
+            counts = f"{len(a[p.id].values)} of {models[0]}, {len(b[p.id].values)} of {models[1]}"
+            needs = (f"the diff uses {out.k} of each" if out.k >= MIN_SAMPLES
+                     else f"needs {MIN_SAMPLES} of each")
+            out.cut_short.append(LeftOut(p.id, f"too few samples ({counts}; {needs}: complete "
+                                               f"the profiles with `diffroute profile build`)"))
+    return out
+
+
+def _left_out_notes(selection: _Selection, collection: str) -> list[str]:
+    notes = []
+    for reason, ids in selection.left_out.items():
+        shown = ", ".join(ids[:5]) + (", …" if len(ids) > 5 else "")
+        notes.append(f"{len(ids)} probe(s) of the {collection} collection not tested: "
+                     f"{reason} ({shown})")
+    prefix = "" if collection == "screen" else f"{collection} collection: "
+    notes += [f"{prefix}probe {x.probe_id} left out: {x.reason}" for x in selection.cut_short]
+    return notes
+
+
+# --- the split matrix of a collection --------------------------------------------------------
+
+
+def _codes(probe: Probe, ra: ProbeRecord, rb: ProbeRecord,
+           k: int) -> tuple[list[int], list[int], int]:
+    """Answer codes of both models' first k samples; unparsed is the last code."""
     cats = list(probe.labels) if probe.type == "choice" else sorted(
         {v for v in (*ra.values[:k], *rb.values[:k]) if v is not None})
     index = {c: i for i, c in enumerate(cats)}
+    unparsed = len(cats)
 
     def code(values: tuple[str | None, ...]) -> list[int]:
-        return [index.get(v, -1) if v is not None else -1 for v in values[:k]]
+        return [index.get(v, unparsed) if v is not None else unparsed for v in values[:k]]
 
-    return code(ra.values), code(rb.values), max(2, len(cats))
-
-
-def _halves(k: int) -> tuple[slice, slice | None]:
-    if k >= REPLICATION_MIN_SAMPLES:
-        half = k // 2
-        return slice(0, half), slice(half, k)
-    return slice(0, k), None
+    return code(ra.values), code(rb.values), unparsed + 1
 
 
-def _test_categorical(probes: list[Probe], a: Profile, b: Profile, k: int, n_perm: int,
-                      seed: int) -> _Probes:
-    rows = [_codes(p, a.records[p.id], b.records[p.id], k) for p in probes]
-    ans_a = np.array([r[0] for r in rows], dtype=np.int64).reshape(len(rows), k)
-    ans_b = np.array([r[1] for r in rows], dtype=np.int64).reshape(len(rows), k)
-    n_opt = np.array([r[2] for r in rows], dtype=np.int64)
-    screen, confirm = _halves(k)
-    if CATEGORICAL_STATISTIC == "tv":
-        tests = tv_permutation_test(ans_a[:, screen], ans_b[:, screen], n_opt,
-                                    n_permutations=n_perm, seed=seed)
-        conf = None if confirm is None else tv_permutation_test(
-            ans_a[:, confirm], ans_b[:, confirm], n_opt, n_permutations=n_perm, seed=seed + 1)
-        return _Probes(probes, tests, conf)
-    onehot = _one_hot(ans_a, ans_b, int(n_opt.max()))
-    emb_a, emb_b = onehot[:, :k], onehot[:, k:]
-    tests = embedding_permutation_test(emb_a[:, screen], emb_b[:, screen],
-                                       n_permutations=n_perm, seed=seed)
-    conf = None if confirm is None else embedding_permutation_test(
-        emb_a[:, confirm], emb_b[:, confirm], n_permutations=n_perm, seed=seed + 1)
-    return _Probes(probes, tests, conf)
-
-
-def _one_hot(ans_a: npt.NDArray[np.int64], ans_b: npt.NDArray[np.int64],
-             width: int) -> FloatArray:
-    """Answers as one-hot vectors ``(probes, 2k, width + 1)``; the last slot is "unparsed".
-
-    With one-hot vectors the cross-minus-within distance of the embedding test is
-    ½·Σ_o (p_a(o) − p_b(o))² estimated from all sample pairs: unbiased, zero in expectation
-    when the two models answer alike, and an unparsed answer counts as a behaviour.
-    """
-    pooled = np.concatenate([ans_a, ans_b], axis=1)
-    codes = np.where(pooled < 0, width, pooled)
-    onehot: FloatArray = (codes[..., None] == np.arange(width + 1)).astype(np.float64)
-    return onehot
-
-
-def _answer_texts(probe: Probe, a: Profile, b: Profile, k: int) -> list[str]:
+def _answer_texts(probe: Probe, a: Mapping[str, ProbeRecord], b: Mapping[str, ProbeRecord],
+                  k: int) -> list[str]:
     """A's then B's first k answers to ``probe``, as the embedder gets them."""
-    return [t.strip() or EMPTY_ANSWER
-            for r in (a.records[probe.id], b.records[probe.id]) for t in r.texts[:k]]
+    return [t.strip() or EMPTY_ANSWER for r in (a[probe.id], b[probe.id]) for t in r.texts[:k]]
 
 
-def _embed_probes(probes: list[Probe], a: Profile, b: Profile, k: int, embedder: Embedder,
+def _embed_probes(probes: list[Probe], a: Mapping[str, ProbeRecord],
+                  b: Mapping[str, ProbeRecord], k: int, embedder: Embedder,
                   left_out: list[LeftOut]) -> tuple[list[Probe], FloatArray]:
-    """Embeddings ``(probes, 2, k, d)`` of the probes that can be scored; the others are
+    """Embeddings ``(probes, 2k, d)`` of the probes that can be scored; the others are
     appended to ``left_out``. One batch; per probe only when the endpoint refuses an input."""
     texts = [_answer_texts(p, a, b, k) for p in probes]
+    refused: set[str] = set()
     try:
         batches = [embedder.embed([t for ts in texts for t in ts])]
     except EmbeddingError as exc:
@@ -262,12 +326,13 @@ def _embed_probes(probes: list[Probe], a: Profile, b: Profile, k: int, embedder:
             except EmbeddingError as one:
                 if one.status not in REJECTED_INPUT:
                     raise
+                refused.add(probe.id)
                 left_out.append(LeftOut(probe.id, f"the embedder ({embedder.name}) refused "
                                                   f"its answers: {one} {one.body[:200]}".strip()))
-    kept = [p for p in probes if p.id not in {x.probe_id for x in left_out}]
+    kept = [p for p in probes if p.id not in refused]
     if not kept:
-        return [], np.zeros((0, 2, k, 0))
-    emb = np.concatenate(batches).astype(np.float64).reshape(len(kept), 2, k, -1)
+        return [], np.zeros((0, 2 * k, 0))
+    emb = np.concatenate(batches).astype(np.float64).reshape(len(kept), 2 * k, -1)
     usable = usable_rows(emb).reshape(len(kept), -1)
     for probe, ok in zip(kept, usable, strict=True):
         if not ok.all():
@@ -278,17 +343,42 @@ def _embed_probes(probes: list[Probe], a: Profile, b: Profile, k: int, embedder:
     return [p for p, g in zip(kept, good.tolist(), strict=True) if g], emb[good]
 
 
-def _test_free(probes: list[Probe], a: Profile, b: Profile, k: int, embedder: Embedder,
-               n_perm: int, seed: int, left_out: list[LeftOut]) -> _Probes | None:
-    probes, emb = _embed_probes(probes, a, b, k, embedder, left_out)
-    if not probes:
-        return None
-    screen, confirm = _halves(k)
-    tests = embedding_permutation_test(emb[:, 0, screen], emb[:, 1, screen],
-                                       n_permutations=n_perm, seed=seed)
-    conf = None if confirm is None else embedding_permutation_test(
-        emb[:, 0, confirm], emb[:, 1, confirm], n_permutations=n_perm, seed=seed + 1)
-    return _Probes(probes, tests, conf)
+def _split_matrix(probes: Sequence[Probe], a: Mapping[str, ProbeRecord],
+                  b: Mapping[str, ProbeRecord], k: int, embedder: Embedder, n_perm: int,
+                  seed: int, left_out: list[LeftOut]) -> tuple[list[Probe], Splits]:
+    """Probes (their first k samples) grouped by kind, each group tested; rows follow the
+    returned order. Free probes the embedder cannot score are appended to ``left_out``."""
+    groups: dict[bool, list[Probe]] = {}
+    for p in probes:
+        groups.setdefault(p.type == "free", []).append(p)
+    order: list[Probe] = []
+    parts: list[Splits] = []
+    streams = np.random.SeedSequence(seed).spawn(max(len(groups), 1))
+    for (free, members), stream in zip(sorted(groups.items(), key=lambda g: g[0]), streams,
+                                       strict=False):
+        rng = np.random.default_rng(stream)
+        if free:
+            members, emb = _embed_probes(members, a, b, k, embedder, left_out)
+            if not members:
+                continue
+            parts.append(embedding_splits(emb[:, :k], emb[:, k:], n_permutations=n_perm,
+                                          seed=rng))
+        else:
+            rows = [_codes(p, a[p.id], b[p.id], k) for p in members]
+            width = max(r[2] for r in rows)
+            codes_a = np.array([r[0] for r in rows], dtype=np.int64)
+            codes_b = np.array([r[1] for r in rows], dtype=np.int64)
+            parts.append(categorical_splits(codes_a, codes_b, width, n_permutations=n_perm,
+                                            seed=rng))
+        order += members
+    return order, Splits.concat(parts, n_perm)
+
+
+def _members(probes: Sequence[Probe], names: Sequence[str]) -> dict[str, list[int]]:
+    return {d: [i for i, p in enumerate(probes) if d in p.domains] for d in names}
+
+
+# --- summaries -------------------------------------------------------------------------------
 
 
 def _summary(probe: Probe, record: ProbeRecord) -> AnswerSummary:
@@ -296,8 +386,7 @@ def _summary(probe: Probe, record: ProbeRecord) -> AnswerSummary:
     counts = Counter(parsed)
     total = max(1, len(parsed))
     if probe.type == "free":
-        typical = min(record.texts, key=len) if record.texts else ""
-        typical = Counter(record.texts).most_common(1)[0][0] if record.texts else typical
+        typical = Counter(record.texts).most_common(1)[0][0] if record.texts else ""
     else:
         typical = counts.most_common(1)[0][0] if counts else "(unparsed)"
     if probe.type == "choice" and typical in probe.labels and probe.options:
@@ -327,64 +416,82 @@ def _finite(x: float) -> float | None:
     return None if not np.isfinite(x) else float(x)
 
 
+# --- the diff --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiffSettings:
+    """How a diff is computed (every field is reported in ``Diff.settings``)."""
+
+    q: float = 0.05
+    q_domain: float = DEFAULT_DOMAIN_Q
+    n_permutations: int = DEFAULT_PERMUTATIONS
+    n_resamples: int = 2000
+    seed: int = 0
+    min_domain_probes: int = MIN_DOMAIN_PROBES
+
+
 def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | None = None,
-                 q: float = 0.05, n_permutations: int = DEFAULT_PERMUTATIONS,
-                 n_resamples: int = 2000, seed: int = 0, domain: str | None = None) -> Diff:
+                 q: float = 0.05, q_domain: float = DEFAULT_DOMAIN_Q,
+                 n_permutations: int = DEFAULT_PERMUTATIONS, n_resamples: int = 2000,
+                 seed: int = 0, domain: str | None = None,
+                 min_domain_probes: int = MIN_DOMAIN_PROBES) -> Diff:
     """Diff two profiles of the same suite (optionally one domain only)."""
     if domain is not None and domain not in suite.domains():
         raise ValueError(f"domain '{domain}' is not in suite '{suite.name}' "
                          f"(domains: {', '.join(suite.domains())})")
+    cfg = DiffSettings(q, q_domain, n_permutations, n_resamples, seed, min_domain_probes)
+    embedder = embedder or HashEmbedder()
     shared = [p for p in suite.probes if p.id in a.records and p.id in b.records
               and (domain is None or domain in p.domains)]
-    k = _common_samples(shared, a, b)
-    if k < MIN_SAMPLES:
+    greedy = a.decoding.temperature == 0 or b.decoding.temperature == 0
+    if not shared:
+        raise ValueError("the two profiles share no probe")
+    selection = _select(shared, a.records, b.records, greedy, (a.model, b.model))
+    if not selection.left_out and selection.k < MIN_SAMPLES:
         raise ValueError(f"both profiles need at least {MIN_SAMPLES} samples per probe on "
                          f"shared probes")
-    left_out = [LeftOut(p.id, _too_few(p, a, b, k)) for p in shared if _samples(p, a, b) < k]
-    shared = [p for p in shared if _samples(p, a, b) >= k]
-    embedder = embedder or HashEmbedder()
-    groups = []
-    cat = [p for p in shared if p.type != "free"]
-    free = [p for p in shared if p.type == "free"]
-    if cat:
-        groups.append(_test_categorical(cat, a, b, k, n_permutations, seed))
-    if free:
-        tested = _test_free(free, a, b, k, embedder, n_permutations, seed + 7, left_out)
-        groups.extend([tested] if tested is not None else [])
-    if not groups:
+    unscored: list[LeftOut] = []
+    probes, splits = _split_matrix(selection.probes, a.records, b.records, selection.k,
+                                   embedder, n_permutations, seed, unscored)
+    if not probes and not selection.left_out:
         raise ValueError("no shared probe could be scored: "
-                         + "; ".join(f"{x.probe_id}: {x.reason}" for x in left_out[:5]))
-    probes = [p for g in groups for p in g.probes]
-    effect = np.concatenate([g.tests.effect for g in groups])
-    pvalues = np.concatenate([g.tests.pvalues for g in groups])
+                         + "; ".join(f"{x.probe_id}: {x.reason}"
+                                     for x in (selection.cut_short + unscored)[:5]))
+    left_out = selection.all_left_out() + unscored
+    names = sorted({d for p in shared for d in p.domains})
+    members = _members(probes, names)
+    tests = domain_tests(splits, members, n_resamples=n_resamples, seed=seed,
+                         min_probes=min_domain_probes)
+    overall_test = domain_tests(splits, {ALL: list(range(len(probes)))},
+                                n_resamples=n_resamples, seed=seed,
+                                min_probes=min_domain_probes)[ALL]
+    domain_q = benjamini_hochberg([tests[n].pvalue for n in names], q_domain)
+    flagged_names = [n for n, r in zip(names, domain_q.rejected, strict=True) if r]
+    pvalues = probe_pvalues(splits.excess)
     bh = benjamini_hochberg(pvalues, q)
-    names = sorted({d for p in probes for d in p.domains})
-    members = {d: [i for i, p in enumerate(probes) if d in p.domains] for d in names}
-    # A domain is flagged on its own interval: per-probe tests at small k cannot reach BH
-    # significance alone (p >= 1/126 at k = 5), while the domain mean of noise-centred effects
-    # aggregates over its probes. The interval is Bonferroni-adjusted across domains.
-    effects = domain_effects(effect, members, significant=bh.rejected,
-                             n_resamples=n_resamples, seed=seed,
-                             require_significant_probe=False)
-    overall_effect = domain_effects(effect, {ALL: list(range(len(probes)))},
-                                    significant=bh.rejected, n_resamples=n_resamples, seed=seed,
-                                    require_significant_probe=False)
-    flagged_names = [n for n in names if effects[n].flagged]
-    shown = _hunk_probes(probes, pvalues, effect, bh.rejected, members, flagged_names, q)
-    replicated_probe, replicated_domain = _replication(
-        groups, shown, {n: members[n] for n in flagged_names}, q, n_resamples, seed)
+    observed = splits.excess[:, 0]
+    shown = _hunk_probes(probes, pvalues, observed, bh.rejected, members, flagged_names, q)
+    confirm = _Confirmation.run(a, b, probes, shown, {n: members[n] for n in flagged_names},
+                                embedder, cfg, greedy)
     matrix = pool_matrix([a, b], suite.filter(domains=[domain]) if domain else suite,
                          bootstrap=min(n_resamples, 500), seed=seed)
 
-    def domain_diff(name: str, eff: Any, replicated: bool | None) -> DomainDiff:
+    def domain_diff(name: str, test: DomainTest, qvalue: float, flagged: bool) -> DomainDiff:
         dm = matrix.domains.get(name)
 
         def pair(x: FloatArray | None) -> float | None:
             return None if x is None else _finite(float(x[0, 1]))
 
+        idx = members.get(name, list(range(len(probes))))
+        status: Status = "too small" if not test.tested else (
+            "flagged" if flagged else "not flagged")
         return DomainDiff(
-            name, eff.n_probes, eff.estimate, eff.low, eff.high, eff.level, eff.n_significant,
-            eff.flagged, replicated if eff.flagged else None,
+            name, test.n_probes, status, test.shift, test.shift_low, test.shift_high,
+            test.level, _finite(test.pvalue), _finite(qvalue), flagged,
+            confirm.domains.get(name) if flagged else None,
+            confirm.domain_pvalues.get(name) if flagged else None,
+            int(bh.rejected[idx].sum()),
             pair(dm.kappa if dm else None), pair(dm.kappa_low if dm else None),
             pair(dm.kappa_high if dm else None), pair(dm.agreement if dm else None),
             pair(dm.error_consistency if dm else None),
@@ -392,51 +499,36 @@ def compute_diff(a: Profile, b: Profile, suite: Suite, *, embedder: Embedder | N
             _finite(float(dm.accuracy[1])) if dm else None,
             dm.n_kappa if dm else 0)
 
-    domains = [domain_diff(n, effects[n], replicated_domain.get(n)) for n in names]
-    overall = domain_diff(ALL, overall_effect[ALL], None)
-    flagged = sorted((d for d in domains if d.flagged), key=lambda d: -d.divergence)
+    domains = [domain_diff(n, tests[n], float(qv), bool(r))
+               for n, qv, r in zip(names, domain_q.qvalues, domain_q.rejected, strict=True)]
+    # the overall row is its own test (a family of one), not part of the domains' family
+    overall = domain_diff(ALL, overall_test, overall_test.pvalue,
+                          bool(overall_test.pvalue <= q_domain))
+    flagged = sorted((d for d in domains if d.flagged), key=lambda d: -d.shift)
     hunks = [
-        Hunk(p.id, list(p.domains), p.type, _prompt(p), float(effect[i]), float(pvalues[i]),
-             float(bh.qvalues[i]), bool(bh.rejected[i]), replicated_probe.get(i),
-             _summary(p, a.records[p.id]), _summary(p, b.records[p.id]),
+        Hunk(p.id, list(p.domains), p.type, _prompt(p), shift_points(float(observed[i])),
+             float(pvalues[i]), float(bh.qvalues[i]), bool(bh.rejected[i]),
+             confirm.probes.get(i), _summary(p, a.records[p.id]), _summary(p, b.records[p.id]),
              _logprob_tv(a.records[p.id], b.records[p.id]))
         for i, p in enumerate(probes) if i in shown
     ]
-    hunks.sort(key=lambda h: (-h.effect, h.pvalue, h.probe_id))
-    screen, confirm = _halves(k)
-    notes = [] if confirm else [
-        f"replication not tested: needs >= {REPLICATION_MIN_SAMPLES} samples per probe, "
-        f"profiles have {k}"]
-    notes += [f"probe {x.probe_id} left out: {x.reason}" for x in left_out]
-    notes += _option_prob_notes(cat, a, b)
+    hunks.sort(key=lambda h: (-h.shift, h.pvalue, h.probe_id))
+    notes = _left_out_notes(selection, "screen")
+    notes += [f"probe {x.probe_id} left out: {x.reason}" for x in unscored]
+    notes += confirm.notes
+    notes += [f"domain {d.name}: too small to test ({d.n_probes} testable probes, needs "
+              f"{min_domain_probes})" for d in domains if d.status == "too small"]
+    notes += _option_prob_notes([p for p in probes if p.type == "choice"], a, b)
     return Diff(
         a.model, b.model, suite.name, suite.version,
         {a.model: a.version, b.model: b.version},
-        {"q": q, "permutations": n_permutations, "resamples": n_resamples, "seed": seed,
-         "samples": k, "screen_samples": screen.stop - (screen.start or 0),
-         "confirm_samples": 0 if confirm is None else k - (confirm.start or 0),
+        {"q": q, "q_domain": q_domain, "domain_correction": "benjamini-hochberg",
+         "permutations": n_permutations, "resamples": n_resamples, "seed": seed,
+         "samples": selection.k,
+         "confirm_samples": confirm.samples, "min_domain_probes": min_domain_probes,
          "domain": domain},
         overall, domains, [d.name for d in flagged], hunks, len(probes),
         int(bh.rejected.sum()), notes=notes, left_out=left_out)
-
-
-def _samples(probe: Probe, a: Profile, b: Profile) -> int:
-    """Samples of ``probe`` both profiles can offer."""
-    return min(len(a.records[probe.id].values), len(b.records[probe.id].values))
-
-
-def _common_samples(probes: Sequence[Probe], a: Profile, b: Profile) -> int:
-    """k: the sample count most probes offer (of those with at least ``MIN_SAMPLES``; the
-    larger on a tie), so that one probe cut short — an interrupted build — is left out
-    instead of lowering k for every probe."""
-    counts = Counter(n for p in probes if (n := _samples(p, a, b)) >= MIN_SAMPLES)
-    return max(counts, key=lambda n: (counts[n], n)) if counts else 0
-
-
-def _too_few(probe: Probe, a: Profile, b: Profile, k: int) -> str:
-    counts = ", ".join(f"{len(p.records[probe.id].values)} of {p.model}" for p in (a, b))
-    return (f"too few samples ({counts}; the diff uses {k} of each: complete the profiles "
-            f"with `diffroute profile build`)")
 
 
 def _option_prob_notes(probes: Sequence[Probe], a: Profile, b: Profile) -> list[str]:
@@ -447,6 +539,12 @@ def _option_prob_notes(probes: Sequence[Probe], a: Profile, b: Profile) -> list[
         return []
     return [f"option probabilities not usable (non-finite, negative or no mass), sampled "
             f"answers used instead: {', '.join(bad)}"]
+
+
+def _typical_k(probes: Sequence[Probe], a: Mapping[str, ProbeRecord],
+               b: Mapping[str, ProbeRecord]) -> int:
+    counts = Counter(min(len(a[p.id].values), len(b[p.id].values)) for p in probes)
+    return counts.most_common(1)[0][0] if counts else 0
 
 
 def _hunk_probes(probes: Sequence[Probe], pvalues: FloatArray, effect: FloatArray,
@@ -466,19 +564,53 @@ def _hunk_probes(probes: Sequence[Probe], pvalues: FloatArray, effect: FloatArra
     return shown
 
 
-def _replication(groups: Sequence[_Probes], shown: set[int], flagged: dict[str, list[int]],
-                 q: float, n_resamples: int, seed: int,
-                 ) -> tuple[dict[int, bool], dict[str, bool]]:
-    """Held-out confirmation of the shown probes and the flagged domains (each its own family)."""
-    if any(g.confirm is None for g in groups):
-        return {}, {}
-    conf_p = np.concatenate([g.confirm.pvalues for g in groups if g.confirm is not None])
-    conf_effect = np.concatenate([g.confirm.effect for g in groups if g.confirm is not None])
-    idx = np.array(sorted(shown), dtype=np.int64)
-    probe_rep: dict[int, bool] = {}
-    if idx.size:
-        confirmed = benjamini_hochberg(conf_p[idx], q).rejected
-        probe_rep = {int(i): bool(c) for i, c in zip(idx, confirmed, strict=True)}
-    held = domain_effects(conf_effect, flagged, n_resamples=n_resamples, seed=seed + 3,
-                          require_significant_probe=False) if flagged else {}
-    return probe_rep, {name: eff.flagged for name, eff in held.items()}
+@dataclass
+class _Confirmation:
+    """The flagged domains and shown probes re-tested on the confirm collection."""
+
+    domains: dict[str, bool] = field(default_factory=dict)
+    domain_pvalues: dict[str, float] = field(default_factory=dict)
+    probes: dict[int, bool] = field(default_factory=dict)
+    samples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def run(cls, a: Profile, b: Profile, probes: Sequence[Probe], shown: set[int],
+            flagged: dict[str, list[int]], embedder: Embedder, cfg: DiffSettings,
+            greedy: bool) -> _Confirmation:
+        missing = [p.model for p in (a, b) if not p.confirm_records]
+        if missing:
+            return cls(notes=[f"replication not tested: no confirm collection for "
+                              f"{', '.join(missing)} (profile it with a confirm round)"]
+                       if flagged or shown else [])
+        wanted = sorted(shown | {i for idx in flagged.values() for i in idx})
+        candidates = [probes[i] for i in wanted
+                      if probes[i].id in a.confirm_records and probes[i].id in b.confirm_records]
+        selection = _select(candidates, a.confirm_records, b.confirm_records, greedy,
+                            (a.model, b.model))
+        unscored: list[LeftOut] = []
+        order, splits = _split_matrix(selection.probes, a.confirm_records, b.confirm_records,
+                                      selection.k, embedder, cfg.n_permutations, cfg.seed + 1,
+                                      unscored)
+        both = [p for p in probes if p.id in a.confirm_records and p.id in b.confirm_records]
+        out = cls(samples=_typical_k(both, a.confirm_records, b.confirm_records),
+                  notes=_left_out_notes(selection, "confirm")
+                  + [f"confirm collection: probe {x.probe_id} left out: {x.reason}"
+                     for x in unscored])
+        row = {p.id: j for j, p in enumerate(order)}
+        position = {p.id: i for i, p in enumerate(probes)}
+        held = {name: [row[probes[i].id] for i in idx if probes[i].id in row]
+                for name, idx in flagged.items()}
+        tests = domain_tests(splits, held, n_resamples=1, seed=cfg.seed + 3,
+                             min_probes=cfg.min_domain_probes)
+        names = list(held)
+        rep = benjamini_hochberg([tests[n].pvalue for n in names], cfg.q_domain).rejected
+        out.domains = {n: bool(r) for n, r in zip(names, rep, strict=True)}
+        out.domain_pvalues = {n: tests[n].pvalue for n in names}
+        hunk_rows = [j for j, p in enumerate(order) if position[p.id] in shown]
+        if hunk_rows:
+            confirmed = benjamini_hochberg(probe_pvalues(splits.excess[hunk_rows]),
+                                           cfg.q).rejected
+            out.probes = {position[order[j].id]: bool(c)
+                          for j, c in zip(hunk_rows, confirmed, strict=True)}
+        return out

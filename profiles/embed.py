@@ -232,6 +232,39 @@ class MiniLMEmbedder(_ThreadedEmbedder):
             return self._model
 
 
+class CachedEmbedder(_ThreadedEmbedder):
+    """Another embedder with a bounded memory of the texts it embedded (a suite's probes are
+    embedded again each time a decider is rebuilt; a model embedder takes seconds for them)."""
+
+    def __init__(self, inner: Embedder, max_texts: int = 16_384) -> None:
+        self._inner = inner
+        self._max = max_texts
+        self._seen: dict[str, Vectors] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def dim(self) -> int:
+        return self._inner.dim
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """The vectors of ``texts``, embedding only those not seen before."""
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._seen))
+        fresh = self._inner.embed(missing) if missing else np.zeros((0, self.dim), np.float32)
+        with self._lock:
+            if len(self._seen) + len(missing) > self._max:
+                self._seen.clear()
+            found = {**self._seen, **dict(zip(missing, fresh, strict=True))}
+            self._seen.update(dict(zip(missing, fresh, strict=True)))
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([found[t] for t in texts]).astype(np.float32)
+
+
 # --- OpenAI-compatible -----------------------------------------------------------------------
 
 

@@ -2,7 +2,12 @@
 
 For every domain of the suite (and ``"all"``) it holds, for each pair of models, κp on gold
 ``choice`` probes (with a bootstrap interval over probes), error consistency on every gold probe,
-plain answer agreement on every categorical probe, and each model's accuracy. All pairs are
+plain answer agreement on every categorical probe, and each model's accuracy.
+
+Answer distributions are sampled frequencies, except on ``choice`` probes where every model has
+first-token option probabilities: there those are used, tempered to each profile's sampling
+temperature, for every model alike. Error consistency needs one answer per model and probe:
+the modal sampled answer, ties broken uniformly at random (seeded). All pairs are
 computed at once with matrix products (see :mod:`profiles.similarity`), so a 100-model pool
 takes seconds.
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from math import isfinite
@@ -23,7 +29,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from profiles.embed import Embedder, usable_rows
 from profiles.extract import numbers_match
+from profiles.priors import (
+    pairwise_prior_agreement,
+    pairwise_text_similarity,
+    self_agreement,
+    text_summaries,
+)
 from profiles.probe import Probe
 from profiles.profile import Profile
 from profiles.similarity import normalise_rows, pairwise_capa, pairwise_error_consistency
@@ -49,6 +62,27 @@ class DomainMatrix:
     n_kappa: int
     n_gold: int
     n_categorical: int
+    prior: FloatArray | None = None
+    """(M, M) agreement beyond chance and own noise on categorical probes without gold
+    (other than refusal probes): :mod:`profiles.priors`."""
+    refusal: FloatArray | None = None
+    """(M, M) the same on refusal probes (refuse or comply), gold or not."""
+    free: FloatArray | None = None
+    """(M, M) free-text similarity beyond chance and own noise (when an embedder was given)."""
+    similarity: FloatArray | None = None
+    """(M, M) every measure of the domain in one, weighted by its probes: κp (error
+    consistency where there is no gold choice probe) on gold probes, ``prior``, ``refusal``,
+    ``free``. What the pairing policy ranks partners by."""
+    similarity_low: FloatArray | None = None
+    similarity_high: FloatArray | None = None
+    """95 % bootstrap interval of ``similarity`` (probes resampled within each measure)."""
+    n_prior: int = 0
+    n_refusal: int = 0
+    n_free: int = 0
+
+
+OPTIONAL = ("prior", "refusal", "free", "similarity", "similarity_low", "similarity_high")
+"""The (M, M) arrays of a :class:`DomainMatrix` that older matrices (JSON) may lack."""
 
 
 @dataclass
@@ -74,7 +108,10 @@ class PoolMatrix:
                     "kappa_high": clean(m.kappa_high),
                     "error_consistency": clean(m.error_consistency),
                     "agreement": clean(m.agreement), "accuracy": clean(m.accuracy),
-                    "n_kappa": m.n_kappa, "n_gold": m.n_gold, "n_categorical": m.n_categorical}
+                    "n_kappa": m.n_kappa, "n_gold": m.n_gold, "n_categorical": m.n_categorical,
+                    **{key: clean(getattr(m, key)) for key in OPTIONAL
+                       if getattr(m, key) is not None},
+                    "n_prior": m.n_prior, "n_refusal": m.n_refusal, "n_free": m.n_free}
                 for d, m in self.domains.items()
             },
         }
@@ -93,7 +130,10 @@ class PoolMatrix:
                 arr(m["kappa"], (n, n)), arr(m["kappa_low"], (n, n)),
                 arr(m["kappa_high"], (n, n)), arr(m["error_consistency"], (n, n)),
                 arr(m["agreement"], (n, n)), arr(m["accuracy"], (n,)),
-                m["n_kappa"], m["n_gold"], m["n_categorical"])
+                m["n_kappa"], m["n_gold"], m["n_categorical"],
+                **{key: arr(m[key], (n, n)) for key in OPTIONAL if key in m},
+                n_prior=m.get("n_prior", 0), n_refusal=m.get("n_refusal", 0),
+                n_free=m.get("n_free", 0))
         return out
 
 
@@ -115,6 +155,7 @@ class _Arrays:
     modal_correct: npt.NDArray[np.bool_]
     seen: npt.NDArray[np.bool_]
     kinds: list[str]
+    own: FloatArray  # (M, P) chance two distinct samples of a model agree (profiles.priors)
 
 
 def _gold_code(probe: Probe, index: dict[str, int]) -> int:
@@ -150,22 +191,53 @@ def usable_option_probs(probs: Sequence[float | None]) -> tuple[float, ...] | No
 
 
 def _option_probs(freq: FloatArray, probes: Sequence[Probe], profiles: Sequence[Profile],
-                  cats: list[list[str]]) -> None:
-    """Replace sampled frequencies by first-token option probabilities where both exist."""
-    choice = [(j, p.id, len(cats[j])) for j, p in enumerate(probes) if p.type == "choice"]
-    for i, prof in enumerate(profiles):
-        records = prof.records
-        for j, pid, n in choice:
-            rec = records.get(pid)
-            if rec is None or not rec.option_probs or len(rec.option_probs) != n:
-                continue
-            usable = usable_option_probs(rec.option_probs)
-            if usable is not None:
-                freq[i, j, :] = 0.0
-                freq[i, j, :n] = usable
+                  cats: list[list[str]]) -> npt.NDArray[np.bool_]:
+    """Replace sampled frequencies by first-token option probabilities, on the choice probes
+    where every model that observed the probe has usable ones (finite, non-negative, some
+    mass: otherwise that probe is read from the sampled answers of all models). Returns where
+    that happened.
+
+    The probabilities are tempered to each profile's sampling temperature (p^(1/T),
+    renormalised; one-hot at T = 0) so that they describe what the model's sampled answers
+    do; and they are used for all models of a probe or for none, so κp never compares one
+    model's probabilities with another's sampled frequencies.
+    """
+    exact = np.zeros(len(probes), dtype=bool)
+    for j, probe in enumerate(probes):
+        if probe.type != "choice":
+            continue
+        n = len(cats[j])
+        rows = [(i, prof.records.get(probe.id)) for i, prof in enumerate(profiles)]
+        seen = [(i, r) for i, r in rows if r is not None]
+        if not seen or any(not r.option_probs or len(r.option_probs) != n for _, r in seen):
+            continue
+        usable = [(i, usable_option_probs(r.option_probs or ())) for i, r in seen]
+        if any(u is None for _, u in usable):
+            continue
+        for i, probs in usable:
+            assert probs is not None
+            freq[i, j, :] = 0.0
+            freq[i, j, :n] = tempered(probs, profiles[i].decoding.temperature)
+        exact[j] = True
+    return exact
 
 
-def _arrays(probes: Sequence[Probe], profiles: Sequence[Profile]) -> _Arrays:
+def tempered(probs: Sequence[float], temperature: float) -> FloatArray:
+    """Option probabilities at temperature 1 turned into those at ``temperature``."""
+    p = np.asarray(probs, dtype=np.float64)
+    if temperature <= 0:
+        out = np.zeros_like(p)
+        out[int(p.argmax())] = 1.0
+        return out
+    with np.errstate(divide="ignore"):
+        logp = np.where(p > 0, np.log(np.maximum(p, 1e-300)), -np.inf) / temperature
+    w = np.exp(logp - logp.max())
+    result: FloatArray = w / w.sum()
+    return result
+
+
+def _arrays(probes: Sequence[Probe], profiles: Sequence[Profile],
+            rng: np.random.Generator) -> _Arrays:
     cats = [_categories(p, profiles) for p in probes]
     indexes = [{c: i for i, c in enumerate(cat)} for cat in cats]
     width = max([2, *(len(c) for c in cats)])
@@ -173,18 +245,21 @@ def _arrays(probes: Sequence[Probe], profiles: Sequence[Profile]) -> _Arrays:
     codes = np.stack([_codes(prof, probes, indexes, k) for prof in profiles])  # (M, P, k)
     counts = (codes[..., None] == np.arange(width)).sum(axis=2).astype(np.float64)
     freq = counts.copy()
-    _option_probs(freq, probes, profiles, cats)
+    exact = _option_probs(freq, probes, profiles, cats)
     gold = np.array([_gold_code(p, ix) for p, ix in zip(probes, indexes, strict=True)],
                     dtype=np.int64)
     parsed = (codes >= 0).sum(axis=2)
     hits = ((codes == gold[None, :, None]) & (gold[None, :, None] >= 0)).sum(axis=2)
     with np.errstate(invalid="ignore", divide="ignore"):
         correct = np.where(parsed > 0, hits / np.maximum(parsed, 1), 0.0)
-    modal = (counts.argmax(axis=2) == gold[None, :]) & (parsed > 0) & (gold[None, :] >= 0)
+    # the modal answer, ties broken uniformly at random (argmax alone favours option A)
+    jitter = rng.random(counts.shape) * 0.5
+    modal = ((counts + jitter).argmax(axis=2) == gold[None, :]) & (parsed > 0) & \
+        (gold[None, :] >= 0)
     n_opt = np.array([max(2, len(c)) for c in cats], dtype=np.int64)
     freq = normalise_rows(freq)
     return _Arrays(freq, n_opt, gold, correct, modal, freq.sum(-1) > 0,
-                   [p.type for p in probes])
+                   [p.type for p in probes], self_agreement(freq, parsed, exact))
 
 
 def _pairwise_agreement(freq: FloatArray) -> FloatArray:
@@ -195,51 +270,169 @@ def _pairwise_agreement(freq: FloatArray) -> FloatArray:
         return np.where(shared > 0, (flat @ flat.T) / shared, np.nan)
 
 
-def _domain_matrix(a: _Arrays, bootstrap: int, rng: np.random.Generator) -> DomainMatrix:
-    m = a.freq.shape[0]
-    kappa_cols = np.flatnonzero((np.array(a.kinds) == "choice") & (a.gold >= 0))
-    nan = np.full((m, m), np.nan)
-    kappa, low, high = nan.copy(), nan.copy(), nan.copy()
-    if kappa_cols.size:
-        def kp(cols: npt.NDArray[np.int64]) -> FloatArray:
-            return pairwise_capa(a.freq[:, cols], a.gold[cols], a.n_options[cols])
+@dataclass
+class _Text:
+    """Free-text answers of the pool: per model and probe, the mean unit embedding of its
+    samples and their mean cosine with each other (:func:`profiles.priors.text_summaries`)."""
 
-        kappa = kp(kappa_cols)
-        if bootstrap and kappa_cols.size > 1:
-            draws = np.stack([kp(rng.choice(kappa_cols, kappa_cols.size)) for _ in
-                              range(bootstrap)])
-            low, high = np.nanpercentile(draws, [2.5, 97.5], axis=0)
-    gold_cols = np.flatnonzero(a.gold >= 0)
+    means: FloatArray  # (M, P, d)
+    own: FloatArray  # (M, P)
+    seen: npt.NDArray[np.bool_]  # (M, P): at least two usable samples
+
+    def subset(self, cols: npt.NDArray[np.int64]) -> _Text:
+        return _Text(self.means[:, cols], self.own[:, cols], self.seen[:, cols])
+
+
+@dataclass
+class _Columns:
+    """Which probes of a domain each measure reads."""
+
+    kappa: npt.NDArray[np.int64]
+    gold: npt.NDArray[np.int64]
+    prior: npt.NDArray[np.int64]
+    refusal: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, a: _Arrays) -> _Columns:
+        kinds = np.array(a.kinds)
+        return cls(np.flatnonzero((kinds == "choice") & (a.gold >= 0)),
+                   np.flatnonzero(a.gold >= 0),
+                   np.flatnonzero((a.gold < 0) & (kinds != "refusal")),
+                   np.flatnonzero(kinds == "refusal"))
+
+
+def _kappa(a: _Arrays, cols: npt.NDArray[np.int64]) -> FloatArray:
+    return pairwise_capa(a.freq[:, cols], a.gold[cols], a.n_options[cols])
+
+
+def _error_consistency(a: _Arrays, cols: npt.NDArray[np.int64]) -> FloatArray:
+    return pairwise_error_consistency(a.modal_correct[:, cols], a.seen[:, cols])
+
+
+def _prior(a: _Arrays, cols: npt.NDArray[np.int64]) -> FloatArray:
+    return pairwise_prior_agreement(a.freq[:, cols], a.own[:, cols], a.seen[:, cols])
+
+
+def _free(text: _Text, cols: npt.NDArray[np.int64]) -> FloatArray:
+    return pairwise_text_similarity(text.means[:, cols], text.own[:, cols],
+                                    text.seen[:, cols])
+
+
+def _measures(a: _Arrays, text: _Text | None, c: _Columns, free_cols: npt.NDArray[np.int64],
+              m: int) -> list[tuple[FloatArray, int]]:
+    """Each measure of the domain with the number of probes it rests on (none: NaN, 0)."""
+    nan = np.full((m, m), np.nan)
+    gold = _kappa(a, c.kappa) if c.kappa.size else \
+        _error_consistency(a, c.gold) if c.gold.size else nan
+    return [
+        (gold, int(c.kappa.size or c.gold.size)),
+        (_prior(a, c.prior) if c.prior.size else nan, int(c.prior.size)),
+        (_prior(a, c.refusal) if c.refusal.size else nan, int(c.refusal.size)),
+        (_free(text, free_cols) if text is not None and free_cols.size else nan,
+         int(free_cols.size)),
+    ]
+
+
+def combined(measures: Sequence[tuple[FloatArray, int]]) -> FloatArray:
+    """The probe-weighted mean of the measures a pair has (NaN ones left out)."""
+    values = np.stack([v for v, _ in measures])
+    weights = np.array([n for _, n in measures], dtype=np.float64)[:, None, None]
+    present = ~np.isnan(values)
+    total = (weights * present).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (weights * np.where(present, values, 0.0)).sum(0) / total,
+                        np.nan)
+
+
+def _resampled(cols: npt.NDArray[np.int64], rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    return rng.choice(cols, cols.size) if cols.size > 1 else cols
+
+
+def _domain_matrix(a: _Arrays, text: _Text | None, bootstrap: int,
+                   rng: np.random.Generator) -> DomainMatrix:
+    m = a.freq.shape[0]
+    c = _Columns.of(a)
+    free_cols = np.arange(text.means.shape[1]) if text is not None else np.arange(0)
+    nan = np.full((m, m), np.nan)
+    measures = _measures(a, text, c, free_cols, m)
+    kappa = measures[0][0] if c.kappa.size else nan.copy()
+    low, high, sim_low, sim_high = nan.copy(), nan.copy(), nan.copy(), nan.copy()
+    if bootstrap:
+        kappas, sims = [], []
+        for _ in range(bootstrap):
+            draw = _Columns(_resampled(c.kappa, rng), _resampled(c.gold, rng),
+                            _resampled(c.prior, rng), _resampled(c.refusal, rng))
+            drawn = _measures(a, text, draw, _resampled(free_cols, rng), m)
+            kappas.append(drawn[0][0])
+            sims.append(combined(drawn))
+        with warnings.catch_warnings():  # a pair without any evidence stays NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if c.kappa.size > 1:
+                low, high = np.nanpercentile(np.stack(kappas), [2.5, 97.5], axis=0)
+            sim_low, sim_high = np.nanpercentile(np.stack(sims), [2.5, 97.5], axis=0)
     ec, acc = nan.copy(), np.full(m, np.nan)
-    if gold_cols.size:
-        valid = a.seen[:, gold_cols]
-        ec = pairwise_error_consistency(a.modal_correct[:, gold_cols], valid)
+    if c.gold.size:
+        valid = a.seen[:, c.gold]
+        ec = _error_consistency(a, c.gold)
         with np.errstate(invalid="ignore", divide="ignore"):
-            acc = (a.correct[:, gold_cols] * valid).sum(1) / valid.sum(1)
+            acc = (a.correct[:, c.gold] * valid).sum(1) / valid.sum(1)
     return DomainMatrix(kappa, low, high, ec, _pairwise_agreement(a.freq), acc,
-                        int(kappa_cols.size), int(gold_cols.size), int(a.freq.shape[1]))
+                        int(c.kappa.size), int(c.gold.size), int(a.freq.shape[1]),
+                        prior=measures[1][0], refusal=measures[2][0], free=measures[3][0],
+                        similarity=combined(measures), similarity_low=sim_low,
+                        similarity_high=sim_high, n_prior=int(c.prior.size),
+                        n_refusal=int(c.refusal.size), n_free=int(free_cols.size))
 
 
 def pool_matrix(profiles: Sequence[Profile], suite: Suite, bootstrap: int = 200,
-                seed: int = 0) -> PoolMatrix:
-    """The pool's similarity matrix on the suite's categorical probes, per domain and overall."""
+                seed: int = 0, embedder: Embedder | None = None) -> PoolMatrix:
+    """The pool's similarity matrix on the suite's probes, per domain and overall.
+
+    Categorical probes give κp, error consistency, accuracy and the prior and refusal
+    agreement; with an ``embedder``, free-text probes give the free-text similarity too.
+    """
     probes = [p for p in suite.probes if p.type != "free"]
+    free = [p for p in suite.probes if p.type == "free"] if embedder is not None else []
     models = tuple(p.model for p in profiles)
     version = hashlib.sha256(json.dumps(sorted(p.version for p in profiles)).encode()
                              ).hexdigest()[:12]
     out = PoolMatrix(models, version=version)
     if not probes:
         return out
-    arrays = _arrays(probes, profiles)
     rng = np.random.default_rng(seed)
-    domains = sorted({d for p in probes for d in p.domains})
+    arrays = _arrays(probes, profiles, rng)
+    text = _texts(free, profiles, embedder) if free and embedder is not None else None
+    domains = sorted({d for p in [*probes, *free] for d in p.domains})
     for name in [ALL, *domains]:
         cols = np.array([j for j, p in enumerate(probes) if name == ALL or name in p.domains],
                         dtype=np.int64)
-        out.domains[name] = _domain_matrix(_subset(arrays, cols), bootstrap, rng)
+        free_cols = np.array([j for j, p in enumerate(free) if name == ALL or name in p.domains],
+                             dtype=np.int64)
+        sub_text = text.subset(free_cols) if text is not None else None
+        out.domains[name] = _domain_matrix(_subset(arrays, cols), sub_text, bootstrap, rng)
     return out
+
+
+def _texts(probes: Sequence[Probe], profiles: Sequence[Profile], embedder: Embedder) -> _Text:
+    """Embed every model's sampled answers to the free-text probes (one batch)."""
+    k = max([1, *(len(r.texts) for prof in profiles for r in prof.records.values())])
+    texts: list[str] = []
+    valid = np.zeros((len(profiles), len(probes), k), dtype=bool)
+    for i, prof in enumerate(profiles):
+        for j, probe in enumerate(probes):
+            record = prof.records.get(probe.id)
+            answers = record.texts[:k] if record is not None else ()
+            valid[i, j, :len(answers)] = True
+            texts.extend([*answers, *([""] * (k - len(answers)))])
+    vectors = embedder.embed(texts).astype(np.float64)
+    valid &= usable_rows(vectors).reshape(valid.shape)
+    emb = vectors.reshape(len(profiles), len(probes), k, -1)
+    emb /= np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-12)
+    means, own = text_summaries(emb, valid)
+    return _Text(means, own, valid.sum(2) > 1)
 
 
 def _subset(a: _Arrays, cols: npt.NDArray[np.int64]) -> _Arrays:
     return _Arrays(a.freq[:, cols], a.n_options[cols], a.gold[cols], a.correct[:, cols],
-                   a.modal_correct[:, cols], a.seen[:, cols], [a.kinds[j] for j in cols])
+                   a.modal_correct[:, cols], a.seen[:, cols], [a.kinds[j] for j in cols],
+                   a.own[:, cols])

@@ -19,7 +19,7 @@ from profiles.collect import Decoding
 from profiles.extract import extract
 from profiles.probe import Probe
 from profiles.protocol import ModelClient
-from profiles.store import Observations, model_key
+from profiles.store import Observations, model_key, observation_key
 from profiles.suite import Suite
 
 FORMAT_VERSION = 1
@@ -52,6 +52,9 @@ class Profile:
     suite_version: str
     decoding: Decoding
     records: dict[str, ProbeRecord] = field(default_factory=dict)
+    confirm_records: dict[str, ProbeRecord] = field(default_factory=dict)
+    """A second, later collection with another seed (:meth:`Decoding.confirm`), or empty: the
+    diff confirms what the first collection flags on it."""
 
     @property
     def version(self) -> str:
@@ -100,25 +103,19 @@ class Profile:
             "suite": self.suite,
             "suite_version": self.suite_version,
             "decoding": {"samples": self.decoding.samples,
-                         "temperature": self.decoding.temperature, "seed": self.decoding.seed},
-            "records": [
-                [r.probe_id, r.probe_hash, list(r.texts), list(r.values),
-                 [round(p, 4) for p in r.option_probs] if r.option_probs else None]
-                for r in self.records.values()
-            ],
+                         "temperature": self.decoding.temperature, "seed": self.decoding.seed,
+                         "round": self.decoding.round},
+            "records": _records_json(self.records),
+            "confirm_records": _records_json(self.confirm_records),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Profile:
         if data.get("format") != FORMAT_VERSION:
             raise ValueError(f"unsupported profile format {data.get('format')!r}")
-        records = {
-            pid: ProbeRecord(pid, phash, tuple(texts), tuple(values),
-                             tuple(probs) if probs else None)
-            for pid, phash, texts, values, probs in data["records"]
-        }
         return cls(data["model"], data["model_key"], data["suite"], data["suite_version"],
-                   Decoding(**data["decoding"]), records)
+                   Decoding(**data["decoding"]), _records_from_json(data["records"]),
+                   _records_from_json(data.get("confirm_records", [])))
 
     def save(self, path: Path) -> None:
         """Write compact gzipped JSON (deterministic bytes for the same profile)."""
@@ -131,6 +128,18 @@ class Profile:
     def load(cls, path: Path) -> Profile:
         with gzip.open(path, "rb") as fh:
             return cls.from_json(json.loads(fh.read()))
+
+
+def _records_json(records: Mapping[str, ProbeRecord]) -> list[list[Any]]:
+    return [[r.probe_id, r.probe_hash, list(r.texts), list(r.values),
+             [round(p, 4) for p in r.option_probs] if r.option_probs else None]
+            for r in records.values()]
+
+
+def _records_from_json(rows: Iterable[list[Any]]) -> dict[str, ProbeRecord]:
+    return {pid: ProbeRecord(pid, phash, tuple(texts), tuple(values),
+                             tuple(probs) if probs else None)
+            for pid, phash, texts, values, probs in rows}
 
 
 def _matches(probe: Probe, value: str) -> bool:
@@ -150,22 +159,31 @@ def _entropy(counts: Iterable[int]) -> float:
 
 def from_store(model: ModelClient, suite: Suite, store: Observations,
                decoding: Decoding) -> Profile:
-    """Build a profile from stored observations (probes without samples are left out)."""
-    key = model_key(model.identity())
+    """Build a profile from stored observations (probes without samples are left out), with
+    its confirm collection when the store holds one."""
+    identity = model.identity()
+    key = observation_key(model.name, identity)
     by_hash = {p.content_hash(): p for p in suite.probes}
+    return Profile(model.name, model_key(identity), suite.manifest.name, suite.version,
+                   decoding, _stored_records(store, key, decoding, by_hash),
+                   _stored_records(store, key, decoding.confirm(), by_hash))
+
+
+def _stored_records(store: Observations, key: str, decoding: Decoding,
+                    by_hash: Mapping[str, Probe]) -> dict[str, ProbeRecord]:
     grouped: dict[str, list[Any]] = {}
     for stored in store.samples(key, decoding.key(), by_hash):
         if stored.index < decoding.samples:
             grouped.setdefault(stored.probe_hash, []).append(stored)
-    profile = Profile(model.name, key, suite.manifest.name, suite.version, decoding)
+    records = {}
     for phash, stored_samples in grouped.items():
         probe = by_hash[phash]
         extractions = [extract(probe, s.sample) for s in stored_samples]
         probs = next((e.option_probs for e in extractions if e.option_probs), None)
-        profile.records[probe.id] = ProbeRecord(
+        records[probe.id] = ProbeRecord(
             probe.id, phash,
             tuple(s.sample.text for s in stored_samples),
             tuple(e.value if e.ok else None for e in extractions),
             tuple(probs) if probs else None,
         )
-    return profile
+    return records

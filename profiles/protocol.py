@@ -7,6 +7,7 @@ log-probabilities of the first generated token — and the router's backends sat
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -95,3 +96,14 @@ class ModelClient(Protocol):
     async def sample(self, request: SampleRequest) -> SampleResult:
         """Return ``request.n`` samples."""
         ...
+
+
+def mix_seed(*parts: object) -> int:
+    """A seed in [0, 2³¹) from several parts, none of which can replace another.
+
+    Backends use it to combine a configured seed with the request's seed (which carries the
+    model's identity) or with the model's name: two models given one seed still draw
+    independent samples.
+    """
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % 2**31

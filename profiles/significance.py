@@ -1,86 +1,93 @@
-"""Is a difference between two models real? Noise-floor tests, FDR control, domain CIs, replication.
+"""Is a difference between two models real? Permutation tests, FDR control, effect intervals.
 
-Pure numpy, vectorised over all probes of a domain (or a whole suite) at once, no I/O.
+Pure numpy, vectorised over all probes at once, no I/O.
 
 Array conventions (as in :mod:`profiles.similarity`):
 
-- ``answers_a``/``answers_b``: int arrays ``(probes, k_a)`` / ``(probes, k_b)`` of option indices
-  (or any integer answer codes), ``-1`` = unparsed; ``n_options``: ``(probes,)`` or one int.
+- ``codes_a``/``codes_b``: int arrays ``(probes, k_a)`` / ``(probes, k_b)`` of answer codes in
+  ``[0, width)``; the caller maps "unparsed" to a code of its own, so it counts as a behaviour.
 - ``emb_a``/``emb_b``: ``(probes, k_a, d)`` / ``(probes, k_b, d)`` embeddings of each sample.
-- ``probs_a``/``probs_b``: ``(probes, max_options)`` zero-padded option probabilities.
-- Results are arrays of shape ``(probes,)``; domains are ``Mapping[name, probe indices]``, so a
-  probe tagged with two domains counts in both.
+- A *split matrix* is ``(probes, 1 + B)``: column 0 is the statistic of the observed split (A's
+  samples against B's), columns 1..B of B random re-splits of the pooled samples.
+- Domains are ``Mapping[name, probe indices]``; a probe tagged with two domains counts in both.
 
-Per-probe test (the noise floor). The 2k samples of both models are pooled and re-split into
-groups of k_a and k_b: if the models behave the same, every split is as likely as the observed
-one. The statistic is the total variation distance between the two groups' answer distributions
-(categorical) or cross-minus-within cosine distance (embeddings). When the number of distinct
-splits C(k_a+k_b, k_a) is at most ``n_permutations`` every split is enumerated (exact p-value,
-the observed split counted among them); otherwise ``n_permutations`` random splits per probe
-give p = (1 + #{null ≥ observed})/(1 + B).
+**What every test here assumes.** Within a probe, each model's samples are independent draws
+from that model's answer distribution: separate requests (:mod:`profiles.collect` makes one
+request per sample, each with its own seed), so nothing a request shares — a seed, a cache, a
+batch — is shared between two samples. Under "A and B behave the same on this probe" the pooled
+k_a + k_b samples are then exchangeable and every re-split is as likely as the observed one:
+permutations shuffle the model labels *within a probe*, the level at which samples are
+independent. Probes are independent of each other given the models (they may be correlated in
+difficulty — that is a fixed property of the suite, not noise). If samples were coupled (one
+request for all k, a shared seed between models) the null would not hold; the diff refuses
+probes whose samples show it (:mod:`profiles.diff`).
 
-Resolution limit: both statistics are symmetric in A and B, so with k_a == k_b the mirror of
-the observed split ties with it. With k = 5 samples each the smallest attainable p-value is
-therefore 2/C(10, 5) = 1/126 ≈ 0.0079, not 1/252. Under Benjamini–Hochberg at q over m probes a
-probe can only be discovered alongside ≥ m·p_min/q others (≈ 16 per 100 probes at k = 5): a
-lone differing probe in a large family is invisible at k = 5. Use k ≥ 8 (p_min = 1/6435) where
-single-probe resolution matters, or rely on the domain-level interval, which aggregates.
+**Per-probe statistic.** The excess of cross-model over within-model dissimilarity: for answer
+codes, the unbiased U-statistic of ½·Σ_o (p_a(o) − p_b(o))² (cross-model pairs of samples that
+differ, minus the mean of the two models' within-model pairs that differ); for ``free`` answers
+the same with cosine distance between embeddings, an unbiased estimate of ½‖μ_a − μ_b‖².
+Zero in expectation when the models answer alike, whatever their noise.
 
-The per-probe ``effect`` is the observed statistic minus its mean over the splits (the null
-mean, i.e. the noise floor of the statistic for these very samples): zero in expectation when
-the models are alike, so it can be averaged over a domain without the small-k upward bias of
-raw TV distance.
+**Per-probe p-value** (hunks): p = (1 + #{null ≥ observed})/(1 + B) over B random re-splits,
+valid for any B. With k = 5 samples per model a single probe cannot reach much below 1/126 (the
+statistic is symmetric, so a split and its mirror tie): single probes rarely survive
+Benjamini–Hochberg; the domain test carries the decision.
 
-Choice probes with option probabilities: the probabilities are a deterministic function of the
-prompt and carry no sampling noise of their own, so the test is run on the sampled answers (what
-users actually see) and the probability TV distance is reported as the effect
-(:func:`choice_test_with_probs`).
+**Domain test** (the flag). The domain statistic is the sum over its probes of each probe's
+statistic *studentised by its own permutation distribution* ((x − mean)/sd over the 1 + B
+splits, the observed one included; a probe whose every split gives the same value weighs
+nothing), plus the absolute sum of the studentised *consensus* statistics (how much more A's
+samples than B's agree with the pooled modal answer — for embeddings, the pooled mean
+similarity — a signed statistic for "one model consistently strays from the answer both give
+most", an alternative the squared distance is weak against); the domain statistic is the
+larger of the two sums, each scaled by its sd over the splits. Every transform is a symmetric
+function of the 1 + B splits, so the observed split stays exchangeable with the others and the
+test stays exact; studentising gives sharp probes, where a shift stands out of little noise,
+the weight they deserve. The same B splits of every probe (drawn independently per probe) form B
+joint re-splits of the domain, so p = (1 + #{null ≥ observed})/(1 + B) is a valid p-value for
+"A and B answer alike on every probe of the domain". Domains with fewer than
+``MIN_DOMAIN_PROBES`` testable probes are reported as too small and never flagged. Across the
+tested domains, Benjamini–Hochberg at ``q_domain`` (default 0.02): under the global null (two
+alike models) BH is Simes' test, so a null pair flags any domain with probability ≤ q_domain;
+with real differences it controls the share of flagged domains that are false at q_domain.
 
-Domain flag: the mean per-probe effect with a percentile bootstrap interval over probes; the
-interval level is Bonferroni-adjusted across the domains tested (1 − α/D), chosen over an
-FDR-adjusted interval because D is small (tens) and a flagged domain is a headline claim. A
-domain is flagged only if the interval lies above zero (a difference, not a surplus of
-agreement) and, by default, it holds ≥ 1 BH-significant probe.
+**Effect size** (what a person reads): the root-mean-square over the domain's probes of the
+answer mass that moved, in percentage points: 100·√max(0, mean excess). When every probe moved
+δ of mass from one answer to another it reads 100·δ (½Σ(Δp)² = δ²); a shift confined to a
+fraction f of the probes reads 100·δ·√f. Its interval is a percentile bootstrap over probes of
+the mean excess (level 95 %), mapped through the same √; probes are resampled as units, which
+treats them as independent (optimistic if probes share more than their difficulty). The
+interval describes the size, the permutation test decides the flag, so a flagged domain's
+interval can touch 0 when its evidence is borderline.
+
+**Replication** is a fresh collection (another seed, later requests), tested the same way on the
+flagged domains only (BH among them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations
-from math import comb
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from profiles.similarity import normalise_rows, option_counts, unit_rows
+from profiles.similarity import unit_rows
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+_Excess = Callable[[FloatArray, FloatArray, int], FloatArray]
+"""``(split masks (probes, S, m), features, k_a) → (probes, S)``: the excess per split."""
 
 DEFAULT_PERMUTATIONS = 2000
 DEFAULT_RESAMPLES = 2000
+MIN_DOMAIN_PROBES = 5
+"""A domain with fewer testable probes is reported as too small: its bootstrap interval over
+probes is meaningless and a flag would rest on one or two probes."""
 _TIE = 1e-10  # float slack when comparing a null statistic with the observed one
-_CELLS = 4_000_000  # max split×sample×feature cells in memory per chunk of probes
-
-
-@dataclass(frozen=True)
-class ProbeTests:
-    """Per-probe test results, every array of shape ``(probes,)``.
-
-    ``statistic``: observed statistic; ``null_mean``: its mean over re-splits; ``effect``: the
-    size of the difference (statistic − null_mean, unless the test says otherwise); ``pvalues``;
-    ``n_splits``: splits used; ``exact``: whether they were enumerated.
-    """
-
-    statistic: FloatArray
-    null_mean: FloatArray
-    effect: FloatArray
-    pvalues: FloatArray
-    n_splits: int
-    exact: bool
+_CELLS = 8_000_000  # max split×sample×feature cells in memory per chunk of probes
 
 
 class BHResult(NamedTuple):
@@ -91,106 +98,144 @@ class BHResult(NamedTuple):
 
 
 @dataclass(frozen=True)
-class DomainEffect:
-    """One domain: mean per-probe effect, its bootstrap interval at ``level``, and the flag."""
+class DomainTest:
+    """One domain's permutation test and its effect in percentage points.
 
-    estimate: float
-    low: float
-    high: float
-    level: float
+    ``statistic``: the observed studentised sum; ``pvalue``: its permutation p-value (NaN when
+    the domain is too small); ``excess``: mean per-probe excess (the squared scale);
+    ``shift``/``shift_low``/``shift_high``: 100·√excess and its bootstrap interval at ``level``.
+    """
+
     n_probes: int
-    n_significant: int
-    flagged: bool
+    statistic: float
+    pvalue: float
+    excess: float
+    shift: float
+    shift_low: float
+    shift_high: float
+    level: float
+
+    @property
+    def tested(self) -> bool:
+        return bool(np.isfinite(self.pvalue))
 
 
 @dataclass(frozen=True)
-class Replication:
-    """Confirmation of screened probes: ``probes`` (indices), ``replicated`` and ``pvalues``."""
+class Splits:
+    """Two split matrices ``(probes, 1 + B)`` over the same re-splits (column 0 observed).
 
-    probes: IntArray
-    replicated: BoolArray
-    pvalues: FloatArray
-
-
-def min_pvalue(k_a: int, k_b: int, n_permutations: int = DEFAULT_PERMUTATIONS) -> float:
-    """The smallest p-value the per-probe tests can return for these sample counts."""
-    splits = comb(k_a + k_b, k_a)
-    if splits > n_permutations:
-        return 1.0 / (1 + n_permutations)
-    return (2 if k_a == k_b else 1) / splits
-
-
-def tv_permutation_test(
-    answers_a: npt.ArrayLike,
-    answers_b: npt.ArrayLike,
-    n_options: npt.ArrayLike,
-    *,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
-    seed: int | np.random.Generator = 0,
-) -> ProbeTests:
-    """Per-probe permutation test of the TV distance between two models' sampled answers.
-
-    Unparsed answers (-1) are pooled and re-split like the others but ignored by the statistic;
-    a group left without a parsed answer contributes TV = 0. To count "unparsed" as a behaviour,
-    map it to an extra option index before calling.
+    ``excess``: the noise-corrected dissimilarity (any difference); ``consensus``: how much
+    more A's samples than B's agree with the two models' pooled samples (signed).
     """
-    a, b = _int_samples(answers_a), _int_samples(answers_b)
+
+    excess: FloatArray
+    consensus: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.excess.shape[0])
+
+    def rows(self, index: npt.ArrayLike) -> Splits:
+        idx = np.asarray(index, dtype=np.int64)
+        return Splits(self.excess[idx], self.consensus[idx])
+
+    @classmethod
+    def concat(cls, parts: Sequence[Splits], n_permutations: int) -> Splits:
+        if not parts:
+            empty = np.zeros((0, n_permutations + 1))
+            return cls(empty, empty.copy())
+        return cls(np.concatenate([p.excess for p in parts]),
+                   np.concatenate([p.consensus for p in parts]))
+
+
+def categorical_splits(codes_a: npt.ArrayLike, codes_b: npt.ArrayLike, width: int, *,
+                       n_permutations: int = DEFAULT_PERMUTATIONS,
+                       seed: int | np.random.Generator = 0) -> Splits:
+    """Both statistics over B random re-splits of answer codes (as one-hot samples)."""
+    a, b = _int_samples(codes_a), _int_samples(codes_b)
     if a.shape[0] != b.shape[0]:
-        raise ValueError(f"answers_a has {a.shape[0]} probes, answers_b {b.shape[0]}")
-    n_opt = option_counts(n_options, a.shape[0], minimum=0)
+        raise ValueError(f"codes_a has {a.shape[0]} probes, codes_b {b.shape[0]}")
     pooled = np.concatenate([a, b], axis=1)
-    if np.any(pooled < -1) or np.any(pooled >= n_opt[:, None]):
-        raise ValueError("answers must be -1 (unparsed) or an option index below n_options")
-    width = max(int(n_opt.max()), 1) if n_opt.size else 1
+    if np.any(pooled < 0) or np.any(pooled >= width):
+        raise ValueError(f"answer codes must lie in [0, {width})")
     onehot = (pooled[..., None] == np.arange(width)).astype(np.float64)
-    return _permutation_test(onehot, a.shape[1], _tv_of_splits, n_permutations, seed)
+    # the pooled modal answer (ties to the lowest code): a function of the pooled samples
+    modal = (pooled == onehot.sum(axis=1).argmax(axis=1)[:, None]).astype(np.float64)
+    return _splits(onehot, modal, a.shape[1], _categorical_excess, n_permutations, seed)
 
 
-def embedding_permutation_test(
-    emb_a: npt.ArrayLike,
-    emb_b: npt.ArrayLike,
-    *,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
-    seed: int | np.random.Generator = 0,
-) -> ProbeTests:
-    """Per-probe permutation test for ``free`` answers on the pooled sample embeddings.
-
-    The statistic is the semantic divergence excess of :mod:`profiles.similarity`: cross-model
-    mean cosine distance minus the mean of both within-model distances.
-    """
+def embedding_splits(emb_a: npt.ArrayLike, emb_b: npt.ArrayLike, *,
+                     n_permutations: int = DEFAULT_PERMUTATIONS,
+                     seed: int | np.random.Generator = 0) -> Splits:
+    """Both statistics over B random re-splits of sample embeddings (cosine geometry)."""
     a, b = unit_rows(emb_a), unit_rows(emb_b)
     if a.ndim != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[2]:
         raise ValueError("embeddings must be (probes, k_a, d) and (probes, k_b, d)")
-    if a.shape[1] < 2 or b.shape[1] < 2:
-        raise ValueError("a noise floor needs at least 2 samples per model")
     pooled = np.concatenate([a, b], axis=1)
     gram = pooled @ pooled.transpose(0, 2, 1)  # (probes, m, m) cosine similarities
-    return _permutation_test(gram, a.shape[1], _excess_of_splits, n_permutations, seed)
+    return _splits(gram, gram.mean(axis=2), a.shape[1], _embedding_excess, n_permutations,
+                   seed)
 
 
-def choice_test_with_probs(
-    probs_a: npt.ArrayLike,
-    probs_b: npt.ArrayLike,
-    answers_a: npt.ArrayLike,
-    answers_b: npt.ArrayLike,
-    n_options: npt.ArrayLike,
-    *,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
-    seed: int | np.random.Generator = 0,
-) -> ProbeTests:
-    """Choice probes with option probabilities: p-value from the sampled answers, effect = TV
-    distance between the (renormalised) probability rows ``(probes, max_options)``."""
-    pa = normalise_rows(np.asarray(probs_a, dtype=np.float64))
-    pb = normalise_rows(np.asarray(probs_b, dtype=np.float64))
-    if pa.shape != pb.shape or pa.ndim != 2:
-        raise ValueError("probs_a and probs_b must be (probes, max_options) of equal shape")
-    test = tv_permutation_test(
-        answers_a, answers_b, n_options, n_permutations=n_permutations, seed=seed
-    )
-    if pa.shape[0] != test.pvalues.shape[0]:
-        raise ValueError("probabilities and answers cover different numbers of probes")
-    tv: FloatArray = 0.5 * np.abs(pa - pb).sum(axis=1)
-    return ProbeTests(test.statistic, test.null_mean, tv, test.pvalues, test.n_splits, test.exact)
+def probe_pvalues(splits: FloatArray) -> FloatArray:
+    """Per-probe permutation p-values ``(probes,)`` from a split matrix (larger = different)."""
+    observed, null = splits[:, 0], splits[:, 1:]
+    hits = (null >= observed[:, None] - _TIE).sum(axis=1)
+    out: FloatArray = (1.0 + hits) / (1.0 + null.shape[1])
+    return out
+
+
+def studentised(splits: FloatArray) -> FloatArray:
+    """Each probe's split statistics as (x − mean)/sd over all its 1 + B splits (0 where
+    sd = 0): a symmetric function of the splits, so the observed one stays exchangeable with
+    the others and the permutation p-value stays exact."""
+    mean = splits.mean(axis=1, keepdims=True)
+    sd = splits.std(axis=1, keepdims=True)
+    out: FloatArray = np.divide(splits - mean, sd, out=np.zeros_like(splits), where=sd > _TIE)
+    return out
+
+
+def domain_statistic(z_excess: FloatArray, z_consensus: FloatArray) -> FloatArray:
+    """The domain statistic for every split ``(1 + B,)`` from studentised probe rows.
+
+    max(Σ z_excess, |Σ z_consensus|), each sum scaled by its sd over the splits: large when the
+    domain's probes differ in any way, or when one model consistently strays further from
+    the pooled answers than the other.
+    """
+    parts = []
+    for total in (z_excess.sum(axis=0), np.abs(z_consensus.sum(axis=0))):
+        sd = total.std()  # over all 1 + B splits, for the same reason as studentised()
+        parts.append(total / sd if sd > _TIE else np.zeros_like(total))
+    out: FloatArray = np.maximum(parts[0], parts[1])
+    return out
+
+
+def domain_tests(splits: Splits, domains: Mapping[str, npt.ArrayLike], *,
+                 level: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                 min_probes: int = MIN_DOMAIN_PROBES) -> dict[str, DomainTest]:
+    """The domain permutation test and effect interval for every domain (see module doc)."""
+    z_excess, z_consensus = studentised(splits.excess), studentised(splits.consensus)
+    observed = splits.excess[:, 0]
+    members = {n: np.asarray(i, dtype=np.int64).reshape(-1) for n, i in domains.items()}
+    streams = np.random.SeedSequence(seed).spawn(max(len(members), 1))
+    out = {}
+    for (name, idx), stream in zip(members.items(), streams, strict=False):
+        est, low, high = bootstrap_mean_ci(observed[idx], level=level, n_resamples=n_resamples,
+                                           seed=np.random.default_rng(stream))
+        pvalue, statistic = float("nan"), float("nan")
+        if idx.size >= max(min_probes, 1):
+            stats = domain_statistic(z_excess[idx], z_consensus[idx])
+            statistic = float(stats[0])
+            pvalue = float((1 + np.sum(stats[1:] >= stats[0] - _TIE)) / stats.size)
+        out[name] = DomainTest(int(idx.size), statistic, pvalue, est, shift_points(est),
+                               shift_points(low), shift_points(high), level)
+    return out
+
+
+def shift_points(excess: float) -> float:
+    """100·√max(0, excess): the squared-scale excess as percentage points of moved mass."""
+    if not np.isfinite(excess):
+        return float("nan")
+    return float(100.0 * np.sqrt(max(0.0, excess)))
 
 
 def benjamini_hochberg(pvalues: npt.ArrayLike, q: float = 0.05) -> BHResult:
@@ -233,165 +278,48 @@ def bootstrap_mean_ci(
     return float(x.mean()), float(low), float(high)
 
 
-def domain_effects(
-    effect: npt.ArrayLike,
-    domains: Mapping[str, npt.ArrayLike],
-    *,
-    significant: npt.ArrayLike | None = None,
-    level: float = 0.95,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    require_significant_probe: bool = True,
-) -> dict[str, DomainEffect]:
-    """Per-domain effect size (mean per-probe effect) with a Bonferroni-adjusted bootstrap CI.
-
-    ``domains`` maps a name to its probe indices; ``significant`` is the BH mask over all probes
-    (required when ``require_significant_probe``). Each domain is resampled with its own stream
-    spawned from ``seed`` in mapping order.
-    """
-    eff = np.asarray(effect, dtype=np.float64)
-    sig = np.zeros(eff.shape, bool) if significant is None else np.asarray(significant, bool)
-    if require_significant_probe and significant is None:
-        raise ValueError("pass significant= (BH mask) or require_significant_probe=False")
-    members = {name: np.asarray(idx, dtype=np.int64).reshape(-1) for name, idx in domains.items()}
-    tested = sum(1 for idx in members.values() if idx.size)
-    adjusted = 1.0 - (1.0 - level) / max(tested, 1)
-    streams = np.random.SeedSequence(seed).spawn(len(members))
-    result = {}
-    for (name, idx), stream in zip(members.items(), streams, strict=True):
-        est, low, high = bootstrap_mean_ci(
-            eff[idx], level=adjusted, n_resamples=n_resamples, seed=np.random.default_rng(stream)
-        )
-        n_sig = int(sig[idx].sum())
-        flagged = bool(low > 0) and (n_sig > 0 or not require_significant_probe)
-        result[name] = DomainEffect(est, low, high, adjusted, int(idx.size), n_sig, flagged)
-    return result
-
-
-def split_halves(answers: npt.ArrayLike) -> tuple[IntArray, IntArray]:
-    """Split ``(probes, k)`` samples into a screening half (first ⌈k/2⌉) and a held-out half."""
-    a = _int_samples(answers)
-    if a.shape[1] < 2:
-        raise ValueError("splitting needs at least 2 samples per probe")
-    half = (a.shape[1] + 1) // 2
-    return a[:, :half], a[:, half:]
-
-
-def replicate(
-    flagged: npt.ArrayLike,
-    confirm_a: npt.ArrayLike,
-    confirm_b: npt.ArrayLike,
-    n_options: npt.ArrayLike,
-    *,
-    q: float = 0.05,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
-    seed: int | np.random.Generator = 0,
-) -> Replication:
-    """Re-test the flagged probes on held-out answers (a split half or fresh samples).
-
-    ``flagged`` is a boolean mask or index array over the probes; the confirm answers must not
-    have been used to flag them. A probe replicates if it is BH-significant at ``q`` among the
-    flagged probes' confirmation p-values (the family is only the flagged ones).
-    """
-    a, b = _int_samples(confirm_a), _int_samples(confirm_b)
-    probes = _indices(flagged, a.shape[0])
-    n_opt = option_counts(n_options, a.shape[0], minimum=0)
-    if probes.size == 0:
-        return Replication(probes, np.zeros(0, bool), np.zeros(0))
-    test = tv_permutation_test(
-        a[probes], b[probes], n_opt[probes], n_permutations=n_permutations, seed=seed
-    )
-    return Replication(probes, benjamini_hochberg(test.pvalues, q).rejected, test.pvalues)
-
-
-def screen_and_confirm(
-    answers_a: npt.ArrayLike,
-    answers_b: npt.ArrayLike,
-    n_options: npt.ArrayLike,
-    *,
-    q: float = 0.05,
-    n_permutations: int = DEFAULT_PERMUTATIONS,
-    seed: int = 0,
-) -> tuple[ProbeTests, BHResult, Replication]:
-    """Split-half replication: screen (test + BH) on the first halves, confirm on the rest."""
-    screen_a, confirm_a = split_halves(answers_a)
-    screen_b, confirm_b = split_halves(answers_b)
-    screen_rng, confirm_rng = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
-    )
-    screen = tv_permutation_test(
-        screen_a, screen_b, n_options, n_permutations=n_permutations, seed=screen_rng
-    )
-    screened = benjamini_hochberg(screen.pvalues, q)
-    confirmed = replicate(
-        screened.rejected,
-        confirm_a,
-        confirm_b,
-        n_options,
-        q=q,
-        n_permutations=n_permutations,
-        seed=confirm_rng,
-    )
-    return screen, screened, confirmed
-
-
-def _permutation_test(
-    pooled: FloatArray,
-    k_a: int,
-    statistic: Callable[[FloatArray, FloatArray, int], FloatArray],
-    n_permutations: int,
-    seed: int | np.random.Generator,
-) -> ProbeTests:
-    """Shared machinery: ``pooled`` is ``(probes, m, features)`` with A's samples first.
-
-    ``statistic(splits, pooled_chunk, k_a)`` maps split masks ``(probes|1, S, m)`` to ``(probes,
-    S)``. The observed split is evaluated as split 0 of every chunk, so it goes through exactly
-    the same arithmetic as the null splits.
-    """
-    n, m = pooled.shape[0], pooled.shape[1]
-    if not 1 <= k_a < m:
-        raise ValueError("both models need at least one sample per probe")
+def _splits(features: FloatArray, to_pool: FloatArray, k_a: int, excess: _Excess,
+            n_permutations: int, seed: int | np.random.Generator) -> Splits:
+    """``features`` ``(probes, m, f)``: one-hot answers or the Gram matrix of the pooled
+    samples, A's first; ``to_pool`` ``(probes, m)``: each sample's agreement with the pooled
+    answer (a function of the pooled samples, so the same under every split)."""
+    n, m = features.shape[0], features.shape[1]
+    if not 2 <= k_a <= m - 2:
+        raise ValueError("a noise floor needs at least 2 samples per model and probe")
+    if n_permutations < 1:
+        raise ValueError("n_permutations must be at least 1")
     rng = np.random.default_rng(seed)
-    exact = comb(m, k_a) <= n_permutations
-    shared = _all_splits(m, k_a)[None] if exact else None
-    n_splits = comb(m, k_a) if exact else n_permutations
-    chunk = max(1, _CELLS // ((n_splits + 1) * m * max(pooled.shape[2], 1)))
-    parts = []
+    chunk = max(1, _CELLS // ((n_permutations + 1) * m * features.shape[2]))
+    observed = (np.arange(m) < k_a).astype(np.float64)
+    excesses, consensus = [], []
     for start in range(0, n, chunk):
-        block = pooled[start : start + chunk]
-        null = _random_splits(len(block), n_splits, m, k_a, rng) if shared is None else shared
-        parts.append(statistic(_with_observed(null, k_a), block, k_a))
-    values = np.concatenate(parts, axis=0) if parts else np.zeros((0, n_splits + 1))
-    observed, null_values = values[:, 0], values[:, 1:]
-    hits = (null_values >= observed[:, None] - _TIE).sum(axis=1)
-    pvalues = hits / n_splits if exact else (1 + hits) / (1 + n_permutations)
-    null_mean = null_values.mean(axis=1)
-    return ProbeTests(observed, null_mean, observed - null_mean, pvalues, n_splits, exact)
+        block = features[start:start + chunk]
+        null = _random_splits(len(block), n_permutations, m, k_a, rng)
+        splits = np.concatenate([np.broadcast_to(observed, (len(block), 1, m)), null], axis=1)
+        excesses.append(excess(splits, block, k_a))
+        pool = to_pool[start:start + chunk]
+        toward = (splits @ pool[:, :, None])[..., 0]  # (probes, S): A's summed agreement
+        rest = pool.sum(axis=1)[:, None] - toward
+        consensus.append(toward / k_a - rest / (m - k_a))
+    if not excesses:
+        empty = np.zeros((0, n_permutations + 1))
+        return Splits(empty, empty.copy())
+    return Splits(np.concatenate(excesses), np.concatenate(consensus))
 
 
-def _with_observed(null: FloatArray, k_a: int) -> FloatArray:
-    """Prepend the observed split (A's samples first) to null split masks ``(b, S, m)``."""
-    m = null.shape[2]
-    observed = np.broadcast_to((np.arange(m) < k_a).astype(np.float64), (null.shape[0], 1, m))
-    return np.concatenate([observed, null], axis=1)
+def _categorical_excess(splits: FloatArray, onehot: FloatArray, k_a: int) -> FloatArray:
+    """½(within_a + within_b) − cross agreement of answer codes (unbiased), per split."""
+    k_b = onehot.shape[1] - k_a
+    counts_a = splits @ onehot  # (probes, S, width)
+    counts_b = onehot.sum(axis=1, keepdims=True) - counts_a
+    within_a = (counts_a * (counts_a - 1)).sum(axis=2) / (k_a * (k_a - 1))
+    within_b = (counts_b * (counts_b - 1)).sum(axis=2) / (k_b * (k_b - 1))
+    cross = (counts_a * counts_b).sum(axis=2) / (k_a * k_b)
+    out: FloatArray = 0.5 * (within_a + within_b) - cross
+    return out
 
 
-def _tv_of_splits(splits: FloatArray, onehot: FloatArray, k_a: int) -> FloatArray:
-    """TV distance between group A and group B answer frequencies for every split."""
-    del k_a  # group sizes in parsed answers vary per split; counted from the data
-    counts_a = splits @ onehot  # (probes, S, options)
-    total = onehot.sum(axis=1, keepdims=True)
-    counts_b = total - counts_a
-    n_a = counts_a.sum(axis=2, keepdims=True)
-    n_b = counts_b.sum(axis=2, keepdims=True)
-    usable = (n_a > 0) & (n_b > 0)
-    freq_a = np.divide(counts_a, n_a, out=np.zeros_like(counts_a), where=usable)
-    freq_b = np.divide(counts_b, n_b, out=np.zeros_like(counts_b), where=usable)
-    tv: FloatArray = 0.5 * np.abs(freq_a - freq_b).sum(axis=2)
-    return tv
-
-
-def _excess_of_splits(splits: FloatArray, gram: FloatArray, k_a: int) -> FloatArray:
+def _embedding_excess(splits: FloatArray, gram: FloatArray, k_a: int) -> FloatArray:
     """Cross minus mean within cosine distance for every split, from the pooled Gram matrix."""
     k_b = gram.shape[1] - k_a
     self_sim = np.diagonal(gram, axis1=1, axis2=2)[:, :, None]  # 1 for unit vectors
@@ -408,18 +336,10 @@ def _excess_of_splits(splits: FloatArray, gram: FloatArray, k_a: int) -> FloatAr
     return excess
 
 
-def _all_splits(m: int, k_a: int) -> FloatArray:
-    """Every way to pick group A's k_a of m pooled samples, as 0/1 masks ``(S, m)``."""
-    chosen = np.array(list(combinations(range(m), k_a)), dtype=np.int64)
-    masks = np.zeros((len(chosen), m))
-    np.put_along_axis(masks, chosen, 1.0, axis=1)
-    return masks
-
-
 def _random_splits(n: int, b: int, m: int, k_a: int, rng: np.random.Generator) -> FloatArray:
     """``b`` independent random splits per probe, as 0/1 masks ``(n, b, m)``."""
     keys = rng.random((n, b, m))
-    kth = np.partition(keys, k_a - 1, axis=2)[..., k_a - 1 : k_a]
+    kth = np.partition(keys, k_a - 1, axis=2)[..., k_a - 1:k_a]
     return (keys <= kth).astype(np.float64)
 
 
@@ -431,16 +351,3 @@ def _int_samples(answers: npt.ArrayLike) -> IntArray:
     if a.ndim != 2 or (a.size and not np.issubdtype(a.dtype, np.integer)):
         raise ValueError("answers must be an integer array of shape (probes, k)")
     return a.astype(np.int64)
-
-
-def _indices(selection: npt.ArrayLike, n: int) -> IntArray:
-    """A boolean mask of length n or an index array, as sorted unique indices."""
-    s = np.asarray(selection)
-    if s.dtype == np.bool_:
-        if s.shape != (n,):
-            raise ValueError(f"flagged mask must have length {n}")
-        return np.flatnonzero(s).astype(np.int64)
-    idx = np.unique(s.astype(np.int64).reshape(-1))
-    if idx.size and (idx[0] < 0 or idx[-1] >= n):
-        raise ValueError("flagged indices out of range")
-    return idx

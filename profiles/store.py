@@ -3,10 +3,10 @@
 :class:`Observations` is what collection and profiles need from a store;
 :class:`ObservationStore` is the embedded implementation, a SQLite file (an application may
 give another, on a shared database). A sample is keyed by (model key, probe content hash,
-decoding key, sample index). The model key is a hash of the model's *identity* (the parameters
-that change behaviour), so renaming a model keeps its observations and changing its system
-prompt does not reuse them. Each probe's samples are committed in one transaction as soon as
-they arrive: an interrupted run loses nothing that was stored.
+decoding key, sample index). The model key (:func:`observation_key`) hashes the model's pool
+name and its *identity* (the parameters that change behaviour): two pool names never share
+samples, and changing a system prompt re-collects. Each probe's samples are committed in one
+transaction as soon as they arrive: an interrupted run loses nothing that was stored.
 """
 
 from __future__ import annotations
@@ -64,7 +64,18 @@ def stable_hash(value: object, length: int = 16) -> str:
 
 
 def model_key(identity: Mapping[str, object]) -> str:
+    """A hash of a model's identity: what a shipped profile is matched against."""
     return stable_hash(dict(identity))
+
+
+def observation_key(name: str, identity: Mapping[str, object]) -> str:
+    """The cache key of a model's observations: its pool name *and* its identity.
+
+    Two pool names are two models with independent samples, even with identical backend
+    settings (a copy of a model under another name is how one measures the noise floor), so
+    the name is part of the key; changing the system prompt re-collects too.
+    """
+    return stable_hash({"name": name, "identity": dict(identity)})
 
 
 def text_hash(text: str) -> str:

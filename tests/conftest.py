@@ -1,6 +1,6 @@
 """Every test talks to loopback servers only: a developer's proxy variables must not send
 those calls elsewhere (the upstream client honours them; ``tests/router/backends/test_http1.py``
-sets its own)."""
+sets its own), nor their OTLP variables spans."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ import structlog
 from tests.stores import engine_settings, store  # noqa: F401
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+TRACE_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                   "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                   "OTEL_SDK_DISABLED")
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +24,14 @@ def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture(autouse=True)
+def no_trace_export_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's ``OTEL_EXPORTER_OTLP_*`` must not turn tracing on (and send spans away)
+    in tests that do not ask for it (``router.telemetry``)."""
+    for name in TRACE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(autouse=True)

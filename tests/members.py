@@ -24,7 +24,7 @@ from profiles.extract import extract
 from profiles.probe import Probe
 from profiles.profile import ProbeRecord, Profile
 from profiles.protocol import Sample, TokenLogprob
-from profiles.store import ObservationStore, model_key
+from profiles.store import ObservationStore, observation_key
 from profiles.suite import load_suite
 from tests.profiles.fixtures.make_raw_outputs import (
     MEMBER_SAMPLES,
@@ -81,7 +81,7 @@ def store_member_outputs(settings: Settings,
     with ObservationStore.in_data_dir(settings.data_dir) as store:
         for record in records if records is not None else member_records():
             model = pool.get(record["member"])
-            mkey = model_key(model.identity())
+            mkey = observation_key(model.name, model.identity())
             store.remember_model(mkey, model.name, model.identity())
             logprobs = tuple(TokenLogprob(t, lp) for t, lp in record["first_token_logprobs"])
             sample = Sample(record["text"], record["finish_reason"], logprobs)

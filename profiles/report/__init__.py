@@ -2,7 +2,7 @@
 
 * :func:`render_text` — a ``git diff --stat``-like summary per domain, then the hunks;
 * :func:`render_html` — the same as a page with a per-domain chart and side-by-side hunks;
-* :func:`render_json` — the :class:`profiles.diff.Diff` object (schema ``diffroute.diff/1``);
+* :func:`render_json` — the :class:`profiles.diff.Diff` object (schema ``diffroute.diff/2``);
 * :func:`render_matrix_text` / :func:`render_matrix_json` — the pool's pairwise matrix.
 """
 

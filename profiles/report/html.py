@@ -17,6 +17,8 @@ CHART_WIDTH = 760
 LABEL_WIDTH = 170
 PLOT_WIDTH = 380
 ROW_HEIGHT = 28
+TICK_GAP = 48
+"""Least distance between two axis labels' centres, in chart units (a label is ~36 wide)."""
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;
@@ -27,6 +29,11 @@ h2{margin-top:2em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
 table.summary{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
 table.summary th,table.summary td{padding:.3em .6em;border-bottom:1px solid #eaeef2;
   text-align:right;white-space:nowrap}
+table.summary th{white-space:normal;vertical-align:bottom}
+@media (max-width:75em){table.summary td{white-space:normal}}
+@media (max-width:60em){table.summary{font-size:.9em}.kbar{width:40px}
+  table.summary th,table.summary td{padding:.3em .3em}}
+@media (max-width:45em){table.summary{display:block;overflow-x:auto}}
 table.summary th:first-child,table.summary td:first-child{text-align:left}
 tr.flagged td{background:#fff8f0}
 tr.overall td{font-weight:600;border-top:2px solid #d0d7de}
@@ -46,6 +53,7 @@ tr.overall td{font-weight:600;border-top:2px solid #d0d7de}
 .side h4{margin:0 0 .3em;font:600 .85em ui-monospace,SFMono-Regular,Menlo,monospace}
 .side pre{white-space:pre-wrap;margin:0 0 .4em;font:.85em ui-monospace,SFMono-Regular,Menlo,
   monospace}
+.prompt,.side pre{overflow-wrap:anywhere}
 .dist{font-size:.8em;color:#57606a}
 .dist div{display:flex;align-items:center;gap:.4em}
 .dist .bar{height:.6em;background:#57606a;opacity:.6}
@@ -85,8 +93,8 @@ def _meta(diff: Diff) -> str:
     lines = [
         f"suite <b>{_e(diff.suite)}</b> {_e(diff.suite_version)}"
         + (f" · domain <b>{_e(s['domain'])}</b>" if s.get("domain") else ""),
-        f"samples {_e(s.get('samples'))} (screen {_e(s.get('screen_samples'))}, confirm "
-        f"{_e(s.get('confirm_samples'))}) · q={_e(s.get('q'))} · {diff.n_significant} of "
+        f"samples {_e(s.get('samples'))} (confirm collection {_e(s.get('confirm_samples'))}) · "
+        f"q={_e(s.get('q'))} · domains BH q={_e(s.get('q_domain'))} · {diff.n_significant} of "
         f"{diff.n_probes_tested} probes differ beyond noise",
         "flagged domains: " + (_e(", ".join(diff.flagged_domains)) or "none"),
     ]
@@ -98,7 +106,8 @@ def _meta(diff: Diff) -> str:
 
 def _summary_table(diff: Diff) -> str:
     heads = ["domain", "probes", "κp [95% CI]", "agreement", "error consistency",
-             f"accuracy {diff.a} / {diff.b}", "divergence [CI]", "significant", ""]
+             f"accuracy {diff.a} / {diff.b}", "shift, points [95% CI]", "p (domain)",
+             "significant", ""]
     rows = [_summary_row(d) for d in ranked_domains(diff)]
     rows.append(_summary_row(diff.overall, overall=True))
     head = "".join(f"<th>{_e(h)}</th>" for h in heads)
@@ -117,8 +126,8 @@ def _summary_row(d: DomainDiff, overall: bool = False) -> str:
         _e(d.name), str(d.n_probes), kappa, _num(d.agreement, ".2f"),
         _num(d.error_consistency, ".2f"),
         f"{_num(d.accuracy_a, '.2f')} / {_num(d.accuracy_b, '.2f')}",
-        f"{_num(d.divergence, '+.3f')} [{_num(d.divergence_low, '+.3f')}, "
-        f"{_num(d.divergence_high, '+.3f')}]",
+        f"{_num(d.shift, '.1f')} [{_num(d.shift_low, '.1f')}, {_num(d.shift_high, '.1f')}]",
+        "too small" if d.status == "too small" else _num(d.pvalue, ".4f"),
         str(d.n_significant),
         "" if overall else f"<span class=\"mark\">{_e(domain_marker(d))}</span>",
     ]
@@ -145,19 +154,30 @@ def _chart(diff: Diff) -> str:
     for i, d in enumerate(rows):
         parts.append(_chart_row(d, i * ROW_HEIGHT, x, d is diff.overall))
     axis_y = height - ROW_HEIGHT / 2
-    for value in (lo, 0.0, hi):
+    for value in _ticks(lo, hi):
         parts.append(f"<text class=\"muted\" x=\"{x(value):.1f}\" y=\"{axis_y:.1f}\" "
                      f"text-anchor=\"middle\">{value:+.2f}</text>")
     parts.append("</svg>")
     return "".join(parts)
 
 
+def _ticks(lo: float, hi: float) -> list[float]:
+    """The axis labels' values: 0 and the multiples of a round step (1, 2 or 5 × 10^k) inside
+    [lo, hi], the step the smallest that keeps labels :data:`TICK_GAP` apart (so that no label,
+    e.g. ``-0.01``, is drawn over ``+0.00``)."""
+    span = hi - lo
+    step = next(m * 10.0**k for k in range(-3, 7) for m in (1, 2, 5)
+                if m * 10.0**k / span * PLOT_WIDTH >= TICK_GAP)
+    first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+    return [k * step + 0.0 for k in range(first, last + 1)]
+
+
 def _extent(rows: Iterable[DomainDiff]) -> tuple[float, float]:
-    values = [v for d in rows for v in (d.divergence, d.divergence_low, d.divergence_high)
+    values = [v for d in rows for v in (d.shift, d.shift_low, d.shift_high)
               if v is not None and math.isfinite(v)]
     lo, hi = min([0.0, *values]), max([0.0, *values])
-    if hi - lo < 0.1:  # a flat diff still gets a readable axis
-        hi = lo + 0.1
+    if hi - lo < 10:  # a flat diff still gets a readable axis (points)
+        hi = lo + 10
     return lo, hi
 
 
@@ -168,22 +188,22 @@ def _chart_row(d: DomainDiff, top: float, x: Callable[[float], float], overall: 
         colour = "#0969da"
     weight = ' font-weight="bold"' if overall else ""
     label = f"{domain_marker(d)} {d.name}".strip()
-    parts = [f"<g><title>{_e(d.name)}: divergence {_num(d.divergence)} "
-             f"[{_num(d.divergence_low)}, {_num(d.divergence_high)}], "
+    parts = [f"<g><title>{_e(d.name)}: shift {_num(d.shift, '.1f')} points "
+             f"[{_num(d.shift_low, '.1f')}, {_num(d.shift_high, '.1f')}], "
              f"κp {_num(d.kappa_p, '.2f')}</title>",
              f"<text x=\"4\" y=\"{mid + 4:.1f}\"{weight}>"
              f"{_e(label)}</text>"]
-    if d.divergence is not None and math.isfinite(d.divergence):
-        a, b = sorted((x(0.0), x(d.divergence)))
+    if d.shift is not None and math.isfinite(d.shift):
+        a, b = sorted((x(0.0), x(d.shift)))
         parts.append(f"<rect x=\"{a:.1f}\" y=\"{top + 7:.1f}\" width=\"{max(b - a, 1):.1f}\" "
                      f"height=\"{ROW_HEIGHT - 14}\" fill=\"{colour}\" opacity=\"0.75\"/>")
-    if _finite(d.divergence_low) and _finite(d.divergence_high):
-        low, high = x(d.divergence_low), x(d.divergence_high)
+    if _finite(d.shift_low) and _finite(d.shift_high):
+        low, high = x(d.shift_low), x(d.shift_high)
         parts.append(
             f"<path d=\"M{low:.1f} {mid:.1f}H{high:.1f}M{low:.1f} {mid - 6:.1f}V{mid + 6:.1f}"
             f"M{high:.1f} {mid - 6:.1f}V{mid + 6:.1f}\" stroke=\"#1f2328\" fill=\"none\"/>")
     right = LABEL_WIDTH + PLOT_WIDTH + 12
-    parts.append(f"<text x=\"{right}\" y=\"{mid + 4:.1f}\">{_num(d.divergence, '+.3f')}</text>"
+    parts.append(f"<text x=\"{right}\" y=\"{mid + 4:.1f}\">{_num(d.shift, '.1f')} pt</text>"
                  f"<text class=\"muted\" x=\"{right + 70}\" y=\"{mid + 4:.1f}\">"
                  f"κp {_num(d.kappa_p, '.2f')}</text></g>")
     return "".join(parts)

@@ -4,13 +4,13 @@
 
     diff --behavior a/alpha b/beta
     suite sim 1+c52ec3415bfa
-    samples 6 (screen 6, confirm 0) · q=0.05 · 9 of 60 probes differ beyond noise
+    samples 6 (no confirm collection) · q=0.05 · domains BH q=0.02 · 9 of 60 probes differ …
 
-     !? law       20 | κp ████░░░░░░░░░░░░░░░░  0.22 [ 0.05,  0.41] | div +0.412 [+0.300, +0.520]
-        history   20 | κp ███████░░░░░░░░░░░░░  0.35 [ 0.13,  0.48] | div +0.000 [+0.000, +0.000]
-        all       60 | κp █████░░░░░░░░░░░░░░░  0.24 [ 0.13,  0.33] | div +0.118 [+0.052, +0.196]
+     !? law       20 | κp ████░░░░…  0.22 [ 0.05,  0.41] | shift 64.2 pt [54.8, 72.1] p=0.0005
+        history   20 | κp ███████…  0.35 [ 0.13,  0.48] | shift  0.0 pt [ 0.0,  7.4] p=0.61
+        all       60 | κp █████░░…  0.24 [ 0.13,  0.33] | shift 34.4 pt [22.8, 44.3] p=0.0005
 
-    @@ law-0000 [law] effect=+0.784 q=0.014 replicated=untested @@
+    @@ law-0000 [law] shift=89pt p=0.0005 q=0.014 (alone) replicated=untested @@
      [law] question 0: which option holds?
     -B. option B
     -  B 1.00  (6 samples)
@@ -69,21 +69,22 @@ def render_text(diff: Diff, color: bool = False) -> str:
 def _header(diff: Diff, paint: _Paint) -> list[str]:
     s = diff.settings
     confirm = s.get("confirm_samples") or 0
+    confirm_text = f"confirm collection {confirm}" if confirm else "no confirm collection"
     scope = f" · domain {s['domain']}" if s.get("domain") else ""
     return [
         paint(f"diff --behavior a/{diff.a} b/{diff.b}", _BOLD),
         paint(f"suite {diff.suite} {diff.suite_version}{scope}", _BOLD),
-        paint(f"samples {s.get('samples')} (screen {s.get('screen_samples')}, confirm {confirm})"
-              f" · q={_num(s.get('q'))} · {diff.n_significant} of "
+        paint(f"samples {s.get('samples')} ({confirm_text}) · q={_num(s.get('q'))} · domains "
+              f"BH q={_num(s.get('q_domain'))} · {diff.n_significant} of "
               f"{diff.n_probes_tested} probes differ beyond noise", _BOLD),
     ]
 
 
 def ranked_domains(diff: Diff) -> list[DomainDiff]:
-    """Flagged domains first (as the diff ranks them), then the rest by divergence."""
+    """Flagged domains first (as the diff ranks them), then the rest by shift."""
     flagged = {name: i for i, name in enumerate(diff.flagged_domains)}
     return sorted(diff.domains, key=lambda d: (
-        d.name not in flagged, flagged.get(d.name, 0), -_finite(d.divergence), d.name))
+        d.name not in flagged, flagged.get(d.name, 0), -_finite(d.shift), d.name))
 
 
 def _stat(diff: Diff, paint: _Paint) -> list[str]:
@@ -107,9 +108,10 @@ def _stat_line(d: DomainDiff, width: int, n_width: int, paint: _Paint,
     name = paint(f"{d.name:<{width}}", _BOLD) if d.flagged else f"{d.name:<{width}}"
     kappa = (f"κp {kappa_bar(d.kappa_p)} {_num(d.kappa_p, '5.2f')} "
              f"[{_num(d.kappa_p_low, '5.2f')}, {_num(d.kappa_p_high, '5.2f')}]")
-    div = (f"div {_num(d.divergence, '+.3f')} "
-           f"[{_num(d.divergence_low, '+.3f')}, {_num(d.divergence_high, '+.3f')}]")
-    return f" {mark} {name} {d.n_probes:>{n_width}} | {kappa} | {div}"
+    shift = (f"shift {_num(d.shift, '4.1f')} pt "
+             f"[{_num(d.shift_low, '4.1f')}, {_num(d.shift_high, '4.1f')}]")
+    test = "too small to test" if d.pvalue is None else f"p={_pvalue(d.pvalue)}"
+    return f" {mark} {name} {d.n_probes:>{n_width}} | {kappa} | {shift} {test}"
 
 
 def domain_marker(d: DomainDiff) -> str:
@@ -143,7 +145,7 @@ def _hunk(hunk: Hunk, paint: _Paint) -> list[str]:
 
 
 def hunk_header(hunk: Hunk) -> str:
-    """``@@ <probe id> [domains] effect=… p=… q=… (alone|in domain) replicated=… @@``.
+    """``@@ <probe id> [domains] shift=… pt p=… q=… (alone|in domain) replicated=… @@``.
 
     ``alone``: significant by itself after FDR control; ``in domain``: nominally significant
     (p <= q) in a flagged domain, shown because it carries the domain's difference.
@@ -151,7 +153,7 @@ def hunk_header(hunk: Hunk) -> str:
     replicated = {True: "yes", False: "no", None: "untested"}[hunk.replicated]
     extra = "" if hunk.logprob_tv is None else f" tv(logprobs)={hunk.logprob_tv:.2f}"
     alone = "alone" if hunk.significant else "in domain"
-    return (f"@@ {hunk.probe_id} [{', '.join(hunk.domains)}] effect={hunk.effect:+.3f} "
+    return (f"@@ {hunk.probe_id} [{', '.join(hunk.domains)}] shift={hunk.shift:.0f}pt "
             f"p={_pvalue(hunk.pvalue)} q={_pvalue(hunk.qvalue)} ({alone}) "
             f"replicated={replicated}{extra} @@")
 

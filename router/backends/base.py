@@ -6,7 +6,7 @@ the service, a status check for ``diffroute models`` and ``/healthz``, and ``acl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,11 @@ CALL_DEADLINE: ContextVar[float | None] = ContextVar("diffroute_call_deadline", 
 while a backend method runs (``timeouts.total`` from when the call entered the pool, its wait
 for a slot included). The pool enforces it anyway; a backend that retries reads it to make
 each attempt fit and to give up — with the real error — rather than wait past it."""
+
+
+TraceHead = Callable[[], bytes]
+"""The current trace context's header lines (``traceparent: …\\r\\n``) for an upstream
+request; given to backends only when tracing is on (``router.telemetry``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,8 @@ class BackendContext:
     """An aiohttp session for backends registered by plugins (the built-in ones use ``http1``)."""
     http1: Http1Client | None = None
     """The keep-alive HTTP/1.1 client of the OpenAI backend (:mod:`router.backends.http1`)."""
+    trace_head: TraceHead | None = None
+    """Tracing on: what the outgoing requests' headers carry on (``None``: tracing off)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
 

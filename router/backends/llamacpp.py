@@ -34,7 +34,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 import structlog
 
-from profiles.protocol import Message, Sample, SampleRequest, SampleResult, TokenLogprob, Usage
+from profiles.protocol import (
+    Message,
+    Sample,
+    SampleRequest,
+    SampleResult,
+    TokenLogprob,
+    Usage,
+    mix_seed,
+)
 from router.backends.base import BackendContext, BackendStatus, StreamDelta
 from router.backends.params import LlamaCppParams
 from router.backends.weights import INSTALL_HINT, WeightsNotFoundError, packaged, weights_status
@@ -127,7 +135,10 @@ def route_llama_logs() -> None:
     _LLAMA_LOG_CALLBACK = callback
 
 
-GGML_LOG_LEVEL_ERROR = 3
+GGML_LOG_LEVEL_ERROR = 4
+"""``enum ggml_log_level`` of the ggml that llama-cpp-python builds (its ``include/ggml.h``:
+NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5). llama-cpp-python's ``_logger.py`` comments an
+older numbering where 3 was ERROR; with it the SWA cache notice (a WARN) read as an error."""
 
 
 # ------------------------------------------------------------------------- the shared model
@@ -355,7 +366,11 @@ class LlamaCppBackend:
                          p.repeat_penalty)
 
     def _seed(self, request: SampleRequest) -> int:
-        return request.seed if request.seed is not None else self.params.seed
+        # the request's seed already carries the model's identity (profiles.collect); without
+        # one, the configured seed is mixed with the pool name so two members given one seed
+        # do not draw coupled samples
+        return request.seed if request.seed is not None else mix_seed(self.params.seed,
+                                                                       self._name)
 
     def _generate(self, loaded: _Loaded, request: SampleRequest) -> tuple[list[Sample], Usage]:
         prompt = self._prompt(loaded, request)

@@ -31,9 +31,22 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from profiles.protocol import Sample, SampleRequest, SampleResult, TokenLogprob, Usage
+from profiles.protocol import (
+    Sample,
+    SampleRequest,
+    SampleResult,
+    TokenLogprob,
+    Usage,
+    mix_seed,
+)
 from router import __version__
-from router.backends.base import CALL_DEADLINE, BackendContext, BackendStatus, StreamDelta
+from router.backends.base import (
+    CALL_DEADLINE,
+    BackendContext,
+    BackendStatus,
+    StreamDelta,
+    TraceHead,
+)
 from router.backends.http1 import (
     Endpoint,
     Http1Client,
@@ -369,8 +382,11 @@ class OpenAIBackend:
     """The backend for ``kind: openai``."""
 
     def __init__(self, name: str, params: OpenAIParams, model: ModelConfig,
-                 http1: Http1Client | None = None) -> None:
+                 http1: Http1Client | None = None, trace_head: TraceHead | None = None) -> None:
+        """``trace_head``: the trace context's header lines, added to every request (tracing
+        on; ``None`` costs nothing)."""
         self._name = name
+        self._trace_head = trace_head
         self.params = params
         self._config = model
         t = model.timeouts
@@ -445,7 +461,12 @@ class OpenAIBackend:
         return body
 
     def _seed(self, request: SampleRequest, offset: int) -> int | None:
-        seed = request.seed if self._config.decoding.seed is None else self._config.decoding.seed
+        # a configured seed is mixed with the request's seed (which carries the model's
+        # identity) or with the pool name, never substituted for it: two models given one
+        # seed must not draw coupled samples
+        configured = self._config.decoding.seed
+        seed = request.seed if configured is None else mix_seed(
+            configured, self._name if request.seed is None else request.seed)
         # a follow-up call for missing samples must not replay the first call's samples
         return None if seed is None else seed + offset
 
@@ -506,9 +527,11 @@ class OpenAIBackend:
 
     def _head(self, json_body: bool) -> bytes:
         if json_body and self._json_head is not None:
-            return self._json_head
-        # a key read from the environment: at each call
-        return self._encoded(self._headers(), _JSON_POST_HEADERS if json_body else _GET_HEADERS)
+            head = self._json_head
+        else:  # a key read from the environment: at each call
+            head = self._encoded(self._headers(),
+                                 _JSON_POST_HEADERS if json_body else _GET_HEADERS)
+        return head if self._trace_head is None else head + self._trace_head()
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[bytes, int]:
         """One JSON POST read whole: (body, status) of a 2xx. Every plain and paired call takes
@@ -698,4 +721,4 @@ def create(model: ModelConfig, context: BackendContext) -> OpenAIBackend:
     params = model.backend
     if not isinstance(params, OpenAIParams):
         raise TypeError(f"model '{model.name}' is not an openai backend")
-    return OpenAIBackend(model.name, params, model, context.http1)
+    return OpenAIBackend(model.name, params, model, context.http1, context.trace_head)

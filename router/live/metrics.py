@@ -61,6 +61,11 @@ class LiveMetrics:
                                      "in a domain.", PAIR_DOMAIN, registry=r)
         self.drift_events = Counter("diffroute_drift_events", "Drift alarms.",
                                     (*PAIR_DOMAIN, "direction"), registry=r)
+        # labelled children by label values, made on first use as ``labels()`` makes them
+        # (it takes a lock and builds a tuple on every call; these are counted per comparison)
+        self._comparison_children: dict[tuple[str, str, str], Counter] = {}
+        self._disagreement_children: dict[tuple[str, str, str], Counter] = {}
+        self._drift_children: dict[tuple[str, str, str], tuple[Gauge, Gauge]] = {}
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One HTTP request's latency (the labelled child is looked up once per label set:
@@ -73,13 +78,18 @@ class LiveMetrics:
         child.observe(seconds)
 
     def comparison(self, primary: str, partner: str, role: str, flagged: bool) -> None:
-        self.comparisons.labels(primary, partner, role).inc()
-        if flagged:
-            self.disagreements.labels(primary, partner, role).inc()
+        key = (primary, partner, role)
+        _child(self._comparison_children, self.comparisons, key).inc()
+        if flagged:  # the disagreement series appears with the pair's first disagreement
+            _child(self._disagreement_children, self.disagreements, key).inc()
 
     def drift(self, key: tuple[str, str, str], state: DriftState, statistic: float) -> None:
-        self.drift_state.labels(*key).set(STATE_VALUE[state])
-        self.drift_statistic.labels(*key).set(statistic)
+        gauges = self._drift_children.get(key)
+        if gauges is None:
+            gauges = self._drift_children[key] = (self.drift_state.labels(*key),
+                                                  self.drift_statistic.labels(*key))
+        gauges[0].set(STATE_VALUE[state])
+        gauges[1].set(statistic)
 
     def drift_event(self, event: DriftEvent) -> None:
         self.drift_events.labels(event.primary, event.partner, event.domain,
@@ -88,6 +98,15 @@ class LiveMetrics:
     def exposition(self) -> bytes:
         """The text exposition format."""
         return bytes(generate_latest(self.registry))
+
+
+def _child(children: dict[tuple[str, str, str], Counter], counter: Counter,
+           key: tuple[str, str, str]) -> Counter:
+    """``counter.labels(*key)``, looked up once per label set."""
+    child = children.get(key)
+    if child is None:
+        child = children[key] = counter.labels(*key)
+    return child
 
 
 class TimedComparer:

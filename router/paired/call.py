@@ -170,6 +170,8 @@ def _review_message(answer: str) -> Message:
 
 def partner_request(request: SampleRequest) -> SampleRequest:
     """What the partner (or a shadowing primary) is asked: one answer, no logprobs."""
+    if request.n == 1 and request.top_logprobs == 0:  # the usual case: no copy to make
+        return request
     return dataclasses.replace(request, n=1, top_logprobs=0)
 
 

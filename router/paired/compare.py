@@ -193,12 +193,13 @@ class NoiseAwareComparer:
 
     def __call__(self, primary_text: str, partner_text: str, domains: Sequence[str] = (), *,
                  pair: tuple[str, str] | None = None) -> Comparison:
-        a, b = normalise(primary_text), normalise(partner_text)
         typed = self._typed(primary_text, partner_text, domains[0]) if domains else None
         if typed is not None:
             return typed
         threshold = self.threshold(pair, domains)
-        if same_answer(primary_text, partner_text, a, b):
+        # equal texts are the same answer: the usual agreement skips normalising both
+        if primary_text == partner_text or same_answer(
+                primary_text, partner_text, normalise(primary_text), normalise(partner_text)):
             return Comparison(1.0, False, 0.0, threshold, "", method="semantic")
         vectors = self.embedder.embed([primary_text, partner_text])
         if not usable_rows(vectors).all():

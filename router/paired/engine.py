@@ -9,7 +9,9 @@ The HTTP handler turns a request into a :class:`~router.paired.call.PairedCall`
   are compared on the response path (cheap) and recorded to the :class:`LiveDiffSink` off it.
 * **assist** — the partner (the assistant) answers for the primary; on a ``shadow_rate``
   fraction of requests the primary also answers in the background, so the pair's live agreement
-  stays measured; that comparison is recorded when it finishes.
+  stays measured; that comparison is recorded when it finishes. An assistant that fails as a
+  model does leaves the answer to the primary (:meth:`PairedEngine.assistant_fallback`),
+  streamed or not.
 
 A model whose backend forwards bodies (``kind: openai``) is sent the client's body as it is
 (tools and all) and its answer is the upstream's completion; any other model gets the
@@ -50,11 +52,13 @@ from router.paired.call import (
 )
 from router.paired.compare import Comparer, Comparison, compare, compare_review
 from router.paired.record import LiveDiffRecord, LiveDiffSink, new_live_diff_id, prompt_digest
-from router.paired.stream import PairedStream
+from router.paired.spans import PairedSpans
+from router.paired.stream import AuditorWatch, PairedStream
 from router.paired.structured import AnswerComparer
 from router.pairing.decision import Decision, Role, RouteRequest
 from router.pairing.pinned import Pairings
 from router.pool import Pool, falls_back
+from router.telemetry import Tracing
 
 _log = structlog.get_logger("diffroute.paired")
 
@@ -89,9 +93,11 @@ class PairedEngine:
         ack_records: bool = False,
         log_prompts: bool = False,
         rng: Callable[[], float] = random.random,
+        tracing: Tracing | None = None,
     ) -> None:
         """``ack_records``: await the sink before answering (a durable sink that must not lose
-        an id it returned); otherwise records are written in the background."""
+        an id it returned); otherwise records are written in the background. ``tracing``: each
+        model call, comparison and record is a span (``None``: tracing is off)."""
         self.pool = pool
         self.decisions = decisions
         self.sink = sink
@@ -102,6 +108,8 @@ class PairedEngine:
         self.ack_records = ack_records
         self.log_prompts = log_prompts
         self._rng = rng
+        self.spans = None if tracing is None else PairedSpans(tracing, self._backend_kind)
+        """The spans of paired calls (``None``: tracing is off)."""
         self._background: set[asyncio.Task[None]] = set()
 
     # -- the decision ---------------------------------------------------------------------------
@@ -173,23 +181,32 @@ class PairedEngine:
         return reply, await self.conclude(call, reply.answer, partner_reply, error)
 
     async def _assisted(self, call: PairedCall) -> tuple[ModelReply, PairedOutcome]:
-        """The assistant's reply; when the assistant fails as a model does (``falls_back``),
-        the primary's (sent the body as the client made it, tools kept), and the outcome says
-        so (no shadow then: the primary answered)."""
+        """The assistant's reply; when the assistant fails as a model does, the primary's
+        (:meth:`assistant_fallback`; no shadow then: the primary answered)."""
         try:
             reply = await self.answer(call.answering, answering_ask(call), call)
         except DiffrouteError as exc:
-            if not falls_back(exc):
+            fallback = self.assistant_fallback(call, exc)
+            if fallback is None:
                 raise
-            _log.warning("paired.assistant_failed", assistant=call.decision.partner,
-                         primary=call.decision.primary, request_id=call.request_id,
-                         **error_fields(exc, log_prompts=self.log_prompts))
-            call = dataclasses.replace(call, fallback=Fallback(call.decision.partner, str(exc)))
-            reply = await self.answer(call.answering, answering_ask(call), call)
-            return reply, PairedOutcome(call)
+            reply = await self.answer(fallback.answering, answering_ask(fallback), fallback)
+            return reply, PairedOutcome(fallback)
         if call.shadow:
             self.start_shadow(call, reply.answer)
         return reply, PairedOutcome(call)
+
+    def assistant_fallback(self, call: PairedCall, exc: DiffrouteError) -> PairedCall | None:
+        """The call with the primary answering for an assistant that failed as a model does
+        (``falls_back``): it is sent the body as the client made it (tools kept), and the
+        outcome says so. ``None`` when ``exc`` is not that (a refused request, an audit's
+        primary, a primary that answers already)."""
+        d = call.decision
+        if d.role != "assist" or call.fallback is not None or not falls_back(exc):
+            return None
+        _log.warning("paired.assistant_failed", assistant=d.partner, primary=d.primary,
+                     request_id=call.request_id,
+                     **error_fields(exc, log_prompts=self.log_prompts))
+        return dataclasses.replace(call, fallback=Fallback(d.partner, str(exc)))
 
     def stream(self, call: PairedCall) -> PairedStream:
         """The answering model's deltas (or forwarded chunks), then
@@ -211,8 +228,20 @@ class PairedEngine:
         return ask.body is not None and self.pool.get(model).forwards
 
     async def answer(self, model: str, ask: Ask, call: PairedCall) -> ModelReply:
-        """One model's answer, logged as a ``gen_ai.chat`` event: the client's body passed
-        through to a forwarding backend, else the translated request."""
+        """One model's answer, logged as a ``gen_ai.chat`` event (and a ``chat {model}`` span
+        when tracing): the client's body passed through to a forwarding backend, else the
+        translated request."""
+        if self.spans is None:
+            return await self._answer(model, ask, call)
+        with self.spans.model(model, ask.request, call) as span:
+            reply = await self._answer(model, ask, call)
+            self.spans.reply(span, ask.request, reply)
+            return reply
+
+    def _backend_kind(self, model: str) -> str:
+        return self.pool.get(model).config.backend.kind
+
+    async def _answer(self, model: str, ask: Ask, call: PairedCall) -> ModelReply:
         started = time.perf_counter()
         if ask.body is not None and self.forwards(model, ask):
             completion = await self.pool.get(model).forward(ask.body)
@@ -253,28 +282,43 @@ class PairedEngine:
             return None, str(exc)
         return reply.answer, None
 
-    async def auditor_answer(self, call: PairedCall, ask: Ask
+    async def auditor_answer(self, call: PairedCall, ask: Ask, watch: AuditorWatch | None = None
                              ) -> tuple[PairedCall, Answer | None, str | None]:
         """:meth:`partner_answer`; when the auditor fails, the next auditor the policy ranks
         (asked again without the failed one) is sent the same ask (the body as sent, for a
         forwarding model) once more, and the call returned names it. Not when the client
-        named the auditor: its choice stands."""
+        named the auditor: its choice stands. ``watch`` (a stream's headers) is told when the
+        auditor failed and which one stands then."""
         answer, error = await self.partner_answer(call, ask)
         if answer is not None or call.route is None or error is None:
             return call, answer, error
+        if watch is not None:
+            watch.failed()
+        replaced = None
+        try:
+            replaced = await self._next_auditor(call, call.route, error)
+        finally:
+            if watch is not None:
+                watch.chosen(call if replaced is None else replaced)
+        if replaced is None:
+            return call, answer, error
+        answer, error = await self.partner_answer(replaced, ask)
+        return replaced, answer, error
+
+    async def _next_auditor(self, call: PairedCall, route: RouteRequest,
+                            error: str) -> PairedCall | None:
+        """The call with the next auditor the policy ranks, or ``None`` when nobody else
+        qualifies (the first failure stands)."""
         failed = call.decision.partner
-        route = call.route
         names = route.candidates if route.candidates is not None else self.pool.names
         try:
             decision = await self.decisions.decide(dataclasses.replace(
                 route, candidates=tuple(n for n in names if n != failed)))
-        except DiffrouteError as exc:  # nobody else qualifies: the first failure stands
+        except DiffrouteError as exc:
             _log.info("paired.no_next_auditor", auditor=failed, reason=str(exc),
                       request_id=call.request_id)
-            return call, answer, error
-        call = dataclasses.replace(call, decision=decision, fallback=Fallback(failed, error))
-        answer, error = await self.partner_answer(call, ask)
-        return call, answer, error
+            return None
+        return dataclasses.replace(call, decision=decision, fallback=Fallback(failed, error))
 
     def start_shadow(self, call: PairedCall, assistant: Answer) -> None:
         """In the background, the primary answers too and is compared with the assistant."""
@@ -293,6 +337,15 @@ class PairedEngine:
 
     def _compare(self, call: PairedCall, primary: Answer, partner: Answer, *,
                  review: bool) -> Comparison:
+        if self.spans is None:
+            return self._comparison(call, primary, partner, review=review)
+        with self.spans.compare(call, review) as span:
+            comparison = self._comparison(call, primary, partner, review=review)
+            self.spans.compared(span, comparison)
+            return comparison
+
+    def _comparison(self, call: PairedCall, primary: Answer, partner: Answer, *,
+                    review: bool) -> Comparison:
         pair = (call.decision.primary, call.decision.partner)
         if review:  # the review is text about the primary's answer, its tool calls included
             return self.review_comparer(primary.render(), partner.text, call.domains,
@@ -320,6 +373,14 @@ class PairedEngine:
     async def _store(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:
         """Hand the record to the sink: its id, or why it could not be stored (a failing sink
         must not break answers, and its failure must not be silent)."""
+        if self.spans is None:
+            return await self._stored(record)
+        with self.spans.record(record) as span:
+            stored, failure = await self._stored(record)
+            self.spans.recorded(span, stored, failure)
+            return stored, failure
+
+    async def _stored(self, record: LiveDiffRecord) -> tuple[str | None, str | None]:
         try:
             stored = await self.sink.record(record)
         except Exception as exc:

@@ -81,7 +81,12 @@ def new_live_diff_id() -> str:
     return "ld_" + os.urandom(16).hex()
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+"""``json.dumps(…, sort_keys=True, ensure_ascii=False)``, built once (``dumps`` with options
+builds an encoder per call: a third of the digest's cost)."""
+
+
 def prompt_digest(messages: Sequence[Message]) -> str:
     """A stable digest of a conversation (records stay joinable when prompts are redacted)."""
-    canonical = json.dumps([dict(m) for m in messages], sort_keys=True, ensure_ascii=False)
+    canonical = _CANONICAL.encode([dict(m) for m in messages])
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()

@@ -27,7 +27,7 @@ from router.pairing.decision import Decision, LiveSource, Role, RouteRequest
 from router.pairing.graph import SimilarityGraph, build_graph
 from router.pairing.index import ProbeIndex
 from router.pairing.pinned import Pairings
-from router.pairing.policy import PolicyTables, assign_pool, decide, make_tables
+from router.pairing.policy import MEASURES, PolicyTables, assign_pool, decide, make_tables
 from router.pool import Pool
 from router.profiling.sources import (
     ProfileQuery,
@@ -35,10 +35,11 @@ from router.profiling.sources import (
     open_suite,
     shipped_profile,
     shipped_profiles_dir,
+    task_embedder,
 )
 from router.store import open_observations
 
-__all__ = ["PolicyDecider", "build_decider", "tables_from_matrix"]
+__all__ = ["PolicyDecider", "build_decider", "policy_matrix", "tables_from_matrix"]
 
 ProfileSource = Literal["built", "shipped", "none"]
 
@@ -70,7 +71,7 @@ class PolicyDecider:
         # the index and embedder never change for this decider (a new one is built when the
         # profiles or pairings change), so a task text always gets the same weights
         self._weights: OrderedDict[str, tuple[tuple[str, float], ...]] = OrderedDict()
-        self._decisions: OrderedDict[tuple[RouteRequest, int], Decision] = OrderedDict()
+        self._decisions: OrderedDict[tuple[RequestKey, int], Decision] = OrderedDict()
         self._weights_lock = threading.Lock()  # decisions may run in worker threads
         self.live = live
         self.blocked = blocked
@@ -102,8 +103,7 @@ class PolicyDecider:
                 self._weights.move_to_end(request.task)
                 return dict(found)
         vector = self.embedder.embed([request.task])[0]
-        weights = self._known(self.index.domain_weights(vector, self.config.neighbours,
-                                                        self.config.temperature))
+        weights = self._known(self._weights_of(vector))
         if len(request.task) > TASK_CACHE_MAX_CHARS:
             return weights
         with self._weights_lock:  # a tuple: the cached value cannot be changed by a caller
@@ -123,6 +123,13 @@ class PolicyDecider:
         if isinstance(self.embedder, HashEmbedder):
             return False
         return request.task not in self._weights
+
+    def _weights_of(self, vector: np.ndarray) -> dict[str, float]:
+        assert self.index is not None
+        if self.config.task_domains == "centroid":
+            return self.index.classify(vector, self.config.domain_temperature)
+        return self.index.domain_weights(vector, self.config.neighbours,
+                                         self.config.temperature)
 
     def _known(self, weights: Mapping[str, float]) -> dict[str, float]:
         # a probe domain with no categorical probes has no similarity to average
@@ -171,9 +178,7 @@ class PolicyDecider:
 
     def decide_with_vector(self, request: RouteRequest, vector: np.ndarray) -> Decision:
         """As :meth:`decide` for an already embedded task (benchmarks, batch callers)."""
-        assert self.index is not None
-        weights = self._known(self.index.domain_weights(vector, self.config.neighbours,
-                                                        self.config.temperature))
+        weights = self._known(self._weights_of(vector))
         return decide(self.tables, request, weights, self.pairings, self.config)
 
     def assignment(self, role: Role, task: str = "", domain: str | None = None,
@@ -183,13 +188,28 @@ class PolicyDecider:
         return assign_pool(self.tables, role, weights, self.pairings, self.config, candidates)
 
 
-def _request_key(request: RouteRequest) -> RouteRequest | None:
-    """The request as a cache key (candidates as a tuple), or ``None`` for a long task."""
+RequestKey = tuple[str, str | None, str, tuple[str, ...] | None, str | None, int]
+"""Every field of a :class:`RouteRequest`, in order, candidates as a tuple."""
+
+
+def _request_key(request: RouteRequest) -> RequestKey | None:
+    """The request as a cache key, or ``None`` for a long task. A plain tuple: it is hashed
+    and compared in C, where the dataclass's ``__hash__`` and ``__eq__`` run in Python, twice
+    per cached decision (the lookup, then ``move_to_end``)."""
     if len(request.task) > TASK_CACHE_MAX_CHARS:
         return None
-    if request.candidates is None or isinstance(request.candidates, tuple):
-        return request
-    return dataclasses.replace(request, candidates=tuple(request.candidates))
+    candidates = None if request.candidates is None else tuple(request.candidates)
+    return (request.role, request.primary, request.task, candidates, request.domain,
+            request.panel)
+
+
+def policy_matrix(settings: Settings, profiles: Sequence[Profile], suite: Suite) -> PoolMatrix:
+    """The pool's similarity matrix as the policy reads it (the dashboard shows this one too:
+    same bootstrap, same embedder for free-text answers, so the same intervals)."""
+    if not profiles:
+        return PoolMatrix(())
+    return pool_matrix(profiles, suite, bootstrap=settings.policy.bootstrap,
+                       embedder=embedder_for(settings.embedder))
 
 
 def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
@@ -201,12 +221,11 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     found = load_profiles(settings, pool, suite, query)
     profiles = [p for p, _ in found.values() if p is not None]
     unprofiled = [name for name, (p, _) in found.items() if p is None]
-    matrix = pool_matrix(profiles, suite, bootstrap=config.bootstrap) if profiles else \
-        PoolMatrix(())
+    matrix = policy_matrix(settings, profiles, suite)
     families = {m.name: m.family_name for m in settings.models}
     graph = build_graph(matrix, families, unprofiled)
     tables = tables_from_matrix(matrix, settings.models, config, graph.version)
-    embedder = embedder_for(settings.embedder)
+    embedder = task_embedder(settings)
     index = ProbeIndex.build(suite.probes, embedder, config.exact_index_limit) \
         if suite.probes else None
     decider = PolicyDecider(tables, graph, pairings, config, index, embedder, live,
@@ -243,14 +262,18 @@ def tables_from_matrix(matrix: PoolMatrix, models: Sequence[ModelConfig],
     present: dict[str, DomainMatrix | None] = dict(matrix.domains) or {ALL: None}
     for name, dm in present.items():
         square = {k: np.full((n, n), np.nan) for k in
-                  ("kappa", "kappa_low", "kappa_high", "error_consistency")}
+                  ("kappa", "kappa_low", "kappa_high", "error_consistency", *MEASURES)}
         accuracy = np.full(n, np.nan)
         if dm is not None:
             for key, arr in square.items():
-                arr[np.ix_(where, where)] = getattr(dm, key)
+                value = getattr(dm, key)
+                if value is not None:
+                    arr[np.ix_(where, where)] = value
             accuracy[where] = dm.accuracy
         domains[name] = {**square, "accuracy": accuracy}
-    counts = {d: (m.n_kappa, m.n_gold) for d, m in matrix.domains.items()} or {ALL: (0, 0)}
+    counts: dict[str, tuple[int, ...]] = {
+        d: (m.n_kappa, m.n_gold, m.n_prior, m.n_refusal, m.n_free)
+        for d, m in matrix.domains.items()} or {ALL: (0, 0)}
     profiled = [m in matrix.models for m in names]
     latency = [config.latency_ms.get(m, np.nan) for m in names]
     return make_tables(names, [m.family_name for m in models],

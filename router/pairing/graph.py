@@ -92,6 +92,10 @@ def _add_edge(graph: nx.Graph, matrix: PoolMatrix, a: str, b: str, i: int, j: in
             "error_consistency": _num(m.error_consistency[i, j]),
             "agreement": _num(m.agreement[i, j]),
             "n_kappa": m.n_kappa, "n_gold": m.n_gold, "n_probes": m.n_categorical,
+            **{key: None if value is None else _num(value[i, j]) for key, value in (
+                ("similarity", m.similarity), ("prior", m.prior), ("refusal", m.refusal),
+                ("free", m.free))},
+            "n_prior": m.n_prior, "n_refusal": m.n_refusal, "n_free": m.n_free,
         }
     overall = per_domain.get(ALL, {})
     kappa = overall.get("kappa")

@@ -1,9 +1,14 @@
 """The probe index: which of the suite's probes a task resembles, and so which domains it is in.
 
-An inner-product search over the L2-normalised embeddings of the suite's probes, so
-scores are cosine similarities. A task's ``k`` nearest probes vote for their domains with
-softmax weights over their similarities; the result is the domain weights the policy averages
-similarity and competence with.
+Probes are embedded by their question (:func:`question_text`: the user turns without the
+options and answer-format lines a task never has), L2-normalised, so scores are cosines. Two
+ways turn a task vector into domain weights (``policy.task_domains``):
+
+* ``centroid`` (the default): softmax(cos / T) over each domain's mean probe embedding; a task
+  whose best cosine is below what 99 % of the suite's own probes reach (each scored against
+  centroids built without it) fits no domain and gets ``{}``, which the decider reads as
+  ``all``. ``benchmarks/task_domains.py`` measures it on 72 held-out everyday prompts.
+* ``neighbours``: the task's ``k`` nearest probes vote for their domains with softmax weights.
 
 Up to ``exact_limit`` probes (:data:`EXACT_LIMIT` by default; the shipped suites have a few
 hundred) the index is a faiss ``IndexFlatIP``: exact. Past it, one query's flat scan is bound by
@@ -15,7 +20,9 @@ the neighbours it returns carry exact float32 similarities, but a true neighbour
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -39,6 +46,80 @@ MIN_LIST_SIZE = 39
 def probe_text(probe: Probe) -> str:
     """The text of a probe as a task would look: its user turns."""
     return "\n".join(m.content for m in probe.messages if m.role == "user")
+
+
+_SCAFFOLD = re.compile(r"^([A-H]\. .*|Answer with .*|```\w*)$")
+"""Lines a probe adds to make its answer scorable (options, answer format, code fences):
+an everyday task has none of them, so they would only pull tasks towards the option format."""
+
+
+def question_text(probe: Probe) -> str:
+    """The user turns of a probe without its answer scaffolding: what a task resembles."""
+    lines = [ln for ln in probe_text(probe).split("\n") if not _SCAFFOLD.match(ln.strip())]
+    return "\n".join(lines).strip() or probe_text(probe)
+
+
+FLOOR_QUANTILE = 0.01
+"""The "fits no domain" floor: a task whose best domain similarity is below this quantile of
+the suite's own probes' (each held out of its centroid), and whose lead over the runner-up is
+below their median lead, gets no domain, i.e. ``all``. The lead keeps a task that is plainly
+nearer one domain (on a suite of near-identical probes, whose floor is high) in that domain."""
+
+
+@dataclass(frozen=True)
+class DomainCentroids:
+    """One unit vector per domain (the mean of its probes' embeddings) and the thresholds
+    below which a task fits no domain, calibrated on the suite itself (leave-one-out): the
+    floor of best similarity and the median lead (see :data:`FLOOR_QUANTILE`)."""
+
+    domains: tuple[str, ...]
+    centroids: npt.NDArray[np.float32]
+    floor: float
+    lead: float
+
+    @classmethod
+    def fit(cls, vectors: npt.NDArray[np.float32], membership: FloatArray,
+            domains: tuple[str, ...]) -> DomainCentroids:
+        """Centroids of ``vectors`` (unit rows) by ``membership`` (probes × domains, > 0 where
+        a probe is in a domain), with thresholds from each probe scored against centroids
+        built without it."""
+        member = (membership > 0).astype(np.float64)
+        data = vectors.astype(np.float64)
+        sums = member.T @ data  # (domains, dim)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        centroids = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+        dots = data @ sums.T  # (probes, domains): v·S_d
+        # leave-one-out: a probe's own domains' sums lose the probe itself (|v| = 1)
+        own_dots = dots - member
+        own_sq = (norms.T ** 2) - 2 * dots * member + member
+        loo = own_dots / np.sqrt(np.maximum(own_sq, 1e-12))
+        if not len(data):
+            return cls(domains, centroids, -1.0, 0.0)
+        ranked = np.sort(loo, axis=1)
+        lead = ranked[:, -1] - ranked[:, -2] if len(domains) > 1 else np.ones(len(data))
+        return cls(domains, centroids, float(np.quantile(ranked[:, -1], FLOOR_QUANTILE)),
+                   float(np.median(lead)))
+
+    def weights(self, query: Vectors, temperature: float) -> dict[str, float]:
+        """softmax(similarity / T) over the domains, or ``{}`` when the task fits none."""
+        sims = self.centroids.astype(np.float64) @ query.astype(np.float64).ravel()
+        ranked = np.sort(sims)
+        lead = ranked[-1] - ranked[-2] if len(ranked) > 1 else np.inf
+        if ranked[-1] < self.floor and lead < self.lead:
+            return {}
+        logits = sims / temperature
+        w = np.exp(logits - logits.max())
+        w /= w.sum()
+        return _kept(self.domains, w)
+
+
+def _kept(domains: Sequence[str], weights: FloatArray) -> dict[str, float]:
+    """Weights below :data:`MIN_WEIGHT` dropped, the rest renormalised and rounded."""
+    small = weights < MIN_WEIGHT
+    if small.any() and not small.all():
+        weights = np.where(small, 0.0, weights)
+        weights /= weights.sum()
+    return {domains[i]: round(w, 4) for i, w in enumerate(weights.tolist()) if w > 0}
 
 
 class ProbeIndex:
@@ -70,6 +151,7 @@ class ProbeIndex:
             self._index.nprobe = max(1, -(-lists // SCANNED_FRACTION))
         if len(data):
             self._index.add(data)
+        self.centroids = DomainCentroids.fit(data, self._membership, self.domains)
 
     @classmethod
     def build(cls, probes: Sequence[Probe], embedder: Embedder,
@@ -78,7 +160,7 @@ class ProbeIndex:
 
         A probe whose embedding cannot be scored (zero or non-finite) is left out of the index,
         with a warning naming it: it would vote for its domains with a meaningless score."""
-        vectors = embedder.embed([probe_text(p) for p in probes])
+        vectors = embedder.embed([question_text(p) for p in probes])
         usable = usable_rows(vectors)
         if not usable.all():
             _log.warning("index.probes_left_out", embedder=embedder.name,
@@ -118,9 +200,11 @@ class ProbeIndex:
         logits = scores.astype(np.float64) / temperature
         weights = np.exp(logits - logits.max()) @ self._membership[ids]
         weights /= weights.sum()
-        small = weights < MIN_WEIGHT
-        if small.any():
-            weights[small] = 0.0
-            weights /= weights.sum()
-        # one conversion to Python floats, not one numpy scalar per domain
-        return {self.domains[i]: round(w, 4) for i, w in enumerate(weights.tolist()) if w > 0}
+        return _kept(self.domains, weights)
+
+    def classify(self, query: Vectors, temperature: float) -> dict[str, float]:
+        """Domain weights of one query by its similarity to each domain's centroid, or ``{}``
+        (the caller's ``all``) when it fits no domain of the suite."""
+        if len(self) == 0 or not usable_rows(query.reshape(1, -1)).all():
+            return {}
+        return self.centroids.weights(query, temperature)

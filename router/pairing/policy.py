@@ -13,9 +13,17 @@ The rules, in the order they apply:
 3. an *unprofiled* primary gets a partner by the family rule — audit: another family, assist:
    the same family — the most accurate such candidate overall, with ``score=None``;
 4. otherwise every profiled candidate gets a similarity to the primary averaged over the task's
-   domains with the task's weights: κp where the domain has gold choice probes, else error
-   consistency. ``assist`` takes the highest, ``audit`` the lowest among candidates whose
-   accuracy on those domains is above the competence floor. Ties: cheaper, then by name.
+   domains with the task's weights: per domain, every measure the profiles hold, weighted by
+   their probes (:attr:`profiles.matrix.DomainMatrix.similarity`: κp — error consistency
+   where there is no gold choice probe — on gold probes, agreement beyond chance and own
+   noise on probes without gold, on refusals, and on free text). ``assist`` takes the
+   highest (shared priors), ``audit`` the lowest (divergent priors) less its accuracy times
+   ``audit_accuracy_weight``, among candidates whose accuracy on those domains is above the
+   competence floor. Ties: cheaper, then by name.
+
+A domain without any measure for a pair falls back to the pair's similarity over all domains
+(the nearest evidence), and a domain without gold probes to the overall accuracy for the
+competence floor; the reason says so. A real "no partner" names its cause.
 """
 
 from __future__ import annotations
@@ -62,21 +70,59 @@ class PolicyTables:
     n_kappa: IntArray
     n_gold: IntArray
     version: str = ""
+    similarity: FloatArray | None = None
+    """Every measure of a domain in one (:attr:`profiles.matrix.DomainMatrix.similarity`);
+    without it (older callers) ``sim`` is κp, else error consistency."""
+    similarity_low: FloatArray | None = None
+    similarity_high: FloatArray | None = None
+    prior: FloatArray | None = None
+    refusal: FloatArray | None = None
+    free: FloatArray | None = None
+    n_prior: IntArray | None = None
+    n_refusal: IntArray | None = None
+    n_free: IntArray | None = None
     sim: FloatArray = field(init=False)
     model_index: dict[str, int] = field(init=False)
     domain_index: dict[str, int] = field(init=False)
 
+    sim_fallback: BoolArray = field(init=False)
+    """(domain, model, model): True where the domain has no similarity for the pair and
+    ``sim`` holds the pair's similarity over all domains instead (the nearest evidence)."""
+    accuracy_fallback: BoolArray = field(init=False)
+    """(domain, model): True where the domain has no gold probe and ``accuracy`` holds the
+    model's overall accuracy instead (competence for audit falls back to overall)."""
+
     pair_stats: FloatArray = field(init=False)
-    """(domain, model, model, 4): κp, its interval's ends and error consistency, stacked so
-    that a pair's evidence is one gather and one weighted mean."""
+    """(domain, model, model, 9): κp, its interval's ends, error consistency, the interval of
+    ``sim``, prior, refusal and free-text agreement (:data:`STATS`), stacked so that a pair's
+    evidence is one gather and one weighted mean."""
+    measure_counts: IntArray = field(init=False)
+    """(domain, 4): probes behind the gold, prior, refusal and free-text measures."""
     name_rank: IntArray = field(init=False)
     """Each model's position in name order: the last tie-break, as an array."""
 
     def __post_init__(self) -> None:
         sim = np.where(np.isnan(self.kappa), self.error_consistency, self.kappa)
+        if self.similarity is not None:
+            sim = np.where(np.isnan(self.similarity), sim, self.similarity)
+        sim, sim_fallback = _filled(sim, self.domains)
+        accuracy, accuracy_fallback = _filled(self.accuracy, self.domains)
         object.__setattr__(self, "sim", sim)
+        object.__setattr__(self, "sim_fallback", sim_fallback)
+        object.__setattr__(self, "accuracy", accuracy)
+        object.__setattr__(self, "accuracy_fallback", accuracy_fallback)
+        blank = np.full(self.kappa.shape, np.nan)
+        stats = (self.kappa, self.kappa_low, self.kappa_high, self.error_consistency,
+                 *(blank if x is None else x for x in (
+                     self.similarity_low, self.similarity_high, self.prior, self.refusal,
+                     self.free)))
         object.__setattr__(self, "pair_stats", np.stack(
-            [self.kappa, self.kappa_low, self.kappa_high, self.error_consistency], axis=-1))
+            [_filled(x, self.domains)[0] for x in stats], axis=-1))
+        zeros = np.zeros(len(self.domains), dtype=np.int64)
+        gold = np.where(self.n_kappa > 0, self.n_kappa, self.n_gold)
+        object.__setattr__(self, "measure_counts", np.stack(
+            [gold, *(zeros if x is None else x for x in
+                     (self.n_prior, self.n_refusal, self.n_free))], axis=-1))
         rank = np.empty(len(self.models), dtype=np.int64)
         rank[sorted(range(len(self.models)), key=self.models.__getitem__)] = \
             np.arange(len(self.models))
@@ -91,16 +137,40 @@ class PolicyTables:
             raise UnknownModelError(model, list(self.models)) from None
 
 
+def _filled(values: FloatArray, domains: Sequence[str]) -> tuple[FloatArray, BoolArray]:
+    """``values`` (domain first) with each domain's NaN replaced by the ``all`` row's value,
+    and where that happened: a domain without a measure falls back to the whole suite."""
+    if ALL not in domains:
+        return values, np.zeros(values.shape, dtype=bool)
+    overall = values[list(domains).index(ALL)]
+    missing = np.isnan(values) & ~np.isnan(overall)[None]
+    return np.where(missing, overall[None], values), missing
+
+
+STATS = ("kappa", "kappa_low", "kappa_high", "error_consistency", "similarity_low",
+         "similarity_high", "prior", "refusal", "free")
+"""The last axis of :attr:`PolicyTables.pair_stats`."""
+MEASURES = ("similarity", "similarity_low", "similarity_high", "prior", "refusal", "free")
+"""Optional per-domain arrays of :func:`make_tables` (the measures beyond gold probes)."""
+
+
 def make_tables(models: Sequence[str], families: Sequence[str], cost: Sequence[float],
                 domains: Mapping[str, Mapping[str, FloatArray]], profiled: Sequence[bool],
-                counts: Mapping[str, tuple[int, int]], latency: Sequence[float] | None = None,
+                counts: Mapping[str, Sequence[int]], latency: Sequence[float] | None = None,
                 version: str = "") -> PolicyTables:
     """Stack per-domain ``{kappa, kappa_low, kappa_high, error_consistency, accuracy}`` arrays
-    (already laid out over ``models``) into tables; ``counts[d] = (n_kappa, n_gold)``."""
+    (already laid out over ``models``), and the optional :data:`MEASURES`, into tables;
+    ``counts[d] = (n_kappa, n_gold[, n_prior, n_refusal, n_free])``."""
     names = tuple(sorted(domains, key=lambda d: (d != ALL, d)))
 
     def stack(key: str) -> FloatArray:
         return np.stack([np.asarray(domains[d][key], dtype=np.float64) for d in names])
+
+    def count(i: int) -> IntArray:
+        return np.array([counts[d][i] if len(counts[d]) > i else 0 for d in names],
+                        dtype=np.int64)
+
+    extra = {key: stack(key) for key in MEASURES if all(key in domains[d] for d in names)}
 
     m = len(models)
     return PolicyTables(
@@ -108,8 +178,8 @@ def make_tables(models: Sequence[str], families: Sequence[str], cost: Sequence[f
         np.asarray(latency if latency is not None else [np.nan] * m, dtype=np.float64),
         np.asarray(profiled, dtype=bool), stack("kappa"), stack("kappa_low"),
         stack("kappa_high"), stack("error_consistency"), stack("accuracy"),
-        np.array([counts[d][0] for d in names], dtype=np.int64),
-        np.array([counts[d][1] for d in names], dtype=np.int64), version)
+        count(0), count(1), version, **extra, n_prior=count(2), n_refusal=count(3),
+        n_free=count(4))
 
 
 # --- weights and aggregation ------------------------------------------------------------------
@@ -223,6 +293,9 @@ def decide(tables: PolicyTables, request: RouteRequest, weights: Mapping[str, fl
             raise BadRequestError("panels are for audit (role 'audit')", param="panel")
         return choose_panel(tables, primary, task, allowed, pairings, config, request.panel)
     mask = _partner_mask(tables, allowed, primary, pairings)
+    if not mask.any():
+        raise NoPairError(primary, request.role,
+                          _why_empty(tables, request, primary, pairings, config))
     decision = _pinned(tables, primary, request.role, task, mask, pairings)
     if decision is None:
         decision = _chosen(tables, primary, request.role, task, mask, config, live=live)
@@ -294,9 +367,11 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
             why = f"no profiled candidate qualifies; candidates {', '.join(skipped)} unprofiled"
             return _by_family(tables, p, role, task, mask & ~tables.profiled, why)
         raise NoPairError(primary, role, _nobody(weak, config))
-    j = int(_order(tables, idx, sim, descending=role == "assist")[0])
+    rank = sim if role == "assist" else _audit_key(sim, acc, config)
+    j = int(_order(tables, idx, rank, descending=role == "assist")[0])
     stats = _pair_stats(tables, task, p, j)
     reason = _reason(tables, role, task, p, j, sim[j], acc[j], stats, config, weak, skipped)
+    reason += _fallback_note(tables, task, p, j, role)
     if live and tables.models[j] in live:
         shift, n = live[tables.models[j]]
         live_note = f"; live agreement over {n} comparisons moved its similarity by {shift:+.3f}"
@@ -305,15 +380,47 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
         reason = f"pool matching paired '{primary}' with '{tables.models[j]}'" + \
             reason[reason.index(" on "):]
     return Decision(primary, tables.models[j], role, round(float(sim[j]), 4), reason,
-                    _evidence(tables, task, p, j, stats, acc), _weights_out(task),
+                    _evidence(tables, task, p, j, stats, acc, float(sim[j])),
+                    _weights_out(task),
                     tables.version)
+
+
+def _audit_key(sim: FloatArray, acc: FloatArray, config: PolicySettings) -> FloatArray:
+    """What audit minimises: similarity, less the auditor's accuracy times its weight (an
+    auditor of divergent priors that is also right more often catches more of the primary's
+    errors and raises fewer false alarms); a candidate without accuracy counts by similarity."""
+    if not config.audit_accuracy_weight:
+        return sim
+    return sim - config.audit_accuracy_weight * np.nan_to_num(acc, nan=0.0)
 
 
 def _nobody(weak: list[str], config: PolicySettings) -> str:
     if weak:
         return (f"no candidate is above the competence floor {config.competence_floor:.2f} "
-                f"(below: {', '.join(weak)})")
-    return "no candidate with a profile is left after exclusions and limits"
+                f"(below: {_listed(weak)})")
+    return "no candidate has a similarity measure on any domain (profiles without probes?)"
+
+
+def _why_empty(tables: PolicyTables, request: RouteRequest, primary: str, pairings: Pairings,
+               config: PolicySettings) -> str:
+    """The real causes of an empty candidate set, each with the models it removed."""
+    others = [m for m in tables.models if m != primary]
+    if not others:
+        return "the pool has no other model"
+    causes: list[str] = []
+    listed = set(request.candidates) if request.candidates is not None else None
+    if listed is not None:
+        out = [m for m in others if m not in listed]
+        if out:
+            causes.append(f"not among the request's candidates: {_listed(out)}")
+    limits = _within_limits(tables, config)
+    over = [m for m in others if not limits[tables.model_index[m]]]
+    if over:
+        causes.append(f"over the cost or latency limits: {_listed(over)}")
+    excluded = [m for m in others if pairings.is_excluded(primary, m)]
+    if excluded:
+        causes.append(f"excluded from pairing with '{primary}': {_listed(excluded)}")
+    return "no candidate is left (" + ("; ".join(causes) or "none qualifies") + ")"
 
 
 def _by_family(tables: PolicyTables, p: int, role: Role, task: _Task, mask: BoolArray,
@@ -353,22 +460,61 @@ def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: 
             acc: float, stats: FloatArray, config: PolicySettings, weak: list[str],
             skipped: list[str]) -> str:
     partner, primary = tables.models[j], tables.models[p]
-    low, high = stats[1], stats[2]
+    low, high = (stats[4], stats[5]) if not np.isnan(stats[4]) else (stats[1], stats[2])
     interval = "" if np.isnan(low) or np.isnan(high) else f" [{low:.2f}, {high:.2f}]"
     if role == "assist":
         text = f"'{partner}' shares the priors of '{primary}' most"
     else:
-        text = f"'{partner}' has the errors least correlated with those of '{primary}'"
-    metric = "κp" if not np.isnan(low) else "similarity"
-    text += (f" on {_domains_text(task)}: {metric} {sim:.2f}{interval}, "
-             f"{_n_probes(tables, task)} probes")
+        text = f"'{partner}' has the priors and errors least like those of '{primary}'"
+    text += (f" on {_domains_text(task)}: similarity {sim:.2f}{interval} "
+             f"({_measures_text(tables, task, stats)})")
     if role == "audit":
         text += f"; accuracy {acc:.2f} > floor {config.competence_floor:.2f}"
+        if config.audit_accuracy_weight:
+            text += f"; ranked by similarity − {config.audit_accuracy_weight:g} × accuracy"
     if weak:
         text += f"; below the floor: {_listed(weak)}"
     if skipped:
         text += f"; skipped unprofiled: {_listed(skipped)}"
     return text
+
+
+def _measures_text(tables: PolicyTables, task: _Task, stats: FloatArray) -> str:
+    """The measures the similarity combines, each with its probes: what the evidence is."""
+    n = _measure_counts(tables, task)
+    gold = ("κp", stats[0]) if not np.isnan(stats[0]) else ("error consistency", stats[3])
+    parts = [(gold[0], gold[1], n[0], "gold"), ("prior agreement", stats[6], n[1], "no gold"),
+             ("refusal agreement", stats[7], n[2], "refusal"),
+             ("free-text similarity", stats[8], n[3], "free")]
+    shown = [f"{name} {value:.2f} on {count} {kind} probes" for name, value, count, kind in parts
+             if count and not np.isnan(value)]
+    return ", ".join(shown) or f"the whole suite's, {_n_probes(tables, task)} probes"
+
+
+def _measure_counts(tables: PolicyTables, task: _Task) -> IntArray:
+    """Probes behind each measure on the task's domains (the whole suite's where the task's
+    domains have none of any)."""
+    counts: IntArray = tables.measure_counts[task.rows].sum(0)
+    if counts.any() or ALL not in tables.domain_index:
+        return counts
+    overall: IntArray = tables.measure_counts[tables.domain_index[ALL]]
+    return overall
+
+
+def _fallback_note(tables: PolicyTables, task: _Task, p: int, j: int, role: Role) -> str:
+    """Says which of the task's domains were judged on the nearest evidence (all domains)."""
+    rows = task.rows
+    sim_names = [task.names[i] for i in np.flatnonzero(tables.sim_fallback[rows, p, j])]
+    note = ""
+    if sim_names:
+        note += (f"; no similarity measure on {_listed(sim_names)}: fell back to the nearest "
+                 f"evidence, the pair's similarity over all domains")
+    if role == "audit":
+        acc_names = [task.names[i] for i in np.flatnonzero(tables.accuracy_fallback[rows, j])]
+        if acc_names:
+            note += (f"; no gold probes on {_listed(acc_names)}: competence is the overall "
+                     f"accuracy")
+    return note
 
 
 LISTED = 8
@@ -381,30 +527,44 @@ def _listed(names: Sequence[str]) -> str:
 
 
 def _n_probes(tables: PolicyTables, task: _Task) -> int:
-    return int(tables.n_kappa[task.rows].sum() or tables.n_gold[task.rows].sum())
+    """The probes the similarity rests on (the whole suite's where it fell back to it)."""
+    found = int(tables.n_kappa[task.rows].sum() or tables.n_gold[task.rows].sum())
+    if found or ALL not in tables.domain_index:
+        return found
+    overall = tables.domain_index[ALL]
+    return int(tables.n_kappa[overall] or tables.n_gold[overall])
 
 
 def _pair_stats(tables: PolicyTables, task: _Task, p: int, j: int) -> FloatArray:
-    """The pair's [κp, κp low, κp high, error consistency] averaged over the task's domains."""
+    """The pair's :data:`STATS` averaged over the task's domains."""
     return _average(tables.pair_stats[task.rows, p, j], task.weights)
 
 
 def _evidence(tables: PolicyTables, task: _Task, p: int, j: int,
-              stats: FloatArray | None = None,
-              acc: FloatArray | None = None) -> tuple[Evidence, ...]:
+              stats: FloatArray | None = None, acc: FloatArray | None = None,
+              similarity: float | None = None) -> tuple[Evidence, ...]:
     """What the pair's decision rests on; ``stats`` and ``acc`` when the caller has them."""
     if not (tables.profiled[p] and tables.profiled[j]):
         return ()
-    kappa, low, high, consistency = (_rounded(x) for x in (
-        _pair_stats(tables, task, p, j) if stats is None else stats))
+    values = [_rounded(x) for x in (_pair_stats(tables, task, p, j) if stats is None
+                                    else stats)]
+    kappa, low, high, consistency, sim_low, sim_high, prior, refusal, free = values
     interval = (low, high) if low is not None and high is not None else None
+    sim_interval = (sim_low, sim_high) if sim_low is not None and sim_high is not None else None
     if acc is None:
         acc = _accuracy(tables, task)
     doms, rows, partner = task.names, task.rows, tables.models[j]
     n_gold = int(tables.n_gold[rows].sum())
+    n = _measure_counts(tables, task)
+    sim = _rounded(float(_similarity_to(tables, task, p)[j]) if similarity is None
+                   else similarity)
     return (
+        Evidence("similarity", sim, sim_interval, int(n.sum()), doms, partner),
         Evidence("kappa_p", kappa, interval, int(tables.n_kappa[rows].sum()), doms, partner),
         Evidence("error_consistency", consistency, None, n_gold, doms, partner),
+        Evidence("prior_agreement", prior, None, int(n[1]), doms, partner),
+        Evidence("refusal_agreement", refusal, None, int(n[2]), doms, partner),
+        Evidence("free_text_similarity", free, None, int(n[3]), doms, partner),
         Evidence("accuracy", _rounded(acc[j]), None, n_gold, doms, partner),
         Evidence("accuracy", _rounded(acc[p]), None, n_gold, doms, tables.models[p]),
     )

@@ -21,7 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from profiles.collect import CollectReport, Decoding, collect, plan
+from profiles.collect import CollectReport, Decoding, collect, merge_reports, plan
 from profiles.profile import Profile, from_store
 from profiles.store import Observations
 from profiles.suite import Suite, load_suite
@@ -79,6 +79,10 @@ async def build_profiles(settings: Settings, suite_name: str, names: Sequence[st
     with open_observations(settings) as store:
         async with Pool.open(settings) as pool:
             report = await collect_with_progress(pool, names, suite, store, decoding, concurrency)
+            # the confirm collection: other seeds, later requests (what a diff confirms on)
+            confirm = await collect_with_progress(pool, names, suite, store, decoding.confirm(),
+                                                  concurrency)
+            report = merge_reports(report, confirm)
             summaries = []
             for name in names:
                 prof = from_store(pool.get(name), suite, store, decoding)

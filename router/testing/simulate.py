@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from profiles.collect import Decoding, collect
+from profiles.collect import Decoding, collect_rounds
 from profiles.probe import Probe
 from profiles.profile import Profile, from_store
 from profiles.store import ObservationStore
@@ -55,11 +55,12 @@ def simulated_settings(models: Sequence[Mapping[str, Any]], data_dir: str) -> Se
 
 async def profile_models(configs: Sequence[ModelConfig], suite: Suite, store: ObservationStore,
                          decoding: Decoding | None = None) -> list[Profile]:
-    """Collect and build profiles for scripted models (no pool needed)."""
+    """Collect (the profile and its confirm collection) and build profiles for scripted models
+    (no pool needed)."""
     backends = []
     for cfg in configs:
         assert isinstance(cfg.backend, ScriptedParams)
         backends.append(ScriptedBackend(cfg.name, cfg.backend))
     decoding = decoding or Decoding()
-    await collect(backends, suite.probes, store, decoding, concurrency=8)
+    await collect_rounds(backends, suite.probes, store, decoding, concurrency=8)
     return [from_store(b, suite, store, decoding) for b in backends]

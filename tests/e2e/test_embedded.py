@@ -100,3 +100,23 @@ async def test_streaming_smollm2(embedded: Running) -> None:
     assert "".join(pieces).strip(), "the model streamed some text"
     assert sum(1 for p in pieces if p) >= 1
     assert finish and finish[-1] in ("stop", "length")
+
+
+async def test_every_domain_of_the_suite_gets_both_roles(embedded: Running) -> None:
+    """A task from each domain of the shipped suite (a probe's question, as a user would ask
+    it) gets an auditor and an assistant; ordinary small talk about the model too."""
+    from profiles.suite import load_suite
+    from router.pairing.index import question_text
+
+    first: dict[str, str] = {}
+    for probe in load_suite("default").probes:
+        first.setdefault(probe.domains[0], question_text(probe))
+    tasks = [*first.values(), "Do you have feelings?"]
+    assert len(first) == 12
+    for task in tasks:
+        for model in ("audit:smollm2", "assist:smollm2", "audit:auto", "assist:auto"):
+            completion = await client(embedded).chat.completions.create(
+                model=model, messages=[{"role": "user", "content": task}], max_tokens=2,
+                temperature=0)
+            pair = (completion.model_extra or {}).get("diffroute")
+            assert isinstance(pair, dict) and pair["partner"] != pair["primary"], (task, model)

@@ -97,8 +97,10 @@ async def read_events(resp: aiohttp.ClientResponse, count: int) -> list[dict[str
 
 async def test_sse_stream_delivers_live_diffs_in_order(live: Running) -> None:
     async with aiohttp.ClientSession() as http, http.get(
-            live.base_url + "/diffs/stream?heartbeat=0.05") as stream:
+            live.base_url + "/diffs/stream?heartbeat=0.05",
+            headers={"x-request-id": "sse-1"}) as stream:
         assert stream.headers["Content-Type"].startswith("text/event-stream")
+        assert stream.headers["x-request-id"] == "sse-1"
         assert (await stream.content.readline()).startswith(b": connected")
         reader = asyncio.create_task(read_events(stream, 12))
         ids = [(await chat(http, live))["live_diff_id"] for _ in range(4)]

@@ -30,10 +30,10 @@ async def _diff_and_route(tmp_path: Path, **extra: Any) -> tuple[dict[str, Any],
 
 async def test_profiles_diff_scores_answers_without_words(tmp_path: Path) -> None:
     body, route_status, route = await _diff_and_route(tmp_path)
-    assert body["schema"] == "diffroute.diff/1" and (body["a"], body["b"]) == MEMBERS
+    assert body["schema"] == "diffroute.diff/2" and (body["a"], body["b"]) == MEMBERS
     assert body["n_probes_tested"] == 10 and body["left_out"] == []
     instructions = next(d for d in body["domains"] if d["name"] == "instructions")
-    assert instructions["n_probes"] == 7 and math.isfinite(instructions["divergence"])
+    assert instructions["n_probes"] == 7 and math.isfinite(instructions["shift"])
     # the policy loaded the same profiles, and a task without words still finds a pair
     assert route_status == 200, route
     assert (route["primary"], route["partner"]) == MEMBERS
@@ -43,7 +43,10 @@ async def test_profiles_diff_leaves_out_what_the_embedder_zeroes(tmp_path: Path)
     async with WordlessZeroServer() as server:
         body, route_status, route = await _diff_and_route(
             tmp_path, embedder={"kind": "openai", "base_url": server.base_url,
-                                "model": "wordless-zero"})
+                                "model": "wordless-zero"},
+            # tasks too are embedded by that endpoint (not the default MiniLM), so the task
+            # without words reaches the policy as a zero vector
+            policy={"task_embedder": "responses"})
         assert "🌟🌟🌍🌈🌊🌌🌊🌊🌌" in server.inputs
     assert [x["probe_id"] for x in body["left_out"]] == ["instr-031"]
     assert any(n.startswith("probe instr-031 left out") for n in body["notes"])

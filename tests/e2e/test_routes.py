@@ -87,7 +87,7 @@ async def test_profiles_diff_by_default_diffs_the_stored_profiles(tmp_path: Path
     async with serve(settings) as running:  # no diff_provider: the service's own
         status, body = await call(running, "GET", "/v1/profiles/diff?a=fam-a&b=fam-b")
     assert status == 200, body
-    assert body["schema"] == "diffroute.diff/1" and (body["a"], body["b"]) == ("fam-a", "fam-b")
+    assert body["schema"] == "diffroute.diff/2" and (body["a"], body["b"]) == ("fam-a", "fam-b")
     assert body["suite"] == "default" and body["n_probes_tested"] > 400
     # two different priors: they differ beyond noise in every domain with choice probes
     assert body["flagged_domains"] and body["overall"]["flagged"]
@@ -128,6 +128,25 @@ async def test_access_log_has_request_id_and_no_prompt(service: Running) -> None
     assert {e["gen_ai.request.model"] for e in calls} == {"alpha", "beta"}
     assert all(e["request_id"] == "req-7" and e["gen_ai.usage.input_tokens"] > 0 for e in calls)
     assert CAPITAL not in json.dumps(logs, default=str)
+
+
+async def test_every_kind_of_response_carries_the_request_id(service: Running) -> None:
+    """Answers, errors, streams and redirects: each echoes the id it was given."""
+    chat = {"model": "alpha", "messages": ASK}
+    requests: list[tuple[str, str, Any, int]] = [
+        ("POST", "/v1/route", {"role": "audit", "task": CAPITAL}, 200),
+        ("GET", "/no/such/route", None, 404),
+        ("POST", "/v1/chat/completions", {**chat, "stream": True}, 200),
+        ("POST", "/v1/chat/completions", {**chat, "n": 0}, 400),
+        ("GET", "/ui", None, 302)]
+    async with aiohttp.ClientSession() as http:
+        for i, (method, path, body, status) in enumerate(requests):
+            async with http.request(method, service.url + path, json=body,
+                                    headers={"x-request-id": f"kind-{i}"},
+                                    allow_redirects=False) as response:
+                await response.read()
+                assert response.status == status, path
+                assert response.headers["x-request-id"] == f"kind-{i}", path
 
 
 async def test_prompts_are_logged_only_when_configured(tmp_path: Path) -> None:

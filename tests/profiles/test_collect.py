@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from profiles.collect import Decoding, collect
+from profiles.collect import Decoding, collect, collect_rounds
 from profiles.probe import Probe
-from profiles.store import ObservationStore
+from profiles.profile import from_store
+from profiles.protocol import SampleRequest, SampleResult
+from profiles.store import ObservationStore, observation_key
+from profiles.suite import Suite, SuiteManifest
 from router.backends.params import ScriptedParams
 from router.backends.scripted import ScriptedBackend
 
@@ -29,10 +32,10 @@ async def test_rerun_with_everything_cached_makes_no_call(tmp_path: Path) -> Non
     store = ObservationStore.in_data_dir(tmp_path)
     m = model()
     first = await collect([m], probes(20), store, Decoding(samples=5))
-    assert first.stored_samples == 100 and first.calls == 20 and not first.failures
-    assert m.calls == 20
+    assert first.stored_samples == 100 and first.calls == 100 and not first.failures
+    assert m.calls == 100
     second = await collect([m], probes(20), store, Decoding(samples=5))
-    assert m.calls == 20 and second.calls == 0
+    assert m.calls == 100 and second.calls == 0
     assert second.cached_samples == 100
     assert store.count() == 100
 
@@ -51,7 +54,7 @@ async def test_interrupted_collection_resumes_without_recalling(tmp_path: Path) 
     calls_before = m.calls
     resumed = await collect([m], probes(40), store, Decoding(samples=5))
     assert resumed.cached_samples == stored
-    assert resumed.calls == (200 - stored) // 5
+    assert resumed.calls == 200 - stored  # one request per missing sample
     assert m.calls - calls_before == resumed.calls
     assert store.count() == 200
 
@@ -65,17 +68,51 @@ async def test_changed_probe_text_recollects_only_that_probe(tmp_path: Path) -> 
     changed[4] = Probe.model_validate({**changed[4].model_dump(), "messages": [
         {"role": "user", "content": "A different question?\nA. x\nB. y"}]})
     report = await collect([m], changed, store, Decoding(samples=3))
-    assert report.calls == 1 and report.stored_samples == 3
+    assert report.calls == 3 and report.stored_samples == 3
     assert report.cached_samples == 27
 
 
-async def test_changed_model_identity_recollects_and_same_identity_shares(tmp_path: Path) -> None:
+async def test_two_pool_names_never_share_samples_and_a_changed_identity_recollects(
+        tmp_path: Path) -> None:
     store = ObservationStore.in_data_dir(tmp_path)
-    await collect([model("a")], probes(5), store, Decoding(samples=2))
-    renamed = await collect([model("b")], probes(5), store, Decoding(samples=2))
-    assert renamed.calls == 0  # same behaviour under another name: cached
-    other = await collect([model("a", prior="other")], probes(5), store, Decoding(samples=2))
-    assert other.calls == 5
+    await collect([model("a")], probes(5), store, Decoding(samples=4))
+    copy = await collect([model("b")], probes(5), store, Decoding(samples=4))
+    assert copy.calls == 20  # same settings, another pool name: another model, own samples
+    texts = {name: [s.sample.text for s in store.samples(*_keys(name))] for name in "ab"}
+    assert texts["a"] != texts["b"]  # own seeds: independent, not identical, samples
+    again = await collect([model("a")], probes(5), store, Decoding(samples=4))
+    assert again.calls == 0
+    other = await collect([model("a", prior="other")], probes(5), store, Decoding(samples=4))
+    assert other.calls == 20
+
+
+async def test_every_sample_is_its_own_request_with_its_own_seed(tmp_path: Path) -> None:
+    seen: list[SampleRequest] = []
+    m = model()
+    original = m.sample
+
+    async def spy(request: SampleRequest) -> SampleResult:
+        seen.append(request)
+        return await original(request)
+
+    m.sample = spy  # type: ignore[method-assign]
+    await collect([m], probes(3), ObservationStore.in_data_dir(tmp_path), Decoding(samples=5))
+    assert len(seen) == 15 and all(r.n == 1 for r in seen)
+    assert len({r.seed for r in seen}) == 15
+    assert sum(r.top_logprobs > 0 for r in seen) == 3  # option probabilities once per probe
+
+
+async def test_the_confirm_round_is_a_fresh_collection(tmp_path: Path) -> None:
+    store = ObservationStore.in_data_dir(tmp_path)
+    suite = Suite(SuiteManifest(name="t", version="1"), tuple(probes(30)))
+    m = model(sharpness=0.5)
+    report = await collect_rounds([m], suite.probes, store, Decoding(samples=4))
+    assert report.stored_samples == 240 and report.calls == 240
+    profile = from_store(m, suite, store, Decoding(samples=4))
+    assert len(profile.records) == len(profile.confirm_records) == 30
+    first = [r.texts for r in profile.records.values()]
+    fresh = [profile.confirm_records[pid].texts for pid in profile.records]
+    assert first != fresh  # other seeds: other samples
 
 
 async def test_partial_probe_fills_missing_indices_with_the_same_samples(tmp_path: Path) -> None:
@@ -85,19 +122,13 @@ async def test_partial_probe_fills_missing_indices_with_the_same_samples(tmp_pat
     await collect([model()], probes(6), part_store, Decoding(samples=2))
     report = await collect([model()], probes(6), part_store, Decoding(samples=4))
     assert report.calls == 12  # two missing indices per probe, one call each
-    key = next(iter({s.probe_hash for s in whole_store.samples(*_keys(whole_store))}))
-    assert key
-    whole = [(s.probe_hash, s.index, s.sample.text)
-             for s in whole_store.samples(*_keys(whole_store))]
-    part = [(s.probe_hash, s.index, s.sample.text)
-            for s in part_store.samples(*_keys(part_store))]
-    assert whole == part
+    whole = [(s.probe_hash, s.index, s.sample.text) for s in whole_store.samples(*_keys())]
+    part = [(s.probe_hash, s.index, s.sample.text) for s in part_store.samples(*_keys())]
+    assert whole and whole == part
 
 
-def _keys(store: ObservationStore) -> tuple[str, str]:
-    from profiles.store import model_key
-
-    return model_key(model().identity()), Decoding().key()
+def _keys(name: str = "m") -> tuple[str, str]:
+    return observation_key(name, model(name).identity()), Decoding().key()
 
 
 async def test_transient_failures_are_retried_and_permanent_ones_reported(tmp_path: Path) -> None:
@@ -109,5 +140,5 @@ async def test_transient_failures_are_retried_and_permanent_ones_reported(tmp_pa
     assert not report.failures and store.count() == 40
     dead = model("dead", failure_rate=1.0, prior="x")
     report = await collect([dead], probes(3), store, Decoding(samples=2), retries=1, backoff=0.0)
-    assert len(report.failures) == 3 and report.calls == 6
+    assert len(report.failures) == 3 and report.calls == 6  # a probe stops at its first failure
     assert all("scripted failure" in f[2] for f in report.failures)

@@ -6,7 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -289,3 +289,38 @@ def test_make_embedder_builds_each_kind() -> None:
     assert all(isinstance(make_embedder(k), Embedder) for k in ("hash", "minilm"))
     with pytest.raises(ValueError, match="unknown embedder"):
         make_embedder("word2vec")
+
+
+def test_cached_embedder_embeds_each_text_once_and_returns_the_same_vectors() -> None:
+    from profiles.embed import CachedEmbedder
+
+    class Counting:
+        """The hash embedder, counting the texts it is asked for."""
+
+        def __init__(self) -> None:
+            self.inner = HashEmbedder(64)
+            self.asked: list[str] = []
+
+        @property
+        def name(self) -> str:
+            return self.inner.name
+
+        @property
+        def dim(self) -> int:
+            return self.inner.dim
+
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            self.asked += list(texts)
+            return self.inner.embed(texts)
+
+        async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+            return self.embed(texts)
+
+    counting = Counting()
+    cached = CachedEmbedder(counting, max_texts=8)
+    texts = ["a cat", "a dog", "a cat"]
+    first = cached.embed(texts)
+    assert np.array_equal(first, HashEmbedder(64).embed(texts))
+    assert counting.asked == ["a cat", "a dog"]
+    assert np.array_equal(cached.embed(["a dog"]), first[1:2]) and len(counting.asked) == 2
+    assert cached.embed([]).shape == (0, 64) and cached.name == counting.name

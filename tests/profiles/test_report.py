@@ -64,17 +64,17 @@ def test_planted_domain_is_flagged_and_ranked_first_with_its_marker(planted: Dif
     lines = text.splitlines()
     assert lines[0] == "diff --behavior a/alpha b/beta"
     assert lines[1].startswith(f"suite sim {planted.suite_version}")
-    assert "samples 12 (screen 6, confirm 6)" in lines[2] and "q=0.05" in lines[2]
+    assert "samples 12 (confirm collection 12)" in lines[2] and "q=0.05" in lines[2]
     stats = [line for line in lines if " | κp " in line]
     assert len(stats) == len(planted.domains) + 1  # and the overall line
     assert stats[0].split()[0].startswith("!") and PLANTED in stats[0].split(" | ")[0]
     law = planted.domain(PLANTED)
-    assert law.replicated is True  # 12 samples: 6 screen, 6 held out confirm
+    assert law.replicated is True  # confirmed on the fresh confirm collection
     assert stats[0].split()[0] == "!✓"
     for line in stats[1:]:
         assert "!" not in line.split(" | ")[0]
     assert stats[-1].split()[0] == "all"
-    assert f"[{law.divergence_low:+.3f}, {law.divergence_high:+.3f}]" in stats[0]
+    assert f"shift {law.shift:4.1f} pt [{law.shift_low:4.1f}, {law.shift_high:4.1f}]" in stats[0]
 
 
 def test_hunks_show_a_as_minus_lines_and_b_as_plus_lines(planted: Diff) -> None:
@@ -84,7 +84,7 @@ def test_hunks_show_a_as_minus_lines_and_b_as_plus_lines(planted: Diff) -> None:
     assert len(blocks) == len(planted.hunks)
     for block, hunk in zip(blocks, planted.hunks, strict=True):
         header, *body = block.splitlines()
-        assert header.startswith(f"{hunk.probe_id} [{PLANTED}] effect={hunk.effect:+.3f} p=")
+        assert header.startswith(f"{hunk.probe_id} [{PLANTED}] shift={hunk.shift:.0f}pt p=")
         assert ("(alone)" in header) == hunk.significant
         assert header.endswith("@@") and "replicated=" in header
         assert body[0] == " " + hunk.prompt.splitlines()[0]
@@ -136,7 +136,7 @@ def test_json_is_the_diff_object(planted: Diff) -> None:
     text = render_json(planted)
     data = json.loads(text)
     assert data == planted.to_json()
-    assert data["schema"] == "diffroute.diff/1" and data["flagged_domains"] == [PLANTED]
+    assert data["schema"] == "diffroute.diff/2" and data["flagged_domains"] == [PLANTED]
     assert "\n  " in text  # pretty-printed
 
 

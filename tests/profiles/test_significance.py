@@ -1,4 +1,4 @@
-"""Noise-floor tests, FDR control, domain intervals and replication on simulated answers."""
+"""Permutation tests, the domain test, FDR control and the effect scale on simulated answers."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from scipy.stats import false_discovery_control
 from profiles.significance import (
     benjamini_hochberg,
     bootstrap_mean_ci,
-    choice_test_with_probs,
-    domain_effects,
-    embedding_permutation_test,
-    min_pvalue,
-    replicate,
-    screen_and_confirm,
-    split_halves,
-    tv_permutation_test,
+    categorical_splits,
+    domain_tests,
+    embedding_splits,
+    probe_pvalues,
+    shift_points,
+    studentised,
 )
 
 
@@ -25,163 +23,102 @@ def sample(rng: np.random.Generator, probs: list[float], probes: int, k: int) ->
     return rng.choice(len(probs), size=(probes, k), p=probs)
 
 
-def test_identical_answers_give_large_p_and_opposite_answers_the_minimum() -> None:
-    a = np.array([[0, 0, 1, 1, 2], [0, 0, 0, 0, 0], [0, 1, 2, -1, 1]])
-    b = np.array([[2, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 2, 0, 1, -1]])
-    result = tv_permutation_test(a, b, 3)
-    assert result.exact and result.n_splits == 252
-    assert result.pvalues[0] == 1.0 and result.pvalues[2] == 1.0
-    assert result.statistic[1] == 1.0
-    # TV is symmetric, so the mirror split ties: the floor is 2/252, as min_pvalue documents
-    assert result.pvalues[1] == pytest.approx(2 / 252) == min_pvalue(5, 5)
-    assert result.effect[1] > 0.5 and result.effect[0] < 0
-
-
-def test_monte_carlo_splits_match_exact_enumeration() -> None:
+def test_categorical_excess_is_the_embedding_excess_of_one_hot_answers() -> None:
     rng = np.random.default_rng(0)
-    a = sample(rng, [0.6, 0.3, 0.1], 40, 5)
-    b = sample(rng, [0.3, 0.4, 0.3], 40, 5)
-    exact = tv_permutation_test(a, b, 3)
-    sampled = tv_permutation_test(a, b, 3, n_permutations=200, seed=1)
-    assert not sampled.exact
-    np.testing.assert_allclose(sampled.pvalues, exact.pvalues, atol=0.1)
-    np.testing.assert_allclose(sampled.null_mean, exact.null_mean, atol=0.05)
-    again = tv_permutation_test(a, b, 3, n_permutations=200, seed=1)
-    np.testing.assert_array_equal(again.pvalues, sampled.pvalues)  # seeded
+    a, b = rng.integers(0, 4, (30, 6)), rng.integers(0, 4, (30, 5))
+    cat = categorical_splits(a, b, 4, n_permutations=200, seed=1)
+    emb = embedding_splits(np.eye(4)[a], np.eye(4)[b], n_permutations=200, seed=1)
+    np.testing.assert_allclose(cat.excess, emb.excess, atol=1e-12)
+    assert cat.excess.shape == (30, 201)
 
 
-def test_null_pvalues_are_valid_and_bh_keeps_false_discoveries_below_q() -> None:
+def test_excess_is_unbiased_for_half_the_squared_distance() -> None:
+    rng = np.random.default_rng(1)
+    p, q = [0.7, 0.2, 0.1], [0.5, 0.4, 0.1]
+    same = categorical_splits(sample(rng, p, 3000, 5), sample(rng, p, 3000, 5), 3,
+                              n_permutations=20, seed=2)
+    moved = categorical_splits(sample(rng, p, 3000, 5), sample(rng, q, 3000, 5), 3,
+                               n_permutations=20, seed=2)
+    assert abs(same.excess[:, 0].mean()) < 0.005
+    # ½Σ(p − q)² = ½(0.2² + 0.2²) = 0.04, i.e. 20 points of answer mass moved
+    assert moved.excess[:, 0].mean() == pytest.approx(0.04, abs=0.005)
+    assert shift_points(moved.excess[:, 0].mean()) == pytest.approx(20, abs=1.5)
+
+
+def test_null_probe_pvalues_are_valid_and_bh_keeps_false_discoveries_below_q() -> None:
     rng = np.random.default_rng(2)
     probs = [0.5, 0.3, 0.2]
-    a, b = sample(rng, probs, 2000, 10), sample(rng, probs, 2000, 10)
-    null = tv_permutation_test(a, b, 3, n_permutations=300, seed=3)
-    assert not null.exact
-    assert np.mean(null.pvalues <= 0.05) <= 0.06  # type I error at most α (loose bound)
-    assert benjamini_hochberg(null.pvalues).rejected.mean() <= 0.05
-    assert abs(null.effect.mean()) < 0.01  # the effect is centred on zero under the null
+    null = categorical_splits(sample(rng, probs, 2000, 10), sample(rng, probs, 2000, 10), 3,
+                              n_permutations=300, seed=3)
+    pvalues = probe_pvalues(null.excess)
+    assert np.mean(pvalues <= 0.05) <= 0.06  # type I error at most α (loose bound)
+    assert benjamini_hochberg(pvalues).rejected.mean() <= 0.05
 
 
-def test_bh_false_discovery_proportion_with_planted_probes() -> None:
+def test_domain_test_is_calibrated_under_the_null_and_finds_a_shift() -> None:
     rng = np.random.default_rng(4)
-    null_a = sample(rng, [0.4, 0.4, 0.2], 1800, 8)
-    null_b = sample(rng, [0.4, 0.4, 0.2], 1800, 8)
-    planted_a = sample(rng, [0.9, 0.05, 0.05], 200, 8)
-    planted_b = sample(rng, [0.05, 0.9, 0.05], 200, 8)
-    test = tv_permutation_test(
-        np.concatenate([null_a, planted_a]),
-        np.concatenate([null_b, planted_b]),
-        3,
-        n_permutations=1000,
-    )
-    rejected = benjamini_hochberg(test.pvalues, q=0.05).rejected
-    false = rejected[:1800].sum()
-    assert rejected[1800:].mean() > 0.5  # k = 8 caps the power: TV 7/8 has p ≈ 0.0014
-    assert false / max(rejected.sum(), 1) <= 0.1
+    probs = [0.6, 0.2, 0.1, 0.1]
+    domains = {f"d{i}": list(range(20 * i, 20 * i + 20)) for i in range(100)}
+    null = categorical_splits(sample(rng, probs, 2000, 5), sample(rng, probs, 2000, 5), 4,
+                              n_permutations=400, seed=5)
+    tests = domain_tests(null, domains, n_resamples=50)
+    pvalues = np.array([t.pvalue for t in tests.values()])
+    assert 0.0 < np.mean(pvalues <= 0.1) <= 0.17  # 100 null domains: about 10 % at α = 0.1
+    shifted = categorical_splits(sample(rng, probs, 20, 20),
+                                 sample(rng, [0.4, 0.4, 0.1, 0.1], 20, 20), 4,
+                                 n_permutations=400, seed=6)
+    found = domain_tests(shifted, {"d": range(20)}, n_resamples=200)["d"]
+    assert found.pvalue == pytest.approx(1 / 401)
+    assert found.shift_low < 20 < found.shift_high  # 20 points moved, inside the interval
 
 
-def test_embedding_test_sees_shifts_and_not_noise() -> None:
-    rng = np.random.default_rng(5)
-    centre = rng.normal(size=(200, 1, 8))
-    a = centre + 0.5 * rng.normal(size=(200, 5, 8))
-    b = centre + 0.5 * rng.normal(size=(200, 5, 8))
-    same = embedding_permutation_test(a, b)
-    assert same.exact and 0.4 < same.pvalues.mean() < 0.65
-    assert np.mean(same.pvalues <= 0.05) <= 0.08
-    shifted = embedding_permutation_test(a, -b)
-    assert np.all(shifted.pvalues == pytest.approx(min_pvalue(5, 5)))
+def test_too_small_domains_are_not_tested() -> None:
+    splits = categorical_splits(np.zeros((4, 5), int), np.ones((4, 5), int), 2,
+                                n_permutations=100)
+    test = domain_tests(splits, {"tiny": range(4)}, min_probes=5)["tiny"]
+    assert not test.tested and np.isnan(test.pvalue)
+    assert test.shift == pytest.approx(100.0)  # the effect is still reported
 
 
-def test_choice_test_with_probs_reports_probability_tv_as_effect() -> None:
-    answers_a = np.array([[0] * 5, [0, 1, 0, 1, 0]])
-    answers_b = np.array([[1] * 5, [1, 0, 1, 0, 0]])
-    probs_a = np.array([[0.9, 0.1, 0.0], [0.3, 0.3, 0.4]])
-    probs_b = np.array([[0.2, 0.8, 0.0], [0.15, 0.15, 0.2]])  # unnormalised: same as row a
-    result = choice_test_with_probs(probs_a, probs_b, answers_a, answers_b, [2, 3])
-    np.testing.assert_allclose(result.effect, [0.7, 0.0])
-    assert result.pvalues[0] == pytest.approx(min_pvalue(5, 5)) and result.pvalues[1] > 0.5
+def test_a_probe_whose_every_split_is_alike_weighs_nothing() -> None:
+    splits = categorical_splits(np.zeros((1, 5), int), np.zeros((1, 5), int), 2,
+                                n_permutations=50)
+    assert np.all(studentised(splits.excess) == 0)
 
 
-def test_benjamini_hochberg_textbook_example() -> None:
-    # Benjamini & Hochberg (1995), section 4: 15 p-values, q = 0.05 → the four smallest
-    # (0.0201 moved to the front to check that input order does not matter)
-    p = np.array(
-        [
-            *(0.0201, 0.0001, 0.0004, 0.0019, 0.0095, 0.0278, 0.0298, 0.0344),
-            *(0.0459, 0.3240, 0.4262, 0.5719, 0.6528, 0.7590, 1.0000),
-        ]
-    )
-    rejected, qvalues = benjamini_hochberg(p, q=0.05)
-    np.testing.assert_array_equal(np.flatnonzero(rejected), [1, 2, 3, 4])
-    np.testing.assert_allclose(qvalues, false_discovery_control(p))
-    with_nan = benjamini_hochberg(np.append(p, np.nan))
-    assert np.isnan(with_nan.qvalues[-1]) and not with_nan.rejected[-1]
-    np.testing.assert_allclose(with_nan.qvalues[:-1], qvalues)
-
-
-def test_bootstrap_interval_covers_the_true_mean() -> None:
-    rng = np.random.default_rng(6)
-    covered = 0
-    for rep in range(40):
-        values = rng.normal(0.3, 0.2, 100)
-        mean, low, high = bootstrap_mean_ci(values, seed=rep)
-        assert low < mean < high
-        covered += low <= 0.3 <= high
-    assert covered >= 34  # nominal 95 %: 38 of 40 expected
-
-
-def test_domain_flag_needs_interval_above_zero_and_a_significant_probe() -> None:
+def test_embedding_excess_detects_a_semantic_shift() -> None:
     rng = np.random.default_rng(7)
-    effect = np.concatenate([rng.normal(0.3, 0.1, 50), rng.normal(0.0, 0.1, 50)])
-    significant = np.zeros(100, bool)
-    significant[[0, 60]] = True
-    domains = {"planted": np.arange(50), "null": np.arange(50, 100), "empty": []}
-    result = domain_effects(effect, domains, significant=significant)
-    assert result["planted"].flagged and result["planted"].low > 0.2
-    assert not result["null"].flagged and result["null"].low < 0 < result["null"].high
-    assert result["planted"].level == pytest.approx(1 - 0.05 / 2)  # Bonferroni over 2 domains
-    assert not result["empty"].flagged and np.isnan(result["empty"].estimate)
-    no_probe = domain_effects(effect, domains, significant=np.zeros(100, bool))
-    assert not no_probe["planted"].flagged and no_probe["planted"].low > 0
-    loose = domain_effects(effect, domains, require_significant_probe=False)
-    assert loose["planted"].flagged
-    with pytest.raises(ValueError, match="significant"):
-        domain_effects(effect, domains)
+    base = rng.normal(size=(10, 1, 8))
+    a = base + 0.1 * rng.normal(size=(10, 6, 8))
+    b = base + 0.1 * rng.normal(size=(10, 6, 8)) + 1.0
+    alike = base + 0.1 * rng.normal(size=(10, 6, 8))
+    shifted = embedding_splits(a, b, n_permutations=300, seed=1)
+    same = embedding_splits(a, alike, n_permutations=300, seed=1)
+    assert np.all(probe_pvalues(shifted.excess) < 0.02)  # C(12, 6)/2 = 462 distinct splits
+    assert np.mean(probe_pvalues(same.excess)) > 0.2
 
 
-def test_replication_confirms_planted_probes_and_not_noise() -> None:
+def test_benjamini_hochberg_matches_scipy_and_skips_nan() -> None:
     rng = np.random.default_rng(8)
-    alike = [0.5, 0.3, 0.2]
-    a = np.concatenate([sample(rng, [0.9, 0.05, 0.05], 30, 20), sample(rng, alike, 270, 20)])
-    b = np.concatenate([sample(rng, [0.05, 0.9, 0.05], 30, 20), sample(rng, alike, 270, 20)])
-    screen, screened, confirmed = screen_and_confirm(a, b, 3)
-    assert screen.pvalues.shape == (300,)
-    assert screened.rejected[:30].mean() > 0.9 and screened.rejected[30:].sum() <= 5
-    planted = confirmed.probes < 30
-    assert confirmed.replicated[planted].mean() > 0.9
-    # noise flagged by hand (as a too-eager screen would) fails to replicate on fresh samples
-    flagged = np.zeros(300, bool)
-    flagged[:30] = flagged[30:130] = True
-    fresh_a = np.concatenate([sample(rng, [0.9, 0.05, 0.05], 30, 10), sample(rng, alike, 270, 10)])
-    fresh_b = np.concatenate([sample(rng, [0.05, 0.9, 0.05], 30, 10), sample(rng, alike, 270, 10)])
-    check = replicate(flagged, fresh_a, fresh_b, 3, seed=9)
-    np.testing.assert_array_equal(check.probes, np.flatnonzero(flagged))
-    assert check.replicated[:30].mean() > 0.9
-    assert check.replicated[30:].mean() <= 0.05
+    p = rng.uniform(0, 0.2, 50)
+    ours = benjamini_hochberg(p, 0.05)
+    np.testing.assert_allclose(ours.qvalues, false_discovery_control(p), rtol=1e-12)
+    with_nan = benjamini_hochberg(np.r_[p, np.nan], 0.05)
+    assert np.isnan(with_nan.qvalues[-1]) and not with_nan.rejected[-1]
 
 
-def test_split_halves_and_empty_replication() -> None:
-    first, second = split_halves(np.arange(10).reshape(2, 5))
-    np.testing.assert_array_equal(first, [[0, 1, 2], [5, 6, 7]])
-    np.testing.assert_array_equal(second, [[3, 4], [8, 9]])
-    empty = replicate(np.zeros(2, bool), first, first, 10)
-    assert empty.probes.size == 0 and empty.replicated.size == 0
+def test_bootstrap_interval_covers_the_mean() -> None:
+    rng = np.random.default_rng(9)
+    covered = 0
+    for rep in range(100):
+        values = rng.normal(0.3, 1.0, 80)
+        _, low, high = bootstrap_mean_ci(values, seed=rep, n_resamples=500)
+        covered += low <= 0.3 <= high
+    assert covered >= 88
 
 
-def test_unparsed_answers_are_pooled_but_not_counted() -> None:
-    a = np.array([[-1, -1, -1], [0, 0, -1]])
-    b = np.array([[-1, -1, -1], [1, 1, -1]])
-    result = tv_permutation_test(a, b, np.array([0, 2]))  # nothing parsed on probe 0
-    assert result.statistic[0] == 0.0 and result.pvalues[0] == 1.0
-    assert result.statistic[1] == 1.0 and result.pvalues[1] < 0.3
-    with pytest.raises(ValueError, match="one per probe"):
-        tv_permutation_test(a, b, np.array([2, 2, 2]))
+def test_bad_input_is_rejected() -> None:
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        categorical_splits(np.zeros((2, 1), int), np.zeros((2, 5), int), 2)
+    with pytest.raises(ValueError, match="answer codes"):
+        categorical_splits(np.full((2, 3), 2), np.zeros((2, 3), int), 2)

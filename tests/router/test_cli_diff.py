@@ -145,7 +145,7 @@ def test_piped_diff_is_plain_and_shows_the_planted_domain(runs: dict[str, Run]) 
     lines = run.out.splitlines()
     assert lines[0] == "diff --behavior a/alpha b/beta"
     stats = [line for line in lines if " | κp " in line]
-    assert stats[0].split()[:2] == ["!?", "law"]  # flagged, replication not tested at k=6
+    assert stats[0].split()[:2] == ["!✓", "law"]  # flagged, replicated on the confirm round
     assert all("!" not in line.split(" | ")[0] for line in stats[1:])
     assert any(line.startswith("@@ law-") for line in lines)
     assert any(line.startswith("-") for line in lines)
@@ -187,7 +187,7 @@ def test_json_format_is_the_diff_object(world: World, capsys: pytest.CaptureFixt
     run = cli(world.args("alpha", "beta", "--format", "json"), capsys)
     assert run.code == 0, run.err
     data = json.loads(run.out)
-    assert data["schema"] == "diffroute.diff/1"
+    assert data["schema"] == "diffroute.diff/2"
     assert (data["a"], data["b"]) == ("alpha", "beta")
     assert data["flagged_domains"] == ["law"] and data["settings"]["samples"] == SAMPLES
 
@@ -268,3 +268,10 @@ def _config(root: Path, models: list[dict[str, Any]]) -> Path:
     path = root / "changed.yaml"
     path.write_text(yaml.safe_dump({"data_dir": "data", "models": models}), encoding="utf-8")
     return path
+
+
+def test_the_cli_default_k_is_the_engines() -> None:
+    from profiles.collect import DEFAULT_SAMPLES
+    from router.cli import DEFAULT_SAMPLES as CLI_DEFAULT
+
+    assert CLI_DEFAULT == DEFAULT_SAMPLES

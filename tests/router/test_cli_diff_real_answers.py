@@ -63,7 +63,7 @@ async def test_diff_of_answers_without_words_runs_to_the_end(tmp_path: Path) -> 
     assert body["n_probes_tested"] == 10 and body["left_out"] == []
     assert body["settings"]["samples"] == 5
     instructions = next(d for d in body["domains"] if d["name"] == "instructions")
-    assert instructions["n_probes"] == 7 and math.isfinite(instructions["divergence"])
+    assert instructions["n_probes"] == 7 and math.isfinite(instructions["shift"])
     code, out, err = text_run
     assert code == 0 and "error" not in err, err
     assert out.startswith("diff --behavior a/smol-a b/smol-b") and "left out" not in out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from router.config import load_settings, settings_from_mapping
+from router.config import Settings, load_settings, settings_from_mapping
 from router.errors import ConfigError
 from router.secrets import SecretRef
 
@@ -176,6 +176,7 @@ models:
 policy: {competence_flor: 0.5}
 live: {redcat: true}
 paired: {shadow_rat: 0.5}
+telemetry: {otlp_endpont: "http://127.0.0.1:4318"}
 """
 
 
@@ -184,7 +185,7 @@ def test_a_typo_in_every_section_is_named_with_its_path(tmp_path: Path) -> None:
     expected = ["modles", "server.prot", "embedder.knd", "models[0].familly",
                 "models[0].timeouts.raed", "models[0].decoding.temprature",
                 "models[0].backend.seeed", "policy.competence_flor", "live.redcat",
-                "paired.shadow_rat"]
+                "paired.shadow_rat", "telemetry.otlp_endpont"]
     assert sorted(found) == sorted(f"{path}: Extra inputs are not permitted"
                                    for path in expected)
 
@@ -201,6 +202,19 @@ paired: {shadow_rate: 0.25}
     assert problems_of(tmp_path, "models: [{name: a, backend: {kind: scripted}}]\n"
                        "paired: {shadow_rate: 2}\n") == [
         "paired.shadow_rate: Input should be less than or equal to 1"]
+
+
+def test_the_telemetry_section_is_typed(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, """\
+models: [{name: a, backend: {kind: scripted}}]
+telemetry: {otlp_endpoint: "http://collector:4318", headers: {Authorization: env:OTLP_TOKEN}}
+"""))
+    assert settings.telemetry.otlp_endpoint == "http://collector:4318"
+    assert settings.telemetry.headers["Authorization"].describe() == "env:OTLP_TOKEN"
+    assert Settings(models=settings.models).telemetry.otlp_endpoint is None  # off by default
+    assert problems_of(tmp_path, "models: [{name: a, backend: {kind: scripted}}]\n"
+                       "telemetry: {otlp_endpoint: 'grpc://c:4317'}\n") == [
+        "telemetry.otlp_endpoint: must be an http:// or https:// URL (OTLP over HTTP)"]
 
 
 def test_the_former_extensions_mapping_is_read_for_one_release(tmp_path: Path) -> None:

@@ -81,14 +81,14 @@ def test_secret_named_fields_are_redacted_whatever_their_case() -> None:
     assert out == {"event": "x", "Api_Key": "[redacted]", "token": "[redacted]",
                    "model": "alpha"}
     # past the cap on remembered names, new names are still checked
-    saved = set(rlog._SAFE_NAMES)
-    rlog._SAFE_NAMES.update(f"field{i}" for i in range(5000))
+    saved = set(rlog._KNOWN_NAMES)
+    rlog._KNOWN_NAMES.update(f"field{i}" for i in range(5000))
     try:
         out = rlog.redact_secrets(None, "info", {"event": "y", "PASSWORD": "p", "fresh": 1})
         assert out == {"event": "y", "PASSWORD": "[redacted]", "fresh": 1}
     finally:
-        rlog._SAFE_NAMES.clear()
-        rlog._SAFE_NAMES.update(saved)
+        rlog._KNOWN_NAMES.clear()
+        rlog._KNOWN_NAMES.update(saved)
 
 
 def test_configured_json_lines_are_buffered_then_written() -> None:

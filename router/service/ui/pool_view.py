@@ -13,11 +13,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from profiles.matrix import PoolMatrix, pool_matrix
 from router.config import Settings
+from router.pairing.decider import policy_matrix
 from router.pairing.graph import build_graph
-from router.profiling.sources import FoundProfile, ProfileQuery, find_profiles, open_suite
-from router.store import open_observations
+from router.profiling.sources import ProfileQuery, find_profiles, open_suite
 
 
 def pool_view(settings: Settings) -> dict[str, Any]:
@@ -27,37 +26,21 @@ def pool_view(settings: Settings) -> dict[str, Any]:
     query = ProfileQuery(config.suite, config.samples, config.profile_temperature)
     found = find_profiles(settings, [m.name for m in settings.models], suite, query)
     profiles = [f.profile for f in found.values() if f is not None]
-    matrix = pool_matrix(profiles, suite, bootstrap=config.bootstrap) if profiles \
-        else PoolMatrix(())
+    matrix = policy_matrix(settings, profiles, suite)
     families = {m.name: m.family_name for m in settings.models}
     graph = build_graph(matrix, families, [n for n, f in found.items() if f is None])
-    observed = _observed_at(settings, found)
     models = []
     for model in settings.models:
         f = found[model.name]
         profile = None if f is None else {
             **f.profile.summary(suite), "shipped": f.shipped, "version": f.profile.version,
-            "samples": f.profile.decoding.samples, "observed_at": observed.get(model.name)}
+            "samples": f.profile.decoding.samples, "observed_at": f.observed_at}
         models.append({"name": model.name, "family": model.family_name,
                        "backend": model.backend.kind, "cost_per_1k_tokens":
                        model.cost_per_1k_tokens, "profile": profile})
     return {"object": "pool", "suite": suite.name, "suite_version": suite.version,
             "models": models, "similarity": matrix.to_json(),
             "families": graph.families(), "communities": graph.communities()}
-
-
-def _observed_at(settings: Settings, found: dict[str, FoundProfile | None]) -> dict[str, float]:
-    """When each stored profile's newest sample was taken (shipped ones have no such time)."""
-    stored = {n: f.profile for n, f in found.items() if f is not None and not f.shipped}
-    if not stored:
-        return {}
-    out = {}
-    with open_observations(settings) as store:
-        for name, profile in stored.items():
-            at = store.last_observed(profile.model_key, profile.decoding.key())
-            if at is not None:
-                out[name] = at
-    return out
 
 
 class PoolViewCache:

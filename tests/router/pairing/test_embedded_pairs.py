@@ -37,3 +37,45 @@ def test_smollm2_is_audited_by_gemma_and_assisted_by_smollm2(tmp_path: Path) -> 
         assert assist.score > audit.score
         kappa = next(e for e in audit.evidence if e.metric == "kappa_p")
         assert kappa.n_probes > 0 and kappa.model == audit.partner
+
+
+@pytest.mark.skipif(len(SHIPPED) < 3, reason="the embedded pool's profiles are not shipped yet")
+def test_every_domain_of_the_suite_gets_both_roles(tmp_path: Path) -> None:
+    """No false "no partner": a profiled pool pairs every primary in every domain, and where a
+    domain lacks a measure the reason says which evidence stood in for it."""
+    settings = default_settings(tmp_path / "data")
+    decider = build_decider(settings, Pool(settings), Pairings())
+    profiled = [m for m in decider.tables.models if m not in decider.unprofiled]
+    for domain in decider.tables.domains:
+        for role in ("assist", "audit"):
+            for primary in [*profiled, "auto"]:
+                request = RouteRequest(role=role, primary=None if primary == "auto" else
+                                       primary, domain=domain)
+                d = decider.decide(request)
+                assert d.partner != d.primary and d.score is not None, (domain, role, d.reason)
+                if decider.tables.sim_fallback[decider.tables.domain_index[domain]].all():
+                    assert "fell back" in d.reason
+
+
+@pytest.mark.skipif(len(SHIPPED) < 3, reason="the embedded pool's profiles are not shipped yet")
+def test_pairs_command_pairs_every_domain_for_both_roles(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``diffroute pairs --domain D`` on the embedded pool: every domain of the shipped suite,
+    both roles, a partner for every model (no "no partner" row)."""
+    import json
+
+    from profiles.suite import load_suite
+    from router.cli import main
+
+    domains = sorted({d for p in load_suite("default").probes for d in p.domains})
+    assert len(domains) == 12
+    for domain in domains:
+        try:
+            main(["pairs", "--data-dir", str(tmp_path / "data"), "--domain", domain,
+                  "--format", "json"])
+        except SystemExit as exc:
+            assert not exc.code, (domain, capsys.readouterr().err)
+        rows = json.loads(capsys.readouterr().out)["decisions"]
+        assert {r["role"] for r in rows} == {"assist", "audit"}
+        assert len(rows) == 8 and all("error" not in r and r["partner"] for r in rows), rows
+        assert all(r["domains"] == {domain: 1.0} for r in rows)

@@ -105,3 +105,20 @@ def test_a_probe_with_an_unusable_embedding_is_left_out_of_the_index() -> None:
     weights = index.domain_weights(query, 4, 0.05)
     assert weights and np.isfinite(list(weights.values())).all()
     assert index.domain_weights(np.full(64, np.nan, dtype=np.float32), 4, 0.05) == {}
+
+
+def test_centroids_classify_a_task_and_leave_an_unrelated_one_to_all() -> None:
+    vectors = np.stack([unit(1, 0.1, 0), unit(1, -0.1, 0), unit(0.1, 1, 0), unit(-0.1, 1, 0)])
+    index = ProbeIndex(vectors, [["law"], ["law"], ["math"], ["math"]])
+    law = index.classify(unit(1, 0.2, 0), temperature=0.05)
+    assert max(law, key=law.__getitem__) == "law" and law["law"] > 0.9
+    # the suite's own probes all lie near a centroid; a task orthogonal to both fits none
+    assert index.classify(unit(0, 0, 1), temperature=0.05) == {}
+    assert index.classify(np.zeros(3, dtype=np.float32), 0.05) == {}
+
+
+def test_question_text_leaves_out_the_answer_scaffolding() -> None:
+    from router.pairing.index import question_text
+    probe = next(p for p in simulated_suite(["law"], 2).probes if p.type == "choice")
+    text = question_text(probe)
+    assert text and "Answer with" not in text and "\nA. " not in f"\n{text}"

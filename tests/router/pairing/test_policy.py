@@ -218,3 +218,22 @@ def test_live_outcomes_move_the_choice_and_say_so(tables: PolicyTables) -> None:
                   live={"a2": (+0.05, 40)})
     assert kept.partner == "a2"
     assert "live agreement over 40 comparisons moved its similarity by +0.050" in kept.reason
+
+
+def test_a_real_no_partner_names_its_cause(tables: PolicyTables) -> None:
+    everyone = [m for m in tables.models if m != "a1"]
+    with pytest.raises(NoPairError, match=r"excluded from pairing with 'a1': a2") as caught:
+        audit(tables, "a1", pairings=Pairings(excluded=[("a1", m) for m in everyone]))
+    assert "profile" not in str(caught.value)
+    cheap = PolicySettings(max_cost_per_1k=-0.0, competence_floor=0.4)
+    priced = make_tables(tables.models, tables.families, [1.0] * len(tables.models),
+                         {d: {"kappa": tables.kappa[i], "kappa_low": tables.kappa_low[i],
+                              "kappa_high": tables.kappa_high[i],
+                              "error_consistency": tables.error_consistency[i],
+                              "accuracy": tables.accuracy[i]}
+                          for i, d in enumerate(tables.domains)},
+                         list(tables.profiled),
+                         {d: (int(tables.n_kappa[i]), int(tables.n_gold[i]))
+                          for i, d in enumerate(tables.domains)})
+    with pytest.raises(NoPairError, match="over the cost or latency limits"):
+        audit(priced, "a1", config=cheap)

@@ -13,6 +13,7 @@ from router.config import Settings
 from router.errors import StartupError, StorageError
 from router.store import ComparisonRow, DiffQuery, DriftRow, Store, open_store, schema_state
 from router.store.migrations import POSTGRES, SQLITE
+from router.store.sqlite import SqliteStore
 from tests.stores import on_postgres, plain_settings
 
 
@@ -39,6 +40,35 @@ async def test_counts_buckets_and_the_newest_comparisons(store: Store) -> None:
     assert rows[0][1] == ComparisonRow(1008.0, "alpha", "beta", "audit", "math", False)
     assert len(await store.comparisons_after(0, 1000.0, 100)) == 11
     assert len(await store.comparisons_after(0, 1006.0, 2)) == 2
+
+
+@pytest.mark.parametrize("engine_settings", ["sqlite"], indirect=True)
+async def test_comparisons_of_one_loop_turn_are_written_as_one_statement(
+        engine_settings: Settings) -> None:
+    async with open_store(engine_settings) as store:
+        assert isinstance(store, SqliteStore)
+        for i in range(5):
+            store.add_comparison(ComparisonRow(1e9 + i, "alpha", "beta", "audit", "general",
+                                               i == 3))
+        await store.flush()  # handed over before it, so committed with it
+        assert store.batches == 1
+        rows = await store.comparisons_after(0, 0.0, 100)
+        assert [(r.at, r.flagged) for _, r in rows] == [(1e9 + i, i == 3) for i in range(5)]
+        store.add_comparison(ComparisonRow(2e9, "alpha", "beta", "audit", "general", False))
+        await asyncio.sleep(0)  # the end of the turn hands the row over on its own
+        await store.flush()
+        assert len(await store.comparisons_after(0, 0.0, 100)) == 6
+
+
+def test_comparisons_without_an_event_loop_are_written_at_once(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path).open()
+    store.add_comparison(ComparisonRow(1e9, "alpha", "beta", "audit", "general", True))
+    store.close_now()  # flushes what is queued
+    reopened = SqliteStore(tmp_path).open_reader()
+    try:
+        assert [r["flagged"] for r in reopened.read("SELECT flagged FROM comparisons")] == [1]
+    finally:
+        reopened.close_now()
 
 
 async def test_drift_alarms_round_trip_oldest_first(store: Store) -> None:

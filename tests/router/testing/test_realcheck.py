@@ -12,4 +12,4 @@ def test_planted_bias_in_smollm2_ranks_first(tmp_path: Path) -> None:
     assert result.ranking, "no domain flagged"
     assert result.ranks_first, f"ranking {result.ranking}, planted {PLANTED}"
     planted = result.diff.domain(PLANTED)
-    assert planted.flagged and planted.divergence_low > 0
+    assert planted.flagged and planted.shift_low > 0

