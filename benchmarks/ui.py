@@ -44,9 +44,9 @@ import aiohttp
 from aiohttp import web
 
 from benchmarks._common import median, percentile, print_table, ratio
-from router.live.store import DB_NAME, LiveStore
 from router.logging import configure_logging
 from router.service.middleware import REQUEST_OBSERVERS
+from router.store.sqlite import DB_NAME, SqliteStore
 from tests.e2e.harness import Running, make_settings, scripted, serve
 
 MODELS = ["alpha", "beta", "gamma", "delta"]
@@ -62,7 +62,7 @@ ANSWER_B = "The answer is 381: 17 × 23 = 381, as I computed step by step. " * 3
 
 def fill(data_dir: Path, diffs: int, rate: float, hours: float, seed: int = 0) -> int:
     """Write ``diffs`` live diffs and their comparisons; the number of comparison rows."""
-    LiveStore.in_data_dir(data_dir).open().close()  # the schema, as the service creates it
+    SqliteStore(data_dir).open().close_now()  # the schema, as the service creates it
     rng = random.Random(seed)
     pairs = [(a, b) for a in MODELS for b in MODELS if a != b]
     now, span = time.time(), hours * 3600

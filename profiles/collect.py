@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from profiles.probe import REQUEST_FORMAT, Probe
 from profiles.protocol import ModelClient, Sample, SampleResult, mix_seed
-from profiles.store import ObservationStore, observation_key, stable_hash
+from profiles.store import Observations, observation_key, stable_hash
 
 DEFAULT_SAMPLES = 20
 """k, from ``benchmarks/diff_quality.py``: the smallest k at which 20-point shifts in one domain
@@ -87,7 +87,7 @@ class CollectReport:
     """(model, probe id, error) of probes that still failed after the retries."""
 
 
-def plan(models: Sequence[ModelClient], probes: Sequence[Probe], store: ObservationStore,
+def plan(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observations,
          decoding: Decoding) -> tuple[list[Job], CollectReport]:
     """The jobs needed to complete the observations, and how much is already cached."""
     report = CollectReport()
@@ -132,7 +132,7 @@ async def _with_retries(job: Job, decoding: Decoding, index: int, retries: int,
     raise AssertionError("unreachable")
 
 
-async def run_job(job: Job, store: ObservationStore, decoding: Decoding, retries: int,
+async def run_job(job: Job, store: Observations, decoding: Decoding, retries: int,
                   backoff: float, report: CollectReport) -> None:
     """Fill one job's sample indices, one request each, and store them in one transaction."""
     got: list[tuple[int, Sample]] = []
@@ -151,7 +151,7 @@ async def run_job(job: Job, store: ObservationStore, decoding: Decoding, retries
     report.stored_samples += len(got)
 
 
-async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store: ObservationStore,
+async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observations,
                   decoding: Decoding = Decoding(), concurrency: int = 4, retries: int = 3,
                   backoff: float = 0.5, on_progress: ProgressCallback | None = None,
                   ) -> CollectReport:
@@ -177,7 +177,7 @@ async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store:
 
 
 async def collect_rounds(models: Sequence[ModelClient], probes: Sequence[Probe],
-                         store: ObservationStore, decoding: Decoding = Decoding(),
+                         store: Observations, decoding: Decoding = Decoding(),
                          confirm: bool = True, concurrency: int = 4,
                          on_progress: ProgressCallback | None = None) -> CollectReport:
     """The profile's collection, then (``confirm``) the confirm collection, in that order."""

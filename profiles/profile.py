@@ -19,7 +19,7 @@ from profiles.collect import Decoding
 from profiles.extract import extract
 from profiles.probe import Probe
 from profiles.protocol import ModelClient
-from profiles.store import ObservationStore, model_key, observation_key
+from profiles.store import Observations, model_key, observation_key
 from profiles.suite import Suite
 
 FORMAT_VERSION = 1
@@ -157,7 +157,7 @@ def _entropy(counts: Iterable[int]) -> float:
     return -sum(c / total * math.log2(c / total) for c in values if c)
 
 
-def from_store(model: ModelClient, suite: Suite, store: ObservationStore,
+def from_store(model: ModelClient, suite: Suite, store: Observations,
                decoding: Decoding) -> Profile:
     """Build a profile from stored observations (probes without samples are left out), with
     its confirm collection when the store holds one."""
@@ -169,7 +169,7 @@ def from_store(model: ModelClient, suite: Suite, store: ObservationStore,
                    _stored_records(store, key, decoding.confirm(), by_hash))
 
 
-def _stored_records(store: ObservationStore, key: str, decoding: Decoding,
+def _stored_records(store: Observations, key: str, decoding: Decoding,
                     by_hash: Mapping[str, Probe]) -> dict[str, ProbeRecord]:
     grouped: dict[str, list[Any]] = {}
     for stored in store.samples(key, decoding.key(), by_hash):

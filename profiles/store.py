@@ -1,11 +1,12 @@
-"""Observations in SQLite (WAL): the cache that makes collection resumable.
+"""Observations: the cache that makes collection resumable — its protocol, and SQLite (WAL).
 
-A sample is keyed by (model key, probe content hash, decoding key, sample index). The model key
-(:func:`observation_key`) hashes the model's pool name and its *identity* (the parameters that
-change behaviour): two pool names never share samples, and changing a system prompt
-re-collects. Each probe's samples
-are committed in one transaction as soon as they arrive: an interrupted run loses nothing that
-was stored.
+:class:`Observations` is what collection and profiles need from a store;
+:class:`ObservationStore` is the embedded implementation, a SQLite file (an application may
+give another, on a shared database). A sample is keyed by (model key, probe content hash,
+decoding key, sample index). The model key (:func:`observation_key`) hashes the model's pool
+name and its *identity* (the parameters that change behaviour): two pool names never share
+samples, and changing a system prompt re-collects. Each probe's samples are committed in one
+transaction as soon as they arrive: an interrupted run loses nothing that was stored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -91,6 +93,64 @@ class StoredSample:
     latency_s: float
 
 
+ObservationRow = tuple[Any, ...]
+"""One stored sample as the ``observations`` table holds it (column order of :data:`SCHEMA`)."""
+
+
+def observation_rows(key: str, decoding_key: str, model: str, probe_id: str, probe_hash: str,
+                     indexed: Sequence[tuple[int, Sample]], prompt_tokens: int,
+                     completion_tokens: int, latency_s: float) -> list[ObservationRow]:
+    """The rows that store one probe's new samples."""
+    now = time.time()
+    return [
+        (key, probe_hash, decoding_key, idx, model, probe_id, s.text, s.finish_reason,
+         json.dumps([[t.token, t.logprob] for t in s.first_token_logprobs])
+         if s.first_token_logprobs else None,
+         prompt_tokens, completion_tokens, latency_s, now)
+        for idx, s in indexed
+    ]
+
+
+def stored_sample(row: Sequence[Any]) -> StoredSample:
+    """A sample from ``(probe_id, probe_hash, sample_index, text, finish_reason, logprobs,
+    latency_s)``."""
+    pid, phash, idx, text, finish, logprobs, latency = row
+    lps = tuple(TokenLogprob(t, float(lp)) for t, lp in json.loads(logprobs)) \
+        if logprobs else ()
+    return StoredSample(pid, phash, int(idx), Sample(text, finish, lps), float(latency))
+
+
+class Observations(Protocol):
+    """What collection and profiles need from an observation store (thread-safe)."""
+
+    def remember_model(self, key: str, name: str, identity: Mapping[str, object]) -> None:
+        """Note which pool name and identity a model key stands for."""
+
+    def present(self, key: str, decoding_key: str) -> set[tuple[str, int]]:
+        """(probe hash, sample index) pairs already stored for a model and decoding."""
+
+    def put(self, key: str, decoding_key: str, model: str, probe_id: str, probe_hash: str,
+            indexed: Sequence[tuple[int, Sample]], prompt_tokens: int, completion_tokens: int,
+            latency_s: float) -> None:
+        """Store one probe's new samples in one transaction."""
+
+    def samples(self, key: str, decoding_key: str,
+                probe_hashes: Iterable[str] | None = None) -> list[StoredSample]:
+        """Stored samples of a model, optionally limited to some probe hashes."""
+
+    def last_observed(self, key: str, decoding_key: str) -> float | None:
+        """When a model's newest stored sample was taken (epoch seconds), ``None`` if never."""
+
+    def close(self) -> None:
+        """Release the store."""
+
+    def __enter__(self) -> Observations:
+        """The store itself."""
+
+    def __exit__(self, *exc: object) -> None:
+        """Close it."""
+
+
 class ObservationStore:
     """Thread-safe access to ``observations.sqlite3`` under a data dir."""
 
@@ -137,14 +197,8 @@ class ObservationStore:
             indexed: Sequence[tuple[int, Sample]], prompt_tokens: int, completion_tokens: int,
             latency_s: float) -> None:
         """Store one probe's new samples in one transaction."""
-        now = time.time()
-        rows = [
-            (key, probe_hash, decoding_key, idx, model, probe_id, s.text, s.finish_reason,
-             json.dumps([[t.token, t.logprob] for t in s.first_token_logprobs])
-             if s.first_token_logprobs else None,
-             prompt_tokens, completion_tokens, latency_s, now)
-            for idx, s in indexed
-        ]
+        rows = observation_rows(key, decoding_key, model, probe_id, probe_hash, indexed,
+                                prompt_tokens, completion_tokens, latency_s)
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -164,15 +218,7 @@ class ObservationStore:
             rows = self._db.execute(query + " ORDER BY probe_hash, sample_index",
                                     (key, decoding_key)).fetchall()
         wanted = set(probe_hashes) if probe_hashes is not None else None
-        out = []
-        for pid, phash, idx, text, finish, logprobs, latency in rows:
-            if wanted is not None and phash not in wanted:
-                continue
-            lps = tuple(TokenLogprob(t, float(lp)) for t, lp in json.loads(logprobs)) \
-                if logprobs else ()
-            out.append(StoredSample(pid, phash, int(idx), Sample(text, finish, lps),
-                                    float(latency)))
-        return out
+        return [stored_sample(row) for row in rows if wanted is None or row[1] in wanted]
 
     def last_observed(self, key: str, decoding_key: str) -> float | None:
         """When a model's newest stored sample was taken (epoch seconds), ``None`` if never."""

@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -349,15 +349,17 @@ def pairs(config: str | None, data_dir: str | None, role: str | None, task: str,
           fmt: str) -> None:
     """The pairs the policy would choose, with scores and reasons (calls no model)."""
     from router.pairing.decider import build_decider
-    from router.pairing.pinned import PairingsStore
+    from router.pairing.pinned import read_pairings
     from router.pool import Pool
+    from router.store import read_pairings_document
 
     settings = resolve_settings(config, data_dir)
     if primary not in (None, "auto"):
         settings.model(primary)
     if whole_pool and (primary or panel > 1):
         raise click.UsageError("--all takes neither --primary nor --panel")
-    decider = build_decider(settings, Pool(settings), PairingsStore(settings.data_dir).load())
+    stored = read_pairings(run(read_pairings_document(settings)))
+    decider = build_decider(settings, Pool(settings), stored)
     roles: list[Any] = [role] if role else ["assist", "audit"]
     if panel > 1:
         roles = ["audit"]
@@ -419,7 +421,7 @@ def parse_since(value: str | None) -> float | None:
     """``90s``/``10m``/``2h``/``1d`` ago, epoch seconds, or ISO 8601 → epoch seconds."""
     import time
 
-    from router.live.store import parse_time
+    from router.store import parse_time
 
     if not value:
         return None
@@ -443,14 +445,13 @@ def _fetch(url: str, path: str, params: dict[str, str]) -> Any:
     return run(get())
 
 
-def _open_store(config: str | None, data_dir: str | None) -> Any:
-    from router.live.store import LiveStore
+async def _read_store(config: str | None, data_dir: str | None,
+                      read: Callable[[Any], Awaitable[T]]) -> T:
+    """``read(store)`` on the configured store, opened for reading only."""
+    from router.store import open_store
 
-    settings = resolve_settings(config, data_dir)
-    store = LiveStore.in_data_dir(settings.data_dir)
-    if not store.path.exists():
-        raise DiffrouteError(f"no live-diff store at {store.path}")
-    return store
+    async with open_store(resolve_settings(config, data_dir), write=False) as store:
+        return await read(store)
 
 
 @cli.command()
@@ -489,7 +490,7 @@ def diffs(config: str | None, data_dir: str | None, url: str | None, pair: str |
 
 def _local_diffs(config: str | None, data_dir: str | None, pair: str | None,
                  since: float | None, limit: int) -> list[dict[str, Any]]:
-    from router.live.store import DiffQuery
+    from router.store import DiffQuery
 
     primary = partner = None
     if pair:
@@ -497,14 +498,10 @@ def _local_diffs(config: str | None, data_dir: str | None, pair: str | None,
         if len(names) != 2:
             raise click.UsageError("--pair takes two models: A,B")
         primary, partner = names
-    store = _open_store(config, data_dir)
-    store.open_reader()
-    try:
-        rows: list[dict[str, Any]] = store.diffs(
-            DiffQuery(primary, partner, since=since, limit=limit))
-        return rows
-    finally:
-        store.close()
+    query = DiffQuery(primary, partner, since=since, limit=limit)
+    rows: list[dict[str, Any]] = run(_read_store(config, data_dir,
+                                                 lambda store: store.diffs(query)))
+    return rows
 
 
 def _when(ts: float) -> str:
@@ -523,12 +520,8 @@ def drift(config: str | None, data_dir: str | None, url: str | None) -> None:
         body = _fetch(url, "/v1/drift", {})
         events, states = body["data"], body["states"]
     else:
-        store = _open_store(config, data_dir)
-        store.open_reader()
-        try:
-            events, states = store.drift_events(), []
-        finally:
-            store.close()
+        events = run(_read_store(config, data_dir, lambda store: store.drift_events()))
+        states = []
     for e in events:
         click.echo(f"{_when(e['at'])}  DRIFT {e['direction']:<4} {e['primary_model']} vs "
                    f"{e['partner']} in {e['domain']}: disagreement {e['observed']:.3f} "
@@ -538,3 +531,32 @@ def drift(config: str | None, data_dir: str | None, url: str | None) -> None:
                    f"({s['comparisons']} comparisons, statistic {s['statistic']})")
     if not events and not states:
         click.echo("no drift recorded")
+
+
+@cli.group()
+def store() -> None:
+    """The store's schema: what ``store:`` names (SQLite in the data dir, or PostgreSQL)."""
+
+
+@store.command("migrate")
+@config_option
+@data_dir_option
+def store_migrate(config: str | None, data_dir: str | None) -> None:
+    """Apply the missing schema migrations (safe while other instances start or run)."""
+    from router.store import schema_state
+
+    state = run(schema_state(resolve_settings(config, data_dir), migrate=True))
+    click.echo(state.describe())
+
+
+@store.command("check")
+@config_option
+@data_dir_option
+def store_check(config: str | None, data_dir: str | None) -> None:
+    """Reach the store and compare its schema with this diffroute's; exit 1 unless equal."""
+    from router.store import schema_state
+
+    state = run(schema_state(resolve_settings(config, data_dir), migrate=False))
+    click.echo(state.describe())
+    if not state.ok:
+        sys.exit(1)

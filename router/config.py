@@ -51,6 +51,7 @@ __all__ = [
     "PolicySettings",
     "ServerConfig",
     "Settings",
+    "StoreSettings",
     "TelemetrySettings",
     "Timeouts",
     "load_settings",
@@ -174,6 +175,31 @@ class PairedSettings(_Strict):
     """Routed decisions kept for reports (in memory; the oldest go first)."""
 
 
+class StoreSettings(_Strict):
+    """``store:``: where the service and the CLI persist what they keep.
+
+    ``kind: sqlite`` (the default) keeps everything in files under the data dir;
+    ``kind: postgres`` shares one PostgreSQL database between several instances
+    (``dsn: env:DIFFROUTE_DATABASE_URL``, a secret like any other).
+    """
+
+    kind: Literal["sqlite", "postgres"] = "sqlite"
+    dsn: Secret | None = None
+    """``postgresql://user:password@host:port/db`` or ``env:VAR`` naming it (postgres only)."""
+    pool_size: int = Field(10, ge=1, le=1000)
+    """Connections each instance keeps to the database (postgres only)."""
+    connect_timeout_s: float = Field(10.0, gt=0)
+    """How long opening a connection may take before the store counts as unreachable."""
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres_only(self) -> StoreSettings:
+        if self.kind == "postgres" and self.dsn is None:
+            raise ValueError("kind postgres needs a dsn (e.g. env:DIFFROUTE_DATABASE_URL)")
+        if self.kind == "sqlite" and self.dsn is not None:
+            raise ValueError("dsn is for kind postgres (sqlite keeps its files in the data dir)")
+        return self
+
+
 class TelemetrySettings(_Strict):
     """``telemetry:``: traces (OpenTelemetry, OTLP/HTTP); off unless an endpoint is named
     here or by the standard ``OTEL_EXPORTER_OTLP_*`` variables (see ``router.telemetry``)."""
@@ -211,6 +237,7 @@ class Settings(_Strict):
     policy: PolicySettings = PolicySettings()
     live: LiveSettings = LiveSettings()
     paired: PairedSettings = PairedSettings()
+    store: StoreSettings = StoreSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     _source_dir: Path | None = PrivateAttr(None)
 

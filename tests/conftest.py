@@ -10,6 +10,9 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+# the two storage engines, for every test that asks for ``store`` or ``engine_settings``
+from tests.stores import engine_settings, store  # noqa: F401
+
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 TRACE_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                    "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS",

@@ -10,8 +10,8 @@
   Samples whose embedding cannot be scored (zero or non-finite) are left out of the floor.
 
 Loading reads the observation store (or the shipped profiles) through
-``router.profiling.sources``; it runs in a worker thread at startup and fails soft: no
-profiles, no predictions.
+``router.profiling.sources``; it runs in a worker thread at startup (and again when a profile
+build on a shared store finishes) and fails soft: no profiles, no predictions.
 """
 
 from __future__ import annotations
@@ -44,6 +44,13 @@ class ProfileBaseline:
     floors: dict[tuple[str, str], float] = field(default_factory=dict)
     types: dict[str, AnswerType] = field(default_factory=dict)
     version: str = ""
+
+    def adopt(self, other: ProfileBaseline) -> None:
+        """Take ``other``'s predictions in place (profiles were rebuilt), so that whoever
+        holds this baseline — the sink, the comparer — sees them at once."""
+        self.agreement, self.floors, self.version = other.agreement, other.floors, other.version
+        self.types.clear()
+        self.types.update(other.types)
 
     def predicted_disagreement(self, primary: str, partner: str, domain: str) -> float | None:
         """The profile's disagreement rate, ``None`` when the pair is unprofiled."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from router.live.store import DiffQuery
+from router.store import DiffQuery
 
 FilterKey = tuple[str | None, str | None, str | None, str | None]
 """(primary, partner, role, domain) of a subscription; ``None`` matches anything."""

@@ -1,20 +1,27 @@
-"""The durable :class:`~router.paired.record.LiveDiffSink`: count, test for drift, store, broadcast.
+"""The durable :class:`~router.paired.record.LiveDiffSink`: count, store, follow, broadcast.
 
-``record`` counts every comparison (a ``comparisons`` row, fire and forget, plus metrics and the
-drift monitor) and, for a flagged one, waits until its live diff is committed before returning
-its id — so an id a client sees is durable. Agreements return ``None`` at once: nothing is
-acknowledged for them, so they never wait for the disk.
+``record`` counts every comparison (a comparison row, fire and forget, plus metrics) and, for
+a flagged one, waits until its live diff is committed before returning its id — so an id a
+client sees is durable. Agreements return ``None`` at once: nothing is acknowledged for them,
+so they never wait for the disk.
 
-:func:`open_live_sink` opens it for the service: the store in ``settings.data_dir``, the
-profile baseline (noise floors, predicted rates) it is given, recent comparisons replayed into
-the drift monitor, retention enforced at start and every ``live.retention_interval_s``.
+The drift monitor and the live-diff stream are fed from the *store*, not from ``record``:
+:meth:`DurableLiveDiffSink.follow` reads what was committed since it last looked — woken by the
+store's change notifications, and every :data:`POLL_S` in any case — so with several instances
+on one database each one's monitor sees every instance's comparisons, in one order, and each
+one's stream every instance's live diffs. A drift alarm is stored once for all instances
+(:meth:`~router.store.Store.add_drift_event` refuses a twin within :data:`ALARM_TWIN_S`), and
+only the instance whose alarm was stored logs it, counts it and asks for a re-profile.
+
+:func:`open_live_sink` opens it for the service over the store it is given, with the profile
+baseline (noise floors, predicted rates), recent comparisons replayed into the drift monitor,
+retention enforced at start and every ``live.retention_interval_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,10 +36,11 @@ from router.live.baseline import ProfileBaseline, build_baseline
 from router.live.broadcast import Broadcaster
 from router.live.drift import DriftEvent, DriftMonitor
 from router.live.metrics import LiveMetrics
-from router.live.store import ComparisonRow, LiveStore, Retention
 from router.paired.compare import domain_types
 from router.paired.record import LiveDiffRecord
 from router.profiling.sources import ProfileQuery, embedder_for, find_profiles, open_suite
+from router.store import ComparisonRow, DiffQuery, DriftRow, Retention, Store
+from router.store.base import Channel
 
 NO_DOMAIN = "general"
 """The domain a comparison counts under when the policy gave none."""
@@ -42,17 +50,29 @@ REPLAY_ROWS = 50_000
 """… the newest of them at most (a CUSUM needs the recent past, not all of it)."""
 PROBLEM_WINDOW_S = 300.0
 """A failed store write keeps ``/healthz`` degraded this long."""
+POLL_S = 1.0
+"""The follower reads the store at least this often, notified or not."""
+PAGE = 1000
+"""Rows the follower reads at once."""
+ALARM_TWIN_S = 600.0
+"""An alarm for the same pair, domain and direction within this long is the same alarm
+(raised by another instance, or by this one before a restart)."""
 
 DriftCallback = Callable[[DriftEvent], None]
+BaselineLoader = Callable[[], ProfileBaseline]
+"""Reads the profiles' predictions again (blocking: run in a worker thread)."""
 _log = structlog.get_logger("diffroute.live")
 
 
 class DurableLiveDiffSink:
     """Counts, tests and stores live comparisons (see the module docstring)."""
 
-    def __init__(self, store: LiveStore, config: LiveSettings | None = None,
+    def __init__(self, store: Store, config: LiveSettings | None = None,
                  baseline: ProfileBaseline | None = None,
-                 metrics: LiveMetrics | None = None) -> None:
+                 metrics: LiveMetrics | None = None,
+                 reload: BaselineLoader | None = None) -> None:
+        """``reload``: how to read the baseline again when profiles are rebuilt into the
+        store (``None``: the baseline stays as given)."""
         self.store = store
         self.config = config or LiveSettings()
         self.baseline = baseline or ProfileBaseline()
@@ -62,6 +82,13 @@ class DurableLiveDiffSink:
         self.broadcaster = Broadcaster()
         self.on_drift: list[DriftCallback] = []
         self._record_timer = self.metrics.overhead_seconds.labels("record")
+        self._last_comparison = 0
+        """The id of the last comparison the monitor has seen."""
+        self._last_diff = 0
+        """The ``seq`` of the last live diff the stream has been given (or skipped)."""
+        self._wake = asyncio.Event()
+        self._reload = reload
+        self._profiles_changed = False
 
     # -- the LiveDiffSink protocol ----------------------------------------------------------
 
@@ -72,19 +99,16 @@ class DurableLiveDiffSink:
                                                 record.partner, record.role, domain,
                                                 record.flagged))
         self.metrics.comparison(record.primary, record.partner, record.role, record.flagged)
-        self.observe(record.primary, record.partner, domain, record.flagged, record.created_at)
         if not record.flagged:
             return None
         started = time.perf_counter()
         values = self.diff_values(record)
         try:
             values["seq"] = await self.store.add_diff(values)
-        except sqlite3.Error as exc:  # never silent: the caller says so in its response
+        except StorageError:  # never silent: the caller says so in its response
             self.metrics.record_errors.inc()
-            raise StorageError("storing the live diff", exc) from None
+            raise
         self._record_timer.observe(time.perf_counter() - started)
-        if self.broadcaster.listening:  # the API form is built only for a connected stream
-            self.broadcaster.publish(_api_json(values, record))
         return record.id
 
     def diff_values(self, record: LiveDiffRecord) -> dict[str, Any]:
@@ -108,27 +132,31 @@ class DurableLiveDiffSink:
     # -- rates and drift --------------------------------------------------------------------
 
     def observe(self, primary: str, partner: str, domain: str, flagged: bool,
-                at: float | None = None, *, emit: bool = True) -> DriftEvent | None:
-        """Feed the drift monitor; on an alarm log, count, persist and call back."""
+                at: float | None = None) -> DriftEvent | None:
+        """Feed the drift monitor (and its gauges); the alarm it raised, if any."""
         key = (primary, partner, domain)
         event = self.monitor.observe(key, flagged,
                                      self.baseline.predicted_disagreement(*key), at)
         pair = self.monitor.pairs[key]
         self.metrics.drift(key, pair.state, 0.0 if pair.cusum is None else
                            pair.cusum.statistic)
-        if event is not None and emit:
-            self._drift(event)
         return event
 
-    def _drift(self, event: DriftEvent) -> None:
+    async def _drift(self, event: DriftEvent) -> None:
+        """Store an alarm; if it is new (no instance stored it yet): log, count, call back."""
+        stored = await self.store.add_drift_event(
+            DriftRow(event.at, event.primary, event.partner, event.domain, event.direction,
+                     event.expected, event.observed, event.comparisons, event.statistic),
+            ALARM_TWIN_S)
+        if not stored:
+            _log.info("live.drift_already_raised", primary=event.primary,
+                      partner=event.partner, domain=event.domain, direction=event.direction)
+            return
         _log.warning("live.drift", primary=event.primary, partner=event.partner,
                      domain=event.domain, direction=event.direction,
                      expected=round(event.expected, 4), observed=round(event.observed, 4),
                      comparisons=event.comparisons)
         self.metrics.drift_event(event)
-        self.store.add_drift_event(event.at, event.primary, event.partner, event.domain,
-                                   event.direction, event.expected, event.observed,
-                                   event.comparisons, event.statistic)
         if self.config.reprofile_on_drift:
             self.store.request_reprofile(
                 event.at, event.partner,
@@ -154,22 +182,88 @@ class DurableLiveDiffSink:
                f"{failure[1]}"
 
     async def replay(self, since_s: float = REPLAY_S, limit: int = REPLAY_ROWS) -> int:
-        """Rebuild the drift monitor from the newest stored comparisons (no events are
-        re-emitted); at most ``limit`` rows, so a restart does not grow with history."""
-        rows = await asyncio.to_thread(self.store.comparisons, time.time() - since_s, limit)
-        for row in rows:
-            self.observe(row.primary, row.partner, row.domain, row.flagged, row.at, emit=False)
-        return len(rows)
+        """Rebuild the drift monitor from the newest stored comparisons (no alarm is raised);
+        at most ``limit`` rows, so a restart does not grow with history. The follower goes
+        on from there."""
+        last_comparison, self._last_diff = await self.store.last_ids()
+        after, since, replayed = max(0, last_comparison - limit), time.time() - since_s, 0
+        while after < last_comparison:
+            rows = await self.store.comparisons_after(after, since, min(PAGE, limit))
+            for rowid, row in rows:
+                if rowid <= last_comparison:
+                    self.observe(row.primary, row.partner, row.domain, row.flagged, row.at)
+                    replayed += 1
+            if len(rows) < min(PAGE, limit):
+                break
+            after = rows[-1][0]
+        self._last_comparison = last_comparison
+        return replayed
 
+    def changed(self, channel: Channel) -> None:
+        """The store's change callback: wake the follower (new comparisons or live diffs, or
+        rebuilt profiles to read the baseline from)."""
+        if channel == "profiles":
+            self._profiles_changed = self._reload is not None
+        if channel in ("live", "profiles"):
+            self._wake.set()
 
-def _api_json(values: dict[str, Any], record: LiveDiffRecord) -> dict[str, Any]:
-    """A stored live diff as the API shows it, from the record (no JSON round trip)."""
-    out = {k: v for k, v in values.items() if k not in ("primary_model", "prompt")}
-    out["primary"] = values["primary_model"]
-    out["domains"] = list(record.domains)
-    out["messages"] = None if values["prompt"] is None else [dict(m) for m in record.messages]
-    out["redacted"] = bool(values["redacted"])
-    return out
+    async def reload_baseline(self) -> None:
+        """Read the profiles' predictions again, if they were rebuilt since the last time."""
+        if not self._profiles_changed or self._reload is None:
+            return
+        self._profiles_changed = False
+        self.baseline.adopt(await asyncio.to_thread(self._reload))
+        _log.info("live.baseline_reloaded", profiled_pairs=len(self.baseline.agreement))
+
+    async def catch_up(self) -> None:
+        """Feed the monitor every comparison committed since the last call and the stream
+        every live diff, in commit order (any instance's, on a shared store)."""
+        while True:
+            rows = await self.store.comparisons_after(self._last_comparison, 0.0, PAGE)
+            for rowid, row in rows:
+                self._last_comparison = rowid
+                event = self.observe(row.primary, row.partner, row.domain, row.flagged, row.at)
+                if event is not None:
+                    await self._drift(event)
+            if not rows and await self._ids_went_back():
+                continue
+            if len(rows) < PAGE:
+                break
+        await self._publish_diffs()
+
+    async def _ids_went_back(self) -> bool:
+        """Whether the newest comparison id fell below the last one seen (retention emptied
+        the table and SQLite reused the ids): then start again from the first."""
+        newest = (await self.store.last_ids())[0]
+        if newest >= self._last_comparison:
+            return False
+        self._last_comparison = 0
+        return True
+
+    async def _publish_diffs(self) -> None:
+        if not self.broadcaster.listening:  # nobody streams: skip to the end, read nothing
+            self._last_diff = (await self.store.last_ids())[1]
+            return
+        while True:
+            page = await self.store.diffs(DiffQuery(after=self._last_diff, limit=PAGE))
+            for diff in page:
+                self.broadcaster.publish(diff)
+                self._last_diff = int(diff["seq"])
+            if len(page) < PAGE:
+                return
+
+    async def follow(self, poll_s: float = POLL_S) -> None:
+        """Catch up whenever the store says something changed, and every ``poll_s``; a
+        store that fails is logged and tried again (the service goes on)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll_s)
+            self._wake.clear()
+            try:
+                await self.reload_baseline()
+                await self.catch_up()
+            except StorageError as exc:
+                _log.warning("live.follow_failed", error=str(exc))
 
 
 def load_baseline(settings: Settings) -> ProfileBaseline:
@@ -190,15 +284,16 @@ def load_baseline(settings: Settings) -> ProfileBaseline:
 
 
 @asynccontextmanager
-async def open_live_sink(settings: Settings, baseline: ProfileBaseline,
+async def open_live_sink(settings: Settings, store: Store, baseline: ProfileBaseline,
                          metrics: LiveMetrics) -> AsyncIterator[DurableLiveDiffSink]:
-    """The service's durable sink, with its retention loop (see the module docstring)."""
+    """The service's durable sink over ``store``, with its retention loop (see the module
+    docstring); the store stays open (its owner closes it)."""
     config = settings.live
-    store = LiveStore.in_data_dir(settings.data_dir, config.synchronous,
-                                  config.max_db_bytes).open()
     retention: asyncio.Task[None] | None = None
     try:
-        sink = DurableLiveDiffSink(store, config, baseline, metrics)
+        sink = DurableLiveDiffSink(store, config, baseline, metrics,
+                                   reload=lambda: load_baseline(settings))
+        store.watch(sink.changed)
         # retention and the drift replay run beside the service: start-up does not wait
         # for them, however much history is stored
         retention = asyncio.create_task(_maintain(sink, config))
@@ -208,20 +303,35 @@ async def open_live_sink(settings: Settings, baseline: ProfileBaseline,
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
-        await asyncio.to_thread(store.close)
 
 
 async def _maintain(sink: DurableLiveDiffSink, config: LiveSettings) -> None:
-    """Replay recent comparisons into the drift monitor, then enforce retention now and
-    every ``live.retention_interval_s``."""
-    replayed = await sink.replay()
+    """Replay recent comparisons into the drift monitor and follow the store from there;
+    enforce retention now and every ``live.retention_interval_s``."""
     while True:
         try:
-            deleted = await sink.store.enforce(Retention.of(config))
-        except sqlite3.Error as exc:
+            replayed = await sink.replay()
+            break
+        except StorageError as exc:  # the database is not there yet: the service goes on
+            _log.warning("live.replay_failed", error=str(exc))
+            await asyncio.sleep(POLL_S)
+    follower = asyncio.create_task(sink.follow())
+    try:
+        await _retain(sink, config, replayed)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+
+async def _retain(sink: DurableLiveDiffSink, config: LiveSettings, replayed: int) -> None:
+    while True:
+        try:
+            deleted = await sink.store.enforce(Retention.of(config), time.time)
+        except StorageError as exc:
             _log.error("live.retention_failed", error=str(exc))
         else:
-            _log.info("live.retention", path=str(sink.store.path), deleted=deleted,
+            _log.info("live.retention", store=sink.store.describe(), deleted=deleted,
                       replayed=replayed, profiled_pairs=len(sink.baseline.agreement))
         replayed = 0
         await asyncio.sleep(config.retention_interval_s)

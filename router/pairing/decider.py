@@ -34,12 +34,12 @@ from router.profiling.sources import (
     ProfileQuery,
     StoredEmbedder,
     embedder_for,
-    open_observations,
     open_suite,
     shipped_profile,
     shipped_profiles_dir,
     task_embedder,
 )
+from router.store import open_observations
 
 __all__ = ["PolicyDecider", "build_decider", "policy_matrix", "tables_from_matrix"]
 
@@ -244,7 +244,7 @@ def load_profiles(settings: Settings, pool: Pool, suite: Suite,
     then the profile shipped for the embedded pool."""
     shipped = shipped_profiles_dir()
     out: dict[str, tuple[Profile | None, ProfileSource]] = {}
-    with open_observations(settings.data_dir) as store:
+    with open_observations(settings) as store:
         for name in pool.names:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)

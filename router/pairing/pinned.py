@@ -1,15 +1,13 @@
 """Configured pairings: pinned partners and exclusions, which override the policy.
 
-Persisted as ``pairings.json`` in the data dir, written atomically (temp file, fsync, rename)
-so a crash never leaves a half-written file.
+Persisted as one JSON document in the store (:class:`PairingsStorage`; the SQLite engine
+keeps it as ``pairings.json`` in the data dir, written atomically).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -56,27 +54,25 @@ def parse_pairings(data: object) -> Pairings:
         raise BadRequestError(f"{where}: {err['msg']}", param=where) from None
 
 
-class PairingsStore:
-    """The persisted pairings of one data dir."""
+class PairingsStorage(Protocol):
+    """Where pinned pairings persist, as one JSON document (:class:`router.store.Store`)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "pairings.json"
+    def describe(self) -> str:
+        """Where, for errors."""
 
-    def load(self) -> Pairings:
-        try:
-            return Pairings.model_validate_json(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return Pairings()
+    async def load_pairings(self) -> str | None:
+        """The saved document, ``None`` when never saved."""
 
-    def save(self, pairings: Pairings) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".pairings.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(pairings.model_dump(mode="json"), fh, indent=2, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    async def save_pairings(self, document: str) -> None:
+        """Replace the document (raises ``StorageError`` when it cannot)."""
+
+
+def pairings_document(pairings: Pairings) -> str:
+    """The JSON document that persists ``pairings``."""
+    return json.dumps(pairings.model_dump(mode="json"), indent=2, sort_keys=True)
+
+
+def read_pairings(document: str | None) -> Pairings:
+    """Pairings from their persisted document (none saved: no pairings); raises
+    ``ValueError`` on a broken one."""
+    return Pairings() if document is None else Pairings.model_validate_json(document)

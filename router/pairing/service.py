@@ -1,42 +1,55 @@
 """The pairing side of the running service: the current decider and how it is asked.
 
 :class:`PairingService` owns the decider built from the pinned pairings, rebuilds it when they
-change (``PUT /v1/pairings``) and is the one way the service asks for a decision — the chat
-path and ``POST /v1/route`` alike. A decision that needs a model embedder on a task not seen
-before runs in a worker thread, so no embedder ever blocks the event loop; a cached task or
-the hash embedder is answered inline, cheaper than a thread hop.
+change (``PUT /v1/pairings`` here, or on another instance sharing the store) or profiles are
+rebuilt into a shared store (``diffroute profile build``: :meth:`follow`), and is the one way
+the service asks for a decision — the chat path and ``POST /v1/route`` alike. A decision that
+needs a model embedder on a task not seen before runs in a worker thread, so no embedder ever
+blocks the event loop; a cached task or the hash embedder is answered inline, cheaper than a
+thread hop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
-from router.errors import ConfigError, StorageError
+import structlog
+
+from router.errors import ConfigError, DiffrouteError, StorageError
 from router.pairing.decision import Decider, Decision, RouteRequest
-from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.pinned import Pairings, PairingsStorage, pairings_document, read_pairings
 
 DeciderBuilder = Callable[[Pairings], Decider]
 """Builds the policy over given pairings (blocking: it reads profiles and indexes a suite)."""
+POLL_S = 1.0
+"""Stored pairings are read at least this often, change notification or not."""
+_log = structlog.get_logger("diffroute.pairing")
 
 
 class PairingService:
     """The current decider, its pinned pairings, and decisions off the event loop."""
 
     def __init__(self, build: DeciderBuilder, pairings: Pairings, decider: Decider,
-                 store: PairingsStore | None = None) -> None:
+                 store: PairingsStorage | None = None) -> None:
         self._build = build
         self._store = store
         self._pairings = pairings
         self._decider = decider
+        self._document = pairings_document(pairings)
+        """The stored document the current decider was built from."""
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._profiles_changed = False
 
     @classmethod
-    async def open(cls, build: DeciderBuilder, store: PairingsStore) -> PairingService:
+    async def open(cls, build: DeciderBuilder, store: PairingsStorage) -> PairingService:
         """Load the persisted pairings and build the first decider in a worker thread."""
         try:
-            pairings = store.load()
+            pairings = read_pairings(await store.load_pairings())
         except ValueError as exc:  # pydantic's ValidationError and JSON errors
-            raise ConfigError([f"invalid pairings file: {exc}"], str(store.path)) from None
+            raise ConfigError([f"invalid pairings file: {exc}"], store.describe()) from None
         decider = await asyncio.to_thread(build, pairings)
         return cls(build, pairings, decider, store)
 
@@ -65,10 +78,52 @@ class PairingService:
 
     async def replace(self, pairings: Pairings) -> None:
         """Rebuild the policy over new pairings, then persist them; the old stays on error."""
-        decider = await asyncio.to_thread(self._build, pairings)
-        if self._store is not None:
+        async with self._lock:
+            decider = await asyncio.to_thread(self._build, pairings)
+            document = pairings_document(pairings)
+            if self._store is not None:
+                await self._store.save_pairings(document)
+            self._pairings, self._decider, self._document = pairings, decider, document
+
+    async def refresh(self) -> bool:
+        """Rebuild the policy if the stored pairings changed (another instance saved them) or
+        profiles were rebuilt (:meth:`changed`); whether it did. A stored document that does
+        not validate is logged and ignored."""
+        if self._store is None:
+            return False
+        async with self._lock:
+            profiles, self._profiles_changed = self._profiles_changed, False
+            document = await self._store.load_pairings()
+            if (document is None or document == self._document) and not profiles:
+                return False
             try:
-                await asyncio.to_thread(self._store.save, pairings)
-            except OSError as exc:
-                raise StorageError(f"saving the pairings to {self._store.path}", exc) from None
-        self._pairings, self._decider = pairings, decider
+                pairings = self._pairings if document is None else read_pairings(document)
+                decider = await asyncio.to_thread(self._build, pairings)
+            except (ValueError, DiffrouteError) as exc:  # broken, or pins it cannot honour
+                _log.error("pairing.stored_pairings_refused", error=str(exc))
+                self._document = document or self._document
+                return False
+            self._pairings, self._decider = pairings, decider
+            self._document = document or self._document
+        _log.info("pairing.policy_reloaded", version=decider.version,
+                  profiles_rebuilt=profiles)
+        return True
+
+    def changed(self, channel: str) -> None:
+        """The store's change callback: wake :meth:`follow` when pairings were saved or
+        profiles rebuilt (then the policy is rebuilt from them even if pairings are the same)."""
+        if channel == "profiles":
+            self._profiles_changed = True
+        if channel in ("pairings", "profiles"):
+            self._wake.set()
+
+    async def follow(self, poll_s: float = POLL_S) -> None:
+        """Refresh whenever the store says pairings changed, and every ``poll_s``."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll_s)
+            self._wake.clear()
+            try:
+                await self.refresh()
+            except StorageError as exc:
+                _log.warning("pairing.refresh_failed", error=str(exc))

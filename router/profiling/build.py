@@ -23,11 +23,11 @@ from rich.progress import (
 
 from profiles.collect import CollectReport, Decoding, collect, merge_reports, plan
 from profiles.profile import Profile, from_store
-from profiles.store import ObservationStore
+from profiles.store import Observations
 from profiles.suite import Suite, load_suite
 from router.config import Settings
 from router.pool import Pool
-from router.profiling.sources import open_observations
+from router.store import open_observations
 
 
 def _progress() -> Progress:
@@ -45,7 +45,7 @@ def _progress() -> Progress:
 
 
 async def collect_with_progress(pool: Pool, names: Sequence[str], suite: Suite,
-                                store: ObservationStore, decoding: Decoding,
+                                store: Observations, decoding: Decoding,
                                 concurrency: int) -> CollectReport:
     """Collect what is missing for ``names``, with one progress bar per model."""
     models = [pool.get(n) for n in names]
@@ -76,7 +76,7 @@ async def build_profiles(settings: Settings, suite_name: str, names: Sequence[st
     """Collect, then summarise each model's profile (and export it if asked)."""
     suite = load_suite(suite_name)
     decoding = Decoding(samples=samples, temperature=temperature)
-    with open_observations(settings.data_dir) as store:
+    with open_observations(settings) as store:
         async with Pool.open(settings) as pool:
             report = await collect_with_progress(pool, names, suite, store, decoding, concurrency)
             # the confirm collection: other seeds, later requests (what a diff confirms on)
@@ -99,7 +99,7 @@ def summarize_profiles(settings: Settings, suite_name: str, names: Sequence[str]
     """Summaries of what is stored, calling no model."""
     suite = load_suite(suite_name)
     decoding = Decoding(samples=samples, temperature=temperature)
-    with open_observations(settings.data_dir) as store:
+    with open_observations(settings) as store:
         pool = Pool(settings)
         return [from_store(pool.get(n), suite, store, decoding).summary(suite) for n in names]
 

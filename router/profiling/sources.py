@@ -29,8 +29,9 @@ from profiles.profile import ProbeRecord, Profile, from_store
 from profiles.store import ObservationStore, model_key, observation_key, text_hash
 from profiles.suite import Suite, SuiteError, load_suite
 from router.config import EmbedderConfig, Settings
-from router.errors import BadRequestError, ConfigError, DiffrouteError, StartupError
+from router.errors import BadRequestError, ConfigError, DiffrouteError
 from router.pool import Pool
+from router.store import open_observations
 
 SHIPPED_PROFILES = "data/profiles"
 _log = structlog.get_logger("diffroute.profiles")
@@ -95,7 +96,7 @@ def find_profiles(settings: Settings, names: Sequence[str], suite: Suite, query:
     shipped = shipped if shipped is not None else shipped_profiles_dir()
     pool = Pool(settings)  # backends are built, not started: only their identities are read
     found: dict[str, FoundProfile | None] = {}
-    with open_observations(settings.data_dir) as store:
+    with open_observations(settings) as store:
         for name in names:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)
@@ -199,17 +200,6 @@ def _provenance(found: Sequence[FoundProfile], suite: Suite) -> list[str]:
     return notes
 
 
-def open_observations(data_dir: Path) -> ObservationStore:
-    """The data dir's observation store; a file that is not one (or a data dir that cannot
-    hold it) is a :class:`StartupError` naming the file, not a traceback."""
-    path = data_dir / "observations.sqlite3"
-    try:
-        return ObservationStore.in_data_dir(data_dir)
-    except (OSError, sqlite3.Error) as exc:
-        raise StartupError(f"cannot open the observation store {path}: {exc} (move the file "
-                           "aside, or give another --data-dir)") from None
-
-
 class StoredEmbedder:
     """An embedder whose vectors outlive the process: looked up in the data dir's observation
     store (table ``embeddings``, by embedder name and text hash) and embedded only when
@@ -242,8 +232,18 @@ class StoredEmbedder:
         return np.stack([found[hashes[t]] for t in texts]).astype(np.float32)
 
     def _from_store(self, texts: Sequence[str], found: dict[str, Vectors]) -> None:
-        """Add the vectors of ``texts`` to ``found``: stored ones, else embedded and stored."""
-        with open_observations(self._data_dir) as store:
+        """Add the vectors of ``texts`` to ``found``: stored ones, else embedded and stored.
+
+        The cache is the data dir's SQLite observation file whatever ``store:`` says (a cache
+        of this machine's, not shared state); one that cannot be opened is skipped."""
+        try:
+            store = ObservationStore.in_data_dir(self._data_dir)
+        except (OSError, sqlite3.Error) as exc:
+            _log.warning("embedder.cache_unavailable", data_dir=str(self._data_dir),
+                         error=str(exc))
+            found.update(zip(map(text_hash, texts), self._inner.embed(texts), strict=True))
+            return
+        with store:
             found.update(store.get_embeddings(self.name, texts))
             missing = [t for t in texts if text_hash(t) not in found]
             if missing:

@@ -8,10 +8,14 @@ it is built, in this order:
 1. the pool (backends, the upstream client);
 2. the profile baseline (noise floors, predicted rates; in a worker thread) and, from it, the
    noise-aware comparer of live diffs;
-3. the durable live-diff sink (store, drift monitor) — or a sink the caller injects;
-4. the pairing service: the policy over the pinned pairings, reading the drift monitor;
-5. the paired engine: the pool, the pairing service, the sink and the comparer;
-6. the recent decisions of ``POST /v1/route``, awaiting a report (``POST /v1/diffs``).
+3. the store (:mod:`router.store`, the engine the ``store`` settings name), its schema
+   migrated;
+4. the durable live-diff sink over it (drift monitor, retention) — or a sink the caller
+   injects;
+5. the pairing service: the policy over the pinned pairings (kept in the store), reading the
+   drift monitor;
+6. the paired engine: the pool, the pairing service, the sink and the comparer;
+7. the recent decisions of ``POST /v1/route``, awaiting a report (``POST /v1/diffs``).
 
 They are closed in reverse order when the app stops, after in-flight requests (and background
 shadow calls) have finished.
@@ -41,7 +45,7 @@ from router.paired.engine import PairedEngine
 from router.paired.record import LiveDiffSink
 from router.pairing.decider import PolicyDecider, build_decider
 from router.pairing.decision import Decider, LiveSource
-from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.pinned import Pairings
 from router.pairing.recent import RecentDecisions
 from router.pairing.service import PairingService
 from router.pool import Pool
@@ -74,6 +78,7 @@ from router.service.state import (
     SinkFactory,
 )
 from router.service.tracing import TRACING, tracing_middleware
+from router.store import open_store
 from router.telemetry import TracePlan, open_tracing, plan_tracing
 
 if TYPE_CHECKING:
@@ -105,7 +110,8 @@ def create_app(
     * ``diff_provider(a, b)``: serves ``GET /v1/profiles/diff``; default
       :func:`default_diff_provider` (the data dir's profiles, else the shipped ones).
     * ``sink_factory(settings)``: an async context manager yielding another live-diff sink
-      than the durable store in ``settings.data_dir`` (then the live routes answer 503).
+      than the durable store (then the live routes answer 503; the store still keeps the
+      pairings).
       ``ack_records`` makes paired calls wait for the sink's answer (default: on with the
       durable store, so an id returned to a client is committed first).
     * ``comparer``: replaces the comparison of concurrent audits and shadows (default: the
@@ -194,11 +200,12 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
                 settings, None if tracing is None else tracing.trace_head))
             # local weights load in the background; a request that comes first waits for them
             stack.push_async_callback(_cancel, pool.warm())
+            store = await stack.enter_async_context(open_store(settings))
             live: DurableLiveDiffSink | None = None
             if sink_factory is None:
                 baseline = await asyncio.to_thread(load_baseline, settings)
                 live = await stack.enter_async_context(
-                    open_live_sink(settings, baseline, metrics))
+                    open_live_sink(settings, store, baseline, metrics))
                 sink: LiveDiffSink = live
                 comparer_ = comparer or TimedComparer(_noise_aware(baseline), metrics)
             else:
@@ -206,7 +213,10 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
                 comparer_ = comparer or compare
             pairing = await PairingService.open(
                 _builder(decider_factory, settings, pool, None if live is None else live.monitor),
-                PairingsStore(settings.data_dir))
+                store)
+            # pairings saved by another instance on the same store take effect here too
+            store.watch(pairing.changed)
+            stack.push_async_callback(_cancel, [asyncio.create_task(pairing.follow())])
             engine = PairedEngine(pool, pairing, sink, comparer=comparer_,
                                   default_shadow_rate=settings.paired.shadow_rate,
                                   ack_records=ack_records,

@@ -32,9 +32,9 @@ from router.live.broadcast import encode_event
 from router.live.metrics import CONTENT_TYPE
 from router.live.rates import rate_rows
 from router.live.sink import DurableLiveDiffSink
-from router.live.store import DiffQuery, LiveStore, parse_time
 from router.service.middleware import REQUEST_OBSERVERS, prepare_stream
 from router.service.state import METRICS, STATE
+from router.store import DiffQuery, Store, parse_time
 
 MAX_LIMIT = 1000
 DEFAULT_WINDOW_S = 3600.0
@@ -144,7 +144,7 @@ def _last_event_id(request: web.Request) -> int:
 async def list_diffs(request: web.Request) -> web.Response:
     sink = _sink(request)
     query = diff_query(request)
-    data = await asyncio.to_thread(sink.store.diffs, query)
+    data = await sink.store.diffs(query)
     cursor = str(data[-1]["seq"]) if len(data) == query.limit else None
     return web.json_response({"object": "list", "data": data, "next_cursor": cursor})
 
@@ -191,14 +191,13 @@ async def stream_diffs(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _backlog(response: web.StreamResponse, store: LiveStore, query: DiffQuery) -> int:
+async def _backlog(response: web.StreamResponse, store: Store, query: DiffQuery) -> int:
     """Every stored diff after ``query.after`` that matches, in pages; the last id sent."""
     last = query.after
     if not last:
         return last
     while True:
-        page = await asyncio.to_thread(
-            store.diffs, dataclasses.replace(query, after=last, limit=MAX_LIMIT))
+        page = await store.diffs(dataclasses.replace(query, after=last, limit=MAX_LIMIT))
         if page:
             await response.write(b"".join(encode_event(d) for d in page))
             last = int(page[-1]["seq"])
@@ -209,7 +208,7 @@ async def _backlog(response: web.StreamResponse, store: LiveStore, query: DiffQu
 async def disagreement_stats(request: web.Request) -> web.Response:
     sink = _sink(request)
     window = query_number(request, "window", DEFAULT_WINDOW_S, 1, 10 * 365 * 86_400)
-    counts = await asyncio.to_thread(sink.store.counts, time.time() - window)
+    counts = await sink.store.counts(time.time() - window)
 
     def live(primary: str, partner: str, domain: str) -> dict[str, Any]:
         pair = sink.monitor.pairs.get((primary, partner, domain))
@@ -225,7 +224,7 @@ async def disagreement_stats(request: web.Request) -> web.Response:
 async def drift_state(request: web.Request) -> web.Response:
     sink = _sink(request)
     limit = int(query_number(request, "limit", 100, 1, MAX_LIMIT, int))
-    events = await asyncio.to_thread(sink.store.drift_events, limit)
+    events = await sink.store.drift_events(limit)
     states = [{"primary": k[0], "partner": k[1], "domain": k[2], "state": m.state,
                "comparisons": m.comparisons,
                "expected_rate": None if m.cusum is None else round(m.cusum.p0, 6),

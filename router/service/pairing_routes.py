@@ -58,7 +58,7 @@ async def get_pairings(request: web.Request) -> web.Response:
 
 @admin_only
 async def put_pairings(request: web.Request) -> web.Response:
-    """Replace the pairings (admin key); persisted in the data dir; unknown models are a 400."""
+    """Replace the pairings (admin key); persisted in the store; unknown models are a 400."""
     state = request.app[STATE]
     pairings = parse_pairings(await read_json(request))
     unknown = pairings.unknown_models(set(state.pool.names))

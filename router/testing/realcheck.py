@@ -18,7 +18,7 @@ from profiles.profile import from_store
 from profiles.suite import Suite, load_suite
 from router.config import Settings, settings_from_mapping
 from router.pool import Pool
-from router.profiling.sources import open_observations
+from router.store import open_observations
 
 PLANTED = "identity"
 CONTROLS = ("geography", "science", "history")
@@ -71,7 +71,7 @@ def check_suite(per_domain: int) -> Suite:
 
 
 async def _profiles(settings: Settings, suite: Suite, decoding: Decoding) -> Diff:
-    with open_observations(settings.data_dir) as store:
+    with open_observations(settings) as store:
         async with Pool.open(settings) as pool:
             models = [pool.get("smollm2"), pool.get("smollm2-biased")]
             report = await collect(models, suite.probes, store, decoding, concurrency=1)

@@ -294,9 +294,16 @@ async def test_drift_alarms_stand_out(running: Running, browser: Browser,
     # the profile predicts alpha and beta disagree about half the time; live, they always do
     for _ in range(40):
         await audit(running, "beta")
-    drift = await api(running, "GET", "/v1/drift")
-    drifted = [s for s in drift["states"] if s["state"] == "drifted"]
-    assert [(s["primary"], s["partner"]) for s in drifted] == [("alpha", "beta")]
+
+    async def drifted() -> list[tuple[str, str]]:
+        drift = await api(running, "GET", "/v1/drift")
+        return [(s["primary"], s["partner"]) for s in drift["states"] if s["state"] == "drifted"]
+
+    # the drift monitor follows the store: the last comparisons reach it a moment later
+    async with asyncio.timeout(5):
+        while not await drifted():  # noqa: ASYNC110  # polls the HTTP API
+            await asyncio.sleep(0.02)
+    assert await drifted() == [("alpha", "beta")]
     page = await open_page(browser, running, "/live")
     await ready(page)
     alarm = page.locator("#drift.alarm")

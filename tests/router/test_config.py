@@ -234,3 +234,27 @@ extensions:
     assert problems_of(tmp_path, "models: [{name: a, backend: {kind: scripted}}]\n"
                        "extensions: {polcy: {competence_floor: 0.5}}\n") == [
         "extensions.polcy: unknown section (known: live, policy, service)"]
+
+
+def test_the_store_section_names_an_engine_and_a_secret_dsn(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, """\
+models: [{name: a, backend: {kind: scripted}}]
+store: {kind: postgres, dsn: env:DIFFROUTE_DATABASE_URL, pool_size: 4}
+"""))
+    assert settings.store.kind == "postgres" and settings.store.pool_size == 4
+    assert settings.store.dsn == SecretRef("env:DIFFROUTE_DATABASE_URL")
+    assert "env:DIFFROUTE_DATABASE_URL" in settings.model_dump_json()
+    default = load_settings(write(tmp_path, "models: [{name: a, backend: {kind: scripted}}]\n"))
+    assert default.store.kind == "sqlite" and default.store.dsn is None
+
+
+@pytest.mark.parametrize(("store", "problem"), [
+    ("{kind: postgres}", "store: kind postgres needs a dsn"),
+    ("{kind: sqlite, dsn: env:X}", "store: dsn is for kind postgres"),
+    ("{kind: mysql}", "store.kind: Input should be 'sqlite' or 'postgres'"),
+    ("{kind: postgres, dsn: env:X, pool: 3}", "store.pool: Extra inputs are not permitted"),
+])
+def test_a_bad_store_section_is_one_line(tmp_path: Path, store: str, problem: str) -> None:
+    found = problems_of(tmp_path, f"models: [{{name: a, backend: {{kind: scripted}}}}]\n"
+                                  f"store: {store}\n")
+    assert len(found) == 1 and found[0].startswith(problem), found

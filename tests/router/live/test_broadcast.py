@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 
 from router.live.broadcast import Broadcaster
-from router.live.store import DiffQuery
 from router.paired.compare import NoiseAwareComparer
 from router.service.state import STATE
+from router.store import DiffQuery
 from tests.e2e.harness import make_settings, scripted, serve
 from tests.e2e.test_live_api import read_events
 from tests.router.live.test_live_store import record

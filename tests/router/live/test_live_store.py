@@ -1,21 +1,22 @@
-"""The durable live-diff sink and store: counting, recording, redaction, retention, floors."""
+"""The durable live-diff sink over each store engine: counting, recording, redaction,
+retention, floors."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from router.config import LiveSettings as LiveConfig
+from router.errors import StorageError
 from router.live.baseline import ProfileBaseline
 from router.live.rates import wilson_interval
 from router.live.sink import DurableLiveDiffSink
-from router.live.store import ComparisonRow, DiffQuery, LiveStore, Retention
 from router.paired.compare import Comparison, NoiseAwareComparer
 from router.paired.record import LiveDiffRecord, new_live_diff_id, prompt_digest
+from router.store import DiffQuery, Retention, Store
+from router.store.sqlite import SqliteStore
 
 MESSAGES = ({"role": "user", "content": "What is the capital of France?"},)
 
@@ -31,97 +32,82 @@ def record(primary_text: str, partner_text: str, comparison: Comparison,
         comparison=comparison, reason="test")
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[LiveStore]:
-    opened = LiveStore.in_data_dir(tmp_path).open()
-    yield opened
-    opened.close()
-
-
 def compared(a: str, b: str) -> LiveDiffRecord:
     return record(a, b, NoiseAwareComparer()(a, b, ["geography"], pair=("alpha", "beta")))
 
 
-async def test_agreements_are_counted_but_not_recorded(store: LiveStore) -> None:
+async def ids(store: Store) -> set[str]:
+    return {d["id"] for d in await store.diffs(DiffQuery(limit=1000))}
+
+
+async def test_agreements_are_counted_but_not_recorded(store: Store) -> None:
     sink = DurableLiveDiffSink(store)
     assert await sink.record(compared("Paris.", "Paris.")) is None
     stored = await sink.record(compared("Paris is the capital.", "Lyon."))
     assert stored is not None
-    await store.write("SELECT 1", ())  # a barrier: the fire-and-forget counts are committed
-    assert store.ids() == {stored}
-    assert store.counts(0) == [("alpha", "beta", "geography", 2, 1)]
+    await store.flush()  # a barrier: the fire-and-forget counts are committed
+    assert await ids(store) == {stored}
+    assert await store.counts(0) == [("alpha", "beta", "geography", 2, 1)]
 
 
-async def test_comparisons_of_one_loop_turn_are_written_as_one_statement(
-        store: LiveStore) -> None:
-    for i in range(5):
-        store.add_comparison(ComparisonRow(1e9 + i, "alpha", "beta", "audit", "general",
-                                           i == 3))
-    await store.write("SELECT 1", ())  # handed over before it, so committed with it
-    assert store.batches == 1
-    rows = store.comparisons(0)
-    assert [(r.at, r.flagged) for r in rows] == [(1e9 + i, i == 3) for i in range(5)]
-    store.add_comparison(ComparisonRow(2e9, "alpha", "beta", "audit", "general", False))
-    await asyncio.sleep(0)  # the end of the turn hands the row over on its own
-    await store.write("SELECT 1", ())
-    assert len(store.comparisons(0)) == 6
-
-
-def test_comparisons_without_an_event_loop_are_written_at_once(tmp_path: Path) -> None:
-    store = LiveStore.in_data_dir(tmp_path).open()
-    store.add_comparison(ComparisonRow(1e9, "alpha", "beta", "audit", "general", True))
-    store.close()  # flushes what is queued
-    reopened = LiveStore.in_data_dir(tmp_path).open_reader()
-    try:
-        assert [r.flagged for r in reopened.comparisons(0)] == [True]
-    finally:
-        reopened.close()
-
-
-async def test_flagged_record_keeps_prompt_answers_and_diff(store: LiveStore) -> None:
+async def test_flagged_record_keeps_prompt_answers_and_diff(store: Store) -> None:
     sink = DurableLiveDiffSink(store)
     stored = await sink.record(compared("Paris is the capital.", "Lyon."))
-    [diff] = store.diffs(DiffQuery())
+    [diff] = await store.diffs(DiffQuery())
     assert diff["id"] == stored and diff["primary_text"] == "Paris is the capital."
     assert diff["messages"] == [dict(MESSAGES[0])] and diff["partner_text"] == "Lyon."
     assert "-Paris is the capital." in diff["unified_diff"]
     assert diff["divergence"] > diff["threshold"] and diff["prompt_digest"].startswith("sha256:")
+    assert diff["domains"] == ["geography"] and diff["redacted"] is False
 
 
-async def test_redaction_keeps_only_the_digest(store: LiveStore) -> None:
+async def test_redaction_keeps_only_the_digest(store: Store) -> None:
     sink = DurableLiveDiffSink(store, LiveConfig(redact=True))
     await sink.record(compared("Paris is the capital.", "Lyon."))
-    [diff] = store.diffs(DiffQuery())
+    [diff] = await store.diffs(DiffQuery())
     assert diff["redacted"] is True and diff["prompt_digest"] == prompt_digest(MESSAGES)
     assert diff["messages"] is None and diff["primary_text"] is None
     assert diff["partner_text"] is None and diff["unified_diff"] is None
-    raw = (store.path.read_bytes() + store.path.with_name(store.path.name + "-wal").read_bytes())
-    assert b"capital" not in raw
 
 
-async def test_retention_by_age_and_count(store: LiveStore) -> None:
+async def test_redaction_leaves_no_trace_in_the_sqlite_files(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path).open()
+    try:
+        sink = DurableLiveDiffSink(store, LiveConfig(redact=True))
+        await sink.record(compared("Paris is the capital.", "Lyon."))
+        files = [store.path, store.path.with_name(store.path.name + "-wal")]
+        assert not any(b"capital" in f.read_bytes() for f in files if f.exists())
+    finally:
+        await store.close()
+
+
+async def test_retention_by_age_and_count(store: Store) -> None:
     sink = DurableLiveDiffSink(store)
     now = time.time()
     old = [await sink.record(record("a", "b", Comparison(0, True, 1, .5, "d"), now - 1000))
            for _ in range(3)]
     new = [await sink.record(record("a", "b", Comparison(0, True, 1, .5, "d"), now))
            for _ in range(5)]
-    assert await store.enforce(Retention(max_age_s=500, max_records=None)) == 3
-    assert store.ids() == set(new) and not set(old) & store.ids()
-    assert await store.enforce(Retention(max_age_s=None, max_records=2)) == 3
-    assert store.ids() == set(new[-2:])
-    assert store.counts(0) == [("alpha", "beta", "geography", 5, 5)]
+    assert await store.enforce(Retention(max_age_s=500, max_records=None), time.time) == 3
+    assert await ids(store) == set(new) and not set(old) & await ids(store)
+    assert await store.enforce(Retention(max_age_s=None, max_records=2), time.time) == 3
+    assert await ids(store) == set(new[-2:])
+    assert await store.counts(0) == [("alpha", "beta", "geography", 5, 5)]
 
 
-async def test_filters_and_cursor_pages(store: LiveStore) -> None:
+async def test_filters_and_cursor_pages(store: Store) -> None:
     sink = DurableLiveDiffSink(store)
-    ids = [await sink.record(record("a", "b", Comparison(0, True, 1, .5, "d"),
-                                    domains=(d,))) for d in ("x", "y", "x", "x")]
-    page = store.diffs(DiffQuery(domain="x", limit=2))
-    assert [d["id"] for d in page] == [ids[0], ids[2]]
-    rest = store.diffs(DiffQuery(domain="x", limit=2, after=page[-1]["seq"]))
-    assert [d["id"] for d in rest] == [ids[3]]
-    assert store.diffs(DiffQuery(primary="nobody")) == []
+    ids_ = [await sink.record(record("a", "b", Comparison(0, True, 1, .5, "d"),
+                                     domains=(d,))) for d in ("x", "y", "x", "x")]
+    page = await store.diffs(DiffQuery(domain="x", limit=2))
+    assert [d["id"] for d in page] == [ids_[0], ids_[2]]
+    rest = await store.diffs(DiffQuery(domain="x", limit=2, after=page[-1]["seq"]))
+    assert [d["id"] for d in rest] == [ids_[3]]
+    assert await store.diffs(DiffQuery(primary="nobody")) == []
+    newest = await store.diffs(DiffQuery(newest_first=True, limit=3))
+    assert [d["id"] for d in newest] == ids_[::-1][:3]
+    before = await store.diffs(DiffQuery(newest_first=True, after=newest[-1]["seq"]))
+    assert [d["id"] for d in before] == [ids_[0]]
 
 
 class Floors:
@@ -139,6 +125,9 @@ def test_noise_below_the_floor_is_not_flagged() -> None:
     assert noisy.divergence == pytest.approx(tight.divergence)
     assert 0.1 < noisy.divergence < 0.6
     assert not noisy.flagged and noisy.threshold == 0.6
+    assert tight.flagged
+
+
     assert tight.flagged
 
 
@@ -172,10 +161,9 @@ def test_wilson_interval() -> None:
 def test_closing_waits_for_a_read_still_running_in_a_worker_thread(tmp_path: Path) -> None:
     """At shutdown a cancelled task's read can still be running in its thread: closing the
     connection under it crashed the process (seen as a segmentation fault in CI)."""
-    import sqlite3
     import threading
 
-    store = LiveStore(tmp_path / "live.sqlite3").open()
+    store = SqliteStore(tmp_path).open()
     started, result = threading.Event(), {}
 
     def slow_read() -> None:
@@ -187,8 +175,25 @@ def test_closing_waits_for_a_read_still_running_in_a_worker_thread(tmp_path: Pat
     reader.start()
     started.wait()
     time.sleep(0.05)  # the query is under way
-    store.close()
+    store.close_now()
     reader.join()
     assert result["rows"][0][0] == 2_000_000
-    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+    with pytest.raises(StorageError, match="closed"):
         store.read("SELECT 1")
+
+
+async def test_the_follower_sees_comparisons_after_retention_emptied_the_table(
+        store: Store) -> None:
+    sink = DurableLiveDiffSink(store)
+    await sink.replay()
+    for k in range(3):
+        await sink.record(record("a", "b", Comparison(0, True, 1, .5, "d"), 1000.0 + k))
+    await store.flush()
+    await sink.catch_up()
+    key = ("alpha", "beta", "geography")
+    assert sink.monitor.pairs[key].comparisons == 3
+    await store.enforce(Retention(max_age_s=60, max_records=None), time.time)
+    await sink.record(compared("Paris.", "Paris."))  # the table's only row now
+    await store.flush()
+    await sink.catch_up()
+    assert sink.monitor.pairs[key].comparisons == 4

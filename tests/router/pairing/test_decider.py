@@ -18,9 +18,10 @@ from router.config import Settings, settings_from_mapping
 from router.errors import BadRequestError, ConfigError
 from router.pairing.decider import PolicyDecider, _request_key, build_decider
 from router.pairing.decision import RouteRequest
-from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.pinned import Pairings, pairings_document
 from router.pool import Pool
 from router.profiling.build import build_profiles
+from router.store.sqlite import SqliteStore
 from router.testing.simulate import simulated_suite
 
 SAMPLES = 3
@@ -148,13 +149,13 @@ def test_pairs_command(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_pairs_store_is_read(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    store = PairingsStore(make_settings(world).data_dir)
-    store.save(Pairings(pinned={"a1": {"audit": "a2"}}))
+    store = SqliteStore(make_settings(world).data_dir)
+    asyncio.run(store.save_pairings(pairings_document(Pairings(pinned={"a1": {"audit": "a2"}}))))
     try:
         _, out, _ = cli(world, capsys, "--role", "audit", "--primary", "a1", "--format", "json")
         assert json.loads(out)["decisions"][0]["partner"] == "a2"
     finally:
-        store.path.unlink()
+        store.pairings_path.unlink()
 
 
 def test_a_model_whose_circuit_is_open_is_neither_partner_nor_auto_primary(world: Path) -> None:
@@ -195,9 +196,10 @@ def test_the_decision_cache_key_holds_every_field_of_the_request() -> None:
 
 def test_the_probes_are_embedded_once_per_data_dir_not_at_every_start(world: Path) -> None:
     from profiles.embed import HashEmbedder
+    from profiles.store import ObservationStore
     from profiles.suite import load_suite
     from router.pairing.index import question_text
-    from router.profiling.sources import StoredEmbedder, open_observations
+    from router.profiling.sources import StoredEmbedder
 
     class Counting(HashEmbedder):
         """The hash embedder, counting the texts it is asked for."""
@@ -222,6 +224,6 @@ def test_the_probes_are_embedded_once_per_data_dir_not_at_every_start(world: Pat
     d = decider(world)
     assert d.embedder is not None
     texts = [question_text(p) for p in load_suite(str(world / "sim.jsonl")).probes]
-    with open_observations(make_settings(world).data_dir) as store:
+    with ObservationStore.in_data_dir(make_settings(world).data_dir) as store:
         stored = store.get_embeddings(d.embedder.name, texts)
     assert len(stored) == len(set(texts)) > 0

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
 import pytest
 
+from router.config import Settings
 from router.errors import ConfigError, NoPairError
 from router.pairing.decision import Decision, LiveSource, RouteRequest
-from router.pairing.pinned import Pairings, PairingsStore
+from router.pairing.pinned import Pairings, read_pairings
 from router.pairing.service import PairingService
+from router.store import Store, open_store
+from router.store.sqlite import SqliteStore
 from tests.e2e.harness import call, make_settings, serve, standard_models
 
 
@@ -51,8 +55,7 @@ async def test_a_cheap_decision_is_answered_inline() -> None:
 
 
 async def test_replacing_pairings_rebuilds_persists_and_keeps_the_old_on_error(
-        tmp_path: Path) -> None:
-    store = PairingsStore(tmp_path)
+        store: Store) -> None:
 
     def build(pairings: Pairings) -> RecordingDecider:
         if "ghost" in pairings.pinned:
@@ -62,17 +65,17 @@ async def test_replacing_pairings_rebuilds_persists_and_keeps_the_old_on_error(
     service = await PairingService.open(build, store)
     pinned = Pairings(pinned={"alpha": {"audit": "gamma"}})
     await service.replace(pinned)
-    assert store.load() == pinned and service.pairings == pinned
+    assert read_pairings(await store.load_pairings()) == pinned and service.pairings == pinned
     assert (await service.decide(RouteRequest(role="audit", primary="alpha"))).partner == "gamma"
     with pytest.raises(NoPairError):
         await service.replace(Pairings(pinned={"ghost": {"audit": "alpha"}}))
-    assert service.pairings == pinned and store.load() == pinned
+    assert service.pairings == pinned and read_pairings(await store.load_pairings()) == pinned
 
 
 async def test_a_broken_pairings_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "pairings.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigError, match="invalid pairings file"):
-        await PairingService.open(lambda p: RecordingDecider(), PairingsStore(tmp_path))
+        await PairingService.open(lambda p: RecordingDecider(), SqliteStore(tmp_path))
 
 
 async def test_chat_and_route_ask_the_decider_off_the_event_loop(tmp_path: Path) -> None:
@@ -96,3 +99,25 @@ async def test_chat_and_route_ask_the_decider_off_the_event_loop(tmp_path: Path)
         assert status == 200 and body["partner"] == "beta"
     threads = deciders[-1].threads
     assert len(threads) == 2 and loop_thread not in threads
+
+
+async def test_pairings_saved_by_another_instance_reach_this_one(
+        engine_settings: Settings) -> None:
+    async with open_store(engine_settings) as here, open_store(engine_settings) as there:
+        ours = await PairingService.open(lambda p: RecordingDecider(pairings=p), here)
+        theirs = await PairingService.open(lambda p: RecordingDecider(pairings=p), there)
+        here.watch(ours.changed)
+        follower = asyncio.create_task(ours.follow(poll_s=0.05))
+        try:
+            pinned = Pairings(pinned={"alpha": {"audit": "gamma"}})
+            await theirs.replace(pinned)
+            async with asyncio.timeout(1):  # within a second
+                while ours.pairings != pinned:  # noqa: ASYNC110  # the follower's effect
+                    await asyncio.sleep(0.01)
+            decision = await ours.decide(RouteRequest(role="audit", primary="alpha"))
+            assert decision.partner == "gamma"
+            assert not await ours.refresh()  # nothing new: nothing rebuilt
+            await there.save_pairings('{"pinned": {"alpha": {"audit": "alpha"}}}')
+            assert not await ours.refresh() and ours.pairings == pinned  # refused, kept
+        finally:
+            follower.cancel()

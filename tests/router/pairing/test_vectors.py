@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from profiles.embed import make_embedder
-from profiles.store import text_hash
+from profiles.store import ObservationStore, text_hash
 from router.embedded import default_settings
 from router.pairing.decider import build_decider
 from router.pairing.decision import RouteRequest
 from router.pairing.pinned import Pairings
 from router.pairing.vectors import shipped_texts, shipped_vectors
 from router.pool import Pool
-from router.profiling.sources import open_observations
 
 MINILM = "all-MiniLM-L6-v2"
 
@@ -36,7 +35,7 @@ def test_a_fresh_data_dir_starts_without_embedding_a_probe(tmp_path: Path) -> No
     settings = default_settings(tmp_path)
     decider = build_decider(settings, Pool(settings), Pairings())
     assert decider.embedder is not None and decider.embedder.name == MINILM
-    with open_observations(settings.data_dir) as store:
+    with ObservationStore.in_data_dir(settings.data_dir) as store:
         assert store.get_embeddings(MINILM, shipped_texts()) == {}
     weights = decider.task_domains(RouteRequest(
         role="audit", task="What is the boiling point of water in Kelvin?"))

@@ -7,6 +7,7 @@ chosen domains that became metric labels.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,11 @@ async def test_client_chosen_domains_are_validated_and_never_become_labels(
     status, body = await call(service, "POST", "/v1/chat/completions", {
         **base, "diffroute": {"partner": "beta", "domain": "general"}})
     assert status == 200 and body["diffroute"]["domains"] == ["general"]
-    before = await metrics_text(service)
+    # the drift monitor reads the comparison from the store: its gauges come a moment later
+    async with asyncio.timeout(5):
+        while "diffroute_drift_state{" not in (  # noqa: ASYNC110  # polls the HTTP API
+                before := await metrics_text(service)):
+            await asyncio.sleep(0.02)
     for i in range(20):
         status, payload = await call(service, "POST", "/v1/chat/completions", {
             **base, "diffroute": {"partner": "beta", "domain": f"made-up-{i}"}})

@@ -13,7 +13,7 @@ import yaml
 
 from router.config import LiveSettings
 from router.live.sink import DurableLiveDiffSink
-from router.live.store import ComparisonRow, LiveStore
+from router.store import ComparisonRow, Store
 from tests.e2e.harness import (
     PARIS,
     Running,
@@ -119,15 +119,11 @@ def test_a_corrupt_store_stops_the_server_with_one_line(tmp_path: Path, file: st
     assert "Traceback" not in done.stderr
 
 
-async def test_restart_replays_only_the_newest_comparisons(tmp_path: Path) -> None:
-    store = LiveStore(tmp_path / "live.sqlite3").open()
-    try:
-        for i in range(300):
-            store.add_comparison(ComparisonRow(1e9 + i, "alpha", "beta", "audit", "general",
-                                               i % 2 == 0))
-        sink = DurableLiveDiffSink(store, LiveSettings(profiles=False))
-        await store.write("SELECT 1", ())  # behind the comparisons: all of them committed
-        assert await sink.replay(since_s=1e10, limit=100) == 100
-        assert sink.monitor.pairs[("alpha", "beta", "general")].comparisons == 100
-    finally:
-        store.close()
+async def test_restart_replays_only_the_newest_comparisons(store: Store) -> None:
+    for i in range(300):
+        store.add_comparison(ComparisonRow(1e9 + i, "alpha", "beta", "audit", "general",
+                                           i % 2 == 0))
+    sink = DurableLiveDiffSink(store, LiveSettings(profiles=False))
+    await store.flush()  # behind the comparisons: all of them committed
+    assert await sink.replay(since_s=1e10, limit=100) == 100
+    assert sink.monitor.pairs[("alpha", "beta", "general")].comparisons == 100

@@ -1,0 +1,432 @@
+"""The PostgreSQL engine (asyncpg): one database shared by every instance of the service.
+
+The same tables as the SQLite engine (:mod:`router.store.migrations`), plus ``pairings`` and
+``schema_migrations``. Writes go through one writer task per instance, which drains what is
+queued into one transaction (group commit) — comparisons with ``executemany`` — and resolves a
+live diff's future only once that transaction is committed, so an id returned to a client is
+in the database first.
+
+Order across instances. Comparisons and live diffs are inserted under a transaction-scoped
+advisory lock (:data:`LIVE_LOCK`): ids and ``seq`` values are drawn and committed in one order
+by all instances, so a reader that has seen id n never later finds a smaller one committed —
+what makes the stream resumable from the database and lets every instance feed its drift
+monitor with the same comparisons in the same order. Each such batch sends a ``NOTIFY`` on
+:data:`LIVE_CHANNEL`; saved pairings one on :data:`PAIRINGS_CHANNEL`. One connection per
+instance listens (:mod:`router.store.pg_listen`), and reconnects by itself.
+
+Faults. Fire-and-forget writes (comparisons, re-profile requests) wait in a bounded queue
+(:data:`MAX_QUEUED`); beyond it they are dropped and counted as a failure, never blocking a
+request. While the database is unreachable (restarting, a dropped connection) they stay
+queued and are tried again every :data:`RETRY_S`, so recording resumes by itself; an
+acknowledged write (a live diff) fails at once with a ``StorageError``, which the caller
+shows (``live_diff_error``) — plain and paired completions go on being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import asyncpg
+import structlog
+from asyncpg.pool import PoolConnectionProxy
+
+from router.errors import StartupError, StorageError
+from router.store.base import Clock, Watcher
+from router.store.migrations import POSTGRES, SchemaState, pending
+from router.store.pg_listen import LIVE_CHANNEL, PAIRINGS_CHANNEL, Listener
+from router.store.records import (
+    DIFF_COLUMNS,
+    BucketedCounts,
+    ComparisonRow,
+    Counts,
+    DiffQuery,
+    DriftRow,
+    Retention,
+    diff_json,
+)
+
+MIGRATION_LOCK = 0x6469_6666_0001
+"""The advisory lock that serialises instances migrating at once."""
+LIVE_LOCK = 0x6469_6666_0002
+"""The advisory lock under which comparisons and live diffs are inserted (one order)."""
+DRIFT_LOCK = 0x6469_6666_0003
+"""The advisory lock under which a drift alarm is checked for a twin and inserted."""
+RETRY_S = 0.5
+"""Queued writes are tried again this often while the database is unreachable."""
+ACQUIRE_S = 2.0
+"""How long a call waits for a connection of the pool: while the database refuses
+connections the pool keeps trying to reconnect, and a call must fail rather than wait."""
+ATTEMPT_S = 5.0
+"""How long one commit of the writer may take before it counts as failed (a connection that
+died without a word)."""
+TRANSIENT = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+             asyncpg.PostgresConnectionError,
+             asyncpg.exceptions.OperatorInterventionError,
+             asyncpg.exceptions.ObjectNotInPrerequisiteStateError)
+"""Failures of reaching the database (down, restarting, refusing connections, a dropped
+connection — asyncpg reports one dropped between two statements as an internal client error),
+as opposed to a statement that failed."""
+MAX_QUEUED = 100_000
+"""Fire-and-forget writes waiting for the writer at most (beyond: dropped, counted)."""
+MAX_BATCH = 5_000
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+             OSError)
+"""What a database call raises when the server, the network or a statement fails."""
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A connection of its own, or one borrowed from the pool."""
+_log = structlog.get_logger("diffroute.store")
+_Kind = Literal["comparison", "reprofile", "diff", "barrier", "stop"]
+
+
+@dataclass(slots=True)
+class _Op:
+    kind: _Kind
+    args: tuple[Any, ...] = ()
+    future: asyncio.Future[int] | None = field(default=None)
+
+
+def where(dsn: str) -> str:
+    """``host:port/database`` of a DSN (never its password)."""
+    parts = urlsplit(dsn)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"postgresql://{host}{port}{parts.path or '/'}"
+
+
+async def migrate(conn: Connection, name: str) -> SchemaState:
+    """Apply the missing migrations in one transaction, under :data:`MIGRATION_LOCK`."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER "
+                           "PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+        current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM "
+                                          "schema_migrations"))
+        for version, statements in pending(name, current, POSTGRES):
+            for statement in statements:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", version,
+                               time.time())
+            current = version
+    return SchemaState(name, current, len(POSTGRES))
+
+
+async def schema_state(conn: Connection, name: str) -> SchemaState:
+    """Where the database's schema stands, without changing it."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM "
+                                      "schema_migrations")) if exists else 0
+    return SchemaState(name, current, len(POSTGRES))
+
+
+class PostgresStore:
+    """The :class:`~router.store.base.Store` on a PostgreSQL database."""
+
+    def __init__(self, dsn: str, pool_size: int = 10, connect_timeout_s: float = 10.0) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self.connect_timeout_s = connect_timeout_s
+        self._where = where(dsn)
+        self._pool: asyncpg.Pool | None = None
+        self._queue: asyncio.Queue[_Op] = asyncio.Queue()
+        self._queued = 0
+        self._writer: asyncio.Task[None] | None = None
+        self.failure: tuple[float, str] | None = None
+        self.batches = 0
+        self.failed_writes = 0
+        self._listener: Listener | None = None
+
+    def describe(self) -> str:
+        return self._where
+
+    async def open(self, *, migrate_schema: bool = True, write: bool = True,
+                   require_current: bool = True) -> PostgresStore:
+        """Connect; migrate the schema (or, with ``require_current``, refuse one that is not
+        up to date); start the writer if ``write``."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size, timeout=self.connect_timeout_s)
+            async with self._pool.acquire() as conn:
+                state = await (migrate(conn, self._where) if migrate_schema
+                               else schema_state(conn, self._where))
+        except DB_ERRORS as exc:
+            await self._close_pool()
+            raise StartupError(f"cannot open the store {self._where}: {exc}") from None
+        if require_current and not state.ok:
+            await self._close_pool()
+            raise StartupError(state.describe())
+        if write:
+            self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        return self
+
+    async def schema(self) -> SchemaState:
+        async with self._acquire() as conn:
+            return await schema_state(conn, self._where)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        if self._writer is not None:
+            self._queue.put_nowait(_Op("stop"))
+            await self._writer
+            self._writer = None
+        await self._close_pool()
+
+    async def _close_pool(self) -> None:
+        if self._pool is not None:
+            with contextlib.suppress(*DB_ERRORS):
+                await asyncio.wait_for(self._pool.close(), 10.0)
+            self._pool = None
+
+    @contextlib.asynccontextmanager
+    async def _acquire(self) -> Any:
+        if self._pool is None:
+            raise StorageError(f"using {self._where}", RuntimeError("the store is closed"))
+        async with self._pool.acquire(timeout=ACQUIRE_S) as conn:
+            yield conn
+
+    def watch(self, callback: Watcher) -> None:
+        if self._listener is None:
+            self._listener = Listener(self.dsn, self.connect_timeout_s)
+        self._listener.watch(callback)
+
+    # -- the writer task --------------------------------------------------------------------
+
+    def _enqueue(self, op: _Op) -> None:
+        if op.future is None and self._queued >= MAX_QUEUED:
+            self.failed_writes += 1
+            self.failure = (time.time(), f"{MAX_QUEUED} writes already waiting for "
+                            f"{self._where}: one dropped")
+            return
+        self._queued += op.future is None
+        self._queue.put_nowait(op)
+
+    async def _write_loop(self) -> None:
+        retry: list[_Op] = []
+        while True:
+            batch = retry or [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < MAX_BATCH:
+                batch.append(self._queue.get_nowait())
+            stop = any(op.kind == "stop" for op in batch)
+            ops = [op for op in batch if op.kind != "stop"]
+            self._queued -= sum(op.future is None for op in ops)
+            retry = await self._commit(ops)
+            self._queued += len(retry)
+            if stop:
+                self.failed_writes += len(retry)  # closing while the database is away
+                return
+            if retry:  # the database is away: wait a little, then try them again
+                await asyncio.sleep(RETRY_S)
+
+    async def _commit(self, batch: list[_Op]) -> list[_Op]:
+        """Commit one batch and settle its futures; the fire-and-forget writes to try
+        again (the database was unreachable: they stay queued, an acknowledged one fails)."""
+        if not batch:
+            return []
+        try:
+            results = await asyncio.wait_for(self._attempt(batch), ATTEMPT_S)
+        except Exception as exc:  # whatever it is, the writer lives on and says so
+            if not isinstance(exc, (*DB_ERRORS, StorageError)):
+                _log.exception("store.write_failed", store=self._where)
+            retry = [op for op in batch if op.future is None] if _transient(exc) else []
+            self.failed_writes += len(batch) - len(retry)
+            self.failure = (time.time(), str(exc) or type(exc).__name__)
+            error = StorageError(f"writing to {self._where}", exc)
+            for op in batch:
+                if op.future is not None and not op.future.done():
+                    op.future.set_exception(error)
+            return retry
+        self.batches += 1
+        for op, result in zip(batch, results, strict=True):
+            if op.future is not None and not op.future.done():
+                op.future.set_result(result)
+        return []
+
+    async def _attempt(self, batch: list[_Op]) -> list[int]:
+        async with self._acquire() as conn, conn.transaction():
+            return await self._apply(conn, batch)
+
+    async def _apply(self, conn: Connection, batch: list[_Op]) -> list[int]:
+        """Run one batch's statements in the open transaction; each op's result."""
+        rows = {kind: [op.args for op in batch if op.kind == kind]
+                for kind in ("comparison", "reprofile")}
+        live = bool(rows["comparison"]) or any(op.kind == "diff" for op in batch)
+        if live:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LIVE_LOCK)
+            await conn.execute("SELECT pg_notify($1, '')", LIVE_CHANNEL)
+        if rows["comparison"]:
+            await conn.executemany(
+                "INSERT INTO comparisons (at, primary_model, partner, role, domain, flagged) "
+                "VALUES ($1, $2, $3, $4, $5, $6)", rows["comparison"])
+        if rows["reprofile"]:
+            await conn.executemany("INSERT INTO reprofile_requested (at, model, reason) "
+                                   "VALUES ($1, $2, $3)", rows["reprofile"])
+        return await self._insert_diffs(conn, batch)
+
+    async def _insert_diffs(self, conn: Connection, batch: list[_Op]) -> list[int]:
+        """Insert the batch's live diffs (under :data:`LIVE_LOCK`, taken by the caller); a
+        ``seq`` per op (0 for the others)."""
+        if not any(op.kind == "diff" for op in batch):
+            return [0] * len(batch)
+        marks = ", ".join(f"${i}" for i in range(1, len(DIFF_COLUMNS) + 1))
+        sql = f"INSERT INTO live_diffs ({', '.join(DIFF_COLUMNS)}) VALUES ({marks}) RETURNING seq"
+        results = []
+        for op in batch:
+            results.append(int(await conn.fetchval(sql, *op.args)) if op.kind == "diff" else 0)
+        return results
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def add_comparison(self, row: ComparisonRow) -> None:
+        self._enqueue(_Op("comparison", (row.at, row.primary, row.partner, row.role,
+                                         row.domain, row.flagged)))
+
+    async def add_drift_event(self, row: DriftRow, within_s: float) -> bool:
+        try:
+            async with self._acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", DRIFT_LOCK)
+                status = await conn.execute(
+                    "INSERT INTO drift_events (at, primary_model, partner, domain, direction, "
+                    "expected, observed, comparisons, statistic) "
+                    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE NOT EXISTS (SELECT 1 FROM "
+                    "drift_events WHERE primary_model = $2 AND partner = $3 AND domain = $4 "
+                    "AND direction = $5 AND at > $10)",
+                    row.at, row.primary, row.partner, row.domain, row.direction, row.expected,
+                    row.observed, row.comparisons, row.statistic, row.at - within_s)
+        except DB_ERRORS as exc:
+            self.failure = (time.time(), str(exc))
+            raise StorageError(f"writing to {self._where}", exc) from None
+        return _count(str(status)) == 1
+
+    def request_reprofile(self, at: float, model: str, reason: str) -> None:
+        self._enqueue(_Op("reprofile", (at, model, reason)))
+
+    async def add_diff(self, values: dict[str, Any]) -> int:
+        args = tuple(bool(values[c]) if c == "redacted" else values[c] for c in DIFF_COLUMNS)
+        return await self._acknowledged("diff", args)
+
+    async def flush(self) -> None:
+        await self._acknowledged("barrier", ())
+
+    async def _acknowledged(self, kind: _Kind, args: tuple[Any, ...]) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._enqueue(_Op(kind, args, future))
+        return await future
+
+    async def save_pairings(self, document: str) -> None:
+        await self._execute(
+            "INSERT INTO pairings (id, document, updated_at) VALUES (1, $1, $2) "
+            "ON CONFLICT (id) DO UPDATE SET document = $1, updated_at = $2",
+            document, time.time())
+        await self._execute("SELECT pg_notify($1, '')", PAIRINGS_CHANNEL)
+
+    async def enforce(self, retention: Retention, now: Clock = time.time) -> int:
+        deleted = 0
+        if retention.max_age_s is not None:
+            cutoff = now() - retention.max_age_s
+            deleted += _count(await self._execute(
+                "DELETE FROM live_diffs WHERE created_at < $1", cutoff))
+            await self._execute("DELETE FROM comparisons WHERE at < $1", cutoff)
+        if retention.max_records is not None:
+            deleted += _count(await self._execute(
+                "DELETE FROM live_diffs WHERE seq <= (SELECT seq FROM live_diffs "
+                "ORDER BY seq DESC OFFSET $1 LIMIT 1)", retention.max_records))
+        if retention.max_comparisons is not None:
+            await self._execute("DELETE FROM comparisons WHERE id <= (SELECT id FROM "
+                                "comparisons ORDER BY id DESC OFFSET $1 LIMIT 1)",
+                                retention.max_comparisons)
+        return deleted
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        try:
+            async with self._acquire() as conn:
+                return str(await conn.execute(sql, *args))
+        except DB_ERRORS as exc:
+            self.failure = (time.time(), str(exc))
+            raise StorageError(f"writing to {self._where}", exc) from None
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            async with self._acquire() as conn:
+                return list(await conn.fetch(sql, *args))
+        except DB_ERRORS as exc:
+            raise StorageError(f"reading {self._where}", exc) from None
+
+    async def diffs(self, query: DiffQuery) -> list[dict[str, Any]]:
+        q = query
+        params: list[Any] = [q.after if q.after or not q.newest_first else 0]
+        where_ = ["seq < $1" if q.newest_first and q.after else "seq > $1"]
+        for column, value in (("primary_model", q.primary), ("partner", q.partner),
+                              ("role", q.role), ("created_at >=", q.since),
+                              ("created_at <", q.until), ("domains ?", q.domain)):
+            if value is not None:
+                params.append(value)
+                op = "" if " " in column else " ="
+                where_.append(f"{column}{op} ${len(params)}")
+        params.append(q.limit)
+        order = "DESC" if q.newest_first else ""
+        rows = await self._fetch(f"SELECT * FROM live_diffs WHERE {' AND '.join(where_)} "
+                                 f"ORDER BY seq {order} LIMIT ${len(params)}", *params)
+        return [_diff(r) for r in rows]
+
+    async def comparisons_after(self, after: int, since: float, limit: int
+                                ) -> list[tuple[int, ComparisonRow]]:
+        rows = await self._fetch("SELECT id, at, primary_model, partner, role, domain, flagged "
+                                 "FROM comparisons WHERE id > $1 AND at >= $2 ORDER BY id "
+                                 "LIMIT $3", after, since, limit)
+        return [(int(r[0]), ComparisonRow(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
+
+    async def last_ids(self) -> tuple[int, int]:
+        rows = await self._fetch("SELECT (SELECT COALESCE(MAX(id), 0) FROM comparisons), "
+                                 "(SELECT COALESCE(MAX(seq), 0) FROM live_diffs)")
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def counts(self, since: float) -> Counts:
+        rows = await self._fetch("SELECT primary_model, partner, domain, COUNT(*), "
+                                 "SUM(flagged::int) FROM comparisons WHERE at >= $1 "
+                                 "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3", since)
+        return [(r[0], r[1], r[2], int(r[3]), int(r[4] or 0)) for r in rows]
+
+    async def bucketed_counts(self, since: float, bucket_s: float) -> BucketedCounts:
+        rows = await self._fetch("SELECT primary_model, partner, domain, "
+                                 "FLOOR((at - $1) / $2)::bigint, COUNT(*), SUM(flagged::int) "
+                                 "FROM comparisons WHERE at >= $1 GROUP BY 1, 2, 3, 4 "
+                                 "ORDER BY 1, 2, 3, 4", since, bucket_s)
+        return [(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5] or 0)) for r in rows]
+
+    async def drift_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._fetch("SELECT * FROM drift_events ORDER BY seq DESC LIMIT $1", limit)
+        return [dict(r) for r in reversed(rows)]
+
+    async def count_diffs(self) -> int:
+        rows = await self._fetch("SELECT COUNT(*) FROM live_diffs")
+        return int(rows[0][0])
+
+    async def load_pairings(self) -> str | None:
+        rows = await self._fetch("SELECT document FROM pairings WHERE id = 1")
+        return str(rows[0][0]) if rows else None
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a write failed for want of the database (worth trying again)."""
+    return isinstance(exc, TRANSIENT)
+
+
+def _count(status: str) -> int:
+    """The row count of a command status (``DELETE 3`` → 3)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _diff(row: asyncpg.Record) -> dict[str, Any]:
+    prompt = row["prompt"]
+    return diff_json(dict(row), json.loads(row["domains"]),
+                     None if prompt is None else json.loads(prompt))

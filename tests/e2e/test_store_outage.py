@@ -1,0 +1,48 @@
+"""The service on PostgreSQL while its database goes away: completions go on, the loss is
+visible, recording resumes by itself."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.harness import Running, call, make_settings, serve, standard_models
+from tests.stores import fresh_database, on_postgres, outage
+
+ASK = [{"role": "user", "content": "Capital?"}]
+AUDIT = {"model": "audit:alpha", "messages": ASK, "diffroute": {"partner": "beta"}}
+
+
+async def comparisons(running: Running) -> int:
+    status, body = await call(running, "GET", "/v1/stats/disagreements?window=600")
+    return sum(r["comparisons"] for r in body["data"]) if status == 200 else -1
+
+
+async def paired(running: Running) -> dict[str, Any]:
+    status, body = await call(running, "POST", "/v1/chat/completions", AUDIT)
+    assert status == 200, body
+    result: dict[str, Any] = body["diffroute"]
+    return result
+
+
+async def test_completions_are_served_through_a_database_outage(tmp_path: Path) -> None:
+    async with fresh_database() as dsn:
+        settings = on_postgres(make_settings(tmp_path, standard_models()), dsn)
+        async with serve(settings) as running:
+            assert (await paired(running))["live_diff_id"]
+            async with outage(dsn):
+                status, plain = await call(running, "POST", "/v1/chat/completions",
+                                           {"model": "alpha", "messages": ASK})
+                assert status == 200 and plain["choices"][0]["message"]["content"]
+                lost = await paired(running)
+                assert lost["flagged"] and lost["live_diff_id"] is None
+                assert "live_diff_error" in lost
+                status, health = await call(running, "GET", "/healthz")
+                assert health["status"] == "degraded", health
+            # back: recording resumes by itself, the outage's comparisons included
+            async with asyncio.timeout(15):
+                while not (await paired(running))["live_diff_id"]:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)
+                while await comparisons(running) < 3:  # noqa: ASYNC110  # polls the API
+                    await asyncio.sleep(0.1)

@@ -1,0 +1,191 @@
+"""The storage interface, one set of tests run on both engines (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from router.cli import cli
+from router.config import Settings
+from router.errors import StartupError, StorageError
+from router.store import ComparisonRow, DiffQuery, DriftRow, Store, open_store, schema_state
+from router.store.migrations import POSTGRES, SQLITE
+from router.store.sqlite import SqliteStore
+from tests.stores import on_postgres, plain_settings
+
+
+def latest(settings: Settings) -> int:
+    return len(POSTGRES if settings.store.kind == "postgres" else SQLITE)
+
+
+async def test_counts_buckets_and_the_newest_comparisons(store: Store) -> None:
+    for i in range(10):
+        store.add_comparison(ComparisonRow(1000.0 + i, "alpha", "beta", "audit", "math",
+                                           i % 3 == 0))
+    store.add_comparison(ComparisonRow(1005.0, "alpha", "gamma", "assist", "law", False))
+    await store.flush()
+    assert await store.counts(1000.0) == [("alpha", "beta", "math", 10, 4),
+                                          ("alpha", "gamma", "law", 1, 0)]
+    assert await store.counts(1008.0) == [("alpha", "beta", "math", 2, 1)]
+    assert await store.bucketed_counts(1000.0, 5.0) == [
+        ("alpha", "beta", "math", 0, 5, 2), ("alpha", "beta", "math", 1, 5, 2),
+        ("alpha", "gamma", "law", 1, 1, 0)]
+    last, _ = await store.last_ids()
+    rows = await store.comparisons_after(last - 3, 0.0, 10)
+    assert [row.at for _, row in rows] == [1008.0, 1009.0, 1005.0]  # in commit order
+    assert [rowid for rowid, _ in rows] == [last - 2, last - 1, last]
+    assert rows[0][1] == ComparisonRow(1008.0, "alpha", "beta", "audit", "math", False)
+    assert len(await store.comparisons_after(0, 1000.0, 100)) == 11
+    assert len(await store.comparisons_after(0, 1006.0, 2)) == 2
+
+
+@pytest.mark.parametrize("engine_settings", ["sqlite"], indirect=True)
+async def test_comparisons_of_one_loop_turn_are_written_as_one_statement(
+        engine_settings: Settings) -> None:
+    async with open_store(engine_settings) as store:
+        assert isinstance(store, SqliteStore)
+        for i in range(5):
+            store.add_comparison(ComparisonRow(1e9 + i, "alpha", "beta", "audit", "general",
+                                               i == 3))
+        await store.flush()  # handed over before it, so committed with it
+        assert store.batches == 1
+        rows = await store.comparisons_after(0, 0.0, 100)
+        assert [(r.at, r.flagged) for _, r in rows] == [(1e9 + i, i == 3) for i in range(5)]
+        store.add_comparison(ComparisonRow(2e9, "alpha", "beta", "audit", "general", False))
+        await asyncio.sleep(0)  # the end of the turn hands the row over on its own
+        await store.flush()
+        assert len(await store.comparisons_after(0, 0.0, 100)) == 6
+
+
+def test_comparisons_without_an_event_loop_are_written_at_once(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path).open()
+    store.add_comparison(ComparisonRow(1e9, "alpha", "beta", "audit", "general", True))
+    store.close_now()  # flushes what is queued
+    reopened = SqliteStore(tmp_path).open_reader()
+    try:
+        assert [r["flagged"] for r in reopened.read("SELECT flagged FROM comparisons")] == [1]
+    finally:
+        reopened.close_now()
+
+
+async def test_drift_alarms_round_trip_oldest_first(store: Store) -> None:
+    for k in range(3):
+        assert await store.add_drift_event(DriftRow(2000.0 + k, "alpha", "beta", "math", "up",
+                                                    0.1, 0.4 + k / 10, 120 + k, 11.5), 0.5)
+    store.request_reprofile(2000.0, "beta", "drift up with alpha in math")
+    await store.flush()
+    events = await store.drift_events(limit=2)
+    assert [e["at"] for e in events] == [2001.0, 2002.0]
+    first = events[0]
+    assert (first["primary_model"], first["partner"], first["domain"]) == ("alpha", "beta",
+                                                                          "math")
+    assert first["direction"] == "up" and first["comparisons"] == 121
+    assert first["observed"] == pytest.approx(0.5) and first["expected"] == 0.1
+    assert isinstance(first["seq"], int) and first["statistic"] == 11.5
+
+
+async def test_pairings_are_one_document(store: Store) -> None:
+    assert await store.load_pairings() is None
+    await store.save_pairings('{"pinned": {"alpha": {"audit": "beta"}}}')
+    await store.save_pairings('{"excluded": [["alpha", "gamma"]]}')
+    assert await store.load_pairings() == '{"excluded": [["alpha", "gamma"]]}'
+
+
+async def test_an_acknowledged_diff_survives_reopening(engine_settings: Settings) -> None:
+    values = {"id": "ld_1", "created_at": 5.0, "request_id": "r", "primary_model": "alpha",
+              "partner": "beta", "role": "audit", "answered_by": "alpha", "mode": "concurrent",
+              "domains": '["math"]', "prompt_digest": "sha256:x", "prompt": None,
+              "primary_text": "4", "partner_text": "5", "agreement": 0.0, "divergence": 1.0,
+              "threshold": 0.5, "method": "typed:numeric", "unified_diff": None,
+              "reason": "r", "redacted": 0}
+    async with open_store(engine_settings) as store:
+        seq = await store.add_diff(values)
+        with pytest.raises(StorageError):  # the id is unique
+            await store.add_diff(values)
+        assert store.failure is not None
+    async with open_store(engine_settings) as store:
+        [diff] = await store.diffs(DiffQuery(limit=1000))
+        assert diff["seq"] == seq and diff["id"] == "ld_1" and diff["domains"] == ["math"]
+        assert await store.count_diffs() == 1
+
+
+async def test_instances_starting_at_once_migrate_once(engine_settings: Settings) -> None:
+    before = await schema_state(engine_settings, migrate=False) \
+        if engine_settings.store.kind == "postgres" else None
+    assert before is None or before.current == 0
+
+    async def start() -> int:
+        async with open_store(engine_settings) as store:
+            store.add_comparison(ComparisonRow(1.0, "a", "b", "audit", "d", True))
+            await store.flush()
+            return 1
+
+    assert sum(await asyncio.gather(*(start() for _ in range(4)))) == 4
+    state = await schema_state(engine_settings, migrate=False)
+    assert state.ok and state.current == latest(engine_settings)
+    async with open_store(engine_settings) as store:
+        assert await store.counts(0) == [("a", "b", "d", 4, 4)]
+
+
+def test_store_migrate_and_check_commands(engine_settings: Settings) -> None:
+    runner = CliRunner()
+    args = ["--data-dir", str(engine_settings.data_dir)]
+    env = {}
+    if engine_settings.store.kind == "postgres":
+        assert engine_settings.store.dsn is not None
+        config = engine_settings.data_dir.parent / "pool.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            "models: [{name: alpha, family: a, backend: {kind: scripted, answers: {x: 1}}}]\n"
+            "store: {kind: postgres, dsn: env:TEST_STORE_DSN}\n", encoding="utf-8")
+        args += ["--config", str(config)]
+        env["TEST_STORE_DSN"] = engine_settings.store.dsn.value() or ""
+    else:
+        engine_settings.data_dir.mkdir(parents=True)
+        (engine_settings.data_dir / "live.sqlite3").touch()
+    checked = runner.invoke(cli, ["store", "check", *args], env=env)
+    assert checked.exit_code == 1 and "run diffroute store migrate" in checked.output
+    migrated = runner.invoke(cli, ["store", "migrate", *args], env=env)
+    assert migrated.exit_code == 0 and "up to date" in migrated.output, migrated.output
+    checked = runner.invoke(cli, ["store", "check", *args], env=env)
+    assert checked.exit_code == 0 and f"version {latest(engine_settings)}" in checked.output
+    assert "diffroute:diffroute" not in checked.output  # never the password
+
+
+async def test_an_unreachable_database_stops_the_start(tmp_path: Path) -> None:
+    dead = on_postgres(plain_settings(tmp_path), "postgresql://nobody:secret@127.0.0.1:1/none",
+                       connect_timeout_s=2)
+    with pytest.raises(StartupError, match=r"127\.0\.0\.1:1/none") as caught:
+        async with open_store(dead):
+            pass
+    assert "secret" not in str(caught.value)
+
+
+async def test_an_alarm_is_stored_once_however_many_instances_raise_it(
+        engine_settings: Settings) -> None:
+    alarm = DriftRow(3000.0, "alpha", "beta", "math", "up", 0.1, 0.5, 150, 10.2)
+    async with open_store(engine_settings) as a, open_store(engine_settings) as b:
+        raised = await asyncio.gather(*(s.add_drift_event(alarm, 600.0) for s in (a, b, a, b)))
+        assert sorted(raised) == [False, False, False, True]
+        later = DriftRow(3700.0, "alpha", "beta", "math", "up", 0.1, 0.5, 300, 10.2)
+        down = DriftRow(3001.0, "alpha", "beta", "math", "down", 0.1, 0.0, 160, 10.2)
+        assert await b.add_drift_event(later, 600.0) and await a.add_drift_event(down, 600.0)
+        assert len(await a.drift_events()) == 3
+
+
+async def test_watchers_hear_of_committed_changes(engine_settings: Settings) -> None:
+    async with open_store(engine_settings) as writer, open_store(engine_settings) as other:
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        watched = other if engine_settings.store.kind == "postgres" else writer
+        watched.watch(heard.put_nowait)
+        await asyncio.sleep(0.2)  # the listening connection is up…
+        while not heard.empty():  # …and has said "anything may have changed"
+            heard.get_nowait()
+        writer.add_comparison(ComparisonRow(1.0, "a", "b", "audit", "d", False))
+        await writer.flush()
+        assert await asyncio.wait_for(heard.get(), 5) == "live"
+        await writer.save_pairings("{}")
+        assert await asyncio.wait_for(heard.get(), 5) == "pairings"
