@@ -10,12 +10,10 @@ over ``0.00``).
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from profiles.diff import Diff
 from profiles.report.html import render_html
@@ -23,14 +21,11 @@ from tests.e2e.harness import Running
 from tests.e2e.ui_world import (
     CLIENT_KEY,
     api,
+    browser_fixture,  # noqa: F401
     profiled_fixture,  # noqa: F401  # a fixture the tests use by name
     running_fixture,  # noqa: F401
 )
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic", "--disable-dev-shm-usage"]
 WIDTHS = (1400, 800)
 
 OVERFLOW = "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
@@ -38,16 +33,6 @@ TICK_BOXES = """() => [...document.querySelectorAll('svg text[text-anchor="middl
     const r = t.getBoundingClientRect();
     return {text: t.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom};
 })"""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 def overlapping(boxes: list[dict[str, Any]]) -> list[tuple[str, str]]:

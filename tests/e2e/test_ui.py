@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from tests.e2e.harness import Running
 from tests.e2e.ui_world import (
@@ -31,24 +29,10 @@ from tests.e2e.ui_world import (
     QUESTION,
     api,
     audit,
+    browser_fixture,  # noqa: F401
     profiled_fixture,  # noqa: F401  # a fixture the tests use by name
     running_fixture,  # noqa: F401
 )
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic", "--disable-dev-shm-usage"]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @pytest.fixture
