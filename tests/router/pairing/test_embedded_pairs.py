@@ -13,13 +13,9 @@ from router.pairing.decider import build_decider
 from router.pairing.decision import RouteRequest
 from router.pairing.pinned import Pairings
 from router.pool import Pool
-from router.profiling.sources import shipped_profiles_dir
-
-SHIPPED = sorted(p.name for p in shipped_profiles_dir().iterdir()
-                 if p.name.endswith(".json.gz")) if shipped_profiles_dir().is_dir() else []
 
 
-@pytest.mark.skipif(len(SHIPPED) < 3, reason="the embedded pool's profiles are not shipped yet")
+
 def test_smollm2_is_audited_by_gemma_and_assisted_by_smollm2(tmp_path: Path) -> None:
     settings = default_settings(tmp_path / "data")  # an empty store: only shipped profiles
     family = {m.name: m.family_name for m in settings.models}
@@ -39,7 +35,6 @@ def test_smollm2_is_audited_by_gemma_and_assisted_by_smollm2(tmp_path: Path) -> 
         assert kappa.n_probes > 0 and kappa.model == audit.partner
 
 
-@pytest.mark.skipif(len(SHIPPED) < 3, reason="the embedded pool's profiles are not shipped yet")
 def test_every_domain_of_the_suite_gets_both_roles(tmp_path: Path) -> None:
     """No false "no partner": a profiled pool pairs every primary in every domain, and where a
     domain lacks a measure the reason says which evidence stood in for it."""
@@ -57,7 +52,6 @@ def test_every_domain_of_the_suite_gets_both_roles(tmp_path: Path) -> None:
                     assert "fell back" in d.reason
 
 
-@pytest.mark.skipif(len(SHIPPED) < 3, reason="the embedded pool's profiles are not shipped yet")
 def test_pairs_command_pairs_every_domain_for_both_roles(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``diffroute pairs --domain D`` on the embedded pool: every domain of the shipped suite,
