@@ -15,7 +15,6 @@ from router.pairing.pinned import Pairings
 from router.pool import Pool
 
 
-
 def test_smollm2_is_audited_by_gemma_and_assisted_by_smollm2(tmp_path: Path) -> None:
     settings = default_settings(tmp_path / "data")  # an empty store: only shipped profiles
     family = {m.name: m.family_name for m in settings.models}
