@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from profiles.probe import REQUEST_FORMAT, Probe
@@ -154,8 +154,13 @@ async def run_job(job: Job, store: Observations, decoding: Decoding, retries: in
 async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observations,
                   decoding: Decoding = Decoding(), concurrency: int = 4, retries: int = 3,
                   backoff: float = 0.5, on_progress: ProgressCallback | None = None,
-                  ) -> CollectReport:
-    """Collect what is missing, with ``concurrency`` requests in flight per model."""
+                  limits: Mapping[str, int] | None = None) -> CollectReport:
+    """Collect what is missing, with ``concurrency`` requests in flight per model.
+
+    ``limits`` caps a model's workers (its ``max_concurrency``): more workers than the model
+    serves at once gain nothing and interleave probes, which costs a local model the reuse of
+    its evaluated prompt between the requests of one probe.
+    """
     jobs, report = plan(models, probes, store, decoding)
     queues: dict[str, asyncio.Queue[Job]] = {}
     for job in jobs:
@@ -171,7 +176,10 @@ async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store:
             if on_progress is not None:
                 on_progress(job.model.name, len(job.indices))
 
-    workers = [worker(q) for q in queues.values() for _ in range(max(1, concurrency))]
+    def width(name: str) -> int:
+        return max(1, min(concurrency, (limits or {}).get(name, concurrency)))
+
+    workers = [worker(q) for name, q in queues.items() for _ in range(width(name))]
     await asyncio.gather(*workers)
     return report
 

@@ -195,7 +195,12 @@ class _Loaded:
 
 
 class SharedModel:
-    """One loaded GGUF, its lock and its single worker thread; shared by pool variants."""
+    """One GGUF, its lock and its single worker thread; shared by pool variants.
+
+    Each variant gets its own llama.cpp context (the weights are loaded once per variant, so
+    each keeps its own evaluated prompt): requests of one variant for one probe reuse the
+    prompt's key-value cache even when another variant's requests come in between.
+    """
 
     def __init__(self, weights: str, data_dir: Path, base_dir: Path | None,
                  params: LlamaCppParams) -> None:
@@ -206,31 +211,30 @@ class SharedModel:
         self.lock = asyncio.Lock()
         self.refs = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llamacpp")
-        self._loaded: _Loaded | None = None
+        self._loaded: dict[str, _Loaded] = {}
         self.loading = False
         """A background load (:meth:`preload`) is under way."""
 
-    @property
-    def is_loaded(self) -> bool:
-        return self._loaded is not None
+    def is_loaded(self, member: str) -> bool:
+        return member in self._loaded
 
-    async def preload(self) -> bool:
-        """Load the weights now (in the worker thread, under the lock: a request that comes
-        first waits for the load instead of failing); ``False`` if they were loaded already."""
-        if self._loaded is not None:
+    async def preload(self, member: str) -> bool:
+        """Load ``member``'s context now (in the worker thread, under the lock: a request that
+        comes first waits for the load instead of failing); ``False`` if it was loaded."""
+        if member in self._loaded:
             return False
         self.loading = True
         try:
-            await self.run(lambda loaded: None)
+            await self.run(member, lambda loaded: None)
         finally:
             self.loading = False
         return True
 
-    def loaded(self) -> _Loaded:
-        """The model, loaded on first use (worker thread only)."""
-        if self._loaded is None:
-            self._loaded = _Loaded(self._load())
-        return self._loaded
+    def loaded(self, member: str) -> _Loaded:
+        """``member``'s context, loaded on first use (worker thread only)."""
+        if member not in self._loaded:
+            self._loaded[member] = _Loaded(self._load())
+        return self._loaded[member]
 
     def _load(self) -> Llama:
         from router.backends.weights import resolve_weights
@@ -249,11 +253,11 @@ class SharedModel:
         except (ValueError, RuntimeError, OSError) as exc:
             raise _LoadError(f"cannot load {path.name}: {exc}") from exc
 
-    async def run(self, job: Callable[[_Loaded], T]) -> T:
-        """Run ``job`` on the worker thread, one at a time."""
+    async def run(self, member: str, job: Callable[[_Loaded], T]) -> T:
+        """Run ``job`` on ``member``'s context in the worker thread, one at a time."""
         async with self.lock:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, lambda: job(self.loaded()))
+            return await loop.run_in_executor(self._executor, lambda: job(self.loaded(member)))
 
     def submit(self, job: Callable[[], None]) -> asyncio.Future[None]:
         """Start ``job`` on the worker thread (caller holds :attr:`lock`; job calls loaded())."""
@@ -262,10 +266,10 @@ class SharedModel:
     async def close(self) -> None:
         """Free the weights and stop the worker thread."""
         async with self.lock:
-            loaded, self._loaded = self._loaded, None
-            if loaded is not None:
+            loaded, self._loaded = list(self._loaded.values()), {}
+            for one in loaded:
                 await asyncio.get_running_loop().run_in_executor(self._executor,
-                                                                 loaded.llama.close)
+                                                                 one.llama.close)
             self._executor.shutdown(wait=False)
 
 
@@ -313,14 +317,20 @@ def first_token_logprobs(loaded: _Loaded, tokens: Sequence[int],
 
     The prompt is evaluated once and the logits of its last position read directly, so the
     model needs no ``logits_all`` (which would copy a full vocabulary row — 262k floats for
-    Gemma — for every token). The next ``create_completion`` of the same prompt reuses the
-    evaluated prefix, so this costs about one token.
+    Gemma — for every token). The context's evaluated prefix is reused (the last prompt token
+    is evaluated again to refresh the logits), and the next ``create_completion`` of the same
+    prompt reuses it too, so a repeated prompt costs about one token.
     """
     from llama_cpp import Llama
 
     llama = loaded.llama
-    llama.reset()  # type: ignore[no-untyped-call]
-    llama.eval(list(tokens))
+    keep = min(common_prefix(llama.input_ids[:llama.n_tokens].tolist(), tokens), len(tokens) - 1)
+    if keep > 0 and llama._ctx.kv_cache_seq_rm(-1, keep, -1):
+        llama.n_tokens = keep
+    else:
+        llama.reset()  # type: ignore[no-untyped-call]
+        keep = 0
+    llama.eval(list(tokens[keep:]))
     logits = np.ctypeslib.as_array(
         llama._ctx.get_logits(), shape=(llama.n_vocab(),))  # type: ignore[no-untyped-call]
     logprobs = Llama.logits_to_logprobs(np.array(logits, dtype=np.float32))
@@ -331,6 +341,16 @@ def first_token_logprobs(loaded: _Loaded, tokens: Sequence[int],
         TokenLogprob(llama.detokenize([int(i)]).decode(errors="ignore"), float(logprobs[i]))
         for i in top
     )
+
+
+def common_prefix(evaluated: Sequence[int], tokens: Sequence[int]) -> int:
+    """How many leading tokens ``tokens`` shares with the context's ``evaluated`` ones."""
+    n = 0
+    for a, b in zip(evaluated, tokens, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
 
 
 class LlamaCppBackend:
@@ -392,7 +412,7 @@ class LlamaCppBackend:
                      emit: Callable[[object], None], stopped: Callable[[], bool]) -> None:
         """Generate on the worker thread, handing each delta to ``emit``; ``stopped`` aborts."""
         try:
-            loaded = model.loaded()
+            loaded = model.loaded(self._name)
             prompt = self._prompt(loaded, request)
             chunks = cast(Generator[dict[str, Any], None, None], loaded.llama.create_completion(
                 prompt.tokens, stop=prompt.stop, seed=self._seed(request), stream=True,
@@ -423,7 +443,8 @@ class LlamaCppBackend:
     async def sample(self, request: SampleRequest) -> SampleResult:
         started = time.perf_counter()
         try:
-            samples, usage = await self._model().run(lambda m: self._generate(m, request))
+            samples, usage = await self._model().run(self._name,
+                                                     lambda m: self._generate(m, request))
         except Exception as exc:
             raise self._translate(exc) from exc
         return SampleResult(self._name, tuple(samples), usage, time.perf_counter() - started)
@@ -453,7 +474,7 @@ class LlamaCppBackend:
         if importlib.util.find_spec("llama_cpp") is None:
             return BackendStatus("missing weights", f"llama-cpp-python missing ({INSTALL_HINT})")
         shared = self._shared
-        if shared is not None and shared.is_loaded:
+        if shared is not None and shared.is_loaded(self._name):
             return BackendStatus("ready", "weights loaded")
         if shared is not None and shared.loading:
             return BackendStatus("loading", "loading the weights in the background")
@@ -469,7 +490,7 @@ class LlamaCppBackend:
             return
         started = time.perf_counter()
         try:
-            loaded_now = await shared.preload()
+            loaded_now = await shared.preload(self._name)
         except Exception as exc:  # the first request reports it properly
             _log.warning("model.load_failed", model=self._name,
                          error=str(self._translate(exc)))

@@ -65,8 +65,9 @@ async def collect_with_progress(pool: Pool, names: Sequence[str], suite: Suite,
             speed = bar.tasks[tasks[model]].speed
             bar.update(tasks[model], rate=f"{speed:.1f}" if speed else "-")
 
+        limits = {n: pool.get(n).config.max_concurrency for n in names}
         return await collect(models, suite.probes, store, decoding, concurrency=concurrency,
-                             on_progress=advance)
+                             on_progress=advance, limits=limits)
 
 
 async def build_profiles(settings: Settings, suite_name: str, names: Sequence[str], samples: int,

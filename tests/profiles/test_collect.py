@@ -102,6 +102,35 @@ async def test_every_sample_is_its_own_request_with_its_own_seed(tmp_path: Path)
     assert sum(r.top_logprobs > 0 for r in seen) == 3  # option probabilities once per probe
 
 
+async def test_a_model_gets_no_more_workers_than_it_serves_at_once(tmp_path: Path) -> None:
+    """``limits`` (the pool's max_concurrency) caps a model's workers: with one, the requests
+    of one probe follow each other (a local model reuses the evaluated prompt between them)."""
+    order: dict[str, list[str]] = {"m": [], "wide": []}
+    busy: dict[str, int] = {"m": 0, "wide": 0}
+    peak: dict[str, int] = {"m": 0, "wide": 0}
+    models = [model("m", latency_ms=2), model("wide", latency_ms=2)]
+    for m in models:
+        original = m.sample
+
+        async def spy(request: SampleRequest, name: str = m.name,
+                      original: object = original) -> SampleResult:
+            busy[name] += 1
+            peak[name] = max(peak[name], busy[name])
+            order[name].append(request.messages[0]["content"])
+            try:
+                return await original(request)  # type: ignore[operator,no-any-return]
+            finally:
+                busy[name] -= 1
+
+        m.sample = spy  # type: ignore[method-assign]
+    report = await collect(models, probes(6), ObservationStore.in_data_dir(tmp_path),
+                           Decoding(samples=3), concurrency=4, limits={"m": 1})
+    assert report.stored_samples == 36 and not report.failures
+    assert peak == {"m": 1, "wide": 4}
+    runs = [prompt for i, prompt in enumerate(order["m"]) if i == 0 or prompt != order["m"][i - 1]]
+    assert len(runs) == 6  # each probe's three requests back to back
+
+
 async def test_the_confirm_round_is_a_fresh_collection(tmp_path: Path) -> None:
     store = ObservationStore.in_data_dir(tmp_path)
     suite = Suite(SuiteManifest(name="t", version="1"), tuple(probes(30)))

@@ -151,7 +151,7 @@ async def test_variants_share_one_loaded_model(tmp_path: Path) -> None:
     await plain.sample(ask("Hi", max_tokens=2))
     await terse.sample(ask("Hi", max_tokens=2))
     cache = context.extras[CACHE_KEY]
-    assert len(cache) == 1  # two pool models, one weights file, one Llama
+    assert len(cache) == 1  # two pool models, one weights file, one worker (a context each)
     await plain.aclose()
     assert len(cache) == 1  # smollm2-terse still holds it
     assert (await terse.sample(ask("Hi", max_tokens=2))).samples[0].text
@@ -159,6 +159,40 @@ async def test_variants_share_one_loaded_model(tmp_path: Path) -> None:
     assert cache == {}
     with pytest.raises(ModelUnavailableError, match="closed"):
         await plain.sample(ask("Hi", max_tokens=2))
+
+
+def count_evaluated(backend: LlamaCppBackend, member: str) -> list[int]:
+    """Record how many tokens each ``eval`` of ``member``'s context is given (a spy on the real
+    llama.cpp object: the numbers are what llama.cpp computes)."""
+    llama = backend._model().loaded(member).llama
+    counts: list[int] = []
+    original = llama.eval
+
+    def spy(tokens: list[int]) -> None:
+        counts.append(len(tokens))
+        original(tokens)
+
+    llama.eval = spy  # type: ignore[method-assign]
+    return counts
+
+
+async def test_each_variant_keeps_its_evaluated_prompt(pool: dict[str, LlamaCppBackend]) -> None:
+    """Requests of one variant for one prompt reuse its key-value cache even when the other
+    variant of the same weights runs in between: a repeated prompt costs about one token, not
+    the prompt (what makes one request per sample affordable in a profile build)."""
+    plain, terse = pool["smollm2"], pool["smollm2-terse"]
+    request = ask(CHOICE, max_tokens=1, temperature=1.0, seed=3, top_logprobs=5)
+    first = await plain.sample(request)
+    await terse.sample(ask(STORY, max_tokens=1))
+    counts = count_evaluated(plain, "smollm2")
+    again = await plain.sample(request)
+    assert first.usage.prompt_tokens > 20
+    assert sum(counts) <= 2, counts  # one replayed token for the logprobs, one for the answer
+    assert again.samples == first.samples  # reuse changes the cost, not the answer
+    other = await plain.sample(ask(CHOICE.replace("France", "Spain"), max_tokens=1,
+                                   top_logprobs=5))
+    assert 2 < sum(counts) - 2 < other.usage.prompt_tokens  # the shared start is not re-read
+    assert other.samples[0].first_token_logprobs != first.samples[0].first_token_logprobs
 
 
 async def test_concurrent_calls_are_serialized_and_loop_stays_responsive(
