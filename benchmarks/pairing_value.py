@@ -65,28 +65,44 @@ DRAWS = 500
 
 # --- the planted pool ---------------------------------------------------------------------------
 
-def planted_pool(seed: int, sharpness: tuple[float, float] = (0.75, 0.95)
+SCENARIOS = ("families", "consensus")
+"""Where the planted blind spots run: through some families in some domains (``families``), or
+through most of the pool in every gold domain (``consensus``: one teacher's mistakes, which only
+the two unrelated models do not make)."""
+
+
+def planted_pool(seed: int, sharpness: tuple[float, float] = (0.75, 0.95),
+                 scenario: str = "families",
                  ) -> tuple[list[ModelConfig], dict[tuple[str, str], str]]:
     """Models, and (model, domain) → its planted prior-sharing partner on a domain w/o gold.
 
-    Families A (3 models), B (2), C (2), D, E. A teacher prior ``T`` is shared by A, B and C
-    in ``math`` and ``law`` (their blind spots coincide there), ``H`` by A and B in ``history``;
-    on ``values`` a2 and c1 share prior ``V``, on ``identity`` b1 and d1 share ``I``.
+    Families A (3 models), B (2), C (2), D, E. ``families``: a teacher prior ``T`` is shared by
+    A, B and c1/b2/a3 in ``math`` and ``law`` (their blind spots coincide there), ``H`` by A
+    and B in ``history``, nothing in ``science``. ``consensus``: ``T`` is shared by all of A,
+    B and C in every gold domain; only D and E answer from their own priors. In both, on
+    ``values`` a2 and c1 share prior ``V``, on ``identity`` b1 and d1 share ``I``.
     """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})")
     rng = np.random.default_rng(seed)
 
     def acc() -> float:
         return round(float(rng.uniform(0.55, 0.8)), 2)
 
-    teacher = {"math": {"prior": "T"}, "law": {"prior": "T"}}
+    if scenario == "consensus":
+        teacher = {d: {"prior": "T"} for d in GOLD}
+        history: dict[str, dict[str, str]] = {}
+    else:
+        teacher = {"math": {"prior": "T"}, "law": {"prior": "T"}}
+        history = {"history": {"prior": "H"}}
     spec = [
-        ("a1", "A", {**teacher, "history": {"prior": "H"}}),
-        ("a2", "A", {**teacher, "history": {"prior": "H"}, "values": {"prior": "V"}}),
+        ("a1", "A", {**teacher, **history}),
+        ("a2", "A", {**teacher, **history, "values": {"prior": "V"}}),
         ("a3", "A", {**teacher}),
-        ("b1", "B", {**teacher, "history": {"prior": "H"}, "identity": {"prior": "I"}}),
+        ("b1", "B", {**teacher, **history, "identity": {"prior": "I"}}),
         ("b2", "B", {**teacher}),
         ("c1", "C", {**teacher, "values": {"prior": "V"}}),
-        ("c2", "C", {}),
+        ("c2", "C", teacher if scenario == "consensus" else {}),
         ("d1", "D", {"identity": {"prior": "I"}}),
         ("e1", "E", {}),
     ]
@@ -346,11 +362,11 @@ def _majority(held: Held, members: Sequence[str], cols: npt.NDArray[np.int64]) -
 
 # --- runs -------------------------------------------------------------------------------------
 
-def simulated(pools: int, samples: int, per_domain: int,
-              sharpness: tuple[float, float]) -> list[PoolResult]:
+def simulated(pools: int, samples: int, per_domain: int, sharpness: tuple[float, float],
+              scenario: str = "families") -> list[PoolResult]:
     results = []
     for seed in range(1, pools + 1):
-        models, planted = planted_pool(seed, sharpness)
+        models, planted = planted_pool(seed, sharpness, scenario)
         suite = planted_suite(per_domain)
         with tempfile.TemporaryDirectory() as tmp:
             store = ObservationStore.in_data_dir(Path(tmp))
@@ -435,15 +451,19 @@ def main() -> None:
     parser.add_argument("--sharpness", default="0.75,0.95",
                         help="range of the models' sharpness (share of samples that are the "
                              "preferred answer); several ranges separated by ';'")
+    parser.add_argument("--scenario", default=",".join(SCENARIOS),
+                        help="where the blind spots run (comma-separated): " + "; ".join(
+                            f"{s}" for s in SCENARIOS))
     parser.add_argument("--skip-embedded", action="store_true")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    for spec in args.sharpness.split(";"):
-        low, high = (float(x) for x in spec.split(","))
-        report(simulated(args.pools, args.samples, args.per_domain, (low, high)),
-               f"simulated pools: {args.pools} × 9 scripted models, {len(GOLD)} gold + "
-               f"{len(NO_GOLD)} no-gold domains × {args.per_domain} probes, k = {args.samples}, "
-               f"sharpness {low}–{high}", rng)
+    for scenario in args.scenario.split(","):
+        for spec in args.sharpness.split(";"):
+            low, high = (float(x) for x in spec.split(","))
+            report(simulated(args.pools, args.samples, args.per_domain, (low, high), scenario),
+                   f"simulated pools ({scenario}): {args.pools} × 9 scripted models, "
+                   f"{len(GOLD)} gold + {len(NO_GOLD)} no-gold domains × {args.per_domain} "
+                   f"probes, k = {args.samples}, sharpness {low}–{high}", rng)
     if not args.skip_embedded:
         result = embedded(rng)
         if result is not None:

@@ -132,23 +132,33 @@ async def _with_retries(job: Job, decoding: Decoding, index: int, retries: int,
     raise AssertionError("unreachable")
 
 
-async def run_job(job: Job, store: Observations, decoding: Decoding, retries: int,
-                  backoff: float, report: CollectReport) -> None:
-    """Fill one job's sample indices, one request each, and store them in one transaction."""
-    got: list[tuple[int, Sample]] = []
-    prompt_tokens = completion_tokens = 0
-    latency = 0.0
-    for index in job.indices:
-        result = await _with_retries(job, decoding, index, retries, backoff, report)
+@dataclass
+class _Filling:
+    """A job whose requests are under way: the samples so far, stored when all are in."""
+
+    job: Job
+    got: list[tuple[int, Sample]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency: float = 0.0
+    failed: bool = False
+
+    def add(self, index: int, result: SampleResult) -> bool:
+        """Take one request's sample; ``True`` once the job has all of them."""
         if not result.samples:
             raise ValueError("asked for 1 sample, got none")
-        got.append((index, result.samples[0]))
-        prompt_tokens += result.usage.prompt_tokens
-        completion_tokens += result.usage.completion_tokens
-        latency += result.latency_s
-    store.put(job.key, decoding.key(), job.model.name, job.probe.id, job.probe_hash, got,
-              prompt_tokens, completion_tokens, latency)
-    report.stored_samples += len(got)
+        self.got.append((index, result.samples[0]))
+        self.prompt_tokens += result.usage.prompt_tokens
+        self.completion_tokens += result.usage.completion_tokens
+        self.latency += result.latency_s
+        return len(self.got) == len(self.job.indices)
+
+    def store(self, store: Observations, decoding: Decoding) -> None:
+        """All of the job's samples in one transaction."""
+        job = self.job
+        store.put(job.key, decoding.key(), job.model.name, job.probe.id, job.probe_hash,
+                  sorted(self.got, key=lambda item: item[0]), self.prompt_tokens,
+                  self.completion_tokens, self.latency)
 
 
 async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observations,
@@ -157,24 +167,41 @@ async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store:
                   limits: Mapping[str, int] | None = None) -> CollectReport:
     """Collect what is missing, with ``concurrency`` requests in flight per model.
 
-    ``limits`` caps a model's workers (its ``max_concurrency``): more workers than the model
-    serves at once gain nothing and interleave probes, which costs a local model the reuse of
-    its evaluated prompt between the requests of one probe.
+    Every sample is its own request. A model's requests go out in probe order, so the ones in
+    flight together are mostly of one probe (a local model decodes those together, and reuses
+    the evaluated prompt between them); a probe's samples are stored in one transaction once
+    all are in, and a probe with a failed request stores none. ``limits`` caps a model's
+    requests in flight (its ``max_concurrency``): more gain nothing.
     """
     jobs, report = plan(models, probes, store, decoding)
-    queues: dict[str, asyncio.Queue[Job]] = {}
+    queues: dict[str, asyncio.Queue[tuple[_Filling, int]]] = {}
     for job in jobs:
-        queues.setdefault(job.model.name, asyncio.Queue()).put_nowait(job)
+        filling = _Filling(job)
+        for index in job.indices:
+            queues.setdefault(job.model.name, asyncio.Queue()).put_nowait((filling, index))
 
-    async def worker(queue: asyncio.Queue[Job]) -> None:
+    def done(filling: _Filling) -> None:
+        if on_progress is not None:
+            on_progress(filling.job.model.name, len(filling.job.indices))
+
+    async def worker(queue: asyncio.Queue[tuple[_Filling, int]]) -> None:
         while not queue.empty():
-            job = queue.get_nowait()
+            filling, index = queue.get_nowait()
+            if filling.failed:
+                continue
+            job = filling.job
             try:
-                await run_job(job, store, decoding, retries, backoff, report)
+                result = await _with_retries(job, decoding, index, retries, backoff, report)
+                if not filling.add(index, result):
+                    continue
+                filling.store(store, decoding)
+                report.stored_samples += len(filling.got)
             except Exception as exc:
+                if filling.failed:
+                    continue
+                filling.failed = True
                 report.failures.append((job.model.name, job.probe.id, str(exc) or repr(exc)))
-            if on_progress is not None:
-                on_progress(job.model.name, len(job.indices))
+            done(filling)
 
     def width(name: str) -> int:
         return max(1, min(concurrency, (limits or {}).get(name, concurrency)))

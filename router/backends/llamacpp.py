@@ -44,6 +44,7 @@ from profiles.protocol import (
     mix_seed,
 )
 from router.backends.base import BackendContext, BackendStatus, StreamDelta
+from router.backends.llamacpp_batch import BatchDecoder, Decoding, Generated
 from router.backends.params import LlamaCppParams
 from router.backends.weights import INSTALL_HINT, WeightsNotFoundError, packaged, weights_status
 from router.errors import (
@@ -59,9 +60,13 @@ if TYPE_CHECKING:
     from router.backends.model_config import ModelConfig
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 CACHE_KEY = "llamacpp.models"
 """Where the shared-model cache lives in :attr:`BackendContext.extras`."""
+
+BATCH_SEQUENCES = 32
+"""At most this many requests of one prompt decoded together."""
 
 CONFIG_DIR_KEY = "config_dir"
 """:attr:`BackendContext.extras` key of the config file's directory (relative weight paths)."""
@@ -174,6 +179,7 @@ class _Loaded:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self.llama = llama
+        self._decoder: BatchDecoder | None = None
         model = llama._model  # the token texts are only exposed on the internal model
         self.eos = model.token_get_text(llama.token_eos()) if llama.token_eos() != -1 else ""
         bos = model.token_get_text(llama.token_bos()) if llama.token_bos() != -1 else ""
@@ -187,6 +193,21 @@ class _Loaded:
         tokens = self.llama.tokenize(rendered.prompt.encode(), add_bos=False, special=True)
         stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop or ""]
         return _Prompt(tokens, [s for s in stop if s])
+
+    def decoder(self) -> BatchDecoder:
+        """The context that decodes several requests of one prompt at once, made on first use:
+        :data:`BATCH_SEQUENCES` sequences in twice the main context's cells."""
+        if self._decoder is None:
+            n_ctx = self.llama.n_ctx()
+            cells = max(n_ctx, min(2 * n_ctx, int(self.llama._model.n_ctx_train())))
+            self._decoder = BatchDecoder(self.llama, BATCH_SEQUENCES, cells)
+        return self._decoder
+
+    def close(self) -> None:
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
+        self.llama.close()
 
     def text_prompt(self, text: str) -> _Prompt:
         """Tokens of plain text; user text is never parsed for special tokens."""
@@ -212,6 +233,7 @@ class SharedModel:
         self.refs = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llamacpp")
         self._loaded: dict[str, _Loaded] = {}
+        self._waiting: dict[tuple[str, str], list[tuple[Any, asyncio.Future[Any]]]] = {}
         self.loading = False
         """A background load (:meth:`preload`) is under way."""
 
@@ -259,6 +281,34 @@ class SharedModel:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor, lambda: job(self.loaded(member)))
 
+    async def together(self, member: str, key: str, item: R,
+                       job: Callable[[_Loaded, list[R]], list[T]]) -> T:
+        """Run ``item`` with every other item of ``member`` under ``key`` that is waiting when
+        the worker gets to it: ``job`` gets them all and returns one result per item.
+
+        What one request waits for is unchanged (its turn at the lock); requests that wait at
+        the same time for the same prompt share the turn (:mod:`router.backends.llamacpp_batch`).
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        group_key = (member, key)
+        self._waiting.setdefault(group_key, []).append((item, future))
+        try:
+            async with self.lock:
+                if not future.done():
+                    group = self._waiting.pop(group_key)
+                    items = [i for i, _ in group]
+                    running = loop.run_in_executor(self._executor,
+                                                   lambda: job(self.loaded(member), items))
+                    running.add_done_callback(lambda done: _hand_out(group, done))
+                    await asyncio.shield(running)  # a leader that leaves does not strand the rest
+        except asyncio.CancelledError:
+            waiting = self._waiting.get(group_key, [])
+            if (item, future) in waiting:
+                waiting.remove((item, future))
+            raise
+        return await future
+
     def submit(self, job: Callable[[], None]) -> asyncio.Future[None]:
         """Start ``job`` on the worker thread (caller holds :attr:`lock`; job calls loaded())."""
         return asyncio.get_running_loop().run_in_executor(self._executor, job)
@@ -268,9 +318,24 @@ class SharedModel:
         async with self.lock:
             loaded, self._loaded = list(self._loaded.values()), {}
             for one in loaded:
-                await asyncio.get_running_loop().run_in_executor(self._executor,
-                                                                 one.llama.close)
+                await asyncio.get_running_loop().run_in_executor(self._executor, one.close)
             self._executor.shutdown(wait=False)
+
+
+def _hand_out(group: list[tuple[Any, asyncio.Future[Any]]], done: asyncio.Future[Any]) -> None:
+    """Give each waiting item its result (or the group's failure)."""
+    if done.cancelled():
+        error: BaseException | None = asyncio.CancelledError()
+    else:
+        error = done.exception()
+    results = done.result() if error is None else [None] * len(group)
+    for (_, future), result in zip(group, results, strict=True):
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _weights_key(ref: str, base_dir: Path | None) -> str:
@@ -296,19 +361,6 @@ def shared_model(context: BackendContext, params: LlamaCppParams) -> SharedModel
 
 
 # ------------------------------------------------------------------------------ generation
-
-
-@dataclass(frozen=True, slots=True)
-class _Decoding:
-    max_tokens: int
-    temperature: float
-    top_p: float
-    top_k: int
-    min_p: float
-    repeat_penalty: float
-
-    def kwargs(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def first_token_logprobs(loaded: _Loaded, tokens: Sequence[int],
@@ -379,10 +431,10 @@ class LlamaCppBackend:
         prompt.stop = [*prompt.stop, *request.stop]
         return prompt
 
-    def _decoding(self, request: SampleRequest) -> _Decoding:
+    def _decoding(self, request: SampleRequest) -> Decoding:
         p = self.params
         temperature = p.temperature if p.temperature is not None else request.temperature
-        return _Decoding(request.max_tokens, temperature, p.top_p, p.top_k, p.min_p,
+        return Decoding(request.max_tokens, temperature, p.top_p, p.top_k, p.min_p,
                          p.repeat_penalty)
 
     def _seed(self, request: SampleRequest) -> int:
@@ -407,6 +459,28 @@ class LlamaCppBackend:
             completion_tokens += int(out["usage"]["completion_tokens"])
             samples.append(Sample(choice["text"], choice["finish_reason"] or "stop", top))
         return samples, Usage(len(prompt.tokens), completion_tokens)
+
+    def _generate_together(self, loaded: _Loaded, requests: list[SampleRequest]
+                           ) -> list[tuple[list[Sample], Usage]]:
+        """One sample for each of these requests, which differ in their seeds only: decoded as
+        sequences of one batch when there are several and they fit, else one by one."""
+        prompt = self._prompt(loaded, requests[0])
+        decoding = self._decoding(requests[0])
+        n_prompt = len(prompt.tokens)
+        if len(requests) == 1 or n_prompt + decoding.max_tokens > loaded.llama.n_ctx():
+            return [self._generate(loaded, r) for r in requests]
+        decoder = loaded.decoder()
+        width = decoder.capacity(n_prompt, decoding.max_tokens)
+        if width < 2:
+            return [self._generate(loaded, r) for r in requests]
+        out: list[tuple[list[Sample], Usage]] = []
+        for start in range(0, len(requests), width):
+            chunk = requests[start:start + width]
+            made: list[Generated] = decoder.generate(prompt.tokens, prompt.stop, decoding,
+                                                     [self._seed(r) for r in chunk])
+            out += [([Sample(g.text, g.finish_reason, ())], Usage(n_prompt, g.completion_tokens))
+                    for g in made]
+        return out
 
     def _stream_into(self, model: SharedModel, request: SampleRequest,
                      emit: Callable[[object], None], stopped: Callable[[], bool]) -> None:
@@ -442,9 +516,16 @@ class LlamaCppBackend:
 
     async def sample(self, request: SampleRequest) -> SampleResult:
         started = time.perf_counter()
+        model = self._model()
         try:
-            samples, usage = await self._model().run(self._name,
-                                                     lambda m: self._generate(m, request))
+            if request.n == 1 and request.top_logprobs == 0:
+                # requests for one prompt that wait together are decoded together
+                key = repr(dataclasses.replace(request, seed=None))
+                samples, usage = await model.together(self._name, key, request,
+                                                      self._generate_together)
+            else:
+                samples, usage = await model.run(self._name,
+                                                 lambda m: self._generate(m, request))
         except Exception as exc:
             raise self._translate(exc) from exc
         return SampleResult(self._name, tuple(samples), usage, time.perf_counter() - started)

@@ -195,6 +195,49 @@ async def test_each_variant_keeps_its_evaluated_prompt(pool: dict[str, LlamaCppB
     assert other.samples[0].first_token_logprobs != first.samples[0].first_token_logprobs
 
 
+@pytest.mark.parametrize(("name", "temperature", "least"),
+                         [("smollm2", 1.0, 11), ("gemma3", 0.0, 12), ("gemma3-cool", 1.0, 9)])
+async def test_requests_for_one_prompt_waiting_together_are_decoded_together(
+    pool: dict[str, LlamaCppBackend], name: str, temperature: float, least: int,
+) -> None:
+    """Concurrent single-sample requests for one prompt share one batched decode (sequences of
+    one batch, a sampler each) and get the samples they get one at a time: same seeds, same
+    texts, finish reasons and token counts — up to the rounding of batched matrix products,
+    which on Gemma's flat first-token distributions at temperature 1 moves some draws (all of
+    them match when the answer does not depend on a draw: temperature 0)."""
+    backend = pool[name]
+    requests = [ask(CHOICE, max_tokens=12, temperature=temperature, seed=40 + i, stop=("\n",))
+                for i in range(12)]
+    alone = [await backend.sample(r) for r in requests]
+    loaded = backend._model().loaded(name)
+    assert loaded._decoder is None  # one at a time: never batched
+    together = await asyncio.gather(*(backend.sample(r) for r in requests))
+    assert loaded._decoder is not None
+    same = sum((a.samples, a.usage) == (t.samples, t.usage)
+               for a, t in zip(alone, together, strict=True))
+    assert same >= least, [(a.samples[0].text, t.samples[0].text)
+                           for a, t in zip(alone, together, strict=True)]
+    if temperature > 0 and name != "gemma3-cool":
+        assert len({t.samples[0].text for t in together}) > 1  # twelve seeds, not one answer
+
+
+async def test_a_request_that_leaves_does_not_strand_the_others(
+    pool: dict[str, LlamaCppBackend],
+) -> None:
+    backend = pool["smollm2"]
+    requests = [ask(STORY, max_tokens=24, temperature=1.0, seed=i) for i in range(6)]
+    tasks = [asyncio.create_task(backend.sample(r)) for r in requests]
+    await asyncio.sleep(0)
+    tasks[0].cancel()  # the one that would lead the batch
+    tasks[3].cancel()  # one that waits
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert isinstance(results[3], asyncio.CancelledError)
+    for result in results[1:3] + results[4:]:
+        assert not isinstance(result, BaseException)
+        assert result.samples[0].text
+
+
 async def test_concurrent_calls_are_serialized_and_loop_stays_responsive(
     pool: dict[str, LlamaCppBackend],
 ) -> None:
