@@ -32,9 +32,11 @@ def shipped(name: str) -> Profile:
     return Profile.load(Path(str(shipped_profiles_dir().joinpath(f"{name}.json.gz"))))
 
 
-@pytest.fixture(scope="module", params=["hash", "minilm"])
-def embedder(request: pytest.FixtureRequest) -> Embedder:
-    return make_embedder(request.param)
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    """The hash embedder scores free-text answers here: MiniLM in pure numpy takes minutes per
+    diff at k = 20 on two cores (``benchmarks/real_null.py`` runs both)."""
+    return make_embedder("hash")
 
 
 def nothing_flagged(diff: Diff) -> None:
@@ -82,3 +84,19 @@ def test_the_embedded_pools_diffs_are_replicated(tmp_path: Path) -> None:
     flagged = [d for d in diff.domains if d.flagged]
     assert all(d.replicated is not None for d in flagged)
     assert sum(bool(d.replicated) for d in flagged) >= len(flagged) // 2
+
+
+def test_the_build_config_is_the_embedded_pool(tmp_path: Path) -> None:
+    """``router/data/embedded-build.yaml`` (what the README's rebuild command uses) collects
+    under the embedded pool's cache keys, k requests at a time."""
+    from profiles.store import observation_key
+    from router.config import load_settings
+    from router.pool import Pool
+
+    path = Path(__file__).resolve().parents[2] / "router" / "data" / "embedded-build.yaml"
+    build, embedded = load_settings(path), default_settings(tmp_path)
+    keys = [{m.name: observation_key(m.name, pool.get(m.name).identity())
+             for m in settings.models}
+            for settings, pool in ((build, Pool(build)), (embedded, Pool(embedded)))]
+    assert keys[0] == keys[1] and list(keys[0]) == list(MODELS)
+    assert all(m.max_concurrency == DEFAULT_SAMPLES for m in build.models)
