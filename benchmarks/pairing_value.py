@@ -500,7 +500,7 @@ def main() -> None:
     if args.policy:
         POLICY[0] = PolicySettings.model_validate(dict(kv.split("=", 1) for kv in args.policy))
     rng = np.random.default_rng(0)
-    for scenario in args.scenario.split(","):
+    for scenario in args.scenario.split(",") if args.pools else []:
         for spec in args.sharpness.split(";"):
             low, high = (float(x) for x in spec.split(","))
             report(simulated(args.pools, args.samples, args.per_domain, (low, high), scenario),
