@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,11 @@ R = TypeVar("R")
 
 CACHE_KEY = "llamacpp.models"
 """Where the shared-model cache lives in :attr:`BackendContext.extras`."""
+
+_LOADING = threading.Lock()
+"""One model load at a time in the process: llama-cpp-python silences a load by pointing the
+process's stdout and stderr file descriptors at /dev/null and back, and two loads in two threads
+at once can leave them pointing at /dev/null for good (every later line of the process lost)."""
 
 BATCH_SEQUENCES = 32
 """At most this many requests of one prompt decoded together."""
@@ -271,13 +277,13 @@ class SharedModel:
         route_llama_logs()
         # a configured thread count holds for prompts and batches too (llama-cpp-python would
         # give those every core; two models doing that on shared cores wait on each other)
+        threads = {} if p.n_threads is None else {"n_threads": p.n_threads,
+                                                   "n_threads_batch": p.n_threads}
         try:
-            if p.n_threads is None:
+            with _LOADING:
                 return Llama(model_path=str(path), n_ctx=p.n_ctx, n_batch=n_batch,
-                             n_ubatch=n_batch, logits_all=False, verbose=False)
-            return Llama(model_path=str(path), n_ctx=p.n_ctx, n_threads=p.n_threads,
-                         n_threads_batch=p.n_threads, n_batch=n_batch, n_ubatch=n_batch,
-                         logits_all=False, verbose=False)
+                             n_ubatch=n_batch, logits_all=False, verbose=False,
+                             **threads)  # type: ignore[arg-type]
         except (ValueError, RuntimeError, OSError) as exc:
             raise _LoadError(f"cannot load {path.name}: {exc}") from exc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -251,6 +252,25 @@ async def test_a_configured_thread_count_holds_for_batches_too(tmp_path: Path) -
         assert (params.n_threads, params.n_threads_batch) == (1, 1)
     finally:
         await backend.aclose()
+
+
+async def test_models_loading_at_once_keep_the_process_output(tmp_path: Path) -> None:
+    """llama-cpp-python silences a load by pointing file descriptors 1 and 2 at /dev/null and
+    back: two weights files loading at once on their worker threads must not leave the process
+    writing into /dev/null (a `profile build` once exited 0 having printed nothing)."""
+    def where() -> list[tuple[int, int]]:
+        return [(os.fstat(fd).st_dev, os.fstat(fd).st_ino) for fd in (1, 2)]
+
+    before = where()
+    for _ in range(4):
+        context = BackendContext(data_dir=tmp_path)
+        backends = [create_backend(m, context) for m in default_settings(tmp_path).models]
+        try:
+            await asyncio.gather(*(b.warm() for b in backends))
+        finally:
+            for backend in backends:
+                await backend.aclose()
+        assert where() == before
 
 
 async def test_concurrent_calls_are_serialized_and_loop_stays_responsive(
