@@ -409,7 +409,7 @@ def simulated(pools: int, samples: int, per_domain: int, sharpness: tuple[float,
             store = ObservationStore.in_data_dir(Path(tmp))
             with store:
                 profiles = asyncio.run(profile_models(models, suite, store,
-                                                      Decoding(samples=samples)))
+                                                      Decoding(samples=samples, temperature=1.0)))
         profile_half, held = halves(suite, seed)
         matrix = pool_matrix(profiles, profile_half, bootstrap=50, seed=seed)
         tables = tables_from_matrix(matrix, models, POLICY[0], f"sim{seed}")

@@ -79,9 +79,16 @@ class DomainMatrix:
     n_prior: int = 0
     n_refusal: int = 0
     n_free: int = 0
+    catch: FloatArray | None = None
+    """(M, M) on gold probes, row the primary: the expected share of the primary's wrong
+    answers that the column model's answer differs from (what an auditor catches), two
+    independent calls per probe (:func:`audit_rates`)."""
+    false_alarm: FloatArray | None = None
+    """(M, M) the same for the primary's right answers (what an auditor flags in vain)."""
 
 
-OPTIONAL = ("prior", "refusal", "free", "similarity", "similarity_low", "similarity_high")
+OPTIONAL = ("prior", "refusal", "free", "similarity", "similarity_low", "similarity_high",
+            "catch", "false_alarm")
 """The (M, M) arrays of a :class:`DomainMatrix` that older matrices (JSON) may lack."""
 
 
@@ -333,6 +340,34 @@ def _measures(a: _Arrays, text: _Text | None, c: _Columns, free_cols: npt.NDArra
     ]
 
 
+def audit_rates(freq: FloatArray, gold: npt.NDArray[np.int64],
+                seen: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
+    """(catch, false alarm), (M, M) with the primary as row, from answer distributions on gold
+    probes: per probe, P(the two differ and the primary is wrong) = P(differ) − P(primary
+    right, other wrong), summed and divided by the primary's expected wrong (right) answers.
+
+    Both models are read on the probes both answered; the sums are exact expectations for
+    two independent calls, so (unlike error consistency, which reads modal answers) they
+    count how often an auditor would flag the primary's errors and its right answers.
+    """
+    m, p, _ = freq.shape
+    s = seen.astype(np.float64)
+    right = np.zeros((m, p))
+    right[:, gold >= 0] = freq[:, np.flatnonzero(gold >= 0), gold[gold >= 0]]
+    right *= s
+    flat = freq.reshape(m, -1)
+    shared = s @ s.T
+    differ = shared - flat @ flat.T
+    alarms = right @ s.T - right @ right.T  # [p, a] = Σ r_p (1 − r_a)
+    caught = differ - alarms
+    n_right = right @ s.T
+    n_wrong = shared - n_right
+    with np.errstate(invalid="ignore", divide="ignore"):
+        catch = np.where(n_wrong > 1e-9, np.clip(caught, 0.0, None) / n_wrong, np.nan)
+        alarm = np.where(n_right > 1e-9, np.clip(alarms, 0.0, None) / n_right, np.nan)
+    return catch, alarm
+
+
 def combined(measures: Sequence[tuple[FloatArray, int]]) -> FloatArray:
     """The probe-weighted mean of the measures a pair has (NaN ones left out)."""
     values = np.stack([v for v, _ in measures])
@@ -370,10 +405,11 @@ def _domain_matrix(a: _Arrays, text: _Text | None, bootstrap: int,
             if c.kappa.size > 1:
                 low, high = np.nanpercentile(np.stack(kappas), [2.5, 97.5], axis=0)
             sim_low, sim_high = np.nanpercentile(np.stack(sims), [2.5, 97.5], axis=0)
-    ec, acc = nan.copy(), np.full(m, np.nan)
+    ec, acc, catch, alarm = nan.copy(), np.full(m, np.nan), nan.copy(), nan.copy()
     if c.gold.size:
         valid = a.seen[:, c.gold]
         ec = _error_consistency(a, c.gold)
+        catch, alarm = audit_rates(a.freq[:, c.gold], a.gold[c.gold], valid)
         with np.errstate(invalid="ignore", divide="ignore"):
             acc = (a.correct[:, c.gold] * valid).sum(1) / valid.sum(1)
     return DomainMatrix(kappa, low, high, ec, _pairwise_agreement(a.freq), acc,
@@ -381,7 +417,8 @@ def _domain_matrix(a: _Arrays, text: _Text | None, bootstrap: int,
                         prior=measures[1][0], refusal=measures[2][0], free=measures[3][0],
                         similarity=combined(measures), similarity_low=sim_low,
                         similarity_high=sim_high, n_prior=int(c.prior.size),
-                        n_refusal=int(c.refusal.size), n_free=int(free_cols.size))
+                        n_refusal=int(c.refusal.size), n_free=int(free_cols.size),
+                        catch=catch, false_alarm=alarm)
 
 
 def pool_matrix(profiles: Sequence[Profile], suite: Suite, bootstrap: int = 200,

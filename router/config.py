@@ -109,8 +109,14 @@ class PolicySettings(_Strict):
     competence_floor: float = Field(0.0, ge=0, le=1)
     """An auditor's accuracy on the task's gold probes must be *above* this."""
     audit_accuracy_weight: float = Field(1.0, ge=0)
-    """Audit picks the lowest similarity minus this times the auditor's accuracy on the task's
-    domains (0: similarity alone); ``benchmarks/pairing_value.py`` measures the effect."""
+    """On tasks without gold probes, audit picks the lowest similarity minus this times the
+    auditor's accuracy (0: similarity alone)."""
+    audit_false_alarms: float = Field(0.8, gt=0)
+    """On gold domains audit picks the auditor expected to catch the most of the primary's
+    errors while, over the pool, raising at most this times the false alarms of a random
+    auditor, as estimated on the profiles (below 1: a margin for the estimates' noise — the
+    auditor chosen as best is the one whose false alarms were underestimated most;
+    ``benchmarks/pairing_value.py`` measures them held out)."""
     max_cost_per_1k: float | None = Field(None, ge=0)
     max_latency_ms: float | None = Field(None, ge=0)
     latency_ms: dict[str, float] = Field(default_factory=dict)

@@ -292,4 +292,4 @@ def tables_from_matrix(matrix: PoolMatrix, models: Sequence[ModelConfig],
     latency = [config.latency_ms.get(m, np.nan) for m in names]
     return make_tables(names, [m.family_name for m in models],
                        [m.cost_per_1k_tokens for m in models], domains, profiled, counts,
-                       latency, version)
+                       latency, version, false_alarm_budget=config.audit_false_alarms)

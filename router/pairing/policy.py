@@ -17,9 +17,12 @@ The rules, in the order they apply:
    their probes (:attr:`profiles.matrix.DomainMatrix.similarity`: κp — error consistency
    where there is no gold choice probe — on gold probes, agreement beyond chance and own
    noise on probes without gold, on refusals, and on free text). ``assist`` takes the
-   highest (shared priors), ``audit`` the lowest (divergent priors) less its accuracy times
-   ``audit_accuracy_weight``, among candidates whose accuracy on those domains is above the
-   competence floor. Ties: cheaper, then by name.
+   highest (shared priors). ``audit``, among candidates whose accuracy on those domains is
+   above the competence floor, takes on gold domains the candidate expected to catch the most
+   of the primary's errors less its priced false alarms (:func:`calibrated_lambda`: over the
+   pool, no more than ``audit_false_alarms`` times a random auditor's) — divergent blind
+   spots, measured directly; on domains without gold the lowest similarity (divergent priors)
+   less its accuracy times ``audit_accuracy_weight``. Ties: cheaper, then by name.
 
 A domain without any measure for a pair falls back to the pair's similarity over all domains
 (the nearest evidence), and a domain without gold probes to the overall accuracy for the
@@ -81,6 +84,13 @@ class PolicyTables:
     n_prior: IntArray | None = None
     n_refusal: IntArray | None = None
     n_free: IntArray | None = None
+    catch: FloatArray | None = None
+    """(domain, primary, auditor): expected share of the primary's errors the auditor's
+    answer differs from, on gold probes (:attr:`profiles.matrix.DomainMatrix.catch`)."""
+    false_alarm: FloatArray | None = None
+    """The same for the primary's right answers."""
+    false_alarm_budget: float = 0.8
+    """Audit's false alarms over the pool, as a multiple of a random auditor's."""
     sim: FloatArray = field(init=False)
     model_index: dict[str, int] = field(init=False)
     domain_index: dict[str, int] = field(init=False)
@@ -100,6 +110,8 @@ class PolicyTables:
     """(domain, 4): probes behind the gold, prior, refusal and free-text measures."""
     name_rank: IntArray = field(init=False)
     """Each model's position in name order: the last tie-break, as an array."""
+    audit_lambda: float = field(init=False)
+    """The price of a false alarm in caught errors (:func:`calibrated_lambda`)."""
 
     def __post_init__(self) -> None:
         sim = np.where(np.isnan(self.kappa), self.error_consistency, self.kappa)
@@ -129,6 +141,7 @@ class PolicyTables:
         object.__setattr__(self, "name_rank", rank)
         object.__setattr__(self, "model_index", {m: i for i, m in enumerate(self.models)})
         object.__setattr__(self, "domain_index", {d: i for i, d in enumerate(self.domains)})
+        object.__setattr__(self, "audit_lambda", calibrated_lambda(self))
 
     def index(self, model: str) -> int:
         try:
@@ -147,17 +160,65 @@ def _filled(values: FloatArray, domains: Sequence[str]) -> tuple[FloatArray, Boo
     return np.where(missing, overall[None], values), missing
 
 
+def calibrated_lambda(tables: PolicyTables) -> float:
+    """The smallest price λ of a false alarm at which the audit rule — per primary and gold
+    domain, the auditor with the most expected ``caught − λ·alarms`` — raises, summed over
+    every profiled primary and gold domain of the pool, no more than
+    :attr:`PolicyTables.false_alarm_budget` times the false alarms of a random auditor (all
+    estimated on the profiles). 0 when the tables have no audit rates.
+
+    A Lagrange multiplier: pooled over decisions, maximising the errors caught under a cap on
+    false alarms is maximising ``caught − λ·alarms`` in each decision with one λ.
+    """
+    if tables.catch is None or tables.false_alarm is None:
+        return 0.0
+    rows = [i for i, d in enumerate(tables.domains) if d != ALL and tables.n_gold[i] > 0]
+    if not rows:
+        return 0.0
+    catch, alarm = tables.catch[rows], tables.false_alarm[rows]
+    acc = tables.accuracy[rows]
+    ok = ~(np.isnan(catch) | np.isnan(alarm)) & ~np.isnan(acc)[:, :, None]
+    ok &= (tables.profiled[:, None] & tables.profiled[None, :])[None]
+    ok &= ~np.eye(len(tables.models), dtype=bool)[None]
+    right = np.nan_to_num(acc)[:, :, None] * tables.n_gold[rows][:, None, None]
+    wrong = tables.n_gold[rows][:, None, None] - right
+    caught = np.where(ok, catch * wrong, 0.0)
+    alarms = np.where(ok, alarm * right, 0.0)
+    counted = ok.any(-1)
+    if not counted.any():
+        return 0.0
+    budget = tables.false_alarm_budget * float(
+        (alarms.sum(-1)[counted] / ok.sum(-1)[counted]).sum())
+
+    def spent(lam: float) -> float:
+        key = np.where(ok, caught - lam * alarms, -np.inf)
+        chosen = np.take_along_axis(alarms, key.argmax(-1)[..., None], -1)[..., 0]
+        return float(chosen[counted].sum())
+
+    low, high = 0.0, 1.0
+    if spent(low) <= budget:
+        return 0.0
+    while spent(high) > budget and high < 1e6:
+        low, high = high, high * 4
+    for _ in range(30):
+        mid = (low + high) / 2
+        low, high = (low, mid) if spent(mid) <= budget else (mid, high)
+    return high
+
+
 STATS = ("kappa", "kappa_low", "kappa_high", "error_consistency", "similarity_low",
          "similarity_high", "prior", "refusal", "free")
 """The last axis of :attr:`PolicyTables.pair_stats`."""
-MEASURES = ("similarity", "similarity_low", "similarity_high", "prior", "refusal", "free")
-"""Optional per-domain arrays of :func:`make_tables` (the measures beyond gold probes)."""
+MEASURES = ("similarity", "similarity_low", "similarity_high", "prior", "refusal", "free",
+            "catch", "false_alarm")
+"""Optional per-domain arrays of :func:`make_tables` (the measures beyond gold probes, and the
+audit rates)."""
 
 
 def make_tables(models: Sequence[str], families: Sequence[str], cost: Sequence[float],
                 domains: Mapping[str, Mapping[str, FloatArray]], profiled: Sequence[bool],
                 counts: Mapping[str, Sequence[int]], latency: Sequence[float] | None = None,
-                version: str = "") -> PolicyTables:
+                version: str = "", false_alarm_budget: float = 0.8) -> PolicyTables:
     """Stack per-domain ``{kappa, kappa_low, kappa_high, error_consistency, accuracy}`` arrays
     (already laid out over ``models``), and the optional :data:`MEASURES`, into tables;
     ``counts[d] = (n_kappa, n_gold[, n_prior, n_refusal, n_free])``."""
@@ -179,7 +240,7 @@ def make_tables(models: Sequence[str], families: Sequence[str], cost: Sequence[f
         np.asarray(profiled, dtype=bool), stack("kappa"), stack("kappa_low"),
         stack("kappa_high"), stack("error_consistency"), stack("accuracy"),
         count(0), count(1), version, **extra, n_prior=count(2), n_refusal=count(3),
-        n_free=count(4))
+        n_free=count(4), false_alarm_budget=false_alarm_budget)
 
 
 # --- weights and aggregation ------------------------------------------------------------------
@@ -346,12 +407,14 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
         return _by_family(tables, p, role, task, mask, f"primary '{primary}' is unprofiled")
     sim = _similarity_to(tables, task, p)
     live_note = ""
+    shifts = np.zeros(len(tables.models))
     if live:
         sim = sim.copy()
         for partner, (shift, _count) in live.items():
             j = tables.model_index.get(partner)
             if j is not None and not np.isnan(sim[j]):
                 sim[j] += shift
+                shifts[j] = shift
 
     acc = _accuracy(tables, task)
     skipped = [tables.models[i] for i in np.flatnonzero(mask & ~tables.profiled)]
@@ -367,10 +430,16 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
             why = f"no profiled candidate qualifies; candidates {', '.join(skipped)} unprofiled"
             return _by_family(tables, p, role, task, mask & ~tables.profiled, why)
         raise NoPairError(primary, role, _nobody(weak, config))
-    rank = sim if role == "assist" else _audit_key(sim, acc, config)
-    j = int(_order(tables, idx, rank, descending=role == "assist")[0])
+    rates = _audit_rates(tables, task, p, acc, shifts) if role == "audit" else None
+    if rates is not None and np.isfinite(rates.key[idx]).any():
+        j = int(_order(tables, idx, rates.key, descending=True)[0])
+    else:
+        rates = None
+        rank = sim if role == "assist" else _audit_key(sim, acc, config)
+        j = int(_order(tables, idx, rank, descending=role == "assist")[0])
     stats = _pair_stats(tables, task, p, j)
-    reason = _reason(tables, role, task, p, j, sim[j], acc[j], stats, config, weak, skipped)
+    reason = _reason(tables, role, task, p, j, sim[j], acc[j], stats, config, weak, skipped,
+                     rates, idx)
     reason += _fallback_note(tables, task, p, j, role)
     if live and tables.models[j] in live:
         shift, n = live[tables.models[j]]
@@ -380,9 +449,36 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
         reason = f"pool matching paired '{primary}' with '{tables.models[j]}'" + \
             reason[reason.index(" on "):]
     return Decision(primary, tables.models[j], role, round(float(sim[j]), 4), reason,
-                    _evidence(tables, task, p, j, stats, acc, float(sim[j])),
+                    _evidence(tables, task, p, j, stats, acc, float(sim[j]), rates),
                     _weights_out(task),
                     tables.version)
+
+
+@dataclass(frozen=True)
+class _AuditRates:
+    """Per candidate on the task's domains: expected catch and false-alarm rates against the
+    primary, and the audit key ``(1 − acc_p)·catch − λ·acc_p·false_alarm`` (caught errors less
+    priced false alarms, per call), NaN where the rates are unknown."""
+
+    catch: FloatArray
+    false_alarm: FloatArray
+    key: FloatArray
+
+
+def _audit_rates(tables: PolicyTables, task: _Task, p: int, acc: FloatArray,
+                 shifts: FloatArray) -> _AuditRates | None:
+    """The audit rates of :class:`_AuditRates` where the task's domains have gold probes.
+
+    A live shift of the pair's agreement (:data:`LiveShifts`) moves the expected catch
+    against it: agreeing more than profiled is disagreeing less on the primary's errors.
+    """
+    if tables.catch is None or tables.false_alarm is None:
+        return None
+    catch = _average(tables.catch[task.rows, p, :], task.weights)
+    alarm = _average(tables.false_alarm[task.rows, p, :], task.weights)
+    right = float(np.nan_to_num(acc[p], nan=0.5))
+    key = (1.0 - right) * (catch - shifts) - tables.audit_lambda * right * alarm
+    return _AuditRates(catch, alarm, key)
 
 
 def _audit_key(sim: FloatArray, acc: FloatArray, config: PolicySettings) -> FloatArray:
@@ -458,19 +554,30 @@ def _domains_text(task: _Task) -> str:
 
 def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: float,
             acc: float, stats: FloatArray, config: PolicySettings, weak: list[str],
-            skipped: list[str]) -> str:
+            skipped: list[str], rates: _AuditRates | None = None,
+            candidates: IntArray | None = None) -> str:
     partner, primary = tables.models[j], tables.models[p]
     low, high = (stats[4], stats[5]) if not np.isnan(stats[4]) else (stats[1], stats[2])
     interval = "" if np.isnan(low) or np.isnan(high) else f" [{low:.2f}, {high:.2f}]"
     if role == "assist":
         text = f"'{partner}' shares the priors of '{primary}' most"
+    elif rates is not None and candidates is not None:
+        text = (f"'{partner}' is expected to catch the most errors of '{primary}' on "
+                f"{_domains_text(task)}: it differs on {rates.catch[j]:.2f} of its wrong "
+                f"answers and on {rates.false_alarm[j]:.2f} of its right ones (a random "
+                f"candidate: {np.nanmean(rates.catch[candidates]):.2f} / "
+                f"{np.nanmean(rates.false_alarm[candidates]):.2f}); a false alarm costs "
+                f"{tables.audit_lambda:.2f} caught errors, so that the pool's auditors raise "
+                f"at most {tables.false_alarm_budget:g}× a random auditor's false alarms; "
+                f"similarity {sim:.2f}{interval} ({_measures_text(tables, task, stats)})")
     else:
         text = f"'{partner}' has the priors and errors least like those of '{primary}'"
-    text += (f" on {_domains_text(task)}: similarity {sim:.2f}{interval} "
-             f"({_measures_text(tables, task, stats)})")
+    if rates is None or role == "assist":
+        text += (f" on {_domains_text(task)}: similarity {sim:.2f}{interval} "
+                 f"({_measures_text(tables, task, stats)})")
     if role == "audit":
         text += f"; accuracy {acc:.2f} > floor {config.competence_floor:.2f}"
-        if config.audit_accuracy_weight:
+        if config.audit_accuracy_weight and rates is None:
             text += f"; ranked by similarity − {config.audit_accuracy_weight:g} × accuracy"
     if weak:
         text += f"; below the floor: {_listed(weak)}"
@@ -542,7 +649,8 @@ def _pair_stats(tables: PolicyTables, task: _Task, p: int, j: int) -> FloatArray
 
 def _evidence(tables: PolicyTables, task: _Task, p: int, j: int,
               stats: FloatArray | None = None, acc: FloatArray | None = None,
-              similarity: float | None = None) -> tuple[Evidence, ...]:
+              similarity: float | None = None,
+              rates: _AuditRates | None = None) -> tuple[Evidence, ...]:
     """What the pair's decision rests on; ``stats`` and ``acc`` when the caller has them."""
     if not (tables.profiled[p] and tables.profiled[j]):
         return ()
@@ -567,7 +675,10 @@ def _evidence(tables: PolicyTables, task: _Task, p: int, j: int,
         Evidence("free_text_similarity", free, None, int(n[3]), doms, partner),
         Evidence("accuracy", _rounded(acc[j]), None, n_gold, doms, partner),
         Evidence("accuracy", _rounded(acc[p]), None, n_gold, doms, tables.models[p]),
-    )
+    ) + (() if rates is None else (
+        Evidence("catch", _rounded(rates.catch[j]), None, n_gold, doms, partner),
+        Evidence("false_alarm", _rounded(rates.false_alarm[j]), None, n_gold, doms, partner),
+    ))
 
 
 def _rounded(x: float) -> float | None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from profiles.collect import Decoding
-from profiles.matrix import pool_matrix, tempered
+from profiles.matrix import PoolMatrix, pool_matrix, tempered
 from profiles.probe import Probe
 from profiles.profile import ProbeRecord, Profile
 from profiles.suite import Suite, SuiteManifest
@@ -55,3 +55,51 @@ def test_modal_ties_are_broken_at_random_not_towards_option_a() -> None:
     b = profile("b", s, ("A", "A", "B", "B"))
     m = pool_matrix([a, b], s, bootstrap=0, seed=1).domains["d"]
     assert abs(m.error_consistency[0, 1]) < 0.2  # independent tie-breaks: no shared "errors"
+
+
+def varied(name: str, s: Suite, rng: np.random.Generator, spread: float) -> Profile:
+    """Four samples per probe, drawn from a probe-specific distribution over A, B (gold), C."""
+    records = {}
+    for p in s.probes:
+        weights = rng.dirichlet(np.full(3, spread))
+        values = tuple(str(v) for v in rng.choice(["A", "B", "C"], 4, p=weights))
+        records[p.id] = ProbeRecord(p.id, p.id, values, values, None)
+    return Profile(name, name, s.name, s.version, Decoding(samples=4), records)
+
+
+def test_audit_rates_count_every_pair_of_calls() -> None:
+    """catch = P(auditor differs | primary wrong), false alarm = P(differs | primary right),
+    over every pairing of the two models' samples (two independent calls)."""
+    s, rng = suite(60), np.random.default_rng(3)
+    models = [varied("p", s, rng, 0.5), varied("q", s, rng, 2.0)]
+    m = pool_matrix(models, s, bootstrap=0).domains["d"]
+    assert m.catch is not None and m.false_alarm is not None
+    for i, j in ((0, 1), (1, 0)):
+        wrong = caught = right = alarms = 0.0
+        for probe in s.probes:
+            xs = models[i].records[probe.id].values
+            ys = models[j].records[probe.id].values
+            for x in xs:
+                for y in ys:
+                    w = 1 / (len(xs) * len(ys))
+                    if x == "B":
+                        right, alarms = right + w, alarms + w * (y != x)
+                    else:
+                        wrong, caught = wrong + w, caught + w * (y != x)
+        assert m.catch[i, j] == pytest.approx(caught / wrong)
+        assert m.false_alarm[i, j] == pytest.approx(alarms / right)
+
+
+def test_an_auditor_with_the_same_blind_spots_catches_nothing() -> None:
+    s = suite(40)
+    primary = profile("p", s, ("A", "B", "B", "B"))
+    twin = profile("twin", s, ("A", "A", "A", "A"))  # wrong exactly where p is wrong
+    oracle = profile("oracle", s, ("B", "B", "B", "B"))
+    m = pool_matrix([primary, twin, oracle], s, bootstrap=0).domains["d"]
+    assert m.catch is not None and m.false_alarm is not None
+    assert m.catch[0, 1] == pytest.approx(0.0) and m.false_alarm[0, 1] == pytest.approx(1.0)
+    assert m.catch[0, 2] == pytest.approx(1.0) and m.false_alarm[0, 2] == pytest.approx(0.0)
+    # the JSON form keeps them
+    back = PoolMatrix.from_json(pool_matrix([primary, twin, oracle], s, bootstrap=0).to_json())
+    assert back.domains["d"].catch is not None
+    np.testing.assert_allclose(back.domains["d"].catch, m.catch, atol=1e-5)

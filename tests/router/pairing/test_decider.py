@@ -80,7 +80,9 @@ def test_build_decider_end_to_end(world: Path) -> None:
 
 @pytest.mark.parametrize("exact_index_limit", [4096, 10])
 def test_task_text_routes_by_domain(world: Path, exact_index_limit: int) -> None:
-    d = decider(world, exact_index_limit=exact_index_limit)
+    # a loose false-alarm budget: audit takes whoever catches the most of a1's errors, which
+    # here is the B model that does not share a1's prior in the task's domain
+    d = decider(world, exact_index_limit=exact_index_limit, audit_false_alarms=10.0)
     assert d.index is not None and d.index.exact == (exact_index_limit >= len(d.index))
     law = d.decide(RouteRequest(role="audit", primary="a1", task="[law] which option holds?",
                                 candidates=("b1", "b2")))

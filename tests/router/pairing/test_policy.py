@@ -8,6 +8,7 @@ like A in ``history``: the pool's similarity differs by domain. ``ghost`` has no
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +238,67 @@ def test_a_real_no_partner_names_its_cause(tables: PolicyTables) -> None:
                           for i, d in enumerate(tables.domains)})
     with pytest.raises(NoPairError, match="over the cost or latency limits"):
         audit(priced, "a1", config=cheap)
+
+
+def pooled_alarms(tables: PolicyTables) -> tuple[float, float, float]:
+    """(the chosen auditors' expected false alarms, a random auditor's, the chosen auditors'
+    expected caught errors) over every profiled primary and gold domain, from the tables'
+    own estimates, as :func:`router.pairing.policy.calibrated_lambda` defines its budget."""
+    assert tables.catch is not None and tables.false_alarm is not None
+    chosen = random = caught = 0.0
+    profiled = [m for m in tables.models if tables.profiled[tables.index(m)]]
+    for d in DOMAINS:
+        r = tables.domain_index[d]
+        for primary in profiled:
+            p = tables.index(primary)
+            others = [tables.index(m) for m in profiled if m != primary]
+            right = tables.accuracy[r, p] * tables.n_gold[r]
+            partner = audit(tables, primary, {d: 1.0},
+                            config=PolicySettings(competence_floor=0.0)).partner
+            j = tables.index(partner)
+            chosen += right * tables.false_alarm[r, p, j]
+            random += right * float(np.mean(tables.false_alarm[r, p, others]))
+            caught += (tables.n_gold[r] - right) * tables.catch[r, p, j]
+    return chosen, random, caught
+
+
+def test_audit_holds_the_pools_false_alarms_to_the_budget(tables: PolicyTables) -> None:
+    results = {}
+    for budget in (0.6, 0.8, 1.0, 10.0):
+        t = dataclasses.replace(tables, false_alarm_budget=budget)
+        chosen, random, caught = pooled_alarms(t)
+        assert chosen <= budget * random + 1e-6, (budget, chosen, random)
+        results[budget] = (t.audit_lambda, chosen, caught)
+    # a tighter budget prices false alarms higher, and buys fewer of them with fewer catches
+    lams = [results[b][0] for b in (0.6, 0.8, 1.0, 10.0)]
+    assert lams == sorted(lams, reverse=True) and lams[0] > 0 and lams[-1] == 0
+    assert results[0.6][1] < results[10.0][1] and results[0.6][2] < results[10.0][2]
+
+
+def test_without_a_price_on_false_alarms_audit_catches_the_most(tables: PolicyTables) -> None:
+    loose = dataclasses.replace(tables, false_alarm_budget=10.0)
+    assert loose.audit_lambda == 0 and loose.catch is not None
+    for d in DOMAINS:
+        r = loose.domain_index[d]
+        for primary in ("a1", "b1", "c1"):
+            got = audit(loose, primary, {d: 1.0})
+            p = loose.index(primary)
+            competent = [m for m in loose.models if m not in (primary, "weak", "ghost")]
+            best = max(competent, key=lambda m: loose.catch[r, p, loose.index(m)])  # type: ignore[index]
+            assert got.partner == best, got.reason
+            # a1's family shares its blind spots: its auditor is never from A
+            if primary == "a1":
+                assert FAMILY[got.partner] != "A"
+
+
+def test_audit_reason_and_evidence_carry_the_expected_catch(tables: PolicyTables) -> None:
+    d = audit(tables, "a1", {"math": 1.0})
+    metrics = {e.metric: e for e in d.evidence}
+    assert {"catch", "false_alarm"} <= set(metrics)
+    assert tables.catch is not None
+    r, p, j = tables.domain_index["math"], tables.index("a1"), tables.index(d.partner)
+    assert metrics["catch"].value == pytest.approx(tables.catch[r, p, j], abs=1e-4)
+    assert metrics["catch"].model == d.partner
+    assert "expected to catch the most errors of 'a1'" in d.reason
+    assert f"differs on {tables.catch[r, p, j]:.2f} of its wrong answers" in d.reason
+    assert "a random candidate" in d.reason and "false alarm costs" in d.reason
