@@ -162,10 +162,12 @@ def _filled(values: FloatArray, domains: Sequence[str]) -> tuple[FloatArray, Boo
 
 def calibrated_lambda(tables: PolicyTables) -> float:
     """The smallest price λ of a false alarm at which the audit rule — per primary and gold
-    domain, the auditor with the most expected ``caught − λ·alarms`` — raises, summed over
-    every profiled primary and gold domain of the pool, no more than
+    domain, among the candidates that catch at least as many of its errors as a random one,
+    the auditor with the most expected ``caught − λ·alarms`` — raises, summed over every
+    profiled primary and gold domain of the pool, no more than
     :attr:`PolicyTables.false_alarm_budget` times the false alarms of a random auditor (all
-    estimated on the profiles). 0 when the tables have no audit rates.
+    estimated on the profiles). 0 when the tables have no audit rates; ``inf`` when no price
+    holds the budget (each auditor then raises the fewest false alarms it can).
 
     A Lagrange multiplier: pooled over decisions, maximising the errors caught under a cap on
     false alarms is maximising ``caught − λ·alarms`` in each decision with one λ.
@@ -180,29 +182,33 @@ def calibrated_lambda(tables: PolicyTables) -> float:
     ok = ~(np.isnan(catch) | np.isnan(alarm)) & ~np.isnan(acc)[:, :, None]
     ok &= (tables.profiled[:, None] & tables.profiled[None, :])[None]
     ok &= ~np.eye(len(tables.models), dtype=bool)[None]
+    counted = ok.any(-1)
+    if not counted.any():
+        return 0.0
     right = np.nan_to_num(acc)[:, :, None] * tables.n_gold[rows][:, None, None]
     wrong = tables.n_gold[rows][:, None, None] - right
     caught = np.where(ok, catch * wrong, 0.0)
     alarms = np.where(ok, alarm * right, 0.0)
-    counted = ok.any(-1)
-    if not counted.any():
-        return 0.0
-    budget = tables.false_alarm_budget * float(
-        (alarms.sum(-1)[counted] / ok.sum(-1)[counted]).sum())
+    n_ok = np.maximum(ok.sum(-1), 1)
+    budget = tables.false_alarm_budget * float((alarms.sum(-1)[counted] / n_ok[counted]).sum())
+    random_catch = np.where(ok, catch, 0.0).sum(-1) / n_ok
+    eligible = ok & (np.nan_to_num(catch) >= random_catch[..., None] - 1e-9)
 
-    def spent(lam: float) -> float:
-        key = np.where(ok, caught - lam * alarms, -np.inf)
+    def spent(key: FloatArray) -> float:
+        key = np.where(eligible, key, -np.inf)
         chosen = np.take_along_axis(alarms, key.argmax(-1)[..., None], -1)[..., 0]
         return float(chosen[counted].sum())
 
-    low, high = 0.0, 1.0
-    if spent(low) <= budget:
+    if spent(caught) <= budget:
         return 0.0
-    while spent(high) > budget and high < 1e6:
+    if spent(caught * 1e-9 - alarms) > budget:
+        return float("inf")
+    low, high = 0.0, 1.0
+    while spent(caught - high * alarms) > budget:
         low, high = high, high * 4
     for _ in range(30):
         mid = (low + high) / 2
-        low, high = (low, mid) if spent(mid) <= budget else (mid, high)
+        low, high = (low, mid) if spent(caught - mid * alarms) <= budget else (mid, high)
     return high
 
 
@@ -430,7 +436,7 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
             why = f"no profiled candidate qualifies; candidates {', '.join(skipped)} unprofiled"
             return _by_family(tables, p, role, task, mask & ~tables.profiled, why)
         raise NoPairError(primary, role, _nobody(weak, config))
-    rates = _audit_rates(tables, task, p, acc, shifts) if role == "audit" else None
+    rates = _audit_rates(tables, task, p, acc, shifts, idx) if role == "audit" else None
     if rates is not None and np.isfinite(rates.key[idx]).any():
         j = int(_order(tables, idx, rates.key, descending=True)[0])
     else:
@@ -439,7 +445,7 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
         j = int(_order(tables, idx, rank, descending=role == "assist")[0])
     stats = _pair_stats(tables, task, p, j)
     reason = _reason(tables, role, task, p, j, sim[j], acc[j], stats, config, weak, skipped,
-                     rates, idx)
+                     rates)
     reason += _fallback_note(tables, task, p, j, role)
     if live and tables.models[j] in live:
         shift, n = live[tables.models[j]]
@@ -457,28 +463,48 @@ def _chosen(tables: PolicyTables, primary: str, role: Role, task: _Task, mask: B
 @dataclass(frozen=True)
 class _AuditRates:
     """Per candidate on the task's domains: expected catch and false-alarm rates against the
-    primary, and the audit key ``(1 − acc_p)·catch − λ·acc_p·false_alarm`` (caught errors less
-    priced false alarms, per call), NaN where the rates are unknown."""
+    primary, what a random candidate would catch and raise, and the audit key
+    ``(1 − acc_p)·catch − λ·acc_p·false_alarm`` (caught errors less priced false alarms, per
+    call) — NaN where the rates are unknown or the candidate catches less than a random one."""
 
     catch: FloatArray
     false_alarm: FloatArray
     key: FloatArray
+    random_catch: float
+    random_false_alarm: float
 
 
 def _audit_rates(tables: PolicyTables, task: _Task, p: int, acc: FloatArray,
-                 shifts: FloatArray) -> _AuditRates | None:
+                 shifts: FloatArray, candidates: IntArray) -> _AuditRates | None:
     """The audit rates of :class:`_AuditRates` where the task's domains have gold probes.
 
-    A live shift of the pair's agreement (:data:`LiveShifts`) moves the expected catch
-    against it: agreeing more than profiled is disagreeing less on the primary's errors.
+    Only a candidate that catches at least as many of the primary's errors as a random model of
+    the pool is keyed (the best catcher when none does): an auditor whose blind spots coincide
+    with the primary's more than chance would is never chosen for raising few false alarms.
+    A live shift of the pair's agreement (:data:`LiveShifts`) moves the expected catch against
+    it: agreeing more than profiled is disagreeing less on the primary's errors.
     """
     if tables.catch is None or tables.false_alarm is None:
         return None
-    catch = _average(tables.catch[task.rows, p, :], task.weights)
+    catch = _average(tables.catch[task.rows, p, :], task.weights) - shifts
     alarm = _average(tables.false_alarm[task.rows, p, :], task.weights)
+    rated = ~(np.isnan(catch) | np.isnan(alarm)) & tables.profiled
+    rated[p] = False
+    known = candidates[rated[candidates]]
+    if known.size == 0:
+        return None
+    random_catch = float(catch[rated].mean())
+    eligible = known[catch[known] >= random_catch - 1e-9]
+    if eligible.size == 0:  # every candidate catches less than chance: the best catcher
+        eligible = known[catch[known] >= catch[known].max() - 1e-9]
     right = float(np.nan_to_num(acc[p], nan=0.5))
-    key = (1.0 - right) * (catch - shifts) - tables.audit_lambda * right * alarm
-    return _AuditRates(catch, alarm, key)
+    key = np.full(len(tables.models), np.nan)
+    if np.isinf(tables.audit_lambda):
+        key[eligible] = -alarm[eligible]
+    else:
+        key[eligible] = ((1.0 - right) * catch[eligible]
+                         - tables.audit_lambda * right * alarm[eligible])
+    return _AuditRates(catch, alarm, key, random_catch, float(alarm[rated].mean()))
 
 
 def _audit_key(sim: FloatArray, acc: FloatArray, config: PolicySettings) -> FloatArray:
@@ -554,22 +580,29 @@ def _domains_text(task: _Task) -> str:
 
 def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: float,
             acc: float, stats: FloatArray, config: PolicySettings, weak: list[str],
-            skipped: list[str], rates: _AuditRates | None = None,
-            candidates: IntArray | None = None) -> str:
+            skipped: list[str], rates: _AuditRates | None = None) -> str:
     partner, primary = tables.models[j], tables.models[p]
     low, high = (stats[4], stats[5]) if not np.isnan(stats[4]) else (stats[1], stats[2])
     interval = "" if np.isnan(low) or np.isnan(high) else f" [{low:.2f}, {high:.2f}]"
     if role == "assist":
         text = f"'{partner}' shares the priors of '{primary}' most"
-    elif rates is not None and candidates is not None:
-        text = (f"'{partner}' is expected to catch the most errors of '{primary}' on "
+    elif rates is not None:
+        if np.isinf(tables.audit_lambda):
+            price = (f"no price of a false alarm holds the pool's auditors to "
+                     f"{tables.false_alarm_budget:g}× a random auditor's false alarms")
+        else:
+            price = (f"among the candidates that catch at least as many as a random one, a "
+                     f"false alarm costs {tables.audit_lambda:.2f} caught errors, so that the "
+                     f"pool's auditors raise at most {tables.false_alarm_budget:g}× a random "
+                     f"auditor's false alarms")
+        what = ("raises the fewest false alarms of the candidates that catch as many errors of "
+                if np.isinf(tables.audit_lambda) else "is expected to catch the most errors of ")
+        text = (f"'{partner}' {what}'{primary}' on "
                 f"{_domains_text(task)}: it differs on {rates.catch[j]:.2f} of its wrong "
                 f"answers and on {rates.false_alarm[j]:.2f} of its right ones (a random "
-                f"candidate: {np.nanmean(rates.catch[candidates]):.2f} / "
-                f"{np.nanmean(rates.false_alarm[candidates]):.2f}); a false alarm costs "
-                f"{tables.audit_lambda:.2f} caught errors, so that the pool's auditors raise "
-                f"at most {tables.false_alarm_budget:g}× a random auditor's false alarms; "
-                f"similarity {sim:.2f}{interval} ({_measures_text(tables, task, stats)})")
+                f"candidate: {rates.random_catch:.2f} / {rates.random_false_alarm:.2f}); "
+                f"{price}; similarity {sim:.2f}{interval} "
+                f"({_measures_text(tables, task, stats)})")
     else:
         text = f"'{partner}' has the priors and errors least like those of '{primary}'"
     if rates is None or role == "assist":
