@@ -494,7 +494,7 @@ def main() -> None:
                             f"{s}" for s in SCENARIOS))
     parser.add_argument("--policy", action="append", default=[], metavar="KEY=VALUE",
                         help="a policy setting other than its default (repeatable), e.g. "
-                             "audit_false_alarm_weight=2")
+                             "audit_false_alarms=0.9")
     parser.add_argument("--skip-embedded", action="store_true")
     args = parser.parse_args()
     if args.policy:

@@ -19,10 +19,13 @@ The rules, in the order they apply:
    noise on probes without gold, on refusals, and on free text). ``assist`` takes the
    highest (shared priors). ``audit``, among candidates whose accuracy on those domains is
    above the competence floor, takes on gold domains the candidate expected to catch the most
-   of the primary's errors less its priced false alarms (:func:`calibrated_lambda`: over the
-   pool, no more than ``audit_false_alarms`` times a random auditor's) — divergent blind
-   spots, measured directly; on domains without gold the lowest similarity (divergent priors)
-   less its accuracy times ``audit_accuracy_weight``. Ties: cheaper, then by name.
+   of the primary's errors less its priced false alarms, among the candidates expected to
+   catch at least as many as a random model of the pool (:func:`calibrated_lambda`: one price
+   per pool, so that the pool's auditors raise no more than ``audit_false_alarms`` times a
+   random auditor's false alarms; where no price holds that budget, the fewest false alarms
+   among those candidates) — divergent blind spots, measured directly; on domains without gold
+   the lowest similarity (divergent priors) less its accuracy times ``audit_accuracy_weight``.
+   Ties: cheaper, then by name.
 
 A domain without any measure for a pair falls back to the pair's similarity over all domains
 (the nearest evidence), and a domain without gold probes to the overall accuracy for the
