@@ -598,12 +598,15 @@ def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: 
                      f"false alarm costs {tables.audit_lambda:.2f} caught errors, so that the "
                      f"pool's auditors raise at most {tables.false_alarm_budget:g}× a random "
                      f"auditor's false alarms")
-        what = ("raises the fewest false alarms of the candidates that catch as many errors of "
-                if np.isinf(tables.audit_lambda) else "is expected to catch the most errors of ")
-        text = (f"'{partner}' {what}'{primary}' on "
-                f"{_domains_text(task)}: it differs on {rates.catch[j]:.2f} of its wrong "
-                f"answers and on {rates.false_alarm[j]:.2f} of its right ones (a random "
-                f"candidate: {rates.random_catch:.2f} / {rates.random_false_alarm:.2f}); "
+        if np.isinf(tables.audit_lambda):
+            what = (f"raises the fewest false alarms of the candidates expected to catch at "
+                    f"least as many errors of '{primary}' as a random one on ")
+        else:
+            what = f"is expected to catch the most errors of '{primary}' on "
+        text = (f"'{partner}' {what}{_domains_text(task)}: it differs on "
+                f"{rates.catch[j]:.2f} of its wrong answers and on "
+                f"{rates.false_alarm[j]:.2f} of its right ones (a random candidate: "
+                f"{rates.random_catch:.2f} / {rates.random_false_alarm:.2f}); "
                 f"{price}; similarity {sim:.2f}{interval} "
                 f"({_measures_text(tables, task, stats)})")
     else:

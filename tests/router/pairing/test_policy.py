@@ -327,3 +327,6 @@ def test_an_auditor_never_catches_less_than_a_random_one(tables: PolicyTables) -
             assert impossible.false_alarm[r, p, j] == min(
                 impossible.false_alarm[r, p, k] for k in eligible), got.reason
             assert "no price of a false alarm holds" in got.reason
+            assert (f"'{got.partner}' raises the fewest false alarms of the candidates expected "
+                    f"to catch at least as many errors of '{primary}' as a random one on "
+                    in got.reason), got.reason
