@@ -277,6 +277,8 @@ class PoolResult:
     planted_hits: int
     planted_total: int
     panels: list[tuple[str, float, float]]
+    audit_lambda: float = 0.0
+    """The policy's price of a false alarm in this pool (``inf``: no price holds the budget)."""
 
 
 def evaluate(tables: PolicyTables, held: Held, cost: dict[str, float],
@@ -288,7 +290,8 @@ def evaluate(tables: PolicyTables, held: Held, cost: dict[str, float],
     out = PoolResult({k: [] for k in ("policy", "random", "most similar", "most accurate",
                                       "oracle")},
                      {k: [] for k in ("policy", "random", "cheapest")},
-                     {k: [] for k in ("policy", "random", "cheapest")}, 0, 0, [])
+                     {k: [] for k in ("policy", "random", "cheapest")}, 0, 0, [],
+                     tables.audit_lambda)
     domains = np.array(held.domains)
     decisions: list[tuple[dict[str, PairCounts], PairCounts]] = []
     for domain in sorted(set(held.domains)):
@@ -432,6 +435,9 @@ def report(results: Sequence[PoolResult], title: str, rng: np.random.Generator) 
                   ratio_interval(catch, audit[name], audit["random"], rng),
                   "  false alarm:",
                   ratio_interval(false_alarm, audit[name], audit["random"], rng))
+        print("policy's price of a false alarm per pool (caught errors; inf: the budget is out "
+              "of reach, the fewest false alarms):",
+              ", ".join(f"{r.audit_lambda:.2f}" for r in results))
     assist = {k: merged([c for r in results for c in r.assist[k]]) for k in results[0].assist}
     if len(assist["policy"].calls):
         rows = [[k, interval(same_answer, c, rng),

@@ -85,10 +85,19 @@ class DomainMatrix:
     independent calls per probe (:func:`audit_rates`)."""
     false_alarm: FloatArray | None = None
     """(M, M) the same for the primary's right answers (what an auditor flags in vain)."""
+    catch_even: FloatArray | None = None
+    catch_odd: FloatArray | None = None
+    false_alarm_even: FloatArray | None = None
+    false_alarm_odd: FloatArray | None = None
+    """``catch`` and ``false_alarm`` on each half of the domain's gold probes (alternate ones,
+    in suite order): a choice made on one half is counted on the other, so that the policy's
+    false-alarm budget holds for answers it has not chosen on (cross-fitting). None below
+    :data:`MIN_FOLD_PROBES` gold probes per half."""
 
 
 OPTIONAL = ("prior", "refusal", "free", "similarity", "similarity_low", "similarity_high",
-            "catch", "false_alarm")
+            "catch", "false_alarm", "catch_even", "catch_odd", "false_alarm_even",
+            "false_alarm_odd")
 """The (M, M) arrays of a :class:`DomainMatrix` that older matrices (JSON) may lack."""
 
 
@@ -340,6 +349,10 @@ def _measures(a: _Arrays, text: _Text | None, c: _Columns, free_cols: npt.NDArra
     ]
 
 
+MIN_FOLD_PROBES = 4
+"""Gold probes a half needs for its own audit rates (fewer: the domain has no folds)."""
+
+
 def audit_rates(freq: FloatArray, gold: npt.NDArray[np.int64],
                 seen: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
     """(catch, false alarm), (M, M) with the primary as row, from answer distributions on gold
@@ -406,10 +419,15 @@ def _domain_matrix(a: _Arrays, text: _Text | None, bootstrap: int,
                 low, high = np.nanpercentile(np.stack(kappas), [2.5, 97.5], axis=0)
             sim_low, sim_high = np.nanpercentile(np.stack(sims), [2.5, 97.5], axis=0)
     ec, acc, catch, alarm = nan.copy(), np.full(m, np.nan), nan.copy(), nan.copy()
+    folds: dict[str, FloatArray] = {}
     if c.gold.size:
         valid = a.seen[:, c.gold]
         ec = _error_consistency(a, c.gold)
         catch, alarm = audit_rates(a.freq[:, c.gold], a.gold[c.gold], valid)
+        if c.gold.size >= 2 * MIN_FOLD_PROBES:
+            for name, half in (("even", c.gold[0::2]), ("odd", c.gold[1::2])):
+                folds[f"catch_{name}"], folds[f"false_alarm_{name}"] = audit_rates(
+                    a.freq[:, half], a.gold[half], a.seen[:, half])
         with np.errstate(invalid="ignore", divide="ignore"):
             acc = (a.correct[:, c.gold] * valid).sum(1) / valid.sum(1)
     return DomainMatrix(kappa, low, high, ec, _pairwise_agreement(a.freq), acc,
@@ -418,7 +436,7 @@ def _domain_matrix(a: _Arrays, text: _Text | None, bootstrap: int,
                         similarity=combined(measures), similarity_low=sim_low,
                         similarity_high=sim_high, n_prior=int(c.prior.size),
                         n_refusal=int(c.refusal.size), n_free=int(free_cols.size),
-                        catch=catch, false_alarm=alarm)
+                        catch=catch, false_alarm=alarm, **folds)
 
 
 def pool_matrix(profiles: Sequence[Profile], suite: Suite, bootstrap: int = 200,

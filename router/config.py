@@ -111,12 +111,15 @@ class PolicySettings(_Strict):
     audit_accuracy_weight: float = Field(1.0, ge=0)
     """On tasks without gold probes, audit picks the lowest similarity minus this times the
     auditor's accuracy (0: similarity alone)."""
-    audit_false_alarms: float = Field(0.8, gt=0)
+    audit_false_alarms: float = Field(1.0, gt=0)
     """On gold domains audit picks the auditor expected to catch the most of the primary's
     errors while, over the pool, raising at most this times the false alarms of a random
-    auditor, as estimated on the profiles (below 1: a margin for the estimates' noise — the
-    auditor chosen as best is the one whose false alarms were underestimated most;
-    ``benchmarks/pairing_value.py`` measures them held out)."""
+    auditor — counted on gold probes other than those the choice was made on (cross-fitted
+    on the profiles' two halves: the auditor that looks best on some probes is the one whose
+    false alarms they underestimate most; ``benchmarks/pairing_value.py`` measures them held
+    out). Only candidates that catch at least as many of the primary's errors as a random
+    model are considered; where no price of a false alarm holds a pool to the budget, the one
+    of them with the fewest false alarms."""
     max_cost_per_1k: float | None = Field(None, ge=0)
     max_latency_ms: float | None = Field(None, ge=0)
     latency_ms: dict[str, float] = Field(default_factory=dict)

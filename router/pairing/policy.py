@@ -21,11 +21,12 @@ The rules, in the order they apply:
    above the competence floor, takes on gold domains the candidate expected to catch the most
    of the primary's errors less its priced false alarms, among the candidates expected to
    catch at least as many as a random model of the pool (:func:`calibrated_lambda`: one price
-   per pool, so that the pool's auditors raise no more than ``audit_false_alarms`` times a
-   random auditor's false alarms; where no price holds that budget, the fewest false alarms
-   among those candidates) — divergent blind spots, measured directly; on domains without gold
-   the lowest similarity (divergent priors) less its accuracy times ``audit_accuracy_weight``.
-   Ties: cheaper, then by name.
+   per pool, cross-fitted, so that the pool's auditors raise no more than
+   ``audit_false_alarms`` times a random auditor's false alarms on probes they were not chosen
+   on; where no price holds that budget, the fewest false alarms among those candidates) —
+   divergent blind spots, measured directly; on domains without gold the lowest similarity
+   (divergent priors) less its accuracy times ``audit_accuracy_weight``. Ties: cheaper, then
+   by name.
 
 A domain without any measure for a pair falls back to the pair's similarity over all domains
 (the nearest evidence), and a domain without gold probes to the overall accuracy for the
@@ -92,7 +93,14 @@ class PolicyTables:
     answer differs from, on gold probes (:attr:`profiles.matrix.DomainMatrix.catch`)."""
     false_alarm: FloatArray | None = None
     """The same for the primary's right answers."""
-    false_alarm_budget: float = 0.8
+    catch_even: FloatArray | None = None
+    catch_odd: FloatArray | None = None
+    false_alarm_even: FloatArray | None = None
+    false_alarm_odd: FloatArray | None = None
+    """``catch`` and ``false_alarm`` on each half of the gold probes
+    (:attr:`profiles.matrix.DomainMatrix.catch_even`): :func:`calibrated_lambda` counts a
+    choice made on one half on the other."""
+    false_alarm_budget: float = 1.0
     """Audit's false alarms over the pool, as a multiple of a random auditor's."""
     sim: FloatArray = field(init=False)
     model_index: dict[str, int] = field(init=False)
@@ -168,12 +176,18 @@ def calibrated_lambda(tables: PolicyTables) -> float:
     domain, among the candidates that catch at least as many of its errors as a random one,
     the auditor with the most expected ``caught − λ·alarms`` — raises, summed over every
     profiled primary and gold domain of the pool, no more than
-    :attr:`PolicyTables.false_alarm_budget` times the false alarms of a random auditor (all
-    estimated on the profiles). 0 when the tables have no audit rates; ``inf`` when no price
-    holds the budget (each auditor then raises the fewest false alarms it can).
+    :attr:`PolicyTables.false_alarm_budget` times the false alarms of a random auditor. 0 when
+    the tables have no audit rates; ``inf`` when no price holds the budget (each auditor then
+    raises the fewest false alarms it can).
 
     A Lagrange multiplier: pooled over decisions, maximising the errors caught under a cap on
     false alarms is maximising ``caught − λ·alarms`` in each decision with one λ.
+
+    Cross-fitted where the tables have the rates of both halves of the gold probes: the rule
+    chooses on one half and its false alarms are counted on the other (both ways, averaged),
+    because the candidate that looks best on some probes is also the one whose false alarms
+    those probes underestimate most — counted on the probes it was chosen on, the budget would
+    hold on paper and be exceeded on new questions.
     """
     if tables.catch is None or tables.false_alarm is None:
         return 0.0
@@ -185,41 +199,89 @@ def calibrated_lambda(tables: PolicyTables) -> float:
     ok = ~(np.isnan(catch) | np.isnan(alarm)) & ~np.isnan(acc)[:, :, None]
     ok &= (tables.profiled[:, None] & tables.profiled[None, :])[None]
     ok &= ~np.eye(len(tables.models), dtype=bool)[None]
-    counted = ok.any(-1)
+    counted: BoolArray = np.asarray(ok.any(-1), dtype=bool)
     if not counted.any():
         return 0.0
     right = np.nan_to_num(acc)[:, :, None] * tables.n_gold[rows][:, None, None]
-    wrong = tables.n_gold[rows][:, None, None] - right
-    caught = np.where(ok, catch * wrong, 0.0)
-    alarms = np.where(ok, alarm * right, 0.0)
     n_ok = np.maximum(ok.sum(-1), 1)
-    budget = tables.false_alarm_budget * float((alarms.sum(-1)[counted] / n_ok[counted]).sum())
-    random_catch = np.where(ok, catch, 0.0).sum(-1) / n_ok
-    eligible = ok & (np.nan_to_num(catch) >= random_catch[..., None] - 1e-9)
+    budget = tables.false_alarm_budget * float(
+        (np.where(ok, alarm * right, 0.0).sum(-1)[counted] / n_ok[counted]).sum())
+    rate = np.nan_to_num(acc)[:, :, None]
+    fits = [_Fit.of(tables, rate, catch, alarm, alarm, ok, right, n_ok)]
+    even, odd = _half(tables, "even", rows), _half(tables, "odd", rows)
+    if even is not None and odd is not None:
+        (c_even, a_even), (c_odd, a_odd) = even, odd
+        fits = [_Fit.of(tables, rate, c_even, a_even, a_odd, ok, right, n_ok),
+                _Fit.of(tables, rate, c_odd, a_odd, a_even, ok, right, n_ok)]
 
-    def spent(key: FloatArray) -> float:
-        key = np.where(eligible, key, -np.inf)
-        chosen = np.take_along_axis(alarms, key.argmax(-1)[..., None], -1)[..., 0]
-        return float(chosen[counted].sum())
+    def spent(lam: float) -> float:
+        return float(np.mean([f.spent(lam, counted) for f in fits]))
 
-    if spent(caught) <= budget:
+    if spent(0.0) <= budget:
         return 0.0
-    if spent(caught * 1e-9 - alarms) > budget:
+    if spent(float("inf")) > budget:
         return float("inf")
     low, high = 0.0, 1.0
-    while spent(caught - high * alarms) > budget:
+    while spent(high) > budget:
         low, high = high, high * 4
     for _ in range(30):
         mid = (low + high) / 2
-        low, high = (low, mid) if spent(caught - mid * alarms) <= budget else (mid, high)
+        low, high = (low, mid) if spent(mid) <= budget else (mid, high)
     return high
+
+
+def _half(tables: PolicyTables, name: str, rows: list[int]) -> tuple[FloatArray, FloatArray] | None:
+    """(catch, false alarm) of one half of the gold probes on ``rows``; where the half has no
+    rate for a pair, the rate over all of them."""
+    catch: FloatArray | None = getattr(tables, f"catch_{name}")
+    alarm: FloatArray | None = getattr(tables, f"false_alarm_{name}")
+    if catch is None or alarm is None or tables.catch is None or tables.false_alarm is None:
+        return None
+    return (np.where(np.isnan(catch[rows]), tables.catch[rows], catch[rows]),
+            np.where(np.isnan(alarm[rows]), tables.false_alarm[rows], alarm[rows]))
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """One way of counting the audit rule's false alarms: the rates it chooses on (as
+    :func:`_audit_rates` keys them and :func:`_order` breaks ties) and the false alarms it is
+    counted on (the same ones, or the other half's)."""
+
+    catch: FloatArray
+    alarm: FloatArray
+    acc: FloatArray
+    counted_alarms: FloatArray
+    eligible: BoolArray
+    tie_rank: IntArray
+
+    @classmethod
+    def of(cls, tables: PolicyTables, acc: FloatArray, catch: FloatArray, alarm: FloatArray,
+           counted_alarm: FloatArray, ok: BoolArray, right: FloatArray, n_ok: IntArray) -> _Fit:
+        random_catch = np.where(ok, catch, 0.0).sum(-1) / n_ok
+        eligible = ok & (np.nan_to_num(catch) >= random_catch[..., None] - 1e-9)
+        tie_rank = np.empty(len(tables.models), dtype=np.int64)
+        tie_rank[np.lexsort((tables.name_rank, tables.cost))] = np.arange(len(tables.models))
+        return cls(catch, alarm, acc, np.where(ok, counted_alarm * right, 0.0), eligible,
+                   tie_rank)
+
+    def spent(self, lam: float, counted: BoolArray) -> float:
+        """The false alarms of the auditors chosen at price ``lam`` (``inf``: the fewest)."""
+        with np.errstate(invalid="ignore"):
+            key = (-self.alarm if np.isinf(lam)
+                   else (1.0 - self.acc) * self.catch - lam * self.acc * self.alarm)
+        key = np.where(self.eligible, np.round(key, TIE_DECIMALS), -np.inf)
+        best = key == key.max(-1, keepdims=True)
+        chosen = np.where(best, self.tie_rank, len(self.tie_rank)).argmin(-1)
+        alarms = np.take_along_axis(self.counted_alarms, chosen[..., None], -1)[..., 0]
+        return float(alarms[counted].sum())
 
 
 STATS = ("kappa", "kappa_low", "kappa_high", "error_consistency", "similarity_low",
          "similarity_high", "prior", "refusal", "free")
 """The last axis of :attr:`PolicyTables.pair_stats`."""
 MEASURES = ("similarity", "similarity_low", "similarity_high", "prior", "refusal", "free",
-            "catch", "false_alarm")
+            "catch", "false_alarm", "catch_even", "catch_odd", "false_alarm_even",
+            "false_alarm_odd")
 """Optional per-domain arrays of :func:`make_tables` (the measures beyond gold probes, and the
 audit rates)."""
 
@@ -227,7 +289,7 @@ audit rates)."""
 def make_tables(models: Sequence[str], families: Sequence[str], cost: Sequence[float],
                 domains: Mapping[str, Mapping[str, FloatArray]], profiled: Sequence[bool],
                 counts: Mapping[str, Sequence[int]], latency: Sequence[float] | None = None,
-                version: str = "", false_alarm_budget: float = 0.8) -> PolicyTables:
+                version: str = "", false_alarm_budget: float = 1.0) -> PolicyTables:
     """Stack per-domain ``{kappa, kappa_low, kappa_high, error_consistency, accuracy}`` arrays
     (already laid out over ``models``), and the optional :data:`MEASURES`, into tables;
     ``counts[d] = (n_kappa, n_gold[, n_prior, n_refusal, n_free])``."""
@@ -597,7 +659,7 @@ def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: 
             price = (f"among the candidates that catch at least as many as a random one, a "
                      f"false alarm costs {tables.audit_lambda:.2f} caught errors, so that the "
                      f"pool's auditors raise at most {tables.false_alarm_budget:g}× a random "
-                     f"auditor's false alarms")
+                     f"auditor's false alarms on probes they were not chosen on")
         if np.isinf(tables.audit_lambda):
             what = (f"raises the fewest false alarms of the candidates expected to catch at "
                     f"least as many errors of '{primary}' as a random one on ")

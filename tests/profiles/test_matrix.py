@@ -90,6 +90,25 @@ def test_audit_rates_count_every_pair_of_calls() -> None:
         assert m.false_alarm[i, j] == pytest.approx(alarms / right)
 
 
+def test_audit_rates_of_each_half_are_those_of_its_probes() -> None:
+    """``catch_even`` / ``false_alarm_odd``…: the rates on alternate gold probes (suite order),
+    the same as a matrix of that half alone; a domain too small to halve has none."""
+    s, rng = suite(60), np.random.default_rng(5)
+    models = [varied("p", s, rng, 0.5), varied("q", s, rng, 2.0), varied("r", s, rng, 1.0)]
+    m = pool_matrix(models, s, bootstrap=0).domains["d"]
+    for name, probes in (("even", s.probes[0::2]), ("odd", s.probes[1::2])):
+        half = Suite(s.manifest, probes)
+        alone = pool_matrix(models, half, bootstrap=0).domains["d"]
+        assert alone.catch is not None and alone.false_alarm is not None
+        np.testing.assert_allclose(getattr(m, f"catch_{name}"), alone.catch)
+        np.testing.assert_allclose(getattr(m, f"false_alarm_{name}"), alone.false_alarm)
+    assert not np.allclose(m.catch_even, m.catch_odd)  # type: ignore[arg-type]
+    back = PoolMatrix.from_json(pool_matrix(models, s, bootstrap=0).to_json()).domains["d"]
+    np.testing.assert_allclose(back.false_alarm_odd, m.false_alarm_odd, atol=1e-5)  # type: ignore[arg-type]
+    small = pool_matrix(models, Suite(s.manifest, s.probes[:7]), bootstrap=0).domains["d"]
+    assert small.catch is not None and small.catch_even is None and small.false_alarm_odd is None
+
+
 def test_an_auditor_with_the_same_blind_spots_catches_nothing() -> None:
     s = suite(40)
     primary = profile("p", s, ("A", "B", "B", "B"))
