@@ -17,6 +17,9 @@ ASK = [{"role": "user", "content": CAPITAL}]
 
 
 def async_client(running: Running, **kw: Any) -> openai.AsyncOpenAI:
+    # a minute, not the SDK's ten: a request the service never answers fails here, with the
+    # SDK's timeout error, long before pytest-timeout would stop the whole test
+    kw.setdefault("timeout", 60.0)
     return openai.AsyncOpenAI(base_url=running.base_url, api_key=kw.pop("api_key", "unused"),
                               max_retries=0, **kw)
 
