@@ -350,6 +350,7 @@ def pairs(config: str | None, data_dir: str | None, role: str | None, task: str,
     """The pairs the policy would choose, with scores and reasons (calls no model)."""
     from router.pairing.decider import build_decider
     from router.pairing.pinned import read_pairings
+    from router.pairing.policy import audit_price, audit_price_text
     from router.pool import Pool
     from router.store import read_pairings_document
 
@@ -365,11 +366,17 @@ def pairs(config: str | None, data_dir: str | None, role: str | None, task: str,
         roles = ["audit"]
     rows = [_pair_rows(decider, r, task, domain, panel, primary, whole_pool) for r in roles]
     flat = [row for group in rows for row in group]
+    price = audit_price(decider.tables) if "audit" in roles else None
     if fmt == "json":
         click.echo(json.dumps({"profile_version": decider.version,
-                               "unprofiled": decider.unprofiled, "decisions": flat}, indent=2))
+                               "unprofiled": decider.unprofiled,
+                               **({"audit_price": price} if price else {}),
+                               "decisions": flat}, indent=2))
     else:
         _print_pairs(flat, decider.version, decider.unprofiled)
+        line = audit_price_text(decider.tables) if price else None
+        if line:
+            click.echo(line)
 
 
 def _pair_rows(decider: Any, role: Any, task: str, domain: str | None, panel: int,

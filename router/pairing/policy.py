@@ -230,6 +230,31 @@ def calibrated_lambda(tables: PolicyTables) -> float:
     return high
 
 
+def audit_price(tables: PolicyTables) -> dict[str, float | bool | None] | None:
+    """The pool's price of a false alarm, for people: ``{false_alarm_budget, price,
+    reachable}`` (``price`` None where no price holds the budget); None without audit rates."""
+    if tables.catch is None or tables.false_alarm is None:
+        return None
+    reachable = bool(np.isfinite(tables.audit_lambda))
+    return {"false_alarm_budget": tables.false_alarm_budget,
+            "price": round(tables.audit_lambda, 4) if reachable else None,
+            "reachable": reachable}
+
+
+def audit_price_text(tables: PolicyTables) -> str | None:
+    """:func:`audit_price` in a line."""
+    price = audit_price(tables)
+    if price is None:
+        return None
+    budget = f"{tables.false_alarm_budget:g}× a random auditor's false alarms"
+    if price["reachable"]:
+        return (f"audit on gold domains: a false alarm costs {tables.audit_lambda:.2f} caught "
+                f"errors, so that the pool's auditors raise at most {budget}")
+    return (f"audit on gold domains: no price of a false alarm holds the pool's auditors to "
+            f"{budget}; each raises the fewest of the candidates that catch at least as many "
+            f"errors as a random one")
+
+
 def _half(tables: PolicyTables, name: str, rows: list[int]) -> tuple[FloatArray, FloatArray] | None:
     """(catch, false alarm) of one half of the gold probes on ``rows``; where the half has no
     rate for a pair, the rate over all of them."""

@@ -118,9 +118,10 @@ def test_version_changes_when_profiles_change(tmp_path: Path, world: Path) -> No
     assert after.version != before and after.unprofiled == ["b1", "b2"]
 
 
-def cli(world: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+def cli(world: Path, capsys: pytest.CaptureFixture[str], *args: str,
+        **policy: Any) -> tuple[int, str, str]:
     config = world / "pool.yaml"
-    settings = make_settings(world)
+    settings = make_settings(world, **policy)
     import yaml
 
     config.write_text(yaml.safe_dump({
@@ -148,6 +149,27 @@ def test_pairs_command(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert sorted(d["primary"] for d in json.loads(out)["decisions"]) == sorted(FAMILY)
     code, _, err = cli(world, capsys, "--primary", "nobody")
     assert code != 0 and err.count("\n") == 1 and "nobody" in err
+
+
+def test_pairs_command_says_what_a_false_alarm_costs(
+        world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The pool's price of a false alarm, and whether the budget is within reach, in both
+    formats (audit only)."""
+    _, out, _ = cli(world, capsys, "--role", "audit", "--format", "json", audit_false_alarms=10.0)
+    assert json.loads(out)["audit_price"] == {"false_alarm_budget": 10.0, "price": 0.0,
+                                              "reachable": True}
+    _, out, _ = cli(world, capsys, "--role", "audit", audit_false_alarms=10.0)
+    assert out.splitlines()[-1] == ("audit on gold domains: a false alarm costs 0.00 caught "
+                                    "errors, so that the pool's auditors raise at most 10× a "
+                                    "random auditor's false alarms")
+    _, out, _ = cli(world, capsys, "--role", "audit", "--format", "json", audit_false_alarms=0.01)
+    assert json.loads(out)["audit_price"] == {"false_alarm_budget": 0.01, "price": None,
+                                              "reachable": False}
+    _, out, _ = cli(world, capsys, "--role", "audit", audit_false_alarms=0.01)
+    assert out.splitlines()[-1].startswith("audit on gold domains: no price of a false alarm "
+                                           "holds the pool's auditors to 0.01×")
+    _, out, _ = cli(world, capsys, "--role", "assist", "--format", "json")
+    assert "audit_price" not in json.loads(out)
 
 
 def test_pairs_store_is_read(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
