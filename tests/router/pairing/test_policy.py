@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -240,25 +241,32 @@ def test_a_real_no_partner_names_its_cause(tables: PolicyTables) -> None:
         audit(priced, "a1", config=cheap)
 
 
-def pooled_alarms(tables: PolicyTables) -> tuple[float, float, float]:
-    """(the chosen auditors' expected false alarms, a random auditor's, the chosen auditors'
-    expected caught errors) over every profiled primary and gold domain, from the tables'
-    own estimates, as :func:`router.pairing.policy.calibrated_lambda` defines its budget."""
-    assert tables.catch is not None and tables.false_alarm is not None
-    chosen = random = caught = 0.0
+def audit_decisions(tables: PolicyTables,
+                    chooser: PolicyTables) -> Iterator[tuple[int, int, int, list[int], float]]:
+    """Every profiled primary and gold domain of ``tables``, with the auditor ``chooser``'s
+    audit rule picks: ``(domain row, primary, auditor, the other profiled models, the
+    primary's expected right answers)``."""
     profiled = [m for m in tables.models if tables.profiled[tables.index(m)]]
     for d in DOMAINS:
         r = tables.domain_index[d]
         for primary in profiled:
             p = tables.index(primary)
             others = [tables.index(m) for m in profiled if m != primary]
-            right = tables.accuracy[r, p] * tables.n_gold[r]
-            partner = audit(tables, primary, {d: 1.0},
+            partner = audit(chooser, primary, {d: 1.0},
                             config=PolicySettings(competence_floor=0.0)).partner
-            j = tables.index(partner)
-            chosen += right * tables.false_alarm[r, p, j]
-            random += right * float(np.mean(tables.false_alarm[r, p, others]))
-            caught += (tables.n_gold[r] - right) * tables.catch[r, p, j]
+            yield r, p, tables.index(partner), others, tables.accuracy[r, p] * tables.n_gold[r]
+
+
+def pooled_alarms(tables: PolicyTables) -> tuple[float, float, float]:
+    """(the chosen auditors' expected false alarms, a random auditor's, the chosen auditors'
+    expected caught errors) over every profiled primary and gold domain, from the tables'
+    own estimates, as :func:`router.pairing.policy.calibrated_lambda` defines its budget."""
+    assert tables.catch is not None and tables.false_alarm is not None
+    chosen = random = caught = 0.0
+    for r, p, j, others, right in audit_decisions(tables, tables):
+        chosen += right * tables.false_alarm[r, p, j]
+        random += right * float(np.mean(tables.false_alarm[r, p, others]))
+        caught += (tables.n_gold[r] - right) * tables.catch[r, p, j]
     return chosen, random, caught
 
 
@@ -293,17 +301,9 @@ def cross_fitted_alarms(tables: PolicyTables, lam: float) -> tuple[float, float]
                                    **NO_HALVES)
         object.__setattr__(half, "audit_lambda", lam)
         counted = getattr(tables, f"false_alarm_{count}")
-        profiled = [m for m in tables.models if tables.profiled[tables.index(m)]]
-        for d in DOMAINS:
-            r = tables.domain_index[d]
-            for primary in profiled:
-                p = tables.index(primary)
-                others = [tables.index(m) for m in profiled if m != primary]
-                right = tables.accuracy[r, p] * tables.n_gold[r]
-                partner = audit(half, primary, {d: 1.0},
-                                config=PolicySettings(competence_floor=0.0)).partner
-                chosen += right * counted[r, p, tables.index(partner)] / 2
-                random += right * float(np.mean(tables.false_alarm[r, p, others])) / 2
+        for r, p, j, others, right in audit_decisions(tables, half):
+            chosen += right * counted[r, p, j] / 2
+            random += right * float(np.mean(tables.false_alarm[r, p, others])) / 2
     return chosen, random
 
 
