@@ -374,9 +374,8 @@ def pairs(config: str | None, data_dir: str | None, role: str | None, task: str,
                                "decisions": flat}, indent=2))
     else:
         _print_pairs(flat, decider.version, decider.unprofiled)
-        line = audit_price_text(decider.tables) if price else None
-        if line:
-            click.echo(line)
+        if price:
+            click.echo(audit_price_text(decider.tables))
 
 
 def _pair_rows(decider: Any, role: Any, task: str, domain: str | None, panel: int,

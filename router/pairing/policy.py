@@ -207,12 +207,14 @@ def calibrated_lambda(tables: PolicyTables) -> float:
     budget = tables.false_alarm_budget * float(
         (np.where(ok, alarm * right, 0.0).sum(-1)[counted] / n_ok[counted]).sum())
     rate = np.nan_to_num(acc)[:, :, None]
-    fits = [_Fit.of(tables, rate, catch, alarm, alarm, ok, right, n_ok)]
+    tie_rank = np.empty(len(tables.models), dtype=np.int64)  # cheaper, then by name
+    tie_rank[np.lexsort((tables.name_rank, tables.cost))] = np.arange(len(tables.models))
+    fits = [_Fit.of(tie_rank, rate, catch, alarm, alarm, ok, right, n_ok)]
     even, odd = _half(tables, "even", rows), _half(tables, "odd", rows)
     if even is not None and odd is not None:
         (c_even, a_even), (c_odd, a_odd) = even, odd
-        fits = [_Fit.of(tables, rate, c_even, a_even, a_odd, ok, right, n_ok),
-                _Fit.of(tables, rate, c_odd, a_odd, a_even, ok, right, n_ok)]
+        fits = [_Fit.of(tie_rank, rate, c_even, a_even, a_odd, ok, right, n_ok),
+                _Fit.of(tie_rank, rate, c_odd, a_odd, a_even, ok, right, n_ok)]
 
     def spent(lam: float) -> float:
         return float(np.mean([f.spent(lam, counted) for f in fits]))
@@ -280,12 +282,10 @@ class _Fit:
     tie_rank: IntArray
 
     @classmethod
-    def of(cls, tables: PolicyTables, acc: FloatArray, catch: FloatArray, alarm: FloatArray,
+    def of(cls, tie_rank: IntArray, acc: FloatArray, catch: FloatArray, alarm: FloatArray,
            counted_alarm: FloatArray, ok: BoolArray, right: FloatArray, n_ok: IntArray) -> _Fit:
         random_catch = np.where(ok, catch, 0.0).sum(-1) / n_ok
         eligible = ok & (np.nan_to_num(catch) >= random_catch[..., None] - 1e-9)
-        tie_rank = np.empty(len(tables.models), dtype=np.int64)
-        tie_rank[np.lexsort((tables.name_rank, tables.cost))] = np.arange(len(tables.models))
         return cls(catch, alarm, acc, np.where(ok, counted_alarm * right, 0.0), eligible,
                    tie_rank)
 
