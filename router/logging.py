@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 import threading
 import time
@@ -257,6 +258,26 @@ def resolve_format(fmt: Literal["auto", "json", "console"],
         return "json"
 
 
+def own_descriptor(stream: IO[bytes]) -> IO[bytes]:
+    """``stream`` itself, or — when it writes to the process's descriptor 1 or 2 — a stream
+    of our own on a duplicate of that descriptor (the same pipe, file or terminal).
+
+    Libraries point descriptors 1 and 2 elsewhere for a while: llama-cpp-python silences a
+    model load by ``dup2``-ing them to /dev/null, from whichever thread loads (a model's weights
+    load in the background while the service starts). Every line flushed to descriptor 1 in
+    that window was lost — ``service.started`` among them, one start in ten. A duplicate keeps
+    pointing at the original file whatever happens to 1 and 2.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's BytesIO)
+        return stream
+    if fd not in (1, 2):
+        return stream
+    stream.flush()
+    return os.fdopen(os.dup(fd), "wb")
+
+
 def configure_logging(fmt: Literal["auto", "json", "console"] = "json", level: str = "INFO",
                       stream: IO[bytes] | None = None) -> None:
     """Native structlog to ``stream`` (default stdout) as JSON or console lines, buffered.
@@ -268,7 +289,7 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "json", level: s
         previous.close()
     out = stream if stream is not None else sys.stdout.buffer
     fmt = resolve_format(fmt, out)
-    factory = BufferedLoggerFactory(out)
+    factory = BufferedLoggerFactory(own_descriptor(out))
     atexit.register(factory.close)
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     processors: list[Any] = [JsonLine()] if fmt == "json" else [

@@ -4,32 +4,58 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
 from tests.e2e.harness import PARIS, scripted
 
 
-def read_lines_until(process: subprocess.Popen[bytes], event: str,
-                     within_s: float = 90) -> list[dict[str, Any]]:
-    """JSON log lines from the server's stdout until one with ``event``."""
-    assert process.stdout is not None
-    lines: list[dict[str, Any]] = []
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        raw = process.stdout.readline()
-        if not raw:
-            break
-        lines.append(json.loads(raw))  # every line on stdout is one of ours, as JSON
-        if lines[-1]["event"] == event:
-            return lines
-    raise AssertionError(f"no {event} line in {lines}")
+class Lines:
+    """The server's stdout, one JSON log line at a time, read by a thread: a wait for a line
+    that never comes ends at its deadline instead of blocking in ``readline``."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self._queue: queue.Queue[bytes] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stdout: IO[bytes]) -> None:
+        for raw in stdout:
+            self._queue.put(raw)
+        self._queue.put(b"")  # end of file
+
+    def until(self, event: str, within_s: float = 90) -> list[dict[str, Any]]:
+        """The lines up to the first with ``event``."""
+        lines: list[dict[str, Any]] = []
+        deadline = time.monotonic() + within_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                raw = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if not raw:
+                break
+            lines.append(json.loads(raw))  # every line on stdout is one of ours, as JSON
+            if lines[-1]["event"] == event:
+                return lines
+        raise AssertionError(f"no {event} line within {within_s} s in {lines}")
+
+    def rest(self) -> list[dict[str, Any]]:
+        """Every line after those read, once the process has closed its stdout."""
+        self._thread.join(timeout=30)
+        raws = []
+        while not self._queue.empty():
+            raws.append(self._queue.get())
+        return [json.loads(raw) for raw in raws if raw.strip()]
 
 
 def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -51,8 +77,9 @@ def test_serve_says_where_to_call_and_local_weights_load_in_the_background(
         [sys.executable, "-m", "router", "serve", "--config", str(config), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    lines = Lines(server)
     try:
-        before = read_lines_until(server, "service.started")
+        before = lines.until("service.started")
         assert all(line["logger"].startswith("diffroute") for line in before), before
         started = before[-1]
         base = started["url"]
@@ -67,13 +94,16 @@ def test_serve_says_where_to_call_and_local_weights_load_in_the_background(
         assert status == 200 and body["choices"][0]["message"]["content"] is not None
         # the weights may have loaded before the service started listening, or after
         seen = before if any(line["event"] == "model.ready" for line in before) else \
-            read_lines_until(server, "model.ready")
+            lines.until("model.ready")
         ready = next(line for line in seen if line["event"] == "model.ready")
         assert ready["model"] == "smol" and ready["level"] == "info"
     finally:
         server.terminate()
-        out, err = server.communicate(timeout=30)
-    rest = [json.loads(line) for line in out.splitlines() if line.strip()]
+        server.wait(timeout=30)  # its stderr is a few lines at most: the pipe cannot fill
+    rest = lines.rest()
+    assert server.stderr is not None
+    with server.stderr:
+        err = server.stderr.read()
     assert all(line["logger"].startswith("diffroute") for line in rest), rest
     assert [line for line in rest if line["event"] == "model.ready"] == []  # loaded once
     assert b"llama_" not in err and b"faiss" not in err.lower(), err[-2000:]

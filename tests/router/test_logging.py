@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import logging
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -171,3 +173,32 @@ def test_third_party_chatter_is_shown_only_at_debug(level: str, shown: bool) -> 
     flush_logs()
     text = stream.getvalue().decode()
     assert ("AVX512" in text) == shown and "a real problem" in text
+
+
+SILENCED_LOAD = """
+import sys
+import structlog
+from llama_cpp._utils import suppress_stdout_stderr
+from router.logging import configure_logging, flush_logs
+
+configure_logging("json", stream=getattr(sys, sys.argv[1]).buffer)
+log = structlog.get_logger("diffroute.test")
+with suppress_stdout_stderr(disable=False):  # what llama-cpp-python does around a load
+    log.info("while.silenced")
+    flush_logs()
+    log.warning("warned.while.silenced")
+log.info("after")
+flush_logs()
+"""
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_no_line_is_lost_while_a_library_points_the_descriptors_at_dev_null(
+        stream: str) -> None:
+    """llama-cpp-python silences a model load by ``dup2``-ing descriptors 1 and 2 to
+    /dev/null (in the background, while the service starts): the log lines written in that
+    window reach the real stdout (or stderr) all the same."""
+    done = subprocess.run([sys.executable, "-c", SILENCED_LOAD, stream], capture_output=True,
+                          timeout=120, cwd=Path(__file__).parents[2], check=True)
+    lines = [orjson.loads(x) for x in getattr(done, stream).splitlines()]
+    assert [x["event"] for x in lines] == ["while.silenced", "warned.while.silenced", "after"]
