@@ -288,7 +288,7 @@ def evaluate(tables: PolicyTables, held: Held, cost: dict[str, float],
     config = POLICY[0]
     models = list(held.models)
     out = PoolResult({k: [] for k in ("policy", "random", "most similar", "most accurate",
-                                      "oracle")},
+                                      "oracle", "oracle, never below chance")},
                      {k: [] for k in ("policy", "random", "cheapest")},
                      {k: [] for k in ("policy", "random", "cheapest")}, 0, 0, [],
                      tables.audit_lambda)
@@ -327,11 +327,12 @@ def evaluate(tables: PolicyTables, held: Held, cost: dict[str, float],
                     out.planted_total += 1
                     out.planted_hits += assist == planted[(primary, domain)]
     out.audit["oracle"] = _oracle(decisions)
+    out.audit["oracle, never below chance"] = _oracle(decisions, never_below_chance=True)
     return out
 
 
-def _oracle(decisions: Sequence[tuple[dict[str, PairCounts], PairCounts]]
-            ) -> list[PairCounts]:
+def _oracle(decisions: Sequence[tuple[dict[str, PairCounts], PairCounts]],
+            never_below_chance: bool = False) -> list[PairCounts]:
     """The auditors that catch the most errors on the *held-out* answers while raising, over
     all decisions of the pool, no more false alarms than random auditors do.
 
@@ -339,21 +340,36 @@ def _oracle(decisions: Sequence[tuple[dict[str, PairCounts], PairCounts]]
     half only) can beat it: it bounds what is reachable under the false-alarm condition. Each
     decision takes the candidate with the most ``caught − λ·alarms``; λ is the smallest (by
     bisection) at which the pooled false-alarm rate is no higher than random's.
+
+    ``never_below_chance``: under the policy's first audit rule too — only candidates that
+    catch, on those answers, at least as many errors as a random auditor; where no λ holds the
+    budget, each decision's fewest false alarms among them (as the policy does).
     """
     def totals(c: PairCounts) -> tuple[float, float]:
         return float(c.caught.sum()), float(c.alarms.sum())
 
     budget = sum(totals(rand)[1] for _, rand in decisions)
 
+    def candidates(counts: dict[str, PairCounts], rand: PairCounts) -> list[str]:
+        names = sorted(counts)
+        if not never_below_chance:
+            return names
+        chance = totals(rand)[0]  # ``rand`` holds the mean over the candidates
+        return [m for m in names if totals(counts[m])[0] >= chance - 1e-9] or names
+
     def pick(lam: float) -> list[str]:
-        return [max(sorted(counts), key=lambda m: totals(counts[m])[0] - lam * totals(counts[m])[1])
-                for counts, _ in decisions]
+        if np.isinf(lam):
+            return [min(candidates(c, r), key=lambda m: totals(c[m])[1]) for c, r in decisions]
+        return [max(candidates(c, r), key=lambda m: totals(c[m])[0] - lam * totals(c[m])[1])
+                for c, r in decisions]
 
     def alarms(choice: list[str]) -> float:
         return sum(totals(c[m])[1] for (c, _), m in zip(decisions, choice, strict=True))
 
     low, high = 0.0, 64.0
-    if alarms(pick(low)) > budget:
+    if alarms(pick(float("inf"))) > budget:
+        low = float("inf")
+    elif alarms(pick(low)) > budget:
         for _ in range(40):
             mid = (low + high) / 2
             low, high = (low, mid) if alarms(pick(mid)) <= budget else (mid, high)
@@ -430,7 +446,7 @@ def report(results: Sequence[PoolResult], title: str, rng: np.random.Generator) 
                  interval(same_wrong, c, rng)] for k, c in audit.items()]
         print_table(["auditor", "catch P(differ|primary wrong)", "false alarm P(differ|right)",
                      "same wrong"], rows)
-        for name in ("policy", "oracle"):
+        for name in ("policy", "oracle", "oracle, never below chance"):
             print(f"{name} / random catch:",
                   ratio_interval(catch, audit[name], audit["random"], rng),
                   "  false alarm:",
