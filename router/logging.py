@@ -274,8 +274,11 @@ def own_descriptor(stream: IO[bytes]) -> IO[bytes]:
         return stream
     if fd not in (1, 2):
         return stream
-    stream.flush()
-    return os.fdopen(os.dup(fd), "wb")
+    try:
+        stream.flush()
+        return os.fdopen(os.dup(fd), "wb")
+    except OSError:  # closed or broken: written to as before (a failed write loses nothing more)
+        return stream
 
 
 def configure_logging(fmt: Literal["auto", "json", "console"] = "json", level: str = "INFO",

@@ -202,3 +202,20 @@ def test_no_line_is_lost_while_a_library_points_the_descriptors_at_dev_null(
                           timeout=120, cwd=Path(__file__).parents[2], check=True)
     lines = [orjson.loads(x) for x in getattr(done, stream).splitlines()]
     assert [x["event"] for x in lines] == ["while.silenced", "warned.while.silenced", "after"]
+
+
+class _BrokenStdout(io.BytesIO):
+    """Descriptor 1, already broken: flushing it fails."""
+
+    def fileno(self) -> int:
+        return 1
+
+    def flush(self) -> None:
+        raise BrokenPipeError("the reader went away")
+
+
+def test_a_broken_stdout_is_logged_to_as_before_not_duplicated() -> None:
+    broken = _BrokenStdout()
+    assert rlog.own_descriptor(broken) is broken
+    plain = io.BytesIO()  # no descriptor at all
+    assert rlog.own_descriptor(plain) is plain
