@@ -266,8 +266,7 @@ def own_descriptor(stream: IO[bytes]) -> IO[bytes]:
     model load by ``dup2``-ing them to /dev/null, from whichever thread loads (a model's weights
     load in the background while the service starts). Every line flushed to descriptor 1 in
     that window was lost — ``service.started`` among them, in 3 of 8 starts of the embedded pool.
-    A duplicate keeps
-    pointing at the original file whatever happens to 1 and 2.
+    A duplicate keeps pointing at the original file whatever happens to 1 and 2.
     """
     try:
         fd = stream.fileno()
