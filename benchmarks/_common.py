@@ -233,9 +233,12 @@ async def wait_for_termination() -> None:
     await stop.wait()
 
 
-async def serve_app(app: web.Application, *, shutdown_timeout: float = 1.0) -> None:
-    """Child side: serve ``app`` on 127.0.0.1 (port 0), announce it, stop on SIGTERM."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+async def serve_app(app: web.Application, *, shutdown_timeout: float = 1.0,
+                    handler_cancellation: bool = False) -> None:
+    """Child side: serve ``app`` on 127.0.0.1 (port 0), announce it, stop on SIGTERM;
+    ``handler_cancellation`` as ``diffroute serve`` runs (a task per request)."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout,
+                           handler_cancellation=handler_cancellation)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -14,7 +14,10 @@ All in one run, against one fake OpenAI upstream (``tests.fakes.FakeUpstream``, 
     ``[DONE]``) against a minimal streaming proxy (relays the upstream's bytes as they come);
 (e) with ``--telemetry``: the plain proxy with tracing on (every request a server span,
     exported in batches over OTLP/HTTP to a receiver on loopback that decodes and counts them)
-    against the same service with tracing off, and both against the minimal proxy.
+    against the same service with tracing off, and both against the minimal proxy;
+(f) with ``--floor``: where ``/v1/route``'s CPU goes — diffroute's app with a handler that does
+    nothing, without its middleware, with it (logs at WARNING) and with the access line too,
+    each against the hello world, beside ``/v1/route`` itself.
 
 The baseline proxies make their upstream calls with the client diffroute uses,
 ``router.backends.http1.Http1Client`` (keep-alive pool, ``httptools`` parser), so they are as
@@ -23,7 +26,8 @@ unlimited ``TCPConnector``) instead, as a minimal aiohttp proxy would be written
 
 Every server — the upstream, diffroute and each baseline — runs in its own child process, served
 the same way (``aiohttp.web.AppRunner``, default asyncio loop, no aiohttp access log).
-diffroute runs as ``diffroute serve`` does: JSON logs on (written to a temporary file). Its
+diffroute runs as ``diffroute serve`` does: JSON logs on (written to a temporary file), and
+``handler_cancellation`` on (a client that disconnects cancels its handler; a task per request). Its
 pairing decisions for (b) and (c) come from the app's default policy,
 ``router.pairing.decider.build_decider`` (``--policy real``, the default when it exists; the
 fake models have no profiles, so it decides by its family rule after embedding the task and
@@ -39,7 +43,7 @@ the median over rounds of the rounds' subject/baseline ratios, with the sign tes
 
     python -m benchmarks.service [--duration 10] [--rounds 5] [--latency 0.002] [--policy real]
                                  [--baseline-client http1|aiohttp] [--distinct-tasks]
-                                 [--telemetry] [--no-pin] [--python-load]
+                                 [--telemetry] [--floor] [--no-pin] [--python-load]
 
 Run it from the repository root (it imports ``tests.fakes``). ``--cprofile DIR`` writes a
 cProfile of each proxy server process for the whole run to ``DIR/<server>.prof``
@@ -298,7 +302,8 @@ def describe_policy(policy: str) -> str:
 
 
 def diffroute(upstream: str, data_dir: Path, policy: str = "test",
-              otlp: str | None = None, sample_ratio: float = 1.0) -> web.Application:
+              otlp: str | None = None, sample_ratio: float = 1.0,
+              log_level: str = "INFO") -> web.Application:
     """The real service over a pool of two ``kind: openai`` models on the fake upstream;
     ``otlp``: with tracing on, exporting to this collector (``sample_ratio`` of the traces)."""
     from router.config import settings_from_mapping
@@ -314,12 +319,36 @@ def diffroute(upstream: str, data_dir: Path, policy: str = "test",
     settings = settings_from_mapping({"models": models, "data_dir": str(data_dir),
                                       "server": {"shutdown_timeout": 1}, **telemetry})
     # as `diffroute serve` runs, but to stderr (a temporary file): stdout is the parent's pipe
-    configure_logging("json", stream=sys.stderr.buffer)
+    configure_logging("json", level=log_level, stream=sys.stderr.buffer)
     if policy == "real":
         app = create_app(settings)  # the app's default decider (build_decider)
     else:
         app = create_app(settings, decider_factory=FamilyDecider)
     app.on_startup.append(settle_heap)  # as run_server (diffroute serve) does
+    return app
+
+
+FLOOR_PATH = "/bench/constant"
+"""Where :func:`floor_app` serves its handler that does nothing."""
+FLOOR_LAYERS = {"floor-app": "diffroute's app, no middleware",
+                "floor-quiet": "+ its middleware, logs at WARNING (no access line)",
+                "floor-logged": "+ the access line (as served)"}
+"""The servers of the ``floor`` group: diffroute's app with one layer more each."""
+
+
+def floor_app(kind: str, upstream: str, data_dir: Path, policy: str) -> web.Application:
+    """The app :func:`diffroute` builds, plus a handler that does nothing at
+    :data:`FLOOR_PATH` (the hello world's): what aiohttp, diffroute's app and its middleware
+    cost a request before any route's work. ``kind`` is a key of :data:`FLOOR_LAYERS`."""
+    app = diffroute(upstream, data_dir, policy,
+                    log_level="INFO" if kind == "floor-logged" else "WARNING")
+    if kind == "floor-app":
+        app.middlewares.clear()
+
+    async def constant(_request: web.Request) -> web.Response:
+        return web.Response(body=HELLO_BYTES, content_type="application/json")
+
+    app.router.add_post(FLOOR_PATH, constant)
     return app
 
 
@@ -342,8 +371,13 @@ def run_child(kind: str, upstream: str, latency: float, profile: str | None,
                 "diffroute": lambda: diffroute(upstream, Path(data_dir), policy),
                 "traced": lambda: diffroute(upstream, Path(data_dir), policy, otlp,
                                             sample_ratio),
+                **{layer: (lambda layer=layer: floor_app(layer, upstream, Path(data_dir), policy))
+                   for layer in FLOOR_LAYERS},
             }
-            main = serve_app(apps[kind]())
+            # diffroute as `diffroute serve` runs it: a disconnecting client cancels its
+            # handler (router.service.app._serve), which costs a task per request
+            main = serve_app(apps[kind](), handler_cancellation=kind not in (
+                "minimal", "two-call", "streaming", "hello"))
         profiler = cProfile.Profile() if profile else None
         if profiler is not None:
             profiler.enable()
@@ -381,12 +415,23 @@ class Comparison:
     target: float | None = None
 
 
-GROUPS = ("latency", "plain", "route", "audit", "stream", "telemetry")
-"""The groups of cases, by name (``--only``); ``telemetry`` only with ``--telemetry``."""
+GROUPS = ("latency", "plain", "route", "audit", "stream", "telemetry", "floor")
+"""The groups of cases, by name (``--only``); ``telemetry`` only with ``--telemetry``,
+``floor`` only with ``--floor``."""
 
 
-def groups(high: int, distinct_tasks: bool = False,
-           telemetry: bool = False) -> dict[str, list[Case]]:
+def floor_cases(high: int) -> list[Case]:
+    """The ``floor`` group: the hello world, diffroute's app with a handler that does nothing
+    and one layer more each (:data:`FLOOR_LAYERS`), and ``/v1/route``, back to back."""
+    return [Case(f"floor: hello-world JSON, c={high}", "hello", "/v1/route", ROUTE_BODY, high),
+            *(Case(f"floor: {label}, c={high}", kind, FLOOR_PATH, ROUTE_BODY, high)
+              for kind, label in FLOOR_LAYERS.items()),
+            Case(f"floor: diffroute /v1/route, c={high}", "diffroute", "/v1/route", ROUTE_BODY,
+                 high)]
+
+
+def groups(high: int, distinct_tasks: bool = False, telemetry: bool = False,
+           floor: bool = False) -> dict[str, list[Case]]:
     """The cases measured back to back: each subject with its baselines (one machine load)."""
     plain, audit = chat_body("alpha"), chat_body("audit:alpha")
     streamed = chat_body("alpha", stream=True)
@@ -411,6 +456,7 @@ def groups(high: int, distinct_tasks: bool = False,
         [Case(f"streaming proxy, c={high}", "streaming", CHAT, streamed, high),
          Case(f"diffroute stream, c={high}", "diffroute", CHAT, streamed, high)],
         traced if telemetry else [],
+        floor_cases(high) if floor else [],
     ], strict=True))
 
 
@@ -432,6 +478,9 @@ def comparisons(high: int, distinct_tasks: bool = False) -> list[Comparison]:
         Comparison(f"(e) plain traced{c} vs minimal proxy", f"diffroute plain traced{c}",
                    f"minimal proxy{c}"),
     ]
+    hello = f"floor: hello-world JSON{c}"
+    rows += [Comparison(f"(f) {label}{c} vs hello world", f"floor: {label}{c}", hello)
+             for label in (*FLOOR_LAYERS.values(), "diffroute /v1/route")]
     if distinct_tasks:
         rows.insert(2, Comparison(f"(b) /v1/route distinct tasks{c} vs hello world",
                                   f"diffroute /v1/route distinct tasks{c}",
@@ -572,6 +621,8 @@ async def start_servers(stack: AsyncExitStack, args: argparse.Namespace, profile
         base += ["--otlp", servers["otlp"].url, "--trace-sample-ratio",
                  str(args.trace_sample_ratio)]
         kinds.append("traced")
+    if args.floor:
+        kinds += list(FLOOR_LAYERS)
     for kind in kinds:
         argv = [*base, "--child", kind, "--upstream", upstream.url]
         if profile is not None:
@@ -601,7 +652,7 @@ async def benchmark(args: argparse.Namespace, profile: Path | None, placement: P
                 aiohttp.ClientSession(connector=connector)))
         for round_number in range(args.rounds):
             for name, group in groups(args.concurrency, args.distinct_tasks,
-                                      args.telemetry).items():
+                                      args.telemetry, args.floor).items():
                 if args.only and name not in args.only:
                     continue
                 for case in group[::-1] if round_number % 2 else group:
@@ -749,6 +800,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--telemetry", action="store_true",
                         help="also measure the plain proxy with tracing on, exporting over "
                              "OTLP/HTTP to a receiver on loopback (group 'telemetry')")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure where /v1/route's CPU goes: diffroute's app with a "
+                             "handler that does nothing, without and with its middleware and "
+                             "access line, against the hello world (group 'floor')")
     parser.add_argument("--trace-sample-ratio", type=float, default=1.0,
                         help="with --telemetry: telemetry.sample_ratio of the traced service")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
