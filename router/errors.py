@@ -81,10 +81,13 @@ class UnknownModelError(DiffrouteError):
     code = "model_not_found"
     param = "model"
 
-    def __init__(self, model: str, known: list[str] | None = None) -> None:
+    def __init__(self, model: str, known: list[str] | None = None, *,
+                 param: str = "model") -> None:
         self.model = model
+        self.param = param
         hint = f" (known: {', '.join(known)})" if known else ""
-        super().__init__(f"model '{model}' is not in the pool{hint}")
+        shown = model if len(model) <= 100 else f"{model[:100]}…"  # a name can be any size
+        super().__init__(f"model '{shown}' is not in the pool{hint}")
 
 
 class DecisionNotFoundError(DiffrouteError):

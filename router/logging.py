@@ -37,6 +37,8 @@ from typing import IO, Any, Literal
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from profiles.protocol import SampleRequest, Usage
 from router.errors import UpstreamError
@@ -218,14 +220,32 @@ class BufferedLoggerFactory:
         self.buffer.flush()
 
 
-class _ForeignHandler(logging.Handler):
-    """Stdlib records (aiohttp's, asyncio's) go through the same structlog pipeline."""
+class ForeignHandler(logging.Handler):
+    """Stdlib records (aiohttp's, asyncio's) go through the same structlog pipeline.
+
+    A malformed request aiohttp refuses before (or while) diffroute reads it — a request line
+    or header it cannot parse, a body whose ``Content-Encoding`` does not decode — is the
+    client's error: one warning line with the reason, not an error with a traceback that any
+    client could make the log repeat."""
 
     def emit(self, record: logging.LogRecord) -> None:
         fields: dict[str, Any] = {}
-        if record.exc_info:
+        level = record.levelno
+        exc = record.exc_info[1] if record.exc_info else None
+        if client_error(exc):
+            level = min(level, logging.WARNING)
+            fields["error"] = " ".join(str(exc).split())
+            fields["error.type"] = type(exc).__name__
+        elif record.exc_info:
             fields["exc_info"] = record.exc_info
-        structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
+        structlog.get_logger(record.name).log(level, record.getMessage(), **fields)
+
+
+def client_error(exc: BaseException | None) -> bool:
+    """Whether aiohttp raised ``exc`` over a malformed request (a 4xx of its parser)."""
+    if isinstance(exc, RequestPayloadError):
+        return True
+    return isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500
 
 
 def flush_logs() -> None:
@@ -304,7 +324,7 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "json", level: s
         cache_logger_on_first_use=True,
     )
     root = logging.getLogger()
-    root.handlers[:] = [_ForeignHandler()]
+    root.handlers[:] = [ForeignHandler()]
     root.setLevel(numeric_level)
     # our middleware writes the access log; aiohttp's own would duplicate it
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -327,11 +327,13 @@ class Pool:
     def __contains__(self, name: object) -> bool:
         return name in self._models
 
-    def get(self, name: str) -> PoolModel:
+    def get(self, name: str, *, param: str = "model") -> PoolModel:
+        """The member ``name``; an unknown one is a 404 naming ``param``, the field it came
+        from."""
         try:
             return self._models[name]
         except KeyError:
-            raise UnknownModelError(name, self.names) from None
+            raise UnknownModelError(name, self.names, param=param) from None
 
     def warm(self) -> list[asyncio.Task[None]]:
         """Start getting every model ready in the background (local weights load now, not

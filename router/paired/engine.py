@@ -118,9 +118,9 @@ class PairedEngine:
                      task: str) -> Decision:
         """The policy's decision; a partner requested by the client replaces the policy's."""
         for name in options.candidates or ():
-            self.pool.get(name)
+            self.pool.get(name, param="diffroute.candidates")
         if options.partner is not None:
-            self.pool.get(options.partner)
+            self.pool.get(options.partner, param="diffroute.partner")
         if options.partner is not None and primary is not None:
             # both ends are given: no policy call, so this works without profiles too; what
             # the policy would check, the engine does: the domain exists, the pair is allowed

@@ -35,6 +35,9 @@ FREE_TEXT_WORDS = 4
 """Strings with at least this many words are compared by meaning, not character by character."""
 STRUCTURAL_THRESHOLD = 0.0
 """Any structural difference beyond noise is flagged: the divergence must be exactly zero."""
+MAX_JSON_DEPTH = 64
+"""JSON nested deeper than this is compared as text: a structural diff walks it recursively,
+and no tool argument or structured answer needs more levels."""
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 _MISSING = object()
 
@@ -107,20 +110,43 @@ def parse_json(text: str) -> object:
         stripped = fenced.group(1)
     if not stripped or stripped[0] not in "{[":
         return _MISSING
+    return _loads(stripped)
+
+
+def _loads(text: str) -> object:
+    """``json.loads``, or :data:`_MISSING` when the text is not JSON or nests deeper than
+    :data:`MAX_JSON_DEPTH` (the parser's own limit raises ``RecursionError``)."""
     try:
-        value: object = json.loads(stripped)
-    except ValueError:
+        value: object = json.loads(text)
+    except (ValueError, RecursionError):
         return _MISSING
-    return value
+    return value if _depth_within(value, MAX_JSON_DEPTH) else _MISSING
+
+
+def _depth_within(value: object, limit: int) -> bool:
+    """Whether ``value``'s containers nest at most ``limit`` deep (iteratively)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Sequence[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 def _arguments(call: ToolCall) -> object:
-    """A call's arguments as JSON, or the raw text when they are not valid JSON."""
-    try:
-        value: object = json.loads(call.arguments) if call.arguments.strip() else {}
-    except ValueError:
-        return call.arguments
-    return value
+    """A call's arguments as JSON, or the raw text when they are not valid JSON (or nest
+    deeper than :data:`MAX_JSON_DEPTH`)."""
+    if not call.arguments.strip():
+        return {}
+    value = _loads(call.arguments)
+    return call.arguments if value is _MISSING else value
 
 
 def _calls_diff(primary: Sequence[ToolCall], partner: Sequence[ToolCall],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import BadRequestError
 from router.pairing.decision import Role
@@ -23,13 +23,36 @@ class Pairings(BaseModel):
     pinned: dict[str, dict[Role, str]] = Field(default_factory=dict)
     excluded: list[tuple[str, str]] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _no_self_pairs(self) -> Pairings:
+    def self_pin(self) -> tuple[str, str] | None:
+        """``(message, param)`` of a model pinned as its own partner, else ``None``."""
         for primary, roles in self.pinned.items():
             for role, partner in roles.items():
                 if partner == primary:
-                    raise ValueError(f"pinned.{primary}.{role}: a model cannot partner itself")
-        return self
+                    where = f"pinned.{primary}.{role}"
+                    return f"{where}: a model cannot partner itself", where
+        return None
+
+    def problem(self) -> tuple[str, str] | None:
+        """``(message, param)`` of the first pairing that cannot hold — a model pinned or
+        excluded with itself, a pinned partner that is also excluded — else ``None``."""
+        if (self_pinned := self.self_pin()) is not None:
+            return self_pinned
+        for primary, roles in self.pinned.items():
+            for role, partner in roles.items():
+                where = f"pinned.{primary}.{role}"
+                if self.is_excluded(primary, partner):
+                    return (f"{where}: '{partner}' is pinned as '{primary}''s {role} partner "
+                            f"and excluded with it ({self._exclusion(primary, partner)}); "
+                            "keep one of the two", where)
+        for i, (a, b) in enumerate(self.excluded):
+            if a == b:
+                return (f"excluded[{i}]: a model is never its own partner, so excluding "
+                        f"'{a}' with itself does nothing", f"excluded[{i}]")
+        return None
+
+    def _exclusion(self, a: str, b: str) -> str:
+        i = next(i for i, pair in enumerate(self.excluded) if set(pair) == {a, b})
+        return f"excluded[{i}]"
 
     def pinned_partner(self, primary: str, role: Role) -> str | None:
         return self.pinned.get(primary, {}).get(role)
@@ -38,20 +61,32 @@ class Pairings(BaseModel):
         return (a, b) in self.excluded or (b, a) in self.excluded
 
     def unknown_models(self, known: set[str]) -> list[str]:
-        names = set(self.pinned)
-        names |= {p for roles in self.pinned.values() for p in roles.values()}
-        names |= {m for pair in self.excluded for m in pair}
-        return sorted(names - known)
+        return sorted((self._pinned_names() | self._excluded_names()) - known)
+
+    def unknown_param(self, known: set[str]) -> str:
+        """Where the unknown models are: ``pinned``, else ``excluded``."""
+        return "pinned" if self._pinned_names() - known else "excluded"
+
+    def _pinned_names(self) -> set[str]:
+        return set(self.pinned) | {p for roles in self.pinned.values() for p in roles.values()}
+
+    def _excluded_names(self) -> set[str]:
+        return {m for pair in self.excluded for m in pair}
 
 
 def parse_pairings(data: object) -> Pairings:
-    """Validate a JSON body; raises ``BadRequestError`` naming the first bad field."""
+    """Validate a JSON body; raises ``BadRequestError`` naming the first bad field, or the
+    first pairing that cannot hold (:meth:`Pairings.problem`)."""
     try:
-        return Pairings.model_validate(data)
+        pairings = Pairings.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
+        where = ".".join(str(p) for p in err["loc"] if p != "[key]") or "body"
         raise BadRequestError(f"{where}: {err['msg']}", param=where) from None
+    problem = pairings.problem()
+    if problem is not None:
+        raise BadRequestError(problem[0], param=problem[1])
+    return pairings
 
 
 class PairingsStorage(Protocol):
@@ -74,5 +109,9 @@ def pairings_document(pairings: Pairings) -> str:
 
 def read_pairings(document: str | None) -> Pairings:
     """Pairings from their persisted document (none saved: no pairings); raises
-    ``ValueError`` on a broken one."""
-    return Pairings() if document is None else Pairings.model_validate_json(document)
+    ``ValueError`` on a broken one (or one that pins a model to itself). A pin that is also
+    excluded, which older versions saved, still loads: the exclusion wins, as it always did."""
+    pairings = Pairings() if document is None else Pairings.model_validate_json(document)
+    if (self_pinned := pairings.self_pin()) is not None:
+        raise ValueError(self_pinned[0])
+    return pairings

@@ -59,13 +59,24 @@ class RecentDecisions:
 
     def get(self, decision_id: str) -> Routed | None:
         """The decision, or ``None`` when the id is unknown, expired or claimed."""
-        self._expire(self._clock())
-        return self._entries.get(decision_id)
+        now = self._clock()
+        self._expire(now)
+        return self._fresh(self._entries.get(decision_id), now)
 
     def claim(self, decision_id: str) -> Routed | None:
         """Take the decision out (it can be reported once)."""
-        self._expire(self._clock())
-        return self._entries.pop(decision_id, None)
+        now = self._clock()
+        self._expire(now)
+        return self._fresh(self._entries.pop(decision_id, None), now)
+
+    def restore(self, routed: Routed) -> None:
+        """Put back a claimed decision whose report failed before anything was recorded, so
+        that it can be reported again (until it expires, as before)."""
+        self._entries[routed.id] = routed
+
+    def _fresh(self, routed: Routed | None, now: float) -> Routed | None:
+        # a restored entry sits behind newer ones, where _expire does not look
+        return routed if routed is not None and now - routed.at < self.ttl_s else None
 
     def _expire(self, now: float) -> None:
         # insertion order is time order: the expired ones are at the front

@@ -116,7 +116,7 @@ async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
         return await _paired_stream(request, chat, state, call)
     reply, outcome = await state.engine.complete(call)
     # the outcome's call: the primary answers for an assistant that failed
-    body = _reply_json(reply, outcome.call.answering, bool(chat.logprobs))
+    body = _reply_json(reply, outcome.call.answering, chat.shown_top_logprobs())
     body["diffroute"] = outcome.to_json()
     trace_outcome(request, body["diffroute"])
     return json_response(body, headers=outcome_headers(outcome))
@@ -126,14 +126,14 @@ def _check_translatable(state: ServiceState, chat: ChatRequest, model: str) -> N
     chat.check_translatable(model, state.pool.get(model).config.backend.kind)
 
 
-def _reply_json(reply: ModelReply, model: str, with_logprobs: bool) -> dict[str, Any]:
+def _reply_json(reply: ModelReply, model: str, top_logprobs: int | None) -> dict[str, Any]:
     """The answering model's completion: the upstream's own object when it was forwarded
     (tool calls and all, with the pool's model name), else built from the backend's result."""
     if reply.completion is not None:
         return {**reply.completion, "model": model}
     if reply.result is None:
         raise TypeError("a model reply has a completion or a result")
-    return completion_json(reply.result, model, with_logprobs=with_logprobs)
+    return completion_json(reply.result, model, top_logprobs=top_logprobs)
 
 
 def call_headers(call: PairedCall) -> dict[str, str]:
@@ -173,7 +173,7 @@ async def _translated(request: web.Request, state: ServiceState, chat: ChatReque
         request[ACCESS_FIELDS] = generation_fields(
             model, sample_request.temperature, sample_request.max_tokens, result.usage,
             duration)
-    return json_response(completion_json(result, model, with_logprobs=bool(chat.logprobs)),
+    return json_response(completion_json(result, model, top_logprobs=chat.shown_top_logprobs()),
                          headers=headers)
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from profiles.diff import Diff
 from profiles.report.html import render_html
-from router.errors import BadRequestError, DiffrouteError
+from router.errors import BadRequestError, DiffrouteError, UnknownModelError
 from router.pairing.decision import RouteRequest
 from router.pairing.pinned import parse_pairings
 from router.service.middleware import admin_only, error_response
@@ -38,9 +38,10 @@ async def route(request: web.Request) -> web.Response:
     is kept (``RecentDecisions``) so the framework can report the pair's answers."""
     state = request.app[STATE]
     body = parse_route(await read_json(request))
-    for name in (body.primary, *(body.candidates or ())):
-        if name is not None and name != "auto":
-            state.pool.get(name)
+    for param, names in (("primary", (body.primary,)), ("candidates", body.candidates or ())):
+        for name in names:
+            if name is not None and name != "auto":
+                state.pool.get(name, param=param)
     primary = None if body.primary in (None, "auto") else body.primary
     route_request = RouteRequest(
         role=body.role, primary=primary, task=body.task_text(),
@@ -61,10 +62,12 @@ async def put_pairings(request: web.Request) -> web.Response:
     """Replace the pairings (admin key); persisted in the store; unknown models are a 400."""
     state = request.app[STATE]
     pairings = parse_pairings(await read_json(request))
-    unknown = pairings.unknown_models(set(state.pool.names))
+    known = set(state.pool.names)
+    unknown = pairings.unknown_models(known)
     if unknown:
         raise BadRequestError(f"unknown model(s) in pairings: {', '.join(unknown)} "
-                              f"(known: {', '.join(state.pool.names)})", param="pinned")
+                              f"(known: {', '.join(state.pool.names)})",
+                              param=pairings.unknown_param(known))
     await state.pairing.replace(pairings)  # rebuilt off the event loop, then persisted
     return web.json_response(pairings.model_dump(mode="json"))
 
@@ -83,6 +86,9 @@ async def profiles_diff(request: web.Request) -> web.Response:
         return _no_profile(a, b, "no behavioral profiles are loaded")
     try:
         diff = await _call_provider(state.diff_provider, a, b)
+    except UnknownModelError as exc:
+        exc.param = "a" if exc.model == a else "b"  # the query parameter that named it
+        raise
     except DiffrouteError:
         raise
     except LookupError as exc:

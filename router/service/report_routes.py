@@ -49,9 +49,15 @@ async def report(request: web.Request) -> web.Response:
                 if body.messages else routed.messages)
     call = PairedCall(routed.decision, SampleRequest(messages=messages),
                       request_id=request[REQUEST_ID])
-    outcome = await state.engine.report(
-        call, Answer.of_message(body.primary.message.model_dump(exclude_none=True)),
-        Answer.of_message(body.partner.message.model_dump(exclude_none=True)))
+    try:
+        outcome = await state.engine.report(
+            call, Answer.of_message(body.primary.message.model_dump(exclude_none=True)),
+            Answer.of_message(body.partner.message.model_dump(exclude_none=True)))
+    except Exception:
+        # nothing was recorded (a store failure is in the outcome): the decision stays
+        # reportable, a retry is not told it never existed
+        state.decisions.restore(routed)
+        raise
     return json_response(report_json(body.decision_id, outcome))
 
 

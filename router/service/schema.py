@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -154,7 +155,13 @@ class ChatRequest(BaseModel):
             messages=messages, n=self.n,
             max_tokens=self.max_completion_tokens or self.max_tokens or DEFAULT_MAX_TOKENS,
             stop=stop, seed=self.seed,
-            top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0, **changes)
+            # logprobs alone (no top_logprobs) still wants the first token's logprob: one
+            # alternative is computed, none is listed (:meth:`shown_top_logprobs`)
+            top_logprobs=max(1, self.top_logprobs or 0) if self.logprobs else 0, **changes)
+
+    def shown_top_logprobs(self) -> int | None:
+        """How many alternatives a translated answer lists (``None``: no ``logprobs``)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def task_text(self) -> str:
         """The text the policy infers the task's domains from: the last user message."""
@@ -418,7 +425,12 @@ async def read_json(request: web.Request) -> object:
     length = request.content_length  # parsed from the header on every access
     if length is not None and length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
-    raw = await _body(request, limit)
+    try:
+        raw = await _body(request, limit)
+    except RequestPayloadError as exc:  # e.g. a Content-Encoding the bytes are not in
+        message = " ".join(str(exc).replace("400, message:", "").split())
+        raise BadRequestError(f"the request body cannot be read: {message}",
+                              code="invalid_body") from None
     if not raw or raw.isspace():
         raise BadRequestError("the request body is empty; expected a JSON object")
     try:

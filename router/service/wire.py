@@ -31,23 +31,25 @@ def usage_json(usage: Usage) -> dict[str, int]:
             "total_tokens": usage.total_tokens}
 
 
-def _logprobs_json(sample: Sample) -> dict[str, Any] | None:
-    """The first token's alternatives, the only ones backends report."""
+def _logprobs_json(sample: Sample, shown: int) -> dict[str, Any] | None:
+    """The first token's logprob and ``shown`` of its alternatives, the only ones backends
+    report."""
     if not sample.first_token_logprobs:
         return None
     top = [{"token": t.token, "logprob": t.logprob, "bytes": None}
-           for t in sample.first_token_logprobs]
+           for t in sample.first_token_logprobs[:shown]]
     first = sample.first_token_logprobs[0]
     return {"content": [{"token": first.token, "logprob": first.logprob, "bytes": None,
                          "top_logprobs": top}]}
 
 
-def completion_json(result: SampleResult, model: str, *, with_logprobs: bool = False,
+def completion_json(result: SampleResult, model: str, *, top_logprobs: int | None = None,
                     cid: str | None = None) -> dict[str, Any]:
-    """A ``chat.completion`` object from a backend result."""
+    """A ``chat.completion`` object from a backend result; ``top_logprobs``: with the first
+    token's logprob and that many alternatives (``None``: without logprobs)."""
     choices = [{"index": i, "message": {"role": "assistant", "content": s.text},
                 "finish_reason": s.finish_reason,
-                "logprobs": _logprobs_json(s) if with_logprobs else None}
+                "logprobs": None if top_logprobs is None else _logprobs_json(s, top_logprobs)}
                for i, s in enumerate(result.samples)]
     return {"id": cid or completion_id(), "object": "chat.completion",
             "created": int(time.time()), "model": model, "choices": choices,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -82,11 +83,16 @@ class DiffQuery:
 
 
 def parse_time(value: str, param: str) -> float:
-    """Epoch seconds or ISO 8601 (a naive time is UTC)."""
+    """Epoch seconds or ISO 8601 (a naive time is UTC); a finite time."""
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise BadRequestError(f"{param} must be a finite time (epoch seconds or ISO 8601), "
+                                  f"got '{value}'", param=param)
+        return seconds
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -352,3 +352,22 @@ async def test_candidates_header_and_logprobs(tmp_path: Path, service: Running) 
     logprobs = plain.choices[0].logprobs
     assert logprobs is not None and logprobs.content is not None
     assert [t.token for t in logprobs.content[0].top_logprobs] == ["B", "C"]
+
+
+async def test_logprobs_without_top_logprobs_give_the_first_tokens_logprob(
+        service: Running) -> None:
+    """A translated answer (scripted alpha): ``logprobs`` alone is the first token's logprob
+    with no alternatives listed, as OpenAI answers it; ``top_logprobs`` lists that many."""
+    client = async_client(service)
+    alone = await client.chat.completions.create(
+        model="alpha", messages=ASK, logprobs=True)  # type: ignore[arg-type]
+    logprobs = alone.choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None
+    assert logprobs.content[0].logprob <= 0 and logprobs.content[0].top_logprobs == []
+    two = await client.chat.completions.create(
+        model="alpha", messages=ASK, logprobs=True, top_logprobs=2)  # type: ignore[arg-type]
+    assert two.choices[0].logprobs is not None and two.choices[0].logprobs.content is not None
+    assert len(two.choices[0].logprobs.content[0].top_logprobs) >= 1
+    without = await client.chat.completions.create(
+        model="alpha", messages=ASK)  # type: ignore[arg-type]
+    assert without.choices[0].logprobs is None

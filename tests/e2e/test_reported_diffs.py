@@ -124,6 +124,20 @@ async def test_a_decision_is_reported_once(service: Running, fake: FakeUpstream)
     assert "already reported" in error["error"]["message"]
 
 
+async def test_an_answer_nested_past_the_parsers_limit_is_compared_as_text(
+        service: Running) -> None:
+    decision = await route(service)
+    deep = {"role": "assistant", "content": "[" * 1000 + "]" * 1000}  # json.loads: RecursionError
+    status, result = await call(service, "POST", "/v1/diffs",
+                                report_body(decision, deep, {"role": "assistant",
+                                                             "content": "[[1]]"}))
+    assert status == 200, result
+    assert result["method"] != "json" and result["flagged"] is True
+    said = {"role": "assistant", "content": "[[1]]"}
+    status, error = await call(service, "POST", "/v1/diffs", report_body(decision, said, said))
+    assert status == 404 and error["error"]["code"] == "decision_not_found"
+
+
 async def test_report_errors_are_4xx_envelopes(service: Running) -> None:
     decision = await route(service)
     said = {"role": "assistant", "content": "It is sunny."}

@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from router import logging as rlog
 from router.logging import (
+    ForeignHandler,
     JsonLine,
     configure_logging,
     flush_logs,
@@ -219,3 +220,29 @@ def test_a_broken_stdout_is_logged_to_as_before_not_duplicated() -> None:
     assert rlog.own_descriptor(broken) is broken
     plain = io.BytesIO()  # no descriptor at all
     assert rlog.own_descriptor(plain) is plain
+
+
+async def test_a_malformed_request_is_a_400_and_one_warning_line_without_a_traceback(
+        tmp_path: Path) -> None:
+    """A body whose Content-Encoding does not decode, a request line past aiohttp's limit:
+    the client's errors — a 4xx, and a warning with the reason, not an error traceback."""
+    from tests.e2e.harness import call, make_settings, serve, standard_models
+
+    root = logging.getLogger()  # as configure_logging sets it (put back by the fixture)
+    root.handlers[:] = [ForeignHandler()]
+    root.setLevel(logging.INFO)
+    with capture_logs() as logs:
+        async with serve(make_settings(tmp_path, standard_models())) as running:
+            for path in ("/v1/chat/completions", "/v1/route"):
+                status, payload = await call(running, "POST", path, raw=b"not gzip at all",
+                                             headers={"Content-Encoding": "gzip"})
+                assert status == 400 and payload["error"]["code"] == "invalid_body", payload
+                assert "content-encoding: gzip" in payload["error"]["message"]
+            status, _ = await call(running, "GET", "/v1/diffs?domain=" + "x" * 9000)
+            assert status in (400, 414)
+            status, _ = await call(running, "GET", "/healthz")
+            assert status == 200
+    assert not [x for x in logs if "exc_info" in x or x["log_level"] in ("error", "critical")]
+    refused = [x for x in logs if "error.type" in x]
+    assert refused and all(x["log_level"] == "warning" and x["error"] for x in refused)
+    assert {"RequestPayloadError", "LineTooLong"} <= {x["error.type"] for x in refused}

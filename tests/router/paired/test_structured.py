@@ -6,7 +6,7 @@ import pytest
 
 from router.paired.answer import Answer, AnswerBuilder, ToolCall
 from router.paired.compare import compare
-from router.paired.structured import AnswerComparer, parse_json
+from router.paired.structured import MAX_JSON_DEPTH, AnswerComparer, parse_json
 
 compare_answers = AnswerComparer(compare)
 
@@ -106,3 +106,17 @@ def test_a_message_object_is_read_with_its_tool_calls() -> None:
                                     "name": "f", "arguments": "{}"}}]})
     assert answer == Answer("a", (ToolCall("f", "{}", "x"),))
     assert Answer.of_completion({"choices": [{"message": {"content": None}}]}) == Answer("")
+
+
+def test_json_nested_past_the_limit_is_compared_as_text() -> None:
+    deep = "[" * 5000 + "]" * 5000  # past the parser's own recursion limit
+    just = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert isinstance(parse_json(just), list)
+    assert not isinstance(parse_json("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)),
+                          list)
+    c = compare_answers(Answer(deep), Answer("[[1]]"), ())
+    assert c.method != "json" and c.flagged
+    assert not compare_answers(Answer(deep), Answer(deep), ()).flagged
+    args = compare_answers(calls(("f", deep)), calls(("f", deep + " ")), ())
+    assert args.method == "tool_calls" and args.flagged  # compared as written
+    assert not compare_answers(calls(("f", deep)), calls(("f", deep)), ()).flagged

@@ -33,3 +33,18 @@ def test_a_claimed_decision_is_gone() -> None:
     routed = recent.add(DECISION, TASK)
     assert recent.claim(routed.id) == routed
     assert recent.claim(routed.id) is None and recent.get(routed.id) is None
+
+
+def test_a_restored_decision_can_be_claimed_again_until_it_expires() -> None:
+    now = [0.0]
+    recent = RecentDecisions(ttl_s=10, clock=lambda: now[0])
+    routed = recent.add(DECISION, TASK)
+    now[0] = 5.0
+    newer = recent.add(DECISION, TASK)
+    assert recent.claim(routed.id) == routed
+    recent.restore(routed)  # behind the newer entry, where expiry from the front does not look
+    assert recent.claim(routed.id) == routed
+    recent.restore(routed)
+    now[0] = 10.0
+    assert recent.get(routed.id) is None and recent.claim(routed.id) is None
+    assert recent.get(newer.id) == newer

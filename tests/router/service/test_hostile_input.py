@@ -106,3 +106,51 @@ async def test_exclusions_hold_when_the_client_names_the_partner(service: Runnin
         "model": "audit:alpha", "messages": [{"role": "user", "content": "hi"}],
         "diffroute": {"partner": "beta"}})
     assert status == 409 and "excluded" in payload["error"]["message"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+@pytest.mark.parametrize("param", ["since", "until"])
+async def test_a_time_that_is_not_finite_is_a_400(service: Running, param: str,
+                                                  value: str) -> None:
+    for path in ("/v1/diffs", "/v1/diffs/stream"):
+        status, payload = await call(service, "GET", f"{path}?{param}={value}")
+        error = envelope(status, payload)
+        assert error["param"] == param and "finite" in error["message"], error
+
+
+@pytest.mark.parametrize(("pairings", "param", "words"), [
+    ({"pinned": {"alpha": {"audit": "beta"}}, "excluded": [["beta", "alpha"]]},
+     "pinned.alpha.audit", "excluded[0]"),
+    ({"pinned": {"alpha": {"audit": "alpha"}}}, "pinned.alpha.audit", "itself"),
+    ({"excluded": [["alpha", "beta"], ["beta", "beta"]]}, "excluded[1]", "itself"),
+    ({"excluded": [["alpha", "nosuch"]]}, "excluded", "nosuch"),
+    ({"pinned": {"alpha": {"judge": "beta"}}}, "pinned.alpha.judge", "audit"),
+])
+async def test_pairings_that_cannot_hold_are_refused_and_change_nothing(
+        service: Running, pairings: dict[str, Any], param: str, words: str) -> None:
+    status, payload = await call(service, "PUT", "/v1/pairings", pairings, ADMIN)
+    error = envelope(status, payload)
+    assert status == 400 and error["param"] == param and words in error["message"], error
+    assert await call(service, "GET", "/v1/pairings") == (200, {"pinned": {}, "excluded": []})
+
+
+async def test_an_unknown_model_is_named_by_the_field_that_named_it(service: Running) -> None:
+    ask = [{"role": "user", "content": "hi"}]
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("/v1/route", {"role": "audit", "primary": "nosuch", "task": "hi"}, "primary"),
+        ("/v1/route", {"role": "audit", "primary": "alpha", "task": "hi",
+                       "candidates": ["beta", "nosuch"]}, "candidates"),
+        ("/v1/chat/completions", {"model": "audit:alpha", "messages": ask,
+                                  "diffroute": {"partner": "nosuch"}}, "diffroute.partner"),
+        ("/v1/chat/completions", {"model": "audit:alpha", "messages": ask,
+                                  "diffroute": {"candidates": ["nosuch"]}},
+         "diffroute.candidates"),
+        ("/v1/chat/completions", {"model": "nosuch", "messages": ask}, "model"),
+    ]
+    for path, body, param in cases:
+        status, payload = await call(service, "POST", path, body)
+        error = envelope(status, payload)
+        assert status == 404 and error["param"] == param, (body, error)
+    status, payload = await call(service, "POST", "/v1/chat/completions",
+                                 {"model": "x" * 100_000, "messages": ask})
+    assert len(envelope(status, payload)["message"]) < 500

@@ -63,7 +63,7 @@ def envelope(payload: Any) -> dict[str, Any]:
     ({"model": "audit:alpha", "messages": ASK, "diffroute": {"audit_mode": "vote"}}, 400,
      "diffroute.audit_mode", "'concurrent' or 'review'"),
     ({"model": "audit:alpha", "messages": ASK, "diffroute": {"partner": "nobody"}}, 404,
-     "model", "'nobody' is not in the pool"),
+     "diffroute.partner", "'nobody' is not in the pool"),
     ({"model": "audit:alpha", "messages": ASK, "diffroute": {"partner": "alpha"}}, 400,
      "diffroute.partner", "is the primary itself"),
     ({"model": "audit:alpha", "messages": ASK, "diffroute": {"role": "assist"}}, 400,
@@ -137,6 +137,9 @@ async def test_profiles_diff_needs_both_models(service: Running) -> None:
     assert status == 404 and "no profile for model" in envelope(payload)["message"]
     status, payload = await call(service, "GET", "/v1/profiles/diff?a=alpha&b=zeta")
     assert status == 404 and "'zeta'" in envelope(payload)["message"]
+    assert envelope(payload)["param"] == "b"
+    status, payload = await call(service, "GET", "/v1/profiles/diff?a=zeta&b=alpha")
+    assert status == 404 and envelope(payload)["param"] == "a"
 
 
 # --- auth -------------------------------------------------------------------------------------
