@@ -8,8 +8,6 @@ routed decision is kept for a while under its ``decision_id``, for ``POST /v1/di
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from typing import Any
 
 from aiohttp import web
@@ -19,10 +17,14 @@ from profiles.report.html import render_html
 from router.errors import BadRequestError, DiffrouteError, UnknownModelError
 from router.pairing.decision import RouteRequest
 from router.pairing.pinned import parse_pairings
+from router.service.diff_cache import DiffCache
 from router.service.middleware import admin_only, error_response
 from router.service.schema import parse_route, read_json
 from router.service.state import STATE
 from router.service.wire import json_response
+
+DIFFS = web.AppKey("diffroute.diffs", DiffCache)
+"""The diffs ``GET /v1/profiles/diff`` computed, kept per profile version."""
 
 
 def add_routes(app: web.Application) -> None:
@@ -31,6 +33,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/pairings", get_pairings)
     app.router.add_put("/v1/pairings", put_pairings)
     app.router.add_get("/v1/profiles/diff", profiles_diff)
+    app[DIFFS] = DiffCache()
 
 
 async def route(request: web.Request) -> web.Response:
@@ -73,7 +76,8 @@ async def put_pairings(request: web.Request) -> web.Response:
 
 
 async def profiles_diff(request: web.Request) -> web.Response:
-    """The behavioral diff of models ``a`` and ``b``, from the injected diff provider."""
+    """The behavioral diff of models ``a`` and ``b``, from the injected diff provider, once
+    per profile version (:class:`~router.service.diff_cache.DiffCache`)."""
     state = request.app[STATE]
     a, b = request.query.get("a", ""), request.query.get("b", "")
     if request.query.get("format", "json") not in ("json", "html"):
@@ -85,7 +89,7 @@ async def profiles_diff(request: web.Request) -> web.Response:
     if state.diff_provider is None:
         return _no_profile(a, b, "no behavioral profiles are loaded")
     try:
-        diff = await _call_provider(state.diff_provider, a, b)
+        diff = await request.app[DIFFS].get(state.diff_provider, a, b, state.pairing.version)
     except UnknownModelError as exc:
         exc.param = "a" if exc.model == a else "b"  # the query parameter that named it
         raise
@@ -109,17 +113,6 @@ def _report(diff: dict[str, Any]) -> str:
     except (KeyError, TypeError) as exc:
         raise DiffrouteError(f"the diff provider's answer is not a diff ({exc!r}): "
                              "ask for format=json") from None
-
-
-async def _call_provider(provider: Any, a: str, b: str) -> dict[str, Any] | None:
-    if inspect.iscoroutinefunction(provider):
-        result: dict[str, Any] | None = await provider(a, b)
-        return result
-    # a diff is numeric work: keep it off the event loop
-    result = await asyncio.to_thread(provider, a, b)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 def _no_profile(a: str, b: str, why: str) -> web.Response:

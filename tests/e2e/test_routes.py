@@ -62,7 +62,10 @@ async def test_pairings_are_persisted_and_steer_the_policy(
 
 
 async def test_profiles_diff_uses_the_provider(tmp_path: Path) -> None:
+    calls: list[tuple[str, str]] = []
+
     def provider(a: str, b: str) -> dict[str, Any] | None:
+        calls.append((a, b))
         if b == "gamma":
             raise LookupError("gamma was never profiled")
         return None if b == "beta" else {"a": a, "b": b, "kappa_p": 0.42}
@@ -75,6 +78,10 @@ async def test_profiles_diff_uses_the_provider(tmp_path: Path) -> None:
         assert status == 404 and body["error"]["code"] == "profile_not_found"
         status, body = await call(running, "GET", "/v1/profiles/diff?a=alpha&b=gamma")
         assert status == 404 and "never profiled" in body["error"]["message"]
+        status, _ = await call(running, "GET",
+                               "/v1/profiles/diff?a=alpha&b=alpha-mini&format=json")
+        assert status == 200  # the same profiles: served from the cache, not recomputed
+    assert calls == [("alpha", "alpha-mini"), ("alpha", "beta"), ("alpha", "gamma")]
 
 
 async def test_profiles_diff_by_default_diffs_the_stored_profiles(tmp_path: Path) -> None:
