@@ -97,7 +97,8 @@ def query_number(request: web.Request, name: str, default: float, low: float, hi
     try:
         value = cast(raw)
     except ValueError:
-        raise BadRequestError(f"{name} must be a number, got '{raw}'", param=name) from None
+        kind = "a whole number" if cast is int else "a number"
+        raise BadRequestError(f"{name} must be {kind}, got '{raw}'", param=name) from None
     if not low <= value <= high:
         raise BadRequestError(f"{name} must be between {low:g} and {high:g}", param=name)
     return value

@@ -147,7 +147,9 @@ class ChatRequest(BaseModel):
         messages: tuple[Message, ...] = tuple(
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in self.messages)
-        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        # an empty stop string would end every answer before its first token: it stops nothing
+        stop = tuple(s for s in ((self.stop,) if isinstance(self.stop, str) else self.stop or ())
+                     if s)
         changes: dict[str, Any] = {}
         if self.temperature is not None:
             changes["temperature"] = self.temperature

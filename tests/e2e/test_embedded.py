@@ -120,3 +120,19 @@ async def test_every_domain_of_the_suite_gets_both_roles(embedded: Running) -> N
                 temperature=0)
             pair = (completion.model_extra or {}).get("diffroute")
             assert isinstance(pair, dict) and pair["partner"] != pair["primary"], (task, model)
+
+
+async def test_an_empty_stop_string_stops_nothing_and_logprobs_alone_are_given(
+        embedded: Running) -> None:
+    """``stop: [""]`` used to end a local model's answer before its first token; ``logprobs``
+    without ``top_logprobs`` used to give ``null``."""
+    ask = client(embedded).chat.completions.create
+    plain = await ask(model="smollm2", messages=ASK, max_tokens=MAX_TOKENS, temperature=0,
+                      seed=1)
+    stopped = await ask(model="smollm2", messages=ASK, max_tokens=MAX_TOKENS, temperature=0,
+                        seed=1, stop=[""], logprobs=True)
+    assert plain.choices[0].message.content
+    assert stopped.choices[0].message.content == plain.choices[0].message.content
+    logprobs = stopped.choices[0].logprobs
+    assert logprobs is not None and logprobs.content is not None
+    assert logprobs.content[0].logprob <= 0 and logprobs.content[0].top_logprobs == []

@@ -371,3 +371,4 @@ async def test_logprobs_without_top_logprobs_give_the_first_tokens_logprob(
     without = await client.chat.completions.create(
         model="alpha", messages=ASK)  # type: ignore[arg-type]
     assert without.choices[0].logprobs is None
+

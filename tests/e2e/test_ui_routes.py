@@ -128,6 +128,7 @@ async def test_profile_diff_as_the_html_report(running: Running) -> None:
     "/v1/stats/disagreements/series?buckets=0",
     "/v1/stats/disagreements/series?buckets=100000",
     "/v1/stats/disagreements/series?buckets=inf",
+    "/v1/stats/disagreements/series?buckets=1.5",
     "/v1/diffs?order=sideways",
     "/v1/diffs/stream?order=desc",
     "/v1/profiles/diff?a=alpha&b=beta&format=pdf",

@@ -86,7 +86,7 @@ async def disagreement_series(request: web.Request) -> web.Response:
     if sink is None:
         raise LiveUnavailableError()
     window = query_number(request, "window", DEFAULT_WINDOW_S, 1, 10 * 365 * 86_400)
-    buckets = int(query_number(request, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS))
+    buckets = int(query_number(request, "buckets", DEFAULT_BUCKETS, 1, MAX_BUCKETS, int))
     bucket_s = window / buckets
     start = time.time() - window
     counts = await sink.store.bucketed_counts(start, bucket_s)
