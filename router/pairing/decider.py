@@ -36,6 +36,7 @@ from router.profiling.sources import (
     StoredEmbedder,
     embedder_for,
     open_suite,
+    policy_query,
     shipped_profile,
     shipped_profiles_dir,
     task_embedder,
@@ -229,7 +230,7 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     """Load the pool's profiles and build the policy (blocking: seconds for a large suite)."""
     config = settings.policy
     suite = open_suite(config.suite)
-    query = ProfileQuery(config.suite, config.samples, config.profile_temperature)
+    query = policy_query(settings)
     found = load_profiles(settings, pool, suite, query)
     profiles = [p for p, _ in found.values() if p is not None]
     unprofiled = [name for name, (p, _) in found.items() if p is None]

@@ -65,6 +65,13 @@ class ProfileQuery:
         return Decoding(samples=self.samples, temperature=self.temperature)
 
 
+def policy_query(settings: Settings) -> ProfileQuery:
+    """The profiles the service pairs on: ``policy.suite``, ``.samples``,
+    ``.profile_temperature`` (the diff page and the pool view show the same ones)."""
+    config = settings.policy
+    return ProfileQuery(config.suite, config.samples, config.profile_temperature)
+
+
 @dataclasses.dataclass(frozen=True)
 class FoundProfile:
     """A model's profile and whether it is the one shipped with the package."""

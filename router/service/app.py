@@ -164,11 +164,11 @@ def default_diff_provider(settings: Settings) -> DiffProvider:
     """
 
     def provide(a: str, b: str) -> dict[str, Any]:
-        from router.profiling.sources import diff_models
+        from router.profiling.sources import diff_models, policy_query
 
         settings.model(a)
         settings.model(b)
-        return diff_models(settings, a, b).to_json()
+        return diff_models(settings, a, b, policy_query(settings)).to_json()
 
     return provide
 

@@ -152,7 +152,8 @@ async def list_diffs(request: web.Request) -> web.Response:
 
 async def stream_diffs(request: web.Request) -> web.StreamResponse:
     """Live diffs as server-sent events: first every stored one after ``Last-Event-ID`` (or
-    ``cursor``), paged until caught up, then each new one as it is committed. A subscriber
+    ``cursor``; ``0``: every stored one), paged until caught up, then each new one as it is
+    committed; without either, only the new ones. A subscriber
     that falls a whole buffer behind gets a final ``resume`` event with the id to resume from
     (``Last-Event-ID``) and the stream ends, so it never slows the others."""
     sink = _sink(request)
@@ -167,7 +168,9 @@ async def stream_diffs(request: web.Request) -> web.StreamResponse:
                                            "X-Accel-Buffering": "no"})
     try:
         await prepare_stream(request, response)
-        last = await _backlog(response, sink.store, query)
+        resume = "cursor" in request.query or bool(request.headers.get("Last-Event-ID",
+                                                                       "").strip())
+        last = await _backlog(response, sink.store, query) if resume else query.after
         await response.write(b": connected\n\n")
         while not sub.closed:
             if not sub.events and not sub.overflowed:
@@ -195,8 +198,6 @@ async def stream_diffs(request: web.Request) -> web.StreamResponse:
 async def _backlog(response: web.StreamResponse, store: Store, query: DiffQuery) -> int:
     """Every stored diff after ``query.after`` that matches, in pages; the last id sent."""
     last = query.after
-    if not last:
-        return last
     while True:
         page = await store.diffs(dataclasses.replace(query, after=last, limit=MAX_LIMIT))
         if page:

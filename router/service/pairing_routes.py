@@ -102,7 +102,8 @@ async def profiles_diff(request: web.Request) -> web.Response:
     if request.query.get("format", "json") == "html":
         return web.Response(text=_report(diff), content_type="text/html",
                             headers={"Content-Security-Policy": "default-src 'none'; "
-                                     "style-src 'unsafe-inline'"})
+                                     "style-src 'unsafe-inline'; frame-ancestors 'none'",
+                                     "X-Content-Type-Options": "nosniff"})
     return web.json_response(diff)
 
 

@@ -115,6 +115,15 @@ async def test_sse_stream_delivers_live_diffs_in_order(live: Running) -> None:
                             headers={"Last-Event-ID": str(seqs[9])}) as again:
             replay = await asyncio.wait_for(read_events(again, 2), 5)
         assert [e["id"] for e in replay] == [e["id"] for e in events[10:]]
+        # cursor=0: every stored diff first; no cursor: only what comes next
+        async with http.get(live.base_url + "/diffs/stream?heartbeat=0.05&cursor=0") as whole:
+            everything = await asyncio.wait_for(read_events(whole, 12), 5)
+        assert [e["seq"] for e in everything] == seqs
+        async with http.get(live.base_url + "/diffs/stream?heartbeat=0.05") as fresh:
+            assert (await fresh.content.readline()).startswith(b": connected")
+            newest = await chat(http, live)
+            assert [e["id"] for e in await asyncio.wait_for(read_events(fresh, 1), 5)] == \
+                [newest["live_diff_id"]]
 
 
 async def test_scripted_drift_is_detected_through_the_service(tmp_path: Path) -> None:

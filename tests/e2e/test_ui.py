@@ -146,6 +146,7 @@ async def check_heatmap(page: Page, sim: dict[str, Any], domain: str) -> None:
 async def test_diff_page_renders_the_report_and_is_linkable(
         running: Running, browser: Browser, artifacts: Path) -> None:
     diff = await api(running, "GET", "/v1/profiles/diff?a=alpha&b=beta")
+    assert diff["suite"] == "smoke"  # the profiles the pool view shows (policy.suite)
     page = await open_page(browser, running, "/diff?a=alpha&b=beta")
     await ready(page)
     frame = page.frame_locator("#diff-report")
@@ -322,3 +323,91 @@ async def test_the_page_asks_for_the_key_and_refuses_a_wrong_one(
     assert await page.locator(".card").count() == len(MODEL_NAMES)
     stored = await page.evaluate("sessionStorage.getItem('diffroute.key')")
     assert stored == CLIENT_KEY
+
+
+# --- found by a sweep of the dashboard ---------------------------------------------------------
+
+
+async def test_escape_on_the_key_dialog_is_a_cancel_not_a_dead_page(
+        running: Running, browser: Browser) -> None:
+    page = await open_page(browser, running, "/pool", key=None)
+    await page.wait_for_selector("#key-dialog[open]")
+    await page.keyboard.press("Escape")
+    await page.wait_for_selector("#key-dialog", state="hidden")
+    await page.locator(".error").first.wait_for(timeout=5_000)  # said, not a blank page
+    await page.goto(f"{running.url}/ui/#/live")  # the next view asks again
+    await page.wait_for_selector("#key-dialog[open]", timeout=5_000)
+    await page.fill("#key-input", CLIENT_KEY)
+    await page.click("#key-submit")
+    await ready(page)
+
+
+async def test_a_diff_recorded_before_the_stream_connects_reaches_an_empty_feed(
+        running: Running, browser: Browser) -> None:
+    """The feed is read empty; a diff is recorded; only then does the stream connect."""
+    recorded: list[str] = []
+
+    async def late(route: Any) -> None:
+        recorded.append((await audit(running, "beta"))["live_diff_id"])
+        await route.continue_()
+
+    page = await browser.new_page()
+    await page.add_init_script(f"sessionStorage.setItem('diffroute.key', '{CLIENT_KEY}')")
+    await page.route("**/v1/diffs/stream*", late)
+    await page.goto(f"{running.url}/ui/#/live")
+    await page.locator(f"#diff-{(await _first(recorded))}").wait_for(timeout=5_000)
+    assert await page.locator("li.diff").count() == 1
+
+
+async def _first(items: list[str]) -> str:
+    async with asyncio.timeout(10):
+        while not items:  # noqa: ASYNC110  # filled by the route handler
+            await asyncio.sleep(0.02)
+    return items[0]
+
+
+async def test_the_window_keeps_the_filters_and_each_filter_can_be_cleared(
+        running: Running, browser: Browser) -> None:
+    await audit(running, "beta")
+    page = await open_page(browser, running, "/live?pair=alpha,beta&domain=geography")
+    await ready(page)
+    assert "geography" in await page.locator("#filter-domain").inner_text()
+    await page.select_option("#window", "21600")
+    await page.wait_for_url(re.compile(r".*window=21600.*"))
+    assert "pair=alpha%2Cbeta" in page.url and "domain=geography" in page.url
+    await page.locator("#filter-domain a").click()
+    await page.wait_for_url(re.compile(r"^(?!.*domain=).*pair=alpha%2Cbeta.*$"))
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_long_answers_are_still_diffed_word_by_word(
+        running: Running, browser: Browser) -> None:
+    page = await open_page(browser, running, "/pool")
+    await ready(page)
+    a = " ".join(f"w{i}" for i in range(300))
+    b = " ".join(f"w{i}" if i % 3 else f"x{i}" for i in range(300))
+    marks = await page.evaluate(
+        """async ([a, b]) => {
+             const { wordDiff } = await import('/ui/live.js');
+             const [left, right] = wordDiff(a, b);
+             return [left.filter(([, c]) => c).length, right.filter(([, c]) => c).length,
+                     left.map(([t]) => t).join('') === a, right.map(([t]) => t).join('') === b];
+           }""", [a, b])
+    assert marks == [100, 100, True, True]
+    huge = await page.evaluate(
+        """async ([a, b]) => {
+             const { wordDiff } = await import('/ui/live.js');
+             const [left] = wordDiff('same start ' + a + ' same end',
+                                     'same start ' + b + b + ' same end');
+             return [left.slice(0, 2).some(([, c]) => c), left.some(([, c]) => c)];
+           }""", [a, b])
+    assert huge == [False, True]  # too long to align: the middle is marked, the ends are not
+
+
+async def test_bidirectional_controls_in_an_answer_are_spelled_out(
+        running: Running, browser: Browser) -> None:
+    page = await open_page(browser, running, "/pool")
+    await ready(page)
+    shown = await page.evaluate(
+        "async (t) => (await import('/ui/live.js')).revealBidi(t)", "a\u202egnp.exe")
+    assert shown == "a⟨U+202E⟩gnp.exe"

@@ -119,6 +119,12 @@ async def test_profile_diff_as_the_html_report(running: Running) -> None:
                               headers=CLIENT)
     assert status == 200 and html.startswith("<!doctype html>")
     assert "diff --behavior a/alpha b/beta" in html and "<script" not in html
+    async with aiohttp.ClientSession() as http, http.get(
+            running.url + "/v1/profiles/diff?a=alpha&b=beta&format=html",
+            headers=CLIENT) as resp:
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
 
 
 @pytest.mark.parametrize("path", [

@@ -16,14 +16,14 @@ from typing import Any
 from router.config import Settings
 from router.pairing.decider import policy_matrix
 from router.pairing.graph import build_graph
-from router.profiling.sources import ProfileQuery, find_profiles, open_suite
+from router.profiling.sources import find_profiles, open_suite, policy_query
 
 
 def pool_view(settings: Settings) -> dict[str, Any]:
     """Models (family, backend, profile summary) and the per-domain similarity matrix."""
     config = settings.policy
     suite = open_suite(config.suite)
-    query = ProfileQuery(config.suite, config.samples, config.profile_temperature)
+    query = policy_query(settings)
     found = find_profiles(settings, [m.name for m in settings.models], suite, query)
     profiles = [f.profile for f in found.values() if f is not None]
     matrix = policy_matrix(settings, profiles, suite)

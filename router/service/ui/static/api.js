@@ -16,7 +16,8 @@ export function forgetKeys() {
 
 let asking = null;
 
-// Ask for a key in the page's dialog; resolves with the key or null when cancelled.
+// Ask for a key in the page's dialog; resolves with the key or null when cancelled (the Cancel
+// button, or Escape: whatever closes the dialog settles the question).
 export function askKey(kind, why) {
   if (asking) return asking;
   const dialog = document.getElementById("key-dialog");
@@ -30,7 +31,8 @@ export function askKey(kind, why) {
     const done = (value) => {
       form.removeEventListener("submit", onSubmit);
       cancel.removeEventListener("click", onCancel);
-      dialog.close();
+      dialog.removeEventListener("close", onCancel);
+      if (dialog.open) dialog.close();
       asking = null;
       resolve(value);
     };
@@ -43,6 +45,7 @@ export function askKey(kind, why) {
     const onCancel = () => done(null);
     form.addEventListener("submit", onSubmit);
     cancel.addEventListener("click", onCancel);
+    dialog.addEventListener("close", onCancel); // Escape closes a modal dialog by itself
     dialog.showModal();
     input.focus();
   });
@@ -66,7 +69,9 @@ export async function request(path, { method = "GET", body, kind = "client", tex
     if ((response.status === 401 || (response.status === 403 && kind === "admin")) && attempt < 3) {
       const parsed = await response.json().catch(() => null);
       sessionStorage.removeItem(KEYS[kind]);
-      const why = attempt ? `refused: ${parsed && parsed.error ? parsed.error.message : "wrong key"}` : "";
+      // the server's reason, from the first prompt on (e.g. that no admin key is configured)
+      const reason = parsed && parsed.error ? parsed.error.message : "wrong key";
+      const why = attempt ? `refused: ${reason}` : (parsed && parsed.error ? reason : "");
       const key = await askKey(kind, why);
       if (!key) throw new ApiError(401, parsed);
       continue;
@@ -81,10 +86,12 @@ export async function request(path, { method = "GET", body, kind = "client", tex
 export const getJSON = (path) => request(path);
 
 // Server-Sent Events over fetch (EventSource cannot send an Authorization header).
-// Calls onEvent(event, data, id) per event; returns an AbortController.
-export function openStream(path, onEvent, onState) {
+// Calls onEvent(event, data, id) per event; returns an AbortController. `cursor`: the last
+// event already shown ("0": none), so that what is recorded before the stream connects (or
+// while it reconnects) comes as its backlog.
+export function openStream(path, onEvent, onState, cursor = null) {
   const controller = new AbortController();
-  let lastId = null;
+  let lastId = cursor;
   const run = async () => {
     while (!controller.signal.aborted) {
       try {

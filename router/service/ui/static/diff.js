@@ -25,9 +25,13 @@ export async function renderDiff(root, params) {
   const query = `a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`;
   root.querySelector("#diff-json").addEventListener("click", async (event) => {
     event.preventDefault();
-    const json = await getJSON(`/v1/profiles/diff?${query}`);
-    const blob = new Blob([JSON.stringify(json, null, 2)], { type: "application/json" });
-    window.open(URL.createObjectURL(blob));
+    try {
+      const json = await getJSON(`/v1/profiles/diff?${query}`);
+      const blob = new Blob([JSON.stringify(json, null, 2)], { type: "application/json" });
+      window.open(URL.createObjectURL(blob));
+    } catch (error) {
+      out.replaceChildren(errorBox(error)); // e.g. no profile: said on the page, not lost
+    }
   });
   try {
     const html = await request(`/v1/profiles/diff?${query}&format=html`, { text: true });

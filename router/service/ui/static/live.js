@@ -22,7 +22,16 @@ export async function renderLive(root, params) {
 
   const windowSelect = h("select", { id: "window", "aria-label": "window" },
     Object.entries(WINDOWS).map(([label, value]) => h("option", { value, selected: value === window_s }, label)));
-  windowSelect.addEventListener("change", () => { location.hash = `#/live?window=${windowSelect.value}`; });
+  // another window keeps the pair and domain filters
+  const withParams = (change) => {
+    const q = new URLSearchParams(params);
+    change(q);
+    return `#/live?${q}`;
+  };
+  windowSelect.addEventListener("change", () => { location.hash = withParams((q) => q.set("window", windowSelect.value)); });
+  const pill = (name) => filter[name]
+    ? h("span", { class: "pill", id: `filter-${name}` }, `${name} ${filter[name]} `, h("a", { href: withParams((q) => q.delete(name)), title: `all ${name}s` }, "×"))
+    : "";
   const streamState = h("span", { id: "stream-state", class: "pill" }, "connecting");
   const feed = h("ol", { id: "feed", class: "feed" });
   const more = h("button", { id: "older", type: "button" }, "older diffs");
@@ -47,7 +56,7 @@ export async function renderLive(root, params) {
 
   root.append(
     h("div", { class: "toolbar" }, h("h1", {}, "Live"), h("label", {}, "window ", windowSelect), streamState,
-      filter.pair ? h("span", { class: "pill" }, `pair ${filter.pair} `, h("a", { href: "#/live" }, "×")) : ""),
+      pill("pair"), pill("domain")),
     alarms(drift),
     h("h2", {}, "Disagreement rate over time"),
     h("p", { class: "muted small" }, "Per pair and domain, per time bucket: the observed rate, its 95% Wilson band (shaded) and the rate the profile predicts (dashed)."),
@@ -56,16 +65,16 @@ export async function renderLive(root, params) {
     feed.childElementCount ? "" : h("p", { class: "muted", id: "feed-empty" }, "No live diff yet: make a paired call (model audit:… or assist:…)."),
     feed, more);
 
-  const newest = page.data.length ? page.data[0].seq : null;
+  // from the newest diff shown (0: none), so none recorded since the list was read is missed
+  const newest = page.data.length ? page.data[0].seq : 0;
   const streamQuery = new URLSearchParams();
-  if (newest !== null) streamQuery.set("cursor", String(newest));
   if (filter.pair) streamQuery.set("pair", filter.pair);
   if (filter.domain) streamQuery.set("domain", filter.domain);
   const stream = openStream(`/v1/diffs/stream?${streamQuery}`, (event, diff) => {
     if (event !== "live_diff") return;
     root.querySelector("#feed-empty")?.remove();
     feed.prepend(diffItem(diff, true));
-  }, (state) => { streamState.textContent = state === "connected" ? "live" : state; streamState.dataset.state = state; });
+  }, (state) => { streamState.textContent = state === "connected" ? "live" : state; streamState.dataset.state = state; }, String(newest));
   // the rates move as comparisons arrive: redraw them now and then (the feed is pushed)
   const charts = root.querySelector("#rates");
   const timer = setInterval(async () => {
@@ -124,22 +133,28 @@ function rateChart(row, series) {
     svg);
 }
 
-// Word-level diff (longest common subsequence), for the side-by-side answers.
+// Word-level diff for the side-by-side answers: tokens are words with the spaces after them,
+// compared without those spaces; the shared start and end are cut off, the rest aligned by
+// longest common subsequence — or, past ALIGN_CELLS, marked changed as a whole (never shown
+// as equal when it is not).
+const ALIGN_CELLS = 250000;
+
 function tokens(text) {
-  return (text || "").split(/(\s+)/).filter((t) => t !== "");
+  return (text || "").match(/\S+\s*|\s+/g) || [];
 }
 
-export function wordDiff(a, b) {
-  const x = tokens(a), y = tokens(b);
-  if (x.length * y.length > 250000) return [x.map((t) => [t, false]), y.map((t) => [t, false])];
+const word = (t) => t.trim();
+
+function align(x, y) {
   const n = x.length, m = y.length;
+  if (n * m > ALIGN_CELLS) return [x.map((t) => [t, true]), y.map((t) => [t, true])];
   const table = Array.from({ length: n + 1 }, () => new Uint16Array(m + 1));
   for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--)
-    table[i][j] = x[i] === y[j] ? table[i + 1][j + 1] + 1 : Math.max(table[i + 1][j], table[i][j + 1]);
+    table[i][j] = word(x[i]) === word(y[j]) ? table[i + 1][j + 1] + 1 : Math.max(table[i + 1][j], table[i][j + 1]);
   const left = [], right = [];
   let i = 0, j = 0;
   while (i < n && j < m) {
-    if (x[i] === y[j]) { left.push([x[i++], false]); right.push([y[j++], false]); }
+    if (word(x[i]) === word(y[j])) { left.push([x[i++], false]); right.push([y[j++], false]); }
     else if (table[i + 1][j] >= table[i][j + 1]) left.push([x[i++], true]);
     else right.push([y[j++], true]);
   }
@@ -148,13 +163,34 @@ export function wordDiff(a, b) {
   return [left, right];
 }
 
-function marked(parts, cls) {
-  return parts.map(([t, changed]) => (changed && t.trim() ? h("mark", { class: cls }, t) : t));
+export function wordDiff(a, b) {
+  const x = tokens(a), y = tokens(b);
+  let start = 0;
+  while (start < x.length && start < y.length && word(x[start]) === word(y[start])) start++;
+  let endX = x.length, endY = y.length;
+  while (endX > start && endY > start && word(x[endX - 1]) === word(y[endY - 1])) { endX--; endY--; }
+  const same = (ts) => ts.map((t) => [t, false]);
+  const [left, right] = align(x.slice(start, endX), y.slice(start, endY));
+  return [[...same(x.slice(0, start)), ...left, ...same(x.slice(endX))],
+    [...same(y.slice(0, start)), ...right, ...same(y.slice(endY))]];
 }
 
+function marked(parts, cls) {
+  return parts.flatMap(([t, changed]) => {
+    const w = t.trimEnd();
+    return changed && w.trim() ? [h("mark", { class: cls }, w), t.slice(w.length)] : [t];
+  });
+}
+
+// Bidirectional controls (U+202A–202E, U+2066–2069) reorder what follows them: a model's answer
+// is shown with them spelled out, so "gnp.exe" cannot pass for "exe.png".
+const BIDI = /[\u202a-\u202e\u2066-\u2069]/g;
+export const revealBidi = (text) => typeof text === "string"
+  ? text.replace(BIDI, (c) => `⟨U+${c.charCodeAt(0).toString(16).toUpperCase()}⟩`) : text;
+
 function diffItem(diff, fresh) {
-  const [left, right] = wordDiff(diff.primary_text, diff.partner_text);
-  const prompt = diff.messages ? diff.messages.filter((m) => m.role === "user").map((m) => typeof m.content === "string" ? m.content : JSON.stringify(m.content)).join("\n") : `(redacted, digest ${diff.prompt_digest})`;
+  const [left, right] = wordDiff(revealBidi(diff.primary_text), revealBidi(diff.partner_text));
+  const prompt = revealBidi(diff.messages ? diff.messages.filter((m) => m.role === "user").map((m) => typeof m.content === "string" ? m.content : JSON.stringify(m.content)).join("\n") : `(redacted, digest ${diff.prompt_digest})`);
   return h("li", { class: `diff ${fresh ? "fresh" : ""}`, id: `diff-${diff.id}`, "data-id": diff.id, "data-seq": diff.seq },
     h("header", {},
       h("a", { href: `#/live?pair=${encodeURIComponent(`${diff.primary},${diff.partner}`)}` }, h("strong", {}, `${diff.primary} ⟷ ${diff.partner}`)),
