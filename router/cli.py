@@ -30,6 +30,9 @@ T = TypeVar("T")
 
 def resolve_settings(config: str | None, data_dir: str | None = None) -> Settings:
     """The pool file given (or ``$DIFFROUTE_CONFIG``), else the embedded default pool."""
+    for hint, given in (("--config", config), ("--data-dir", data_dir)):
+        if given is not None and not given.strip():  # `--config "$UNSET"`: not the default
+            raise click.BadParameter("is empty", param_hint=hint)
     path = config or os.environ.get("DIFFROUTE_CONFIG")
     if path:
         settings = load_settings(path)
@@ -38,7 +41,7 @@ def resolve_settings(config: str | None, data_dir: str | None = None) -> Setting
 
         settings = default_settings()
     if data_dir:
-        settings = settings.model_copy(update={"data_dir": Path(data_dir)})
+        settings = settings.model_copy(update={"data_dir": Path(data_dir).expanduser()})
     return settings
 
 
@@ -147,6 +150,11 @@ def main(argv: list[str] | None = None) -> None:
         fail("interrupted", 130)
     except OSError as exc:
         fail(str(exc))
+    except Exception as exc:  # a bug or an input nothing above names: still one line
+        if os.environ.get("DIFFROUTE_DEBUG"):
+            raise
+        message = " ".join(str(exc).split()) or "(no message)"
+        fail(f"{message} ({type(exc).__name__}; DIFFROUTE_DEBUG=1 shows where)")
 
 
 @cli.group()
@@ -210,6 +218,8 @@ def _split_models(value: str | None, settings: Settings) -> list[str]:
     if not value:
         return [m.name for m in settings.models]
     names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise click.BadParameter(f"names no model: '{value}'", param_hint="--models")
     for name in names:
         settings.model(name)
     return names
@@ -359,7 +369,13 @@ def pairs(config: str | None, data_dir: str | None, role: str | None, task: str,
         settings.model(primary)
     if whole_pool and (primary or panel > 1):
         raise click.UsageError("--all takes neither --primary nor --panel")
-    stored = read_pairings(run(read_pairings_document(settings)))
+    try:
+        stored = read_pairings(run(read_pairings_document(settings)))
+    except ValueError as exc:  # pydantic's ValidationError too
+        first = str(exc).splitlines()[1:3] if "validation error" in str(exc) else [str(exc)]
+        raise StartupError(f"the stored pairings ({settings.store.kind} store of "
+                           f"{settings.data_dir}) cannot be read: {' '.join(first).strip()}; "
+                           "fix or remove them (PUT /v1/pairings replaces them)") from None
     decider = build_decider(settings, Pool(settings), stored)
     roles: list[Any] = [role] if role else ["assist", "audit"]
     if panel > 1:
@@ -420,7 +436,10 @@ def _print_pairs(rows: list[dict[str, Any]], version: str, unprofiled: list[str]
 
 url_option = click.option(
     "--url", default=None,
-    help="A running service (e.g. http://127.0.0.1:8080); default: read the data dir.")
+    help="A running service (e.g. http://127.0.0.1:8080; its API key from "
+         "$DIFFROUTE_API_KEY); default: read the data dir.")
+FETCH_TIMEOUT_S = 30.0
+"""How long ``--url`` waits for the service's answer."""
 
 
 def parse_since(value: str | None) -> float | None:
@@ -438,17 +457,46 @@ def parse_since(value: str | None) -> float | None:
 
 
 def _fetch(url: str, path: str, params: dict[str, str]) -> Any:
+    """``GET url + path`` on a running service, with ``$DIFFROUTE_API_KEY`` as its Bearer key;
+    anything but its JSON answer is one line naming the URL."""
     import aiohttp
 
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter(f"'{url}' is not an http:// or https:// URL",
+                                 param_hint="--url")
+    key = os.environ.get("DIFFROUTE_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    where = url.rstrip("/") + path
+
     async def get() -> Any:
-        async with aiohttp.ClientSession() as http, http.get(url.rstrip("/") + path,
-                                                             params=params) as resp:
-            body = await resp.json()
+        timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(
+                where, params=params, headers=headers) as resp:
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                raise DiffrouteError(f"{where}: HTTP {resp.status}, not a diffroute answer "
+                                     "(is --url a diffroute service?)")
             if resp.status != 200:
-                raise DiffrouteError(body.get("error", {}).get("message", str(resp.status)))
+                error = body.get("error")
+                message = error.get("message") if isinstance(error, dict) else None
+                hint = " (set DIFFROUTE_API_KEY)" if resp.status == 401 and not key else ""
+                raise DiffrouteError(f"{where}: HTTP {resp.status}: "
+                                     f"{message or 'no error message'}{hint}")
+            if not isinstance(body.get("data"), list):
+                raise DiffrouteError(f"{where}: the answer has no 'data' list "
+                                     "(is --url a diffroute service?)")
             return body
 
-    return run(get())
+    try:
+        return run(get())
+    except TimeoutError:
+        raise DiffrouteError(f"{where}: no answer within {FETCH_TIMEOUT_S:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise DiffrouteError(f"{where}: {' '.join(str(exc).split()) or type(exc).__name__}"
+                             ) from None
 
 
 async def _read_store(config: str | None, data_dir: str | None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -364,6 +364,22 @@ def settings_from_mapping(data: object, source: str | None = None) -> Settings:
         raise ConfigError(_problems(exc), source) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (PyYAML keeps the last
+    one silently: a second ``models:`` would drop the whole first list)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (each key may appear once)",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_settings(path: str | Path) -> Settings:
     """Read and validate a YAML pool file."""
     path = Path(path)
@@ -371,14 +387,19 @@ def load_settings(path: str | Path) -> Settings:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read config: {exc.strerror or exc}"], str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 text (byte {exc.start}): a pool file is YAML in UTF-8"],
+                          str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{where}invalid YAML: {problem}"], str(path)) from None
     settings = settings_from_mapping(data, str(path))
+    if "data_dir" in data:
+        settings = settings.model_copy(update={"data_dir": settings.data_dir.expanduser()})
     if "data_dir" in data and not settings.data_dir.is_absolute():
         # a relative data dir is relative to the config file, not to the working directory
         settings = settings.model_copy(update={"data_dir": path.parent / settings.data_dir})

@@ -68,6 +68,14 @@ class ModelConfig(_Strict):
     decoding: Decoding = Decoding()
     tags: tuple[str, ...] = ()
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_no_path(cls, value: str) -> str:
+        # names become file names (`profile build --export`): `org/model` is fine, `a/../b` not
+        if any(part in ("", ".", "..") for part in value.split("/")):
+            raise ValueError("a model name's '/'-separated parts may not be empty, '.' or '..'")
+        return value
+
     @field_validator("backend", mode="before")
     @classmethod
     def _backend_by_kind(cls, value: object) -> object:

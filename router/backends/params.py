@@ -155,6 +155,31 @@ class ScriptedParams(BackendParams):
     drift_after: int | None = Field(None, ge=0)
     drift: Behaviour | None = None
 
+    @field_validator("template")
+    @classmethod
+    def _template_names_only_answer(cls, value: str) -> str:
+        try:
+            value.format(answer="")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"may only contain {{answer}} (and {{{{ }}}} for braces): "
+                             f"{exc!r}") from None
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _some_options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("needs at least one option")
+        return value
+
+    @field_validator("answers")
+    @classmethod
+    def _answers_have_weight(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and (not value or any(w < 0 for w in value.values())
+                                  or sum(value.values()) <= 0):
+            raise ValueError("needs at least one answer, weights >= 0 and not all 0")
+        return value
+
 
 
 

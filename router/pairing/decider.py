@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
+import structlog
 
 from profiles.embed import Embedder, HashEmbedder
 from profiles.matrix import ALL, DomainMatrix, PoolMatrix, pool_matrix
@@ -40,6 +41,7 @@ from router.profiling.sources import (
     shipped_profile,
     shipped_profiles_dir,
     task_embedder,
+    unfinished,
 )
 from router.store import open_observations
 
@@ -261,6 +263,11 @@ def load_profiles(settings: Settings, pool: Pool, suite: Suite,
             stored = from_store(model, suite, store, query.decoding)
             if stored.records:
                 out[name] = (stored, "built")
+                if (short := unfinished(stored, suite, query.samples)) is not None:
+                    structlog.get_logger("diffroute.pairing").warning(
+                        "profile.unfinished", model=name, stored=short,
+                        hint="stored observations take precedence over a shipped profile: "
+                             "finish the build (diffroute profile build resumes it)")
                 continue
             found = shipped_profile(name, model_key(model.identity()), suite, shipped)
             out[name] = (found, "shipped" if found is not None else "none")

@@ -153,7 +153,7 @@ def diff_models(settings: Settings, a: str, b: str, query: ProfileQuery = Profil
                             domain=domain)
     except ValueError as exc:  # too few samples or no shared probes: bad input, not a crash
         raise BadRequestError(str(exc)) from None
-    diff.notes.extend(_provenance([fa, fb], suite))
+    diff.notes.extend(_provenance([fa, fb], suite, query))
     return diff
 
 
@@ -193,18 +193,35 @@ def embedder_for(config: EmbedderConfig) -> Embedder:
                          api_key=key)
 
 
-def _provenance(found: Sequence[FoundProfile], suite: Suite) -> list[str]:
-    """Say which profiles were shipped, and which predate the current suite."""
+def _provenance(found: Sequence[FoundProfile], suite: Suite, query: ProfileQuery) -> list[str]:
+    """Say which profiles were shipped, which stored ones are unfinished (fewer probes or
+    samples than asked: they still take precedence), and which predate the current suite."""
     notes = []
     for f in found:
         p = f.profile
         if f.shipped:
             notes.append(f"{p.model}: shipped profile ({p.decoding.samples} samples at "
                          f"temperature {p.decoding.temperature}), no stored observations")
+        elif (short := unfinished(p, suite, query.samples)) is not None:
+            notes.append(f"{p.model}: WARNING stored observations {short}, and they take "
+                         "precedence over any shipped profile: finish the build (`diffroute "
+                         "profile build` resumes it) or use another --data-dir")
         if p.suite_version != suite.version:
             notes.append(f"{p.model}: profile built on suite version {p.suite_version} "
                          f"(now {suite.version}); changed probes left out")
     return notes
+
+
+def unfinished(profile: Profile, suite: Suite, samples: int) -> str | None:
+    """How a stored profile falls short of the whole suite at ``samples`` per probe (an
+    interrupted or smaller build), else ``None``."""
+    counts = [len(r.texts) for r in profile.records.values()]
+    fewest = min(counts, default=0)
+    if fewest >= samples and len(counts) >= len(suite.probes):
+        return None
+    return (f"cover {len(counts)} of {len(suite.probes)} probes with {fewest}"
+            f"{'' if fewest == max(counts, default=0) else f'–{max(counts)}'} samples each "
+            f"(asked {samples})")
 
 
 class StoredEmbedder:

@@ -12,6 +12,7 @@ knows which engine runs.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,7 +105,8 @@ async def schema_state(settings: Settings, *, migrate: bool) -> SchemaState:
     from router.store.sqlite import SqliteStore
 
     lite = SqliteStore(settings.data_dir, settings.live.synchronous)
-    opened = await asyncio.to_thread(lite.open if migrate else lite.open_reader)
+    opened = await asyncio.to_thread(
+        lite.open if migrate else functools.partial(lite.open_reader, require_current=False))
     try:
         return await asyncio.to_thread(opened.schema)
     finally:

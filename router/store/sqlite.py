@@ -143,11 +143,22 @@ class SqliteStore:
         self._writer.start()
         return self
 
-    def open_reader(self) -> SqliteStore:
-        """Open for reading only (the CLI on the data dir of a running or stopped service)."""
+    def open_reader(self, *, require_current: bool = True) -> SqliteStore:
+        """Open for reading only (the CLI on the data dir of a running or stopped service);
+        with ``require_current``, a schema this code does not read — newer, or not yet
+        migrated — is a :class:`StartupError`, as on PostgreSQL; so is a file that is not a
+        store."""
         if not self.path.exists():
             raise StartupError(f"no live-diff store at {self.path}")
-        self._reader = self._connect()
+        try:
+            self._reader = self._connect()
+            state = self.schema() if require_current else None
+        except sqlite3.Error as exc:
+            self.close_now()
+            raise StartupError(f"cannot read the live-diff store {self.path}: {exc}") from None
+        if state is not None and not state.ok:
+            self.close_now()
+            raise StartupError(state.describe())
         return self
 
     def schema(self) -> SchemaState:

@@ -275,3 +275,18 @@ def test_the_cli_default_k_is_the_engines() -> None:
     from router.cli import DEFAULT_SAMPLES as CLI_DEFAULT
 
     assert CLI_DEFAULT == DEFAULT_SAMPLES
+
+
+def test_stored_observations_short_of_the_ask_are_warned_about(
+        world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """The store holds SAMPLES per probe; a diff asking for more uses them all the same (they
+    take precedence over any shipped profile), and says so."""
+    asked = [a if a != str(SAMPLES) else str(SAMPLES + 4) for a in world.args("alpha", "beta")]
+    run = cli(asked, capsys)
+    assert run.code == 0, run.err
+    warned = [line for line in run.out.splitlines() if "WARNING stored observations" in line]
+    assert len(warned) == 2, run.out  # alpha and beta
+    assert f"with {SAMPLES} samples each (asked {SAMPLES + 4})" in warned[0]
+    assert "profile build" in warned[0]
+    plain = cli(world.args("alpha", "beta"), capsys)
+    assert "WARNING" not in plain.out  # the whole suite at the k asked: nothing to say

@@ -258,3 +258,55 @@ def test_a_bad_store_section_is_one_line(tmp_path: Path, store: str, problem: st
     found = problems_of(tmp_path, f"models: [{{name: a, backend: {{kind: scripted}}}}]\n"
                                   f"store: {store}\n")
     assert len(found) == 1 and found[0].startswith(problem), found
+
+
+def test_a_key_given_twice_a_path_like_name_and_non_utf8_are_refused(tmp_path: Path) -> None:
+    twice = problems_of(tmp_path, "models:\n  - name: a\n    backend: {kind: scripted}\n"
+                                  "models:\n  - name: b\n    backend: {kind: scripted}\n")
+    assert twice == ["line 4: invalid YAML: duplicate key 'models' (each key may appear once)"]
+    nested = problems_of(tmp_path, "models:\n  - name: a\n    backend: {kind: scripted, "
+                                   "seed: 1, seed: 2}\n")
+    assert "duplicate key 'seed'" in nested[0]
+    escaping = problems_of(tmp_path, "models:\n  - name: x/../../escaped\n"
+                                     "    backend: {kind: scripted}\n")
+    assert escaping == ["models[0].name: a model name's '/'-separated parts may not be empty, "
+                        "'.' or '..'"]
+    fine = load_settings(write(tmp_path, "models:\n  - name: org/model-1.5\n"
+                                         "    backend: {kind: scripted}\n"))
+    assert fine.models[0].name == "org/model-1.5"
+    raw = tmp_path / "latin1.yaml"
+    raw.write_bytes("models: []  # caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(raw)
+    assert info.value.problems[0].startswith("not UTF-8 text")
+
+
+def test_a_data_dir_under_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = write(tmp_path, "data_dir: ~/diffroute\nmodels:\n  - name: a\n"
+                           "    backend: {kind: scripted}\n")
+    assert load_settings(path).data_dir == tmp_path / "home" / "diffroute"
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["models", "--config", ""], "--config: is empty"),
+    (["diffs", "--data-dir", " "], "--data-dir: is empty"),
+    (["ask", "m", "hi", "--config", "{tpl}"], "models[0].backend.template: may only contain"),
+    (["profile", "build", "--config", "{ok}", "--models", ",", "--suite", "smoke"],
+     "--models: names no model"),
+])
+def test_cli_input_that_used_to_crash_or_pass_silently_is_one_line(
+        tmp_path: Path, args: list[str], says: str) -> None:
+    tpl = write(tmp_path, "models:\n  - name: m\n    backend: {kind: scripted, "
+                          "template: '{nope}'}\n")
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("models:\n  - name: m\n    backend: {kind: scripted}\n", encoding="utf-8")
+    argv = [a.format(tpl=tpl, ok=ok) for a in args] + (
+        ["--data-dir", str(tmp_path / "d")] if args[0] == "profile" else [])
+    proc = subprocess.run([sys.executable, "-m", "router", *argv], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("diffroute: error: ") and says in lines[0], \
+        proc.stderr

@@ -52,3 +52,85 @@ async def test_diffs_and_drift_read_the_store(engine_settings: Settings, tmp_pat
     await asyncio.to_thread(main, ["drift", *where])
     assert "DRIFT up   alpha vs beta in general: disagreement 0.400 (expected 0.010)" in (
         capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("damage", ["newer", "not a store"])
+def test_a_store_this_version_cannot_read_is_one_line(tmp_path: Path, damage: str,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    import sqlite3
+
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "live.sqlite3"
+    if damage == "newer":
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA user_version=999")
+    else:
+        path.write_bytes(b"this is not a database" * 100)
+    before = path.read_bytes()
+    for command in (["diffs"], ["drift"]):
+        with pytest.raises(SystemExit) as exited:
+            main([*command, "--data-dir", str(data)])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith("diffroute: error: ") and str(path) in err
+        assert ("newer than this diffroute" if damage == "newer" else "cannot read") in err
+    if damage == "newer":  # read, never migrated
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (999,)
+            assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+    else:
+        assert path.read_bytes() == before
+
+
+async def test_url_answers_that_are_not_a_services_are_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from aiohttp import web
+
+    import router.cli
+    from tests.e2e.harness import make_settings, serve, standard_models
+
+    async def html(_request: web.Request) -> web.Response:
+        return web.Response(text="<html>not diffroute</html>", content_type="text/html")
+
+    async def silent(_request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.Response(text="late")
+
+    app = web.Application()
+    app.router.add_get("/html/v1/diffs", html)
+    app.router.add_get("/silent/v1/diffs", silent)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    monkeypatch.setattr(router.cli, "FETCH_TIMEOUT_S", 0.5)
+    monkeypatch.delenv("DIFFROUTE_API_KEY", raising=False)
+
+    async def fails(url: str) -> tuple[int | str | None, str]:
+        with pytest.raises(SystemExit) as exited:
+            await asyncio.to_thread(main, ["diffs", "--url", url])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("diffroute: error: "), err
+        return exited.value.code, err
+
+    try:
+        assert (await fails("127.0.0.1:8080"))[0] == 2  # no scheme: a usage error
+        code, err = await fails(base + "/html")
+        assert code == 1 and "not a diffroute answer" in err
+        code, err = await fails(base + "/silent")
+        assert code == 1 and "no answer within 0.5 s" in err
+        code, err = await fails("http://127.0.0.1:9")  # nothing listens
+        assert code == 1 and "127.0.0.1:9" in err
+        settings = make_settings(tmp_path, standard_models(), api_keys=["k-1"])
+        async with serve(settings) as running:
+            code, err = await fails(running.url)
+            assert code == 1 and "HTTP 401" in err and "DIFFROUTE_API_KEY" in err
+            monkeypatch.setenv("DIFFROUTE_API_KEY", "k-1")
+            await asyncio.to_thread(main, ["diffs", "--url", running.url])
+            assert capsys.readouterr().err == ""
+    finally:
+        await runner.cleanup()
