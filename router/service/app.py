@@ -35,7 +35,7 @@ import structlog
 from aiohttp import web
 
 from router.config import Settings
-from router.errors import ConfigError
+from router.errors import ConfigError, StartupError
 from router.live.baseline import ProfileBaseline
 from router.live.metrics import LiveMetrics, TimedComparer
 from router.live.sink import DurableLiveDiffSink, load_baseline, open_live_sink
@@ -303,7 +303,11 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     await runner.setup()
     try:
         site = web.TCPSite(runner, server.host, server.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # the port is taken, the host is not this machine's, …
+            raise StartupError(f"cannot listen on {server.host}:{server.port}: "
+                               f"{exc.strerror or exc}") from None
         host, port = runner.addresses[0][:2]
         announce(app, f"http://{'[' + host + ']' if ':' in host else host}:{port}")
         stop = asyncio.Event()

@@ -310,3 +310,23 @@ def test_cli_input_that_used_to_crash_or_pass_silently_is_one_line(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("diffroute: error: ") and says in lines[0], \
         proc.stderr
+
+
+def test_serve_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("models:\n  - name: m\n    backend: {kind: scripted}\n", encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "router", "serve", "--config", str(ok),
+                               "--port", str(port), "--data-dir", str(tmp_path / "d")],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("diffroute: error")]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith(f"diffroute: error: cannot listen on 127.0.0.1:{port}: ")
+    assert "in use" in errors[0]
+    assert "Traceback" not in proc.stderr
