@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import sys
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     # replaces this with the service's own logging (an embedding program's setup is kept)
     if not structlog.is_configured():
         configure_logging("console", "WARNING", stream=sys.stderr.buffer)
+    warnings.showwarning = _warn_in_one_line
     try:
         cli.main(args=argv, prog_name="diffroute", standalone_mode=False)
     except click.exceptions.Abort:
@@ -155,6 +157,13 @@ def main(argv: list[str] | None = None) -> None:
             raise
         message = " ".join(str(exc).split()) or "(no message)"
         fail(f"{message} ({type(exc).__name__}; DIFFROUTE_DEBUG=1 shows where)")
+
+
+def _warn_in_one_line(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file: Any = None, line: str | None = None) -> None:
+    """A warning (e.g. a deprecated pool-file key) as one line, not Python's two with the
+    source line."""
+    click.echo(f"diffroute: warning: {message}", err=True)
 
 
 @cli.group()

@@ -330,3 +330,14 @@ def test_serve_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert errors[0].startswith(f"diffroute: error: cannot listen on 127.0.0.1:{port}: ")
     assert "in use" in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_the_cli_shows_a_deprecation_in_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  - name: m\n    backend: {kind: scripted}\n"
+                           "extensions:\n  policy: {competence_floor: 0.1}\n")
+    proc = subprocess.run([sys.executable, "-m", "router", "models", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"diffroute: warning: {path}: 'extensions' is deprecated and will be removed; move "
+        "its sections to the top level (extensions.policy → policy)"]
