@@ -96,8 +96,11 @@ def where(dsn: str) -> str:
     """``host:port/database`` of a DSN (never its password)."""
     parts = urlsplit(dsn)
     host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"postgresql://{host}{port}{parts.path or '/'}"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number: shown as written
+        port = f":{parts.netloc.rpartition(':')[2]}"
+    return f"{parts.scheme or 'postgresql'}://{host}{port}{parts.path or '/'}"
 
 
 async def migrate(conn: Connection, name: str) -> SchemaState:
@@ -157,7 +160,8 @@ class PostgresStore:
                                else schema_state(conn, self._where))
         except DB_ERRORS as exc:
             await self._close_pool()
-            raise StartupError(f"cannot open the store {self._where}: {exc}") from None
+            reason = " ".join(str(exc).split()) or type(exc).__name__  # a timeout says nothing
+            raise StartupError(f"cannot open the store {self._where}: {reason}") from None
         if require_current and not state.ok:
             await self._close_pool()
             raise StartupError(state.describe())

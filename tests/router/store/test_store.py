@@ -189,3 +189,26 @@ async def test_watchers_hear_of_committed_changes(engine_settings: Settings) -> 
         assert await asyncio.wait_for(heard.get(), 5) == "live"
         await writer.save_pairings("{}")
         assert await asyncio.wait_for(heard.get(), 5) == "pairings"
+
+
+async def test_a_server_that_never_answers_is_a_timeout_named_as_such(tmp_path: Path) -> None:
+    from router.store.postgres import where
+
+    async def mute(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(10)
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        silent = on_postgres(plain_settings(tmp_path),
+                             f"postgresql://u:pw@127.0.0.1:{port}/db", connect_timeout_s=0.5)
+        with pytest.raises(StartupError) as caught:
+            async with open_store(silent):
+                pass
+        assert str(caught.value).startswith(f"cannot open the store postgresql://127.0.0.1:"
+                                            f"{port}/db: ")
+        assert not str(caught.value).endswith(": ")  # a timeout has no message of its own
+    finally:
+        server.close()
+    assert where("mysql://u:pw@db.example:3306/x") == "mysql://db.example:3306/x"
