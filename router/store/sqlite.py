@@ -135,8 +135,10 @@ class SqliteStore:
             conn = self._connect()
             migrate(conn, str(self.path))
         except (OSError, sqlite3.Error) as exc:
-            raise StartupError(f"cannot open the live-diff store {self.path}: {exc} (move the "
-                               "file aside to start with an empty store)") from None
+            hint = ("move the file aside to start with an empty store" if self.path.is_file()
+                    else "the data dir must be a directory this process can write")
+            raise StartupError(f"cannot open the live-diff store {self.path}: {exc} ({hint})"
+                               ) from None
         self._reader = conn
         self._writer = threading.Thread(target=self._write_loop, name="live-store-writer",
                                         daemon=True)

@@ -212,3 +212,21 @@ async def test_a_server_that_never_answers_is_a_timeout_named_as_such(tmp_path: 
     finally:
         server.close()
     assert where("mysql://u:pw@db.example:3306/x") == "mysql://db.example:3306/x"
+
+
+@pytest.mark.parametrize("damage", ["a file where the data dir goes", "a store that is not one"])
+async def test_a_sqlite_store_that_cannot_open_says_what_to_do(tmp_path: Path,
+                                                               damage: str) -> None:
+    settings = plain_settings(tmp_path)
+    if damage.startswith("a file"):
+        settings.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.write_text("not a directory")
+        hint = "the data dir must be a directory this process can write"
+    else:
+        settings.data_dir.mkdir(parents=True)
+        (settings.data_dir / "live.sqlite3").write_bytes(b"garbage" * 500)
+        hint = "move the file aside to start with an empty store"
+    with pytest.raises(StartupError) as caught:
+        async with open_store(settings):
+            pass
+    assert str(caught.value).endswith(f"({hint})"), caught.value
