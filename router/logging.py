@@ -37,8 +37,6 @@ from typing import IO, Any, Literal
 
 import orjson
 import structlog
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 
 from profiles.protocol import SampleRequest, Usage
 from router.errors import UpstreamError
@@ -243,6 +241,11 @@ class ForeignHandler(logging.Handler):
 
 def client_error(exc: BaseException | None) -> bool:
     """Whether aiohttp raised ``exc`` over a malformed request (a 4xx of its parser)."""
+    if exc is None or "aiohttp" not in sys.modules:  # the CLI need not import aiohttp
+        return False
+    from aiohttp.http_exceptions import HttpProcessingError
+    from aiohttp.web_protocol import RequestPayloadError
+
     if isinstance(exc, RequestPayloadError):
         return True
     return isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500
