@@ -262,14 +262,18 @@ def _first_problem(exc: ValidationError) -> str:
 
 def completion_object(model: str, raw: bytes, status: int) -> dict[str, Any]:
     """A ``chat.completion`` body as JSON data, checked only for what every reader needs (an
-    object with a non-empty ``choices`` list); anything else is a protocol error with the body."""
+    object with a non-empty ``choices`` list, each choice with a ``message`` object); anything
+    else is a protocol error with the body."""
     try:
         data = _object(orjson.loads(raw), "body")
         if "choices" not in data:
             raise _Malformed("choices: missing")
-        if not _list(data["choices"], "choices"):
+        choices = _list(data["choices"], "choices")
+        if not choices:
             raise UpstreamProtocolError(model, "response has no choices", status,
                                         raw.decode("utf-8", "replace"))
+        for i, choice in enumerate(choices):  # an answer is a message, not null
+            _object(_object(choice, f"choices.{i}").get("message"), f"choices.{i}.message")
     except ValueError as exc:  # orjson.JSONDecodeError and _Malformed
         raise UpstreamProtocolError(model, f"malformed response: {exc}", status,
                                     raw.decode("utf-8", "replace")) from exc
@@ -303,12 +307,23 @@ def _chunk_object(model: str, data: str) -> dict[str, Any]:
 
 
 def completion_chunk(completion: Mapping[str, Any]) -> dict[str, Any]:
-    """A whole ``chat.completion`` as the one ``chat.completion.chunk`` of a stream."""
-    choices = [{"index": c.get("index", i), "delta": c.get("message") or {},
+    """A whole ``chat.completion`` as the one ``chat.completion.chunk`` of a stream (a delta's
+    tool calls carry the ``index`` stream accumulators key them on)."""
+    choices = [{"index": c.get("index", i), "delta": _delta(c.get("message")),
                 "logprobs": c.get("logprobs"), "finish_reason": c.get("finish_reason")}
                for i, c in enumerate(completion.get("choices") or ()) if isinstance(c, dict)]
     chunk = {k: v for k, v in completion.items() if k not in ("choices", "object")}
     return {**chunk, "object": "chat.completion.chunk", "choices": choices}
+
+
+def _delta(message: object) -> dict[str, Any]:
+    if not isinstance(message, dict):
+        return {}
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return message
+    return {**message, "tool_calls": [{"index": i, **call} if isinstance(call, dict) else call
+                                      for i, call in enumerate(calls)]}
 
 
 def _parse_chunk(model: str, data: str) -> _Chunk:

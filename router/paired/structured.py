@@ -40,6 +40,7 @@ MAX_JSON_DEPTH = 64
 and no tool argument or structured answer needs more levels."""
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 _MISSING = object()
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 TextSame = Callable[[str, str], bool]
 """Whether two free-text strings say the same (the wrapped comparer does not flag them)."""
@@ -73,7 +74,9 @@ def _same_scalar(a: object, b: object, text_same: TextSame) -> bool:
         if a == b:
             return True
         free = max(len(a.split()), len(b.split())) >= FREE_TEXT_WORDS
-        return free and text_same(a, b)
+        # by meaning, but the numbers in it (an id, an amount) must be the same ones
+        return free and sorted(_NUMBER.findall(a)) == sorted(_NUMBER.findall(b)) and \
+            text_same(a, b)
     return a == b
 
 

@@ -90,16 +90,16 @@ async def _plain_one(request: web.Request, state: ServiceState, chat: ChatReques
         return await _forwarded(request, state, chat, model, headers)
     _check_translatable(state, chat, model)
     if chat.stream and chat.n > 1:  # translated streams carry one choice
-        raise BadRequestError("n > 1 is not supported with stream: true", param="n")
+        raise BadRequestError(f"n > 1 is not supported with stream: true on '{model}' (a "
+                              "translated stream carries one choice)", param="n")
     return await _translated(request, state, chat, model, headers)
 
 
 async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
                   plan: PairedRequest) -> web.StreamResponse:
     """A pair: the engine decides, calls both models, compares and records."""
-    if chat.n > 1:
-        raise BadRequestError("n > 1 is not supported with stream: true" if chat.stream else
-                              "n > 1 is only supported for pool models, not paired calls",
+    if chat.n > 1:  # streamed or not: one answer is compared with one answer
+        raise BadRequestError("n > 1 is only supported for pool models, not paired calls",
                               param="n")
     call = await state.engine.prepare(plan.role, plan.primary, plan.options,
                                       chat.sample_request(), chat.task_text(),
@@ -212,6 +212,7 @@ async def relay_chunks(request: web.Request, model: str,
             chunk["model"] = model
             if seen is not None:
                 seen(chunk)
+            writer.follow(chunk)  # the finale shares the upstream's id and created
             await writer.send(chunk)
             chunk = await anext(chunks, None)
         if finale is not None and (extra := await finale()) is not None:

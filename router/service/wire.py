@@ -65,6 +65,14 @@ class ChunkWriter:
         self.id = completion_id()
         self.created = int(time.time())
 
+    def follow(self, chunk: dict[str, Any]) -> None:
+        """Take a relayed upstream chunk's ``id`` and ``created`` for the chunks written
+        after it (one completion, one id)."""
+        if isinstance(chunk.get("id"), str):
+            self.id = chunk["id"]
+        if isinstance(chunk.get("created"), int):
+            self.created = chunk["created"]
+
     def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model, "choices": choices, **extra}

@@ -372,3 +372,48 @@ async def test_logprobs_without_top_logprobs_give_the_first_tokens_logprob(
         model="alpha", messages=ASK)  # type: ignore[arg-type]
     assert without.choices[0].logprobs is None
 
+
+
+async def test_a_stream_the_upstream_answers_in_one_piece_keeps_tool_call_indexes(
+        tmp_path: Path) -> None:
+    """An upstream that answers ``stream: true`` with one JSON completion: the one chunk's
+    tool calls carry ``index``, so the SDK's stream accumulator rebuilds them (it raised)."""
+    from tests.fakes import tool_call_message
+
+    message = tool_call_message("get_weather", '{"city": "Paris"}',
+                                ("get_weather", '{"city": "Lyon"}'))
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}
+    async with FakeUpstream(answers={"up-a": message, "up-b": message}) as fake:
+        models = [remote("remote-a", "x", fake.base_url, "up-a"),
+                  remote("remote-b", "y", fake.base_url, "up-b")]
+        async with serve(make_settings(tmp_path, models)) as running:
+            client = openai.AsyncOpenAI(base_url=running.base_url, api_key="unused",
+                                        max_retries=0)
+            for model in ("remote-a", "audit:remote-a"):
+                fake.enqueue(Reply(json=fake.completion({"model": "up-a"})))
+                async with client.chat.completions.stream(
+                        model=model, messages=[{"role": "user", "content": "weather?"}],
+                        tools=[tool]) as stream:  # type: ignore[list-item]
+                    async for _ in stream:
+                        pass
+                    final = await stream.get_final_completion()
+                calls = final.choices[0].message.tool_calls or []
+                assert [(c.function.name, c.function.arguments) for c in calls] == [
+                    ("get_weather", '{"city": "Paris"}'), ("get_weather", '{"city": "Lyon"}')]
+
+
+async def test_every_chunk_of_a_relayed_paired_stream_has_one_id(tmp_path: Path) -> None:
+    """The last chunk (the diffroute object) had an id and time of its own."""
+    async with FakeUpstream() as fake:
+        models = [remote("remote-a", "x", fake.base_url, "up-a"),
+                  remote("remote-b", "y", fake.base_url, "up-b")]
+        async with serve(make_settings(tmp_path, models)) as running:
+            client = openai.AsyncOpenAI(base_url=running.base_url, api_key="unused",
+                                        max_retries=0)
+            stream = await client.chat.completions.create(
+                model="audit:remote-a", messages=[{"role": "user", "content": "hi"}],
+                stream=True)
+            chunks = [chunk async for chunk in stream]
+    assert (chunks[-1].model_extra or {}).get("diffroute"), chunks[-1]
+    assert len({(c.id, c.created) for c in chunks}) == 1, [(c.id, c.created) for c in chunks]

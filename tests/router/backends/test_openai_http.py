@@ -483,3 +483,16 @@ async def test_fake_embeddings_are_deterministic_unit_vectors(fake: FakeUpstream
     assert len(vectors[0]) == fake.embedding_dim
     assert vectors[0] == vectors[2] != vectors[1]
     assert math.isclose(sum(v * v for v in vectors[1]), 1.0)
+
+
+@pytest.mark.parametrize("choice", [{"index": 0, "message": None, "finish_reason": "stop"},
+                                    {"index": 0, "finish_reason": "stop"}, "text"])
+async def test_a_forwarded_answer_without_a_message_is_a_protocol_error(
+        fake: FakeUpstream, make: MakeBackend, choice: object) -> None:
+    """Not an answer to compare (an audit recorded a disagreement with nothing) nor one to
+    pass on: the same protocol error as an empty ``choices``."""
+    fake.enqueue(Reply(json={"id": "x", "object": "chat.completion", "choices": [choice]}))
+    with pytest.raises(UpstreamError) as caught:
+        await make(fake.base_url).forward({"model": "m", "messages": [
+            {"role": "user", "content": "hi"}]})
+    assert "choices.0" in str(caught.value) and caught.value.upstream_status == 200

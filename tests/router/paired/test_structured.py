@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from router.paired.answer import Answer, AnswerBuilder, ToolCall
@@ -120,3 +122,16 @@ def test_json_nested_past_the_limit_is_compared_as_text() -> None:
     args = compare_answers(calls(("f", deep)), calls(("f", deep + " ")), ())
     assert args.method == "tool_calls" and args.flagged  # compared as written
     assert not compare_answers(calls(("f", deep)), calls(("f", deep)), ()).flagged
+
+
+def test_numbers_inside_free_text_arguments_must_be_the_same() -> None:
+    """A longer string is compared by meaning, but an id or an amount in it is a value."""
+    for left, right in [("DELETE FROM users WHERE id = 5", "DELETE FROM users WHERE id = 6"),
+                        ("transfer 100 dollars to savings now", "transfer 900 dollars to "
+                                                                 "savings now")]:
+        c = compare_answers(calls(("run", json.dumps({"q": left}))),
+                            calls(("run", json.dumps({"q": right}))), ())
+        assert c.flagged, (left, right)
+    same = compare_answers(calls(("run", '{"q": "weather in Paris on day 3 please"}')),
+                           calls(("run", '{"q": "please weather in Paris on day 3"}')), ())
+    assert not same.flagged

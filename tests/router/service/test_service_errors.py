@@ -71,6 +71,8 @@ def envelope(payload: Any) -> dict[str, Any]:
     ({"model": "alpha", "messages": ASK, "diffroute": {"partner": "beta"}}, 400,
      "diffroute.partner", "needs a paired call"),
     ({"model": "audit:alpha", "messages": ASK, "n": 2}, 400, "n", "only supported for pool"),
+    ({"model": "audit:alpha", "messages": ASK, "n": 2, "stream": True}, 400, "n",
+     "only supported for pool"),
     ({"model": "alpha", "messages": ASK, "n": 2, "stream": True}, 400, "n", "stream"),
     ({"model": "audit:alpha", "messages": ASK, "diffroute": {"candidates": ["alpha"]}}, 409,
      None, "no audit partner for 'alpha'"),
