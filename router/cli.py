@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from router.config import Settings, load_settings
-from router.errors import ConfigError, DiffrouteError, StartupError
+from router.errors import (
+    ConfigError,
+    DiffrouteError,
+    StartupError,
+    UnknownDomainError,
+    UnknownModelError,
+)
 
 DEFAULT_SAMPLES = 20
 """k: ``profiles.collect.DEFAULT_SAMPLES``, repeated here because importing it loads numpy."""
@@ -144,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         for problem in exc.problems:
             click.echo(f"diffroute: error: {where}{problem}", err=True)
         sys.exit(2)
-    except StartupError as exc:
-        fail(str(exc), 2)
+    except (StartupError, UnknownModelError, UnknownDomainError) as exc:
+        fail(str(exc), 2)  # cannot start, or a name that is not there: a usage error
     except DiffrouteError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -6,9 +6,10 @@
     ├── ConfigError(problems)                 a settings file or value is invalid      (CLI exit 2)
     ├── StartupError                          a resource cannot be opened at start     (CLI exit 2)
     ├── StorageError                          a write to the data dir failed            503 / 507
-    ├── UnknownModelError(model)              no such model in the pool                 404
+    ├── UnknownModelError(model)              no such model in the pool          404 (CLI exit 2)
     ├── DecisionNotFoundError(decision_id)    unknown, expired or reported decision id   404
     ├── BadRequestError(message, param)       a request is malformed                    400
+    │   └── UnknownDomainError                no such domain in the suite        400 (CLI exit 2)
     ├── AuthError                             missing or wrong API key                  401
     │   └── ForbiddenError                    a client key on an admin route            403
     ├── NoPairError(primary, role, reason)    the policy found no partner               409
@@ -115,6 +116,10 @@ class BadRequestError(DiffrouteError):
         super().__init__(message)
 
 
+class UnknownDomainError(BadRequestError):
+    """A domain the suite (or the loaded profiles) does not have; on the CLI a usage error."""
+
+
 class AuthError(DiffrouteError):
     status = 401
     error_type = "invalid_request_error"
@@ -125,10 +130,15 @@ class AuthError(DiffrouteError):
 
 
 class ForbiddenError(AuthError):
-    """A valid key that may not do this (a client key on an admin route)."""
+    """A valid key that may not do this (a client key on an admin route), or an admin route
+    on a service with no admin key configured (``code``: ``admin_key_not_configured``)."""
 
     status = 403
     code = "forbidden"
+
+    def __init__(self, message: str, code: str = "forbidden") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class NoPairError(DiffrouteError):

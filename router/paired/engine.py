@@ -36,7 +36,7 @@ import structlog
 
 from profiles.protocol import Message, SampleRequest, Usage
 from router.backends.base import StreamDelta
-from router.errors import BadRequestError, DiffrouteError, NoPairError
+from router.errors import BadRequestError, DiffrouteError, NoPairError, UnknownDomainError
 from router.logging import error_fields, log_generation
 from router.paired.answer import Answer, upstream_usage
 from router.paired.call import (
@@ -126,7 +126,7 @@ class PairedEngine:
             # the policy would check, the engine does: the domain exists, the pair is allowed
             if options.domain is not None and options.domain not in self.decisions.domains:
                 known = ", ".join(sorted(self.decisions.domains)) or "none: no profiles"
-                raise BadRequestError(f"unknown domain '{options.domain}' (domains: {known})",
+                raise UnknownDomainError(f"unknown domain '{options.domain}' (domains: {known})",
                                       param="diffroute.domain")
             return self._requested(role, primary, options.partner, options,
                                    self.decisions.version)

@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from router.config import PolicySettings
-from router.errors import BadRequestError, NoPairError, UnknownModelError
+from router.errors import BadRequestError, NoPairError, UnknownDomainError, UnknownModelError
 from router.pairing.decision import Decision, Evidence, Role, RouteRequest
 from router.pairing.pinned import Pairings
 
@@ -354,7 +354,7 @@ def _task(tables: PolicyTables, weights: Mapping[str, float]) -> _Task:
     known = {d: w for d, w in weights.items() if w > 0}
     unknown = [d for d in known if d not in tables.domain_index]
     if unknown:
-        raise BadRequestError(f"unknown domain '{unknown[0]}' (domains: "
+        raise UnknownDomainError(f"unknown domain '{unknown[0]}' (domains: "
                               f"{', '.join(tables.domains)})", param="domain")
     if not known:
         known = {ALL: 1.0}

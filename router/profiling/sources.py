@@ -29,7 +29,7 @@ from profiles.profile import ProbeRecord, Profile, from_store
 from profiles.store import ObservationStore, model_key, observation_key, text_hash
 from profiles.suite import Suite, SuiteError, load_suite
 from router.config import EmbedderConfig, Settings
-from router.errors import BadRequestError, ConfigError, DiffrouteError
+from router.errors import BadRequestError, ConfigError, DiffrouteError, UnknownDomainError
 from router.pool import Pool
 from router.store import open_observations
 
@@ -178,7 +178,7 @@ def pool_similarity(settings: Settings, query: ProfileQuery = ProfileQuery(),
 def check_domain(suite: Suite, domain: str | None) -> None:
     """Reject a domain the suite does not have, listing the ones it has."""
     if domain is not None and domain not in suite.domains():
-        raise BadRequestError(f"unknown domain '{domain}' in suite '{suite.name}' "
+        raise UnknownDomainError(f"unknown domain '{domain}' in suite '{suite.name}' "
                               f"(domains: {', '.join(suite.domains())})", param="domain")
 
 

@@ -65,6 +65,7 @@ from router.service.middleware import (
     RequestIds,
     service_middleware,
 )
+from router.service.runner import ServiceRunner
 from router.service.state import (
     KEYS,
     METRICS,
@@ -298,7 +299,7 @@ async def _serve(app: web.Application, settings: Settings) -> None:
     server = settings.server
     # handler_cancellation: a client that disconnects cancels its handler, so its model
     # call gives back its slot and its upstream request is cancelled (router.pool)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_timeout,
+    runner = ServiceRunner(app, access_log=None, shutdown_timeout=server.shutdown_timeout,
                            handler_cancellation=True)
     await runner.setup()
     try:

@@ -234,8 +234,8 @@ def check_auth(request: web.Request) -> None:
     admin = (keys.admin,) if keys.admin else ()
     if _marked(request, _ADMIN_ATTR):
         if not admin:
-            raise AuthError("this route needs the admin key, and none is configured "
-                            "(server.admin_key)")
+            raise ForbiddenError("this route needs the admin key, and none is configured "
+                                 "(server.admin_key)", code="admin_key_not_configured")
         token = _bearer(request)
         if _matches(token, admin):
             return

@@ -22,6 +22,7 @@ from router.pairing.decision import Decision, LiveSource, RouteRequest
 from router.pairing.pinned import Pairings
 from router.pool import Pool
 from router.service import create_app
+from router.service.runner import ServiceRunner
 
 
 class FamilyDecider:
@@ -98,7 +99,7 @@ async def serve(settings: Settings, **options: Any) -> AsyncIterator[Running]:
     """The real app on a real socket (port 0), stopped gracefully on exit."""
     options.setdefault("decider_factory", FamilyDecider)
     app = create_app(settings, **options)
-    runner = web.AppRunner(app, shutdown_timeout=settings.server.shutdown_timeout,
+    runner = ServiceRunner(app, shutdown_timeout=settings.server.shutdown_timeout,
                            access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page
 
-from tests.e2e.harness import Running
+from router.pairing.decider import build_decider
+from tests.e2e.harness import Running, serve
 from tests.e2e.ui_world import (
     ADMIN_KEY,
     CLIENT_KEY,
@@ -32,6 +34,7 @@ from tests.e2e.ui_world import (
     browser_fixture,  # noqa: F401
     profiled_fixture,  # noqa: F401  # a fixture the tests use by name
     running_fixture,  # noqa: F401
+    ui_settings,
 )
 
 
@@ -209,6 +212,25 @@ async def test_pin_set_with_the_admin_key_reaches_the_policy(
     assert answer["diffroute"]["partner"] == pin
     # the only errors are the refused saves, which the browser logs as failed loads
     assert all(re.search(r"status of 40[13]", e) for e in page.errors)  # type: ignore[attr-defined]
+
+
+async def test_saving_pairings_where_no_admin_key_is_configured_says_so_without_asking(
+        profiled: Path, tmp_path: Path, browser: Browser) -> None:
+    """No admin key configured: no key can help, so the page shows the service's reason (a
+    403 ``admin_key_not_configured``) instead of asking for a key three times."""
+    shutil.copytree(profiled / "data", tmp_path / "data")
+    settings = ui_settings(tmp_path)
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"admin_key": None})})
+    async with serve(settings, decider_factory=build_decider) as running:
+        page = await open_page(browser, running, "/pairings")
+        await ready(page)
+        row = page.locator('#pairings-table tr[data-primary="alpha"][data-role="audit"]')
+        await row.locator("select.pin").select_option("beta")
+        await page.click("#save-pairings")
+        await page.wait_for_selector("#pairings-status:has-text('none is configured')")
+        assert not await page.locator("#key-dialog[open]").count()
+        assert (await api(running, "GET", "/v1/pairings"))["pinned"] == {}
 
 
 # --- live ------------------------------------------------------------------------------------

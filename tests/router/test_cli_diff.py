@@ -206,11 +206,11 @@ def test_html_goes_to_the_out_file(world: World, tmp_path: Path,
 def test_unknown_model_and_domain_are_one_line_errors(world: World,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     run = cli(world.args("alpha", "nobody"), capsys)
-    assert run.code == 1 and run.out == ""
+    assert run.code == 2 and run.out == ""
     assert run.err == ("diffroute: error: model 'nobody' is not in the pool "
                        "(known: alpha, beta, gamma)\n")
     run = cli(world.args("alpha", "beta", "--domain", "cooking"), capsys)
-    assert run.code == 1
+    assert run.code == 2
     assert run.err == ("diffroute: error: unknown domain 'cooking' in suite 'sim' "
                        "(domains: history, law, math)\n")
 

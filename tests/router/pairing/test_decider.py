@@ -148,7 +148,7 @@ def test_pairs_command(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(world, capsys, "--all", "--role", "audit", "--format", "json")
     assert sorted(d["primary"] for d in json.loads(out)["decisions"]) == sorted(FAMILY)
     code, _, err = cli(world, capsys, "--primary", "nobody")
-    assert code != 0 and err.count("\n") == 1 and "nobody" in err
+    assert code == 2 and err.count("\n") == 1 and "nobody" in err
 
 
 def test_pairs_command_says_what_a_false_alarm_costs(

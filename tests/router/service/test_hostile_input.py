@@ -8,6 +8,7 @@ chosen domains that became metric labels.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,41 @@ async def test_an_unknown_model_is_named_by_the_field_that_named_it(service: Run
     status, payload = await call(service, "POST", "/v1/chat/completions",
                                  {"model": "x" * 100_000, "messages": ask})
     assert len(envelope(status, payload)["message"]) < 500
+
+
+async def _raw(service: Running, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request written as bytes on a new connection; the status line, headers, body."""
+    host, port = service.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)  # the refusal closes the connection
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "code"), [
+    (b"FOO\x01 /v1/route HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_http_request"),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_http_request"),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400, "invalid_http_request"),
+    (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+     400, "invalid_http_request"),
+    (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+     400, "invalid_http_request"),
+], ids=["bad-method", "long-url", "bad-header", "bad-chunk", "two-lengths"])
+async def test_requests_aiohttp_refuses_get_the_envelope_too(
+        service: Running, request_bytes: bytes, status: int, code: str) -> None:
+    """What aiohttp's parser refuses before the app sees it is answered in the same JSON
+    envelope as every other error (it was aiohttp's text/plain), and the service goes on."""
+    got, headers, body = await _raw(service, request_bytes)
+    assert got == status and headers["content-type"].startswith("application/json"), headers
+    error = envelope(got, json.loads(body))
+    assert error["code"] == code and error["message"].startswith("malformed HTTP request: ")
+    assert len(error["message"]) < 400
+    status_after, _ = await call(service, "GET", "/healthz")
+    assert status_after == 200

@@ -182,7 +182,8 @@ async def test_client_and_admin_keys(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 async def test_put_pairings_without_configured_admin_key(service: Running) -> None:
     status, payload = await call(service, "PUT", "/v1/pairings", body={"pinned": {}})
-    assert status == 401 and "none is configured" in envelope(payload)["message"]
+    assert status == 403 and "none is configured" in envelope(payload)["message"]
+    assert envelope(payload)["code"] == "admin_key_not_configured"
 
 
 def test_unset_key_variable_fails_at_start(tmp_path: Path,

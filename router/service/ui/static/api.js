@@ -65,9 +65,13 @@ export async function request(path, { method = "GET", body, kind = "client", tex
     const init = { method, headers: headers(kind, body ? { "Content-Type": "application/json" } : {}) };
     if (body !== undefined) init.body = JSON.stringify(body);
     const response = await fetch(path, init);
-    // 401: no or wrong key; 403: a client key where the admin key is needed
-    if ((response.status === 401 || (response.status === 403 && kind === "admin")) && attempt < 3) {
-      const parsed = await response.json().catch(() => null);
+    // 401: no or wrong key; 403: a client key where the admin key is needed (but no key helps
+    // where the service has none configured: that 403 is shown as it is)
+    const refused = response.status === 401 || (response.status === 403 && kind === "admin");
+    const parsed = refused ? await response.json().catch(() => null) : null;
+    const unconfigured = parsed && parsed.error && parsed.error.code === "admin_key_not_configured";
+    if (refused && unconfigured) throw new ApiError(response.status, parsed);
+    if (refused && attempt < 3) {
       sessionStorage.removeItem(KEYS[kind]);
       // the server's reason, from the first prompt on (e.g. that no admin key is configured)
       const reason = parsed && parsed.error ? parsed.error.message : "wrong key";
@@ -77,7 +81,7 @@ export async function request(path, { method = "GET", body, kind = "client", tex
       continue;
     }
     if (!response.ok) {
-      throw new ApiError(response.status, await response.json().catch(() => null));
+      throw new ApiError(response.status, parsed || await response.json().catch(() => null));
     }
     return text ? response.text() : response.json();
   }

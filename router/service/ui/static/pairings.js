@@ -56,7 +56,7 @@ export async function renderPairings(root) {
       root.querySelector("#pairings-status").textContent = "saved: the policy now decides with these pairings";
     } catch (error) {
       save.disabled = false;
-      status.replaceChildren(error instanceof ApiError && error.status === 401 ? errorBox(new Error(`refused: ${error.message}`)) : errorBox(error));
+      status.replaceChildren(error instanceof ApiError && (error.status === 401 || error.status === 403) ? errorBox(new Error(`refused: ${error.message}`)) : errorBox(error));
     }
   });
 
