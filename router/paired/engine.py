@@ -114,6 +114,13 @@ class PairedEngine:
 
     # -- the decision ---------------------------------------------------------------------------
 
+    def check_domain(self, domain: str | None) -> None:
+        """400 unless ``domain`` (``diffroute.domain``) is one the profiles know, or ``None``."""
+        if domain is not None and domain not in self.decisions.domains:
+            known = ", ".join(sorted(self.decisions.domains)) or "none: no profiles"
+            raise UnknownDomainError(f"unknown domain '{domain}' (domains: {known})",
+                                     param="diffroute.domain")
+
     async def decide(self, role: Role, primary: str | None, options: PairedOptions,
                      task: str) -> Decision:
         """The policy's decision; a partner requested by the client replaces the policy's."""
@@ -124,10 +131,7 @@ class PairedEngine:
         if options.partner is not None and primary is not None:
             # both ends are given: no policy call, so this works without profiles too; what
             # the policy would check, the engine does: the domain exists, the pair is allowed
-            if options.domain is not None and options.domain not in self.decisions.domains:
-                known = ", ".join(sorted(self.decisions.domains)) or "none: no profiles"
-                raise UnknownDomainError(f"unknown domain '{options.domain}' (domains: {known})",
-                                      param="diffroute.domain")
+            self.check_domain(options.domain)
             return self._requested(role, primary, options.partner, options,
                                    self.decisions.version)
         decision = await self.decisions.decide(RouteRequest(

@@ -64,6 +64,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = parse_chat(await read_json(request))
     plan = plan_call(chat, request.headers, state.pool)
     if isinstance(plan, PlainCall):
+        state.engine.check_domain(plan.domain)
         return await _plain(request, state, chat, plan.model)
     return await _paired(request, state, chat, plan)
 

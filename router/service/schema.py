@@ -320,9 +320,11 @@ def parse_chat(body: object) -> ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class PlainCall:
-    """A chat request for one pool model."""
+    """A chat request for one pool model (``domain``: ``diffroute.domain``, if given; a plain
+    call has no pair to route, but a domain that does not exist is still a 400)."""
 
     model: str
+    domain: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +354,7 @@ def plan_call(chat: ChatRequest, headers: Mapping[str, str],
     if target.primary is None:  # parse_model gives a primary to every plain name
         raise BadRequestError("a paired call needs a role", param="diffroute.role")
     _reject_paired_options(options)
-    return PlainCall(target.primary)
+    return PlainCall(target.primary, options.domain)
 
 
 def _reject_paired_options(options: PairedOptions) -> None:

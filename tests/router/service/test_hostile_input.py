@@ -99,6 +99,22 @@ async def test_client_chosen_domains_are_validated_and_never_become_labels(
                                line.startswith("#") and "http_request" not in line])
 
 
+async def test_a_plain_call_validates_its_domain_too(service: Running) -> None:
+    """A plain call has no pair to route, but a domain that does not exist (a typo in a header
+    an agent sets on every call) is the same 400 a paired call gets, not silently ignored."""
+    base = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
+    status, payload = await call(service, "POST", "/v1/chat/completions",
+                                 {**base, "diffroute": {"domain": "genral"}})
+    error = envelope(status, payload)
+    assert status == 400 and error["param"] == "diffroute.domain" and "general" in error["message"]
+    status, payload = await call(service, "POST", "/v1/chat/completions", base,
+                                 headers={"x-diffroute-domain": "genral"})
+    assert envelope(status, payload)["param"] == "diffroute.domain"
+    status, body = await call(service, "POST", "/v1/chat/completions",
+                              {**base, "diffroute": {"domain": "general"}})
+    assert status == 200 and body["model"] == "alpha"
+
+
 async def test_exclusions_hold_when_the_client_names_the_partner(service: Running) -> None:
     status, _ = await call(service, "PUT", "/v1/pairings",
                            {"pinned": {}, "excluded": [["alpha", "beta"]]}, ADMIN)
@@ -177,8 +193,8 @@ async def _raw(service: Running, request: bytes) -> tuple[int, dict[str, str], b
     (b"FOO\x01 /v1/route HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_http_request"),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400, "invalid_http_request"),
     (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400, "invalid_http_request"),
-    (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
-     400, "invalid_http_request"),
+    (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"zz\r\n{}\r\n0\r\n\r\n", 400, "invalid_http_request"),
     (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
      400, "invalid_http_request"),
 ], ids=["bad-method", "long-url", "bad-header", "bad-chunk", "two-lengths"])
