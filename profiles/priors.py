@@ -13,7 +13,8 @@ floor the diff uses. For answer distributions f_a, f_b on one probe:
   probes (a model that always says "A" agrees with another that does by chance alone).
 
 ``prior agreement = (c̄_ab − ē_ab) / (√(s̄_a·s̄_b) − ē_ab)`` with bars for means over the probes
-both models answered. Two copies of one model score 1 in expectation whatever their sampling
+both models answered, clipped to [−1, 1], and no evidence (NaN) where the denominator is below
+:data:`MIN_ROOM`. Two copies of one model score 1 in expectation whatever their sampling
 noise (c̄ and s̄ estimate the same Σp²); models answering independently of each other score 0;
 models that consistently pick opposite options score below 0. It is a κ whose ceiling is the
 models' own consistency instead of 1.
@@ -31,7 +32,12 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-_EPS = 1e-9
+MIN_ROOM = 0.01
+"""Least room between chance and the models' own agreement for a measure to say anything.
+Where both models nearly always give the answer everyone gives (comply with a harmless
+request, say yes), chance is close to the ceiling, and the ratio divides noise by almost
+nothing: on the shipped profiles' refusal probes a bootstrap draw reached 11.8. Below this
+the pair has no evidence from the measure (NaN), as a κ has none without variation."""
 
 
 def self_agreement(freq: FloatArray, samples: npt.NDArray[np.int64],
@@ -65,8 +71,8 @@ def pairwise_prior_agreement(freq: FloatArray, self_agree: FloatArray,
         pooled = freq.sum(1) / np.maximum(observed.sum(1), 1.0)[:, None]
         chance = pooled @ pooled.T
         room = ceiling - chance
-        out = np.where((shared > 0) & (room > _EPS), (cross - chance) / room, np.nan)
-    return out
+        out = np.where((shared > 0) & (room > MIN_ROOM), (cross - chance) / room, np.nan)
+    return bounded(out)
 
 
 def pairwise_text_similarity(means: FloatArray, self_sim: FloatArray,
@@ -86,7 +92,16 @@ def pairwise_text_similarity(means: FloatArray, self_sim: FloatArray,
         own = (self_sim * observed) @ observed.T / shared
         ceiling = np.sqrt(np.clip(own * own.T, 0.0, None))
         room = ceiling - other
-        out = np.where((shared > 0) & (room > _EPS) & (p > 1), (cross - other) / room, np.nan)
+        out = np.where((shared > 0) & (room > MIN_ROOM) & (p > 1), (cross - other) / room,
+                       np.nan)
+    return bounded(out)
+
+
+def bounded(values: FloatArray) -> FloatArray:
+    """Clipped to [−1, 1] (NaN kept). With exact answer distributions the measure cannot
+    exceed 1 (Cauchy–Schwarz: Σf_a·f_b ≤ √(Σf_a²·Σf_b²)); past it, and below −1, is sampling
+    noise in the estimates of the two self agreements."""
+    out: FloatArray = np.clip(values, -1.0, 1.0)
     return out
 
 

@@ -62,3 +62,34 @@ def test_free_text_copies_score_one_beyond_their_self_similarity() -> None:
     sim = pairwise_text_similarity(means, own, np.ones(emb.shape[:2], dtype=bool))
     assert abs(sim[0, 1] - 1.0) < 0.15, sim[0, 1]
     assert abs(sim[0, 2]) < 0.15, sim[0, 2]
+
+
+def test_measures_stay_within_bounds_where_chance_is_near_the_ceiling() -> None:
+    """Three copies of a model that complies with every request but two, which it refuses now
+    and then (the shipped refusal probes look like this). Resampled probes put chance close
+    to the models' own agreement, and the ratio divided noise by almost nothing: 264 of 300
+    draws came out beyond 1 (11.8 on the shipped profiles). Every draw is now within [−1, 1],
+    or NaN — no evidence — where the room above chance is below ``MIN_ROOM`` (a draw without
+    either of the two probes has none)."""
+    rng = np.random.default_rng(3)
+    probes, k = 36, 2
+    p = np.ones(probes)
+    p[:2] = 0.3
+    freq = np.stack([np.stack([rng.multinomial(k, [x, 1.0 - x]) / k for x in p])
+                     for _ in range(3)])
+    seen = np.ones(freq.shape[:2], dtype=bool)
+    draws, empty = [], 0
+    for _ in range(300):
+        cols = rng.choice(probes, probes)
+        own = self_agreement(freq[:, cols], np.full((3, probes), k), np.zeros(probes, bool))
+        agree = pairwise_prior_agreement(freq[:, cols], own, seen[:, cols])
+        draws.append(agree[np.triu_indices(3, 1)])
+        empty += int(np.isnan(agree[0, 1]))
+    values = np.concatenate(draws)
+    assert np.all(np.isnan(values) | (np.abs(values) <= 1.0))
+    assert 0 < empty < 100 and np.nanmax(values) == 1.0
+    # no room at all (everyone always complies): no evidence, not 0 or a division by ~0
+    always = np.zeros((2, probes, 2))
+    always[..., 0] = 1.0
+    own = self_agreement(always, np.full((2, probes), 20), np.zeros(probes, bool))
+    assert np.isnan(pairwise_prior_agreement(always, own, np.ones((2, probes), bool))[0, 1])
