@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from router.config import Settings, load_settings
+from router.config import PROFILE_SAMPLES, Settings, load_settings
 from router.errors import (
     ConfigError,
     DiffrouteError,
@@ -25,9 +25,6 @@ from router.errors import (
     UnknownDomainError,
     UnknownModelError,
 )
-
-DEFAULT_SAMPLES = 20
-"""k: ``profiles.collect.DEFAULT_SAMPLES``, repeated here because importing it loads numpy."""
 
 if TYPE_CHECKING:  # the diff machinery loads numpy; the CLI imports it only when used
     from router.profiling.sources import ProfileQuery
@@ -184,7 +181,7 @@ def profile() -> None:
               help="A shipped suite name (default, smoke) or a .jsonl file.")
 @click.option("--models", "model_names", default=None,
               help="Comma-separated pool names (default: the whole pool).")
-@click.option("--samples", type=click.IntRange(1, 100), default=DEFAULT_SAMPLES,
+@click.option("--samples", type=click.IntRange(1, 100), default=PROFILE_SAMPLES,
               show_default=True, help="Samples per probe (k): the noise floor needs k >= 2; "
               "a confirm collection of k more follows.")
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.7, show_default=True)
@@ -216,7 +213,7 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
 @data_dir_option
 @click.option("--suite", default="default", show_default=True)
 @click.option("--models", "model_names", default=None)
-@click.option("--samples", type=click.IntRange(1, 100), default=DEFAULT_SAMPLES,
+@click.option("--samples", type=click.IntRange(1, 100), default=PROFILE_SAMPLES,
               show_default=True)
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.7, show_default=True)
 def profile_show(config: str | None, data_dir: str | None, suite: str, model_names: str | None,
@@ -295,7 +292,7 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
               help="Write the report to this file instead of stdout.")
 @click.option("--suite", default="default", show_default=True,
               help="The suite the profiles were built on (a shipped name or a .jsonl file).")
-@click.option("--samples", type=click.IntRange(2, 100), default=DEFAULT_SAMPLES,
+@click.option("--samples", type=click.IntRange(2, 100), default=PROFILE_SAMPLES,
               show_default=True, help="Samples per probe the profiles were built with (k).")
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.7, show_default=True,
               help="Temperature the profiles were built with.")

@@ -59,6 +59,9 @@ __all__ = [
     "yaml_path",
 ]
 
+PROFILE_SAMPLES = 20
+"""k, samples per probe: what ``diffroute profile build`` collects and the service reads
+(``profiles.collect.DEFAULT_SAMPLES``, repeated here because importing it loads numpy)."""
 EXACT_LIMIT = 4096
 """Indexes of more probes than this search an inverted file instead of scanning them all
 (``policy.exact_index_limit``; see ``router.pairing.index``)."""
@@ -143,8 +146,10 @@ class PolicySettings(_Strict):
     """Suites of up to this many probes are searched exactly; larger ones by an inverted file
     (about a tenth of the time at 20,000 probes; see ``router.pairing.index``)."""
     suite: str = "default"
-    samples: int = Field(5, ge=1)
-    """Which profiles to read: built with this many samples at ``profile_temperature``."""
+    samples: int = Field(PROFILE_SAMPLES, ge=1)
+    """Which profiles to read: built with this many samples at ``profile_temperature`` (the
+    first this many of a probe's stored samples are read; the default is what
+    ``diffroute profile build`` collects)."""
     profile_temperature: float = Field(0.7, ge=0, le=2)
     bootstrap: int = Field(200, ge=0)
 
@@ -168,7 +173,7 @@ class LiveSettings(_Strict):
     profiles: bool = True
     """Load profiles at startup for noise floors and predicted rates (off: defaults only)."""
     suite: str = "default"
-    profile_samples: int = Field(5, ge=2)
+    profile_samples: int = Field(PROFILE_SAMPLES, ge=2)
     profile_temperature: float = Field(0.7, ge=0, le=2)
 
 

@@ -40,7 +40,10 @@ DEFAULT_THRESHOLD = 0.5
 """Divergence (1 − Jaccard) above which two answers are flagged as disagreeing."""
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_REVIEW_AGREE = re.compile(r"^\W*agree\b", re.IGNORECASE)
+_VERDICT = re.compile(r"^[\W_]*(?:verdict[\W_]*)?(?:i\s+)?"
+                      r"(?P<no>dis|do\s+not\s+|don[\u2019']?t\s+)?agreed?\b[\W_]*", re.IGNORECASE)
+"""A review's verdict, first thing in it: ``AGREE``, ``**AGREE**``, ``I agree.``, ``Verdict:
+agree``; ``DISAGREE``, ``I disagree``, ``I don't agree`` (``no``: a disagreement)."""
 _log = structlog.get_logger("diffroute.compare")
 
 
@@ -114,13 +117,15 @@ def compare_review(primary_text: str, partner_text: str, domains: Sequence[str] 
                    pair: tuple[str, str] | None = None) -> Comparison:
     """Read an auditor's review of the primary's answer (see ``paired.REVIEW_INSTRUCTION``).
 
-    A review starting with ``AGREE`` is agreement; anything else is a flagged disagreement whose
-    diff is against the answer the reviewer gave instead.
+    A review whose verdict (:data:`_VERDICT`, as models write it: ``AGREE``, ``I agree.``,
+    ``**Verdict:** agree``) agrees is agreement; anything else is a flagged disagreement whose
+    diff is against the answer the reviewer gave after its verdict.
     """
     review_text = partner_text
-    if _REVIEW_AGREE.match(review_text):
+    verdict = _VERDICT.match(review_text)
+    if verdict is not None and verdict.group("no") is None:
         return Comparison(1.0, False, 0.0, DEFAULT_THRESHOLD, "", method="review")
-    correction = re.sub(r"^\W*disagree\W*", "", review_text, flags=re.IGNORECASE).strip()
+    correction = review_text[verdict.end():].strip() if verdict is not None else review_text
     base = compare(primary_text, correction or review_text, domains, pair=pair)
     return Comparison(base.agreement, True, base.divergence, base.threshold,
                       unified_diff(primary_text, correction or review_text), method="review")

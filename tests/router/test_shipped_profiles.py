@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from profiles.collect import DEFAULT_SAMPLES
 from profiles.diff import Diff, compute_diff
 from profiles.embed import Embedder, make_embedder
 from profiles.profile import Profile
 from profiles.suite import load_suite
-from router.cli import DEFAULT_SAMPLES
+from router.config import PROFILE_SAMPLES
 from router.embedded import default_settings
 from router.profiling.sources import shipped_profiles_dir
 
@@ -54,6 +55,10 @@ def test_shipped_profiles_are_built_at_the_default_k_with_a_confirm_collection()
         assert profile.decoding.samples == DEFAULT_SAMPLES
         assert len(profile.records) == len(profile.confirm_records) == len(suite.probes)
         assert all(len(r.values) == DEFAULT_SAMPLES for r in profile.records.values())
+    # what the CLI builds and the service reads by default (the policy and the live baseline)
+    settings = default_settings()
+    assert PROFILE_SAMPLES == DEFAULT_SAMPLES == settings.policy.samples
+    assert settings.live.profile_samples == DEFAULT_SAMPLES
 
 
 @pytest.mark.parametrize("name", MODELS)

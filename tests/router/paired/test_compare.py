@@ -6,10 +6,11 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 from structlog.testing import capture_logs
 
 from profiles.embed import HashEmbedder, Vectors
-from router.paired.compare import NoiseAwareComparer, compare
+from router.paired.compare import NoiseAwareComparer, compare, compare_review
 
 # SmolLM2's real answers (tests/profiles/fixtures/raw_outputs.jsonl)
 FENCE, RULE, EMOJI = "```", "---", "🌟🌟🌍🌈🌊🌌🌊🌊🌌"
@@ -55,3 +56,26 @@ def test_an_unusable_embedding_falls_back_to_jaccard_with_a_warning() -> None:
     assert np.isfinite(result.divergence)
     assert [e["event"] for e in logs] == ["compare.embedding_unusable"]
     assert logs[0]["embedder"] == "zero-for-wordless" and logs[0]["pair"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(("review", "agrees"), [
+    ("AGREE", True), ("agree", True), ("**AGREE**", True), ("I agree.", True),
+    ("Agreed — the answer is right.", True), ("Verdict: AGREE", True),
+    ("**Verdict:** agree", True), ("> AGREE\n", True),
+    ("DISAGREE\nParis", False), ("I disagree: it is Paris.", False),
+    ("I don't agree. Paris.", False), ("I don\u2019t agree", False),
+    ("I do not agree; Paris", False), ("The answer is wrong: Paris.", False),
+    ("agreeable weather", False), ("", False),
+])
+def test_a_review_verdict_is_read_as_models_write_it(review: str, agrees: bool) -> None:
+    """Models do not all answer with exactly AGREE: "I agree." was a flagged disagreement."""
+    result = compare_review("Lyon is the capital of France.", review)
+    assert result.flagged is not agrees and result.method == "review"
+    if not agrees and review.strip():
+        assert "Lyon" in result.unified_diff  # the diff is against the reviewer's answer
+
+
+def test_a_disagreeing_review_is_compared_by_the_answer_after_its_verdict() -> None:
+    result = compare_review("Lyon is the capital of France.", "I disagree: Paris is the capital.")
+    assert result.flagged and "+Paris is the capital." in result.unified_diff
+    assert "disagree" not in result.unified_diff.lower()
