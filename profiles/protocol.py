@@ -8,7 +8,7 @@ log-probabilities of the first generated token — and the router's backends sat
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -52,6 +52,17 @@ class Sample:
     text: str
     finish_reason: str = "stop"
     first_token_logprobs: tuple[TokenLogprob, ...] = ()
+    """The most likely first tokens, most likely first (what option probabilities read)."""
+    first_token: TokenLogprob | None = None
+    """The first token this sample drew, with its logprob, when the backend knows it (a
+    sampled token need not be the most likely one, nor among ``first_token_logprobs``)."""
+
+
+def drawn_among(text: str, ranked: Sequence[TokenLogprob]) -> TokenLogprob | None:
+    """The first token ``text`` drew, found among likely first tokens ``ranked``: the longest
+    one it starts with (``None`` when none does)."""
+    starts = [t for t in ranked if t.token and text.startswith(t.token)]
+    return max(starts, key=lambda t: (len(t.token), t.logprob)) if starts else None
 
 
 @dataclass(frozen=True, slots=True)

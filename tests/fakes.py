@@ -301,7 +301,8 @@ class FakeUpstream:
         pieces = _words(text) or [""]
         first = list(alternatives or [(pieces[0], math.log(0.9)), ("X", math.log(0.06)),
                                       ("Y", math.log(0.04))])
-        content = [{"token": pieces[0], "logprob": first[0][1], "bytes": None,
+        drawn = next((lp for t, lp in first if t == pieces[0]), first[0][1])
+        content = [{"token": pieces[0], "logprob": drawn, "bytes": None,
                     "top_logprobs": [{"token": t, "logprob": lp, "bytes": None}
                                      for t, lp in first[:top]]}]
         content += [{"token": p, "logprob": 0.0, "bytes": None, "top_logprobs": []}

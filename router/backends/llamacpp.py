@@ -42,6 +42,7 @@ from profiles.protocol import (
     SampleResult,
     TokenLogprob,
     Usage,
+    drawn_among,
     mix_seed,
 )
 from router.backends.base import BackendContext, BackendStatus, StreamDelta
@@ -375,9 +376,14 @@ def shared_model(context: BackendContext, params: LlamaCppParams) -> SharedModel
 # ------------------------------------------------------------------------------ generation
 
 
+DRAWN_AMONG = 64
+"""How many of the likeliest first tokens a sample's first token is looked for among."""
+
+
 def first_token_logprobs(loaded: _Loaded, tokens: Sequence[int],
-                         k: int) -> tuple[TokenLogprob, ...]:
-    """The top ``k`` alternatives for the first token after the prompt.
+                         k: int) -> tuple[tuple[TokenLogprob, ...], tuple[TokenLogprob, ...]]:
+    """The top ``k`` alternatives for the first token after the prompt, and the top
+    :data:`DRAWN_AMONG` (or ``k``) among which ``drawn_among`` finds a sample's own.
 
     The prompt is evaluated once and the logits of its last position read directly, so the
     model needs no ``logits_all`` (which would copy a full vocabulary row — 262k floats for
@@ -398,13 +404,14 @@ def first_token_logprobs(loaded: _Loaded, tokens: Sequence[int],
     logits = np.ctypeslib.as_array(
         llama._ctx.get_logits(), shape=(llama.n_vocab(),))  # type: ignore[no-untyped-call]
     logprobs = Llama.logits_to_logprobs(np.array(logits, dtype=np.float32))
-    k = min(k, logprobs.shape[0])
-    top = np.argpartition(-logprobs, k - 1)[:k]
+    wide = min(max(k, DRAWN_AMONG), logprobs.shape[0])
+    top = np.argpartition(-logprobs, wide - 1)[:wide]
     top = top[np.argsort(-logprobs[top], kind="stable")]
-    return tuple(
+    ranked = tuple(
         TokenLogprob(llama.detokenize([int(i)]).decode(errors="ignore"), float(logprobs[i]))
         for i in top
     )
+    return ranked[:k], ranked
 
 
 def common_prefix(evaluated: Sequence[int], tokens: Sequence[int]) -> int:
@@ -462,14 +469,15 @@ class LlamaCppBackend:
         samples: list[Sample] = []
         completion_tokens = 0
         # the first-token distribution depends on the prompt only: once for all n samples
-        top = (first_token_logprobs(loaded, prompt.tokens, request.top_logprobs)
-               if request.top_logprobs > 0 else ())
+        top, ranked = (first_token_logprobs(loaded, prompt.tokens, request.top_logprobs)
+                       if request.top_logprobs > 0 else ((), ()))
         for i in range(request.n):
             out = cast(dict[str, Any], loaded.llama.create_completion(
                 prompt.tokens, stop=prompt.stop, seed=self._seed(request) + i, **decoding))
             choice = out["choices"][0]
             completion_tokens += int(out["usage"]["completion_tokens"])
-            samples.append(Sample(choice["text"], choice["finish_reason"] or "stop", top))
+            samples.append(Sample(choice["text"], choice["finish_reason"] or "stop", top,
+                                  drawn_among(choice["text"], ranked)))
         return samples, Usage(len(prompt.tokens), completion_tokens)
 
     def _generate_together(self, loaded: _Loaded, requests: list[SampleRequest]

@@ -207,12 +207,14 @@ def _list(value: object, where: str) -> list[Any]:
     return value
 
 
-def _first_token_logprobs(value: object, where: str) -> tuple[TokenLogprob, ...]:
+def _first_token_logprobs(value: object, where: str
+                          ) -> tuple[tuple[TokenLogprob, ...], TokenLogprob | None]:
+    """The first token's alternatives and the token drawn, from an OpenAI ``logprobs``."""
     if value is None:
-        return ()
+        return (), None
     content = _object(value, where).get("content")
     if not content:
-        return ()
+        return (), None
     first = _object(_list(content, f"{where}.content")[0], f"{where}.content.0")
     token = _text(first.get("token"), f"{where}.content.0.token")
     logprob = _number(first.get("logprob"), f"{where}.content.0.logprob")
@@ -223,18 +225,20 @@ def _first_token_logprobs(value: object, where: str) -> tuple[TokenLogprob, ...]
         alt = _object(alt, at)
         alternatives.append(TokenLogprob(_text(alt.get("token"), f"{at}.token"),
                                          _number(alt.get("logprob"), f"{at}.logprob")))
+    drawn = TokenLogprob(token, logprob)
     # some servers give the chosen token but no alternatives: it is still a usable estimate
-    return tuple(alternatives) or (TokenLogprob(token, logprob),)
+    return tuple(alternatives) or (drawn,), drawn
 
 
 def _to_sample(choice: object, where: str) -> Sample:
     choice = _object(choice, where)
     message = _object(choice.get("message"), f"{where}.message")
+    top, drawn = _first_token_logprobs(choice.get("logprobs"), f"{where}.logprobs")
     return Sample(
         text=_optional_text(message.get("content"), f"{where}.message.content") or "",
         finish_reason=_optional_text(choice.get("finish_reason"),
                                      f"{where}.finish_reason") or "stop",
-        first_token_logprobs=_first_token_logprobs(choice.get("logprobs"), f"{where}.logprobs"),
+        first_token_logprobs=top, first_token=drawn,
     )
 
 

@@ -163,12 +163,14 @@ class ScriptedBackend:
             return Sample(REFUSAL_TEXT, "stop")
         answer = rng.choices(list(dist), weights=list(dist.values()))[0]
         logprobs: tuple[TokenLogprob, ...] = ()
+        drawn = None
         if top_logprobs:
             ranked = sorted(dist.items(), key=lambda kv: (-kv[1], kv[0]))[:top_logprobs]
             logprobs = tuple(
                 TokenLogprob(tok, math.log(p) if p > 0 else -1e9) for tok, p in ranked
             )
-        return Sample(self.params.template.format(answer=answer), "stop", logprobs)
+            drawn = TokenLogprob(answer, math.log(dist[answer]))  # the answer is the token
+        return Sample(self.params.template.format(answer=answer), "stop", logprobs, drawn)
 
     async def sample(self, request: SampleRequest) -> SampleResult:
         started = time.perf_counter()

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from profiles.protocol import Sample, SampleResult, Usage
+from profiles.protocol import Sample, SampleResult, Usage, drawn_among
 
 DONE = b"data: [DONE]\n\n"
 _JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
@@ -38,7 +38,9 @@ def _logprobs_json(sample: Sample, shown: int) -> dict[str, Any] | None:
         return None
     top = [{"token": t.token, "logprob": t.logprob, "bytes": None}
            for t in sample.first_token_logprobs[:shown]]
-    first = sample.first_token_logprobs[0]
+    # the token drawn; from backends that do not say, the alternative the text starts with
+    first = sample.first_token or drawn_among(sample.text, sample.first_token_logprobs) \
+        or sample.first_token_logprobs[0]
     return {"content": [{"token": first.token, "logprob": first.logprob, "bytes": None,
                          "top_logprobs": top}]}
 

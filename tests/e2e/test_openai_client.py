@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +373,26 @@ async def test_logprobs_without_top_logprobs_give_the_first_tokens_logprob(
         model="alpha", messages=ASK)  # type: ignore[arg-type]
     assert without.choices[0].logprobs is None
 
+
+
+async def test_a_translated_answers_logprobs_name_the_token_it_drew(tmp_path: Path) -> None:
+    """A model that says "Lyon" 3 times in 10 and "Paris" 7: each choice's ``logprobs``
+    names its own first token with that token's logprob (it named the likeliest, "Paris",
+    whatever was drawn); the alternatives stay the likeliest first."""
+    models = [{"name": "split", "family": "s", "backend": {
+        "kind": "scripted", "answers": {"Lyon": 0.3, "Paris": 0.7}, "template": "{answer}"}}]
+    async with serve(make_settings(tmp_path, models)) as running:
+        answer = await async_client(running).chat.completions.create(
+            model="split", messages=ASK, logprobs=True, top_logprobs=2, n=12,
+            seed=3)  # type: ignore[arg-type]
+    drawn = {}
+    for choice in answer.choices:
+        assert choice.logprobs is not None and choice.logprobs.content is not None
+        first = choice.logprobs.content[0]
+        assert choice.message.content == first.token
+        drawn[first.token] = first.logprob
+        assert [t.token for t in first.top_logprobs] == ["Paris", "Lyon"]
+    assert drawn == pytest.approx({"Lyon": math.log(0.3), "Paris": math.log(0.7)})
 
 
 async def test_a_stream_the_upstream_answers_in_one_piece_keeps_tool_call_indexes(

@@ -161,6 +161,18 @@ async def test_first_token_logprobs_are_passed_through(make: MakeBackend) -> Non
     assert len(capped.samples[0].first_token_logprobs) == 3
 
 
+async def test_the_token_drawn_is_kept_apart_from_the_likeliest(make: MakeBackend) -> None:
+    """The upstream drew "C", not its likeliest "B": the sample says so (a translated answer's
+    ``logprobs.content[0]`` is the drawn token; it was the likeliest one)."""
+    options = [("B", math.log(0.7)), ("C", math.log(0.2))]
+    async with FakeUpstream(answer="C", first_token_logprobs=options) as fake:
+        result = await make(fake.base_url).sample(
+            SampleRequest(messages=ASK.messages, top_logprobs=2))
+    sample = result.samples[0]
+    assert sample.first_token == TokenLogprob("C", math.log(0.2))
+    assert sample.first_token_logprobs[0] == TokenLogprob("B", math.log(0.7))
+
+
 async def test_logprobs_are_not_asked_of_a_server_without_them(
         fake: FakeUpstream, make: MakeBackend) -> None:
     result = await make(fake.base_url, supports_logprobs=False).sample(
