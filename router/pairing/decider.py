@@ -35,6 +35,7 @@ from router.pool import Pool
 from router.profiling.sources import (
     ProfileQuery,
     StoredEmbedder,
+    completed_by,
     embedder_for,
     open_suite,
     policy_query,
@@ -253,15 +254,18 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
 
 def load_profiles(settings: Settings, pool: Pool, suite: Suite,
                   query: ProfileQuery) -> dict[str, tuple[Profile | None, ProfileSource]]:
-    """Each pool model's profile and where it came from: stored observations first (built),
-    then the profile shipped for the embedded pool."""
+    """Each pool model's profile and where it came from: stored observations first (built;
+    completed by the shipped profile where they lack probes: ``completed_by``), then the
+    profile shipped for the embedded pool."""
     shipped = shipped_profiles_dir()
     out: dict[str, tuple[Profile | None, ProfileSource]] = {}
     with open_observations(settings) as store:
         for name in pool.names:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)
+            found = shipped_profile(name, model_key(model.identity()), suite, shipped)
             if stored.records:
+                stored, _ = completed_by(stored, found)  # probes it lacks from the shipped one
                 out[name] = (stored, "built")
                 if (short := unfinished(stored, suite, query.samples)) is not None:
                     structlog.get_logger("diffroute.pairing").warning(
@@ -269,7 +273,6 @@ def load_profiles(settings: Settings, pool: Pool, suite: Suite,
                         hint="stored observations take precedence over a shipped profile: "
                              "finish the build (diffroute profile build resumes it)")
                 continue
-            found = shipped_profile(name, model_key(model.identity()), suite, shipped)
             out[name] = (found, "shipped" if found is not None else "none")
     return out
 

@@ -80,6 +80,8 @@ class FoundProfile:
     shipped: bool
     observed_at: float | None = None
     """When the newest stored sample was taken (epoch seconds); ``None`` for shipped ones."""
+    completed: int = 0
+    """Probes of a stored profile taken from the shipped one (:func:`completed_by`)."""
 
 
 def shipped_profiles_dir() -> Traversable:
@@ -107,14 +109,43 @@ def find_profiles(settings: Settings, names: Sequence[str], suite: Suite, query:
         for name in names:
             model = pool.get(name)
             stored = from_store(model, suite, store, query.decoding)
+            packaged = shipped_profile(name, model_key(model.identity()), suite, shipped)
             if stored.records:
                 key = observation_key(name, model.identity())
-                found[name] = FoundProfile(stored, shipped=False, observed_at=store.last_observed(
-                    key, query.decoding.key()))
+                merged, taken = completed_by(stored, packaged)
+                found[name] = FoundProfile(merged, shipped=False, observed_at=store.last_observed(
+                    key, query.decoding.key()), completed=taken)
                 continue
-            packaged = shipped_profile(name, model_key(model.identity()), suite, shipped)
             found[name] = None if packaged is None else FoundProfile(packaged, shipped=True)
     return found
+
+
+def completed_by(stored: Profile, shipped: Profile | None) -> tuple[Profile, int]:
+    """``stored`` with the probes it lacks, or holds fewer samples of, taken from ``shipped``
+    (the same model's shipped profile, collected the same way: else ``stored`` as it is), cut
+    to the samples asked; and how many probes were taken.
+
+    A build stopped partway, or a quick one on a small suite, so no longer hides the shipped
+    profile's other probes: what was observed here wins wherever it is at least as complete.
+    """
+    if shipped is None or shipped.decoding.key() != stored.decoding.key() \
+            or shipped.model_key != stored.model_key:
+        return stored, 0
+    k = stored.decoding.samples
+
+    def merged(mine: dict[str, ProbeRecord], theirs: dict[str, ProbeRecord]
+               ) -> tuple[dict[str, ProbeRecord], int]:
+        out, taken = dict(mine), 0
+        for pid, record in theirs.items():
+            cut = dataclasses.replace(record, texts=record.texts[:k], values=record.values[:k])
+            own = out.get(pid)
+            if own is None or len(own.texts) < len(cut.texts):
+                out[pid], taken = cut, taken + 1
+        return out, taken
+
+    records, taken = merged(stored.records, shipped.records)
+    confirm, _ = merged(stored.confirm_records, shipped.confirm_records)
+    return dataclasses.replace(stored, records=records, confirm_records=confirm), taken
 
 
 def shipped_profile(name: str, key: str, suite: Suite,
@@ -206,6 +237,9 @@ def _provenance(found: Sequence[FoundProfile], suite: Suite, query: ProfileQuery
             notes.append(f"{p.model}: WARNING stored observations {short}, and they take "
                          "precedence over any shipped profile: finish the build (`diffroute "
                          "profile build` resumes it) or use another --data-dir")
+        if f.completed:
+            notes.append(f"{p.model}: stored observations completed by the shipped profile on "
+                         f"{f.completed} probe(s)")
         if p.suite_version != suite.version:
             notes.append(f"{p.model}: profile built on suite version {p.suite_version} "
                          f"(now {suite.version}); changed probes left out")

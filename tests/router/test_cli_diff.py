@@ -28,7 +28,15 @@ from profiles.suite import load_suite
 from router.cli import main
 from router.config import load_settings
 from router.profiling.build import build_profiles
-from router.profiling.sources import NoProfileError, ProfileQuery, diff_models, pool_similarity
+from router.profiling.sources import (
+    NoProfileError,
+    ProfileQuery,
+    _provenance,
+    diff_models,
+    find_profiles,
+    pool_similarity,
+    unfinished,
+)
 from router.testing.simulate import simulated_suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -272,9 +280,37 @@ def _config(root: Path, models: list[dict[str, Any]]) -> Path:
 
 def test_the_cli_default_k_is_the_engines() -> None:
     from profiles.collect import DEFAULT_SAMPLES
-    from router.cli import DEFAULT_SAMPLES as CLI_DEFAULT
+    from router.config import PROFILE_SAMPLES
 
-    assert CLI_DEFAULT == DEFAULT_SAMPLES
+    assert PROFILE_SAMPLES == DEFAULT_SAMPLES
+
+
+def test_a_partial_build_is_completed_by_the_shipped_profile(world: World,
+                                                              tmp_path: Path) -> None:
+    """gamma is shipped for the whole suite; a quick build here covers only its history
+    probes. The profile read is both: this build's history probes, the shipped ones for the
+    rest (the partial build used to hide them), and the diff's notes say so."""
+    suite = load_suite(str(world.suite))
+    history = [p for p in suite.probes if "history" in p.domains]
+    part = tmp_path / "history.jsonl"
+    part.write_text("".join(p.model_dump_json(exclude_none=True) + "\n" for p in history),
+                    encoding="utf-8")
+    settings = load_settings(world.config).model_copy(update={"data_dir": tmp_path / "data"})
+    asyncio.run(build_profiles(settings, str(part), ["gamma"], SAMPLES, 0.7, 4))
+    query = ProfileQuery(str(world.suite), SAMPLES)
+    found = find_profiles(settings, ["gamma"], suite, query, world.shipped)["gamma"]
+    shipped = find_profiles(settings.model_copy(update={"data_dir": tmp_path / "none"}),
+                            ["gamma"], suite, query, world.shipped)["gamma"]
+    assert found is not None and shipped is not None and shipped.shipped
+    assert not found.shipped and found.completed == len(suite.probes) - len(history)
+    assert set(found.profile.records) == {p.id for p in suite.probes}
+    for probe in suite.probes:  # this build's samples where it has them, the shipped elsewhere
+        record = found.profile.records[probe.id]
+        if "history" not in probe.domains:
+            assert record == shipped.profile.records[probe.id]
+    assert unfinished(found.profile, suite, SAMPLES) is None
+    notes = _provenance([found], suite, query)
+    assert any("completed by the shipped profile on 32 probe(s)" in n for n in notes), notes
 
 
 def test_stored_observations_short_of_the_ask_are_warned_about(
