@@ -28,8 +28,9 @@ DEFAULT_SAMPLES = 20
 """k, from ``benchmarks/diff_quality.py``: the smallest k at which 20-point shifts in one domain
 are found with recall ≥ 0.9 (see benchmarks/README.md)."""
 
-ProgressCallback = Callable[[str, int], None]
-"""Called as ``(model name, samples just finished)``; the total is known from :func:`plan`."""
+ProgressCallback = Callable[[str, int, bool], None]
+"""Called as ``(model name, samples just finished, whether they failed)``; the total is known
+from :func:`plan`. A probe whose request failed finishes its samples unstored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +183,7 @@ async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store:
 
     def done(filling: _Filling) -> None:
         if on_progress is not None:
-            on_progress(filling.job.model.name, len(filling.job.indices))
+            on_progress(filling.job.model.name, len(filling.job.indices), filling.failed)
 
     async def worker(queue: asyncio.Queue[tuple[_Filling, int]]) -> None:
         while not queue.empty():

@@ -603,7 +603,12 @@ class _Confirmation:
                 for name, idx in flagged.items()}
         tests = domain_tests(splits, held, n_resamples=1, seed=cfg.seed + 3,
                              min_probes=cfg.min_domain_probes)
-        names = list(held)
+        # a domain with too few of its flagged probes in both confirm collections (a build
+        # stopped during the confirm pass) is not tested: not "not replicated"
+        names = [n for n in held if np.isfinite(tests[n].pvalue)]
+        out.notes += [f"replication of {n} not tested: {len(held[n])} of its {len(flagged[n])} "
+                      "flagged probes are in both confirm collections (an unfinished build?)"
+                      for n in held if n not in names]
         rep = benjamini_hochberg([tests[n].pvalue for n in names], cfg.q_domain).rejected
         out.domains = {n: bool(r) for n, r in zip(names, rep, strict=True)}
         out.domain_pvalues = {n: tests[n].pvalue for n in names}

@@ -204,8 +204,10 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
                f"({report.retries} retries); {report.cached_samples} of "
                f"{report.planned_samples} were cached", err=True)
     _print_summaries(summaries)
-    if any(s.get("failures") for s in summaries):
-        sys.exit(1)
+    if report.failures:
+        models = sorted({name for name, _, _ in report.failures})
+        fail(f"{len(report.failures)} probe(s) could not be collected ({', '.join(models)}; "
+             "the warnings above say why): they are not stored, and a re-run retries them")
 
 
 @profile.command("show")
@@ -229,7 +231,7 @@ def profile_show(config: str | None, data_dir: str | None, suite: str, model_nam
 def _split_models(value: str | None, settings: Settings) -> list[str]:
     if not value:
         return [m.name for m in settings.models]
-    names = [n.strip() for n in value.split(",") if n.strip()]
+    names = list(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))  # once each
     if not names:
         raise click.BadParameter(f"names no model: '{value}'", param_hint="--models")
     for name in names:
@@ -381,6 +383,8 @@ def pairs(config: str | None, data_dir: str | None, role: str | None, task: str,
         settings.model(primary)
     if whole_pool and (primary or panel > 1):
         raise click.UsageError("--all takes neither --primary nor --panel")
+    if panel > 1 and role == "assist":
+        raise click.UsageError("--panel picks auditors: it takes --role audit (or no --role)")
     try:
         stored = read_pairings(run(read_pairings_document(settings)))
     except ValueError as exc:  # pydantic's ValidationError too
@@ -465,7 +469,11 @@ def parse_since(value: str | None) -> float | None:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
         return time.time() - float(value[:-1]) * units[value[-1]]
-    return parse_time(value, "since")
+    try:
+        return parse_time(value, "since")
+    except DiffrouteError:
+        raise click.BadParameter(f"'{value}' is not a time: give 90s, 10m, 2h or 1d (ago), "
+                                 "epoch seconds, or ISO 8601", param_hint="--since") from None
 
 
 def _fetch(url: str, path: str, params: dict[str, str]) -> Any:

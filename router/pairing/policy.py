@@ -235,8 +235,8 @@ def calibrated_lambda(tables: PolicyTables) -> float:
 def audit_price(tables: PolicyTables) -> dict[str, float | bool | None] | None:
     """The pool's price of a false alarm, for people: ``{false_alarm_budget, price,
     reachable}`` (``price`` None where no price holds the budget); None without audit rates."""
-    if tables.catch is None or tables.false_alarm is None:
-        return None
+    if tables.catch is None or tables.false_alarm is None or not np.isfinite(tables.catch).any():
+        return None  # no audit rates, or none measured (no profiled pair on a gold domain)
     reachable = bool(np.isfinite(tables.audit_lambda))
     return {"false_alarm_budget": tables.false_alarm_budget,
             "price": round(tables.audit_lambda, 4) if reachable else None,

@@ -24,9 +24,10 @@ from rich.progress import (
 from profiles.collect import CollectReport, Decoding, collect, merge_reports, plan
 from profiles.profile import Profile, from_store
 from profiles.store import Observations
-from profiles.suite import Suite, load_suite
+from profiles.suite import Suite
 from router.config import Settings
 from router.pool import Pool
+from router.profiling.sources import open_suite
 from router.store import open_observations
 
 
@@ -36,6 +37,7 @@ def _progress() -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]:>8} samples/s"),
+        TextColumn("[red]{task.fields[failed]}"),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
@@ -56,14 +58,20 @@ async def collect_with_progress(pool: Pool, names: Sequence[str], suite: Suite,
     with _progress() as bar:
         tasks: dict[str, TaskID] = {
             n: bar.add_task(n, total=todo.get(n, 0) or 1, completed=0 if todo.get(n) else 1,
-                            rate="-")
+                            rate="-", failed="")
             for n in names
         }
+        stored = dict.fromkeys(names, 0)
+        failed = dict.fromkeys(names, 0)
 
-        def advance(model: str, done: int) -> None:
+        def advance(model: str, done: int, failure: bool) -> None:
+            # the bar is the work done; the rate counts stored samples only, failures apart
+            (failed if failure else stored)[model] += done
             bar.advance(tasks[model], done)
-            speed = bar.tasks[tasks[model]].speed
-            bar.update(tasks[model], rate=f"{speed:.1f}" if speed else "-")
+            elapsed = bar.tasks[tasks[model]].elapsed
+            rate = stored[model] / elapsed if elapsed else 0.0
+            bar.update(tasks[model], rate=f"{rate:.1f}" if stored[model] else "-",
+                       failed=f"{failed[model]} failed" if failed[model] else "")
 
         limits = {n: pool.get(n).config.max_concurrency for n in names}
         return await collect(models, suite.probes, store, decoding, concurrency=concurrency,
@@ -75,7 +83,7 @@ async def build_profiles(settings: Settings, suite_name: str, names: Sequence[st
                          export_dir: Path | None = None,
                          ) -> tuple[list[dict[str, Any]], CollectReport]:
     """Collect, then summarise each model's profile (and export it if asked)."""
-    suite = load_suite(suite_name)
+    suite = open_suite(suite_name)
     decoding = Decoding(samples=samples, temperature=temperature)
     with open_observations(settings) as store:
         async with Pool.open(settings) as pool:
@@ -98,7 +106,7 @@ async def build_profiles(settings: Settings, suite_name: str, names: Sequence[st
 def summarize_profiles(settings: Settings, suite_name: str, names: Sequence[str], samples: int,
                        temperature: float) -> list[dict[str, Any]]:
     """Summaries of what is stored, calling no model."""
-    suite = load_suite(suite_name)
+    suite = open_suite(suite_name)
     decoding = Decoding(samples=samples, temperature=temperature)
     with open_observations(settings) as store:
         pool = Pool(settings)

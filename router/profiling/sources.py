@@ -89,12 +89,22 @@ def shipped_profiles_dir() -> Traversable:
     return resources.files("router").joinpath(SHIPPED_PROFILES)
 
 
+SHOWN_SUITE_PROBLEMS = 5
+"""A file that is not a suite at all has a problem per line: the first few say enough."""
+
+
 def open_suite(name_or_path: str) -> Suite:
-    """Load a suite, turning its problems into a :class:`ConfigError`."""
+    """Load a suite, turning its problems (or its absence) into a :class:`ConfigError`."""
     try:
         return load_suite(name_or_path)
+    except FileNotFoundError as exc:
+        raise ConfigError([str(exc)]) from None
     except SuiteError as exc:
-        raise ConfigError(list(exc.problems), name_or_path) from None
+        problems = list(exc.problems)
+        if len(problems) > SHOWN_SUITE_PROBLEMS:
+            more = len(problems) - SHOWN_SUITE_PROBLEMS
+            problems = [*problems[:SHOWN_SUITE_PROBLEMS], f"… and {more} more problem(s)"]
+        raise ConfigError(problems, name_or_path) from None
 
 
 def find_profiles(settings: Settings, names: Sequence[str], suite: Suite, query: ProfileQuery,
@@ -249,13 +259,16 @@ def _provenance(found: Sequence[FoundProfile], suite: Suite, query: ProfileQuery
 def unfinished(profile: Profile, suite: Suite, samples: int) -> str | None:
     """How a stored profile falls short of the whole suite at ``samples`` per probe (an
     interrupted or smaller build), else ``None``."""
-    counts = [len(r.texts) for r in profile.records.values()]
-    fewest = min(counts, default=0)
-    if fewest >= samples and len(counts) >= len(suite.probes):
-        return None
-    return (f"cover {len(counts)} of {len(suite.probes)} probes with {fewest}"
-            f"{'' if fewest == max(counts, default=0) else f'–{max(counts)}'} samples each "
-            f"(asked {samples})")
+    for records, what in ((profile.records, "cover"),
+                          (profile.confirm_records, "have a confirm collection covering")):
+        counts = [len(r.texts) for r in records.values()]
+        fewest = min(counts, default=0)
+        if fewest >= samples and len(counts) >= len(suite.probes):
+            continue
+        return (f"{what} {len(counts)} of {len(suite.probes)} probes with {fewest}"
+                f"{'' if fewest == max(counts, default=0) else f'–{max(counts)}'} samples each "
+                f"(asked {samples})")
+    return None
 
 
 class StoredEmbedder:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from router.config import Settings
 from router.errors import StartupError
+from router.store import files
 from router.store.base import Store
 from router.store.migrations import SchemaState
 from router.store.records import (
@@ -138,5 +139,6 @@ def open_observations(settings: Settings) -> Observations:
         return ObservationStore.in_data_dir(settings.data_dir)
     except (OSError, sqlite3.Error) as exc:
         path = settings.data_dir / "observations.sqlite3"
-        raise StartupError(f"cannot open the observation store {path}: {exc} (move the file "
-                           "aside, or give another --data-dir)") from None
+        raise StartupError(f"cannot open the observation store {path}: {exc} "
+                           f"({files.open_hint(path, exc)}, or give another --data-dir)") from None
+

@@ -1,8 +1,10 @@
-"""Files the SQLite engine keeps beside its database, written atomically."""
+"""Files the SQLite engine keeps beside its database, written atomically; what to do about a
+database file that will not open."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -28,3 +30,15 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def open_hint(path: Path, exc: BaseException) -> str:
+    """What to do about a SQLite file that would not open: a file that is not a store (or
+    is damaged) can be moved aside; one this process may not write, or a data dir it cannot
+    create, needs permissions — moving good data aside would only lose it."""
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return "it is not a store, or is damaged: move the file aside to start with an empty one"
+    if path.is_file() and os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK):
+        return "is another process holding it, or the disk full?"
+    return "this process must be able to write the file and its directory (a read-only " \
+        "mount? permissions?)"

@@ -135,8 +135,8 @@ class SqliteStore:
             conn = self._connect()
             migrate(conn, str(self.path))
         except (OSError, sqlite3.Error) as exc:
-            hint = ("move the file aside to start with an empty store" if self.path.is_file()
-                    else "the data dir must be a directory this process can write")
+            hint = files.open_hint(self.path, exc) if self.path.parent.is_dir() \
+                else "the data dir must be a directory this process can write"
             raise StartupError(f"cannot open the live-diff store {self.path}: {exc} ({hint})"
                                ) from None
         self._reader = conn

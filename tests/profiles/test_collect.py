@@ -168,8 +168,11 @@ async def test_transient_failures_are_retried_and_permanent_ones_reported(tmp_pa
     assert report.retries > 0
     assert not report.failures and store.count() == 40
     dead = model("dead", failure_rate=1.0, prior="x")
+    progress: list[tuple[str, int, bool]] = []
     report = await collect([dead], probes(3), store, Decoding(samples=2), retries=1, backoff=0.0,
-                           concurrency=1)
+                           concurrency=1, on_progress=lambda *a: progress.append(a))
     # a probe stops at its first failure: its other request is never sent
     assert len(report.failures) == 3 and report.calls == 6
+    # the progress says they failed (a bar showed them as collected, at 10^5 samples/s)
+    assert progress == [("dead", 2, True)] * 3
     assert all("scripted failure" in f[2] for f in report.failures)

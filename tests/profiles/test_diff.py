@@ -272,6 +272,15 @@ def test_flagged_domains_are_confirmed_on_the_fresh_collection() -> None:
                            n_permutations=500, n_resamples=50)
     assert without.domain(without.flagged_domains[0]).replicated is None
     assert any("replication not tested: no confirm collection for b" in n for n in without.notes)
+    # a build stopped early in its confirm pass: a few probes confirmed, the domain not tested
+    # (it was "not replicated", a real difference reported as noise)
+    first = sorted(pair.b.confirm_records)[:2]
+    partial = dataclasses.replace(pair.b, confirm_records={
+        pid: pair.b.confirm_records[pid] for pid in first})
+    stopped = compute_diff(pair.a, partial, pair.suite, n_permutations=500, n_resamples=50)
+    row = stopped.domain(stopped.flagged_domains[0])
+    assert row.replicated is None and row.confirm_pvalue is None
+    assert any(f"replication of {row.name} not tested" in n for n in stopped.notes), stopped.notes
 
 
 def _with(profile: Profile, probe_id: str, texts: tuple[str, ...]) -> Profile:

@@ -9,6 +9,7 @@ each spends most of its time importing; the other cases go in process through th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import pty
@@ -309,6 +310,11 @@ def test_a_partial_build_is_completed_by_the_shipped_profile(world: World,
         if "history" not in probe.domains:
             assert record == shipped.profile.records[probe.id]
     assert unfinished(found.profile, suite, SAMPLES) is None
+    stopped = dataclasses.replace(found.profile, confirm_records=dict(
+        list(found.profile.confirm_records.items())[:5]))  # stopped in its confirm pass
+    assert unfinished(stopped, suite, SAMPLES) == (
+        f"have a confirm collection covering 5 of {len(suite.probes)} probes with {SAMPLES} "
+        f"samples each (asked {SAMPLES})")
     notes = _provenance([found], suite, query)
     assert any("completed by the shipped profile on 32 probe(s)" in n for n in notes), notes
 

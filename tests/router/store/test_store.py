@@ -11,7 +11,15 @@ from click.testing import CliRunner
 from router.cli import cli
 from router.config import Settings
 from router.errors import StartupError, StorageError
-from router.store import ComparisonRow, DiffQuery, DriftRow, Store, open_store, schema_state
+from router.store import (
+    ComparisonRow,
+    DiffQuery,
+    DriftRow,
+    Store,
+    open_observations,
+    open_store,
+    schema_state,
+)
 from router.store.migrations import POSTGRES, SQLITE
 from router.store.sqlite import SqliteStore
 from tests.stores import on_postgres, plain_settings
@@ -225,8 +233,20 @@ async def test_a_sqlite_store_that_cannot_open_says_what_to_do(tmp_path: Path,
     else:
         settings.data_dir.mkdir(parents=True)
         (settings.data_dir / "live.sqlite3").write_bytes(b"garbage" * 500)
-        hint = "move the file aside to start with an empty store"
+        hint = "it is not a store, or is damaged: move the file aside to start with an empty one"
     with pytest.raises(StartupError) as caught:
         async with open_store(settings):
             pass
     assert str(caught.value).endswith(f"({hint})"), caught.value
+
+
+def test_a_data_dir_that_cannot_be_written_is_not_told_to_move_files_aside(
+        tmp_path: Path) -> None:
+    """Under /proc nothing can be created, even by root: the advice was to move aside a file
+    that does not exist (on a read-only mount, one that holds good data)."""
+    settings = plain_settings(tmp_path).model_copy(
+        update={"data_dir": Path("/proc/diffroute-no-such-dir")})
+    with pytest.raises(StartupError) as caught:
+        open_observations(settings)
+    message = str(caught.value)
+    assert "move the file aside" not in message and "read-only mount? permissions?" in message

@@ -1,0 +1,110 @@
+"""CLI usage found wanting by a newcomer's sweep: each case is one line on stderr and the exit
+code the README gives (2 for usage and configuration errors), and nothing is done twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from router.cli import main
+from router.testing.simulate import simulated_suite
+
+MODELS = [
+    {"name": "sa", "family": "p1", "backend": {"kind": "scripted", "prior": "p1", "seed": 1}},
+    {"name": "sb", "family": "p2", "backend": {"kind": "scripted", "prior": "p2", "seed": 2}},
+]
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Path:
+    suite = simulated_suite(["history"], 4)
+    (tmp_path / "sim.jsonl").write_text(
+        "".join(p.model_dump_json(exclude_none=True) + "\n" for p in suite.probes),
+        encoding="utf-8")
+    config = tmp_path / "pool.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": "data", "models": MODELS}), encoding="utf-8")
+    return config
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return Run(code, captured.out, captured.err)
+
+
+def test_a_file_that_is_not_a_suite_is_a_configuration_error_in_few_lines(
+        pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``profile build``/``show`` loaded suites themselves: exit 1 and the catch-all line."""
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text("".join(f"not json {i}\n" for i in range(25)), encoding="utf-8")
+    for command in (["profile", "build"], ["profile", "show"]):
+        run = cli(capsys, *command, "--config", str(pool), "--suite", str(junk))
+        lines = run.err.splitlines()
+        assert run.code == 2 and 2 <= len(lines) <= 6, run.err
+        assert all(line.startswith("diffroute: error: ") for line in lines)
+        assert "and 20 more problem(s)" in lines[-1] and "SuiteError" not in run.err
+        run = cli(capsys, *command, "--config", str(pool), "--suite", "no-such-suite")
+        assert run.code == 2 and run.err.count("\n") == 1 and "no suite 'no-such-suite'" in run.err
+
+
+def test_a_model_named_twice_is_profiled_once(pool: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    run = cli(capsys, "profile", "build", "--config", str(pool), "--suite",
+              str(pool.parent / "sim.jsonl"), "--samples", "2", "--models", "sa,sa")
+    assert run.code == 0, run.err
+    # 4 probes × 2 samples, and a confirm collection as many: once, not twice
+    assert "collected 16 samples in 16 calls" in run.err, run.err
+    assert sum(line.startswith("sa ") for line in run.out.splitlines()) == 1, run.out
+
+
+def test_a_panel_of_assistants_is_a_usage_error(pool: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``--panel`` silently turned ``--role assist`` into audit."""
+    run = cli(capsys, "pairs", "--config", str(pool), "--panel", "2", "--role", "assist")
+    assert run.code == 2 and run.err.count("\n") == 1 and "--role audit" in run.err
+
+
+def test_a_since_that_is_no_time_is_a_usage_error_naming_every_form(
+        pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for value in ("-1h", "bogus", "1x"):
+        run = cli(capsys, "diffs", "--config", str(pool), "--since", value)
+        assert run.code == 2 and run.err.count("\n") == 1, (value, run.err)
+        assert "10m" in run.err and "ISO 8601" in run.err and f"'{value}'" in run.err
+
+
+def test_no_audit_price_is_shown_without_a_profiled_pair(
+        pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing profiled: there is no price to show (it said "a false alarm costs 0.00")."""
+    run = cli(capsys, "pairs", "--config", str(pool), "--role", "audit")
+    assert "false alarm" not in run.out, run.out
+    run = cli(capsys, "pairs", "--config", str(pool), "--role", "audit", "--format", "json")
+    assert "audit_price" not in run.out
+
+
+def test_a_build_whose_requests_fail_ends_with_an_error_line(
+        pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It exited 1 with warnings only; the last line now says what failed and what to do."""
+    data = yaml.safe_load(pool.read_text(encoding="utf-8"))
+    data["models"][0]["backend"].update(failure_rate=1.0)
+    data["models"][0]["circuit"] = None
+    pool.write_text(yaml.safe_dump(data), encoding="utf-8")
+    run = cli(capsys, "profile", "build", "--config", str(pool), "--suite",
+              str(pool.parent / "sim.jsonl"), "--samples", "2", "--models", "sa")
+    last = run.err.strip().splitlines()[-1]
+    assert run.code == 1 and last.startswith("diffroute: error: 8 probe(s) could not be "
+                                              "collected (sa;"), run.err
+    assert "re-run retries them" in last
