@@ -310,11 +310,15 @@ class _Columns:
 
     @classmethod
     def of(cls, a: _Arrays) -> _Columns:
+        """The probes of each measure that at least two models answered: the evidence a
+        measure rests on is what was observed, not what the suite holds (an unfinished build
+        showed "κp on 156 gold probes" resting on 11)."""
         kinds = np.array(a.kinds)
-        return cls(np.flatnonzero((kinds == "choice") & (a.gold >= 0)),
-                   np.flatnonzero(a.gold >= 0),
-                   np.flatnonzero((a.gold < 0) & (kinds != "refusal")),
-                   np.flatnonzero(kinds == "refusal"))
+        pair = a.seen.sum(0) >= 2
+        return cls(np.flatnonzero((kinds == "choice") & (a.gold >= 0) & pair),
+                   np.flatnonzero((a.gold >= 0) & pair),
+                   np.flatnonzero((a.gold < 0) & (kinds != "refusal") & pair),
+                   np.flatnonzero((kinds == "refusal") & pair))
 
 
 def _kappa(a: _Arrays, cols: npt.NDArray[np.int64]) -> FloatArray:
@@ -400,7 +404,7 @@ def _domain_matrix(a: _Arrays, text: _Text | None, bootstrap: int,
                    rng: np.random.Generator) -> DomainMatrix:
     m = a.freq.shape[0]
     c = _Columns.of(a)
-    free_cols = np.arange(text.means.shape[1]) if text is not None else np.arange(0)
+    free_cols = np.flatnonzero(text.seen.sum(0) >= 2) if text is not None else np.arange(0)
     nan = np.full((m, m), np.nan)
     measures = _measures(a, text, c, free_cols, m)
     kappa = measures[0][0] if c.kappa.size else nan.copy()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,16 @@ def test_an_auditor_with_the_same_blind_spots_catches_nothing() -> None:
     back = PoolMatrix.from_json(pool_matrix([primary, twin, oracle], s, bootstrap=0).to_json())
     assert back.domains["d"].catch is not None
     np.testing.assert_allclose(back.domains["d"].catch, m.catch, atol=1e-5)
+
+
+def test_the_evidence_counted_is_the_probes_observed_not_the_suites() -> None:
+    """Two models observed on 11 of 40 probes (an unfinished build): κp rests on 11 probes,
+    and says so (it said 40)."""
+    s = suite(40)
+    rng = np.random.default_rng(4)
+    full = [varied(name, s, rng, 0.8) for name in ("a", "b")]
+    cut = [dataclasses.replace(p, records=dict(list(p.records.items())[:11])) for p in full]
+    m = pool_matrix(cut, s, bootstrap=20).domains["d"]
+    assert (m.n_kappa, m.n_gold) == (11, 11)
+    assert np.isfinite(m.kappa[0, 1]) and m.kappa_low[0, 1] <= m.kappa[0, 1] <= m.kappa_high[0, 1]
+    assert pool_matrix(full, s, bootstrap=0).domains["d"].n_kappa == 40
