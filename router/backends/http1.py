@@ -22,8 +22,11 @@ is that exchange plus a little. This client does the one thing:
   ``total`` (the whole exchange, a stream's body included). One timer per exchange: arriving
   data only records the time, and the timer, when it fires, re-arms itself for what is left;
 * a connection that the server closed while it sat idle (its keep-alive timeout) and that
-  fails before a single byte of the answer is retried once on a new connection — the request
-  never reached a handler;
+  fails before a single byte of the answer is retried once on a new connection — usually the
+  request never reached a handler (a server that reads a request and closes without a word
+  gets it twice: the price of surviving the keep-alive race, as browsers and urllib3 pay it);
+* a response head (status line, headers, interim answers) past :data:`MAX_HEAD_BYTES` is an
+  error, as a body past :data:`MAX_RESPONSE_BYTES` is;
 * HTTP proxies (:class:`ProxySettings`, from ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``/
   ``NO_PROXY`` unless given): an ``https://`` target through a ``CONNECT`` tunnel, TLS to the
   target inside it; an ``http://`` target by absolute-form requests (``POST http://host/path``,
@@ -71,6 +74,9 @@ KEEPALIVE_S = 15.0
 middlebox may have dropped it silently, and a request on it would wait for ``timeouts.read``."""
 MAX_PROXY_HEAD_BYTES = 64 * 1024
 """The longest answer head a proxy may send to ``CONNECT``."""
+MAX_HEAD_BYTES = 256 * 1024
+"""Bytes a response may take before its headers end (status line, headers, interim 1xx
+answers): an endless head is an error, not a memory exhaustion."""
 
 
 class HttpProtocolError(ValueError):
@@ -545,6 +551,7 @@ class _Connection(asyncio.Protocol):
         self._last_data = 0.0
         self._paused = False
         self._received = False  # any byte of the current answer
+        self._head_size = 0  # bytes of it before its headers ended (interim answers too)
         self._status_line = bytearray()
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -605,6 +612,7 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self._received = False
+        self._head_size = 0
         self._status_line.clear()
         self._headers = []
         self._body = []
@@ -688,6 +696,14 @@ class _Connection(asyncio.Protocol):
             return
         self._last_data = self.loop.time()
         self._received = True
+        if not self._headers_done:
+            self._head_size += len(data)
+            if self._head_size > MAX_HEAD_BYTES:
+                self._fail(HttpProtocolError(
+                    f"{self._origin.authority} sent more than {MAX_HEAD_BYTES} bytes of "
+                    "response headers"))
+                self.close()
+                return
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -787,7 +803,9 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if 100 <= self._parser.get_status_code() < 200:  # interim (100 Continue, 103): skip
+            head_size = self._head_size  # an endless run of them is an endless head
             self._reset()
+            self._head_size = head_size
             return
         if self._streaming:
             if self._flush_decoder():

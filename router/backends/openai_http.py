@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -112,29 +113,41 @@ class _Chunk(_Wire):
 # --- pure helpers ------------------------------------------------------------------------------
 
 
+MAX_RETRY_AFTER_S = 86_400.0
+"""An upstream's ``Retry-After`` is believed up to a day (``inf`` or 1e300 would be passed on)."""
+
+
+def _float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _wait(seconds: float) -> float | None:
+    """Non-negative and at most a day; ``None`` where not finite."""
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds, HTTP date)."""
+    """Seconds to wait, from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds, HTTP date),
+    at most :data:`MAX_RETRY_AFTER_S`; ``None`` where neither says a finite time."""
     headers = {k.lower(): v for k, v in headers.items()}
     millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
+    if millis is not None and (number := _float(millis)) is not None:
+        return _wait(number / 1000)
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if (number := _float(value)) is not None:
+        return _wait(number)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return _wait(when.timestamp() - (time.time() if now is None else now))
 
 
 def upstream_message(body: str) -> str | None:
@@ -634,15 +647,26 @@ class OpenAIBackend:
                 yield completion_chunk(completion_object(self._name, raw, response.status))
                 return
             finished = False
+            held: list[dict[str, Any]] | None = []  # chunks without a choice, before the first
             async for data in _sse_events(response.lines()):
                 if data.strip() == "[DONE]":
-                    return
+                    break
                 chunk = _chunk_object(self._name, data)
                 finished = finished or any(isinstance(c, dict) and c.get("finish_reason")
                                            for c in chunk.get("choices") or ())
+                if held is not None and not chunk.get("choices"):
+                    held.append(chunk)  # e.g. Azure's prompt_filter_results: kept until a choice
+                    continue
+                for early in held or ():
+                    yield early
+                held = None
                 yield chunk
-            if not finished:  # no [DONE] and no finish reason: the stream was cut
-                raise UpstreamProtocolError(self._name, "stream ended before completion", 200)
+            else:
+                if not finished:  # no [DONE] and no finish reason: the stream was cut
+                    raise UpstreamProtocolError(self._name, "stream ended before completion",
+                                                200)
+            if held is not None:  # nothing to relay: an error before any byte is sent
+                raise UpstreamProtocolError(self._name, "the stream ended without a choice", 200)
 
     async def forward(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """One chat completion with the client's own body, for a plain proxied call.
@@ -688,18 +712,22 @@ class OpenAIBackend:
     async def _deltas(self, content: AsyncIterator[bytes]) -> AsyncIterator[StreamDelta]:
         finish: str | None = None
         usage: Usage | None = None
+        chosen = False
         async for data in _sse_events(content):
             if data.strip() == "[DONE]":
                 break
             chunk = _parse_chunk(self._name, data)
             usage = _to_usage(chunk.usage) if chunk.usage else usage
             for choice in chunk.choices[:1]:
+                chosen = True
                 finish = choice.finish_reason or finish
                 if choice.delta.content:
                     yield StreamDelta(choice.delta.content)
         else:
             if finish is None:  # no [DONE] and no finish reason: the stream was cut
                 raise UpstreamProtocolError(self._name, "stream ended before completion", 200)
+        if not chosen:  # an empty answer is not an answer (a paired call compared it)
+            raise UpstreamProtocolError(self._name, "the stream ended without a choice", 200)
         yield StreamDelta("", finish or "stop", usage)
 
     async def check(self) -> BackendStatus:

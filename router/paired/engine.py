@@ -210,7 +210,8 @@ class PairedEngine:
         _log.warning("paired.assistant_failed", assistant=d.partner, primary=d.primary,
                      request_id=call.request_id,
                      **error_fields(exc, log_prompts=self.log_prompts))
-        return dataclasses.replace(call, fallback=Fallback(d.partner, str(exc)))
+        # no shadow either: the primary answers, there is no assistant's answer to check
+        return dataclasses.replace(call, fallback=Fallback(d.partner, str(exc)), shadow=False)
 
     def stream(self, call: PairedCall) -> PairedStream:
         """The answering model's deltas (or forwarded chunks), then

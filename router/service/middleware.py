@@ -20,8 +20,10 @@ middleware costs a coroutine and a partial per request, and this runs for every 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
+import math
 import os
 import re
 import time
@@ -42,6 +44,9 @@ REQUEST_ID = web.RequestKey("diffroute.request_id", str)
 ACCESS_FIELDS = web.RequestKey("diffroute.access_fields", dict)
 """Key of a ``dict`` in the ``web.Request`` mapping whose items join the access log line."""
 REQUEST_ID_HEADER = "x-request-id"
+CLIENT_CLOSED = 499
+"""The status logged and counted for a request whose client went away before its answer
+(nginx's; no response is sent)."""
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 """Reachable without a key (probes and API discovery)."""
 
@@ -65,8 +70,8 @@ def error_response(status: int, message: str, error_type: str = "invalid_request
 def diffroute_error_response(exc: DiffrouteError) -> web.Response:
     response = error_response(exc.status, str(exc), exc.error_type, exc.param, exc.code)
     retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(int(retry_after + 0.999))
+    if retry_after is not None and math.isfinite(retry_after):
+        response.headers["Retry-After"] = str(int(min(max(retry_after, 0.0), 86_400.0) + 0.999))
     return response
 
 
@@ -158,6 +163,8 @@ async def service_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     except BaseException as exc:  # cancelled: the client went away; still logged and observed
         error = exc
+        if isinstance(exc, asyncio.CancelledError):
+            status = CLIENT_CLOSED  # not a server error: nothing was answered, nothing failed
         raise
     finally:
         seconds = time.perf_counter() - started

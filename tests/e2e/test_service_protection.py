@@ -57,6 +57,12 @@ async def test_a_client_that_disconnects_frees_its_slot_and_cancels_the_upstream
         await until(lambda: model._limit.free == 1)
         await until(lambda: fake.abandoned == 1)
         assert fake.count() == 1
+        # a client that hung up is no server error: counted as 499 (it was a 500)
+        async with asyncio.timeout(5):
+            while 'status="499"' not in (  # noqa: ASYNC110  # polls the HTTP API
+                    await call(running, "GET", "/metrics"))[1]:
+                await asyncio.sleep(0.02)
+        assert 'status="500"' not in (await call(running, "GET", "/metrics"))[1]
         # and the model serves the next client at once
         fake.latency = 0
         status, answer = await call(running, "POST", "/v1/chat/completions",

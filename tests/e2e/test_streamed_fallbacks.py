@@ -6,6 +6,7 @@ live diff; every model's slots are given back."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -113,6 +114,7 @@ async def test_a_streamed_assist_whose_assistant_fails_streams_the_primarys_answ
             info = extra(chunks[-1])
             assert (info["partner"], info["answered_by"]) == ("asst", "m")
             assert info["fallback"]["failed"] == "asst" and info["fallback"]["error"]
+            assert info["shadow"] is False  # it said true: no shadow runs for a fallback
             assert all("diffroute" not in (c.model_extra or {}) for c in chunks[:-1])
             assert up.count() == (1 if primary_kind == "remote" else 0)  # no shadow either
             assert sink.comparisons == 0
@@ -220,3 +222,40 @@ async def test_what_a_streamed_paired_call_does_not_fall_back_from(tmp_path: Pat
         status, text = await post_stream(running, "audit:m")
         assert status == 502 and "primary down" in text
         assert_all_idle(running)
+
+
+@pytest.mark.parametrize("empty", [[], [{"id": "x", "object": "chat.completion.chunk",
+                                         "created": 0, "model": "up", "choices": []}]],
+                         ids=["only-done", "no-choice"])
+async def test_an_upstream_stream_without_a_choice_is_an_error_not_an_answer(
+        tmp_path: Path, empty: list[Any]) -> None:
+    """A stream of nothing (``[DONE]`` alone, or a chunk without choices) was relayed as a 200
+    with no answer, and in an audit compared and recorded as a disagreement."""
+    async with FakeUpstream() as m, serve(make_settings(tmp_path, [
+            remote("m", "a", m.base_url, "up-m"), scripted("aud", "b", "4")])) as running:
+        m.enqueue(Reply(chunks=empty))
+        status, text = await post_stream(running, "m")
+        assert status == 502 and "without a choice" in text, text
+        m.enqueue(Reply(chunks=empty))
+        status, text = await post_stream(running, "audit:m")
+        assert status == 502 and "without a choice" in text, text
+        # then a real audit: once it is counted, it is the only comparison and live diff
+        status, _ = await post_stream(running, "audit:m")
+        assert status == 200
+
+        async def counted() -> int:
+            body = (await call(running, "GET", "/v1/stats/disagreements"))[1]
+            return sum(row["comparisons"] for row in body["data"])
+
+        async with asyncio.timeout(5):
+            while await counted() < 1:  # noqa: ASYNC110  # polls the HTTP API
+                await asyncio.sleep(0.02)
+        assert await counted() == 1
+        assert len((await call(running, "GET", "/v1/diffs"))[1]["data"]) == 1
+        # a choiceless chunk first (Azure's prompt filter results), then an answer: relayed
+        m.enqueue(Reply(chunks=[*empty, *[{"id": "x", "object": "chat.completion.chunk",
+                                            "created": 0, "model": "up", "choices": [
+                                                {"index": 0, "delta": {"content": "ok"},
+                                                 "finish_reason": "stop"}]}]]))
+        status, text = await post_stream(running, "m")
+        assert status == 200 and '"ok"' in text and text.count("data:") == len(empty) + 2

@@ -394,6 +394,41 @@ async def test_an_oversized_answer_is_refused(monkeypatch: pytest.MonkeyPatch) -
     await client.aclose()
 
 
+@pytest.mark.parametrize("head", ["many headers", "one endless header", "endless 103s"])
+async def test_an_endless_response_head_is_refused_at_its_limit(head: str) -> None:
+    """Headers that never end took 1.9 GB before the total timeout: now an error once the
+    head passes ``MAX_HEAD_BYTES`` (a single header that never ends, and a run of interim
+    answers, count too), with the memory bounded."""
+    sent = 0
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await read_request(reader)
+        if head == "endless 103s":
+            writer.write(b"")
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\n" + (b"X-Endless: " if head != "many headers"
+                                                    else b""))
+        try:
+            while sent < 64 * http1.MAX_HEAD_BYTES:  # bounded: 16 MB at most
+                chunk = {"many headers": b"X-Filler: " + b"f" * 8000 + b"\r\n",
+                         "one endless header": b"e" * 8000,
+                         "endless 103s": b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"}[head]
+                writer.write(chunk)
+                sent += len(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    client = Http1Client()
+    async with serve_raw(endless) as url:
+        with pytest.raises(HttpProtocolError, match="bytes of response headers"):
+            await client.post(Endpoint.parse(f"{url}/v1/x"), JSON, b"{}", TIMEOUTS)
+    await client.aclose()
+    assert sent < 16 * http1.MAX_HEAD_BYTES  # refused soon after the limit, not at the end
+
+
 async def test_a_cancelled_call_spends_its_connection_and_the_next_call_works() -> None:
     app, _ports = echo_app()
     client = Http1Client()

@@ -479,6 +479,12 @@ def test_retry_after_accepts_seconds_milliseconds_and_http_dates() -> None:
     assert parse_retry_after({"Retry-After": later}, now=now.timestamp()) == 30.0
     assert parse_retry_after({"Retry-After": "soon"}) is None
     assert parse_retry_after({}) is None
+    # not finite: no time given (it reached int() as infinity: a 500); huge: a day at most
+    for value in ("inf", "1e999", "nan", "-inf"):
+        assert parse_retry_after({"Retry-After": value}) is None
+        assert parse_retry_after({"retry-after-ms": value}) is None
+    assert parse_retry_after({"Retry-After": "1e300"}) == 86_400.0
+    assert parse_retry_after({"Retry-After": "-5"}) == 0.0
 
 
 # --- the fake itself (used by service tests and benchmarks) --------------------------------
