@@ -15,6 +15,23 @@ from typing import Any
 
 from profiles.protocol import Usage
 
+MAX_ANSWER_CHARS = 64_000
+"""What of an answer is compared and stored: its text and each call's arguments up to this
+many characters (the client always gets the whole answer). Comparing costs about a
+microsecond a character: a 20 MB answer held the service for half a minute."""
+MAX_TOOL_CALLS = 64
+"""…and its first this many tool calls (matching calls is quadratic in their number)."""
+
+
+MAX_KEPT_CHARS = 16 * MAX_ANSWER_CHARS
+"""What an :class:`AnswerBuilder` keeps of a stream (a streamed 100 MB answer took 2 GB)."""
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_ANSWER_CHARS:
+        return text
+    return f"{text[:MAX_ANSWER_CHARS]}\n[… {len(text) - MAX_ANSWER_CHARS} characters more]"
+
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
@@ -39,6 +56,22 @@ class Answer:
     @classmethod
     def of_text(cls, text: str) -> Answer:
         return cls(text)
+
+    def size(self) -> int:
+        """Characters to compare: the text and every call's name and arguments."""
+        return len(self.text) + sum(len(c.name) + len(c.arguments) for c in self.tool_calls)
+
+    def bounded(self) -> Answer:
+        """The answer as compared and stored: within :data:`MAX_ANSWER_CHARS` (text, and each
+        call's arguments, with a note of what was cut) and :data:`MAX_TOOL_CALLS`."""
+        calls = self.tool_calls
+        if len(self.text) <= MAX_ANSWER_CHARS and len(calls) <= MAX_TOOL_CALLS and all(
+                len(c.arguments) <= MAX_ANSWER_CHARS for c in calls):
+            return self
+        kept = tuple(ToolCall(c.name, _cut(c.arguments), c.id) for c in calls[:MAX_TOOL_CALLS])
+        more = len(calls) - len(kept)
+        text = _cut(self.text) + (f"\n[… {more} tool calls more]" if more else "")
+        return Answer(text, kept)
 
     @classmethod
     def of_message(cls, message: Mapping[str, Any]) -> Answer:
@@ -96,9 +129,20 @@ class AnswerBuilder:
     def __init__(self) -> None:
         self._text: list[str] = []
         self._calls: dict[int, _PartialCall] = {}
+        self._kept = 0  # characters kept: past a bound, the rest is counted, not kept
+        self._dropped = 0
 
     def add_text(self, text: str) -> None:
-        self._text.append(text)
+        self._keep(self._text, text)
+
+    def _keep(self, into: list[str], piece: str) -> None:
+        """Keep ``piece`` while the answer is within :data:`MAX_KEPT_CHARS` (memory stays
+        bounded however long the stream; :meth:`Answer.bounded` cuts it further)."""
+        if self._kept > MAX_KEPT_CHARS:
+            self._dropped += len(piece)
+            return
+        self._kept += len(piece)
+        into.append(piece)
 
     def add_chunk(self, chunk: Mapping[str, Any]) -> None:
         """The first choice's delta of one upstream chunk (other choices are not compared)."""
@@ -111,7 +155,7 @@ class AnswerBuilder:
     def _add_delta(self, delta: Mapping[str, Any]) -> None:
         content = delta.get("content")
         if isinstance(content, str):
-            self._text.append(content)
+            self._keep(self._text, content)
         for piece in delta.get("tool_calls") or ():
             if not isinstance(piece, dict):
                 continue
@@ -123,11 +167,12 @@ class AnswerBuilder:
             if isinstance(function, dict):
                 partial.name = str(function.get("name") or partial.name)
                 if isinstance(function.get("arguments"), str):
-                    partial.arguments.append(function["arguments"])
+                    self._keep(partial.arguments, function["arguments"])
 
     @property
     def text(self) -> str:
-        return "".join(self._text)
+        dropped = f"\n[… {self._dropped} characters more]" if self._dropped else ""
+        return "".join(self._text) + dropped
 
     def answer(self) -> Answer:
         calls = tuple(ToolCall(p.name, "".join(p.arguments), p.id)

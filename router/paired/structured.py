@@ -155,30 +155,32 @@ def _arguments(call: ToolCall) -> object:
 def _calls_diff(primary: Sequence[ToolCall], partner: Sequence[ToolCall],
                 text_same: TextSame) -> tuple[float, list[str]]:
     """(the share of calls that agree, one line per difference); order is ignored."""
-    left = list(primary)
-    right = list(partner)
+    # each call's arguments parsed once (matching is quadratic in the calls, parsing was too)
+    left = [(c, _arguments(c)) for c in primary]
+    right = [(c, _arguments(c)) for c in partner]
     changes: list[str] = []
     agreeing = 0.0
     # equal calls first, so that two parallel calls in another order pair up with their twins
-    for call in list(left):
-        twin = next((c for c in right if c.name == call.name
-                     and not json_diff(_arguments(call), _arguments(c), text_same).changes),
-                    None)
+    for entry in list(left):
+        call, args = entry
+        twin = next((r for r in right if r[0].name == call.name
+                     and not json_diff(args, r[1], text_same).changes), None)
         if twin is not None:
-            left.remove(call)
+            left.remove(entry)
             right.remove(twin)
             agreeing += 1
-    for call in list(left):
-        twin = next((c for c in right if c.name == call.name), None)
+    for entry in list(left):
+        call, args = entry
+        twin = next((r for r in right if r[0].name == call.name), None)
         if twin is None:
             continue
-        left.remove(call)
+        left.remove(entry)
         right.remove(twin)
-        diff = json_diff(_arguments(call), _arguments(twin), text_same)
+        diff = json_diff(args, twin[1], text_same)
         agreeing += diff.share_equal
         changes += [f"{call.name}: {change}" for change in diff.changes]
-    changes += [f"only the primary calls {c.render()}" for c in left]
-    changes += [f"only the partner calls {c.render()}" for c in right]
+    changes += [f"only the primary calls {c.render()}" for c, _ in left]
+    changes += [f"only the partner calls {c.render()}" for c, _ in right]
     total = max(len(primary), len(partner))
     return (agreeing / total if total else 1.0), changes
 

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from router.paired.answer import Answer, AnswerBuilder, ToolCall
+from router.paired.answer import (
+    MAX_ANSWER_CHARS,
+    MAX_KEPT_CHARS,
+    MAX_TOOL_CALLS,
+    Answer,
+    AnswerBuilder,
+    ToolCall,
+)
 from router.paired.compare import compare
 from router.paired.structured import MAX_JSON_DEPTH, AnswerComparer, parse_json
 
@@ -135,3 +142,27 @@ def test_numbers_inside_free_text_arguments_must_be_the_same() -> None:
     same = compare_answers(calls(("run", '{"q": "weather in Paris on day 3 please"}')),
                            calls(("run", '{"q": "please weather in Paris on day 3"}')), ())
     assert not same.flagged
+
+
+def test_a_long_answer_is_cut_to_what_is_compared_and_stored() -> None:
+    long = Answer("x" * (MAX_ANSWER_CHARS + 5000), tuple(
+        ToolCall("f", '{"a": "' + "y" * (MAX_ANSWER_CHARS + 10) + '"}') for _ in range(600)))
+    cut = long.bounded()
+    assert cut.text.startswith("x" * MAX_ANSWER_CHARS)
+    assert cut.text.endswith("[… 5000 characters more]\n[… 536 tool calls more]")
+    assert len(cut.tool_calls) == MAX_TOOL_CALLS
+    assert all(c.arguments.endswith("characters more]") for c in cut.tool_calls)
+    short = Answer("fine", (ToolCall("f", "{}"),))
+    assert short.bounded() is short
+
+
+def test_a_streamed_answer_keeps_a_bounded_part_of_what_streams() -> None:
+    """A 100 MB stream took 2 GB to put back together: the builder keeps what it may use."""
+    builder = AnswerBuilder()
+    piece = "z" * 100_000
+    for _ in range(1000):  # 100 M characters
+        builder.add_text(piece)
+    text = builder.answer().text
+    assert len(text) < MAX_KEPT_CHARS + 2 * len(piece)
+    assert text.endswith("characters more]")
+    assert len(builder.answer().bounded().text) < MAX_ANSWER_CHARS + 100
