@@ -4,7 +4,7 @@
 
     DiffrouteError
     ├── ConfigError(problems)                 a settings file or value is invalid      (CLI exit 2)
-    ├── StartupError                          a resource cannot be opened at start     (CLI exit 2)
+    ├── StartupError                          a resource cannot be opened        503 (CLI exit 2)
     ├── StorageError                          a write to the data dir failed            503 / 507
     ├── UnknownModelError(model)              no such model in the pool          404 (CLI exit 2)
     ├── DecisionNotFoundError(decision_id)    unknown, expired or reported decision id   404
@@ -56,8 +56,11 @@ class ConfigError(DiffrouteError):
 
 
 class StartupError(DiffrouteError):
-    """The service cannot open a resource it needs (a store file, the data dir)."""
+    """The service cannot open a resource it needs (a store file, the data dir); in a
+    request (a route that opens the observation store while the database is away) a 503."""
 
+    status = 503
+    error_type = "server_error"
     code = "startup_failed"
 
 

@@ -23,7 +23,7 @@ from profiles.protocol import Sample
 from profiles.store import StoredSample, observation_rows, stored_sample
 from router.errors import StartupError, StorageError
 from router.store.pg_listen import PROFILES_CHANNEL
-from router.store.postgres import DB_ERRORS, migrate, where
+from router.store.postgres import DB_ERRORS, DSN_ERRORS, dsn_problem, migrate, where
 
 T = TypeVar("T")
 
@@ -48,10 +48,10 @@ class PostgresObservations:
         try:
             self._conn = self._run(asyncpg.connect(self._dsn, timeout=self._timeout))
             self._run(migrate(self._conn, self._where))
-        except (*DB_ERRORS, TimeoutError) as exc:
+        except (*DB_ERRORS, *DSN_ERRORS, TimeoutError) as exc:
             self.close()
             raise StartupError(f"cannot open the observation store {self._where}: "
-                               f"{exc}") from None
+                               f"{dsn_problem(exc)}") from None
         return self
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:

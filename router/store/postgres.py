@@ -92,15 +92,37 @@ class _Op:
     future: asyncio.Future[int] | None = field(default=None)
 
 
+DSN_ERRORS = (ValueError, OverflowError, TypeError)
+"""What asyncpg raises for a DSN it cannot parse; their messages may quote the password."""
+
+
+def dsn_problem(exc: BaseException) -> str:
+    """Why a DSN did not open, without quoting it (``exc`` may hold a piece of a password)."""
+    if isinstance(exc, DSN_ERRORS):
+        return ("the DSN cannot be read: postgresql://user:password@host:port/database, a "
+                "port between 1 and 65535, and '/', '?', '#' or '@' in a password "
+                "percent-encoded (%2F, %3F, %23, %40)")
+    return " ".join(str(exc).split()) or type(exc).__name__  # a timeout says nothing
+
+
 def where(dsn: str) -> str:
-    """``host:port/database`` of a DSN (never its password)."""
-    parts = urlsplit(dsn)
-    host = parts.hostname or "localhost"
+    """``host:port/database`` of a DSN (never its password); a key/value DSN (``host=… ``)
+    by its host and database only."""
+    if "://" not in dsn:
+        pairs = dict(p.partition("=")[::2] for p in dsn.split())
+        return (f"a key/value DSN (host {pairs.get('host') or 'localhost'}, database "
+                f"{pairs.get('dbname') or '?'})")
     try:
+        parts = urlsplit(dsn)
+    except ValueError:  # "Invalid IPv6 URL"
+        return "a DSN that cannot be read"
+    try:
+        host = parts.hostname or "localhost"
         port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # a port that is not a number: shown as written
-        port = f":{parts.netloc.rpartition(':')[2]}"
-    return f"{parts.scheme or 'postgresql'}://{host}{port}{parts.path or '/'}"
+    except ValueError:  # a port that is not a number, a broken [IPv6]: not quoted (a password?)
+        host, port = "(a host that cannot be read)", ""
+    path = parts.path if "@" not in parts.path else "/(a database name that cannot be read)"
+    return f"{parts.scheme or 'postgresql'}://{host}{port}{path or '/'}"
 
 
 async def migrate(conn: Connection, name: str) -> SchemaState:
@@ -158,10 +180,10 @@ class PostgresStore:
             async with self._pool.acquire() as conn:
                 state = await (migrate(conn, self._where) if migrate_schema
                                else schema_state(conn, self._where))
-        except DB_ERRORS as exc:
+        except (*DB_ERRORS, *DSN_ERRORS) as exc:
             await self._close_pool()
-            reason = " ".join(str(exc).split()) or type(exc).__name__  # a timeout says nothing
-            raise StartupError(f"cannot open the store {self._where}: {reason}") from None
+            raise StartupError(f"cannot open the store {self._where}: {dsn_problem(exc)}"
+                               ) from None
         if require_current and not state.ok:
             await self._close_pool()
             raise StartupError(state.describe())

@@ -40,6 +40,13 @@ async def test_completions_are_served_through_a_database_outage(tmp_path: Path) 
                 assert "live_diff_error" in lost
                 status, health = await call(running, "GET", "/healthz")
                 assert health["status"] == "degraded", health
+                # routes that need the database answer 503, never a 500 (they were 500s)
+                for method, path, body in (("GET", "/v1/pool", None),
+                                           ("GET", "/v1/diffs", None),
+                                           ("GET", "/v1/profiles/diff?a=alpha&b=beta", None)):
+                    status, answer = await call(running, method, path, body)
+                    assert status == 503 and set(answer["error"]) == {
+                        "message", "type", "param", "code"}, (path, status, answer)
             # back: recording resumes by itself, the outage's comparisons included
             async with asyncio.timeout(15):
                 while not (await paired(running))["live_diff_id"]:  # noqa: ASYNC110

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -250,3 +253,30 @@ def test_a_data_dir_that_cannot_be_written_is_not_told_to_move_files_aside(
         open_observations(settings)
     message = str(caught.value)
     assert "move the file aside" not in message and "read-only mount? permissions?" in message
+
+
+@pytest.mark.parametrize(("dsn", "shown"), [
+    ("postgresql://u:top/secret@127.0.0.1:5432/db", "the DSN cannot be read"),
+    ("postgresql://u:top?secret@127.0.0.1:5432/db", "cannot open the store"),
+    ("postgresql://u:pw@127.0.0.1:notaport/db", "the DSN cannot be read"),
+    ("postgresql://u:pw@127.0.0.1:99999/db", "the DSN cannot be read"),
+    ("postgresql://u:pw@[::1/db", "cannot open the store"),
+    ("host=127.0.0.1 port=9 user=x password=s3cret dbname=d", "a key/value DSN (host "
+                                                               "127.0.0.1, database d)"),
+])
+def test_a_dsn_that_cannot_be_read_is_one_line_exit_2_without_its_password(
+        tmp_path: Path, dsn: str, shown: str) -> None:
+    """These were exit 1 with asyncpg's parser's words, which quoted pieces of the password
+    ('top', 'secret'), and a key/value DSN was printed whole."""
+    config = tmp_path / "pool.yaml"
+    config.write_text(
+        "models: [{name: alpha, family: a, backend: {kind: scripted, answers: {x: 1}}}]\n"
+        "store: {kind: postgres, dsn: env:TEST_BAD_DSN, connect_timeout_s: 1}\n",
+        encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "router", "store", "check", "--config",
+                           str(config)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "TEST_BAD_DSN": dsn}, check=False)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert shown in done.stderr
+    for secret in ("top", "secret", "s3cret", "pw@"):
+        assert secret not in done.stderr, done.stderr
