@@ -107,6 +107,9 @@ def query_number(request: web.Request, name: str, default: float, low: float, hi
 def diff_query(request: web.Request, after: int = 0) -> DiffQuery:
     """The filters and page of a live-diff listing, validated."""
     q = request.query
+    for name in ("primary", "partner", "pair", "domain"):
+        if "\x00" in q.get(name, ""):  # no name holds it; PostgreSQL refuses it outright
+            raise BadRequestError(f"{name} must not contain U+0000", param=name)
     primary, partner = q.get("primary"), q.get("partner")
     if "pair" in q:
         names = [n.strip() for n in q["pair"].split(",")]

@@ -21,6 +21,7 @@ middleware costs a coroutine and a partial per request, and this runs for every 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import itertools
 import math
@@ -41,6 +42,9 @@ H = TypeVar("H", bound=Handler)
 
 REQUEST_ID = web.RequestKey("diffroute.request_id", str)
 """Key of the request id in the ``web.Request`` mapping."""
+STREAM = web.RequestKey("diffroute.stream", web.StreamResponse)
+"""Key of a response a handler started (:func:`prepare_stream`): an error after that cannot be
+a response of its own, it ends the stream (:func:`_end_stream`)."""
 ACCESS_FIELDS = web.RequestKey("diffroute.access_fields", dict)
 """Key of a ``dict`` in the ``web.Request`` mapping whose items join the access log line."""
 REQUEST_ID_HEADER = "x-request-id"
@@ -146,7 +150,7 @@ async def service_middleware(request: web.Request, handler: Handler) -> web.Stre
     except DiffrouteError as exc:
         error = exc
         response = diffroute_error_response(exc)
-        return response
+        return await _end_stream(request, response)
     except web.HTTPException as exc:
         if exc.status < 400:
             status = exc.status
@@ -154,13 +158,13 @@ async def service_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         error = exc
         response = _http_error_response(request, exc)
-        return response
+        return await _end_stream(request, response)
     except Exception as exc:
         _log.exception("http.unhandled_error", **{"http.route": _route(request)})
         error = exc
         response = error_response(500, f"internal server error (request id {rid})",
                                   "server_error", code="internal_error")
-        return response
+        return await _end_stream(request, response)
     except BaseException as exc:  # cancelled: the client went away; still logged and observed
         error = exc
         if isinstance(exc, asyncio.CancelledError):
@@ -169,7 +173,7 @@ async def service_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         seconds = time.perf_counter() - started
         if response is not None:
-            status = response.status
+            status = request.get(FAILED_STATUS, response.status)
             # here, not in an on_response_prepare hook: an empty signal is skipped, a hook
             # costs a coroutine per response (streams were tagged by prepare_stream)
             if not response.prepared:
@@ -193,6 +197,25 @@ async def prepare_stream(request: web.Request, response: web.StreamResponse) -> 
     if rid:
         response.headers[REQUEST_ID_HEADER] = rid
     await response.prepare(request)
+    request[STREAM] = response
+
+
+FAILED_STATUS = web.RequestKey("diffroute.failed_status", int)
+"""The status of an error that ended a started stream (logged and counted as that)."""
+
+
+async def _end_stream(request: web.Request, error: web.Response) -> web.StreamResponse:
+    """``error`` — or, when the handler had started a stream, that stream, ended with the
+    error as its last event (server-sent events) — never a second HTTP response written into
+    the body of the first."""
+    stream: web.StreamResponse | None = request.get(STREAM)
+    if stream is None or not stream.prepared:
+        return error
+    request[FAILED_STATUS] = error.status
+    if stream.content_type == "text/event-stream" and isinstance(error.body, bytes):
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await stream.write(b"event: error\ndata: " + error.body + b"\n\n")
+    return stream
 
 
 def admin_only(handler: H) -> H:

@@ -105,6 +105,17 @@ def dsn_problem(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__  # a timeout says nothing
 
 
+def _storable(value: Any, json: bool = False) -> Any:
+    """A text PostgreSQL accepts: U+0000 (which SQLite stores, and a model or a client may
+    send) is refused in ``text`` and, escaped, in ``jsonb`` (``json``) — and it failed the
+    whole group commit, other requests' records with it. It is stored as U+FFFD."""
+    if isinstance(value, str) and "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if json and isinstance(value, str) and "\\u0000" in value:
+        value = value.replace("\\u0000", "\\ufffd")
+    return value
+
+
 def where(dsn: str) -> str:
     """``host:port/database`` of a DSN (never its password); a key/value DSN (``host=… ``)
     by its host and database only."""
@@ -311,8 +322,9 @@ class PostgresStore:
     # -- writes -----------------------------------------------------------------------------
 
     def add_comparison(self, row: ComparisonRow) -> None:
-        self._enqueue(_Op("comparison", (row.at, row.primary, row.partner, row.role,
-                                         row.domain, row.flagged)))
+        self._enqueue(_Op("comparison", (row.at, _storable(row.primary),
+                                         _storable(row.partner), row.role,
+                                         _storable(row.domain), row.flagged)))
 
     async def add_drift_event(self, row: DriftRow, within_s: float) -> bool:
         try:
@@ -335,7 +347,8 @@ class PostgresStore:
         self._enqueue(_Op("reprofile", (at, model, reason)))
 
     async def add_diff(self, values: dict[str, Any]) -> int:
-        args = tuple(bool(values[c]) if c == "redacted" else values[c] for c in DIFF_COLUMNS)
+        args = tuple(bool(values[c]) if c == "redacted" else _storable(values[c], c == "domains")
+                     for c in DIFF_COLUMNS)
         return await self._acknowledged("diff", args)
 
     async def flush(self) -> None:

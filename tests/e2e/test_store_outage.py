@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from tests.e2e.harness import Running, call, make_settings, serve, standard_models
 from tests.stores import fresh_database, on_postgres, outage
 
@@ -47,6 +49,14 @@ async def test_completions_are_served_through_a_database_outage(tmp_path: Path) 
                     status, answer = await call(running, method, path, body)
                     assert status == 503 and set(answer["error"]) == {
                         "message", "type", "param", "code"}, (path, status, answer)
+                # a stream whose backlog cannot be read once it has started ends with an error
+                # event (a second HTTP response was written into its body)
+                async with aiohttp.ClientSession() as http, http.get(
+                        running.base_url + "/diffs/stream?cursor=0") as response:
+                    text = await asyncio.wait_for(response.text(), 10)
+                assert response.status == 200 and "HTTP/1.1" not in text, text
+                assert text.endswith("\n\n") and "event: error\ndata: " in text
+                assert '"code":"storage_unavailable"' in text.replace(" ", ""), text
             # back: recording resumes by itself, the outage's comparisons included
             async with asyncio.timeout(15):
                 while not (await paired(running))["live_diff_id"]:  # noqa: ASYNC110

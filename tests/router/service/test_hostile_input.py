@@ -209,3 +209,11 @@ async def test_requests_aiohttp_refuses_get_the_envelope_too(
     assert len(error["message"]) < 400
     status_after, _ = await call(service, "GET", "/healthz")
     assert status_after == 200
+
+
+async def test_a_nul_in_a_filter_is_a_400(service: Running) -> None:
+    """A U+0000 in a filter was a 503 on PostgreSQL (and, in a stream, an error after 200)."""
+    for query in ("domain=%00", "pair=a%00,b", "primary=x%00"):
+        for path in ("/v1/diffs", "/v1/diffs/stream"):
+            status, payload = await call(service, "GET", f"{path}?{query}")
+            assert status == 400 and "U+0000" in envelope(status, payload)["message"]

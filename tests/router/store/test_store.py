@@ -123,6 +123,29 @@ async def test_an_acknowledged_diff_survives_reopening(engine_settings: Settings
         assert await store.count_diffs() == 1
 
 
+async def test_a_nul_in_an_answer_is_stored_and_spoils_no_other_record(
+        engine_settings: Settings) -> None:
+    """PostgreSQL refuses U+0000 in text and jsonb: a model's answer holding one failed the
+    whole group commit, other requests' diffs and counts with it. It is stored as U+FFFD."""
+    values = {"id": "ld_nul", "created_at": 5.0, "request_id": "r", "primary_model": "alpha",
+              "partner": "beta", "role": "audit", "answered_by": "alpha", "mode": "reported",
+              "domains": '["ma\\u0000th"]', "prompt_digest": "sha256:x", "prompt": None,
+              "primary_text": "4\x00", "partner_text": "5", "agreement": 0.0,
+              "divergence": 1.0, "threshold": 0.5, "method": "jaccard", "unified_diff": None,
+              "reason": "r", "redacted": 0}
+    async with open_store(engine_settings) as store:
+        store.add_comparison(ComparisonRow(5.0, "alpha", "beta", "audit", "ma\x00th", True))
+        store.add_comparison(ComparisonRow(5.0, "alpha", "beta", "audit", "math", False))
+        other = {**values, "id": "ld_other", "primary_text": "fine",
+                 "domains": '["math"]'}
+        await asyncio.gather(store.add_diff(values), store.add_diff(other))
+        await store.flush()
+        diffs = {d["id"]: d for d in await store.diffs(DiffQuery(limit=10))}
+        assert set(diffs) == {"ld_nul", "ld_other"} and store.failure is None
+        assert diffs["ld_nul"]["primary_text"] in ("4\x00", "4\ufffd")
+        assert sum(c for *_, c, _ in await store.counts(0.0)) == 2
+
+
 async def test_instances_starting_at_once_migrate_once(engine_settings: Settings) -> None:
     before = await schema_state(engine_settings, migrate=False) \
         if engine_settings.store.kind == "postgres" else None
