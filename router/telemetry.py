@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +82,10 @@ def trace_target(settings: TelemetrySettings,
         return TraceTarget(traces_url(settings.otlp_endpoint), headers,
                            "telemetry.otlp_endpoint")
     named = [v for v in ENDPOINT_VARIABLES if environ.get(v, "").strip()]
+    for variable in named[:1]:  # the one the exporter reads: checked as the setting is
+        if not environ[variable].strip().startswith(("http://", "https://")):
+            raise StartupError(f"{variable} must be an http:// or https:// URL (OTLP over "
+                               f"HTTP), not '{environ[variable].strip()[:100]}'")
     return TraceTarget(None, headers, named[0]) if named else None
 
 
@@ -136,7 +141,8 @@ def open_tracing(plan: TracePlan, *, log_prompts: bool) -> Tracing:
     settings = plan.settings
     provider = TracerProvider(
         resource=Resource.create({"service.name": settings.service_name}),
-        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+        shutdown_on_exit=False)  # shut down by the app, within its grace (Tracing.shutdown)
     if plan.exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(plan.exporter))
     else:
@@ -252,9 +258,19 @@ class Tracing:
             span.set_attribute("gen_ai.output.messages", json.dumps(list(texts),
                                                                     ensure_ascii=False))
 
-    def shutdown(self) -> None:
-        """Export what is left and stop (blocking: run it in a worker thread)."""
-        self.provider.shutdown()
+    def shutdown(self, timeout_s: float) -> bool:
+        """Export what is left and stop, waiting ``timeout_s`` at most (blocking: run it in a
+        worker thread); whether it ended in time. A collector that hangs would hold the exit
+        for ~10 s per batch left: past the timeout the export goes on in a daemon thread,
+        which the process's exit ends."""
+        done = threading.Event()
+
+        def run() -> None:
+            self.provider.shutdown()
+            done.set()
+
+        threading.Thread(target=run, name="tracing-shutdown", daemon=True).start()
+        return done.wait(timeout_s)
 
 
 def model_attributes(model: str, backend_kind: str, member: str, role: str,

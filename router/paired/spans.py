@@ -12,11 +12,11 @@ and skip all of this). Under the request's server span, one paired call makes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING
 
-from profiles.protocol import SampleRequest, Usage
+from profiles.protocol import Message, SampleRequest, Usage
 from router.paired.answer import upstream_usage
 from router.paired.call import ModelReply, PairedCall
 from router.paired.compare import Comparison
@@ -73,17 +73,18 @@ class PairedSpans:
         """A block in which a stream's span is current (no ``yield`` inside it)."""
         return self.tracing.within(span)
 
-    def end_stream(self, span: Span, usage: Usage | None, answer: str | None,
-                   response_model: object = None) -> None:
-        """End a stream's span; ``answer`` is ``None`` when the stream did not finish (the
-        client went away, the upstream failed): the span's status is then an error."""
+    def end_stream(self, span: Span, messages: Sequence[Message], usage: Usage | None,
+                   answer: str | None, response_model: object = None) -> None:
+        """End a stream's span (``messages``: the prompt it answered); ``answer`` is ``None``
+        when the stream did not finish (the client went away, the upstream failed): the
+        span's status is then an error."""
         set_usage(span, usage, response_model)
         if answer is None:
             from opentelemetry.trace import Status, StatusCode
 
             span.set_status(Status(StatusCode.ERROR, "the stream did not finish"))
         else:
-            self.tracing.add_contents(span, (), [answer])
+            self.tracing.add_contents(span, messages, [answer])
         span.end()
 
     @contextmanager

@@ -253,7 +253,8 @@ class PairedStream:
     def _end_span(self, usage: Usage | None, answer: str | None) -> None:
         spans = self._engine.spans
         if spans is not None and self._span is not None:
-            spans.end_stream(self._span, usage, answer, self._response_model)
+            spans.end_stream(self._span, self.call.request.messages, usage, answer,
+                             self._response_model)
             self._span = None
 
     async def outcome(self) -> PairedOutcome:

@@ -184,7 +184,11 @@ def _tracing(plan: TracePlan) -> Callable[[web.Application], AsyncIterator[None]
         try:
             yield
         finally:
-            await asyncio.to_thread(opened.shutdown)
+            grace = app[SETTINGS].server.shutdown_timeout
+            if not await asyncio.to_thread(opened.shutdown, grace):
+                _log.warning("tracing.shutdown_incomplete", waited_s=grace,
+                             hint="the collector did not take the last spans in time; they "
+                                  "are dropped")
 
     return tracing
 

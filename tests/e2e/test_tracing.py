@@ -26,8 +26,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from structlog.testing import capture_logs
 
 from router.cli import main
+from router.errors import StartupError
 from router.paired.record import InMemoryLiveDiffSink
 from router.service.tracing import TRACING
 from tests.e2e.harness import (
@@ -157,6 +159,16 @@ async def test_d_prompts_and_answers_are_in_spans_only_with_log_prompts(
     assert ("Lyon." in values) is log_prompts
     primary = by_name(exporter.get_finished_spans())["chat alpha"].attributes or {}
     assert ("gen_ai.input.messages" in primary) is log_prompts
+    # streamed, the answering model's span carries the prompt too (it carried "[]")
+    exporter = InMemorySpanExporter()  # the first one was shut down with its service
+    async with traced_service(tmp_path, standard_models(), exporter,
+                              log_prompts=log_prompts) as running:
+        await read_stream(running, {**ASK, "stream": True})
+    streamed = by_name(exporter.get_finished_spans())["chat alpha"].attributes or {}
+    if log_prompts:
+        assert CAPITAL in str(streamed["gen_ai.input.messages"])
+    else:
+        assert "gen_ai.input.messages" not in streamed
 
 
 # -- (c) a streamed audit, exported over OTLP/HTTP to a real receiver ------------------------
@@ -286,6 +298,12 @@ def test_the_standard_variable_turns_tracing_on(tmp_path: Path,
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     app = create_app(make_settings(tmp_path, standard_models()))
     assert tracing_middleware not in app.middlewares
+    # a variable without a scheme is refused at start, as the setting is (it failed at every
+    # export, with an error line each time)
+    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:18999")
+    with pytest.raises(StartupError, match="OTEL_EXPORTER_OTLP_ENDPOINT must be an http"):
+        create_app(make_settings(tmp_path, standard_models()))
 
 
 def test_tracing_asked_for_without_opentelemetry_fails_at_start_with_one_line(
@@ -373,3 +391,37 @@ async def test_a_plain_call_is_one_server_span_whose_context_reaches_the_upstrea
     [upstream] = fake.calls
     assert traceparent_ids(upstream.headers["traceparent"]) == (
         TRACE_ID, format(request.context.span_id, "016x"))
+
+
+async def test_a_collector_that_never_answers_does_not_hold_the_shutdown(
+        tmp_path: Path) -> None:
+    """A hanging collector held a stopping service ~10 s per batch of spans left (30 s with a
+    2 s grace): the last export gets the shutdown's grace, then the spans are dropped, said
+    in a warning."""
+    hang = asyncio.Event()
+
+    async def never(request: web.Request) -> web.Response:
+        await hang.wait()  # until the test ends
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", never)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    settings = make_settings(tmp_path, standard_models())
+    settings = settings.model_copy(update={
+        "telemetry": settings.telemetry.model_copy(update={"otlp_endpoint": url}),
+        "server": settings.server.model_copy(update={"shutdown_timeout": 0.5})})
+    try:
+        with capture_logs() as logs:
+            async with asyncio.timeout(8):  # a hang, not a measurement: 10 s per batch before
+                async with serve(settings) as running:
+                    for _ in range(3):
+                        await read_stream(running, {**ASK, "stream": True})
+        assert any(e["event"] == "tracing.shutdown_incomplete" for e in logs), logs
+    finally:
+        hang.set()
+        await runner.cleanup()
