@@ -257,7 +257,11 @@ class PostgresStore:
             retry = await self._commit(ops)
             self._queued += len(retry)
             if stop:
-                self.failed_writes += len(retry)  # closing while the database is away
+                if retry:  # closing while the database is away: lost, and said so
+                    self.failed_writes += len(retry)
+                    _log.warning("store.writes_dropped_at_close", store=self._where,
+                                 writes=len(retry), error=self.failure[1] if self.failure
+                                 else None)
                 return
             if retry:  # the database is away: wait a little, then try them again
                 await asyncio.sleep(RETRY_S)

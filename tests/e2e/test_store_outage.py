@@ -4,10 +4,12 @@ visible, recording resumes by itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from structlog.testing import capture_logs
 
 from tests.e2e.harness import Running, call, make_settings, serve, standard_models
 from tests.stores import fresh_database, on_postgres, outage
@@ -63,3 +65,18 @@ async def test_completions_are_served_through_a_database_outage(tmp_path: Path) 
                     await asyncio.sleep(0.2)
                 while await comparisons(running) < 3:  # noqa: ASYNC110  # polls the API
                     await asyncio.sleep(0.1)
+
+
+async def test_counts_queued_when_the_service_stops_in_an_outage_are_said_lost(
+        tmp_path: Path) -> None:
+    """Stopping while the database is away dropped the queued comparisons without a word."""
+    async with fresh_database() as dsn:
+        settings = on_postgres(make_settings(tmp_path, standard_models()), dsn)
+        with capture_logs() as logs:
+            # the outage (entered on the stack) outlasts the service
+            async with contextlib.AsyncExitStack() as later, serve(settings) as running:
+                await later.enter_async_context(outage(dsn))
+                for _ in range(3):
+                    await paired(running)
+        dropped = [e for e in logs if e["event"] == "store.writes_dropped_at_close"]
+        assert len(dropped) == 1 and dropped[0]["writes"] >= 3, " ".join(e["event"] for e in logs)
