@@ -224,19 +224,54 @@ class ForeignHandler(logging.Handler):
     A malformed request aiohttp refuses before (or while) diffroute reads it — a request line
     or header it cannot parse, a body whose ``Content-Encoding`` does not decode — is the
     client's error: one warning line with the reason, not an error with a traceback that any
-    client could make the log repeat."""
+    client could make the log repeat. A library's warning that carries an exception (asyncpg's
+    pool, failing to reconnect while the database is away) is one line too."""
 
     def emit(self, record: logging.LogRecord) -> None:
         fields: dict[str, Any] = {}
         level = record.levelno
         exc = record.exc_info[1] if record.exc_info else None
-        if client_error(exc):
+        if client_error(exc) or (exc is not None and level < logging.ERROR):
+            # a client's malformed request, or a library's warning about a condition outside
+            # (asyncpg's pool failing to reconnect while the database is away): one line
             level = min(level, logging.WARNING)
-            fields["error"] = " ".join(str(exc).split())
+            fields["error"] = " ".join(str(exc).split())[:500]
             fields["error.type"] = type(exc).__name__
         elif record.exc_info:
             fields["exc_info"] = record.exc_info
         structlog.get_logger(record.name).log(level, record.getMessage(), **fields)
+
+
+class FailureRun:
+    """A background loop's repeated failure logged as a run, not a line per try: the first
+    failure, then at most one line per ``every_s`` (with how many tries failed since), and
+    one line when it works again (a database away for a minute wrote 120 warnings)."""
+
+    def __init__(self, event: str, every_s: float = 60.0, logger: str = "diffroute") -> None:
+        self._log = structlog.get_logger(logger)
+        self.event = event
+        self.every_s = every_s
+        self.failures = 0
+        self._since = 0.0
+        self._told = 0.0
+
+    def failed(self, exc: BaseException, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.failures += 1
+        if self.failures == 1:
+            self._since = self._told = now
+            self._log.warning(self.event, error=str(exc))
+        elif now - self._told >= self.every_s:
+            self._told = now
+            self._log.warning(self.event, error=str(exc), failures=self.failures,
+                              failing_for_s=round(now - self._since, 1))
+
+    def succeeded(self, now: float | None = None) -> None:
+        if self.failures:
+            now = time.monotonic() if now is None else now
+            self._log.info(f"{self.event.rsplit('_', 1)[0]}_recovered", failures=self.failures,
+                           failed_for_s=round(now - self._since, 1))
+            self.failures = 0
 
 
 def client_error(exc: BaseException | None) -> bool:

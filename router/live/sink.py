@@ -36,6 +36,7 @@ from router.live.baseline import ProfileBaseline, build_baseline
 from router.live.broadcast import Broadcaster
 from router.live.drift import DriftEvent, DriftMonitor
 from router.live.metrics import LiveMetrics
+from router.logging import FailureRun
 from router.paired.compare import domain_types
 from router.paired.record import LiveDiffRecord
 from router.profiling.sources import ProfileQuery, embedder_for, find_profiles, open_suite
@@ -255,6 +256,7 @@ class DurableLiveDiffSink:
     async def follow(self, poll_s: float = POLL_S) -> None:
         """Catch up whenever the store says something changed, and every ``poll_s``; a
         store that fails is logged and tried again (the service goes on)."""
+        run = FailureRun("live.follow_failed", logger="diffroute.live")
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll_s)
@@ -263,7 +265,9 @@ class DurableLiveDiffSink:
                 await self.reload_baseline()
                 await self.catch_up()
             except StorageError as exc:
-                _log.warning("live.follow_failed", error=str(exc))
+                run.failed(exc)
+            else:
+                run.succeeded()
 
 
 def load_baseline(settings: Settings) -> ProfileBaseline:
@@ -329,7 +333,7 @@ async def _retain(sink: DurableLiveDiffSink, config: LiveSettings, replayed: int
         try:
             deleted = await sink.store.enforce(Retention.of(config), time.time)
         except StorageError as exc:
-            _log.error("live.retention_failed", error=str(exc))
+            _log.warning("live.retention_failed", error=str(exc))  # tried again next round
         else:
             _log.info("live.retention", store=sink.store.describe(), deleted=deleted,
                       replayed=replayed, profiled_pairs=len(sink.baseline.agreement))

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import structlog
 
 from router.errors import ConfigError, DiffrouteError, StorageError
+from router.logging import FailureRun
 from router.pairing.decision import Decider, Decision, RouteRequest
 from router.pairing.pinned import Pairings, PairingsStorage, pairings_document, read_pairings
 
@@ -119,6 +120,7 @@ class PairingService:
 
     async def follow(self, poll_s: float = POLL_S) -> None:
         """Refresh whenever the store says pairings changed, and every ``poll_s``."""
+        run = FailureRun("pairing.refresh_failed", logger="diffroute.pairing")
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll_s)
@@ -126,4 +128,6 @@ class PairingService:
             try:
                 await self.refresh()
             except StorageError as exc:
-                _log.warning("pairing.refresh_failed", error=str(exc))
+                run.failed(exc)
+            else:
+                run.succeeded()

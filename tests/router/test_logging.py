@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from router import logging as rlog
 from router.logging import (
+    FailureRun,
     ForeignHandler,
     JsonLine,
     configure_logging,
@@ -246,3 +247,39 @@ async def test_a_malformed_request_is_a_400_and_one_warning_line_without_a_trace
     refused = [x for x in logs if "error.type" in x]
     assert refused and all(x["log_level"] == "warning" and x["error"] for x in refused)
     assert {"RequestPayloadError", "LineTooLong"} <= {x["error.type"] for x in refused}
+
+
+def test_a_librarys_warning_with_an_exception_is_one_line_without_its_traceback() -> None:
+    """asyncpg's pool warns with a traceback each time it fails to reconnect while the
+    database is away: five tracebacks in 20 s of outage. One line each now; errors keep
+    theirs."""
+    handler = ForeignHandler()
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+    except ConnectionRefusedError:
+        warned = logging.LogRecord("asyncpg.pool", logging.WARNING, __file__, 1,
+                                   "Failed to restore the pool connection floor", None,
+                                   sys.exc_info())
+        failed = logging.LogRecord("asyncpg.pool", logging.ERROR, __file__, 1, "broken", None,
+                                   sys.exc_info())
+    with capture_logs() as logs:
+        handler.emit(warned)
+        handler.emit(failed)
+    assert logs[0]["log_level"] == "warning" and "exc_info" not in logs[0]
+    assert logs[0]["error.type"] == "ConnectionRefusedError" and "5432" in logs[0]["error"]
+    assert logs[1]["log_level"] == "error" and "exc_info" in logs[1]
+
+
+def test_a_background_loops_failures_are_logged_as_a_run() -> None:
+    """A store away for a minute wrote a warning per second per loop: now the first failure,
+    one line a minute with the count, and one when it works again."""
+    run = FailureRun("live.follow_failed", every_s=60.0)
+    with capture_logs() as logs:
+        for second in range(125):
+            run.failed(RuntimeError("database away"), now=float(second))
+        run.succeeded(now=125.0)
+        run.succeeded(now=126.0)
+    assert [(e["event"], e.get("failures")) for e in logs] == [
+        ("live.follow_failed", None), ("live.follow_failed", 61), ("live.follow_failed", 121),
+        ("live.follow_recovered", 125)]
+    assert logs[-1]["failed_for_s"] == 125.0
