@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     if not structlog.is_configured():
         configure_logging("console", "WARNING", stream=sys.stderr.buffer)
     warnings.showwarning = _warn_in_one_line
+    if not (sys.argv[1:] if argv is None else argv):  # bare `diffroute`: the help, not an error
+        click.echo(cli.get_help(click.Context(cli, info_name="diffroute")))
+        return
     try:
         cli.main(args=argv, prog_name="diffroute", standalone_mode=False)
     except click.exceptions.Abort:

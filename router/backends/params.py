@@ -115,10 +115,22 @@ class LlamaCppParams(BackendParams):
 
 # --- scripted
 
+def _weighted(value: dict[str, float] | None) -> dict[str, float] | None:
+    if value is not None and (not value or any(w < 0 for w in value.values())
+                              or sum(value.values()) <= 0):
+        raise ValueError("needs at least one answer, weights >= 0 and not all 0")
+    return value
+
+
 class Behaviour(BaseModel):
     """How the model answers in one context; unset fields inherit the model's defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("answers", check_fields=False)
+    @classmethod
+    def _answers_have_weight(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        return _weighted(value)  # in a rule or a domain too (an empty one was ignored)
 
     prior: str | None = None
     accuracy: float | None = Field(None, ge=0, le=1)
@@ -175,10 +187,7 @@ class ScriptedParams(BackendParams):
     @field_validator("answers")
     @classmethod
     def _answers_have_weight(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value is not None and (not value or any(w < 0 for w in value.values())
-                                  or sum(value.values()) <= 0):
-            raise ValueError("needs at least one answer, weights >= 0 and not all 0")
-        return value
+        return _weighted(value)
 
 
 

@@ -45,11 +45,15 @@ class NoProfileError(DiffrouteError):
     code = "profile_not_found"
     param = "model"
 
-    def __init__(self, models: Sequence[str]) -> None:
+    def __init__(self, models: Sequence[str], query: ProfileQuery | None = None) -> None:
         self.models = list(models)
         noun = "model" if len(self.models) == 1 else "models"
+        asked = "" if query is None or query == ProfileQuery() else (
+            f" --suite {query.suite} --samples {query.samples} --temperature "
+            f"{query.temperature:g}")
         super().__init__(f"no profile for {noun} {', '.join(self.models)}: run "
-                         f"`diffroute profile build --models {','.join(self.models)}`")
+                         f"`diffroute profile build --models {','.join(self.models)}{asked}` "
+                         "(with the same --config and --data-dir)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +190,7 @@ def diff_models(settings: Settings, a: str, b: str, query: ProfileQuery = Profil
     found = find_profiles(settings, [a, b], suite, query, shipped)
     missing = [n for n, p in found.items() if p is None]
     if missing:
-        raise NoProfileError(missing)
+        raise NoProfileError(missing, query)
     fa, fb = found[a], found[b]
     assert fa is not None and fb is not None
     try:
@@ -208,7 +212,7 @@ def pool_similarity(settings: Settings, query: ProfileQuery = ProfileQuery(),
     profiles = [f.profile for f in found.values() if f is not None]
     missing = [n for n, p in found.items() if p is None]
     if len(profiles) < 2:
-        raise NoProfileError(missing)
+        raise NoProfileError(missing, query)
     matrix = pool_matrix(profiles, suite)
     if domain is not None and domain not in matrix.domains:
         raise BadRequestError(f"domain '{domain}' has no categorical probes to compare "

@@ -120,7 +120,12 @@ async def read_pairings_document(settings: Settings) -> str | None:
     if settings.store.kind == "sqlite":
         from router.store.sqlite import SqliteStore
 
-        return await SqliteStore(settings.data_dir).load_pairings()
+        try:
+            return await SqliteStore(settings.data_dir).load_pairings()
+        except OSError as exc:  # the data dir is a file, or unreadable
+            raise StartupError(f"cannot read the pairings in {settings.data_dir}: "
+                               f"{exc.strerror or exc} (the data dir must be a directory this "
+                               "process can read)") from None
     async with open_store(settings, write=False) as store:
         return await store.load_pairings()
 

@@ -188,8 +188,10 @@ def test_model_without_any_profile_is_one_line_and_exit_1(
         world: World, capsys: pytest.CaptureFixture[str]) -> None:
     run = cli(world.args("alpha", "gamma"), capsys)  # gamma is only in the shipped dir
     assert run.code == 1 and run.out == ""
-    assert run.err == ("diffroute: error: no profile for model gamma: "
-                       "run `diffroute profile build --models gamma`\n")
+    assert run.err == ("diffroute: error: no profile for model gamma: run "
+                       f"`diffroute profile build --models gamma --suite {world.suite} "
+                       f"--samples {SAMPLES} --temperature 0.7` (with the same --config and "
+                       "--data-dir)\n")  # what was asked: the bare command built another k
 
 
 def test_json_format_is_the_diff_object(world: World, capsys: pytest.CaptureFixture[str]) -> None:

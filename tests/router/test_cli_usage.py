@@ -108,3 +108,30 @@ def test_a_build_whose_requests_fail_ends_with_an_error_line(
     assert run.code == 1 and last.startswith("diffroute: error: 8 probe(s) could not be "
                                               "collected (sa;"), run.err
     assert "re-run retries them" in last
+
+
+def test_bare_diffroute_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed the help as one long error (exit 2)."""
+    run = cli(capsys)
+    assert run.code == 0 and run.err == "" and run.out.startswith("Usage: diffroute")
+    assert "profile" in run.out and "serve" in run.out
+
+
+def test_pairs_on_a_data_dir_that_is_a_file_is_one_line_exit_2(
+        pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It was a raw ``[Errno 20] Not a directory`` and exit 1."""
+    data = pool.parent / "data"
+    data.write_text("a file")
+    run = cli(capsys, "pairs", "--config", str(pool))
+    assert run.code == 2 and run.err.count("\n") == 1 and "Errno" not in run.err, run.err
+    assert "must be a directory" in run.err
+
+
+def test_an_empty_answer_distribution_in_a_rule_is_refused(
+        pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``answers: {}`` was refused at the top of a scripted model but ignored in a rule."""
+    data = yaml.safe_load(pool.read_text(encoding="utf-8"))
+    data["models"][0]["backend"]["rules"] = [{"contains": "x", "answers": {}}]
+    pool.write_text(yaml.safe_dump(data), encoding="utf-8")
+    run = cli(capsys, "models", "--config", str(pool))
+    assert run.code == 2 and "needs at least one answer" in run.err and "rules" in run.err
