@@ -3,26 +3,19 @@ code the README gives (2 for usage and configuration errors), and nothing is don
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from router.cli import main
 from router.testing.simulate import simulated_suite
+from tests.router.test_cli_diff import Run
+from tests.router.test_cli_diff import cli as run_cli
 
 MODELS = [
     {"name": "sa", "family": "p1", "backend": {"kind": "scripted", "prior": "p1", "seed": 1}},
     {"name": "sb", "family": "p2", "backend": {"kind": "scripted", "prior": "p2", "seed": 2}},
 ]
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture
@@ -37,13 +30,7 @@ def pool(tmp_path: Path) -> Path:
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
+    return run_cli(list(argv), capsys)
 
 
 def test_a_file_that_is_not_a_suite_is_a_configuration_error_in_few_lines(
