@@ -175,9 +175,11 @@ class DurableLiveDiffSink:
         return None if predicted is None else 1.0 - predicted
 
     def problem(self, within_s: float = PROBLEM_WINDOW_S) -> str | None:
-        """Why the store is not healthy (a write failed in the last ``within_s``), or None."""
-        failure = self.store.failure
-        if failure is None or time.time() - failure[0] > within_s:
+        """Why the store is not healthy (a write failed in the last ``within_s``, and none
+        has committed since), or None."""
+        failure, written = self.store.failure, self.store.written_at
+        if failure is None or time.time() - failure[0] > within_s or (
+                written is not None and written > failure[0]):
             return None
         return f"a live-diff store write failed {time.time() - failure[0]:.0f} s ago: " \
                f"{failure[1]}"

@@ -48,6 +48,10 @@ class Store(Protocol):
     def failure(self) -> tuple[float, str] | None:
         """When the last write failed, and why (``None``: never)."""
 
+    @property
+    def written_at(self) -> float | None:
+        """When a batch of writes last committed (``None``: never)."""
+
     def describe(self) -> str:
         """Where the store lives, for logs and errors (never a password)."""
 

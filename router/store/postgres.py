@@ -174,6 +174,7 @@ class PostgresStore:
         self._queued = 0
         self._writer: asyncio.Task[None] | None = None
         self.failure: tuple[float, str] | None = None
+        self.written_at: float | None = None
         self.batches = 0
         self.failed_writes = 0
         self._listener: Listener | None = None
@@ -285,6 +286,7 @@ class PostgresStore:
                     op.future.set_exception(error)
             return retry
         self.batches += 1
+        self.written_at = time.time()
         for op, result in zip(batch, results, strict=True):
             if op.future is not None and not op.future.done():
                 op.future.set_result(result)

@@ -121,6 +121,7 @@ class SqliteStore:
         self.failed_writes = 0
         """Statements the writer could not commit (a full disk, a broken file)."""
         self.failure: tuple[float, str] | None = None
+        self.written_at: float | None = None
         """When the last write failed, and why (``None``: never)."""
         self._watchers: list[tuple[asyncio.AbstractEventLoop, Watcher]] = []
 
@@ -242,6 +243,7 @@ class SqliteStore:
             self.failure = (time.time(), str(exc))
         else:
             self.batches += 1
+            self.written_at = time.time()
             if any(sql.startswith(_LIVE) for sql, _, _ in batch):
                 self._changed("live")
         self._notify([waiter for _, _, waiter in batch], results)

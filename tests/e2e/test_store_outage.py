@@ -65,6 +65,9 @@ async def test_completions_are_served_through_a_database_outage(tmp_path: Path) 
                     await asyncio.sleep(0.2)
                 while await comparisons(running) < 3:  # noqa: ASYNC110  # polls the API
                     await asyncio.sleep(0.1)
+            # and the service is healthy again at once (it said degraded for 5 minutes)
+            status, health = await call(running, "GET", "/healthz")
+            assert health["status"] == "ok" and "problems" not in health, health
 
 
 async def test_counts_queued_when_the_service_stops_in_an_outage_are_said_lost(
