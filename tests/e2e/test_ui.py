@@ -21,6 +21,7 @@ import pytest
 from playwright.async_api import Browser, Page
 
 from router.pairing.decider import build_decider
+from router.service.state import STATE
 from tests.e2e.harness import Running, serve
 from tests.e2e.ui_world import (
     ADMIN_KEY,
@@ -433,3 +434,23 @@ async def test_bidirectional_controls_in_an_answer_are_spelled_out(
     shown = await page.evaluate(
         "async (t) => (await import('/ui/live.js')).revealBidi(t)", "a\u202egnp.exe")
     assert shown == "a⟨U+202E⟩gnp.exe"
+
+
+async def test_leaving_the_live_page_before_it_loads_leaves_no_stream_open(
+        running: Running, browser: Browser) -> None:
+    """Live → Pool 5 ms later, three times: the live page that finished loading after the
+    Pool page had started kept its stream (and its refresh timer) running behind it."""
+    page = await open_page(browser, running, "/pool")
+    await ready(page)
+    for _ in range(3):
+        await page.evaluate("location.hash = '#/live'")
+        await page.wait_for_timeout(5)
+        await page.evaluate("location.hash = '#/pool'")
+    await ready(page)
+    broadcaster = running.app[STATE].live.broadcaster
+    await page.wait_for_timeout(1500)  # what the live pages started has had time to connect
+    async with asyncio.timeout(5):
+        while broadcaster.listening:  # noqa: ASYNC110  # the server's own subscriber set
+            await asyncio.sleep(0.05)
+    assert await page.evaluate("document.body.dataset.page") == "pool"
+    assert page.errors == []  # type: ignore[attr-defined]

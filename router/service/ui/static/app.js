@@ -8,6 +8,8 @@ import { renderLive } from "/ui/live.js";
 
 const PAGES = { pool: renderPool, diff: renderDiff, pairings: renderPairings, live: renderLive };
 let cleanup = null;
+let shown = 0; // which show() is the current one: a page that finishes after a newer one started
+               // is cleaned up at once (its stream and timers would be left running)
 
 function route() {
   const [path, query] = (location.hash.replace(/^#\/?/, "") || "pool").split("?");
@@ -16,6 +18,7 @@ function route() {
 }
 
 async function show() {
+  const mine = ++shown;
   if (cleanup) cleanup();
   cleanup = null;
   const { page, params } = route();
@@ -28,11 +31,17 @@ async function show() {
   view.replaceChildren(root);
   document.body.dataset.page = page;
   document.body.dataset.ready = "false";
+  let done = null;
   try {
-    cleanup = (await PAGES[page](root, params)) || null;
+    done = (await PAGES[page](root, params)) || null;
   } catch (error) {
     root.append(errorBox(error));
   }
+  if (mine !== shown) { // another page was asked for meanwhile: this one is already gone
+    if (done) done();
+    return;
+  }
+  cleanup = done;
   document.body.dataset.ready = "true";
 }
 
