@@ -132,12 +132,12 @@ class PairedEngine:
         """The policy's decision; a partner requested by the client replaces the policy's."""
         for name in options.candidates or ():
             self.pool.get(name, param="diffroute.candidates")
+        self.check_domain(options.domain)  # named as the client named it, before the policy
         if options.partner is not None:
             self.pool.get(options.partner, param="diffroute.partner")
         if options.partner is not None and primary is not None:
             # both ends are given: no policy call, so this works without profiles too; what
             # the policy would check, the engine does: the domain exists, the pair is allowed
-            self.check_domain(options.domain)
             return self._requested(role, primary, options.partner, options,
                                    self.decisions.version)
         decision = await self.decisions.decide(RouteRequest(

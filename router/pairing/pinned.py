@@ -64,8 +64,16 @@ class Pairings(BaseModel):
         return sorted((self._pinned_names() | self._excluded_names()) - known)
 
     def unknown_param(self, known: set[str]) -> str:
-        """Where the unknown models are: ``pinned``, else ``excluded``."""
-        return "pinned" if self._pinned_names() - known else "excluded"
+        """Where the first unknown model is: ``pinned.A`` (a primary), ``pinned.A.audit`` (a
+        partner), ``excluded[i]``."""
+        for primary, roles in self.pinned.items():
+            if primary not in known:
+                return f"pinned.{primary}"
+            for role, partner in roles.items():
+                if partner not in known:
+                    return f"pinned.{primary}.{role}"
+        return next((f"excluded[{i}]" for i, pair in enumerate(self.excluded)
+                     if set(pair) - known), "excluded")
 
     def _pinned_names(self) -> set[str]:
         return set(self.pinned) | {p for roles in self.pinned.values() for p in roles.values()}
@@ -81,7 +89,8 @@ def parse_pairings(data: object) -> Pairings:
         pairings = Pairings.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"] if p != "[key]") or "body"
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                        for p in err["loc"] if p != "[key]").lstrip(".") or "body"
         raise BadRequestError(f"{where}: {err['msg']}", param=where) from None
     problem = pairings.problem()
     if problem is not None:

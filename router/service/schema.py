@@ -279,10 +279,17 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return out or "body"
 
 
+_UNION_BRANCHES = frozenset({"str", "int", "float", "bool", "bytes", "list", "dict", "tuple",
+                             "set", "none", "literal", "is-instance", "json-or-python"})
+
+
 def bad_request(exc: ValidationError, prefix: str = "") -> BadRequestError:
     """The first validation problem as a 400 naming the field."""
     err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+    # pydantic names the branch of a union it tried ("str", "list[…]", "function-after[…]"):
+    # not a field the client sent
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
+        "[" in p or p in _UNION_BRANCHES)))
     where = prefix + _where(loc)
     if err["type"] == "extra_forbidden" and where.startswith("diffroute."):
         return BadRequestError(
@@ -372,7 +379,8 @@ def _reject_paired_options(options: PairedOptions) -> None:
 def parse_route(body: object) -> RouteBody:
     route = _validated(RouteBody, body)
     if route.task is None and not route.messages:
-        raise BadRequestError("give 'task' (text) or 'messages'", param="task")
+        raise BadRequestError("give 'task' (text) or 'messages'",
+                              param="messages" if route.messages is not None else "task")
     return route
 
 

@@ -140,7 +140,7 @@ async def test_a_time_that_is_not_finite_is_a_400(service: Running, param: str,
      "pinned.alpha.audit", "excluded[0]"),
     ({"pinned": {"alpha": {"audit": "alpha"}}}, "pinned.alpha.audit", "itself"),
     ({"excluded": [["alpha", "beta"], ["beta", "beta"]]}, "excluded[1]", "itself"),
-    ({"excluded": [["alpha", "nosuch"]]}, "excluded", "nosuch"),
+    ({"excluded": [["alpha", "nosuch"]]}, "excluded[0]", "nosuch"),
     ({"pinned": {"alpha": {"judge": "beta"}}}, "pinned.alpha.judge", "audit"),
 ])
 async def test_pairings_that_cannot_hold_are_refused_and_change_nothing(
@@ -217,3 +217,35 @@ async def test_a_nul_in_a_filter_is_a_400(service: Running) -> None:
         for path in ("/v1/diffs", "/v1/diffs/stream"):
             status, payload = await call(service, "GET", f"{path}?{query}")
             assert status == 400 and "U+0000" in envelope(status, payload)["message"]
+
+
+async def test_the_param_of_a_400_is_the_field_the_client_sent(service: Running) -> None:
+    """pydantic's union branch leaked into ``param`` ("messages[0].content.str"); a paired
+    call's unknown domain said "domain" (the policy's name), not "diffroute.domain"; a route
+    request with empty messages blamed "task"."""
+    ask = [{"role": "user", "content": "hi"}]
+    cases = [
+        ("/v1/chat/completions", {"model": "alpha", "messages": [{"role": "user", "content": 5}]},
+         "messages[0].content"),
+        ("/v1/chat/completions", {"model": "alpha", "messages": ask, "stop": 5}, "stop"),
+        ("/v1/chat/completions", {"model": "audit:alpha", "messages": ask,
+                                  "diffroute": {"domain": "zzz"}}, "diffroute.domain"),
+        ("/v1/route", {"role": "audit", "messages": []}, "messages"),
+    ]
+    for path, body, param in cases:
+        status, payload = await call(service, "POST", path, body)
+        error = envelope(status, payload)
+        assert error["param"] == param, (body, error)
+        assert ".str" not in error["message"], error
+
+
+async def test_bad_pairings_are_named_where_they_are(service: Running) -> None:
+    """``excluded.0`` (the rest of the API says ``excluded[0]``), and an unknown model only
+    ever named ``pinned`` or ``excluded``, not where it was."""
+    cases = [({"excluded": [["alpha", "beta", "gamma"]]}, "excluded[0]"),
+             ({"pinned": {"alpha": {"audit": "zz"}}}, "pinned.alpha.audit"),
+             ({"pinned": {"zz": {"audit": "beta"}}}, "pinned.zz"),
+             ({"excluded": [["alpha", "beta"], ["gamma", "zz"]]}, "excluded[1]")]
+    for body, param in cases:
+        status, payload = await call(service, "PUT", "/v1/pairings", body, headers=ADMIN)
+        assert envelope(status, payload)["param"] == param, (body, payload)
