@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from router.pairing.pinned import Pairings
 
 Role = Literal["assist", "audit"]
 ROLES: tuple[Role, ...] = ("assist", "audit")
@@ -91,6 +94,11 @@ class Decider(Protocol):
     """Anything that turns a route request into a decision (raises ``NoPairError``)."""
 
     def decide(self, request: RouteRequest) -> Decision: ...
+
+    def with_pairings(self, pairings: Pairings) -> Decider:
+        """The same policy over other pinned pairings (cheap: nothing is re-read or
+        re-measured, so a pin takes effect at once)."""
+        ...
 
     def blocking(self, request: RouteRequest) -> bool:
         """Whether :meth:`decide` may take long enough to belong in a worker thread."""

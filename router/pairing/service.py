@@ -78,9 +78,10 @@ class PairingService:
         return decider.decide(request)
 
     async def replace(self, pairings: Pairings) -> None:
-        """Rebuild the policy over new pairings, then persist them; the old stays on error."""
+        """The policy over new pairings (:meth:`Decider.with_pairings`: nothing rebuilt), once
+        they are persisted; the old stays if they cannot be."""
         async with self._lock:
-            decider = await asyncio.to_thread(self._build, pairings)
+            decider = self._decider.with_pairings(pairings)
             document = pairings_document(pairings)
             if self._store is not None:
                 await self._store.save_pairings(document)
@@ -99,7 +100,9 @@ class PairingService:
                 return False
             try:
                 pairings = self._pairings if document is None else read_pairings(document)
-                decider = await asyncio.to_thread(self._build, pairings)
+                # new pairings alone re-pin the policy; rebuilt profiles rebuild it
+                decider = await asyncio.to_thread(self._build, pairings) if profiles \
+                    else self._decider.with_pairings(pairings)
             except (ValueError, DiffrouteError) as exc:  # broken, or pins it cannot honour
                 _log.error("pairing.stored_pairings_refused", error=str(exc))
                 self._document = document or self._document

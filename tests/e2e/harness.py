@@ -6,6 +6,7 @@ in its own tests; these tests need a decision that is obvious from the config al
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -38,6 +39,11 @@ class FamilyDecider:
                  live: LiveSource | None = None) -> None:
         self.family = {m.name: m.family_name for m in settings.models}
         self.pairings = pairings
+
+    def with_pairings(self, pairings: Pairings) -> FamilyDecider:
+        decider = copy.copy(self)
+        decider.pairings = pairings
+        return decider
 
     def blocking(self, request: RouteRequest) -> bool:
         return False

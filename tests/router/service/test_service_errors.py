@@ -263,6 +263,9 @@ class ExplodingDecider:
                  live: LiveSource | None = None) -> None:
         pass
 
+    def with_pairings(self, pairings: Pairings) -> ExplodingDecider:
+        return self
+
     def blocking(self, request: RouteRequest) -> bool:
         return False
 
