@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from router.errors import BadRequestError
 from router.service.middleware import has_valid_key
 from router.service.state import STATE
 
@@ -27,6 +28,10 @@ async def healthz(request: web.Request) -> web.Response:
     a healthy process because of someone else's outage. A failing live-diff store makes the
     service ``degraded`` (comparisons are not being kept).
     """
+    probe = request.query.get("probe")
+    if probe is not None and probe != "ready":
+        raise BadRequestError(f"probe must be 'ready' (or absent), not '{probe[:50]}'",
+                              param="probe")
     state = request.app[STATE]
     watch = state.health
     statuses = await watch.current()

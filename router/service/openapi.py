@@ -107,8 +107,10 @@ def _live_paths(free: dict[str, Any]) -> dict[str, Any]:
     return {
         "/v1/diffs": {
             "get": {
-                "summary": "Live diffs, oldest first, in pages (next_cursor)",
-                "parameters": DIFF_FILTERS,
+                "summary": "Live diffs, oldest first (order=desc: newest first), in pages "
+                           "(next_cursor)",
+                "parameters": [*DIFF_FILTERS, _query("order", {"enum": ["asc", "desc"],
+                                                               "default": "asc"})],
                 "responses": {"200": {"description": "a page", "content": listing},
                               **_errors(400, 401, 503)}},
             "post": {
@@ -169,7 +171,7 @@ def _paths() -> dict[str, Any]:
             "requestBody": {"required": True, **_json("RouteRequest")},
             "responses": {"200": {"description": "the decision and its id",
                                   **_json("RoutedDecision")},
-                          **_errors(400, 401, 404, 409)}}},
+                          **_errors(400, 401, 404, 409, 413)}}},
         "/v1/pairings": {
             "get": {"summary": "Configured pinned partners and exclusions",
                     "responses": {"200": {"description": "pairings", **_json("Pairings")},
@@ -178,7 +180,8 @@ def _paths() -> dict[str, Any]:
                     "security": [{"adminKey": []}],
                     "requestBody": {"required": True, **_json("Pairings")},
                     "responses": {"200": {"description": "the stored pairings",
-                                          **_json("Pairings")}, **_errors(400, 401, 403, 503)}}},
+                                          **_json("Pairings")},
+                                  **_errors(400, 401, 403, 413, 503)}}},
         "/v1/profiles/diff": {"get": {
             "summary": "The behavioral diff of two models (format=html: the HTML report)",
             "parameters": [*({"name": n, "in": "query", "required": True,
@@ -187,7 +190,7 @@ def _paths() -> dict[str, Any]:
                             "schema": {"enum": ["json", "html"], "default": "json"}}],
             "responses": {"200": {"description": "the diff", "content": {
                 "application/json": {"schema": free}, "text/html": {"schema": {
-                    "type": "string"}}}}, **_errors(400, 401, 404)}}},
+                    "type": "string"}}}}, **_errors(400, 401, 404, 503)}}},
         **_dashboard_paths(free),
         "/healthz": {"get": {
             "summary": "Liveness and pool readiness (?probe=ready: 503 when not ready)",
@@ -196,6 +199,7 @@ def _paths() -> dict[str, Any]:
                             "schema": {"enum": ["ready"]}}],
             "responses": {"200": {"description": "alive", "content": {
                 "application/json": {"schema": free}}},
+                **_errors(400),
                 "503": {"description": "not ready (with ?probe=ready)"}}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [],
                                   "responses": {"200": {"description": "OpenAPI 3.1"}}}},
@@ -217,7 +221,7 @@ def _dashboard_paths(free: dict[str, Any]) -> dict[str, Any]:
             "summary": "Every model (family, backend, status, profile summary) and the pool's "
                        "pairwise similarity per domain (κp with its interval, agreement, error "
                        "consistency, accuracy), families and detected communities",
-            "responses": {**ok("the pool"), **_errors(401, 404)}}},
+            "responses": {**ok("the pool"), **_errors(401, 404, 503)}}},
         "/v1/pairings/current": {"get": {
             "summary": "The policy's current choice for every primary and role, with score, "
                        "reason and pin",
@@ -231,6 +235,16 @@ def _dashboard_paths(free: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _with_method_not_allowed(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation answers 405 to a method its path does not serve (with ``Allow``)."""
+    for operations in paths.values():
+        for operation in operations.values():
+            operation["responses"].setdefault("405", {
+                "description": "a method this path does not serve (the Allow header lists "
+                               "those it does)", **_json("Error")})
+    return paths
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (built once per process, on first use)."""
@@ -240,7 +254,7 @@ def openapi_document() -> dict[str, Any]:
                  "description": "Routing, pairings and profile routes of diffroute. "
                                 "POST /v1/chat/completions and GET /v1/models follow the "
                                 "OpenAI API; paired calls add a `diffroute` object."},
-        "paths": _paths(),
+        "paths": _with_method_not_allowed(_paths()),
         "components": {"schemas": _schemas(), "securitySchemes": {
             "apiKey": {"type": "http", "scheme": "bearer"},
             "adminKey": {"type": "http", "scheme": "bearer"}}},

@@ -249,3 +249,23 @@ async def test_bad_pairings_are_named_where_they_are(service: Running) -> None:
     for body, param in cases:
         status, payload = await call(service, "PUT", "/v1/pairings", body, headers=ADMIN)
         assert envelope(status, payload)["param"] == param, (body, payload)
+
+
+async def test_what_the_openapi_document_says_is_what_the_service_does(
+        service: Running) -> None:
+    """413 on /v1/route and PUT /v1/pairings, order=desc on /v1/diffs, 405 everywhere, and
+    /healthz?probe= other than ready (it answered 200 to values its enum refuses)."""
+    _, document = await call(service, "GET", "/openapi.json")
+    paths = document["paths"]
+    assert "413" in paths["/v1/route"]["post"]["responses"]
+    assert "413" in paths["/v1/pairings"]["put"]["responses"]
+    assert any(p["name"] == "order" for p in paths["/v1/diffs"]["get"]["parameters"])
+    assert all("405" in op["responses"] for ops in paths.values() for op in ops.values())
+    status, payload = await call(service, "GET", "/healthz?probe=zzz")
+    assert envelope(status, payload)["param"] == "probe"
+    huge = b'{"role": "audit", "task": "' + b"x" * (2 << 20) + b'"}'
+    for method, path in (("POST", "/v1/route"), ("PUT", "/v1/pairings")):
+        status, payload = await call(service, method, path, raw=huge, headers=ADMIN)
+        assert status == 413 and envelope(status, payload)["code"] == "body_too_large"
+    status, payload = await call(service, "DELETE", "/v1/route")
+    assert status == 405 and envelope(status, payload)["code"] == "method_not_allowed"
