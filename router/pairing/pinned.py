@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from router.errors import BadRequestError
 from router.pairing.decision import Role
@@ -22,6 +22,19 @@ class Pairings(BaseModel):
 
     pinned: dict[str, dict[Role, str]] = Field(default_factory=dict)
     excluded: list[tuple[str, str]] = Field(default_factory=list)
+
+    @field_validator("excluded")
+    @classmethod
+    def _each_pair_once(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """An exclusion holds both ways: ``[a, b]`` again, or ``[b, a]``, is the same one (the
+        dashboard listed it twice)."""
+        seen: set[frozenset[str]] = set()
+        out = []
+        for pair in pairs:
+            if frozenset(pair) not in seen or pair[0] == pair[1]:
+                seen.add(frozenset(pair))
+                out.append(pair)
+        return out
 
     def self_pin(self) -> tuple[str, str] | None:
         """``(message, param)`` of a model pinned as its own partner, else ``None``."""

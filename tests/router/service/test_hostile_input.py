@@ -269,3 +269,11 @@ async def test_what_the_openapi_document_says_is_what_the_service_does(
         assert status == 413 and envelope(status, payload)["code"] == "body_too_large"
     status, payload = await call(service, "DELETE", "/v1/route")
     assert status == 405 and envelope(status, payload)["code"] == "method_not_allowed"
+
+
+async def test_an_exclusion_given_twice_or_reversed_is_kept_once(service: Running) -> None:
+    body = {"excluded": [["alpha", "beta"], ["alpha", "beta"], ["beta", "alpha"],
+                         ["beta", "gamma"]]}
+    status, stored = await call(service, "PUT", "/v1/pairings", body, headers=ADMIN)
+    assert status == 200 and stored["excluded"] == [["alpha", "beta"], ["beta", "gamma"]]
+    assert (await call(service, "GET", "/v1/pairings"))[1]["excluded"] == stored["excluded"]
