@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from router.pairing.role import Role
 
 if TYPE_CHECKING:
     from router.pairing.pinned import Pairings
 
-Role = Literal["assist", "audit"]
+__all__ = ["Role"]
+
 ROLES: tuple[Role, ...] = ("assist", "audit")
 
 

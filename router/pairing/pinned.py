@@ -12,7 +12,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from router.errors import BadRequestError
-from router.pairing.decision import Role
+from router.pairing.role import Role
 
 
 class Pairings(BaseModel):
