@@ -78,6 +78,11 @@ POSTGRES: tuple[Migration, ...] = (
         "CREATE TABLE observed_models (model_key TEXT PRIMARY KEY, name TEXT NOT NULL, "
         "identity TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL)",
     ),
+    (  # 3: the writer's batches, so a commit whose reply was lost is neither lost nor doubled
+        "CREATE TABLE write_batches (token TEXT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, "
+        "seqs BIGINT[], fenced BOOLEAN NOT NULL DEFAULT false)",
+        "CREATE INDEX write_batches_at ON write_batches(at)",
+    ),
 )
 
 

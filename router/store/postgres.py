@@ -20,6 +20,16 @@ request. While the database is unreachable (restarting, a dropped connection) th
 queued and are tried again every :data:`RETRY_S`, so recording resumes by itself; an
 acknowledged write (a live diff) fails at once with a ``StorageError``, which the caller
 shows (``live_diff_error``) — plain and paired completions go on being served.
+
+Exactly once. A commit whose reply never arrives (the connection dropped, or the reply took
+longer than :data:`ATTEMPT_S`) may have landed or not. Every batch that writes commits a row
+of ``write_batches`` under a token of its own (with its live diffs' ``seq`` values); after
+such a failure the writer *fences* the token — inserts it marked ``fenced`` unless it is there
+— which settles the question for good (a transaction still on its way then fails on the
+token's key). A batch that landed settles its futures as committed; one that did not is tried
+again (fire-and-forget writes) or fails (acknowledged ones). When even the fence cannot reach
+the database, the writes to try again remember the token, and the next transaction fences it
+and leaves out those that had landed: a comparison is counted once, never twice.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -72,6 +83,9 @@ TRANSIENT = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError,
 """Failures of reaching the database (down, restarting, refusing connections, a dropped
 connection — asyncpg reports one dropped between two statements as an internal client error),
 as opposed to a statement that failed."""
+TOKENS_KEPT_S = 86_400.0
+"""``write_batches`` rows are deleted by retention once this old (a write waiting longer than
+this in an outage could be counted twice)."""
 MAX_QUEUED = 100_000
 """Fire-and-forget writes waiting for the writer at most (beyond: dropped, counted)."""
 MAX_BATCH = 5_000
@@ -90,6 +104,8 @@ class _Op:
     kind: _Kind
     args: tuple[Any, ...] = ()
     future: asyncio.Future[int] | None = field(default=None)
+    tried: list[str] = field(default_factory=list)
+    """Tokens of earlier commits of this write whose outcome is not known."""
 
 
 DSN_ERRORS = (ValueError, OverflowError, TypeError)
@@ -178,6 +194,7 @@ class PostgresStore:
         self.batches = 0
         self.failed_writes = 0
         self._listener: Listener | None = None
+        self._sent: str | None = None  # the token of the batch last sent to the database
 
     def describe(self) -> str:
         return self._where
@@ -272,19 +289,18 @@ class PostgresStore:
         again (the database was unreachable: they stay queued, an acknowledged one fails)."""
         if not batch:
             return []
+        token = uuid.uuid4().hex
         try:
-            results = await asyncio.wait_for(self._attempt(batch), ATTEMPT_S)
+            results = await asyncio.wait_for(self._attempt(batch, token), ATTEMPT_S)
         except Exception as exc:  # whatever it is, the writer lives on and says so
             if not isinstance(exc, (*DB_ERRORS, StorageError)):
                 _log.exception("store.write_failed", store=self._where)
-            retry = [op for op in batch if op.future is None] if _transient(exc) else []
-            self.failed_writes += len(batch) - len(retry)
             self.failure = (time.time(), str(exc) or type(exc).__name__)
-            error = StorageError(f"writing to {self._where}", exc)
-            for op in batch:
-                if op.future is not None and not op.future.done():
-                    op.future.set_exception(error)
-            return retry
+            unknown = _transient(exc) and self._sent == token
+            landed = await self._settle(token, exc) if unknown else "lost"
+            if landed == "lost" or landed is None:
+                return self._failed(batch, exc, token if landed is None else None)
+            results = _results(batch, landed)
         self.batches += 1
         self.written_at = time.time()
         for op, result in zip(batch, results, strict=True):
@@ -292,9 +308,69 @@ class PostgresStore:
                 op.future.set_result(result)
         return []
 
-    async def _attempt(self, batch: list[_Op]) -> list[int]:
+    def _failed(self, batch: list[_Op], exc: BaseException, maybe: str | None) -> list[_Op]:
+        """Fail a batch that did not commit — or, with ``maybe`` (its token), one whose
+        outcome is unknown; the fire-and-forget writes to try again."""
+        retry = [op for op in batch if op.future is None] if _transient(exc) else []
+        if maybe is not None:
+            for op in retry:
+                op.tried.append(maybe)
+        self.failed_writes += len(batch) - len(retry)
+        what = f"writing to {self._where}" + (" (the commit's outcome is unknown: it may "
+                                               "have been stored)" if maybe else "")
+        error = StorageError(what, exc)
+        for op in batch:
+            if op.future is not None and not op.future.done():
+                op.future.set_exception(error)
+        return retry
+
+    async def _settle(self, token: str, exc: BaseException
+                      ) -> list[int] | Literal["lost"] | None:
+        """Whether the batch of ``token``, whose commit got no reply, landed: its live diffs'
+        ``seq`` values if it did, ``"lost"`` if it did not (and now never will), None if the
+        database cannot tell now."""
+        try:
+            seqs = await asyncio.wait_for(self._fence(token), ATTEMPT_S)
+        except (*DB_ERRORS, StorageError):
+            return None
+        _log.warning("store.commit_unanswered", store=self._where, error=str(exc) or
+                     type(exc).__name__, landed=seqs is not None)
+        return "lost" if seqs is None else seqs
+
+    async def _fence(self, token: str) -> list[int] | None:
+        async with self._acquire() as conn:
+            await conn.execute("INSERT INTO write_batches (token, at, fenced) VALUES "
+                               "($1, $2, true) ON CONFLICT (token) DO NOTHING",
+                               token, time.time())
+            row = await conn.fetchrow("SELECT seqs, fenced FROM write_batches WHERE token = $1",
+                                      token)
+        return None if row is None or row["fenced"] else [int(s) for s in row["seqs"] or ()]
+
+    async def _attempt(self, batch: list[_Op], token: str) -> list[int]:
         async with self._acquire() as conn, conn.transaction():
-            return await self._apply(conn, batch)
+            self._sent = token
+            todo = await self._unlanded(conn, batch)
+            results = await self._apply(conn, todo)
+            if any(op.kind != "barrier" for op in todo):
+                seqs = [r for op, r in zip(todo, results, strict=True) if op.kind == "diff"]
+                await conn.execute("INSERT INTO write_batches (token, at, seqs) VALUES "
+                                   "($1, $2, $3)", token, time.time(), seqs)
+        return _results(batch, [r for op, r in zip(todo, results, strict=True)
+                                if op.kind == "diff"])
+
+    async def _unlanded(self, conn: Connection, batch: list[_Op]) -> list[_Op]:
+        """The writes of ``batch`` that no earlier commit of unknown outcome stored: their
+        tokens are fenced first, so none of them can land after this."""
+        tried = sorted({token for op in batch for token in op.tried})
+        if not tried:
+            return batch
+        await conn.execute("INSERT INTO write_batches (token, at, fenced) SELECT t, $2, true "
+                           "FROM unnest($1::text[]) AS t ON CONFLICT (token) DO NOTHING",
+                           tried, time.time())
+        landed = {r[0] for r in await conn.fetch(
+            "SELECT token FROM write_batches WHERE token = ANY($1::text[]) AND NOT fenced",
+            tried)}
+        return [op for op in batch if landed.isdisjoint(op.tried)]
 
     async def _apply(self, conn: Connection, batch: list[_Op]) -> list[int]:
         """Run one batch's statements in the open transaction; each op's result."""
@@ -387,6 +463,7 @@ class PostgresStore:
             await self._execute("DELETE FROM comparisons WHERE id <= (SELECT id FROM "
                                 "comparisons ORDER BY id DESC OFFSET $1 LIMIT 1)",
                                 retention.max_comparisons)
+        await self._execute("DELETE FROM write_batches WHERE at < $1", now() - TOKENS_KEPT_S)
         return deleted
 
     async def _execute(self, sql: str, *args: Any) -> str:
@@ -459,6 +536,12 @@ class PostgresStore:
     async def load_pairings(self) -> str | None:
         rows = await self._fetch("SELECT document FROM pairings WHERE id = 1")
         return str(rows[0][0]) if rows else None
+
+
+def _results(batch: list[_Op], seqs: list[int]) -> list[int]:
+    """Each op's result: its ``seq`` for a live diff (in order), 0 for the others."""
+    left = iter(seqs)
+    return [next(left) if op.kind == "diff" else 0 for op in batch]
 
 
 def _transient(exc: BaseException) -> bool:
