@@ -3,6 +3,10 @@ code the README gives (2 for usage and configuration errors), and nothing is don
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,3 +126,20 @@ def test_an_empty_answer_distribution_in_a_rule_is_refused(
     pool.write_text(yaml.safe_dump(data), encoding="utf-8")
     run = cli(capsys, "models", "--config", str(pool))
     assert run.code == 2 and "needs at least one answer" in run.err and "rules" in run.err
+
+
+@pytest.mark.parametrize("after_s", [0.05, 0.15, 0.25])
+def test_an_interrupt_while_the_command_line_loads_is_one_line_not_a_traceback(
+        after_s: float) -> None:
+    """The console script imports for about a third of a second before `main` runs: a
+    Ctrl-C then printed a page of Python traceback."""
+    script = Path(sys.executable).with_name("diffroute")
+    process = subprocess.Popen([str(script), "profile", "--help"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    if process.returncode == 0:  # done before the signal (a fast machine): nothing to see
+        assert "Usage" in out and not err
+    else:
+        assert (process.returncode, err) == (130, "diffroute: error: interrupted\n")
