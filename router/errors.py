@@ -17,6 +17,8 @@
     │   ├── CircuitOpenError(retry_after)      the model's circuit breaker is open          503
     │   └── ModelBusyError(retry_after)        the model's queue is full (load shed)        429
     └── UpstreamError(model, status, body)    a backend call failed                     502
+        ├── UpstreamRequestError(param, code) the upstream refused the request itself
+                                              (400, 413, 422: passed on as it is)   400/413/422
         ├── UpstreamTimeoutError              connect/read/total timeout, or queued     504
                                               past ``timeouts.total``
         ├── UpstreamRateLimitError(retry_after)  429 from upstream                      502
@@ -209,6 +211,27 @@ class UpstreamError(DiffrouteError):
     def transient(self) -> bool:
         """Whether retrying later may succeed."""
         return self.upstream_status is None or self.upstream_status >= 500
+
+
+class UpstreamRequestError(UpstreamError):
+    """The upstream refused the client's request itself (400, 413, 422: an invalid tool
+    schema, a parameter the model does not take): the client's error, with the upstream's
+    status, ``param`` and ``code`` — not a 502 that SDKs retry as a server failure. (401, 403
+    and 404 stay 502: they are about diffroute's configured key or model, not the request.)"""
+
+    error_type = "invalid_request_error"
+    code = "upstream_refused_request"
+
+    def __init__(self, model: str, message: str, status: int, body: str = "",
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(model, message, status, body)
+        self.status = status
+        self.param = param
+        self.code = code or type(self).code
+
+    @property
+    def transient(self) -> bool:
+        return False
 
 
 class UpstreamTimeoutError(UpstreamError):

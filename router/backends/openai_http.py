@@ -63,6 +63,7 @@ from router.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRateLimitError,
+    UpstreamRequestError,
     UpstreamTimeoutError,
 )
 
@@ -171,7 +172,28 @@ def _status_error(model: str, status: int, reason: str, body: str,
     message = upstream_message(body) or f"HTTP {status} {reason}".rstrip()
     if status == 429:
         return UpstreamRateLimitError(model, message, status, body, parse_retry_after(headers))
+    if status in REQUEST_ERRORS:
+        param, code = _envelope_fields(body)
+        return UpstreamRequestError(model, message, status, body, param, code)
     return UpstreamError(model, message, status, body)
+
+
+REQUEST_ERRORS = frozenset({400, 413, 422})
+"""Upstream statuses that refuse the request itself: passed on to the client as they are."""
+
+
+def _envelope_fields(body: str) -> tuple[str | None, str | None]:
+    """``error.param`` and ``error.code`` of an OpenAI error envelope (strings), if any."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    param, code = error.get("param"), error.get("code")
+    return (param if isinstance(param, str) else None,
+            code if isinstance(code, str) else None)
 
 
 @dataclass(frozen=True, slots=True)

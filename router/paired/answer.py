@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from profiles.protocol import Usage
 
 MAX_ANSWER_CHARS = 64_000
@@ -25,6 +27,18 @@ MAX_TOOL_CALLS = 64
 
 MAX_KEPT_CHARS = 16 * MAX_ANSWER_CHARS
 """What an :class:`AnswerBuilder` keeps of a stream (a streamed 100 MB answer took 2 GB)."""
+
+
+def _canonical_json(arguments: str) -> str:
+    """Long arguments that are JSON, written one way (keys sorted, no spaces) before they are
+    cut: two calls with the same value written otherwise must still compare equal once cut."""
+    if len(arguments) <= MAX_ANSWER_CHARS:
+        return arguments
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return arguments
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _cut(text: str) -> str:
@@ -68,7 +82,8 @@ class Answer:
         if len(self.text) <= MAX_ANSWER_CHARS and len(calls) <= MAX_TOOL_CALLS and all(
                 len(c.arguments) <= MAX_ANSWER_CHARS for c in calls):
             return self
-        kept = tuple(ToolCall(c.name, _cut(c.arguments), c.id) for c in calls[:MAX_TOOL_CALLS])
+        kept = tuple(ToolCall(c.name, _cut(_canonical_json(c.arguments)), c.id)
+                     for c in calls[:MAX_TOOL_CALLS])
         more = len(calls) - len(kept)
         text = _cut(self.text) + (f"\n[… {more} tool calls more]" if more else "")
         return Answer(text, kept)
@@ -109,10 +124,19 @@ def _content_text(content: object) -> str:
 
 
 def _tool_call(call: Mapping[str, Any]) -> ToolCall:
+    """A ``function`` call (name, arguments) or a ``custom`` tool's call (name, input)."""
+    custom = call.get("custom")
+    if call.get("type") == "custom" and isinstance(custom, dict):
+        return ToolCall(str(custom.get("name") or ""), str(custom.get("input") or ""),
+                        str(call.get("id") or ""))
     function = call.get("function")
     function = function if isinstance(function, dict) else {}
     return ToolCall(str(function.get("name") or ""), str(function.get("arguments") or ""),
                     str(call.get("id") or ""))
+
+
+_LEGACY = -1
+"""Where :class:`AnswerBuilder` keeps a legacy ``function_call`` (before any tool call)."""
 
 
 @dataclass
@@ -156,6 +180,10 @@ class AnswerBuilder:
         content = delta.get("content")
         if isinstance(content, str):
             self._keep(self._text, content)
+        legacy = delta.get("function_call")  # the deprecated ``functions`` API's one call
+        if isinstance(legacy, dict):
+            self._add_piece(self._calls.setdefault(_LEGACY, _PartialCall()), legacy,
+                            "arguments")
         for piece in delta.get("tool_calls") or ():
             if not isinstance(piece, dict):
                 continue
@@ -163,11 +191,14 @@ class AnswerBuilder:
             partial = self._calls.setdefault(index if isinstance(index, int)
                                              else len(self._calls), _PartialCall())
             partial.id = str(piece.get("id") or partial.id)
-            function = piece.get("function")
-            if isinstance(function, dict):
-                partial.name = str(function.get("name") or partial.name)
-                if isinstance(function.get("arguments"), str):
-                    self._keep(partial.arguments, function["arguments"])
+            for kind, text in (("function", "arguments"), ("custom", "input")):
+                if isinstance(piece.get(kind), dict):
+                    self._add_piece(partial, piece[kind], text)
+
+    def _add_piece(self, partial: _PartialCall, function: Mapping[str, Any], text: str) -> None:
+        partial.name = str(function.get("name") or partial.name)
+        if isinstance(function.get(text), str):
+            self._keep(partial.arguments, function[text])
 
     @property
     def text(self) -> str:

@@ -147,8 +147,14 @@ def answering_ask(call: PairedCall) -> Ask:
 def partner_ask(call: PairedCall) -> Ask:
     """What the partner (or a shadowing primary) is sent: the same, as one unstreamed answer."""
     body = None if call.body is None else {
-        k: v for k, v in call.body.items() if k not in ("stream", "stream_options")}
+        k: v for k, v in call.body.items() if k not in PARTNER_DROPPED}
     return Ask(partner_request(call.request), body)
+
+
+PARTNER_DROPPED = frozenset({"stream", "stream_options", "logprobs", "top_logprobs"})
+"""Fields of the client's body the partner is not sent: its answer is one whole message whose
+logprobs nobody reads (as :func:`partner_request` drops them from a translated request), and a
+model that does not take ``logprobs`` would refuse it and lose the audit."""
 
 
 def review_ask(call: PairedCall, answer: Answer) -> Ask:

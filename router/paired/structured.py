@@ -15,10 +15,13 @@ the service) and decides, in this order:
 
 Within JSON, a string of :data:`FREE_TEXT_WORDS` words or more (a search query, a summary) is
 free text: two different ones count as equal unless the wrapped comparer flags them, so a
-paraphrased query is not flagged as a different argument; shorter strings (names, ids,
-cities) and numbers must be equal. Agreement is the share of calls (or fields) that agree, and
-the live diff starts with one line per difference — ``get_weather: city: "Paris" → "Lyon"``
-(primary → partner) — followed by a unified diff of the two answers.
+paraphrased query is not flagged as a different argument — provided both keep the same
+numbers and *salient* words (names, code words such as ``SELECT``, paths and flags, a
+negation: "weather in Paris today" and "weather in Lyon today" differ whatever an embedder
+makes of them); shorter strings (names, ids, cities) and numbers must be equal. Agreement
+is the share of calls (or fields) that agree, and the live diff starts with one line per
+difference — ``get_weather: city: "Paris" → "Lyon"`` (primary → partner) — followed by a
+unified diff of the two answers.
 """
 
 from __future__ import annotations
@@ -74,10 +77,46 @@ def _same_scalar(a: object, b: object, text_same: TextSame) -> bool:
         if a == b:
             return True
         free = max(len(a.split()), len(b.split())) >= FREE_TEXT_WORDS
-        # by meaning, but the numbers in it (an id, an amount) must be the same ones
+        # by meaning, but what it names or does must be there on both sides: the numbers (an
+        # id, an amount), names, code words, paths and a negation
         return free and sorted(_NUMBER.findall(a)) == sorted(_NUMBER.findall(b)) and \
-            text_same(a, b)
+            _keeps_salient(a, b) and text_same(a, b)
     return a == b
+
+
+_NEGATIONS = frozenset({"not", "no", "never", "none", "nothing", "nobody", "nowhere",
+                        "neither", "nor", "without", "cannot"})
+_PUNCTUATION = ".,;:!?\"'()[]{}«»“”‘’"
+
+
+def _words(text: str) -> list[str]:
+    """The words of a text without the punctuation around them (a negation as ``not``)."""
+    words = []
+    for word in text.split():
+        core = word.strip(_PUNCTUATION)
+        if core:
+            folded = core.casefold()
+            words.append("not" if folded in _NEGATIONS or folded.endswith("n't") else core)
+    return words
+
+
+def _salient(words: list[str]) -> set[str]:
+    """The words a paraphrase keeps: names (capitalised, after the first word), code words
+    (all capitals: SQL, acronyms), paths, flags, addresses (symbols inside a word) and a
+    negation; case-folded."""
+    return {w.casefold() for i, w in enumerate(words)
+            if w == "not" or (len(w) > 1 and w.isupper()) or (i > 0 and w[0].isupper())
+            or not w.replace("'", "").replace("’", "").isalnum()}
+
+
+def _keeps_salient(a: str, b: str) -> bool:
+    """Whether each side's salient words (:func:`_salient`) appear on the other side:
+    "weather in Paris" is not "weather in Lyon", ``SELECT`` is not ``DELETE``, ``rm -rf
+    /tmp/x`` is not ``rm -rf / tmp/x`` and "do not wire" is not "do wire" — whatever an
+    embedder makes of them."""
+    left, right = _words(a), _words(b)
+    return _salient(left) <= {w.casefold() for w in right} and \
+        _salient(right) <= {w.casefold() for w in left}
 
 
 def json_diff(a: object, b: object, text_same: TextSame, path: str = "") -> _Diff:

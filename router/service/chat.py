@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from profiles.protocol import Usage
 from router.backends.base import StreamDelta
 from router.errors import BadRequestError, DiffrouteError
 from router.logging import error_fields, generation_fields, log_generation
@@ -44,6 +45,7 @@ from router.service.wire import (
     completion_json,
     json_response,
     sse_response,
+    usage_json,
 )
 
 _log = structlog.get_logger("diffroute.chat")
@@ -209,14 +211,26 @@ async def relay_chunks(request: web.Request, model: str,
 
     async def write(writer: ChunkWriter) -> None:
         chunk = first
+        held: dict[str, Any] | None = None
         while chunk is not None:
             chunk["model"] = model
             if seen is not None:
                 seen(chunk)
             writer.follow(chunk)  # the finale shares the upstream's id and created
-            await writer.send(chunk)
+            if held is not None:
+                await writer.send(held)
+                held = None
+            if finale is not None and not chunk.get("choices") and chunk.get("usage"):
+                # the usage chunk is held and becomes the finale: readers that keep the last
+                # chunk's usage (the openai SDK's stream helper) would otherwise end with none
+                held = chunk
+            else:
+                await writer.send(chunk)
             chunk = await anext(chunks, None)
-        if finale is not None and (extra := await finale()) is not None:
+        extra = await finale() if finale is not None else None
+        if held is not None:
+            await writer.send(held if extra is None else {**held, "diffroute": extra})
+        elif extra is not None:
             await writer.send(writer.chunk([], diffroute=extra))
 
     try:
@@ -284,9 +298,14 @@ async def relay(request: web.Request, model: str, deltas: AsyncIterator[StreamDe
 
     async def write(writer: ChunkWriter) -> None:
         await writer.delta("", role=True)
-        await _write_deltas(writer, first, deltas, include_usage)
-        if finale is not None and (extra := await finale()) is not None:
-            await writer.send(writer.chunk([], diffroute=extra))
+        usage = await _write_deltas(writer, first, deltas, include_usage and finale is None)
+        extra = await finale() if finale is not None else None
+        # one last chunk with the usage (when asked for) and the audit: see relay_chunks
+        more = {"usage": usage_json(usage)} if include_usage and usage is not None else {}
+        if extra is not None:
+            more["diffroute"] = extra
+        if more and finale is not None:
+            await writer.send(writer.chunk([], **more))
 
     return await _sse(request, model, headers, write)
 
@@ -312,7 +331,7 @@ async def _sse(request: web.Request, model: str, headers: dict[str, str],
 
 
 async def _write_deltas(writer: ChunkWriter, first: StreamDelta | None,
-                        deltas: AsyncIterator[StreamDelta], include_usage: bool) -> None:
+                        deltas: AsyncIterator[StreamDelta], include_usage: bool) -> Usage | None:
     finish, usage = None, None
     delta = first
     while delta is not None:
@@ -324,6 +343,7 @@ async def _write_deltas(writer: ChunkWriter, first: StreamDelta | None,
     await writer.delta(finish_reason=finish or "stop")
     if include_usage and usage is not None:
         await writer.usage(usage)
+    return usage
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -132,6 +133,15 @@ class ChatRequest(BaseModel):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     diffroute: DiffrouteOptions | None = None
     _sent: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("stream", "n", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: object, info: ValidationInfo) -> object:
+        """``null`` is the default, as the OpenAI API reads it ("boolean or null", "integer or
+        null"): clients that write every field send it."""
+        if value is None:
+            return cls.model_fields[str(info.field_name)].default
+        return value
 
     @property
     def sent(self) -> dict[str, Any]:

@@ -157,7 +157,7 @@ async def test_a_bad_request_does_not_fall_back(tmp_path: Path) -> None:
         fake.enqueue(Reply.error(400, "unsupported parameter", error_type="invalid_request"))
         status, answer = await call(running, "POST", "/v1/chat/completions",
                                     {"model": "m", "messages": ASK})
-        assert status == 502 and "unsupported parameter" in answer["error"]["message"]
+        assert status == 400 and "unsupported parameter" in answer["error"]["message"]
         assert fake.count() == 1
 
 
@@ -254,4 +254,4 @@ async def test_a_failing_assistant_leaves_the_answer_to_the_primary(tmp_path: Pa
         # a request the assistant refuses is the client's problem: no fallback
         down.enqueue(Reply.error(400, "unsupported parameter", error_type="invalid_request"))
         status, error = await call(running, "POST", "/v1/chat/completions", body)
-        assert status == 502 and "unsupported parameter" in error["error"]["message"]
+        assert status == 400 and "unsupported parameter" in error["error"]["message"]

@@ -206,7 +206,7 @@ async def test_what_a_streamed_paired_call_does_not_fall_back_from(tmp_path: Pat
         # a request the assistant refuses is the client's problem (as unstreamed)
         a.enqueue(Reply.error(400, "unsupported parameter", error_type="invalid_request"))
         status, text = await post_stream(running, "assist:m")
-        assert status == 502 and "unsupported parameter" in text and m.count() == 0
+        assert status == 400 and "unsupported parameter" in text and m.count() == 0
         # the primary fails too: its failure is the answer's, before any header
         a.enqueue(Reply.error(503, "overloaded"))
         m.enqueue(Reply.error(503, "primary down"))

@@ -166,3 +166,75 @@ def test_a_streamed_answer_keeps_a_bounded_part_of_what_streams() -> None:
     assert len(text) < MAX_KEPT_CHARS + 2 * len(piece)
     assert text.endswith("characters more]")
     assert len(builder.answer().bounded().text) < MAX_ANSWER_CHARS + 100
+
+
+@pytest.mark.parametrize(("left", "right"), [
+    ("weather in Paris today", "weather in Lyon today"),  # a name
+    ("SELECT * FROM users WHERE id = 5", "DELETE FROM users WHERE id = 5"),  # a code word
+    ("rm -rf /tmp/build/cache", "rm -rf / tmp/build/cache"),  # a path
+    ("Please do not wire the money", "Please do wire the money"),  # a negation
+    ("Please don't wire the money", "Please do wire the money"),
+])
+def test_free_text_arguments_must_keep_names_code_words_paths_and_negations(
+        left: str, right: str) -> None:
+    """An embedder scores a one-word change of a four-word string as the same meaning: an
+    auditor deleting where the primary selects was full agreement."""
+    c = compare_answers(calls(("run", json.dumps({"q": left}))),
+                        calls(("run", json.dumps({"q": right}))), ())
+    assert c.flagged and c.agreement == 0.0, (left, right)
+
+
+def test_salient_words_may_move_and_change_case() -> None:
+    same = compare_answers(calls(("s", '{"q": "Paris weather for tomorrow morning"}')),
+                           calls(("s", '{"q": "tomorrow morning weather for paris"}')), ())
+    assert not same.flagged
+    negated = compare_answers(calls(("s", '{"q": "do not wire the money today"}')),
+                              calls(("s", '{"q": "today do not wire the money"}')), ())
+    assert not negated.flagged
+
+
+def test_custom_tool_calls_are_read_and_compared_by_name_and_input() -> None:
+    def custom(name: str, given: str) -> dict[str, object]:
+        return {"id": "c", "type": "custom", "custom": {"name": name, "input": given}}
+
+    python = Answer.of_message({"tool_calls": [custom("python", "print(1)")]})
+    shell = Answer.of_message({"tool_calls": [custom("shell", "rm -rf /")]})
+    assert python.tool_calls == (ToolCall("python", "print(1)", "c"),)
+    c = compare_answers(python, shell, ())
+    assert c.flagged and c.agreement == 0.0
+    builder = AnswerBuilder()
+    for piece in ({"index": 0, "id": "c", "type": "custom", "custom": {"name": "python"}},
+                  {"index": 0, "custom": {"input": "print("}},
+                  {"index": 0, "custom": {"input": "1)"}}):
+        builder.add_chunk({"choices": [{"index": 0, "delta": {"tool_calls": [piece]}}]})
+    assert builder.answer() == python
+
+
+def test_a_streamed_legacy_function_call_is_put_back_together() -> None:
+    """The deprecated `functions` API streams one `function_call`: ignored, two equal calls
+    were a disagreement ("the partner calls get_weather; the primary answers in text")."""
+    builder = AnswerBuilder()
+    for delta in ({"role": "assistant", "function_call": {"name": "get_weather",
+                                                          "arguments": ""}},
+                  {"function_call": {"arguments": '{"city": '}},
+                  {"function_call": {"arguments": '"Paris"}'}}):
+        builder.add_chunk({"choices": [{"index": 0, "delta": delta}]})
+    streamed = builder.answer()
+    assert streamed.tool_calls[0].name == "get_weather"
+    whole = Answer.of_message({"function_call": {"name": "get_weather",
+                                                 "arguments": '{"city":"Paris"}'}})
+    assert not compare_answers(whole, streamed, ()).flagged
+
+
+def test_long_arguments_equal_as_json_agree_once_cut() -> None:
+    """Cut as written, 115 KB of arguments in another key order were invalid JSON compared as
+    text: a disagreement."""
+    items = {f"k{i}": "v" * 20 for i in range(5000)}
+    a = json.dumps(items)
+    b = json.dumps(dict(reversed(items.items())), indent=1)
+    assert len(a) > MAX_ANSWER_CHARS
+    c = compare_answers(calls(("f", a)).bounded(), calls(("f", b)).bounded(), ())
+    assert not c.flagged
+    other = json.dumps({**items, "k7": "w"})
+    assert compare_answers(calls(("f", a)).bounded(), calls(("f", other)).bounded(),
+                           ()).flagged
