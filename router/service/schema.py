@@ -18,8 +18,10 @@ from aiohttp.web_protocol import RequestPayloadError
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -98,7 +100,8 @@ ContentPart = Annotated[TextPart | OtherPart, Field(union_mode="left_to_right")]
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    """(``function``: the deprecated ``functions`` API's result message, still accepted.)"""
     content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
@@ -187,7 +190,7 @@ class ChatRequest(BaseModel):
             if name not in TRANSLATED_FIELDS and name not in BOOKKEEPING_FIELDS:
                 return name
         for i, message in enumerate(self.messages):
-            if message.role == "tool":
+            if message.role in ("tool", "function"):
                 return f"messages[{i}].role"
             for name in message.model_extra or {}:
                 if name not in TRANSLATED_MESSAGE_FIELDS:
@@ -249,6 +252,37 @@ class ToolCallItem(BaseModel):
     function: FunctionCall
 
 
+class CustomCall(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    name: str
+    input: str
+
+
+class CustomToolCallItem(BaseModel):
+    """A call of a ``custom`` tool (free-form input instead of JSON arguments)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: str | None = None
+    type: Literal["custom"]
+    custom: CustomCall
+
+
+def _tool_call_kind(value: object) -> str:
+    kind = value.get("type", "function") if isinstance(value, dict) \
+        else getattr(value, "type", "function")  # (a model, when it is dumped)
+    # tags with "[" in them, which bad_request leaves out of the field it names
+    return f"type[{kind}]" if kind in ("function", "custom") else "type[?]"
+
+
+AnyToolCall = Annotated[
+    Annotated[ToolCallItem, Tag("type[function]")]
+    | Annotated[CustomToolCallItem, Tag("type[custom]")],
+    Discriminator(_tool_call_kind, custom_error_type="invalid_tool_call_type",
+                  custom_error_message="a tool call's type is 'function' or 'custom'")]
+
+
 class AssistantMessage(BaseModel):
     """An OpenAI assistant message as a framework got it (``message.model_dump()``)."""
 
@@ -256,7 +290,7 @@ class AssistantMessage(BaseModel):
 
     role: Literal["assistant"] = "assistant"
     content: str | list[TextPart] | None = None
-    tool_calls: list[ToolCallItem] | None = None
+    tool_calls: list[AnyToolCall] | None = None
 
 
 class ReportedAnswer(BaseModel):

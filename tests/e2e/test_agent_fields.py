@@ -97,3 +97,17 @@ async def test_an_upstream_refusing_the_request_is_the_clients_error(
         assert error.param == "tools[0]" and error.code == "invalid_function_parameters"
         assert len(sent_to(fake, answering)) == 1  # not retried by the SDK (a 502 was)
         assert fake.count() <= 2
+
+
+async def test_a_deprecated_function_message_is_accepted_where_it_can_be_sent(
+        tmp_path: object) -> None:
+    """`role: "function"` (the `functions` API's result) is still accepted by OpenAI."""
+    conversation = [*ASK, {"role": "assistant", "content": None,
+                           "function_call": {"name": "get_weather", "arguments": "{}"}},
+                    {"role": "function", "name": "get_weather", "content": "sunny"}]
+    async with agents_service(tmp_path, InMemoryLiveDiffSink()) as (running, fake):  # type: ignore[arg-type]
+        status, answer = await post(running, {"model": "remote-a", "messages": conversation})
+        assert status == 200, answer
+        assert sent_to(fake, "up-a")[0]["messages"][2]["role"] == "function"
+        status, answer = await post(running, {"model": "local", "messages": conversation})
+        assert status == 400 and answer["error"]["param"] == "messages[1].function_call"  # type: ignore[index]

@@ -151,6 +151,11 @@ async def test_report_errors_are_4xx_envelopes(service: Running) -> None:
             {"function": {"name": "f", "arguments": {"not": "a string"}}}]}}}, 400, None,
          "primary.message.tool_calls[0].function.arguments"),
         ({**good, "verdict": "mine"}, 400, None, "verdict"),
+        ({**good, "primary": {"message": {"role": "assistant", "tool_calls": [
+            {"type": "custom", "custom": {"name": "python"}}]}}}, 400, None,
+         "primary.message.tool_calls[0].custom.input"),
+        ({**good, "primary": {"message": {"role": "assistant", "tool_calls": [
+            {"type": "web_search"}]}}}, 400, None, "primary.message.tool_calls[0]"),
         ({**good, "messages": [{"role": "user", "content": "x" * 5000}]}, 413,
          "body_too_large", None),
     ]
@@ -170,3 +175,17 @@ async def test_openapi_describes_the_report(service: Running) -> None:
     schemas = doc["components"]["schemas"]
     assert set(schemas["Report"]["required"]) == {"decision_id", "primary", "partner"}
     assert "decision_id" in str(schemas["RoutedDecision"])
+
+
+async def test_custom_tool_calls_are_reported_and_compared(service: Running) -> None:
+    """A `custom` tool's call (free-form input) was refused as a report."""
+    def custom(given: str) -> dict[str, Any]:
+        return {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_0", "type": "custom", "custom": {"name": "shell", "input": given}}]}
+
+    decision = await route(service)
+    status, result = await call(service, "POST", "/v1/diffs", report_body(
+        decision, custom("ls /tmp"), custom("rm -rf /tmp")))
+    assert status == 200, result
+    assert result["flagged"] is True and result["method"] == "tool_calls"
+    assert result["diff"].startswith('# shell: (value): "ls /tmp" → "rm -rf /tmp"')
