@@ -117,6 +117,9 @@ class PairingsStorage(Protocol):
     def describe(self) -> str:
         """Where, for errors."""
 
+    def pairings_source(self) -> str:
+        """Where the pairings document itself is (its file, or table), for errors."""
+
     async def load_pairings(self) -> str | None:
         """The saved document, ``None`` when never saved."""
 

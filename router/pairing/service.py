@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import structlog
 
-from router.errors import ConfigError, DiffrouteError, StorageError
+from router.errors import ConfigError, DiffrouteError, StartupError, StorageError
 from router.logging import FailureRun
 from router.pairing.decision import Decider, Decision, RouteRequest
 from router.pairing.pinned import Pairings, PairingsStorage, pairings_document, read_pairings
@@ -49,8 +49,11 @@ class PairingService:
         """Load the persisted pairings and build the first decider in a worker thread."""
         try:
             pairings = read_pairings(await store.load_pairings())
-        except ValueError as exc:  # pydantic's ValidationError and JSON errors
-            raise ConfigError([f"invalid pairings file: {exc}"], store.describe()) from None
+        except StorageError as exc:  # a directory, unreadable, not UTF-8
+            raise StartupError(str(exc)) from None
+        except ValueError as exc:  # pydantic's ValidationError and JSON errors: one line
+            raise ConfigError([f"invalid pairings document: {' '.join(str(exc).split())}"],
+                              store.pairings_source()) from None
         decider = await asyncio.to_thread(build, pairings)
         return cls(build, pairings, decider, store)
 
@@ -94,8 +97,8 @@ class PairingService:
         if self._store is None:
             return False
         async with self._lock:
+            document = await self._store.load_pairings()  # (a failure keeps the flag)
             profiles, self._profiles_changed = self._profiles_changed, False
-            document = await self._store.load_pairings()
             if (document is None or document == self._document) and not profiles:
                 return False
             try:

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from router.config import Settings
-from router.errors import StartupError
+from router.errors import StartupError, StorageError
 from router.store import files
 from router.store.base import Store
 from router.store.migrations import SchemaState
@@ -122,10 +122,8 @@ async def read_pairings_document(settings: Settings) -> str | None:
 
         try:
             return await SqliteStore(settings.data_dir).load_pairings()
-        except OSError as exc:  # the data dir is a file, or unreadable
-            raise StartupError(f"cannot read the pairings in {settings.data_dir}: "
-                               f"{exc.strerror or exc} (the data dir must be a directory this "
-                               "process can read)") from None
+        except StorageError as exc:  # the data dir is a file, unreadable, or not UTF-8
+            raise StartupError(str(exc)) from None  # names the file and why
     async with open_store(settings, write=False) as store:
         return await store.load_pairings()
 

@@ -107,6 +107,9 @@ class Store(Protocol):
     async def load_pairings(self) -> str | None:
         """The pinned pairings' JSON document, ``None`` when never saved."""
 
+    def pairings_source(self) -> str:
+        """Where that document is (its file, or table), for errors."""
+
     def watch(self, callback: Watcher) -> None:
         """Call ``callback(channel)`` on the event loop after each change (see above)."""
 

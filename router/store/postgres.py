@@ -533,6 +533,9 @@ class PostgresStore:
         rows = await self._fetch("SELECT COUNT(*) FROM live_diffs")
         return int(rows[0][0])
 
+    def pairings_source(self) -> str:
+        return f"{self._where} (table pairings)"
+
     async def load_pairings(self) -> str | None:
         rows = await self._fetch("SELECT document FROM pairings WHERE id = 1")
         return str(rows[0][0]) if rows else None

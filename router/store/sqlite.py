@@ -337,7 +337,15 @@ class SqliteStore:
         self._changed("pairings")
 
     async def load_pairings(self) -> str | None:
-        return await asyncio.to_thread(files.read_text, self.pairings_path)
+        # a pairings.json that is a directory, unreadable or not UTF-8 is a storage failure
+        # naming the file — not an exception the pairing follower does not expect (it died)
+        try:
+            return await asyncio.to_thread(files.read_text, self.pairings_path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StorageError(f"reading the pairings {self.pairings_path}", exc) from None
+
+    def pairings_source(self) -> str:
+        return str(self.pairings_path)
 
     async def enforce(self, retention: Retention, now: Clock = time.time) -> int:
         before = await self.count_diffs()

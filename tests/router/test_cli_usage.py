@@ -143,3 +143,18 @@ def test_an_interrupt_while_the_command_line_loads_is_one_line_not_a_traceback(
         assert "Usage" in out and not err
     else:
         assert (process.returncode, err) == (130, "diffroute: error: interrupted\n")
+
+
+@pytest.mark.parametrize("damage", ["not utf-8", "a directory"])
+def test_a_pairings_file_that_cannot_be_read_is_one_line_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str) -> None:
+    pairings = tmp_path / "data" / "pairings.json"
+    pairings.parent.mkdir()
+    if damage == "a directory":
+        pairings.mkdir()
+    else:
+        pairings.write_bytes(b"\xff\xfe{")
+    run = cli(capsys, "pairs", "--data-dir", str(tmp_path / "data"), "--role", "audit",
+              "--primary", "smollm2")
+    assert run.code == 2 and len(run.err.splitlines()) == 1, run.err
+    assert run.err.startswith(f"diffroute: error: reading the pairings {pairings} failed: ")

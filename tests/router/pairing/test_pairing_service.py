@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from pathlib import Path
 
 import pytest
 
 from router.config import Settings
-from router.errors import ConfigError, NoPairError
+from router.errors import ConfigError, NoPairError, StartupError
 from router.pairing.decision import Decision, LiveSource, RouteRequest
 from router.pairing.pinned import Pairings, pairings_document, read_pairings
 from router.pairing.service import PairingService
@@ -83,10 +84,42 @@ async def test_replacing_pairings_re_pins_the_policy_without_a_rebuild_and_persi
     assert service.pairings == pinned and len(builds) == 2
 
 
-async def test_a_broken_pairings_file_is_a_config_error(tmp_path: Path) -> None:
+async def test_a_broken_pairings_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "pairings.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(ConfigError, match="invalid pairings file"):
+    with pytest.raises(ConfigError, match="invalid pairings document") as caught:
         await PairingService.open(lambda p: RecordingDecider(), SqliteStore(tmp_path))
+    assert caught.value.source == str(tmp_path / "pairings.json")  # not live.sqlite3
+    assert "\n" not in str(caught.value)  # one line, not pydantic's three
+
+
+async def test_a_pairings_file_that_cannot_be_read_is_a_startup_error(tmp_path: Path) -> None:
+    (tmp_path / "pairings.json").mkdir()
+    with pytest.raises(StartupError, match=r"pairings\.json"):
+        await PairingService.open(lambda p: RecordingDecider(), SqliteStore(tmp_path))
+
+
+async def test_a_pairings_file_damaged_while_serving_does_not_stop_the_follower(
+        tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 raised an exception the follower did not expect: it died
+    without a word, and no pin was read again until a restart."""
+    store = SqliteStore(tmp_path)
+    service = await PairingService.open(lambda p: RecordingDecider(pairings=p), store)
+    follower = asyncio.create_task(service.follow(poll_s=0.02))
+    try:
+        (tmp_path / "pairings.json").write_bytes(b"\xff\xfe{")
+        service.changed("pairings")
+        await asyncio.sleep(0.1)
+        assert not follower.done()
+        pinned = Pairings(pinned={"alpha": {"audit": "gamma"}})
+        await store.save_pairings(pairings_document(pinned))
+        service.changed("pairings")
+        async with asyncio.timeout(5):
+            while service.pairings != pinned:  # noqa: ASYNC110  # the follower's effect
+                await asyncio.sleep(0.01)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
 
 
 async def test_chat_and_route_ask_the_decider_off_the_event_loop(tmp_path: Path) -> None:
