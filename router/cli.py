@@ -13,7 +13,7 @@ import sys
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
@@ -53,8 +53,30 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+_errors: TextIO | None = None
+"""Where errors are written: a duplicate of descriptor 2 taken when the command starts.
+llama-cpp-python silences a model load by pointing descriptors 1 and 2 *and* ``sys.stderr``
+at /dev/null, from whichever thread loads; a start-up failure of ``serve`` while the weights
+load in the background would otherwise exit without its one line."""
+
+
+def _error_stream() -> TextIO:
+    global _errors
+    if _errors is None:
+        try:
+            _errors = os.fdopen(os.dup(sys.stderr.fileno()), "w", encoding="utf-8",
+                                errors="replace")
+        except (AttributeError, OSError, ValueError):  # no descriptor (a test's stream)
+            return sys.stderr
+    return _errors
+
+
+def _say(line: str) -> None:
+    click.echo(line, file=_error_stream())
+
+
 def fail(message: str, code: int = 1) -> None:
-    click.echo(f"diffroute: error: {message}", err=True)
+    _say(f"diffroute: error: {message}")
     sys.exit(code)
 
 
@@ -135,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     if not structlog.is_configured():
         configure_logging("console", "WARNING", stream=sys.stderr.buffer)
     warnings.showwarning = _warn_in_one_line
+    _error_stream()  # taken now, before any library can redirect descriptor 2
     if not (sys.argv[1:] if argv is None else argv):  # bare `diffroute`: the help, not an error
         click.echo(cli.get_help(click.Context(cli, info_name="diffroute")))
         return
@@ -143,12 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         fail("aborted", 130)
     except click.ClickException as exc:
-        click.echo(f"diffroute: error: {exc.format_message()}", err=True)
+        _say(f"diffroute: error: {exc.format_message()}")
         sys.exit(exc.exit_code)
     except ConfigError as exc:
         where = f"{exc.source}: " if exc.source else ""
         for problem in exc.problems:
-            click.echo(f"diffroute: error: {where}{problem}", err=True)
+            _say(f"diffroute: error: {where}{problem}")
         sys.exit(2)
     except (StartupError, UnknownModelError, UnknownDomainError) as exc:
         fail(str(exc), 2)  # cannot start, or a name that is not there: a usage error
@@ -169,7 +192,7 @@ def _warn_in_one_line(message: Warning | str, category: type[Warning], filename:
                       lineno: int, file: Any = None, line: str | None = None) -> None:
     """A warning (e.g. a deprecated pool-file key) as one line, not Python's two with the
     source line."""
-    click.echo(f"diffroute: warning: {message}", err=True)
+    _say(f"diffroute: warning: {message}")
 
 
 @cli.group()
@@ -253,7 +276,7 @@ def _print_summaries(summaries: list[dict[str, Any]]) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     for s in summaries:
         for model, probe, error in s.get("failures", [])[:5]:
-            click.echo(f"diffroute: warning: {model} {probe}: {error}", err=True)
+            _say(f"diffroute: warning: {model} {probe}: {error}")
 
 
 def _cell(value: object) -> str:
@@ -317,7 +340,7 @@ def diff(config: str | None, data_dir: str | None, model_names: tuple[str, ...],
         click.echo(report, nl=False)
     else:
         Path(out).write_text(report, encoding="utf-8")
-        click.echo(f"diffroute: wrote {out}", err=True)
+        _say(f"diffroute: wrote {out}")
 
 
 def _diff_report(settings: Settings, query: ProfileQuery, names: tuple[str, ...],
@@ -346,7 +369,7 @@ def _matrix_report(settings: Settings, query: ProfileQuery, names: tuple[str, ..
         raise click.UsageError("--all supports --format text or json")
     matrix, missing = pool_similarity(settings, query, domain)
     for name in missing:
-        click.echo(f"diffroute: warning: no profile for model {name}, left out", err=True)
+        _say(f"diffroute: warning: no profile for model {name}, left out")
     if fmt == "json":
         return render_matrix_json(matrix, domain)
     return render_matrix_text(matrix, domain or "all")

@@ -12,6 +12,7 @@ knows which engine runs.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sqlite3
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from router.config import Settings
-from router.errors import StartupError, StorageError
+from router.errors import StartupError
 from router.store import files
 from router.store.base import Store
 from router.store.migrations import SchemaState
@@ -118,12 +119,14 @@ async def read_pairings_document(settings: Settings) -> str | None:
     """The pinned pairings' document of the configured store, read without opening it for
     writing (``diffroute pairs``); ``None`` when none was saved."""
     if settings.store.kind == "sqlite":
-        from router.store.sqlite import SqliteStore
+        from router.store.sqlite import PAIRINGS_NAME
 
-        try:
-            return await SqliteStore(settings.data_dir).load_pairings()
-        except StorageError as exc:  # the data dir is a file, unreadable, or not UTF-8
-            raise StartupError(str(exc)) from None  # names the file and why
+        path = settings.data_dir / PAIRINGS_NAME
+        try:  # (bytes that are not UTF-8: a ValueError, the caller's to say)
+            return await asyncio.to_thread(files.read_text, path)
+        except OSError as exc:  # the data dir is a file, or unreadable
+            raise StartupError(f"cannot read the pairings {path}: {exc.strerror or exc} (the "
+                               "data dir must be a directory this process can read)") from None
     async with open_store(settings, write=False) as store:
         return await store.load_pairings()
 
