@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -121,13 +123,31 @@ class Profile:
         """Write compact gzipped JSON (deterministic bytes for the same profile)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         blob = json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
-        with gzip.GzipFile(path, "wb", mtime=0) as fh:
-            fh.write(blob.encode())
+        # temp file, fsync, rename: an interrupted export never leaves half a profile in place
+        # of the previous one
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as raw:
+                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename=str(path)) as fh:
+                    fh.write(blob.encode())
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path) -> Profile:
-        with gzip.open(path, "rb") as fh:
-            return cls.from_json(json.loads(fh.read()))
+        """A saved profile; a damaged file (truncated, not gzip, not a profile) is a
+        ``ValueError`` naming it — never an ``EOFError``, which CLIs read as end of input."""
+        try:
+            with gzip.open(path, "rb") as fh:
+                return cls.from_json(json.loads(fh.read()))
+        except (EOFError, gzip.BadGzipFile, UnicodeDecodeError, json.JSONDecodeError,
+                KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the profile {path} is damaged ({type(exc).__name__}: {exc}); "
+                             "rebuild or re-export it") from None
 
 
 def _records_json(records: Mapping[str, ProbeRecord]) -> list[list[Any]]:
