@@ -44,6 +44,6 @@ def test_a_damaged_profile_is_an_error_naming_the_file(tmp_path: Path, damage: s
     whole = shipped("gemma3").read_bytes()
     path.write_bytes({"truncated": whole[:5000], "not gzip": b"{}",
                       "not a profile": gzip.compress(b'{"model": 1}')}[damage])
-    with pytest.raises(ValueError, match="gemma3.json.gz is damaged") as caught:
+    with pytest.raises(ValueError, match=r"gemma3\.json\.gz is damaged") as caught:
         Profile.load(path)
     assert not isinstance(caught.value, EOFError)
