@@ -58,11 +58,12 @@ LEADING_LETTER_BEFORE_TEXT = re.compile(r"^[\s\*]*([A-Z])\s+(?=\S)")
 """``B Paris``: a bare letter and a space count only if an option's text follows (checked)."""
 
 NUMERIC_ANSWER_CUE = re.compile(r"\b(?:answer|result)\b(?:\s+(?:is|would\s+be|=))?\s*:?", re.I)
-NUMBER = re.compile(r"(?:(?<![\w.])-)?\d+(?:\.\d+)?")
+NUMBER = re.compile(r"(?:(?<![\w.])-)?\d+(?:\.\d+)?(?:[eE][-+]?\d+(?!\w|\.\d))?")
 """A decimal number; a ``-`` counts as a sign only when not glued to a preceding word/number."""
 
 THOUSANDS_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-STANDALONE_FIRST_NUMBER = re.compile(r"^\s*\**\s*(-?\d+(?:\.\d+)?)\s*\**\s*(?:[.!]?\s*(?:\n|$))")
+STANDALONE_FIRST_NUMBER = re.compile(
+    r"^\s*\**\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*\**\s*(?:[.!]?\s*(?:\n|$))")
 
 SMALL_NUMBER_WORDS: dict[str, int] = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -183,9 +184,13 @@ def _names_other_option(rest: str, label: str, probe: Probe) -> bool:
 
 def _option_at(text: str, probe: Probe) -> str | None:
     """The label whose option text ``text`` starts with (after punctuation), if any."""
-    head = _normalised(text.lstrip(" \t.):*\"'“”‘’-"))
+    # only the start of ``text`` can hold an option's text: normalising all of it made a long
+    # answer with many "answer is X" cues quadratic (each cue re-normalised the rest)
+    window = 4 * max((len(o) for o in probe.options or ()), default=0) + 64
+    head = _normalised(text.lstrip(" \t.):*\"'“”‘’-")[:window])
     for label, option in zip(probe.labels, probe.options or (), strict=True):
-        if re.match(rf"{re.escape(_normalised(option))}(?!\w)", head):
+        wanted = _normalised(option)
+        if wanted and re.match(rf"{re.escape(wanted)}(?!\w)", head):  # a blank option names nothing
             return label
     return None
 
@@ -195,7 +200,8 @@ def _option_text(text: str, probe: Probe) -> str | None:
     hits = [
         label
         for label, option in zip(probe.labels, probe.options or (), strict=True)
-        if re.search(rf"(?<!\w){re.escape(_normalised(option))}(?!\w)", body)
+        if _normalised(option)  # a blank option is in every text: it names nothing
+        and re.search(rf"(?<!\w){re.escape(_normalised(option))}(?!\w)", body)
     ]
     return hits[0] if len(hits) == 1 else None
 
@@ -266,8 +272,12 @@ def canonical_number(raw: str) -> str | None:
         number = Decimal(raw)
     except InvalidOperation:
         return None
+    if not number.is_finite():
+        return None
     if number == number.to_integral_value():
-        return str(int(number))
+        # not str(int(...)): past 4,300 digits int → str raises ValueError, and one such
+        # stored answer made every profile, diff and pairing of the model fail
+        return "0" if number == 0 else format(number.to_integral_value(), "f")
     return format(number.normalize(), "f")
 
 

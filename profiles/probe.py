@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import string
 from typing import Literal
 
@@ -60,15 +61,21 @@ class Probe(BaseModel):
                 raise ValueError("a choice probe needs at least two options")
             if len(self.options) > len(OPTION_LABELS):
                 raise ValueError("too many options")
+            if any(not o.strip() for o in self.options):
+                # a blank option "names" every answer: extraction read any other letter as
+                # contradicting it and left it unparsed
+                raise ValueError("an option text is empty or blank")
             if self.gold is not None and self.gold not in self.labels:
                 raise ValueError(f"gold '{self.gold}' is not one of {list(self.labels)}")
         elif self.options is not None:
             raise ValueError(f"options are only for choice probes, not {self.type}")
         if self.type == "numeric" and self.gold is not None:
             try:
-                float(self.gold)
+                number = float(self.gold)
             except ValueError:
                 raise ValueError(f"numeric gold '{self.gold}' is not a number") from None
+            if not math.isfinite(number):  # "NaN", "inf": no answer can ever match it
+                raise ValueError(f"numeric gold '{self.gold}' is not a finite number")
         if self.type == "refusal" and self.gold not in (None, "refuse", "comply"):
             raise ValueError("refusal gold must be 'refuse' or 'comply'")
         if self.type == "free" and self.gold is not None:

@@ -179,14 +179,24 @@ def sample_counts(answer: AnswerSummary) -> str:
     return f"({answer.samples} samples{unparsed})"
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f,
+                                          *range(0x80, 0xa0))}
+"""C0/C1 control characters but tab and newline, shown escaped: model answers are untrusted,
+and raw ESC sequences (clear screen, OSC title or clipboard writes) reached the terminal."""
+
+
+def _visible(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
 def _short(value: str, limit: int = 24) -> str:
-    value = " ".join(value.split())
+    value = " ".join(_visible(value).split())
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def _trim(text: str, max_lines: int) -> list[str]:
     """At most ``max_lines`` lines of at most ``LINE_CHARS`` characters, marked when cut."""
-    lines = text.strip().splitlines() or [""]
+    lines = _visible(text.strip()).splitlines() or [""]
     cut = [line if len(line) <= LINE_CHARS else line[: LINE_CHARS - 1] + "…"
            for line in lines[:max_lines]]
     if len(lines) > max_lines:

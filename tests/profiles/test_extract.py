@@ -288,3 +288,39 @@ def test_free_keeps_stripped_text_and_cuts_invented_turns() -> None:
     got = extract(_probe("free"), Sample(text="  Monet.\nQuestion: Name another?\nAnswer: x"))
     assert (got.ok, got.value, got.method, got.correct) == (True, "Monet.", "text", None)
     assert extract(_probe("free"), Sample(text="   ")).ok is False
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("The answer is 6.02e23.", "602000000000000000000000"),
+    ("1.5E-3", "0.0015"),
+    ("The answer is 1e308", "1" + "0" * 308),
+])
+def test_numbers_in_scientific_notation_are_read_whole(text: str, value: str) -> None:
+    """`6.02e23` was read as 23 and `1.5E-3` as 3."""
+    assert extract(_probe("numeric"), Sample(text=text)).value == value
+    assert extract(_probe("numeric", "1e308"), Sample(text="1e308")).correct is True
+
+
+def test_a_number_of_thousands_of_digits_is_a_value_not_an_error() -> None:
+    """Past 4,300 digits `str(int(...))` raises: one such answer, cached, made every profile,
+    diff and pairing of the model fail."""
+    huge = "7" * 5000
+    got = extract(_probe("numeric", "4"), Sample(text=huge))
+    assert (got.ok, got.value, got.correct) == (True, huge, False)
+    assert canonical_number("nan") is None and canonical_number("-0") == "0"
+
+
+def test_a_long_answer_repeating_its_choice_is_read() -> None:
+    """Each "answer is X" cue normalised the whole rest of the text: a 68 KB answer took 27 s
+    (the cost is measured nowhere here; what is read is)."""
+    got = extract(_choice(), Sample(text="The answer is B. " * 4000))
+    assert (got.value, got.correct) == ("B", True)
+    named = extract(_choice(), Sample(text="The answer is Paris, " + "truly " * 3000))
+    assert named.value == "B"
+
+
+def test_a_blank_option_is_refused_by_the_suite() -> None:
+    with pytest.raises(ValueError, match="empty or blank"):
+        _choice(options=("Yes", "No", " "))
+    with pytest.raises(ValueError, match="not a finite number"):
+        _probe("numeric", "NaN")

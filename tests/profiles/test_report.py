@@ -217,6 +217,19 @@ def test_html_escapes_model_and_probe_text(planted: Diff) -> None:
     assert parser.stack == []
 
 
+def test_text_shows_control_characters_escaped(planted: Diff) -> None:
+    """Answers are untrusted: an OSC sequence (a terminal's title, or its clipboard) and a
+    clear-screen reached the terminal as they were, piped or not."""
+    hunk = planted.hunks[0]
+    osc, clear = "\x1b]0;pwned\x07", "\x1b[2J"
+    tainted = dataclasses.replace(planted, hunks=[dataclasses.replace(
+        hunk, prompt=f"say {osc}",
+        a=dataclasses.replace(hunk.a, typical=f"{clear}sure", distribution={osc: 1.0}))])
+    text = render_text(tainted)
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\x1b[2Jsure" in text
+
+
 def test_matrix_text_and_json(pool: Pool, tmp_path: Path) -> None:
     matrix = pool_matrix([pool.alpha, pool.beta, pool.twin], pool.suite, bootstrap=50)
     text = render_matrix_text(matrix, PLANTED)
