@@ -5,10 +5,10 @@ whose docstring says what each test assumes):
 
 1. **Testable probes.** A probe is tested only if both models have ≥ 2 independent samples of
    it. Probes whose samples are degenerate are left out with a note, never tested: samples drawn
-   at temperature 0 (one answer repeated, no noise floor), and samples identical, in order,
-   between the two models with at least two off the modal answer (a shared cache or coupled
-   seeds; independent draws do not match each other's deviations). Probes with fewer than k
-   samples are left out (see below).
+   at temperature 0 (greedy decoding: no sampling noise to test against), and samples
+   identical, in order, between the two models with at least two off the modal answer (a
+   shared cache or coupled seeds; independent draws do not match each other's deviations).
+   Probes with fewer than k samples are left out (see below).
 2. **Noise floor first.** Per probe, the samples of A and B are pooled and re-split B times
    (labels shuffled within the probe): answer codes (``choice``, ``numeric``, ``refusal``;
    "unparsed" is a code of its own) by the excess of cross- over within-model disagreement,
@@ -252,7 +252,8 @@ def _select(probes: Sequence[Probe], a: Mapping[str, ProbeRecord],
     for p in probes:
         ra, rb = a[p.id], b[p.id]
         if greedy:
-            reason = "sampled at temperature 0 (one answer repeated, no noise floor)"
+            reason = ("sampled at temperature 0 (greedy decoding: no sampling noise to test "
+                      "against)")
         elif coupled(ra, rb):
             reason = ("identical samples from both models (a shared cache or seed: "
                       "not independent draws)")

@@ -58,6 +58,9 @@ def render_text(diff: Diff, color: bool = False) -> str:
     if diff.hunks:
         for hunk in diff.hunks:
             parts += ["", *_hunk(hunk, paint)]
+    elif not diff.n_probes_tested:  # not "no difference": nothing could be tested
+        parts += ["", f"nothing tested: all {len(diff.left_out)} shared probes were left out "
+                      "(the notes say why), so this diff says nothing about these models"]
     else:
         parts += ["", f"no probe differs beyond noise (q={_num(diff.settings.get('q'))})"]
     return "\n".join(parts) + "\n"
@@ -70,6 +73,8 @@ def _header(diff: Diff, paint: _Paint) -> list[str]:
     s = diff.settings
     confirm = s.get("confirm_samples") or 0
     confirm_text = f"confirm collection {confirm}" if confirm else "no confirm collection"
+    if not diff.n_probes_tested:
+        confirm_text = "nothing tested"  # (a confirm collection may exist: it was not read)
     scope = f" · domain {s['domain']}" if s.get("domain") else ""
     return [
         paint(f"diff --behavior a/{diff.a} b/{diff.b}", _BOLD),
@@ -95,7 +100,11 @@ def _stat(diff: Diff, paint: _Paint) -> list[str]:
     lines.append(_stat_line(diff.overall, width, n_width, paint, marker=False))
     flagged = diff.flagged_domains
     summary = f" {len(flagged)} of {len(rows)} domains flagged"
-    lines.append(summary + (": " + ", ".join(flagged) if flagged else ""))
+    summary += (": " + ", ".join(flagged) if flagged else "")
+    if diff.overall.flagged:  # its own test (as in the JSON's overall.status), never replicated
+        summary += (f"; over all probes together the models differ beyond noise "
+                    f"(p={_pvalue(diff.overall.pvalue or 0.0)}; replication not tested)")
+    lines.append(summary)
     if flagged:
         lines.append(" ! flagged · ✓ replicated · ✗ not replicated · ? replication not tested")
     return lines

@@ -316,6 +316,10 @@ def test_greedy_profiles_are_not_tested() -> None:
     assert diff.n_probes_tested == 0 and not diff.flagged_domains
     assert any("temperature 0" in n for n in diff.notes)
     assert all(d.status == "too small" for d in diff.domains)
+    # said as nothing tested, not as "no difference" (nor as a missing confirm collection)
+    text = render_text(diff)
+    assert "no probe differs beyond noise" not in text and "no confirm collection" not in text
+    assert f"nothing tested: all {len(pair.suite.probes)} shared probes were left out" in text
 
 
 def test_small_domains_are_reported_too_small_and_never_flagged() -> None:

@@ -230,6 +230,21 @@ def test_text_shows_control_characters_escaped(planted: Diff) -> None:
     assert "\\x1b[2Jsure" in text
 
 
+def test_text_says_when_the_overall_test_flags_what_no_domain_does(planted: Diff) -> None:
+    """The JSON's `overall.status` said "flagged" while the text said "0 of 12 domains
+    flagged" and nothing else."""
+    quiet = dataclasses.replace(
+        planted, flagged_domains=[],
+        domains=[dataclasses.replace(d, flagged=False, status="not flagged")
+                 for d in planted.domains],
+        overall=dataclasses.replace(planted.overall, flagged=True, status="flagged",
+                                    pvalue=0.004))
+    summary = next(line for line in render_text(quiet).splitlines()
+                   if "domains flagged" in line)
+    assert summary.startswith(f" 0 of {len(planted.domains)} domains flagged; over all probes")
+    assert "p=0.004" in summary
+
+
 def test_matrix_text_and_json(pool: Pool, tmp_path: Path) -> None:
     matrix = pool_matrix([pool.alpha, pool.beta, pool.twin], pool.suite, bootstrap=50)
     text = render_matrix_text(matrix, PLANTED)
