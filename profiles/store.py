@@ -16,7 +16,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -151,6 +152,16 @@ class Observations(Protocol):
         """Close it."""
 
 
+class ObservationStoreError(OSError):
+    """A read or write of ``observations.sqlite3`` failed (damaged pages, a read-only file,
+    a full disk): one line naming the file, not SQLite's bare message."""
+
+    def __init__(self, path: Path, exc: sqlite3.Error) -> None:
+        hint = ("give a --data-dir this process can write" if "readonly" in str(exc)
+                else "if it is damaged, move it aside and profile again")
+        super().__init__(f"the observation store {path}: {exc} ({hint})")
+
+
 class ObservationStore:
     """Thread-safe access to ``observations.sqlite3`` under a data dir."""
 
@@ -177,8 +188,17 @@ class ObservationStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def remember_model(self, key: str, name: str, identity: Mapping[str, object]) -> None:
+    @contextmanager
+    def _using(self) -> Iterator[None]:
+        """The connection, one thread at a time; its failures named by the file."""
         with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise ObservationStoreError(self.path, exc) from None
+
+    def remember_model(self, key: str, name: str, identity: Mapping[str, object]) -> None:
+        with self._using():
             self._db.execute(
                 "INSERT INTO models VALUES (?,?,?,?) ON CONFLICT(model_key) DO UPDATE SET "
                 "name=excluded.name, updated=excluded.updated",
@@ -187,7 +207,7 @@ class ObservationStore:
 
     def present(self, key: str, decoding_key: str) -> set[tuple[str, int]]:
         """(probe hash, sample index) pairs already stored for a model and decoding."""
-        with self._lock:
+        with self._using():
             rows = self._db.execute(
                 "SELECT probe_hash, sample_index FROM observations "
                 "WHERE model_key=? AND decoding_key=?", (key, decoding_key)).fetchall()
@@ -199,7 +219,7 @@ class ObservationStore:
         """Store one probe's new samples in one transaction."""
         rows = observation_rows(key, decoding_key, model, probe_id, probe_hash, indexed,
                                 prompt_tokens, completion_tokens, latency_s)
-        with self._lock:
+        with self._using():
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(
@@ -214,7 +234,7 @@ class ObservationStore:
         """Stored samples of a model, optionally limited to some probe hashes."""
         query = ("SELECT probe_id, probe_hash, sample_index, text, finish_reason, logprobs, "
                  "latency_s FROM observations WHERE model_key=? AND decoding_key=?")
-        with self._lock:
+        with self._using():
             rows = self._db.execute(query + " ORDER BY probe_hash, sample_index",
                                     (key, decoding_key)).fetchall()
         wanted = set(probe_hashes) if probe_hashes is not None else None
@@ -222,21 +242,21 @@ class ObservationStore:
 
     def last_observed(self, key: str, decoding_key: str) -> float | None:
         """When a model's newest stored sample was taken (epoch seconds), ``None`` if never."""
-        with self._lock:
+        with self._using():
             row = self._db.execute(
                 "SELECT MAX(created) FROM observations WHERE model_key=? AND decoding_key=?",
                 (key, decoding_key)).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def count(self) -> int:
-        with self._lock:
+        with self._using():
             return int(self._db.execute("SELECT COUNT(*) FROM observations").fetchone()[0])
 
     def get_embeddings(self, embedder: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors by text hash, for the texts that have one."""
         hashes = [text_hash(t) for t in texts]
         found: dict[str, np.ndarray] = {}
-        with self._lock:
+        with self._using():
             for start in range(0, len(hashes), 500):
                 chunk = hashes[start:start + 500]
                 marks = ",".join("?" * len(chunk))
@@ -249,7 +269,7 @@ class ObservationStore:
     def put_embeddings(self, embedder: str, texts: Sequence[str], vectors: np.ndarray) -> None:
         rows = [(text_hash(t), embedder, np.asarray(v, dtype=np.float32).tobytes())
                 for t, v in zip(texts, vectors, strict=True)]
-        with self._lock:
+        with self._using():
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?)", rows)
             self._db.execute("COMMIT")

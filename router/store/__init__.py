@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
 from router.config import Settings
@@ -131,10 +131,23 @@ async def read_pairings_document(settings: Settings) -> str | None:
         return await store.load_pairings()
 
 
-def open_observations(settings: Settings) -> Observations:
-    """The configured observation store (blocking: call it from a worker thread in the
-    service): ``observations.sqlite3`` in the data dir, or the PostgreSQL database. One that
-    cannot be opened is a :class:`StartupError` naming it, not a traceback."""
+@contextmanager
+def open_observations(settings: Settings) -> Iterator[Observations]:
+    """The configured observation store, open for the ``with`` block (blocking: use it from a
+    worker thread in the service): ``observations.sqlite3`` in the data dir, or the
+    PostgreSQL database. One that cannot be opened, or whose file fails a read or a write
+    (damaged pages, read-only), is a :class:`StartupError` naming it (503 in a request), not
+    a traceback."""
+    from profiles.store import ObservationStoreError
+
+    with _opened_observations(settings) as store:
+        try:
+            yield store
+        except ObservationStoreError as exc:
+            raise StartupError(str(exc)) from None
+
+
+def _opened_observations(settings: Settings) -> Observations:
     if settings.store.kind == "postgres":
         from router.store.observations import PostgresObservations
 

@@ -334,3 +334,22 @@ def test_stored_observations_short_of_the_ask_are_warned_about(
     assert "profile build" in warned[0]
     plain = cli(world.args("alpha", "beta"), capsys)
     assert "WARNING" not in plain.out  # the whole suite at the k asked: nothing to say
+
+
+def test_a_damaged_observation_store_is_one_line_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pages damaged behind a sound header: `database disk image is malformed
+    (DatabaseError; …)`, naming no file."""
+    w = write_world(tmp_path)
+    settings = load_settings(w.config)
+    asyncio.run(build_profiles(settings, str(w.suite), ["alpha", "beta"], 2, 0.7, 4))
+    store = w.config.parent / "data" / "observations.sqlite3"
+    raw = bytearray(store.read_bytes())
+    raw[4096:] = b"\xa5" * (len(raw) - 4096)  # every page after the first
+    store.write_bytes(bytes(raw))
+    for wal in store.parent.glob("observations.sqlite3-*"):
+        wal.unlink()
+    capsys.readouterr()  # the build's progress
+    run = cli(w.args("alpha", "beta"), capsys)
+    assert run.code == 2 and run.out == "" and len(run.err.splitlines()) == 1, run.err
+    assert run.err.startswith(f"diffroute: error: the observation store {store}: ")

@@ -272,8 +272,8 @@ def test_a_data_dir_that_cannot_be_written_is_not_told_to_move_files_aside(
     that does not exist (on a read-only mount, one that holds good data)."""
     settings = plain_settings(tmp_path).model_copy(
         update={"data_dir": Path("/proc/diffroute-no-such-dir")})
-    with pytest.raises(StartupError) as caught:
-        open_observations(settings)
+    with pytest.raises(StartupError) as caught, open_observations(settings):
+        pass
     message = str(caught.value)
     assert "move the file aside" not in message and "read-only mount? permissions?" in message
 
