@@ -370,7 +370,7 @@ async def test_a_failing_partner_is_an_error_span_whose_upstream_text_follows_lo
     failed = by_name(exporter.get_finished_spans())["chat rb"]
     assert not failed.status.is_ok
     assert failed.attributes is not None
-    assert failed.attributes["error.type"] == "UpstreamError"
+    assert failed.attributes["error.type"] == "UpstreamRequestError"  # a 400: the request refused
     assert (CAPITAL in (failed.status.description or "")) is log_prompts
     texts = [str(e.attributes) for s in exporter.get_finished_spans() for e in s.events]
     assert not any(CAPITAL in t for t in texts) or log_prompts
