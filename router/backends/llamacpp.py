@@ -222,6 +222,18 @@ class _Loaded:
         return _Prompt(tokens or [self.llama.token_bos()], [])
 
 
+LLAMA_RANDOM_SEED = 0xFFFF_FFFF
+"""The seed llama.cpp reads as "draw a random one" (``-1`` is the same 32 bits)."""
+
+
+def llama_seed(seed: int) -> int:
+    """The seed llama.cpp is given: its 32 low bits (all it keeps), with the one that means
+    "random" moved to its neighbour — ``seed: -1`` or ``4294967295`` drew a new sample on
+    every call, silently."""
+    low = seed & 0xFFFF_FFFF
+    return low - 1 if low == LLAMA_RANDOM_SEED else low
+
+
 class SharedModel:
     """One GGUF, its lock and its single worker thread; shared by pool variants.
 
@@ -254,7 +266,7 @@ class SharedModel:
             return False
         self.loading = True
         try:
-            await self.run(member, lambda loaded: None)
+            await self.run(member, lambda loaded, stopped: None)
         finally:
             self.loading = False
         return True
@@ -288,14 +300,21 @@ class SharedModel:
         except (ValueError, RuntimeError, OSError) as exc:
             raise _LoadError(f"cannot load {path.name}: {exc}") from exc
 
-    async def run(self, member: str, job: Callable[[_Loaded], T]) -> T:
-        """Run ``job`` on ``member``'s context in the worker thread, one at a time."""
+    async def run(self, member: str, job: Callable[[_Loaded, Callable[[], bool]], T]) -> T:
+        """Run ``job`` on ``member``'s context in the worker thread, one at a time; its second
+        argument tells it whether the caller has left (a cancelled call stops generating)."""
+        cancelled = threading.Event()
         async with self.lock:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, lambda: job(self.loaded(member)))
+            try:
+                return await loop.run_in_executor(
+                    self._executor, lambda: job(self.loaded(member), cancelled.is_set))
+            except asyncio.CancelledError:
+                cancelled.set()  # the worker stops at its next token
+                raise
 
     async def together(self, member: str, key: str, item: R,
-                       job: Callable[[_Loaded, list[R]], list[T]]) -> T:
+                       job: Callable[[_Loaded, list[R], Callable[[], bool]], list[T]]) -> T:
         """Run ``item`` with every other item of ``member`` under ``key`` that is waiting when
         the worker gets to it: ``job`` gets them all and returns one result per item.
 
@@ -311,14 +330,24 @@ class SharedModel:
                 if not future.done():
                     group = self._waiting.pop(group_key)
                     items = [i for i, _ in group]
-                    running = loop.run_in_executor(self._executor,
-                                                   lambda: job(self.loaded(member), items))
+                    # the group's work stops once every caller of the group has left
+                    left = threading.Event()
+
+                    def check(_: asyncio.Future[Any]) -> None:
+                        if all(f.cancelled() for _, f in group):
+                            left.set()
+
+                    for _, waiting_future in group:
+                        waiting_future.add_done_callback(check)
+                    running = loop.run_in_executor(
+                        self._executor, lambda: job(self.loaded(member), items, left.is_set))
                     running.add_done_callback(lambda done: _hand_out(group, done))
                     await asyncio.shield(running)  # a leader that leaves does not strand the rest
         except asyncio.CancelledError:
             waiting = self._waiting.get(group_key, [])
             if (item, future) in waiting:
                 waiting.remove((item, future))
+            future.cancel()  # a leader that leaves counts as gone for its group
             raise
         return await future
 
@@ -463,8 +492,13 @@ class LlamaCppBackend:
         return request.seed if request.seed is not None else mix_seed(self.params.seed,
                                                                        self._name)
 
-    def _generate(self, loaded: _Loaded, request: SampleRequest) -> tuple[list[Sample], Usage]:
+    def _generate(self, loaded: _Loaded, request: SampleRequest,
+                  stopped: Callable[[], bool] = lambda: False) -> tuple[list[Sample], Usage]:
         prompt = self._prompt(loaded, request)
+        from llama_cpp import StoppingCriteriaList
+
+        # llama.cpp checks this after every token: a caller that left stops the generation
+        criteria = StoppingCriteriaList([lambda _ids, _logits: stopped()])
         decoding = self._decoding(request).kwargs()
         samples: list[Sample] = []
         completion_tokens = 0
@@ -472,15 +506,19 @@ class LlamaCppBackend:
         top, ranked = (first_token_logprobs(loaded, prompt.tokens, request.top_logprobs)
                        if request.top_logprobs > 0 else ((), ()))
         for i in range(request.n):
+            if stopped():
+                break
             out = cast(dict[str, Any], loaded.llama.create_completion(
-                prompt.tokens, stop=prompt.stop, seed=self._seed(request) + i, **decoding))
+                prompt.tokens, stop=prompt.stop, seed=llama_seed(self._seed(request) + i),
+                stopping_criteria=criteria, **decoding))
             choice = out["choices"][0]
             completion_tokens += int(out["usage"]["completion_tokens"])
             samples.append(Sample(choice["text"], choice["finish_reason"] or "stop", top,
                                   drawn_among(choice["text"], ranked)))
         return samples, Usage(len(prompt.tokens), completion_tokens)
 
-    def _generate_together(self, loaded: _Loaded, requests: list[SampleRequest]
+    def _generate_together(self, loaded: _Loaded, requests: list[SampleRequest],
+                           stopped: Callable[[], bool] = lambda: False
                            ) -> list[tuple[list[Sample], Usage]]:
         """One sample for each of these requests, which differ in their seeds only: decoded as
         sequences of one batch when there are several and they fit, else one by one."""
@@ -488,16 +526,17 @@ class LlamaCppBackend:
         decoding = self._decoding(requests[0])
         n_prompt = len(prompt.tokens)
         if len(requests) == 1 or n_prompt + decoding.max_tokens > loaded.llama.n_ctx():
-            return [self._generate(loaded, r) for r in requests]
+            return [self._generate(loaded, r, stopped) for r in requests]
         decoder = loaded.decoder()
         width = decoder.capacity(n_prompt, decoding.max_tokens)
         if width < 2:
-            return [self._generate(loaded, r) for r in requests]
+            return [self._generate(loaded, r, stopped) for r in requests]
         out: list[tuple[list[Sample], Usage]] = []
         for start in range(0, len(requests), width):
             chunk = requests[start:start + width]
+            seeds = [llama_seed(self._seed(r)) for r in chunk]
             made: list[Generated] = decoder.generate(prompt.tokens, prompt.stop, decoding,
-                                                     [self._seed(r) for r in chunk])
+                                                     seeds, stopped)
             out += [([Sample(g.text, g.finish_reason, ())], Usage(n_prompt, g.completion_tokens))
                     for g in made]
         return out
@@ -506,21 +545,41 @@ class LlamaCppBackend:
                      emit: Callable[[object], None], stopped: Callable[[], bool]) -> None:
         """Generate on the worker thread, handing each delta to ``emit``; ``stopped`` aborts."""
         try:
+            import llama_cpp
+
             loaded = model.loaded(self._name)
+            llama = loaded.llama
             prompt = self._prompt(loaded, request)
-            chunks = cast(Generator[dict[str, Any], None, None], loaded.llama.create_completion(
-                prompt.tokens, stop=prompt.stop, seed=self._seed(request), stream=True,
-                **self._decoding(request).kwargs()))
-            count, finish = 0, "length"
-            for chunk in chunks:
-                if stopped():
-                    break
-                choice = chunk["choices"][0]
-                if choice["text"]:
-                    count += 1
-                    emit(StreamDelta(choice["text"]))
-                finish = choice.get("finish_reason") or finish
-            chunks.close()  # frees llama.cpp's generator state when the consumer left early
+            # a text chunk is not a token (a character made of several tokens, text held back
+            # while it may start a stop sequence): count the tokens the model draws, as
+            # create_completion's usage does (an end-of-generation token is not counted)
+            sampled: list[int] = []
+            generate = llama.generate
+
+            def counting(*args: Any, **kwargs: Any) -> Generator[int, Any, None]:
+                for token in generate(*args, **kwargs):
+                    sampled.append(token)
+                    yield token
+
+            llama.generate = counting  # type: ignore[method-assign]
+            try:
+                chunks = cast(Generator[dict[str, Any], None, None], llama.create_completion(
+                    prompt.tokens, stop=prompt.stop, seed=llama_seed(self._seed(request)),
+                    stream=True, **self._decoding(request).kwargs()))
+                finish = "length"
+                for chunk in chunks:
+                    if stopped():
+                        break
+                    choice = chunk["choices"][0]
+                    if choice["text"]:
+                        emit(StreamDelta(choice["text"]))
+                    finish = choice.get("finish_reason") or finish
+                chunks.close()  # frees llama.cpp's generator state when the consumer left
+            finally:
+                del llama.generate
+            count = len(sampled)
+            if sampled and llama_cpp.llama_vocab_is_eog(llama._model.vocab, sampled[-1]):
+                count -= 1
             emit(StreamDelta("", finish, Usage(len(prompt.tokens), count)))
         except BaseException as exc:  # handed over to the event loop, which re-raises it
             emit(exc)
@@ -544,8 +603,8 @@ class LlamaCppBackend:
                 samples, usage = await model.together(self._name, key, request,
                                                       self._generate_together)
             else:
-                samples, usage = await model.run(self._name,
-                                                 lambda m: self._generate(m, request))
+                samples, usage = await model.run(
+                    self._name, lambda m, stopped: self._generate(m, request, stopped))
         except Exception as exc:
             raise self._translate(exc) from exc
         return SampleResult(self._name, tuple(samples), usage, time.perf_counter() - started)

@@ -17,7 +17,7 @@ the model's worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -153,8 +153,10 @@ class BatchDecoder:
         return max(0, min(self.n_seq, (self.n_ctx - prompt_tokens) // max(1, max_tokens)))
 
     def generate(self, prompt: list[int], stop: Sequence[str], decoding: Decoding,
-                 seeds: Sequence[int]) -> list[Generated]:
-        """One sample per seed (at most :meth:`capacity` of them)."""
+                 seeds: Sequence[int], stopped: Callable[[], bool] = lambda: False
+                 ) -> list[Generated]:
+        """One sample per seed (at most :meth:`capacity` of them); ``stopped``: every caller
+        has left, the unfinished sequences end where they are."""
         import llama_cpp
 
         if not 0 < len(seeds) <= self.capacity(len(prompt), decoding.max_tokens):
@@ -176,6 +178,10 @@ class BatchDecoder:
                   if s.take(int(s.sampler.sample(ctx, last)))]
         raw = batch.batch
         while active:
+            if stopped():
+                for _, s in active:
+                    s._finish(s._text(), "stop")
+                break
             raw.n_tokens = len(active)
             for row, (seq_id, s) in enumerate(active):
                 raw.token[row] = s.tokens[-1]

@@ -95,7 +95,16 @@ async def _plain_one(request: web.Request, state: ServiceState, chat: ChatReques
     if chat.stream and chat.n > 1:  # translated streams carry one choice
         raise BadRequestError(f"n > 1 is not supported with stream: true on '{model}' (a "
                               "translated stream carries one choice)", param="n")
+    _check_streamed_logprobs(chat, model)
     return await _translated(request, state, chat, model, headers)
+
+
+def _check_streamed_logprobs(chat: ChatRequest, model: str) -> None:
+    """A translated stream carries no logprobs: asked for, they were silently left out."""
+    if chat.stream and chat.logprobs:
+        raise BadRequestError(f"logprobs are not supported with stream: true on '{model}' (a "
+                              "translated stream carries none): ask without stream",
+                              param="logprobs", code="unsupported_field")
 
 
 async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
@@ -116,6 +125,8 @@ async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
         call = dataclasses.replace(call, route=dataclasses.replace(call.route, candidates=tuple(
             n for n in names if state.pool.get(n).forwards)))
     if chat.stream:
+        if not state.pool.get(call.answering).forwards:
+            _check_streamed_logprobs(chat, call.answering)
         return await _paired_stream(request, chat, state, call)
     reply, outcome = await state.engine.complete(call)
     # the outcome's call: the primary answers for an assistant that failed

@@ -111,3 +111,16 @@ async def test_a_deprecated_function_message_is_accepted_where_it_can_be_sent(
         assert sent_to(fake, "up-a")[0]["messages"][2]["role"] == "function"
         status, answer = await post(running, {"model": "local", "messages": conversation})
         assert status == 400 and answer["error"]["param"] == "messages[1].function_call"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("model", ["local", "audit:local"])
+async def test_streamed_logprobs_from_a_translated_model_are_refused_not_dropped(
+        tmp_path: object, model: str) -> None:
+    """A translated stream carries no logprobs: they were silently left out of a 200."""
+    async with agents_service(tmp_path, InMemoryLiveDiffSink()) as (running, _fake):  # type: ignore[arg-type]
+        status, answer = await post(running, {"model": model, "messages": ASK, "stream": True,
+                                              "logprobs": True})
+        assert status == 400, answer
+        assert answer["error"]["param"] == "logprobs"  # type: ignore[index]
+        status, _ = await post(running, {"model": model, "messages": ASK, "logprobs": True})
+        assert status == 200  # unstreamed, they are there

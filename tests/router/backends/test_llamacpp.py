@@ -6,8 +6,9 @@ import asyncio
 import itertools
 import math
 import os
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from router.backends.llamacpp import (
     CACHE_KEY,
     CONFIG_DIR_KEY,
     LlamaCppBackend,
+    llama_seed,
     render_completion,
     with_system,
 )
@@ -99,6 +101,17 @@ async def test_seed_makes_samples_reproducible(pool: dict[str, LlamaCppBackend])
     assert len(set(texts)) > 1  # seeds 7, 8, 9: the n samples are not copies of one another
     third = await pool["smollm2"].sample(ask(STORY, max_tokens=12, temperature=1.0, seed=9))
     assert third.samples[0].text == texts[2]  # sample i is seeded seed + i
+
+
+@pytest.mark.parametrize("seed", [-1, 4_294_967_295])
+async def test_the_seed_llama_cpp_reads_as_random_still_reproduces(
+        pool: dict[str, LlamaCppBackend], seed: int) -> None:
+    """llama.cpp keeps 32 bits of a seed and reads all ones as "random": three identical calls
+    with `seed: -1` gave three answers."""
+    request = ask(STORY, max_tokens=16, temperature=1.0, seed=seed)
+    texts = {(await pool["smollm2"].sample(request)).samples[0].text for _ in range(3)}
+    assert len(texts) == 1
+    assert llama_seed(seed) != 0xFFFF_FFFF and llama_seed(7) == 7
 
 
 async def test_two_members_given_one_seed_draw_independent_samples(tmp_path: Path) -> None:
@@ -318,8 +331,54 @@ async def test_stream_yields_the_same_text_as_sample(pool: dict[str, LlamaCppBac
     last = deltas[-1]
     assert last.finish_reason in ("stop", "length")
     assert last.usage is not None and last.usage.prompt_tokens > 0
-    sample = (await pool["smollm2"].sample(request)).samples[0]
-    assert "".join(d.text for d in deltas) == sample.text
+    result = await pool["smollm2"].sample(request)
+    assert "".join(d.text for d in deltas) == result.samples[0].text
+    # tokens drawn, not text chunks (a character of several tokens, text held back while it
+    # may start a stop sequence): 26 streamed against 42 unstreamed for an answer in emoji
+    assert last.usage.completion_tokens == result.usage.completion_tokens
+
+
+async def test_a_streamed_answer_in_emoji_counts_its_tokens(
+        pool: dict[str, LlamaCppBackend]) -> None:
+    request = ask("Reply with ten different emoji and nothing else.", max_tokens=30,
+                  temperature=0.0, seed=3)
+    deltas = [d async for d in pool["smollm2"].stream(request)]
+    result = await pool["smollm2"].sample(request)
+    assert "".join(d.text for d in deltas) == result.samples[0].text
+    usage = deltas[-1].usage
+    assert usage is not None and usage.completion_tokens == result.usage.completion_tokens
+
+
+async def test_a_call_that_leaves_stops_its_work_on_the_model(
+        pool: dict[str, LlamaCppBackend]) -> None:
+    """A cancelled unstreamed call (a client gone, a total timeout) kept generating: the next
+    request to the model waited behind the whole abandoned answer (69 s in one case)."""
+    backend = pool["smollm2"]
+    await backend.sample(ask("Hi", max_tokens=1))  # loaded
+    model = backend._model()
+    saw_stop = threading.Event()
+
+    def job(_loaded: object, stopped: Callable[[], bool]) -> str:
+        for _ in range(1000):  # ten seconds at most
+            if stopped():
+                saw_stop.set()
+                return "stopped"
+            time.sleep(0.01)
+        return "ran on"
+
+    task = asyncio.create_task(model.run("smollm2", job))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # the model's worker is one thread: this runs once the first job has returned
+    assert await model.run("smollm2", lambda _loaded, _stopped: "next") == "next"
+    assert saw_stop.is_set()
+    # and a generation asked to stop after a few checks ends there, not at 400 tokens
+    checks = itertools.count()
+    samples, usage = backend._generate(model.loaded("smollm2"), ask(STORY, max_tokens=400),
+                                       lambda: next(checks) >= 4)
+    assert len(samples) == 1 and 1 <= usage.completion_tokens <= 5
 
 
 async def test_leaving_a_stream_early_frees_the_model(pool: dict[str, LlamaCppBackend]) -> None:
