@@ -7,10 +7,9 @@ file (``load``/``save``), which is how the embedded pool ships its profiles.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 from profiles.collect import Decoding
 from profiles.extract import extract
+from profiles.files import write_atomically
 from profiles.probe import Probe
 from profiles.protocol import ModelClient
 from profiles.store import Observations, model_key, observation_key
@@ -121,21 +121,12 @@ class Profile:
 
     def save(self, path: Path) -> None:
         """Write compact gzipped JSON (deterministic bytes for the same profile)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
         blob = json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
-        # temp file, fsync, rename: an interrupted export never leaves half a profile in place
-        # of the previous one
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as raw:
-                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename=str(path)) as fh:
-                    fh.write(blob.encode())
-                raw.flush()
-                os.fsync(raw.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        packed = io.BytesIO()
+        with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, filename=path.name) as fh:
+            fh.write(blob.encode())
+        # an interrupted export never leaves half a profile in place of the previous one
+        write_atomically(path, packed.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> Profile:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import tempfile
 from pathlib import Path
+
+from profiles import files
 
 
 def read_text(path: Path) -> str | None:
@@ -19,17 +20,7 @@ def read_text(path: Path) -> str | None:
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` by ``text``: temp file, fsync, rename — a crash never leaves half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_atomically(path, text.encode("utf-8"))
 
 
 def open_hint(path: Path, exc: BaseException) -> str:

@@ -119,6 +119,16 @@ async def proxied_store(tmp_path: Path) -> AsyncIterator[tuple[Any, CommitProxy]
         yield store, proxy
 
 
+async def flushed(store: Any) -> None:
+    """Wait (bounded) until a flush commits: the database is reachable again."""
+    async with asyncio.timeout(20):
+        while True:
+            with contextlib.suppress(StorageError):
+                await store.flush()
+                return
+            await asyncio.sleep(0.1)
+
+
 def diff_values(diff_id: str) -> dict[str, Any]:
     return {"id": diff_id, "created_at": 5.0, "request_id": "r", "primary_model": "a",
             "partner": "b", "role": "audit", "answered_by": "a", "mode": "concurrent",
@@ -169,12 +179,7 @@ async def test_a_commit_cut_off_with_the_database_is_counted_once_when_it_is_bac
         assert proxy.refusing
         await asyncio.sleep(2 * postgres.RETRY_S)  # the five are tried again, and refused
         proxy.refusing = False
-        async with asyncio.timeout(20):
-            while True:
-                with contextlib.suppress(StorageError):
-                    await store.flush()
-                    break
-                await asyncio.sleep(0.1)
+        await flushed(store)
         assert await store.counts(0.0) == [("a", "b", "d", 5, 2)]  # once, not twice
         assert [d["id"] for d in await store.diffs(DiffQuery(limit=10))] == ["ld_cut"]
 
@@ -188,10 +193,5 @@ async def test_a_commit_that_did_not_land_is_tried_again(tmp_path: Path) -> None
         with pytest.raises(StorageError):
             await asyncio.wait_for(store.flush(), 20)
         proxy.refusing = False
-        async with asyncio.timeout(20):
-            while True:
-                with contextlib.suppress(StorageError):
-                    await store.flush()
-                    break
-                await asyncio.sleep(0.1)
+        await flushed(store)
         assert await store.counts(0.0) == [("a", "b", "d", 5, 2)]
