@@ -223,12 +223,15 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
 
     settings = resolve_settings(config, data_dir)
     names = _split_models(model_names, settings)
+    if samples < 2:  # accepted (a quick look at accuracy), but a dead end for what follows
+        _say("diffroute: warning: --samples 1 gives no noise floor: `diffroute diff` and the "
+             "pairing policy need at least 2 samples per probe")
     summaries, report = run(build_profiles(settings, suite, names, samples, temperature,
                                            concurrency,
                                    Path(export_dir) if export_dir else None))
-    click.echo(f"collected {report.stored_samples} samples in {report.calls} calls "
-               f"({report.retries} retries); {report.cached_samples} of "
-               f"{report.planned_samples} were cached", err=True)
+    _say(f"collected {report.stored_samples} samples in {report.calls} calls "
+         f"({report.retries} retries); {report.cached_samples} of "
+         f"{report.planned_samples} were cached")
     _print_summaries(summaries)
     if report.failures:
         models = sorted({name for name, _, _ in report.failures})

@@ -178,3 +178,14 @@ def test_an_error_while_a_model_load_silences_stderr_is_still_said(tmp_path: Pat
                           timeout=60, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("diffroute: error: ") and "no-such-pool.yaml" in done.stderr
+
+
+def test_one_sample_per_probe_is_built_with_a_warning_that_diff_needs_two(
+        pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = cli(capsys, "profile", "build", "--config", str(pool), "--suite",
+              str(pool.parent / "sim.jsonl"), "--samples", "1")
+    assert run.code == 0, run.err
+    assert "diffroute: warning: --samples 1 gives no noise floor" in run.err
+    quiet = cli(capsys, "profile", "build", "--config", str(pool), "--suite",
+                str(pool.parent / "sim.jsonl"), "--samples", "2")
+    assert quiet.code == 0 and "warning" not in quiet.err
