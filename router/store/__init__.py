@@ -110,6 +110,8 @@ async def schema_state(settings: Settings, *, migrate: bool) -> SchemaState:
     opened = await asyncio.to_thread(
         lite.open if migrate else functools.partial(lite.open_reader, require_current=False))
     try:
+        if not migrate:
+            await asyncio.to_thread(opened.check_pages)
         return await asyncio.to_thread(opened.schema)
     finally:
         await opened.close()

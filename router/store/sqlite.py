@@ -164,6 +164,20 @@ class SqliteStore:
             raise StartupError(state.describe())
         return self
 
+    def check_pages(self) -> None:
+        """SQLite's ``quick_check`` of every page (``diffroute store check``: opening reads
+        the header only, so a file damaged behind it opened fine and failed later, write by
+        write); a damaged file is a :class:`StartupError` naming its first problem."""
+        try:
+            problems = [str(r[0]) for r in self.read("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            first = next((line for line in "\n".join(problems).splitlines()
+                          if line.strip() and not line.startswith("***")), problems[0])
+            raise StartupError(f"the live-diff store {self.path} is damaged: {first.strip()} "
+                               "(move the file aside to start with an empty one)")
+
     def schema(self) -> SchemaState:
         """The schema version of the file, against the latest this code knows."""
         current = int(self.read("PRAGMA user_version")[0][0])

@@ -189,3 +189,25 @@ def test_one_sample_per_probe_is_built_with_a_warning_that_diff_needs_two(
     quiet = cli(capsys, "profile", "build", "--config", str(pool), "--suite",
                 str(pool.parent / "sim.jsonl"), "--samples", "2")
     assert quiet.code == 0 and "warning" not in quiet.err
+
+
+def test_store_check_reads_every_page_of_a_sqlite_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file damaged behind a sound header opened, and `store check` said "up to date"."""
+    from router.store import ComparisonRow
+    from router.store.sqlite import SqliteStore
+
+    data = tmp_path / "data"
+    store = SqliteStore(data).open()
+    for i in range(3000):
+        store.add_comparison(ComparisonRow(1e9 + i, "alpha", "beta", "audit", "math", False))
+    store.close_now()
+    ok = cli(capsys, "store", "check", "--data-dir", str(data))
+    assert ok.code == 0 and "up to date" in ok.out, ok.err
+    path = data / "live.sqlite3"
+    raw = bytearray(path.read_bytes())
+    raw[8192:] = b"\xa5" * (len(raw) - 8192)
+    path.write_bytes(bytes(raw))
+    damaged = cli(capsys, "store", "check", "--data-dir", str(data))
+    assert damaged.code == 2 and len(damaged.err.splitlines()) == 1, damaged.err
+    assert damaged.err.startswith(f"diffroute: error: the live-diff store {path} is damaged: ")
