@@ -246,6 +246,9 @@ class SqliteStore:
                     results.append(0)
                     continue
                 cursor = conn.execute(sql, params)
+                if sql.startswith("DELETE"):  # how many rows went
+                    results.append(max(0, cursor.rowcount))
+                    continue
                 # an INSERT … SELECT that inserted nothing answers 0, not a stale rowid
                 results.append(0 if cursor.rowcount == 0 else cursor.lastrowid or 0)
             conn.execute("COMMIT")
@@ -362,19 +365,23 @@ class SqliteStore:
         return str(self.pairings_path)
 
     async def enforce(self, retention: Retention, now: Clock = time.time) -> int:
-        before = await self.count_diffs()
+        # the live diffs deleted, counted by the deletes (rows before less rows after counted
+        # the inserts made meanwhile against them: once -3)
+        deleted = 0
         if retention.max_age_s is not None:
             cutoff = now() - retention.max_age_s
-            await self._write("DELETE FROM live_diffs WHERE created_at < ?", (cutoff,))
+            deleted += await self._write("DELETE FROM live_diffs WHERE created_at < ?",
+                                         (cutoff,))
             await self._write("DELETE FROM comparisons WHERE at < ?", (cutoff,))
         if retention.max_records is not None:
-            await self._write("DELETE FROM live_diffs WHERE seq <= (SELECT seq FROM live_diffs "
-                              "ORDER BY seq DESC LIMIT 1 OFFSET ?)", (retention.max_records,))
+            deleted += await self._write(
+                "DELETE FROM live_diffs WHERE seq <= (SELECT seq FROM live_diffs ORDER BY seq "
+                "DESC LIMIT 1 OFFSET ?)", (retention.max_records,))
         if retention.max_comparisons is not None:
             await self._write("DELETE FROM comparisons WHERE rowid <= (SELECT rowid FROM "
                               "comparisons ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
                               (retention.max_comparisons,))
-        return before - await self.count_diffs()
+        return deleted
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ retention, floors."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -79,6 +80,20 @@ async def test_redaction_leaves_no_trace_in_the_sqlite_files(tmp_path: Path) -> 
         assert not any(b"capital" in f.read_bytes() for f in files if f.exists())
     finally:
         await store.close()
+
+
+async def test_retention_counts_what_it_deleted_while_diffs_keep_coming(store: Store) -> None:
+    """Rows before less rows after counted the inserts made meanwhile against the deletes
+    (a log once said `deleted=-3`)."""
+    sink = DurableLiveDiffSink(store)
+    now = time.time()
+    for _ in range(3):
+        await sink.record(record("a", "b", Comparison(0, True, 1, .5, "d"), now - 1000))
+    fresh = [sink.record(record("a", "b", Comparison(0, True, 1, .5, "d"), now))
+             for _ in range(6)]
+    deleted, *_ = await asyncio.gather(
+        store.enforce(Retention(max_age_s=500, max_records=None), time.time), *fresh)
+    assert deleted == 3 and await store.count_diffs() == 6
 
 
 async def test_retention_by_age_and_count(store: Store) -> None:
