@@ -446,7 +446,14 @@ def _pair_rows(decider: Any, role: Any, task: str, domain: str | None, panel: in
     from router.pairing.decision import RouteRequest
 
     if whole_pool:
-        return [d.to_json() for d in decider.assignment(role, task, domain)]
+        rows = [d.to_json() for d in decider.assignment(role, task, domain)]
+        done = {r["primary"] for r in rows}
+        for name in decider.tables.models:  # left without a partner: a row, as below
+            if name not in done:
+                rows.append({"primary": name, "role": role, "partner": None, "score": None,
+                             "reason": "no partner in the pool-wide assignment",
+                             "error": "no_pair"})
+        return rows
     names = [primary] if primary else list(decider.tables.models)
     out = []
     for name in names:

@@ -197,9 +197,7 @@ class PolicyDecider:
         blocked = self.blocked() if self.blocked is not None else frozenset()
         if not blocked:
             return request
-        names = self.tables.models if request.candidates is None else request.candidates
-        kept = tuple(m for m in names if m not in blocked or m == request.primary)
-        return dataclasses.replace(request, candidates=kept)
+        return dataclasses.replace(request, blocked=frozenset(blocked - {request.primary}))
 
     def decide_with_vector(self, request: RouteRequest, vector: np.ndarray) -> Decision:
         """As :meth:`decide` for an already embedded task (benchmarks, batch callers)."""
@@ -213,7 +211,8 @@ class PolicyDecider:
         return assign_pool(self.tables, role, weights, self.pairings, self.config, candidates)
 
 
-RequestKey = tuple[str, str | None, str, tuple[str, ...] | None, str | None, int]
+RequestKey = tuple[str, str | None, str, tuple[str, ...] | None, str | None, int,
+                   tuple[str, ...]]
 """Every field of a :class:`RouteRequest`, in order, candidates as a tuple."""
 
 
@@ -225,7 +224,7 @@ def _request_key(request: RouteRequest) -> RequestKey | None:
         return None
     candidates = None if request.candidates is None else tuple(request.candidates)
     return (request.role, request.primary, request.task, candidates, request.domain,
-            request.panel)
+            request.panel, tuple(sorted(request.blocked)))
 
 
 def policy_matrix(settings: Settings, profiles: Sequence[Profile], suite: Suite) -> PoolMatrix:

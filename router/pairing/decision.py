@@ -80,6 +80,8 @@ class RouteRequest:
     domain: str | None = None
     """Force the task's domain instead of inferring it from the text."""
     panel: int = 1
+    blocked: frozenset[str] = frozenset()
+    """Models whose circuit is open now: never an ``auto`` primary or a partner."""
 
 
 class LiveSource(Protocol):

@@ -403,6 +403,9 @@ def _allowed(tables: PolicyTables, request: RouteRequest, config: PolicySettings
         listed = np.zeros(len(tables.models), dtype=bool)
         listed[[tables.index(c) for c in request.candidates]] = True
         mask &= listed
+    for name in request.blocked:
+        if name in tables.model_index:
+            mask[tables.model_index[name]] = False
     return mask
 
 
@@ -444,11 +447,12 @@ def decide(tables: PolicyTables, request: RouteRequest, weights: Mapping[str, fl
     """
     task = _task(tables, weights)
     allowed = _allowed(tables, request, config)
-    primary, auto_note = _primary(tables, request, task, allowed)
+    primary, auto_note = _primary(tables, request, task, allowed, pairings)
     if request.panel > 1:
         if request.role != "audit":
             raise BadRequestError("panels are for audit (role 'audit')", param="panel")
-        return choose_panel(tables, primary, task, allowed, pairings, config, request.panel)
+        panel = choose_panel(tables, primary, task, allowed, pairings, config, request.panel)
+        return _with_reason(panel, auto_note + "; " + panel.reason) if auto_note else panel
     mask = _partner_mask(tables, allowed, primary, pairings)
     if not mask.any():
         raise NoPairError(primary, request.role,
@@ -462,13 +466,21 @@ def decide(tables: PolicyTables, request: RouteRequest, weights: Mapping[str, fl
 
 
 def _primary(tables: PolicyTables, request: RouteRequest, task: _Task,
-             allowed: BoolArray) -> tuple[str, str]:
+             allowed: BoolArray, pairings: Pairings | None = None) -> tuple[str, str]:
     """The requested primary, or for ``auto`` the most accurate allowed profiled model."""
     if request.primary not in (None, "auto"):
         tables.index(request.primary)
         return request.primary, ""
     acc = _accuracy(tables, task)
     idx = np.flatnonzero(allowed & tables.profiled & ~np.isnan(acc))
+    if pairings is not None and pairings.excluded:
+        # a primary whose every allowed partner is excluded would be a false "no partner"
+        idx = np.array([i for i in idx if _partner_mask(
+            tables, allowed, tables.models[i], pairings).any()], dtype=np.int64)
+    if idx.size < 2 and pairings is not None and pairings.excluded:
+        raise NoPairError("auto", request.role, "no two allowed profiled candidates may be "
+                          "paired: the exclusions leave every candidate primary without a "
+                          "partner")
     if idx.size < 2:
         raise NoPairError("auto", request.role, "fewer than two profiled candidates within "
                           "the limits to choose a primary from")
@@ -562,6 +574,8 @@ class _AuditRates:
     key: FloatArray
     random_catch: float
     random_false_alarm: float
+    below_random: bool = False
+    """No candidate catches as many as a random one: the best catcher was keyed."""
 
 
 def _audit_rates(tables: PolicyTables, task: _Task, p: int, acc: FloatArray,
@@ -585,7 +599,8 @@ def _audit_rates(tables: PolicyTables, task: _Task, p: int, acc: FloatArray,
         return None
     random_catch = float(catch[rated].mean())
     eligible = known[catch[known] >= random_catch - 1e-9]
-    if eligible.size == 0:  # every candidate catches less than chance: the best catcher
+    below = eligible.size == 0
+    if below:  # every candidate catches less than chance: the best catcher
         eligible = known[catch[known] >= catch[known].max() - 1e-9]
     right = float(np.nan_to_num(acc[p], nan=0.5))
     key = np.full(len(tables.models), np.nan)
@@ -594,7 +609,7 @@ def _audit_rates(tables: PolicyTables, task: _Task, p: int, acc: FloatArray,
     else:
         key[eligible] = ((1.0 - right) * catch[eligible]
                          - tables.audit_lambda * right * alarm[eligible])
-    return _AuditRates(catch, alarm, key, random_catch, float(alarm[rated].mean()))
+    return _AuditRates(catch, alarm, key, random_catch, float(alarm[rated].mean()), below)
 
 
 def _audit_key(sim: FloatArray, acc: FloatArray, config: PolicySettings) -> FloatArray:
@@ -629,6 +644,9 @@ def _why_empty(tables: PolicyTables, request: RouteRequest, primary: str, pairin
     over = [m for m in others if not limits[tables.model_index[m]]]
     if over:
         causes.append(f"over the cost or latency limits: {_listed(over)}")
+    blocked = [m for m in others if m in request.blocked]
+    if blocked:
+        causes.append(f"circuit open: {_listed(blocked)}")
     excluded = [m for m in others if pairings.is_excluded(primary, m)]
     if excluded:
         causes.append(f"excluded from pairing with '{primary}': {_listed(excluded)}")
@@ -685,7 +703,10 @@ def _reason(tables: PolicyTables, role: Role, task: _Task, p: int, j: int, sim: 
                      f"false alarm costs {tables.audit_lambda:.2f} caught errors, so that the "
                      f"pool's auditors raise at most {tables.false_alarm_budget:g}× a random "
                      f"auditor's false alarms on probes they were not chosen on")
-        if np.isinf(tables.audit_lambda):
+        if rates.below_random:
+            what = (f"catches the most errors of '{primary}' among the candidates, none of "
+                    f"which is expected to catch as many as a random one, on ")
+        elif np.isinf(tables.audit_lambda):
             what = (f"raises the fewest false alarms of the candidates expected to catch at "
                     f"least as many errors of '{primary}' as a random one on ")
         else:
@@ -843,13 +864,18 @@ def choose_panel(tables: PolicyTables, primary: str, task: _Task, allowed: BoolA
     if pool.size < k:
         raise NoPairError(primary, "audit", f"a panel of {k} needs {k} competent auditors, "
                           f"found {pool.size}")
-    members = [p, *_greedy_panel(tables, task, p, pool, k)]
+    pinned = pairings.pinned_partner(primary, "audit")
+    seed = [tables.model_index[pinned]] if pinned is not None and pinned in \
+        tables.model_index and mask[tables.model_index[pinned]] else []
+    members = [p, *_greedy_panel(tables, task, p, pool, k, seed)]
     rho = _pair_similarity(tables, task, np.array(members))
     n_eff = effective_votes(rho)
     panel = tuple(tables.models[i] for i in members[1:])
     reason = (f"panel of {k} auditors for '{primary}' on {_domains_text(task)} chosen for "
               f"independent errors: {n_eff:.2f} effective votes out of {k + 1} "
               f"(primary included); competence floor {config.competence_floor:.2f}")
+    if seed:
+        reason += f"; '{tables.models[seed[0]]}' is pinned by configuration (overrides the policy)"
     first = members[1]
     score = float(_similarity_to(tables, task, p)[first])
     return Decision(primary, panel[0], "audit", None if np.isnan(score) else round(score, 4),
@@ -863,9 +889,9 @@ def _pair_similarity(tables: PolicyTables, task: _Task, members: IntArray) -> Fl
 
 
 def _greedy_panel(tables: PolicyTables, task: _Task, p: int, pool: IntArray,
-                  k: int) -> list[int]:
-    chosen: list[int] = []
-    for _ in range(k):
+                  k: int, seed: Sequence[int] = ()) -> list[int]:
+    chosen: list[int] = list(seed)  # a pinned auditor sits on the panel first
+    for _ in range(k - len(chosen)):
         rest = np.array([i for i in pool if i not in chosen], dtype=np.int64)
         gains = np.array([effective_votes(_pair_similarity(
             tables, task, np.array([p, *chosen, i]))) for i in rest])
@@ -904,8 +930,11 @@ def assign_pool(tables: PolicyTables, role: Role, weights: Mapping[str, float],
             out[x] = _chosen(tables, x, role, task, _only(tables, y), config, matched=True)
     for name in free:
         if name not in out:
-            d = decide(tables, RouteRequest(role=role, primary=name, candidates=candidates),
-                       weights, pairings, config)
+            try:
+                d = decide(tables, RouteRequest(role=role, primary=name, candidates=candidates),
+                           weights, pairings, config)
+            except NoPairError:
+                continue  # no partner for this one: the others still get theirs
             out[name] = _with_reason(d, f"left out of the matching, chosen alone: {d.reason}")
     return [out[n] for n in names if n in out]
 

@@ -213,7 +213,7 @@ def test_the_decision_cache_key_holds_every_field_of_the_request() -> None:
     request = RouteRequest(role="audit", primary="alpha", task="t", candidates=["a", "b"],
                            domain="math", panel=3)
     key = _request_key(request)
-    assert key == ("audit", "alpha", "t", ("a", "b"), "math", 3)
+    assert key == ("audit", "alpha", "t", ("a", "b"), "math", 3, ())
     assert len(key) == len(dataclasses.fields(RouteRequest))
     assert _request_key(dataclasses.replace(request, task="x" * 100_000)) is None
 

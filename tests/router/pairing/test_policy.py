@@ -379,3 +379,60 @@ def test_an_auditor_never_catches_less_than_a_random_one(tables: PolicyTables) -
             assert (f"'{got.partner}' raises the fewest false alarms of the candidates expected "
                     f"to catch at least as many errors of '{primary}' as a random one on "
                     in got.reason), got.reason
+
+
+# --- promises a sweep found broken --------------------------------------------------------
+
+
+def isolated(tables: PolicyTables, name: str) -> Pairings:
+    """``name`` excluded from pairing with every other model."""
+    return Pairings(excluded=[(name, other) for other in tables.models if other != name])
+
+
+def test_auto_skips_a_primary_the_exclusions_leave_without_a_partner(
+        tables: PolicyTables) -> None:
+    """The most accurate model, excluded with everyone, was picked as `auto` primary: a false
+    409 "no partner" while every other model pairs fine."""
+    first = audit(tables, "auto").primary
+    for role in (audit, assist):
+        d = role(tables, "auto", pairings=isolated(tables, first))
+        assert d.primary != first and d.partner != first
+        assert d.reason.startswith("primary auto: ")
+
+
+def test_a_panel_seats_the_pinned_auditor_first_and_explains_auto(
+        tables: PolicyTables) -> None:
+    free = audit(tables, "a1", panel=2)
+    assert "a2" not in free.panel  # the same family: the policy would not seat it
+    pinned = audit(tables, "a1", panel=2, pairings=Pairings(pinned={"a1": {"audit": "a2"}}))
+    assert pinned.panel[0] == "a2" and len(set(pinned.panel)) == 2
+    assert "'a2' is pinned" in pinned.reason
+    auto = audit(tables, "auto", panel=2)
+    assert auto.reason.startswith("primary auto: ") and auto.primary not in auto.panel
+
+
+def test_an_auditor_that_catches_less_than_a_random_one_is_said_to(
+        tables: PolicyTables) -> None:
+    """The reason said the auditor catches "at least as many errors as a random one" and
+    showed it catching fewer."""
+    d = audit(tables, "a1", candidates=("a2",))
+    assert d.partner == "a2"
+    assert "none of which is expected to catch as many as a random one" in d.reason
+    assert "at least as many errors" not in d.reason
+
+
+def test_an_open_circuit_is_named_as_the_cause_not_the_candidates(
+        tables: PolicyTables) -> None:
+    others = frozenset(m for m in tables.models if m not in ("a1", "b1"))
+    with pytest.raises(NoPairError) as caught:
+        audit(tables, "a1", blocked=others, pairings=Pairings(excluded=[("a1", "b1")]))
+    message = str(caught.value)
+    assert "circuit open" in message and "candidates" not in message
+
+
+def test_the_pool_assignment_goes_on_past_a_model_without_a_partner(
+        tables: PolicyTables) -> None:
+    """One model excluded with everyone failed `pairs --all` for the whole pool."""
+    decisions = assign_pool(tables, "audit", {ALL: 1.0}, isolated(tables, "c1"), FLOOR)
+    named = {d.primary for d in decisions}
+    assert "c1" not in named and len(named) >= len(tables.models) - 2
