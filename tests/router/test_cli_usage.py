@@ -128,21 +128,24 @@ def test_an_empty_answer_distribution_in_a_rule_is_refused(
     assert run.code == 2 and "needs at least one answer" in run.err and "rules" in run.err
 
 
-@pytest.mark.parametrize("after_s", [0.03, 0.08, 0.15])  # within the imports
-def test_an_interrupt_while_the_command_line_loads_is_one_line_not_a_traceback(
-        after_s: float) -> None:
+def test_an_interrupt_while_the_command_line_loads_is_one_line_not_a_traceback() -> None:
     """The console script imports for about a third of a second before `main` runs: a
-    Ctrl-C then printed a page of Python traceback."""
+    Ctrl-C then printed a page of Python traceback. (A signal in the interpreter's own start,
+    before the console script's first line has imported `router.__main__`, is Python's.)"""
     script = Path(sys.executable).with_name("diffroute")
-    process = subprocess.Popen([str(script), "profile", "--help"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    time.sleep(after_s)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=30)
-    if process.returncode == 0:  # done before the signal (a fast machine): nothing to see
-        assert "Usage" in out and not err
-    else:
-        assert (process.returncode, err) == (130, "diffroute: error: interrupted\n")
+    handled = 0
+    for after_s in (0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7):
+        process = subprocess.Popen([str(script), "profile", "--help"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(after_s)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        if process.returncode == 0:  # done before the signal: nothing to see
+            assert "Usage" in out and not err
+        elif "router/__main__.py" in err or process.returncode == 130:  # once run() began
+            assert (process.returncode, err) == (130, "diffroute: error: interrupted\n")
+            handled += 1
+    assert handled, "no interrupt landed while the command line loaded"
 
 
 @pytest.mark.parametrize("damage", ["not utf-8", "a directory"])
