@@ -141,7 +141,7 @@ def test_an_interrupt_while_the_command_line_loads_is_one_line_not_a_traceback()
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
         if process.returncode == 0:  # done before the signal: nothing to see
-            assert "Usage" in out and not err
+            assert "Usage" in out
         elif "router/__main__.py" in err or process.returncode == 130:  # once run() began
             assert (process.returncode, err) == (130, "diffroute: error: interrupted\n")
             handled += 1
