@@ -167,11 +167,12 @@ class _Arrays:
     freq: FloatArray  # (M, P, C) answer frequencies (option probs for choice when known)
     n_options: npt.NDArray[np.int64]
     gold: npt.NDArray[np.int64]  # -1 when no gold or gold not a category
-    correct: FloatArray  # (M, P) share of correct parsed samples
+    correct: FloatArray  # (M, P) share of correct samples (an unparsed one is not correct)
     modal_correct: npt.NDArray[np.bool_]
     seen: npt.NDArray[np.bool_]
     kinds: list[str]
     own: FloatArray  # (M, P) chance two distinct samples of a model agree (profiles.priors)
+    answered: npt.NDArray[np.bool_]  # (M, P) a sample was taken, parsed or not (accuracy's)
 
 
 def _gold_code(probe: Probe, index: dict[str, int]) -> int:
@@ -196,6 +197,13 @@ def _codes(profile: Profile, probes: Sequence[Probe], indexes: list[dict[str, in
         for v in row
     ]
     return np.array(flat, dtype=np.int64).reshape(len(probes), k)
+
+
+def _taken(profile: Profile, probes: Sequence[Probe], k: int) -> npt.NDArray[np.int64]:
+    """How many of its first ``k`` samples the model gave on each probe (parsed or not)."""
+    records = [profile.records.get(probe.id) for probe in probes]
+    return np.array([min(len(r.values), k) if r is not None else 0 for r in records],
+                    dtype=np.int64)
 
 
 def usable_option_probs(probs: Sequence[float | None]) -> tuple[float, ...] | None:
@@ -265,17 +273,22 @@ def _arrays(probes: Sequence[Probe], profiles: Sequence[Profile],
     gold = np.array([_gold_code(p, ix) for p, ix in zip(probes, indexes, strict=True)],
                     dtype=np.int64)
     parsed = (codes >= 0).sum(axis=2)
+    taken = np.stack([_taken(prof, probes, k) for prof in profiles])  # (M, P)
     hits = ((codes == gold[None, :, None]) & (gold[None, :, None] >= 0)).sum(axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        correct = np.where(parsed > 0, hits / np.maximum(parsed, 1), 0.0)
-    # the modal answer, ties broken uniformly at random (argmax alone favours option A)
-    jitter = rng.random(counts.shape) * 0.5
-    modal = ((counts + jitter).argmax(axis=2) == gold[None, :]) & (parsed > 0) & \
+    # an answer the extraction could not read (no number, a letter contradicting its option's
+    # text, a cut-off answer) is not a right one: accuracy counts every sample taken, as the
+    # diff counts "unparsed" as an answer of its own
+    correct = np.where(taken > 0, hits / np.maximum(taken, 1), 0.0)
+    # the modal answer among the options and "unparsed", ties broken uniformly at random
+    # (argmax alone favours option A)
+    voted = np.concatenate([counts, (taken - parsed)[..., None]], axis=2)
+    jitter = rng.random(voted.shape) * 0.5
+    modal = ((voted + jitter).argmax(axis=2) == gold[None, :]) & (parsed > 0) & \
         (gold[None, :] >= 0)
     n_opt = np.array([max(2, len(c)) for c in cats], dtype=np.int64)
     freq = normalise_rows(freq)
     return _Arrays(freq, n_opt, gold, correct, modal, freq.sum(-1) > 0,
-                   [p.type for p in probes], self_agreement(freq, parsed, exact))
+                   [p.type for p in probes], self_agreement(freq, parsed, exact), taken > 0)
 
 
 def _pairwise_agreement(freq: FloatArray) -> FloatArray:
@@ -432,8 +445,9 @@ def _domain_matrix(a: _Arrays, text: _Text | None, bootstrap: int,
             for name, half in (("even", c.gold[0::2]), ("odd", c.gold[1::2])):
                 folds[f"catch_{name}"], folds[f"false_alarm_{name}"] = audit_rates(
                     a.freq[:, half], a.gold[half], a.seen[:, half])
+        answered = a.answered[:, c.gold]  # a probe answered unreadably counts, as wrong
         with np.errstate(invalid="ignore", divide="ignore"):
-            acc = (a.correct[:, c.gold] * valid).sum(1) / valid.sum(1)
+            acc = (a.correct[:, c.gold] * answered).sum(1) / answered.sum(1)
     return DomainMatrix(kappa, low, high, ec, _pairwise_agreement(a.freq), acc,
                         int(c.kappa.size), int(c.gold.size), int(a.freq.shape[1]),
                         prior=measures[1][0], refusal=measures[2][0], free=measures[3][0],
@@ -494,4 +508,4 @@ def _texts(probes: Sequence[Probe], profiles: Sequence[Profile], embedder: Embed
 def _subset(a: _Arrays, cols: npt.NDArray[np.int64]) -> _Arrays:
     return _Arrays(a.freq[:, cols], a.n_options[cols], a.gold[cols], a.correct[:, cols],
                    a.modal_correct[:, cols], a.seen[:, cols], [a.kinds[j] for j in cols],
-                   a.own[:, cols])
+                   a.own[:, cols], a.answered[:, cols])

@@ -77,8 +77,8 @@ class Profile:
             samples += len(rec.values)
             failures += len(rec.values) - rec.parsed
             parsed = [v for v in rec.values if v is not None]
-            if probe.gold is not None:
-                graded += len(parsed)
+            if probe.gold is not None:  # an unparsed sample is graded, and not right
+                graded += len(rec.values)
                 correct += sum(_matches(probe, v) for v in parsed)
             if probe.type == "refusal":
                 refusal_probes += len(parsed)

@@ -451,7 +451,7 @@ def decide(tables: PolicyTables, request: RouteRequest, weights: Mapping[str, fl
     if request.panel > 1:
         if request.role != "audit":
             raise BadRequestError("panels are for audit (role 'audit')", param="panel")
-        panel = choose_panel(tables, primary, task, allowed, pairings, config, request.panel)
+        panel = choose_panel(tables, request, primary, task, allowed, pairings, config)
         return _with_reason(panel, auto_note + "; " + panel.reason) if auto_note else panel
     mask = _partner_mask(tables, allowed, primary, pairings)
     if not mask.any():
@@ -631,9 +631,17 @@ def _nobody(weak: list[str], config: PolicySettings) -> str:
 def _why_empty(tables: PolicyTables, request: RouteRequest, primary: str, pairings: Pairings,
                config: PolicySettings) -> str:
     """The real causes of an empty candidate set, each with the models it removed."""
-    others = [m for m in tables.models if m != primary]
-    if not others:
+    if len(tables.models) < 2:
         return "the pool has no other model"
+    causes = _removed(tables, request, primary, pairings, config)
+    return "no candidate is left (" + ("; ".join(causes) or "none qualifies") + ")"
+
+
+def _removed(tables: PolicyTables, request: RouteRequest, primary: str, pairings: Pairings,
+             config: PolicySettings) -> list[str]:
+    """What took each model out of the primary's candidates: the request's list, the
+    limits, an open circuit, an exclusion — each cause with the models it removed."""
+    others = [m for m in tables.models if m != primary]
     causes: list[str] = []
     listed = set(request.candidates) if request.candidates is not None else None
     if listed is not None:
@@ -650,7 +658,7 @@ def _why_empty(tables: PolicyTables, request: RouteRequest, primary: str, pairin
     excluded = [m for m in others if pairings.is_excluded(primary, m)]
     if excluded:
         causes.append(f"excluded from pairing with '{primary}': {_listed(excluded)}")
-    return "no candidate is left (" + ("; ".join(causes) or "none qualifies") + ")"
+    return causes
 
 
 def _by_family(tables: PolicyTables, p: int, role: Role, task: _Task, mask: BoolArray,
@@ -851,19 +859,28 @@ def effective_votes(rho: FloatArray) -> float:
     return float(r.shape[0] ** 2 / r.sum())
 
 
-def choose_panel(tables: PolicyTables, primary: str, task: _Task, allowed: BoolArray,
-                 pairings: Pairings, config: PolicySettings, k: int) -> Decision:
-    """``k`` competent auditors chosen greedily to maximise the effective number of
-    independent votes among the primary and its panel; N_eff is reported."""
+def choose_panel(tables: PolicyTables, request: RouteRequest, primary: str, task: _Task,
+                 allowed: BoolArray, pairings: Pairings, config: PolicySettings) -> Decision:
+    """``request.panel`` competent auditors chosen greedily to maximise the effective number
+    of independent votes among the primary and its panel; N_eff is reported."""
+    k = request.panel
     p = tables.index(primary)
     if not tables.profiled[p]:
         raise NoPairError(primary, "audit", "panels need a profiled primary (it is unprofiled)")
     mask = _partner_mask(tables, allowed, primary, pairings)
     acc = _accuracy(tables, task)
-    pool = np.flatnonzero(mask & tables.profiled & (acc > config.competence_floor))
+    competent = acc > config.competence_floor
+    pool = np.flatnonzero(mask & tables.profiled & competent)
     if pool.size < k:
+        causes = _removed(tables, request, primary, pairings, config)
+        if unprofiled := [tables.models[i] for i in np.flatnonzero(mask & ~tables.profiled)]:
+            causes.append(f"unprofiled: {_listed(unprofiled)}")
+        if weak := [tables.models[i] for i in np.flatnonzero(mask & tables.profiled & ~competent)]:
+            causes.append(f"not above the competence floor {config.competence_floor:.2f}: "
+                          f"{_listed(weak)}")
+        why = f" ({'; '.join(causes)})" if causes else ""
         raise NoPairError(primary, "audit", f"a panel of {k} needs {k} competent auditors, "
-                          f"found {pool.size}")
+                          f"found {pool.size}{why}")
     pinned = pairings.pinned_partner(primary, "audit")
     seed = [tables.model_index[pinned]] if pinned is not None and pinned in \
         tables.model_index and mask[tables.model_index[pinned]] else []

@@ -41,10 +41,10 @@ async def route(request: web.Request) -> web.Response:
     is kept (``RecentDecisions``) so the framework can report the pair's answers."""
     state = request.app[STATE]
     body = parse_route(await read_json(request))
-    for param, names in (("primary", (body.primary,)), ("candidates", body.candidates or ())):
-        for name in names:
-            if name is not None and name != "auto":
-                state.pool.get(name, param=param)
+    if body.primary not in (None, "auto"):  # "auto" is a primary's word, not a candidate's
+        state.pool.get(body.primary, param="primary")
+    for name in body.candidates or ():
+        state.pool.get(name, param="candidates")
     primary = None if body.primary in (None, "auto") else body.primary
     route_request = RouteRequest(
         role=body.role, primary=primary, task=body.task_text(),
@@ -68,7 +68,7 @@ async def put_pairings(request: web.Request) -> web.Response:
     known = set(state.pool.names)
     unknown = pairings.unknown_models(known)
     if unknown:
-        raise BadRequestError(f"unknown model(s) in pairings: {', '.join(unknown)} "
+        raise BadRequestError(f"unknown model(s) in pairings: {', '.join(map(_quoted, unknown))} "
                               f"(known: {', '.join(state.pool.names)})",
                               param=pairings.unknown_param(known))
     await state.pairing.replace(pairings)  # rebuilt off the event loop, then persisted
@@ -119,3 +119,8 @@ def _report(diff: dict[str, Any]) -> str:
 def _no_profile(a: str, b: str, why: str) -> web.Response:
     return error_response(404, f"no behavioral diff for '{a}' and '{b}': {why}",
                           param="a", code="profile_not_found")
+
+
+def _quoted(name: str) -> str:
+    """A model name as a message shows it: quoted (a pin to ``""`` read "pairings:  "), cut."""
+    return f"'{name}'" if len(name) <= 100 else f"'{name[:100]}…'"

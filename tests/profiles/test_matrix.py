@@ -137,3 +137,29 @@ def test_the_evidence_counted_is_the_probes_observed_not_the_suites() -> None:
     assert (m.n_kappa, m.n_gold) == (11, 11)
     assert np.isfinite(m.kappa[0, 1]) and m.kappa_low[0, 1] <= m.kappa[0, 1] <= m.kappa_high[0, 1]
     assert pool_matrix(full, s, bootstrap=0).domains["d"].n_kappa == 40
+
+
+def test_an_answer_that_could_not_be_read_is_not_a_right_one() -> None:
+    """Accuracy counted right answers among the *parsed* samples: a model that answered one
+    probe in four readably (and right) and the rest with no readable answer showed 1.0, as a
+    model right on every sample did; and a probe left wholly unread did not count at all."""
+    s = suite(8)
+    always = profile("always", s, ("B",) * 4)
+    mostly_unread = profile("unread", s, ("B", None, None, None))  # type: ignore[arg-type]
+    blank = Profile("blank", "blank", s.name, s.version, Decoding(samples=4), {
+        p.id: ProbeRecord(p.id, p.id, ("",) * 4, (None,) * 4 if i < 4 else ("B",) * 4)
+        for i, p in enumerate(s.probes)})
+    m = pool_matrix([always, mostly_unread, blank], s, bootstrap=0).domains["d"]
+    assert m.accuracy.tolist() == pytest.approx([1.0, 0.25, 0.5])
+    # the modal answer of "B, ?, ?, ?" is "no readable answer", not a right one: wrong where
+    # the other model is wrong, right where it is right (error consistency 1; it was 0 when
+    # "B, ?, ?, ?" counted as right)
+    def halves(name: str, first: tuple[str | None, ...]) -> Profile:
+        return Profile(name, name, s.name, s.version, Decoding(samples=4), {
+            p.id: ProbeRecord(p.id, p.id, ("",) * 4, first if i < 4 else ("B",) * 4)
+            for i, p in enumerate(s.probes)})
+    m = pool_matrix([halves("x", ("B", None, None, None)), halves("y", ("A",) * 4)], s,
+                    bootstrap=0).domains["d"]
+    assert m.error_consistency[0, 1] == pytest.approx(1.0)
+    summary = mostly_unread.summary(s)
+    assert summary["accuracy"] == 0.25 and summary["parse_failure_rate"] == 0.75

@@ -411,6 +411,20 @@ def test_a_panel_seats_the_pinned_auditor_first_and_explains_auto(
     assert auto.reason.startswith("primary auto: ") and auto.primary not in auto.panel
 
 
+def test_a_panel_too_small_names_what_removed_each_model(tables: PolicyTables) -> None:
+    """It said "a panel of 3 needs 3 competent auditors, found 1" and nothing of why."""
+    floor = PolicySettings(competence_floor=0.0)
+    with pytest.raises(NoPairError) as caught:
+        audit(tables, "a1", panel=3, candidates=("b1", "b2", "c1"), config=floor,
+              pairings=Pairings(excluded=[("a1", "b2")]))
+    message = str(caught.value)
+    assert "found 2" in message and "excluded from pairing with 'a1': b2" in message
+    assert "not among the request's candidates: a2" in message, message
+    high = PolicySettings(competence_floor=0.99)
+    with pytest.raises(NoPairError, match=r"not above the competence floor 0\.99: a2, b1"):
+        audit(tables, "a1", panel=2, config=high)
+
+
 def test_an_auditor_that_catches_less_than_a_random_one_is_said_to(
         tables: PolicyTables) -> None:
     """The reason said the auditor catches "at least as many errors as a random one" and

@@ -142,6 +142,8 @@ async def test_a_time_that_is_not_finite_is_a_400(service: Running, param: str,
     ({"excluded": [["alpha", "beta"], ["beta", "beta"]]}, "excluded[1]", "itself"),
     ({"excluded": [["alpha", "nosuch"]]}, "excluded[0]", "nosuch"),
     ({"pinned": {"alpha": {"judge": "beta"}}}, "pinned.alpha.judge", "audit"),
+    # a pin to "" read "unknown model(s) in pairings:  (known: …)"
+    ({"pinned": {"alpha": {"audit": ""}}}, "pinned.alpha.audit", "pairings: '' "),
 ])
 async def test_pairings_that_cannot_hold_are_refused_and_change_nothing(
         service: Running, pairings: dict[str, Any], param: str, words: str) -> None:
@@ -157,6 +159,9 @@ async def test_an_unknown_model_is_named_by_the_field_that_named_it(service: Run
         ("/v1/route", {"role": "audit", "primary": "nosuch", "task": "hi"}, "primary"),
         ("/v1/route", {"role": "audit", "primary": "alpha", "task": "hi",
                        "candidates": ["beta", "nosuch"]}, "candidates"),
+        # "auto" is a primary's word: as a candidate it was a 404 on 'model'
+        ("/v1/route", {"role": "audit", "primary": "auto", "task": "hi",
+                       "candidates": ["alpha", "auto"]}, "candidates"),
         ("/v1/chat/completions", {"model": "audit:alpha", "messages": ask,
                                   "diffroute": {"partner": "nosuch"}}, "diffroute.partner"),
         ("/v1/chat/completions", {"model": "audit:alpha", "messages": ask,
