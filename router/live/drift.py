@@ -10,7 +10,9 @@ predicted disagreement rate, or — for an unprofiled pair — the rate of its f
 :data:`BURN_IN` comparisons, whose 95 % Wilson interval ends serve as the in-control rates of
 the upward and the downward test, so that estimation error is not read as drift), it
 accumulates the log-likelihood ratio of ``p1 = 2·p0``
-(at least ``p0 + 0.05``) and of ``p0 / 2``; a sum beyond ``h`` (:data:`CUSUM_H`) is drift. The
+(at least ``p0 + 0.05``) and of ``p0 / 2`` (at least :data:`P_FLOOR`: a baseline at the floor —
+a pair that always agrees — cannot drift down, as one at the ceiling cannot drift up); a sum
+beyond ``h`` (:data:`CUSUM_H`) is drift. The
 threshold h = 10 keeps the in-control run length far above a day of traffic for a single pair
 (the stable-pair test feeds 5,000 comparisons and reports the false alarms). After an alarm the
 pair is marked ``drifted`` and re-learns its baseline from the next :data:`BURN_IN` comparisons.
@@ -85,7 +87,9 @@ class BernoulliCusum:
         self.high = _clip(self.p0 if self.high is None else self.high)
         self.low = _clip(self.p0 if self.low is None else self.low)
         self.p_up = min(1 - P_FLOOR, max(2 * self.high, self.high + MIN_SHIFT))
-        self.p_down = max(P_FLOOR / 2, self.low / 2)
+        # mirrors p_up's ceiling: below the floor the baselines are clipped, so a pair whose
+        # rate is 0 (and stays 0) would otherwise raise a "down" alarm every ~4,000 comparisons
+        self.p_down = min(self.low, max(P_FLOOR, self.low / 2))
         self.alarm_statistic = 0.0
 
     def update(self, flagged: bool) -> Direction | None:

@@ -76,3 +76,19 @@ def test_live_shifts_weigh_domains_by_comparisons_and_skip_unprofiled() -> None:
     # math: blended (50*0.9 + 0)/100 = 0.45 → -0.45; law: (50*1 + 50)/100 = 1.0 → 0.0
     assert abs(shift - (-0.45 * 50 + 0.0 * 50) / 100) < 1e-9
     assert monitor.epoch == 120 // EPOCH_COMPARISONS
+
+
+@pytest.mark.parametrize("predicted", [0.0, None])
+def test_a_pair_that_always_agrees_raises_no_downward_alarm(predicted: float | None) -> None:
+    # the profile predicts 0 (clipped to P_FLOOR) or the burn-in saw no disagreement: the rate
+    # cannot go below 0, so 10,000 agreements in a row are no drift
+    monitor = DriftMonitor()
+    events = [e for _ in range(10_000) if (e := monitor.observe(KEY, False, predicted))]
+    assert events == []
+    assert monitor.pairs[KEY].state == "ok"
+
+
+def test_a_rate_that_falls_to_zero_from_above_the_floor_is_still_a_downward_drift() -> None:
+    monitor = DriftMonitor()
+    events = [e for _ in range(5000) if (e := monitor.observe(KEY, False, 0.02))]
+    assert events and events[0].direction == "down"
