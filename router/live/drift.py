@@ -163,6 +163,9 @@ class PairMonitor:
             low, high = wilson_interval(k, n)
             self.cusum = BernoulliCusum((k + 1) / (n + 2), self.h, high, low)
             self._burn = []
+            # the baseline is set now: an alarm's observed rate and comparisons count from here
+            # (they counted the burn-in too, diluting the rate with the old normal)
+            self.since_baseline = self.flagged_since_baseline = 0
             self.state = "ok" if self.state == "learning" else self.state
 
     def rebaseline(self) -> None:

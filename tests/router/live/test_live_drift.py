@@ -92,3 +92,17 @@ def test_a_rate_that_falls_to_zero_from_above_the_floor_is_still_a_downward_drif
     monitor = DriftMonitor()
     events = [e for _ in range(5000) if (e := monitor.observe(KEY, False, 0.02))]
     assert events and events[0].direction == "down"
+
+
+def test_an_alarm_reports_the_rate_since_its_learned_baseline_not_since_the_burn_in() -> None:
+    monitor = DriftMonitor(burn_in=100)
+    for i in range(100):  # burn-in: 10 % (every tenth)
+        assert monitor.observe(KEY, i % 10 == 0) is None
+    for n in range(1, 401):  # then every comparison disagrees
+        event = monitor.observe(KEY, True)
+        if event is not None:
+            break
+    else:
+        pytest.fail("no drift detected")
+    assert event.comparisons == n
+    assert event.observed == 1.0
