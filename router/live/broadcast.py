@@ -18,20 +18,24 @@ import orjson
 
 from router.store import DiffQuery
 
-FilterKey = tuple[str | None, str | None, str | None, str | None]
-"""(primary, partner, role, domain) of a subscription; ``None`` matches anything."""
+FilterKey = tuple[str | None, str | None, str | None, str | None, float | None, float | None]
+"""(primary, partner, role, domain, since, until) of a subscription; ``None`` matches
+anything. The times bound ``created_at`` as ``GET /v1/diffs`` does (``since`` ≤ it <
+``until``), for the live part of a stream as for its backlog."""
 
 
 def filter_key(query: DiffQuery) -> FilterKey:
-    return (query.primary, query.partner, query.role, query.domain)
+    return (query.primary, query.partner, query.role, query.domain, query.since, query.until)
 
 
 def matches(diff: dict[str, Any], key: FilterKey) -> bool:
-    primary, partner, role, domain = key
+    primary, partner, role, domain, since, until = key
     return ((primary is None or diff["primary"] == primary)
             and (partner is None or diff["partner"] == partner)
             and (role is None or diff["role"] == role)
-            and (domain is None or domain in diff["domains"]))
+            and (domain is None or domain in diff["domains"])
+            and (since is None or diff["created_at"] >= since)
+            and (until is None or diff["created_at"] < until))
 
 
 def encode_event(diff: dict[str, Any]) -> bytes:

@@ -126,6 +126,19 @@ async def test_sse_stream_delivers_live_diffs_in_order(live: Running) -> None:
                 [newest["live_diff_id"]]
 
 
+async def test_the_stream_keeps_its_time_filter_for_new_diffs(live: Running) -> None:
+    stream = live.base_url + "/diffs/stream?heartbeat=0.05"
+    async with aiohttp.ClientSession() as http, http.get(
+            stream + "&until=2020-01-01") as past, http.get(
+            stream + "&since=2000-01-01") as recent:
+        assert (await past.content.readline()).startswith(b": connected")
+        assert (await recent.content.readline()).startswith(b": connected")
+        flagged = await chat(http, live)
+        got = await asyncio.wait_for(read_events(recent, 1), 5)
+        assert [e["id"] for e in got] == [flagged["live_diff_id"]]
+        with pytest.raises(TimeoutError):  # recorded after `until`: not for this stream
+            await asyncio.wait_for(read_events(past, 1), 1.0)
+
 async def test_scripted_drift_is_detected_through_the_service(tmp_path: Path) -> None:
     drifting = models()
     drifting[2] = scripted("gamma", "c", PARIS, drift_after=120,
