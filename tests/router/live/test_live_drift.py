@@ -98,7 +98,7 @@ def test_an_alarm_reports_the_rate_since_its_learned_baseline_not_since_the_burn
     monitor = DriftMonitor(burn_in=100)
     for i in range(100):  # burn-in: 10 % (every tenth)
         assert monitor.observe(KEY, i % 10 == 0) is None
-    for n in range(1, 401):  # then every comparison disagrees
+    for n in range(1, 401):  # noqa: B007  # then every comparison disagrees; n is checked below
         event = monitor.observe(KEY, True)
         if event is not None:
             break
