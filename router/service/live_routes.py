@@ -131,11 +131,12 @@ def diff_query(request: web.Request, after: int = 0) -> DiffQuery:
                      newest_first=order == "desc")
 
 
-def _last_event_id(request: web.Request) -> int:
-    """``Last-Event-ID``: the sequence number of the last event a client saw (0 when absent)."""
+def _last_event_id(request: web.Request) -> int | None:
+    """``Last-Event-ID``: the sequence number of the last event a client saw (``None`` when
+    absent)."""
     raw = request.headers.get("Last-Event-ID", "").strip()
     if not raw:
-        return 0
+        return None
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         raise BadRequestError("Last-Event-ID must be the id of a live_diff event (a number "
                               "below 10^18)", param="Last-Event-ID")
@@ -160,7 +161,12 @@ async def stream_diffs(request: web.Request) -> web.StreamResponse:
     that falls a whole buffer behind gets a final ``resume`` event with the id to resume from
     (``Last-Event-ID``) and the stream ends, so it never slows the others."""
     sink = _sink(request)
-    query = diff_query(request, _last_event_id(request))
+    query = diff_query(request)
+    last_event = _last_event_id(request)
+    if last_event is not None:
+        # it wins over cursor: an EventSource reconnects to the URL of its first request
+        # (cursor included) with the id of the last event it received
+        query = dataclasses.replace(query, after=last_event)
     if query.newest_first:
         raise BadRequestError("the stream is in commit order; order=desc is for GET /v1/diffs",
                               param="order")

@@ -126,6 +126,21 @@ async def test_sse_stream_delivers_live_diffs_in_order(live: Running) -> None:
                 [newest["live_diff_id"]]
 
 
+async def test_a_reconnecting_event_source_resumes_after_its_last_event_not_its_cursor(
+        live: Running) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(4):
+            await chat(http, live)
+        _, page = await get(http, live.base_url + "/diffs")
+        seqs = [d["seq"] for d in page["data"]]
+        # connected first with ?cursor=<the first>, saw up to the third: an EventSource
+        # reconnects to the same URL with Last-Event-ID, and must not be sent the third again
+        async with http.get(live.base_url + f"/diffs/stream?heartbeat=0.05&cursor={seqs[0]}",
+                            headers={"Last-Event-ID": str(seqs[2])}) as again:
+            replay = await asyncio.wait_for(read_events(again, 1), 5)
+        assert [e["seq"] for e in replay] == [seqs[3]]
+
+
 async def test_the_stream_keeps_its_time_filter_for_new_diffs(live: Running) -> None:
     stream = live.base_url + "/diffs/stream?heartbeat=0.05"
     async with aiohttp.ClientSession() as http, http.get(
