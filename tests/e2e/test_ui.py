@@ -454,3 +454,34 @@ async def test_leaving_the_live_page_before_it_loads_leaves_no_stream_open(
             await asyncio.sleep(0.05)
     assert await page.evaluate("document.body.dataset.page") == "pool"
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_a_diff_missing_a_field_is_an_error_in_its_place_not_the_whole_page(
+        running: Running, browser: Browser) -> None:
+    ids = [(await audit(running, "beta"))["live_diff_id"] for _ in range(2)]
+
+    async def without_domains(route: Any) -> None:  # as an older or a proxying server might
+        response = await route.fetch()
+        body = await response.json()
+        del body["data"][0]["domains"]
+        await route.fulfill(response=response, json=body)
+
+    page = await browser.new_page()
+    await page.add_init_script(f"sessionStorage.setItem('diffroute.key', '{CLIENT_KEY}')")
+    await page.route("**/v1/diffs?*", without_domains)
+    await page.goto(f"{running.url}/ui/#/live")
+    await ready(page)
+    assert await page.locator("li.diff.error").count() == 1
+    assert ids[-1] in await page.locator("li.diff.error").inner_text()
+    assert await page.locator(f"#diff-{ids[0]}").count() == 1  # the other one is shown
+    assert await page.locator("#drift").count() == 1  # and so is the rest of the page
+
+
+async def test_the_stream_pill_leaves_live_as_soon_as_the_server_ends_the_stream(
+        running: Running, browser: Browser) -> None:
+    page = await open_page(browser, running, "/live")
+    await ready(page)
+    await page.wait_for_selector("#stream-state[data-state=connected]", timeout=5_000)
+    running.app[STATE].live.broadcaster.close()  # what a shutdown does to every stream
+    # the page reconnects 1 s later: before that, it must not say "live"
+    await page.wait_for_selector("#stream-state[data-state=reconnecting]", timeout=500)

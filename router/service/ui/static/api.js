@@ -133,6 +133,8 @@ export function openStream(path, onEvent, onState, cursor = null) {
             if (data) onEvent(event, JSON.parse(data), id);
           }
         }
+        // the server ended the stream (a shutdown, or a `resume` event): not live any more
+        if (!controller.signal.aborted) onState && onState("reconnecting");
       } catch (error) {
         if (controller.signal.aborted) return;
         onState && onState("reconnecting");

@@ -37,7 +37,7 @@ export async function renderLive(root, params) {
   const more = h("button", { id: "older", type: "button" }, "older diffs");
   let oldest = null;
   const append = (diffs) => {
-    for (const diff of diffs) feed.append(diffItem(diff, false));
+    for (const diff of diffs) feed.append(shownItem(diff, false));
     if (diffs.length) oldest = diffs[diffs.length - 1].seq;
     more.hidden = diffs.length < PAGE;
   };
@@ -60,7 +60,7 @@ export async function renderLive(root, params) {
     alarms(drift),
     h("h2", {}, "Disagreement rate over time"),
     h("p", { class: "muted small" }, "Per pair and domain, per time bucket: the observed rate, its 95% Wilson band (shaded) and the rate the profile predicts (dashed)."),
-    h("div", { class: "charts", id: "rates" }, series.data.length ? series.data.map((row) => rateChart(row, series)) : h("p", { class: "muted" }, "No paired comparison in this window.")),
+    h("div", { class: "charts", id: "rates" }, series.data.length ? series.data.map((row) => shownChart(row, series)) : h("p", { class: "muted" }, "No paired comparison in this window.")),
     h("h2", {}, "Live diffs"),
     feed.childElementCount ? "" : h("p", { class: "muted", id: "feed-empty" }, "No live diff yet: make a paired call (model audit:… or assist:…)."),
     feed, more);
@@ -73,14 +73,14 @@ export async function renderLive(root, params) {
   const stream = openStream(`/v1/diffs/stream?${streamQuery}`, (event, diff) => {
     if (event !== "live_diff") return;
     root.querySelector("#feed-empty")?.remove();
-    feed.prepend(diffItem(diff, true));
+    feed.prepend(shownItem(diff, true));
   }, (state) => { streamState.textContent = state === "connected" ? "live" : state; streamState.dataset.state = state; }, String(newest));
   // the rates move as comparisons arrive: redraw them now and then (the feed is pushed)
   const charts = root.querySelector("#rates");
   const timer = setInterval(async () => {
     try {
       const fresh = await getJSON(`/v1/stats/disagreements/series?window=${window_s}&buckets=30`);
-      if (fresh.data.length) charts.replaceChildren(...fresh.data.map((row) => rateChart(row, fresh)));
+      if (fresh.data.length) charts.replaceChildren(...fresh.data.map((row) => shownChart(row, fresh)));
     } catch (error) { /* keep the last drawing; the next tick retries */ }
   }, RATES_REFRESH_MS);
   return () => { stream.abort(); clearInterval(timer); };
@@ -187,6 +187,24 @@ function marked(parts, cls) {
 const BIDI = /[\u202a-\u202e\u2066-\u2069]/g;
 export const revealBidi = (text) => typeof text === "string"
   ? text.replace(BIDI, (c) => `⟨U+${c.charCodeAt(0).toString(16).toUpperCase()}⟩`) : text;
+
+// One diff or chart that cannot be drawn (a field missing or of another type) is an error in
+// its place, not an exception that replaces the whole page (or, from the stream, a reconnect).
+function shownItem(diff, fresh) {
+  try {
+    return diffItem(diff, fresh);
+  } catch (error) {
+    return h("li", { class: "diff error", role: "alert", "data-id": diff && diff.id }, `live diff ${(diff && diff.id) || "?"} cannot be shown: ${error.message}`);
+  }
+}
+
+function shownChart(row, series) {
+  try {
+    return rateChart(row, series);
+  } catch (error) {
+    return h("figure", { class: "chart error", role: "alert" }, `${(row && row.primary) || "?"} ⟷ ${(row && row.partner) || "?"}: cannot be drawn: ${error.message}`);
+  }
+}
 
 function diffItem(diff, fresh) {
   const [left, right] = wordDiff(revealBidi(diff.primary_text), revealBidi(diff.partner_text));
