@@ -605,7 +605,7 @@ def _local_diffs(config: str | None, data_dir: str | None, pair: str | None,
     primary = partner = None
     if pair:
         names = [n.strip() for n in pair.split(",")]
-        if len(names) != 2:
+        if len(names) != 2 or not all(names):  # "A," named no partner: it matched nothing
             raise click.UsageError("--pair takes two models: A,B")
         primary, partner = names
     query = DiffQuery(primary, partner, since=since, limit=limit)

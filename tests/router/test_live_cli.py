@@ -134,3 +134,13 @@ async def test_url_answers_that_are_not_a_services_are_one_line(
             assert capsys.readouterr().err == ""
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("pair", ["alpha,", ",beta", "alpha,beta,gamma"])
+def test_a_pair_without_two_names_is_a_usage_error_as_with_url(
+        tmp_path: Path, pair: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # the service refuses it (400 naming pair); read from the data dir it listed nothing
+    with pytest.raises(SystemExit) as exited:
+        main(["diffs", "--data-dir", str(tmp_path), "--pair", pair])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "--pair takes two models" in err, err
