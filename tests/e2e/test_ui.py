@@ -485,3 +485,26 @@ async def test_the_stream_pill_leaves_live_as_soon_as_the_server_ends_the_stream
     running.app[STATE].live.broadcaster.close()  # what a shutdown does to every stream
     # the page reconnects 1 s later: before that, it must not say "live"
     await page.wait_for_selector("#stream-state[data-state=reconnecting]", timeout=500)
+
+
+async def test_a_drift_alarm_does_not_call_a_relearned_rate_the_profiles(
+        running: Running, browser: Browser) -> None:
+    # alpha/beta drifted once, relearned 1 %, then drifted again: the second alarm's expected
+    # rate is the relearned one, and the pair is no longer relearning
+    event = {"seq": 2, "at": 1.0e9, "primary_model": "alpha", "partner": "beta",
+             "domain": "general", "direction": "up", "expected": 0.01, "observed": 1.0,
+             "comparisons": 12, "statistic": 10.3}
+    state = {"primary": "alpha", "partner": "beta", "domain": "general", "state": "drifted",
+             "comparisons": 4000, "expected_rate": 0.0098, "statistic": 0.0}
+
+    async def drift(route: Any) -> None:
+        await route.fulfill(json={"object": "list", "data": [event], "states": [state]})
+
+    page = await browser.new_page()
+    await page.add_init_script(f"sessionStorage.setItem('diffroute.key', '{CLIENT_KEY}')")
+    await page.route("**/v1/drift?*", drift)
+    await page.goto(f"{running.url}/ui/#/live")
+    await ready(page)
+    text = await page.locator("#drift li.drifted").inner_text()
+    assert "profile" not in text and "where 1.0% was expected" in text, text
+    assert "relearning" not in text and "relearned since: 1.0%" in text, text

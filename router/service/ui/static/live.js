@@ -95,8 +95,11 @@ function alarms(drift) {
     h("h2", {}, `Drift alarms (${drifted.length} pair${drifted.length === 1 ? "" : "s"} drifted)`),
     h("ul", {}, drifted.map((st) => {
       const ev = lastEvent(st);
-      const what = ev ? `disagreement rate ${ev.direction}: ${pct(ev.observed)} observed over ${ev.comparisons} comparisons where the profile predicted ${pct(ev.expected)} (CUSUM ${fmt(ev.statistic)})` : `drifted after ${st.comparisons} comparisons`;
-      return h("li", { class: "drifted" }, h("strong", {}, `${st.primary} ⟷ ${st.partner}`), ` on ${st.domain}: ${what}; relearning its normal rate`);
+      // the expected rate is the profile's only until a first alarm (or for an unprofiled pair,
+      // ever): after one, it is the rate relearned from the comparisons that followed it
+      const what = ev ? `disagreement rate ${ev.direction}: ${pct(ev.observed)} observed over ${ev.comparisons} comparisons where ${pct(ev.expected)} was expected (CUSUM ${fmt(ev.statistic)})` : `drifted after ${st.comparisons} comparisons`;
+      const now = st.expected_rate === null ? "relearning its normal rate" : `its normal rate relearned since: ${pct(st.expected_rate)}`;
+      return h("li", { class: "drifted" }, h("strong", {}, `${st.primary} ⟷ ${st.partner}`), ` on ${st.domain}: ${what}; ${now}`);
     }),
     events.map((ev) => h("li", {}, `${time(ev.at)} — ${ev.primary_model} ⟷ ${ev.partner} on ${ev.domain}: rate ${ev.direction}, expected ${pct(ev.expected)}, observed ${pct(ev.observed)}`))));
 }
