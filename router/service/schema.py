@@ -185,15 +185,19 @@ class ChatRequest(BaseModel):
 
     def untranslated_field(self) -> str | None:
         """The first field of the body a translated call would lose (``tools``,
-        ``messages[2].tool_calls``…), or ``None`` when translation keeps everything."""
-        for name in self._sent:
-            if name not in TRANSLATED_FIELDS and name not in BOOKKEEPING_FIELDS:
+        ``messages[2].tool_calls``…), or ``None`` when translation keeps everything. A field
+        that is ``null`` or an empty list says nothing, so dropping it loses nothing: clients
+        that write every field send ``"top_p": null``, and an assistant message sent back as
+        the SDK's ``message.model_dump()`` has ``"refusal": null, "tool_calls": null``."""
+        for name, value in self._sent.items():
+            if name not in TRANSLATED_FIELDS and name not in BOOKKEEPING_FIELDS and \
+                    not _empty(value):
                 return name
         for i, message in enumerate(self.messages):
             if message.role in ("tool", "function"):
                 return f"messages[{i}].role"
-            for name in message.model_extra or {}:
-                if name not in TRANSLATED_MESSAGE_FIELDS:
+            for name, value in (message.model_extra or {}).items():
+                if name not in TRANSLATED_MESSAGE_FIELDS and not _empty(value):
                     return f"messages[{i}].{name}"
             part = message.untranslated_part()
             if part is not None:
@@ -210,6 +214,11 @@ class ChatRequest(BaseModel):
                 "translated request; only OpenAI-compatible models (kind: openai) are sent the "
                 "body as it is): remove it or use another model", param=field,
                 code="unsupported_field")
+
+
+def _empty(value: object) -> bool:
+    """``null`` or ``[]``: a field that asks for nothing (``"tool_calls": []`` is no call)."""
+    return value is None or (isinstance(value, list) and not value)
 
 
 class RouteBody(BaseModel):

@@ -124,3 +124,27 @@ async def test_streamed_logprobs_from_a_translated_model_are_refused_not_dropped
         assert answer["error"]["param"] == "logprobs"  # type: ignore[index]
         status, _ = await post(running, {"model": model, "messages": ASK, "logprobs": True})
         assert status == 200  # unstreamed, they are there
+
+
+@pytest.mark.parametrize("model", ["local", "audit:remote-a"])
+async def test_an_sdk_dumped_answer_and_null_fields_reach_a_translated_model(
+        tmp_path: object, model: str) -> None:
+    """A conversation that goes on with `message.model_dump()` (`"refusal": null`,
+    `"tool_calls": null`…) and fields sent as null (`"top_p": null`) asks for nothing a
+    translated model would drop: it was a 400 naming `messages[1].refusal` on every local
+    model (the embedded pool's second turn)."""
+    async with agents_service(tmp_path, InMemoryLiveDiffSink()) as (running, _fake):  # type: ignore[arg-type]
+        client = async_client(running)
+        first = await client.chat.completions.create(model="local", messages=ASK)  # type: ignore[arg-type]
+        dumped = first.choices[0].message.model_dump()
+        assert dumped["refusal"] is None and dumped["tool_calls"] is None
+        diffroute = {"partner": "local"} if model.startswith("audit:") else None
+        completion = await client.chat.completions.create(
+            model=model, messages=[*ASK, dumped, {"role": "user", "content": "And Lyon?"}],  # type: ignore[list-item]
+            extra_body={"top_p": None, "tools": None, "diffroute": diffroute})
+        assert completion.choices[0].message is not None
+        # a field that does ask for something is still refused, naming it
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model="local", messages=ASK, extra_body={"top_p": 0.5})  # type: ignore[arg-type]
+    assert isinstance(refused.value.body, dict) and refused.value.body["param"] == "top_p"
