@@ -66,6 +66,7 @@ from router.errors import (
     UpstreamRequestError,
     UpstreamTimeoutError,
 )
+from router.json_depth import MAX_WRITTEN_DEPTH, too_deep_to_write
 
 if TYPE_CHECKING:
     from router.backends.model_config import ModelConfig
@@ -305,6 +306,8 @@ def completion_object(model: str, raw: bytes, status: int) -> dict[str, Any]:
     else is a protocol error with the body."""
     try:
         data = _object(orjson.loads(raw), "body")
+        if too_deep_to_write(raw, data):  # it could not be answered with nor stored
+            raise _Malformed(f"nesting depth past {MAX_WRITTEN_DEPTH} levels")
         if "choices" not in data:
             raise _Malformed("choices: missing")
         choices = _list(data["choices"], "choices")
@@ -340,6 +343,10 @@ def _chunk_object(model: str, data: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise UpstreamProtocolError(model, "malformed stream event: not a JSON object", 200,
                                     data)
+    if too_deep_to_write(data, payload):
+        raise UpstreamProtocolError(
+            model, f"malformed stream event: nesting depth past {MAX_WRITTEN_DEPTH} levels",
+            200, data)
     if "error" in payload:
         raise UpstreamError(model, upstream_message(data) or "error event in stream", body=data)
     return payload

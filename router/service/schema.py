@@ -29,6 +29,7 @@ from pydantic import (
 
 from profiles.protocol import Message, SampleRequest
 from router.errors import BadRequestError
+from router.json_depth import MAX_WRITTEN_DEPTH, too_deep_to_write
 from router.paired.call import PairedOptions
 from router.pairing.decision import Role
 from router.service.model_names import PoolNames, parse_model
@@ -499,9 +500,15 @@ async def read_json(request: web.Request) -> object:
     if not raw or raw.isspace():
         raise BadRequestError("the request body is empty; expected a JSON object")
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         strict = exc  # orjson also refuses what json accepts: lone surrogates, depth, infinity
+    else:
+        if too_deep_to_write(raw, value):  # read, but it could be neither sent nor stored
+            raise BadRequestError(
+                "unacceptable JSON in the request body: nesting depth past "
+                f"{MAX_WRITTEN_DEPTH} levels", code="invalid_json")
+        return value
     try:
         json.loads(raw)
     except UnicodeDecodeError:

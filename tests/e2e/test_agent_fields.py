@@ -148,3 +148,33 @@ async def test_an_sdk_dumped_answer_and_null_fields_reach_a_translated_model(
             await client.chat.completions.create(
                 model="local", messages=ASK, extra_body={"top_p": 0.5})  # type: ignore[arg-type]
     assert isinstance(refused.value.body, dict) and refused.value.body["param"] == "top_p"
+
+
+@pytest.mark.parametrize("model", ["remote-a", "audit:remote-a"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_json_nested_deeper_than_can_be_written_is_refused_not_a_500(
+        tmp_path: object, model: str, stream: bool) -> None:
+    """orjson reads 1,024 levels but writes 254: a body (or an upstream's answer) nested 300
+    deep was read, then failed where it was forwarded or answered with — a 500."""
+    deep: object = []
+    for _ in range(299):
+        deep = [deep]
+    async with agents_service(tmp_path, InMemoryLiveDiffSink()) as (running, fake):  # type: ignore[arg-type]
+        status, answer = await post(running, {"model": model, "messages": ASK,
+                                              "metadata": {"x": deep}, "stream": stream})
+        assert status == 400 and answer["error"]["code"] == "invalid_json"  # type: ignore[index]
+        assert fake.count() == 0
+        message = {"role": "assistant", "content": "hi", "extra": deep}
+        if stream:
+            fake.enqueue(Reply(chunks=[{"id": "c", "object": "chat.completion.chunk",
+                                        "choices": [{"index": 0, "delta": message}]}]))
+        else:
+            fake.enqueue(Reply(json={"id": "c", "object": "chat.completion", "choices": [
+                {"index": 0, "message": message, "finish_reason": "stop"}]}))
+        # the partner is local: the one upstream call is the answering model's
+        status, answer = await post(running, {"model": model, "messages": ASK,
+                                              "stream": stream,
+                                              "diffroute": {"partner": "local"} if ":" in model
+                                              else None})
+        assert status == 502, answer
+        assert "nesting depth past 254" in answer["error"]["message"]  # type: ignore[index]

@@ -21,6 +21,8 @@ from tests.e2e.harness import Running, call, make_settings, serve, standard_mode
 ADMIN = {"Authorization": "Bearer adm"}
 SURROGATE = b'{"model": "alpha", "messages": [{"role": "user", "content": "x\\ud800y"}]}'
 DEEP = b"[" * 5000 + b"]" * 5000
+READABLE_DEEP = b'{"model": "alpha", "messages": [], "metadata": ' + b"[" * 300 + b"]" * 300 + b"}"
+"""Read by orjson (up to 1,024 levels) but not written (254): a 500 wherever it was forwarded."""
 INFINITE = b'{"model": "alpha", "messages": [], "temperature": 1e400}'
 
 
@@ -44,7 +46,8 @@ def envelope(status: int, payload: Any) -> dict[str, Any]:
     ("POST", "/v1/route", {}),
     ("PUT", "/v1/pairings", ADMIN),
 ])
-@pytest.mark.parametrize("raw", [SURROGATE, DEEP, INFINITE], ids=["surrogate", "deep", "inf"])
+@pytest.mark.parametrize("raw", [SURROGATE, DEEP, READABLE_DEEP, INFINITE],
+                         ids=["surrogate", "deep", "deep-300", "inf"])
 async def test_unacceptable_json_is_a_400_on_every_json_route(
         service: Running, method: str, path: str, headers: dict[str, str], raw: bytes) -> None:
     status, payload = await call(service, method, path, headers=headers, raw=raw)
