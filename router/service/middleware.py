@@ -238,9 +238,12 @@ def _bearer(request: web.Request) -> str | None:
 
 def _matches(token: str | None, keys: tuple[str, ...]) -> bool:
     # compare against every key, whatever matched, so timing says nothing about which
+    # (a header's bytes that are not UTF-8 reach us as lone surrogates: back to those bytes,
+    # which match no key, instead of a UnicodeEncodeError and a 500)
+    given = None if token is None else token.encode("utf-8", "surrogateescape")
     found = False
     for key in keys:
-        found |= token is not None and hmac.compare_digest(token.encode(), key.encode())
+        found |= given is not None and hmac.compare_digest(given, key.encode())
     return found
 
 

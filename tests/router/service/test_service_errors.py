@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -285,3 +286,22 @@ async def test_unexpected_exception_is_a_500_envelope_without_traceback(
     assert "must not leak" not in error["message"] and "Traceback" not in error["message"]
     assert "request id" in error["message"]
     assert any(e["event"] == "http.unhandled_error" for e in logs)
+
+
+async def test_a_key_that_is_not_utf8_is_a_401_not_a_500(tmp_path: Path) -> None:
+    """A header's bytes that are not UTF-8 (a Latin-1 key) reached the key comparison as lone
+    surrogates: `str.encode` raised, a 500 with a traceback on every keyed route — /healthz
+    included, whose backend details depend on the key."""
+    settings = make_settings(tmp_path, standard_models(), api_keys=["client-secret-1"])
+    async with serve(settings) as running:
+        host, port = running.url.removeprefix("http://").split(":")
+        for path, expected in (("/v1/models", 401), ("/healthz", 200)):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+                         + b"Authorization: Bearer client-secr\xe9t-1\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert int(head.split()[1]) == expected, answer[:300]
+            if expected == 401:
+                assert envelope(json.loads(body))["code"] == "invalid_api_key"
