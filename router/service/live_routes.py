@@ -171,10 +171,12 @@ async def stream_diffs(request: web.Request) -> web.StreamResponse:
         raise BadRequestError("the stream is in commit order; order=desc is for GET /v1/diffs",
                               param="order")
     heartbeat = query_number(request, "heartbeat", DEFAULT_HEARTBEAT_S, 0.05, 300)
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+               "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":  # the head alone: events written after it were a body that
+        return web.Response(headers=headers)  # broke the connection's next response
     sub = sink.broadcaster.subscribe(query)  # before the backlog read: nothing falls between
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache",
-                                           "X-Accel-Buffering": "no"})
+    response = web.StreamResponse(headers=headers)
     try:
         await prepare_stream(request, response)
         resume = "cursor" in request.query or bool(request.headers.get("Last-Event-ID",

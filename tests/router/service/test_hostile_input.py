@@ -285,3 +285,20 @@ async def test_an_exclusion_given_twice_or_reversed_is_kept_once(service: Runnin
     status, stored = await call(service, "PUT", "/v1/pairings", body, headers=ADMIN)
     assert status == 200 and stored["excluded"] == [["alpha", "beta"], ["beta", "gamma"]]
     assert (await call(service, "GET", "/v1/pairings"))[1]["excluded"] == stored["excluded"]
+
+
+async def test_head_on_the_event_stream_is_a_head_alone(service: Running) -> None:
+    """HEAD /v1/diffs/stream sent its first event after the head (no body belongs there) and
+    stayed subscribed: the next response on the kept-alive connection began with
+    ': connected' — a bad status line."""
+    host, port = service.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"HEAD /v1/diffs/stream HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:100]  # the next response, whole
