@@ -5,6 +5,7 @@ sets its own), nor their OTLP variables spans."""
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -47,5 +48,18 @@ def fresh_logging() -> Iterator[None]:
         if close is not None:
             close()
         structlog.reset_defaults()
+        _uncache_loggers()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def _uncache_loggers() -> None:
+    """The CLI configures structlog with ``cache_logger_on_first_use``: a module's logger used
+    under it keeps that configuration after a reset, and a later test's ``capture_logs`` saw
+    nothing from it (the access-log test failed after the CLI's). Undo the caching."""
+    for name, module in list(sys.modules.items()):
+        if not name.startswith(("router.", "profiles.")):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, structlog._config.BoundLoggerLazyProxy):
+                value.__dict__.pop("bind", None)
