@@ -73,7 +73,8 @@ CUSUM_H = 10.0
 """Alarm threshold of the CUSUM drift statistic (log-likelihood ratio)."""
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # `.inf`/`.nan` are YAML floats: refused, they would reach JSON answers as `Infinity`
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ServerConfig(_Strict):

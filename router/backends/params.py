@@ -22,7 +22,7 @@ from router.secrets import Secret
 class BackendParams(BaseModel):
     """Base of every backend's parameter model; ``kind`` selects the registered backend."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: str
 
@@ -125,7 +125,7 @@ def _weighted(value: dict[str, float] | None) -> dict[str, float] | None:
 class Behaviour(BaseModel):
     """How the model answers in one context; unset fields inherit the model's defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("answers", check_fields=False)
     @classmethod

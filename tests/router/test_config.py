@@ -341,3 +341,23 @@ def test_the_cli_shows_a_deprecation_in_one_line(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() == [
         f"diffroute: warning: {path}: 'extensions' is deprecated and will be removed; move "
         "its sections to the top level (extensions.policy → policy)"]
+
+
+@pytest.mark.parametrize(("section", "where"), [
+    ("    cost_per_1k_tokens: .inf", "models[0].cost_per_1k_tokens"),
+    ("    circuit: {open_s: .inf}", "models[0].circuit.open_s"),
+    ("    timeouts: {total: .nan}", "models[0].timeouts.total"),
+    ("    backend: {kind: scripted, latency_ms: .inf}", "models[0].backend.latency_ms"),
+    ("policy: {latency_ms: {a: .nan}}", "policy.latency_ms.a"),
+    ("server: {shutdown_timeout: .inf}", "server.shutdown_timeout"),
+])
+def test_infinite_and_nan_numbers_are_refused(tmp_path: Path, section: str, where: str) -> None:
+    """`.inf` and `.nan` are YAML floats; accepted, an open circuit's `retry_after` and a
+    model's cost reached `/v1/models` and `/v1/pool` as `Infinity`, which is not JSON (the
+    dashboard's `JSON.parse` and strict clients fail on it)."""
+    model = "models:\n  - name: a\n"
+    body = (model + section + "\n" if section.startswith("    backend") else
+            model + "    backend: {kind: scripted}\n" + section + "\n")
+    problems = problems_of(tmp_path, body)
+    assert [p.split(":")[0] for p in problems] == [where], problems
+    assert "finite number" in problems[0]
