@@ -377,8 +377,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: merged below, where the mapping's own keys win
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, Hashable) and key in seen:
+            if not isinstance(key, Hashable):
+                continue  # `? [a, b]`: the SafeLoader below says "found unhashable key"
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key '{key}' (each key may appear once)",
                     key_node.start_mark)
@@ -398,6 +402,10 @@ def load_settings(path: str | Path) -> Settings:
                           str(path)) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except yaml.reader.ReaderError as exc:  # a control character: its own two-line str()
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError([f"line {line}: invalid YAML: {exc.reason} (character "
+                           f"#x{exc.character:04x})"], str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

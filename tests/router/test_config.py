@@ -361,3 +361,37 @@ def test_infinite_and_nan_numbers_are_refused(tmp_path: Path, section: str, wher
     problems = problems_of(tmp_path, body)
     assert [p.split(":")[0] for p in problems] == [where], problems
     assert "finite number" in problems[0]
+
+
+def test_merge_keys_share_settings_between_models(tmp_path: Path) -> None:
+    """`<<: *anchor` is plain YAML (PyYAML's safe_load reads it); the duplicate-key check
+    refused every merge key ("could not determine a constructor for the tag ...merge")."""
+    settings = load_settings(write(tmp_path, """
+models:
+  - &remote
+    name: a
+    backend: {kind: scripted, seed: 1}
+    max_concurrency: 8
+    tags: [remote]
+  - <<: *remote
+    name: b
+"""))
+    assert [(m.name, m.max_concurrency, m.tags) for m in settings.models] == [
+        ("a", 8, ("remote",)), ("b", 8, ("remote",))]
+    # the mapping's own keys are still checked for duplicates
+    assert problems_of(tmp_path, """
+models:
+  - &m {name: a, backend: {kind: scripted}}
+  - <<: *m
+    name: b
+    name: c
+""") == ["line 6: invalid YAML: duplicate key 'name' (each key may appear once)"]
+
+
+def test_odd_yaml_is_one_line_naming_the_line(tmp_path: Path) -> None:
+    """A sequence as a key was a TypeError ("unhashable type: 'list'", exit 1, no file named);
+    a control character was a two-line message without a line number."""
+    assert problems_of(tmp_path, "models: []\n? [a, b]\n: x\n") == [
+        "line 2: invalid YAML: found unhashable key"]
+    assert problems_of(tmp_path, "models:\n  - name: a\x00\n") == [
+        "line 2: invalid YAML: special characters are not allowed (character #x0000)"]
