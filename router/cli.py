@@ -45,7 +45,11 @@ def resolve_settings(config: str | None, data_dir: str | None = None) -> Setting
 
         settings = default_settings()
     if data_dir:
-        settings = settings.model_copy(update={"data_dir": Path(data_dir).expanduser()})
+        try:
+            expanded = Path(data_dir).expanduser()
+        except RuntimeError as exc:  # `~nosuchuser/...`
+            raise click.BadParameter(f"'{data_dir}': {exc}", param_hint="--data-dir") from None
+        settings = settings.model_copy(update={"data_dir": expanded})
     return settings
 
 
@@ -301,6 +305,9 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
     from router.logging import configure_logging
     from router.service import run_server
 
+    if host is not None and not host.strip():  # '' would listen on every interface
+        raise click.BadParameter("is empty (0.0.0.0 listens on every interface)",
+                                 param_hint="--host")
     settings = resolve_settings(config, data_dir)
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if overrides:

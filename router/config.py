@@ -78,7 +78,8 @@ class _Strict(BaseModel):
 
 
 class ServerConfig(_Strict):
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", min_length=1)
+    """An empty host would listen on every interface; all of them is ``0.0.0.0``."""
     port: int = Field(8080, ge=0, le=65535)
     api_keys: tuple[Secret, ...] = ()
     admin_key: Secret | None = None
@@ -269,13 +270,33 @@ class Settings(_Strict):
             raise ValueError("the pool needs at least one model")
         return models
 
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir(cls, value: object) -> object:
+        # `data_dir: ""` (an unset template variable) was the config file's own directory
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("is empty (leave data_dir out for the default)")
+            try:
+                return Path(value).expanduser()
+            except RuntimeError as exc:  # `~nosuchuser/...`
+                raise ValueError(f"'{value}': {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
-        seen: set[str] = set()
-        for model in self.models:
-            if model.name in seen:
-                raise ValueError(f"duplicate model name '{model.name}'")
-            seen.add(model.name)
+        first: dict[str, int] = {}
+        problems = []
+        for i, model in enumerate(self.models):
+            if model.name in first:
+                problems.append(InitErrorDetails(
+                    type=PydanticCustomError("value_error", "duplicate model name '{name}' "
+                                             "(also models[{first}])",
+                                             {"name": model.name, "first": first[model.name]}),
+                    loc=("models", i, "name"), input=model.name))
+            first.setdefault(model.name, i)
+        if problems:
+            raise ValidationError.from_exception_data("Settings", problems)
         return self
 
     @model_validator(mode="after")

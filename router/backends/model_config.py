@@ -15,6 +15,9 @@ from router.backends.params import BackendParams, params_model
 from router.errors import ConfigError
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+RESERVED_NAME = "auto"
+"""``audit:auto``/``assist:auto`` (``router.service.model_names.AUTO``): a pool model of that
+name could never be paired by name."""
 
 
 class _Strict(BaseModel):
@@ -75,6 +78,9 @@ class ModelConfig(_Strict):
         # names become file names (`profile build --export`): `org/model` is fine, `a/../b` not
         if any(part in ("", ".", "..") for part in value.split("/")):
             raise ValueError("a model name's '/'-separated parts may not be empty, '.' or '..'")
+        if value == RESERVED_NAME:
+            raise ValueError(f"'{RESERVED_NAME}' is reserved: audit:{RESERVED_NAME} and "
+                             f"assist:{RESERVED_NAME} let the policy pick the primary")
         return value
 
     @field_validator("backend", mode="before")

@@ -214,3 +214,19 @@ def test_store_check_reads_every_page_of_a_sqlite_store(
     damaged = cli(capsys, "store", "check", "--data-dir", str(data))
     assert damaged.code == 2 and len(damaged.err.splitlines()) == 1, damaged.err
     assert damaged.err.startswith(f"diffroute: error: the live-diff store {path} is damaged: ")
+
+
+def test_an_empty_host_or_unknown_home_is_a_usage_error(
+        pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``serve --host ""`` listened on every interface (0.0.0.0 and ::); ``--data-dir
+    ~nosuchuser/d`` was a RuntimeError, exit 1."""
+    try:  # in a process of its own: without the check it serves until killed
+        served = subprocess.run([sys.executable, "-m", "router", "serve", "--config", str(pool),
+                                 "--port", "0", "--host", ""], capture_output=True, text=True,
+                                timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("serve --host '' started serving")
+    assert served.returncode == 2 and "--host" in served.stderr, served.stderr
+    assert served.stderr.count("\n") == 1, served.stderr
+    run = cli(capsys, "models", "--config", str(pool), "--data-dir", "~nosuchuser-xyz/d")
+    assert run.code == 2 and run.err.count("\n") == 1 and "--data-dir" in run.err, run.err

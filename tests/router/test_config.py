@@ -88,7 +88,7 @@ models:
   - {name: a, backend: {kind: scripted}}
   - {name: a, backend: {kind: scripted}}
 """)
-    assert dup == ["(top level): duplicate model name 'a'"]
+    assert dup == ["models[1].name: duplicate model name 'a' (also models[0])"]
 
 
 def test_upstream_protection_keys_are_validated_with_their_paths(tmp_path: Path) -> None:
@@ -395,3 +395,22 @@ def test_odd_yaml_is_one_line_naming_the_line(tmp_path: Path) -> None:
         "line 2: invalid YAML: found unhashable key"]
     assert problems_of(tmp_path, "models:\n  - name: a\x00\n") == [
         "line 2: invalid YAML: special characters are not allowed (character #x0000)"]
+
+
+def test_values_that_would_break_later_are_refused(tmp_path: Path) -> None:
+    """A model named `auto` could never be paired by name (`audit:auto` lets the policy pick,
+    and `diffroute: {role: audit}` on `auto` did too); `host: ""` listened on every interface;
+    `data_dir: ""` was the config file's directory; `~nosuchuser` was a RuntimeError (exit 1,
+    no file named)."""
+    one = "  - name: b\n    backend: {kind: scripted}\n"
+    assert problems_of(tmp_path, "models:\n  - name: auto\n    backend: {kind: scripted}\n") == [
+        "models[0].name: 'auto' is reserved: audit:auto and assist:auto let the policy pick "
+        "the primary"]
+    assert problems_of(tmp_path, f"server: {{host: ''}}\nmodels:\n{one}") == [
+        "server.host: String should have at least 1 character"]
+    assert problems_of(tmp_path, f"data_dir: ''\nmodels:\n{one}") == [
+        "data_dir: is empty (leave data_dir out for the default)"]
+    problems = problems_of(tmp_path, f"data_dir: ~nosuchuser-xyz/d\nmodels:\n{one}")
+    assert len(problems) == 1 and problems[0].startswith("data_dir: '~nosuchuser-xyz/d': ")
+    assert load_settings(write(tmp_path, f"data_dir: ~/d\nmodels:\n{one}")).data_dir == (
+        Path.home() / "d")
