@@ -105,6 +105,8 @@ class EmbedderConfig(_Strict):
     def _openai_needs_url(self) -> EmbedderConfig:
         if self.kind == "openai" and not self.base_url:
             raise ValueError("embedder.kind 'openai' needs base_url")
+        if self.kind == "openai" and not self.model:  # was sent as `"model": ""`
+            raise ValueError("embedder.kind 'openai' needs model (e.g. text-embedding-3-small)")
         return self
 
 
@@ -310,6 +312,20 @@ class Settings(_Strict):
                 InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc,
                                  input=self.models[loc[1]].fallbacks[loc[3]])
                 for loc, message in problems])
+        return self
+
+    @model_validator(mode="after")
+    def _latencies_name_pool_models(self) -> Settings:
+        # a misspelt name is a model that silently escapes policy.max_latency_ms
+        names = [m.name for m in self.models]
+        unknown = [name for name in self.policy.latency_ms if name not in names]
+        if unknown:
+            raise ValidationError.from_exception_data("Settings", [
+                InitErrorDetails(type=PydanticCustomError(
+                    "value_error", "'{name}' is not a pool model (known: {known})",
+                    {"name": name, "known": ", ".join(names)}),
+                    loc=("policy", "latency_ms", name), input=name)
+                for name in unknown])
         return self
 
     def model(self, name: str) -> ModelConfig:

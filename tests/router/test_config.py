@@ -414,3 +414,15 @@ def test_values_that_would_break_later_are_refused(tmp_path: Path) -> None:
     assert len(problems) == 1 and problems[0].startswith("data_dir: '~nosuchuser-xyz/d': ")
     assert load_settings(write(tmp_path, f"data_dir: ~/d\nmodels:\n{one}")).data_dir == (
         Path.home() / "d")
+
+
+def test_settings_that_name_things_name_things_that_exist(tmp_path: Path) -> None:
+    """A misspelt `policy.latency_ms` key left that model out of `max_latency_ms` silently;
+    an `openai` embedder without `model` sent `"model": ""` at the first comparison."""
+    pool = "models:\n  - name: slow\n    backend: {kind: scripted}\n"
+    assert problems_of(tmp_path, pool + "policy: {max_latency_ms: 100, latency_ms: {slwo: 500}}\n"
+                       ) == ["policy.latency_ms.slwo: 'slwo' is not a pool model (known: slow)"]
+    assert load_settings(write(tmp_path, pool + "policy: {latency_ms: {slow: 500}}\n")
+                         ).policy.latency_ms == {"slow": 500}
+    assert problems_of(tmp_path, pool + "embedder: {kind: openai, base_url: http://e/v1}\n") == [
+        "embedder: embedder.kind 'openai' needs model (e.g. text-embedding-3-small)"]
