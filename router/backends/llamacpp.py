@@ -342,7 +342,11 @@ class SharedModel:
                     running = loop.run_in_executor(
                         self._executor, lambda: job(self.loaded(member), items, left.is_set))
                     running.add_done_callback(lambda done: _hand_out(group, done))
-                    await asyncio.shield(running)  # a leader that leaves does not strand the rest
+                    # a leader that leaves does not strand the rest; the group's failure is
+                    # raised below, from this call's own future (left unawaited, asyncio would
+                    # log it as "never retrieved")
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(running)
         except asyncio.CancelledError:
             waiting = self._waiting.get(group_key, [])
             if (item, future) in waiting:

@@ -407,6 +407,27 @@ async def test_missing_weights_file(tmp_path: Path) -> None:
     await backend.aclose()
 
 
+async def test_a_failed_call_leaves_no_unretrieved_future(tmp_path: Path) -> None:
+    """A call that failed (missing weights, any load or decode error) handed its error to its
+    own future and raised it from the worker's: the future was never awaited, and asyncio
+    logged "Future exception was never retrieved" with a traceback, at error level."""
+    import gc
+
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    context = BackendContext(data_dir=tmp_path, extras={CONFIG_DIR_KEY: tmp_path})
+    backend = create_backend(llamacpp_model("ghost", weights="nowhere.gguf"), context)
+    for _ in range(2):
+        with pytest.raises(ModelUnavailableError):
+            await backend.sample(ask("Hi", max_tokens=2))
+    await backend.aclose()
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert [c.get("message") for c in reported] == []
+
+
 async def test_corrupt_weights_file_is_unavailable_not_a_crash(tmp_path: Path) -> None:
     (tmp_path / "bad.gguf").write_bytes(b"not a gguf file at all")
     context = BackendContext(data_dir=tmp_path, extras={CONFIG_DIR_KEY: tmp_path})
