@@ -84,6 +84,21 @@ def fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+class Temperature(click.FloatRange):
+    """0 to 2; click's ``FloatRange`` lets ``nan`` through (every comparison with it is false):
+    a build stored under it, and ``diff`` of it failed with "probabilities must be finite"."""
+
+    def __init__(self) -> None:
+        super().__init__(0, 2)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number != number:  # NaN
+            self.fail(f"{value!r} is not a number in the range 0<=x<=2.", param, ctx)
+        return number
+
+
 config_option = click.option(
     "--config", "config", type=click.Path(dir_okay=False), default=None,
     help="Pool file (YAML). Default: $DIFFROUTE_CONFIG, else the embedded local pool.",
@@ -127,7 +142,7 @@ def models(config: str | None, data_dir: str | None) -> None:
 @config_option
 @data_dir_option
 @click.option("--max-tokens", type=click.IntRange(1, 4096), default=128, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0, 2), default=0.7, show_default=True)
+@click.option("--temperature", type=Temperature(), default=0.7, show_default=True)
 @click.option("--seed", type=int, default=None)
 @click.argument("model")
 @click.argument("prompt")
@@ -214,7 +229,7 @@ def profile() -> None:
 @click.option("--samples", type=click.IntRange(1, 100), default=PROFILE_SAMPLES,
               show_default=True, help="Samples per probe (k): the noise floor needs k >= 2; "
               "a confirm collection of k more follows.")
-@click.option("--temperature", type=click.FloatRange(0, 2), default=0.7, show_default=True)
+@click.option("--temperature", type=Temperature(), default=0.7, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
               help="Requests in flight per model (the model's max_concurrency still applies).")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
@@ -250,7 +265,7 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
 @click.option("--models", "model_names", default=None)
 @click.option("--samples", type=click.IntRange(1, 100), default=PROFILE_SAMPLES,
               show_default=True)
-@click.option("--temperature", type=click.FloatRange(0, 2), default=0.7, show_default=True)
+@click.option("--temperature", type=Temperature(), default=0.7, show_default=True)
 def profile_show(config: str | None, data_dir: str | None, suite: str, model_names: str | None,
                  samples: int, temperature: float) -> None:
     """Summarise stored profiles without calling any model."""
@@ -332,7 +347,7 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
               help="The suite the profiles were built on (a shipped name or a .jsonl file).")
 @click.option("--samples", type=click.IntRange(2, 100), default=PROFILE_SAMPLES,
               show_default=True, help="Samples per probe the profiles were built with (k).")
-@click.option("--temperature", type=click.FloatRange(0, 2), default=0.7, show_default=True,
+@click.option("--temperature", type=Temperature(), default=0.7, show_default=True,
               help="Temperature the profiles were built with.")
 def diff(config: str | None, data_dir: str | None, model_names: tuple[str, ...],
          whole_pool: bool, domain: str | None, fmt: str, out: str | None, suite: str,

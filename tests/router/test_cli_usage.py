@@ -230,3 +230,14 @@ def test_an_empty_host_or_unknown_home_is_a_usage_error(
     assert served.stderr.count("\n") == 1, served.stderr
     run = cli(capsys, "models", "--config", str(pool), "--data-dir", "~nosuchuser-xyz/d")
     assert run.code == 2 and run.err.count("\n") == 1 and "--data-dir" in run.err, run.err
+
+
+@pytest.mark.parametrize("command", [["ask", "sa", "hi"], ["profile", "build"],
+                                     ["profile", "show"], ["diff", "sa", "sb"]])
+def test_a_temperature_that_is_not_a_number_is_a_usage_error(
+        pool: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    """click's FloatRange let `nan` through: `profile build` stored observations under it and
+    `diff` then failed with "probabilities must be finite and non-negative" (exit 1)."""
+    run = cli(capsys, *command, "--config", str(pool), "--temperature", "nan")
+    assert run.code == 2 and run.err.count("\n") == 1, run.err
+    assert "--temperature" in run.err and "'nan' is not a number" in run.err
