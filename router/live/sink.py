@@ -31,7 +31,7 @@ import orjson
 import structlog
 
 from router.config import LiveSettings, Settings
-from router.errors import StorageError
+from router.errors import ConfigError, StorageError
 from router.live.baseline import ProfileBaseline, build_baseline
 from router.live.broadcast import Broadcaster
 from router.live.drift import DriftEvent, DriftMonitor
@@ -272,11 +272,19 @@ class DurableLiveDiffSink:
                 run.succeeded()
 
 
-def load_baseline(settings: Settings) -> ProfileBaseline:
-    """The pool's profile baseline, or an empty one (logged) when none can be read."""
+def load_baseline(settings: Settings, strict: bool = False) -> ProfileBaseline:
+    """The pool's profile baseline, or an empty one (logged) when none can be read; ``strict``
+    (at start): a ``live.suite`` that is not there is a configuration error, as
+    ``policy.suite``'s is, not a service that runs without noise floors."""
     config = settings.live
     try:
         suite = open_suite(config.suite)
+    except ConfigError as exc:
+        if strict:
+            raise ConfigError([f"live.suite: {p}" for p in exc.problems], exc.source) from None
+        _log.warning("live.no_baseline", error=repr(exc))
+        return ProfileBaseline()
+    try:
         types = domain_types(suite.probes)
         if not config.profiles:
             return ProfileBaseline(types=types)

@@ -208,7 +208,7 @@ def _resources(decider_factory: DeciderFactory, diff_provider: DiffProvider | No
             store = await stack.enter_async_context(open_store(settings))
             live: DurableLiveDiffSink | None = None
             if sink_factory is None:
-                baseline = await asyncio.to_thread(load_baseline, settings)
+                baseline = await asyncio.to_thread(load_baseline, settings, True)
                 live = await stack.enter_async_context(
                     open_live_sink(settings, store, baseline, metrics))
                 sink: LiveDiffSink = live

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
 from profiles.embed import HashEmbedder, Vectors
@@ -43,3 +45,18 @@ def test_floors_skip_unusable_samples_and_stay_finite() -> None:
     baseline = build_baseline(list(profiles), suite, NanForWordless())
     threshold = baseline.semantic_threshold(MEMBERS, "instructions")
     assert threshold is not None and math.isfinite(threshold)
+
+
+def test_a_live_suite_that_is_not_there_fails_the_start(tmp_path: Path) -> None:
+    """`live.suite: nosuch` started a service that compared without any noise floor (one
+    `live.no_baseline` warning), while `policy.suite: nosuch` failed the start."""
+    from router.config import settings_from_mapping
+    from router.errors import ConfigError
+    from router.live.sink import load_baseline
+
+    settings = settings_from_mapping({
+        "data_dir": str(tmp_path), "live": {"suite": "no-such-suite"},
+        "models": [{"name": "a", "backend": {"kind": "scripted"}}]})
+    with pytest.raises(ConfigError, match=r"^live\.suite: no suite 'no-such-suite'"):
+        load_baseline(settings, strict=True)
+    assert load_baseline(settings).agreement == {}  # a reload later: degraded, not a crash
