@@ -328,7 +328,7 @@ def serve(config: str | None, data_dir: str | None, host: str | None, port: int 
     if overrides:
         server = settings.server.model_copy(update=overrides)
         settings = settings.model_copy(update={"server": server})
-    configure_logging(settings.server.log_format)
+    configure_logging(settings.server.log_format, settings.server.log_level)
     run_server(settings)
 
 

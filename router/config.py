@@ -87,6 +87,8 @@ class ServerConfig(_Strict):
     log_prompts: bool = False
     log_format: Literal["auto", "json", "console"] = "auto"
     """``auto``: a readable console when stdout is a terminal, JSON lines otherwise."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """The lowest level written; ``DEBUG`` shows third-party chatter (faiss, llama.cpp) too."""
     shutdown_timeout: float = Field(30.0, ge=0)
     health_interval_s: float = Field(15.0, gt=0)
     """How often the pool's health is checked in the background (``/healthz`` reads it)."""

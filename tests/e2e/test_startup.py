@@ -107,3 +107,26 @@ def test_serve_says_where_to_call_and_local_weights_load_in_the_background(
     assert all(line["logger"].startswith("diffroute") for line in rest), rest
     assert [line for line in rest if line["event"] == "model.ready"] == []  # loaded once
     assert b"llama_" not in err and b"faiss" not in err.lower(), err[-2000:]
+
+
+def test_the_log_level_is_a_setting(tmp_path: Path) -> None:
+    """`serve` always logged at INFO: the README's "third-party chatter shows only at debug
+    level" named a level nothing could set."""
+    config = tmp_path / "pool.yaml"
+    config.write_text(yaml.safe_dump({
+        "data_dir": "data", "live": {"profiles": False}, "server": {"log_level": "DEBUG"},
+        "models": [scripted("alpha", "a", PARIS)]}))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "router", "serve", "--config", str(config), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    lines = Lines(server)
+    try:
+        before = lines.until("service.started")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        assert server.stderr is not None
+        server.stderr.close()
+    debug = [line["event"] for line in before if line["level"] == "debug"]
+    assert "service.resources_open" in debug, before
