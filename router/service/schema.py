@@ -407,27 +407,36 @@ def plan_call(chat: ChatRequest, headers: Mapping[str, str],
     target = parse_model(chat.model, pool)
     role = target.role or options.role
     if target.role is not None and options.role not in (None, target.role):
+        where = _option_param("role", chat.diffroute)
         raise BadRequestError(
-            f"diffroute.role '{options.role}' contradicts model '{target.role}:…'",
-            param="diffroute.role")
+            f"{where} '{options.role}' contradicts model '{target.role}:…'", param=where)
     if role is not None:
         return PairedRequest(role, target.primary, options)
     if target.primary is None:  # parse_model gives a primary to every plain name
         raise BadRequestError("a paired call needs a role", param="diffroute.role")
-    _reject_paired_options(options)
+    _reject_paired_options(options, chat.diffroute)
     return PlainCall(target.primary, options.domain)
 
 
-def _reject_paired_options(options: PairedOptions) -> None:
+def _option_param(key: str, body: DiffrouteOptions | None) -> str:
+    """Where an option was given: ``diffroute.<key>`` in the body (which wins), else its
+    ``x-diffroute-<key>`` header — the name the client wrote, as a header's own errors say."""
+    if body is not None and getattr(body, key) is not None:
+        return f"diffroute.{key}"
+    return HEADER_PREFIX + key.replace("_", "-")
+
+
+def _reject_paired_options(options: PairedOptions, body: DiffrouteOptions | None) -> None:
     if options == NO_OPTIONS:
         return
     paired_only = {"partner": options.partner, "candidates": options.candidates,
                    "audit_mode": options.audit_mode, "shadow_rate": options.shadow_rate}
     given = [k for k, v in paired_only.items() if v is not None]
     if given:
+        where = _option_param(given[0], body)
         raise BadRequestError(
-            f"diffroute option '{given[0]}' needs a paired call: use model 'audit:<name>' or "
-            "'assist:<name>', or set diffroute.role", param=f"diffroute.{given[0]}")
+            f"option {where} needs a paired call: use model 'audit:<name>' or "
+            "'assist:<name>', or set diffroute.role", param=where)
 
 
 def parse_route(body: object) -> RouteBody:

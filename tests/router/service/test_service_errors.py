@@ -108,6 +108,22 @@ async def test_unknown_diffroute_header(service: Running) -> None:
     assert status == 400 and "x-diffroute-shadow-rate" in envelope(payload)["message"]
 
 
+async def test_an_option_given_as_a_header_is_named_as_the_header(service: Running) -> None:
+    """A header option that needs a paired call, or contradicts the model's role, was named
+    ``diffroute.<option>``: a field the client never wrote."""
+    cases = [({"model": "alpha"}, {"x-diffroute-audit-mode": "review"},
+              "x-diffroute-audit-mode", "needs a paired call"),
+             ({"model": "audit:alpha"}, {"x-diffroute-role": "assist"}, "x-diffroute-role",
+              "contradicts"),
+             ({"model": "alpha", "diffroute": {"partner": "beta"}}, {"x-diffroute-partner": "x"},
+              "diffroute.partner", "needs a paired call")]  # the body's wins, and is named
+    for body, headers, param, words in cases:
+        status, payload = await call(service, "POST", CHAT, body={**body, "messages": ASK},
+                                     headers=headers)
+        error = envelope(payload)
+        assert status == 400 and error["param"] == param and words in error["message"], error
+
+
 async def test_body_too_large(service: Running) -> None:
     big = {"model": "alpha", "messages": [{"role": "user", "content": "x" * 4000}]}
     status, payload = await call(service, "POST", CHAT, body=big)
