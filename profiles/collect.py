@@ -86,6 +86,8 @@ class CollectReport:
     retries: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     """(model, probe id, error) of probes that still failed after the retries."""
+    given_up: list[str] = field(default_factory=list)
+    """Models whose remaining probes were not requested (``give_up_after`` failures in a row)."""
 
 
 def plan(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observations,
@@ -119,17 +121,22 @@ async def _call(job: Job, decoding: Decoding, index: int) -> SampleResult:
 
 
 async def _with_retries(job: Job, decoding: Decoding, index: int, retries: int,
-                        backoff: float, report: CollectReport) -> SampleResult:
+                        backoff: float, report: CollectReport,
+                        abandoned: Callable[[], bool] = lambda: False) -> SampleResult:
+    """One sample's request, retried while its error is transient and its probe still wants
+    it (``abandoned()``: another of the probe's requests failed, so none is stored)."""
     for attempt in range(retries + 1):
         report.calls += 1
         try:
             return await _call(job, decoding, index)
         except Exception as exc:
-            if attempt == retries or not getattr(exc, "transient", False):
+            if attempt == retries or not getattr(exc, "transient", False) or abandoned():
                 raise
             report.retries += 1
             delay = getattr(exc, "retry_after", None) or backoff * 2**attempt
             await asyncio.sleep(min(float(delay), 30.0))
+            if abandoned():
+                raise
     raise AssertionError("unreachable")
 
 
@@ -143,6 +150,10 @@ class _Filling:
     completion_tokens: int = 0
     latency: float = 0.0
     failed: bool = False
+
+    def abandoned(self) -> bool:
+        """Whether one of the job's requests failed: its others are no longer wanted."""
+        return self.failed
 
     def add(self, index: int, result: SampleResult) -> bool:
         """Take one request's sample; ``True`` once the job has all of them."""
@@ -165,16 +176,22 @@ class _Filling:
 async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store: Observations,
                   decoding: Decoding = Decoding(), concurrency: int = 4, retries: int = 3,
                   backoff: float = 0.5, on_progress: ProgressCallback | None = None,
-                  limits: Mapping[str, int] | None = None) -> CollectReport:
+                  limits: Mapping[str, int] | None = None,
+                  give_up_after: int | None = None) -> CollectReport:
     """Collect what is missing, with ``concurrency`` requests in flight per model.
 
     Every sample is its own request. A model's requests go out in probe order, so the ones in
     flight together are mostly of one probe (a local model decodes those together, and reuses
     the evaluated prompt between them); a probe's samples are stored in one transaction once
     all are in, and a probe with a failed request stores none. ``limits`` caps a model's
-    requests in flight (its ``max_concurrency``): more gain nothing.
+    requests in flight (its ``max_concurrency``): more gain nothing. ``give_up_after``: once
+    that many of a model's probes in a row failed (after their retries), its remaining probes
+    are not requested and are reported as failed with the reason (an upstream that is down
+    would otherwise cost every probe its retries and their backoff).
     """
     jobs, report = plan(models, probes, store, decoding)
+    in_a_row: dict[str, int] = {}
+    given_up: dict[str, str] = {}
     queues: dict[str, asyncio.Queue[tuple[_Filling, int]]] = {}
     for job in jobs:
         filling = _Filling(job)
@@ -185,23 +202,41 @@ async def collect(models: Sequence[ModelClient], probes: Sequence[Probe], store:
         if on_progress is not None:
             on_progress(filling.job.model.name, len(filling.job.indices), filling.failed)
 
+    def fail(filling: _Filling, error: str) -> None:
+        filling.failed = True
+        report.failures.append((filling.job.model.name, filling.job.probe.id, error))
+        done(filling)
+
     async def worker(queue: asyncio.Queue[tuple[_Filling, int]]) -> None:
         while not queue.empty():
             filling, index = queue.get_nowait()
             if filling.failed:
                 continue
             job = filling.job
+            name = job.model.name
+            if name in given_up:
+                fail(filling, given_up[name])
+                continue
             try:
-                result = await _with_retries(job, decoding, index, retries, backoff, report)
+                result = await _with_retries(job, decoding, index, retries, backoff, report,
+                                             filling.abandoned)
                 if not filling.add(index, result):
                     continue
                 filling.store(store, decoding)
                 report.stored_samples += len(filling.got)
+                in_a_row[name] = 0
             except Exception as exc:
                 if filling.failed:
                     continue
-                filling.failed = True
-                report.failures.append((job.model.name, job.probe.id, str(exc) or repr(exc)))
+                error = str(exc) or repr(exc)
+                fail(filling, error)
+                in_a_row[name] = in_a_row.get(name, 0) + 1
+                if give_up_after is not None and in_a_row[name] >= give_up_after \
+                        and name not in given_up:
+                    given_up[name] = (f"not requested: {in_a_row[name]} probes in a row "
+                                      f"failed (last: {error})")
+                    report.given_up.append(name)
+                continue
             done(filling)
 
     def width(name: str) -> int:
@@ -231,7 +266,8 @@ def merge_reports(first: CollectReport, second: CollectReport) -> CollectReport:
         first.planned_samples + second.planned_samples,
         first.cached_samples + second.cached_samples,
         first.stored_samples + second.stored_samples, first.calls + second.calls,
-        first.retries + second.retries, first.failures + second.failures)
+        first.retries + second.retries, first.failures + second.failures,
+        list(dict.fromkeys(first.given_up + second.given_up)))
 
 
 def with_samples(decoding: Decoding, samples: int) -> Decoding:

@@ -142,6 +142,11 @@ class Observations(Protocol):
     def last_observed(self, key: str, decoding_key: str) -> float | None:
         """When a model's newest stored sample was taken (epoch seconds), ``None`` if never."""
 
+    def other_identities(self, name: str, key: str, decoding_key: str
+                         ) -> list[tuple[dict[str, Any], int]]:
+        """The identities other than ``key``'s that pool name ``name`` had when observations
+        were stored for it under ``decoding_key``, newest first, each with its sample count."""
+
     def close(self) -> None:
         """Release the store."""
 
@@ -247,6 +252,16 @@ class ObservationStore:
                 "SELECT MAX(created) FROM observations WHERE model_key=? AND decoding_key=?",
                 (key, decoding_key)).fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    def other_identities(self, name: str, key: str, decoding_key: str
+                         ) -> list[tuple[dict[str, Any], int]]:
+        with self._using():
+            rows = self._db.execute(
+                "SELECT m.identity, COUNT(*) FROM models m JOIN observations o ON "
+                "o.model_key = m.model_key AND o.decoding_key = ? WHERE m.name = ? AND "
+                "m.model_key != ? GROUP BY m.model_key, m.identity ORDER BY MAX(m.updated) DESC",
+                (decoding_key, name, key)).fetchall()
+        return [(json.loads(identity), int(n)) for identity, n in rows]
 
     def count(self) -> int:
         with self._using():

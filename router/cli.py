@@ -238,7 +238,7 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
                   samples: int, temperature: float, concurrency: int,
                   export_dir: str | None) -> None:
     """Collect observations (cached and resumable), then print each model's summary."""
-    from router.profiling.build import build_profiles
+    from router.profiling.build import GIVE_UP_AFTER, build_profiles
 
     settings = resolve_settings(config, data_dir)
     names = _split_models(model_names, settings)
@@ -252,6 +252,10 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
          f"({report.retries} retries); {report.cached_samples} of "
          f"{report.planned_samples} were cached")
     _print_summaries(summaries)
+    for name in report.given_up:
+        _say(f"diffroute: warning: {name}: gave up after {GIVE_UP_AFTER} probes in a row "
+             "failed; its other probes were not requested (a re-run collects them, and the "
+             "confirm collection)")
     if report.failures:
         models = sorted({name for name, _, _ in report.failures})
         fail(f"{len(report.failures)} probe(s) could not be collected ({', '.join(models)}; "
@@ -297,6 +301,8 @@ def _print_summaries(summaries: list[dict[str, Any]]) -> None:
     for row in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     for s in summaries:
+        for note in s.get("notes", []):
+            _say(f"diffroute: note: {note}")
         for model, probe, error in s.get("failures", [])[:5]:
             _say(f"diffroute: warning: {model} {probe}: {error}")
 

@@ -6,7 +6,7 @@ progress bar.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from rich.progress import (
 
 from profiles.collect import CollectReport, Decoding, collect, merge_reports, plan
 from profiles.profile import Profile, from_store
-from profiles.store import Observations
+from profiles.protocol import ModelClient
+from profiles.store import Observations, observation_key
 from profiles.suite import Suite
 from router.config import Settings
 from router.pool import Pool
@@ -44,6 +45,23 @@ def _progress() -> Progress:
         console=Console(stderr=True),
         transient=False,
     )
+
+
+GIVE_UP_AFTER = 8
+"""A model whose last 8 probes all failed (after their retries) is not asked for the rest:
+its upstream is down, and each further probe would only cost its retries and backoff."""
+
+
+def without_breakers(settings: Settings) -> Settings:
+    """``settings`` with every model's circuit breaker off, for a profile build.
+
+    The breaker is for serving (fail fast while a model keeps failing); a build retries each
+    request itself, honouring ``Retry-After``, and gives a model up after
+    :data:`GIVE_UP_AFTER` failed probes in a row. With the breaker, five 429s or 503s in a row
+    (a rate limit, a blip) failed every remaining probe at once, the confirm round's too.
+    """
+    models = tuple(m.model_copy(update={"circuit": None}) for m in settings.models)
+    return settings.model_copy(update={"models": models})
 
 
 async def collect_with_progress(pool: Pool, names: Sequence[str], suite: Suite,
@@ -75,7 +93,7 @@ async def collect_with_progress(pool: Pool, names: Sequence[str], suite: Suite,
 
         limits = {n: pool.get(n).config.max_concurrency for n in names}
         return await collect(models, suite.probes, store, decoding, concurrency=concurrency,
-                             on_progress=advance, limits=limits)
+                             on_progress=advance, limits=limits, give_up_after=GIVE_UP_AFTER)
 
 
 async def build_profiles(settings: Settings, suite_name: str, names: Sequence[str], samples: int,
@@ -86,11 +104,13 @@ async def build_profiles(settings: Settings, suite_name: str, names: Sequence[st
     suite = open_suite(suite_name)
     decoding = Decoding(samples=samples, temperature=temperature)
     with open_observations(settings) as store:
-        async with Pool.open(settings) as pool:
+        async with Pool.open(without_breakers(settings)) as pool:
             report = await collect_with_progress(pool, names, suite, store, decoding, concurrency)
-            # the confirm collection: other seeds, later requests (what a diff confirms on)
-            confirm = await collect_with_progress(pool, names, suite, store, decoding.confirm(),
-                                                  concurrency)
+            # the confirm collection: other seeds, later requests (what a diff confirms on);
+            # not of a model given up on (its upstream is down: a re-run collects both)
+            confirm = await collect_with_progress(
+                pool, [n for n in names if n not in report.given_up], suite, store,
+                decoding.confirm(), concurrency)
             report = merge_reports(report, confirm)
             summaries = []
             for name in names:
@@ -110,7 +130,44 @@ def summarize_profiles(settings: Settings, suite_name: str, names: Sequence[str]
     decoding = Decoding(samples=samples, temperature=temperature)
     with open_observations(settings) as store:
         pool = Pool(settings)
-        return [from_store(pool.get(n), suite, store, decoding).summary(suite) for n in names]
+        summaries = []
+        for name in names:
+            prof = from_store(pool.get(name), suite, store, decoding)
+            summary = prof.summary(suite)
+            summary["notes"] = identity_notes(store, pool.get(name), prof, suite)
+            summaries.append(summary)
+        return summaries
+
+
+def _flat(identity: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in identity.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def identity_notes(store: Observations, model: ModelClient, prof: Profile, suite: Suite
+                   ) -> list[str]:
+    """Why a model's stored profile falls short, when the store holds observations of its pool
+    name under another configuration (another upstream model, URL, system prompt, decoding):
+    those are another model's and do not count, and saying so beats a bare coverage of 0."""
+    if len(prof.records) >= len(suite.probes):
+        return []
+    identity = model.identity()
+    key = observation_key(model.name, identity)
+    now = _flat(identity)
+    notes = []
+    for before, samples in store.other_identities(model.name, key, prof.decoding.key())[:1]:
+        then = _flat(before)
+        changed = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+        shown = ", ".join(f"{k} was {then.get(k)!r}, now {now.get(k)!r}" for k in changed[:3])
+        notes.append(f"{model.name}: {samples} stored samples are of an earlier configuration "
+                     f"({shown}): they do not count for this one, and `diffroute profile "
+                     "build` collects it anew")
+    return notes
 
 
 def load_profile(path: Path) -> Profile:

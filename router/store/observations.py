@@ -120,6 +120,15 @@ class PostgresObservations:
         wanted = set(probe_hashes) if probe_hashes is not None else None
         return [stored_sample(tuple(r)) for r in rows if wanted is None or r[1] in wanted]
 
+    def other_identities(self, name: str, key: str, decoding_key: str
+                         ) -> list[tuple[dict[str, Any], int]]:
+        rows = self._call("reading", "fetch",
+                          "SELECT m.identity, COUNT(*) FROM observed_models m JOIN observations o "
+                          "ON o.model_key = m.model_key AND o.decoding_key = $1 WHERE m.name = $2 "
+                          "AND m.model_key <> $3 GROUP BY m.model_key, m.identity "
+                          "ORDER BY MAX(m.updated) DESC", decoding_key, name, key)
+        return [(json.loads(r[0]), int(r[1])) for r in rows]
+
     def last_observed(self, key: str, decoding_key: str) -> float | None:
         at = self._call("reading", "fetchval", "SELECT MAX(created) FROM observations WHERE "
                         "model_key = $1 AND decoding_key = $2", key, decoding_key)

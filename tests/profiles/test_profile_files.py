@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,22 @@ def test_a_damaged_profile_is_an_error_naming_the_file(tmp_path: Path, damage: s
     with pytest.raises(ValueError, match=r"gemma3\.json\.gz is damaged") as caught:
         Profile.load(path)
     assert not isinstance(caught.value, EOFError)
+
+
+def test_a_saved_profile_is_readable_as_any_new_file_is(tmp_path: Path) -> None:
+    """`--export` wrote its profiles 0600 (``mkstemp``'s mode, kept by the rename): profiles
+    exported to share, or to rebuild `router/data/profiles` as the README says, were readable
+    by their owner alone. A new file takes the umask; a replaced one keeps its mode."""
+    profile = Profile.load(shipped("smollm2-terse"))
+    umask = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.json.gz"
+        profile.save(fresh)
+        assert fresh.stat().st_mode & 0o777 == 0o644
+        kept = tmp_path / "kept.json.gz"
+        kept.write_bytes(b"")
+        kept.chmod(0o640)
+        profile.save(kept)
+        assert kept.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
