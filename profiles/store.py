@@ -11,6 +11,7 @@ transaction as soon as they arrive: an interrupted run loses nothing that was st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -25,6 +26,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from profiles.protocol import Sample, TokenLogprob
+
+STORED_MARK = "observations.stored"
+"""Touched in the data dir when an :class:`ObservationStore` that stored samples closes."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS observations (
@@ -174,6 +178,7 @@ class ObservationStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
+        self._stored = False
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -184,8 +189,14 @@ class ObservationStore:
         return cls(data_dir / "observations.sqlite3")
 
     def close(self) -> None:
+        """Close it; after something was stored, touch :data:`STORED_MARK` beside it (what
+        PostgreSQL's ``NOTIFY`` is to its instances: a running ``serve`` on this data dir
+        rebuilds its policy from the new observations)."""
         with self._lock:
             self._db.close()
+        if self._stored:
+            with contextlib.suppress(OSError):  # a mark that cannot be written costs a restart
+                (self.path.parent / STORED_MARK).write_text(f"{time.time()}\n")
 
     def __enter__(self) -> ObservationStore:
         return self
@@ -230,6 +241,7 @@ class ObservationStore:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 self._db.execute("COMMIT")
+                self._stored = True
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise

@@ -29,6 +29,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from profiles.store import STORED_MARK
 from router.errors import StartupError, StorageError
 from router.store import files
 from router.store.base import Channel, Clock, Watcher
@@ -44,6 +45,8 @@ from router.store.records import (
     diff_json,
 )
 
+BUILD_POLL_S = 1.0
+"""How often a watched store looks for a profile build's mark (the pairing follower's poll)."""
 DB_NAME = "live.sqlite3"
 PAIRINGS_NAME = "pairings.json"
 Synchronous = Literal["FULL", "NORMAL"]
@@ -124,6 +127,7 @@ class SqliteStore:
         self.written_at: float | None = None
         """When the last write failed, and why (``None``: never)."""
         self._watchers: list[tuple[asyncio.AbstractEventLoop, Watcher]] = []
+        self._marks: asyncio.Task[None] | None = None
 
     def describe(self) -> str:
         return str(self.path)
@@ -184,6 +188,11 @@ class SqliteStore:
         return SchemaState(str(self.path), current, len(SQLITE))
 
     async def close(self) -> None:
+        if self._marks is not None:
+            self._marks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._marks
+            self._marks = None
         await asyncio.to_thread(self.close_now)
 
     def close_now(self) -> None:
@@ -267,6 +276,21 @@ class SqliteStore:
 
     def watch(self, callback: Watcher) -> None:
         self._watchers.append((asyncio.get_running_loop(), callback))
+        if self._marks is None:
+            self._marks = asyncio.get_running_loop().create_task(self._follow_builds())
+
+    async def _follow_builds(self) -> None:
+        """``"profiles"`` after a profile build stored observations in this data dir (it
+        touches :data:`~profiles.store.STORED_MARK` when it closes its store): what
+        PostgreSQL's ``NOTIFY`` does for its instances. One ``stat`` a poll."""
+        mark = self.path.parent / STORED_MARK
+        seen = _stamp(mark)
+        while True:
+            await asyncio.sleep(BUILD_POLL_S)
+            stamp = _stamp(mark)
+            if stamp != seen:
+                seen = stamp
+                self._changed("profiles")
 
     def _changed(self, channel: Channel) -> None:
         """From any thread: call the watchers on their loops."""
@@ -470,3 +494,12 @@ def _diff(row: sqlite3.Row) -> dict[str, Any]:
     prompt = row["prompt"]
     return diff_json(dict(row), json.loads(row["domains"]),
                      None if prompt is None else json.loads(prompt))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """A file's modification time and size, ``None`` when it is not there."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

@@ -4,7 +4,10 @@ a shared database reaching a running instance without a restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
+
+import pytest
 
 from profiles.protocol import Sample, TokenLogprob
 from router.config import Settings
@@ -14,7 +17,7 @@ from router.service.state import STATE
 from router.store import open_observations
 from tests.e2e.harness import serve
 from tests.router.pairing.test_decider import make_settings
-from tests.stores import fresh_database, on_postgres
+from tests.stores import ENGINES, fresh_database, on_postgres
 
 CHOICE = Sample("B", "stop", (TokenLogprob("B", -0.1), TokenLogprob("A", -2.5)))
 
@@ -38,9 +41,14 @@ def test_observations_round_trip(engine_settings: Settings) -> None:
         assert store.last_observed("k1", "nothing") is None
 
 
-async def test_a_profile_build_reaches_a_running_instance(tmp_path: Path) -> None:
-    async with fresh_database() as dsn:
-        settings = on_postgres(make_settings(tmp_path), dsn)
+@pytest.mark.parametrize("engine", ENGINES)
+async def test_a_profile_build_reaches_a_running_instance(tmp_path: Path, engine: str) -> None:
+    """On SQLite too: a `serve` on the data dir never saw a build made beside it (only
+    PostgreSQL announced one), so its policy stayed without profiles until a restart."""
+    async with contextlib.AsyncExitStack() as stack:
+        settings = make_settings(tmp_path)
+        if engine == "postgres":
+            settings = on_postgres(settings, await stack.enter_async_context(fresh_database()))
         live = settings.live.model_copy(update={"suite": settings.policy.suite,
                                                 "profile_samples": settings.policy.samples})
         settings = settings.model_copy(update={"live": live})
@@ -50,7 +58,7 @@ async def test_a_profile_build_reaches_a_running_instance(tmp_path: Path) -> Non
             before = pairing.version
             await build_profiles(settings, settings.policy.suite, ["a1", "a2", "b1", "b2"],
                                  settings.policy.samples, 0.7, 4)
-            async with asyncio.timeout(10):  # no restart: the build's NOTIFY reaches it
+            async with asyncio.timeout(10):  # no restart: the build's NOTIFY / mark reaches it
                 while pairing.version == before:  # noqa: ASYNC110  # the follower's effect
                     await asyncio.sleep(0.05)
                 while not sink.baseline.agreement:  # noqa: ASYNC110  # the follower's effect
