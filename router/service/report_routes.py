@@ -15,6 +15,7 @@ Bad bodies are 400s naming the field, an unknown, expired or already reported id
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from router.errors import BadRequestError, DecisionNotFoundError
 from router.paired.answer import Answer
 from router.paired.call import PairedCall, PairedOutcome
 from router.pairing.decision import Decision
+from router.pairing.recent import RecentDecisions, Routed
 from router.service.middleware import REQUEST_ID
 from router.service.schema import ReportBody, parse_report, read_json
 from router.service.state import STATE
@@ -49,16 +51,23 @@ async def report(request: web.Request) -> web.Response:
                 if body.messages else routed.messages)
     call = PairedCall(routed.decision, SampleRequest(messages=messages),
                       request_id=request[REQUEST_ID])
-    try:
-        outcome = await state.engine.report(
-            call, Answer.of_message(body.primary.message.model_dump(exclude_none=True)),
-            Answer.of_message(body.partner.message.model_dump(exclude_none=True)))
-    except Exception:
-        # nothing was recorded (a store failure is in the outcome): the decision stays
-        # reportable, a retry is not told it never existed
-        state.decisions.restore(routed)
-        raise
+    work = asyncio.ensure_future(state.engine.report(
+        call, Answer.of_message(body.primary.message.model_dump(exclude_none=True)),
+        Answer.of_message(body.partner.message.model_dump(exclude_none=True))))
+    work.add_done_callback(lambda done: _settled(state.decisions, routed, done))
+    # shielded: a client that goes away (a timeout cancels its handler) does not take the
+    # claimed report with it — it is compared and recorded all the same, so its retry is told
+    # the truth (already reported), not that a report nobody recorded was
+    outcome = await asyncio.shield(work)
     return json_response(report_json(body.decision_id, outcome))
+
+
+def _settled(decisions: RecentDecisions, routed: Routed,
+             work: asyncio.Future[PairedOutcome]) -> None:
+    """A report that failed recorded nothing (a store failure is in the outcome): the decision
+    stays reportable, a retry is not told it never existed."""
+    if work.cancelled() or work.exception() is not None:
+        decisions.restore(routed)
 
 
 def _check_models(body: ReportBody, decision: Decision) -> None:

@@ -7,6 +7,7 @@ The "framework" here calls the fake upstreams directly with the official ``opena
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import aiohttp
 import openai
 import pytest
 
+from router.service.state import STATE
 from tests.e2e.harness import Running, call, make_settings, remote, serve
 from tests.e2e.test_agents import LYON, PARIS, PARIS_REORDERED, TOOL
 from tests.fakes import FakeUpstream, tool_call_message
@@ -189,3 +191,36 @@ async def test_custom_tool_calls_are_reported_and_compared(service: Running) -> 
     assert status == 200, result
     assert result["flagged"] is True and result["method"] == "tool_calls"
     assert result["diff"].startswith('# shell: (value): "ls /tmp" → "rm -rf /tmp"')
+
+
+async def test_a_report_whose_client_leaves_is_recorded_all_the_same(
+        service: Running, fake: FakeUpstream) -> None:
+    """A client that timed out while its report was compared retried it and was told the
+    decision was already reported, though nothing was: the claimed report died with its
+    cancelled handler."""
+    engine = service.app[STATE].engine
+    report, entered, release = engine.report, asyncio.Event(), asyncio.Event()
+
+    async def slow_report(*args: Any) -> Any:  # a long comparison
+        entered.set()
+        await release.wait()
+        return await report(*args)
+
+    engine.report = slow_report
+    decision = await route(service)
+    said = {"role": "assistant", "content": "It is sunny."}
+    body = report_body(decision, said, {"role": "assistant", "content": "It is snowing hard."})
+    client = asyncio.ensure_future(call(service, "POST", "/v1/diffs", body))
+    await asyncio.wait_for(entered.wait(), 5)
+    client.cancel()  # the client gives up and closes its connection
+    with contextlib.suppress(asyncio.CancelledError):
+        await client
+    await asyncio.sleep(0.1)  # the server sees the connection go
+    release.set()
+    async with asyncio.timeout(5):
+        while not (await call(service, "GET", "/v1/diffs"))[1]["data"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    [stored] = (await call(service, "GET", "/v1/diffs"))[1]["data"]
+    assert (stored["mode"], stored["partner_text"]) == ("reported", "It is snowing hard.")
+    status, error = await call(service, "POST", "/v1/diffs", body)  # the retry: counted once
+    assert status == 404 and "already reported" in error["error"]["message"]
