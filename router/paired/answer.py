@@ -91,12 +91,18 @@ class Answer:
     @classmethod
     def of_message(cls, message: Mapping[str, Any]) -> Answer:
         """An OpenAI assistant message (``content`` text or parts, ``tool_calls``, and the
-        legacy ``function_call``); what is not a string is read as empty."""
+        legacy ``function_call``); what is not a string is read as empty. A refusal
+        (``refusal``, with ``content`` null) is the answer's text: it was read as an empty
+        answer, lost from the live diff and "agreeing" with any other empty answer."""
         calls = [_tool_call(c) for c in message.get("tool_calls") or () if isinstance(c, dict)]
         legacy = message.get("function_call")
         if isinstance(legacy, dict):
             calls.append(_tool_call({"function": legacy}))
-        return cls(_content_text(message.get("content")), tuple(calls))
+        refusal = message.get("refusal")
+        text = _content_text(message.get("content"))
+        if not text and isinstance(refusal, str):
+            text = refusal
+        return cls(text, tuple(calls))
 
     @classmethod
     def of_completion(cls, completion: Mapping[str, Any]) -> Answer:
@@ -180,6 +186,9 @@ class AnswerBuilder:
         content = delta.get("content")
         if isinstance(content, str):
             self._keep(self._text, content)
+        refusal = delta.get("refusal")  # a refusal streams instead of content
+        if isinstance(refusal, str):
+            self._keep(self._text, refusal)
         legacy = delta.get("function_call")  # the deprecated ``functions`` API's one call
         if isinstance(legacy, dict):
             self._add_piece(self._calls.setdefault(_LEGACY, _PartialCall()), legacy,

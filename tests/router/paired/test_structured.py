@@ -117,6 +117,21 @@ def test_a_message_object_is_read_with_its_tool_calls() -> None:
     assert Answer.of_completion({"choices": [{"message": {"content": None}}]}) == Answer("")
 
 
+def test_a_refusal_is_the_answer_read_not_an_empty_one() -> None:
+    """The SDK's ``message.model_dump()`` of a refusal has ``content: None`` and the text in
+    ``refusal``: it was read as "", stored as an empty answer, and agreed with any empty one."""
+    refusal = {"role": "assistant", "content": None, "refusal": "I can't help with that.",
+               "tool_calls": None}
+    assert Answer.of_message(refusal).text == "I can't help with that."
+    assert Answer.of_message({**refusal, "content": "Here it is."}).text == "Here it is."
+    empty = Answer.of_message({"role": "assistant", "content": ""})
+    assert compare_answers(Answer.of_message(refusal), empty, ()).agreement < 1.0
+    builder = AnswerBuilder()
+    for piece in ("I can't ", "help with that."):
+        builder.add_chunk({"choices": [{"index": 0, "delta": {"refusal": piece}}]})
+    assert builder.answer().text == "I can't help with that."
+
+
 def test_json_nested_past_the_limit_is_compared_as_text() -> None:
     deep = "[" * 5000 + "]" * 5000  # past the parser's own recursion limit
     just = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
