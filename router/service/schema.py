@@ -26,6 +26,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import ErrorDetails
 
 from profiles.protocol import Message, SampleRequest
 from router.errors import BadRequestError
@@ -334,16 +335,26 @@ def _where(loc: tuple[int | str, ...]) -> str:
 
 
 _UNION_BRANCHES = frozenset({"str", "int", "float", "bool", "bytes", "list", "dict", "tuple",
-                             "set", "none", "literal", "is-instance", "json-or-python"})
+                             "set", "none", "literal", "is-instance", "json-or-python",
+                             "TextPart", "OtherPart"})
+
+
+def _field(err: ErrorDetails) -> tuple[int | str, ...]:
+    # pydantic names the branch of a union it tried ("str", "list[…]", "function-after[…]",
+    # a content part's model): not a field the client sent
+    return tuple(p for p in err["loc"] if not (isinstance(p, str) and (
+        "[" in p or p in _UNION_BRANCHES)))
 
 
 def bad_request(exc: ValidationError, prefix: str = "") -> BadRequestError:
-    """The first validation problem as a 400 naming the field."""
-    err = exc.errors()[0]
-    # pydantic names the branch of a union it tried ("str", "list[…]", "function-after[…]"):
-    # not a field the client sent
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
-        "[" in p or p in _UNION_BRANCHES)))
+    """The first validation problem as a 400 naming the field: of the union's branches that
+    failed on it, the one that got furthest into the value (``content: [{"type": "text"}]``
+    said "content: Input should be a valid string", not that the part lacks its text)."""
+    errors = exc.errors()
+    first = _field(errors[0])
+    err = max((e for e in errors if _field(e)[:len(first)] == first),
+              key=lambda e: len(_field(e)))  # the first of the deepest
+    loc = _field(err)
     where = prefix + _where(loc)
     if err["type"] == "extra_forbidden" and where.startswith("diffroute."):
         return BadRequestError(

@@ -160,6 +160,9 @@ async def test_report_errors_are_4xx_envelopes(service: Running) -> None:
             {"type": "web_search"}]}}}, 400, None, "primary.message.tool_calls[0]"),
         ({**good, "messages": [{"role": "user", "content": "x" * 5000}]}, 413,
          "body_too_large", None),
+        ({**good, "primary": {"message": {"role": "assistant", "content": [
+            {"type": "refusal", "refusal": "No."}]}}}, 400, None,
+         "primary.message.content[0].type"),
     ]
     for body, status, code, param in cases:
         got, error = await call(service, "POST", "/v1/diffs", body)

@@ -77,6 +77,13 @@ def envelope(payload: Any) -> dict[str, Any]:
     ({"model": "alpha", "messages": ASK, "n": 2, "stream": True}, 400, "n", "stream"),
     ({"model": "audit:alpha", "messages": ASK, "diffroute": {"candidates": ["alpha"]}}, 409,
      None, "no audit partner for 'alpha'"),
+    # a content part's own problem, not "content: Input should be a valid string"
+    ({"model": "alpha", "messages": [{"role": "user", "content": [{"type": "text"}]}]}, 400,
+     "messages[0].content[0].text", "Field required"),
+    ({"model": "alpha", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": None}]}]}, 400, "messages[0].content[0].text", "valid string"),
+    ({"model": "alpha", "messages": [{"role": "user", "content": {"text": "x"}}]}, 400,
+     "messages[0].content", "valid string"),
 ])
 async def test_chat_request_errors(service: Running, body: Any, status: int, param: str | None,
                                    words: str) -> None:
