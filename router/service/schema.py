@@ -8,7 +8,7 @@ silently ignored option. Validation errors become one :class:`BadRequestError` n
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -119,6 +119,14 @@ class ChatMessage(BaseModel):
         return None
 
 
+def task_text(messages: Sequence[ChatMessage]) -> str:
+    """The text the policy infers a conversation's domains from: the last user message, else
+    the last message (the chat path and ``POST /v1/route`` alike: the same messages routed
+    one way on ``all``, the other on their domain)."""
+    users = [m.text() for m in messages if m.role == "user"]
+    return users[-1] if users else (messages[-1].text() if messages else "")
+
+
 class ChatRequest(BaseModel):
     """``POST /v1/chat/completions``; the OpenAI parameters diffroute passes on."""
 
@@ -181,9 +189,8 @@ class ChatRequest(BaseModel):
         return (self.top_logprobs or 0) if self.logprobs else None
 
     def task_text(self) -> str:
-        """The text the policy infers the task's domains from: the last user message."""
-        users = [m.text() for m in self.messages if m.role == "user"]
-        return users[-1] if users else (self.messages[-1].text() if self.messages else "")
+        """The text the policy infers the task's domains from (:func:`task_text`)."""
+        return task_text(self.messages)
 
     def untranslated_field(self) -> str | None:
         """The first field of the body a translated call would lose (``tools``,
@@ -236,10 +243,7 @@ class RouteBody(BaseModel):
     domain: str | None = Field(None, min_length=1)
 
     def task_text(self) -> str:
-        if self.task is not None:
-            return self.task
-        users = [m.text() for m in self.messages or () if m.role == "user"]
-        return users[-1] if users else ""
+        return self.task if self.task is not None else task_text(self.messages or ())
 
     def task_messages(self) -> tuple[dict[str, Any], ...]:
         """The task as messages: those given, else the ``task`` text as one user message."""
