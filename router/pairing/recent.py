@@ -6,7 +6,9 @@ purpose: a decision is kept for ``ttl_s`` seconds (``paired.decision_ttl_s``, de
 and at most ``max_entries`` (``paired.max_decisions``) are kept, the oldest going first. A
 restarted instance forgets them, and behind a load balancer the report must reach the instance
 that routed — an id is a ticket, not a signature. A claimed decision is gone: each is reported
-once, so a retried report cannot count one pair of calls twice.
+once, so a retried report cannot count one pair of calls twice. The routed messages kept with
+the decisions are bounded too (:data:`MAX_KEPT_BYTES`): 10,000 routed tasks of a MiB each held
+10 GB for an hour.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from profiles.protocol import Message
 from router.pairing.decision import Decision
 
 DECISION_PREFIX = "dec_"
+MAX_KEPT_BYTES = 64 * 2**20
+"""The routed messages kept with the decisions, at most (as JSON): past it the oldest go."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,17 +38,22 @@ class Routed:
     messages: tuple[Message, ...]
     """The task as messages (a ``task`` text is one user message)."""
     at: float
+    size: int = 0
+    """The messages' size as JSON, in bytes."""
 
 
 class RecentDecisions:
     """The decisions of the last ``ttl_s`` seconds (at most ``max_entries``), by id."""
 
     def __init__(self, ttl_s: float = 3600.0, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 max_bytes: int = MAX_KEPT_BYTES) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._clock = clock
         self._entries: OrderedDict[str, Routed] = OrderedDict()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -51,10 +62,14 @@ class RecentDecisions:
         """Keep ``decision`` under a new id; expired and surplus entries are dropped first."""
         now = self._clock()
         self._expire(now)
-        while len(self._entries) >= self.max_entries:
-            self._entries.popitem(last=False)
-        routed = Routed(DECISION_PREFIX + os.urandom(16).hex(), decision, tuple(messages), now)
+        size = len(orjson.dumps(tuple(messages), default=str))
+        while self._entries and (len(self._entries) >= self.max_entries
+                                 or self._bytes + size > self.max_bytes):
+            self._pop_oldest()
+        routed = Routed(DECISION_PREFIX + os.urandom(16).hex(), decision, tuple(messages), now,
+                        size)
         self._entries[routed.id] = routed
+        self._bytes += size
         return routed
 
     def get(self, decision_id: str) -> Routed | None:
@@ -67,12 +82,17 @@ class RecentDecisions:
         """Take the decision out (it can be reported once)."""
         now = self._clock()
         self._expire(now)
-        return self._fresh(self._entries.pop(decision_id, None), now)
+        routed = self._entries.pop(decision_id, None)
+        if routed is not None:
+            self._bytes -= routed.size
+        return self._fresh(routed, now)
 
     def restore(self, routed: Routed) -> None:
         """Put back a claimed decision whose report failed before anything was recorded, so
         that it can be reported again (until it expires, as before)."""
-        self._entries[routed.id] = routed
+        if routed.id not in self._entries:
+            self._entries[routed.id] = routed
+            self._bytes += routed.size
 
     def _fresh(self, routed: Routed | None, now: float) -> Routed | None:
         # a restored entry sits behind newer ones, where _expire does not look
@@ -84,4 +104,8 @@ class RecentDecisions:
             oldest = next(iter(self._entries.values()))
             if now - oldest.at < self.ttl_s:
                 return
-            self._entries.popitem(last=False)
+            self._pop_oldest()
+
+    def _pop_oldest(self) -> None:
+        _, routed = self._entries.popitem(last=False)
+        self._bytes -= routed.size

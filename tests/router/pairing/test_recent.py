@@ -48,3 +48,18 @@ def test_a_restored_decision_can_be_claimed_again_until_it_expires() -> None:
     now[0] = 10.0
     assert recent.get(routed.id) is None and recent.claim(routed.id) is None
     assert recent.get(newer.id) == newer
+
+
+def test_the_oldest_go_first_beyond_the_bytes_kept() -> None:
+    """Only the count was bounded: 10,000 routed tasks of a MiB each were kept an hour."""
+    big = ({"role": "user", "content": "x" * 1000},)
+    recent = RecentDecisions(max_bytes=2500)
+    first, second, third = (recent.add(DECISION, big) for _ in range(3))
+    assert recent.get(first.id) is None and len(recent) == 2
+    assert recent.claim(second.id) == second  # a claim gives its bytes back
+    fourth = recent.add(DECISION, big)
+    assert recent.get(third.id) == third and recent.get(fourth.id) == fourth
+    recent.restore(second)  # a restored decision counts again: the next one makes room
+    fifth = recent.add(DECISION, big)
+    assert recent.get(third.id) is None and recent.get(fourth.id) is None
+    assert recent.get(second.id) == second and recent.get(fifth.id) == fifth
