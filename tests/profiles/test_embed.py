@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -176,6 +177,27 @@ def test_minilm_truncates_long_text_to_its_window(minilm: MiniLMEmbedder) -> Non
     head = "the cat sat on the mat " * 60  # about 360 word pieces
     long, longer = minilm.embed([head, head + "stock markets fell sharply " * 500])
     assert np.allclose(long, longer, atol=1e-5)
+
+
+def test_minilm_tokenizes_only_what_its_window_can_hold(minilm: MiniLMEmbedder) -> None:
+    """A 1 MB task was tokenized whole (2–3 s of CPU per ``POST /v1/route``) for 256 pieces."""
+    text = "What is the capital of Peru? " * 36_000
+    model = minilm._loaded()
+    given: list[int] = []
+    tokenizer = model._tokenizer
+
+    class Spy:
+        def encode_batch(self, texts: list[str]) -> Any:
+            given.extend(len(t) for t in texts)
+            return tokenizer.encode_batch(texts)
+
+    model._tokenizer = Spy()  # type: ignore[assignment]
+    try:
+        whole = minilm.embed([text])
+    finally:
+        model._tokenizer = tokenizer
+    assert given and max(given) <= 100 * 256
+    assert np.allclose(whole, minilm.embed([text[:20_000]]), atol=1e-5)
 
 
 def test_minilm_reports_missing_model_dir(tmp_path: Path) -> None:
