@@ -336,11 +336,16 @@ def announce(app: web.Application, base: str) -> None:
     first = state.pool.names[0]
     example = json.dumps({"model": f"audit:{first}",
                           "messages": [{"role": "user", "content": "What is 17 * 23?"}]})
+    auth = ""
+    if state.settings.server.api_keys:  # without it, the call to try is a 401
+        var = state.settings.server.api_keys[0].env_var  # a literal key is never logged
+        auth = f' -H "Authorization: Bearer ${var}"' if var else \
+            " -H 'Authorization: Bearer <key>'"
     fields: dict[str, Any] = {
         "url": f"{base}/v1", "models": state.pool.names,
         "profiles": {k: v for k, v in sorted(by_source.items())},
         "data_dir": str(state.settings.data_dir),
-        "try": f"curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' "
+        "try": f"curl -s {base}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
                f"-d '{example}'"}
     if any(r.canonical.startswith("/ui") for r in app.router.resources()):
         fields["dashboard"] = f"{base}/ui/"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shlex
 import subprocess
 import sys
 import threading
@@ -13,9 +14,13 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
+import aiohttp
+import pytest
 import yaml
+from structlog.testing import capture_logs
 
-from tests.e2e.harness import PARIS, scripted
+from router.service.app import announce
+from tests.e2e.harness import PARIS, make_settings, scripted, serve, standard_models
 
 
 class Lines:
@@ -130,3 +135,33 @@ def test_the_log_level_is_a_setting(tmp_path: Path) -> None:
         server.stderr.close()
     debug = [line["event"] for line in before if line["level"] == "debug"]
     assert "service.resources_open" in debug, before
+
+
+def _try_request(command: str) -> tuple[str, dict[str, str], bytes]:
+    """The URL, headers and body of the start-up line's ``curl`` call, as a shell would run it."""
+    words = shlex.split(os.path.expandvars(command))
+    assert words[:2] == ["curl", "-s"], words
+    headers = dict(words[i + 1].split(": ", 1) for i, w in enumerate(words) if w == "-H")
+    return words[2], headers, words[words.index("-d") + 1].encode()
+
+
+async def test_the_call_to_try_works_when_the_service_needs_a_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start-up line's ``curl`` was sent without a key, so with ``server.api_keys`` set
+    the first call a newcomer tries was a 401; a literal key is never written in it."""
+    monkeypatch.setenv("DIFFROUTE_TRY_KEY", "client-key-7")
+    for keys, shown in ((["env:DIFFROUTE_TRY_KEY"], "$DIFFROUTE_TRY_KEY"),
+                        (["literal-key-8"], "<key>")):
+        settings = make_settings(tmp_path, standard_models(), api_keys=keys)
+        async with serve(settings) as running:
+            with capture_logs() as logs:
+                announce(running.app, running.url)
+            command = next(e for e in logs if e["event"] == "service.started")["try"]
+            assert f"Authorization: Bearer {shown}" in command
+            assert "client-key-7" not in command and "literal-key-8" not in command
+            if shown.startswith("$"):
+                url, headers, body = _try_request(command)
+                async with aiohttp.ClientSession() as http, http.post(
+                        url, data=body, headers=headers) as response:
+                    assert response.status == 200, await response.text()
+                    assert (await response.json())["diffroute"]["role"] == "audit"
