@@ -516,7 +516,7 @@ def _print_pairs(rows: list[dict[str, Any]], version: str, unprofiled: list[str]
 
 url_option = click.option(
     "--url", default=None,
-    help="A running service (e.g. http://127.0.0.1:8080; its API key from "
+    help="A running service (e.g. http://127.0.0.1:8080 or its /v1 URL; its API key from "
          "$DIFFROUTE_API_KEY); default: read the data dir.")
 FETCH_TIMEOUT_S = 30.0
 """How long ``--url`` waits for the service's answer."""
@@ -550,7 +550,8 @@ def _fetch(url: str, path: str, params: dict[str, str]) -> Any:
                                  param_hint="--url")
     key = os.environ.get("DIFFROUTE_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    where = url.rstrip("/") + path
+    # the start-up line's `url` (and an OpenAI client's base_url) ends in /v1: the same service
+    where = url.rstrip("/").removesuffix("/v1") + path
 
     async def get() -> Any:
         timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)

@@ -144,3 +144,19 @@ def test_a_pair_without_two_names_is_a_usage_error_as_with_url(
         main(["diffs", "--data-dir", str(tmp_path), "--pair", pair])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and "--pair takes two models" in err, err
+
+
+async def test_url_may_be_the_v1_url_the_service_announces(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``service.started`` gives ``url: http://…/v1`` (an OpenAI client's base_url); as
+    ``--url`` it was ``HTTP 404: no route GET /v1/v1/diffs``."""
+    from tests.e2e.harness import make_settings, serve, standard_models
+
+    monkeypatch.delenv("DIFFROUTE_API_KEY", raising=False)
+    async with serve(make_settings(tmp_path, standard_models())) as running:
+        for url in (running.base_url, running.base_url + "/"):
+            await asyncio.to_thread(main, ["diffs", "--url", url])
+            await asyncio.to_thread(main, ["drift", "--url", url])
+            out = capsys.readouterr()
+            assert out.err == "" and "no drift recorded" in out.out, out
