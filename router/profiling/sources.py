@@ -108,7 +108,7 @@ def open_suite(name_or_path: str) -> Suite:
         if len(problems) > SHOWN_SUITE_PROBLEMS:
             more = len(problems) - SHOWN_SUITE_PROBLEMS
             problems = [*problems[:SHOWN_SUITE_PROBLEMS], f"… and {more} more problem(s)"]
-        raise ConfigError(problems, name_or_path) from None
+        raise ConfigError(problems) from None  # each names its file and line already
 
 
 def find_profiles(settings: Settings, names: Sequence[str], suite: Suite, query: ProfileQuery,

@@ -241,3 +241,16 @@ def test_a_temperature_that_is_not_a_number_is_a_usage_error(
     run = cli(capsys, *command, "--config", str(pool), "--temperature", "nan")
     assert run.code == 2 and run.err.count("\n") == 1, run.err
     assert "--temperature" in run.err and "'nan' is not a number" in run.err
+
+
+def test_a_bad_suite_line_is_named_once_as_file_line_field(
+        pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's ``file:line: field: message``; the line read ``file: file:line: …``."""
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"id": "m1", "domains": ["history"], "type": "choise", '
+                    '"messages": [{"role": "user", "content": "Who?"}]}\n', encoding="utf-8")
+    run = cli(capsys, "profile", "build", "--config", str(pool), "--suite", str(mine))
+    assert run.code == 2, run.err
+    lines = run.err.splitlines()
+    assert lines and all(line.startswith(f"diffroute: error: {mine}:1: ") for line in lines)
+    assert all(line.count(str(mine)) == 1 for line in lines), run.err
