@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -426,3 +427,43 @@ def test_settings_that_name_things_name_things_that_exist(tmp_path: Path) -> Non
                          ).policy.latency_ms == {"slow": 500}
     assert problems_of(tmp_path, pool + "embedder: {kind: openai, base_url: http://e/v1}\n") == [
         "embedder: embedder.kind 'openai' needs model (e.g. text-embedding-3-small)"]
+
+
+README = EXAMPLE.parents[2] / "README.md"
+
+
+def readme_config_keys() -> set[str]:
+    """The keys the README's configuration tables name: a row's first cell gives a full path
+    (`policy.suite`) and then names of the same section (`samples`); `{a,b}` expands."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    keys: set[str] = set()
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        prefix = ""
+        for name in re.findall(r"`([^`]+)`", line.split("|")[1]):
+            if "." in name or name == "data_dir":
+                prefix, _, name = name.rpartition(".")
+            leaves = name.strip("{}").split(",") if name.startswith("{") else [name]
+            keys.update(f"{prefix}.{leaf}" if prefix else leaf for leaf in leaves)
+    return keys
+
+
+def test_the_readme_configuration_tables_name_every_key() -> None:
+    """`policy.bootstrap`, `live.profiles` and `embedder.dim` were keys no table named."""
+    from router.backends.model_config import ModelConfig
+
+    code = {"data_dir"}
+    for section, field in Settings.model_fields.items():
+        if section not in ("models", "data_dir"):
+            assert field.annotation is not None
+            code.update(f"{section}.{key}" for key in field.annotation.model_fields)
+    for key, field in ModelConfig.model_fields.items():
+        nested = getattr(type(field.default), "model_fields", None)
+        code.update({f"models[].{key}.{leaf}" for leaf in nested} if nested and
+                    key != "backend" else {f"models[].{key}"})
+    code.discard("models[].backend")
+    code.add("models[].backend.kind")
+    code -= {"embedder.base_url", "embedder.model", "embedder.api_key"}  # beside `openai`
+    assert sorted(code - readme_config_keys()) == []
