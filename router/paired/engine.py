@@ -116,7 +116,7 @@ class PairedEngine:
         self._rng = rng
         self.spans = None if tracing is None else PairedSpans(tracing, self._backend_kind)
         """The spans of paired calls (``None``: tracing is off)."""
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
 
     # -- the decision ---------------------------------------------------------------------------
 
@@ -413,7 +413,11 @@ class PairedEngine:
         return stored, None
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(_discard(work))
+        self.hold(asyncio.ensure_future(_discard(work)))
+
+    def hold(self, task: asyncio.Future[Any]) -> None:
+        """Let ``task`` (work that outlives its request) finish before :meth:`aclose` returns,
+        as background shadows and records do."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -55,6 +55,7 @@ async def report(request: web.Request) -> web.Response:
         call, Answer.of_message(body.primary.message.model_dump(exclude_none=True)),
         Answer.of_message(body.partner.message.model_dump(exclude_none=True))))
     work.add_done_callback(lambda done: _settled(state.decisions, routed, done))
+    state.engine.hold(work)  # a shutdown waits for it (shutdown_timeout) before the store closes
     # shielded: a client that goes away (a timeout cancels its handler) does not take the
     # claimed report with it — it is compared and recorded all the same, so its retry is told
     # the truth (already reported), not that a report nobody recorded was

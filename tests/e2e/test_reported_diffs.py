@@ -227,3 +227,34 @@ async def test_a_report_whose_client_leaves_is_recorded_all_the_same(
     assert (stored["mode"], stored["partner_text"]) == ("reported", "It is snowing hard.")
     status, error = await call(service, "POST", "/v1/diffs", body)  # the retry: counted once
     assert status == 404 and "already reported" in error["error"]["message"]
+
+
+async def test_a_report_in_flight_at_shutdown_is_recorded_before_the_store_closes(
+        tmp_path: Path, fake: FakeUpstream) -> None:
+    """The shielded report of a client that left was not waited for at shutdown: the store
+    closed under it, its write waited forever for a writer that had stopped, the diff was lost."""
+    models = [remote("remote-a", "x", fake.base_url, "up-a"),
+              remote("remote-b", "y", fake.base_url, "up-b")]
+    settings = make_settings(tmp_path, models)
+    async with serve(settings) as running:
+        engine = running.app[STATE].engine
+        report, entered = engine.report, asyncio.Event()
+
+        async def slow_report(*args: Any) -> Any:  # a long comparison
+            entered.set()
+            await asyncio.sleep(0.3)
+            return await report(*args)
+
+        engine.report = slow_report
+        decision = await route(running)
+        body = report_body(decision, {"role": "assistant", "content": "It is sunny."},
+                           {"role": "assistant", "content": "It is snowing hard."})
+        client = asyncio.ensure_future(call(running, "POST", "/v1/diffs", body))
+        await asyncio.wait_for(entered.wait(), 5)
+        client.cancel()  # the client leaves; the service is then stopped at once
+        with contextlib.suppress(asyncio.CancelledError):
+            await client
+        await asyncio.sleep(0.05)
+    async with serve(settings) as restarted:
+        [stored] = (await call(restarted, "GET", "/v1/diffs"))[1]["data"]
+        assert (stored["mode"], stored["partner_text"]) == ("reported", "It is snowing hard.")
