@@ -318,6 +318,9 @@ class SqliteStore:
 
     async def _write(self, sql: str, params: Sequence[Any]) -> int:
         """Queue a statement and wait until it is committed; its rowid."""
+        if self._writer is None:  # closed (or never opened): nobody would ever answer
+            raise StorageError("storing in the live-diff store",
+                               RuntimeError(f"{self.path} is closed"))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         self._hand_comparisons()  # statements stay in the order they were made

@@ -121,6 +121,9 @@ async def test_an_acknowledged_diff_survives_reopening(engine_settings: Settings
         [diff] = await store.diffs(DiffQuery(limit=1000))
         assert diff["seq"] == seq and diff["id"] == "ld_1" and diff["domains"] == ["math"]
         assert await store.count_diffs() == 1
+    if isinstance(store, SqliteStore):  # a write after closing failed at once: it waited forever
+        with pytest.raises(StorageError, match="is closed"):
+            await asyncio.wait_for(store.add_diff({**values, "id": "ld_2"}), 5)
 
 
 async def test_a_nul_in_an_answer_is_stored_and_spoils_no_other_record(
