@@ -6,7 +6,10 @@ progress bar.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import fcntl
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from profiles.protocol import ModelClient
 from profiles.store import Observations, observation_key
 from profiles.suite import Suite
 from router.config import Settings
+from router.errors import StartupError
 from router.pool import Pool
 from router.profiling.sources import open_suite
 from router.store import open_observations
@@ -45,6 +49,40 @@ def _progress() -> Progress:
         console=Console(stderr=True),
         transient=False,
     )
+
+
+BUILD_LOCK = "profile-build.lock"
+"""In the data dir: held (``flock``) by the profile build that collects into it."""
+
+
+@contextmanager
+def one_build(settings: Settings) -> Iterator[None]:
+    """One profile build at a time per data dir (SQLite store): two at once each collected
+    everything — the data stayed whole (the later write of a probe replaces the earlier) but
+    every request was paid twice, without a word. The second is refused, naming the first's
+    process; the lock goes with the process, however it ends."""
+    if settings.store.kind != "sqlite":
+        yield
+        return
+    data_dir = settings.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / BUILD_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StartupError(f"cannot lock {data_dir / BUILD_LOCK}: {exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise StartupError(f"another profile build is collecting into {data_dir} "
+                               f"(process {holder}): wait for it to end (a re-run then "
+                               "collects only what is still missing)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 GIVE_UP_AFTER = 8
@@ -103,7 +141,7 @@ async def build_profiles(settings: Settings, suite_name: str, names: Sequence[st
     """Collect, then summarise each model's profile (and export it if asked)."""
     suite = open_suite(suite_name)
     decoding = Decoding(samples=samples, temperature=temperature)
-    with open_observations(settings) as store:
+    with one_build(settings), open_observations(settings) as store:
         async with Pool.open(without_breakers(settings)) as pool:
             report = await collect_with_progress(pool, names, suite, store, decoding, concurrency)
             # the confirm collection: other seeds, later requests (what a diff confirms on);

@@ -110,3 +110,23 @@ async def _show_names_the_earlier_configuration(tmp_path: Path, dsn: str | None)
     [note] = summary["notes"]
     assert f"{PROBES * SAMPLES} stored samples are of an earlier configuration" in note
     assert f"backend.base_url was '{fake.base_url}'" in note
+
+
+async def test_a_second_build_into_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    """Two builds of one pool into one data dir each collected everything: the data stayed
+    whole, every request was paid twice. The second is refused, naming the first's process."""
+    import os
+
+    from router.errors import StartupError
+    from router.profiling.build import one_build
+
+    async with FakeUpstream(answer="A") as fake:
+        config = settings(tmp_path, fake.base_url)
+        with one_build(config):  # the first build, as far as the lock is concerned
+            with pytest.raises(StartupError, match=f"process {os.getpid()}"):
+                await build_profiles(config, str(suite_dir(tmp_path)), ["remote"], SAMPLES,
+                                     0.7, 4)
+            assert fake.count(CHAT) == 0
+        _, report = await build_profiles(config, str(tmp_path / "suite"), ["remote"], SAMPLES,
+                                         0.7, 4)  # the first ended: the lock went with it
+    assert report.stored_samples == 2 * PROBES * SAMPLES  # the profile and its confirmation
