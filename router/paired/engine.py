@@ -404,7 +404,7 @@ class PairedEngine:
             stored = await self.sink.record(record)
         except Exception as exc:
             _log.error("live_diff.record_failed", error=str(exc), request_id=record.request_id)
-            return None, f"the comparison was not stored: {exc}"
+            return None, f"the live diff was not confirmed stored: {exc}"
         if record.flagged:
             _log.info("live_diff", live_diff_id=stored, primary=record.primary,
                       partner=record.partner, role=record.role, mode=record.mode,

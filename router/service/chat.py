@@ -24,7 +24,7 @@ from aiohttp import web
 
 from profiles.protocol import Usage
 from router.backends.base import StreamDelta
-from router.errors import BadRequestError, DiffrouteError
+from router.errors import BadRequestError, DiffrouteError, UpstreamError
 from router.logging import error_fields, generation_fields, log_generation
 from router.paired.answer import upstream_usage
 from router.paired.call import ModelReply, PairedCall, PairedOutcome
@@ -81,7 +81,15 @@ async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest,
         headers = {} if name == model else {"x-diffroute-fallback": name}
         return await _plain_one(request, state, chat, name, headers)
 
-    return await state.pool.with_fallbacks(model, one)
+    try:
+        return await state.pool.with_fallbacks(model, one)
+    except UpstreamError as exc:
+        # the failed model call joins the access line and the request's span as an answered
+        # one does: which model failed, and how (its text may echo the prompt: not here)
+        request[ACCESS_FIELDS] = {"gen_ai.operation.name": "chat",
+                                  "gen_ai.request.model": exc.model,
+                                  "error.type": type(exc).__name__}
+        raise
 
 
 async def _plain_one(request: web.Request, state: ServiceState, chat: ChatRequest,

@@ -69,8 +69,8 @@ def _schemas() -> dict[str, Any]:
             "divergence": number, "threshold": number,
             "diff": {"type": ["string", "null"], "description": "one '# ' line per difference "
                      "(primary → partner), then a unified diff"},
-            "live_diff_error": {"type": "string",
-                                "description": "why a flagged comparison was not stored"}}}
+            "live_diff_error": {"type": "string", "description": "why the live diff of a "
+                                "flagged comparison was not confirmed stored"}}}
     out["Error"] = {
         "type": "object", "required": ["error"],
         "properties": {"error": {"type": "object", "required": ["message", "type"],

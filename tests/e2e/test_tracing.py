@@ -425,3 +425,25 @@ async def test_a_collector_that_never_answers_does_not_hold_the_shutdown(
     finally:
         hang.set()
         await runner.cleanup()
+
+
+async def test_a_failing_plain_call_names_its_model_and_error_type_on_its_span(
+        tmp_path: Path) -> None:
+    """A plain call whose upstream failed was a 502 span with neither the model nor
+    ``error.type``: nothing in the trace (or the access line) said which model failed."""
+    exporter = InMemorySpanExporter()
+    async with FakeUpstream() as fake:
+        fake.enqueue(*[Reply.error(500, f"cannot answer {CAPITAL!r}")] * 4)  # retries too
+        async with traced_service(tmp_path, [remote("ra", "a", fake.base_url, "up-a")],
+                                  exporter) as running:
+            with capture_logs() as logs:
+                status, _ = await call(running, "POST", "/v1/chat/completions",
+                                       {**ASK, "model": "ra"})
+    assert status == 502
+    [request] = exporter.get_finished_spans()
+    assert not request.status.is_ok and request.attributes is not None
+    assert request.attributes["gen_ai.request.model"] == "ra"
+    assert request.attributes["error.type"].startswith("Upstream")
+    assert not any(CAPITAL in str(v) for v in request.attributes.values())  # log_prompts off
+    [access] = [e for e in logs if e["event"] == "http.request"]
+    assert access["gen_ai.request.model"] == "ra" and access["http.response.status_code"] == 502
