@@ -141,6 +141,10 @@ class PolicySettings(_Strict):
     """How a task text gets its domains: its similarity to each domain's centroid (with an
     ``all`` floor calibrated on the suite), or the vote of its ``neighbours`` nearest probes
     (see ``router.pairing.index``; ``benchmarks/task_domains.py`` measures both)."""
+    elsewhere: bool = True
+    """Compare a task text with everyday requests outside the suite first (cooking, pets,
+    travel, chit-chat: ``router/data/elsewhere.txt``, those the suite itself covers left out):
+    one nearer to them than to the suite's probes gets ``all``, not a confident wrong domain."""
     domain_temperature: float = Field(0.05, gt=0)
     """Softmax temperature over a task's centroid similarities (a task close to several
     domains gets weights spread over them rather than one confident domain)."""

@@ -27,7 +27,7 @@ from profiles.suite import Suite
 from router.config import ModelConfig, PolicySettings, Settings
 from router.pairing.decision import Decision, LiveSource, Role, RouteRequest
 from router.pairing.graph import SimilarityGraph, build_graph
-from router.pairing.index import ProbeIndex
+from router.pairing.index import ProbeIndex, elsewhere_texts
 from router.pairing.pinned import Pairings
 from router.pairing.policy import MEASURES, PolicyTables, assign_pool, decide, make_tables
 from router.pairing.vectors import shipped_vectors
@@ -252,7 +252,8 @@ def build_decider(settings: Settings, pool: Pool, pairings: Pairings,
     embedder = task_embedder(settings)
     # the probes' vectors come from the data dir after the first start (tasks: from memory)
     probe_embedder = StoredEmbedder(embedder, settings.data_dir, shipped_vectors(embedder.name))
-    index = ProbeIndex.build(suite.probes, probe_embedder, config.exact_index_limit) \
+    index = ProbeIndex.build(suite.probes, probe_embedder, config.exact_index_limit,
+                             elsewhere_texts() if config.elsewhere else ()) \
         if suite.probes else None
     decider = PolicyDecider(tables, graph, pairings, config, index, embedder, live,
                             pool.blocked)

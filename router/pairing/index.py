@@ -10,6 +10,12 @@ ways turn a task vector into domain weights (``policy.task_domains``):
   ``all``. ``benchmarks/task_domains.py`` measures it on 72 held-out everyday prompts.
 * ``neighbours``: the task's ``k`` nearest probes vote for their domains with softmax weights.
 
+Before either, a task is compared with everyday requests that fit no domain of a suite
+(:class:`Elsewhere`, ``router/data/elsewhere.txt``: cooking, pets, travel, chit-chat, …): one
+nearer to them than to the suite's probes fits no domain either (``policy.elsewhere``). The
+suite alone cannot tell such a task from one of its own: a joke request is as close to its
+nearest domain centroid as many everyday questions are to theirs.
+
 Up to ``exact_limit`` probes (:data:`EXACT_LIMIT` by default; the shipped suites have a few
 hundred) the index is a faiss ``IndexFlatIP``: exact. Past it, one query's flat scan is bound by
 memory bandwidth (20,000 × 256 floats are 20 MB, about a millisecond on a 2-core VM), so the
@@ -23,6 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 
 import faiss
 import numpy as np
@@ -57,6 +64,76 @@ def question_text(probe: Probe) -> str:
     """The user turns of a probe without its answer scaffolding: what a task resembles."""
     lines = [ln for ln in probe_text(probe).split("\n") if not _SCAFFOLD.match(ln.strip())]
     return "\n".join(lines).strip() or probe_text(probe)
+
+
+ELSEWHERE = "data/elsewhere.txt"
+ELSEWHERE_K = 5
+"""A task is compared with the mean similarity of its this many nearest everyday requests and
+of its this many nearest probes."""
+CLAIM_SAMPLE = 1000
+"""At most this many probes (a fixed sample) measure how near a suite's probes are to each
+other, for :meth:`Elsewhere.fit`."""
+
+
+def elsewhere_texts() -> list[str]:
+    """The shipped everyday requests outside any suite's domains (one per line, ``#`` comments)."""
+    text = resources.files("router").joinpath(ELSEWHERE).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _mean_top(scores: npt.NDArray[np.float32], k: int) -> FloatArray:
+    """Row means of the ``k`` largest scores (scores sorted descending, as faiss returns them;
+    missing places, -inf or NaN from an inverted file, are left out)."""
+    top = scores[:, :k].astype(np.float64)
+    top = np.where(np.isfinite(top), top, np.nan)
+    counts = np.maximum(np.sum(~np.isnan(top), axis=1), 1)
+    return np.asarray(np.nansum(top, axis=1) / counts)
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """Everyday requests outside a suite's domains, as unit vectors: a task whose ``k`` nearest
+    of them are nearer, on average, than its ``k`` nearest probes fits no domain.
+
+    An anchor the suite claims, i.e. nearer its ``k`` nearest probes than half of the suite's
+    own probes are to theirs (each without itself), is left out: it is one of the suite's
+    topics (your own suite may have a cooking domain)."""
+
+    anchors: npt.NDArray[np.float32]
+    k: int
+
+    @classmethod
+    def fit(cls, anchors: npt.NDArray[np.float32], index: ProbeIndex,
+            k: int = ELSEWHERE_K) -> Elsewhere:
+        """The anchors the suite in ``index`` does not claim (none for a suite of ≤ k probes:
+        its probes' nearness to each other cannot be measured)."""
+        anchors = anchors[usable_rows(anchors)] if len(anchors) else anchors
+        k = min(k, len(index) - 1)
+        if k < 1 or not len(anchors):
+            return cls(np.zeros((0, index.dim), dtype=np.float32), max(k, 1))
+        probes = index.vectors
+        if len(probes) > CLAIM_SAMPLE:
+            chosen = np.random.default_rng(0).choice(len(probes), CLAIM_SAMPLE, replace=False)
+            probes = probes[np.sort(chosen)]
+        own, _ = index.search(probes, k + 1)  # each probe finds itself first
+        typical = float(np.median(_mean_top(own[:, 1:], k)))
+        near, _ = index.search(anchors, k)
+        kept = _mean_top(near, k) < typical
+        return cls(np.ascontiguousarray(anchors[kept], dtype=np.float32), k)
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def claims(self, query: Vectors, probe_scores: npt.NDArray[np.float32]) -> bool:
+        """Whether a task (a unit vector) is nearer the anchors than the probes it is nearest
+        to (``probe_scores``: its nearest probes' similarities, descending)."""
+        if not len(self.anchors) or not probe_scores.size:
+            return False
+        sims = self.anchors.astype(np.float64) @ query.astype(np.float64).ravel()
+        k = min(self.k, len(sims))
+        anchors_mean = float(np.partition(sims, len(sims) - k)[-k:].mean())
+        return anchors_mean > float(_mean_top(probe_scores.reshape(1, -1), self.k)[0])
 
 
 FLOOR_QUANTILE = 0.01
@@ -151,23 +228,35 @@ class ProbeIndex:
             self._index.nprobe = max(1, -(-lists // SCANNED_FRACTION))
         if len(data):
             self._index.add(data)
+        self.vectors = data
         self.centroids = DomainCentroids.fit(data, self._membership, self.domains)
+        self.elsewhere = Elsewhere(np.zeros((0, self.dim), dtype=np.float32), ELSEWHERE_K)
+        """Everyday requests a task is compared with first (none until :meth:`away_from`)."""
+
+    def away_from(self, anchors: Vectors, k: int = ELSEWHERE_K) -> ProbeIndex:
+        """This index, comparing each task with the everyday requests ``anchors`` (unit
+        vectors) first: a task nearer to them than to the probes fits no domain."""
+        self.elsewhere = Elsewhere.fit(np.asarray(anchors, dtype=np.float32), self, k)
+        return self
 
     @classmethod
     def build(cls, probes: Sequence[Probe], embedder: Embedder,
-              exact_limit: int = EXACT_LIMIT) -> ProbeIndex:
-        """Embed the probes (blocking: call it off the event loop) and index them.
+              exact_limit: int = EXACT_LIMIT, elsewhere: Sequence[str] = ()) -> ProbeIndex:
+        """Embed the probes and the everyday requests ``elsewhere`` (blocking: call it off the
+        event loop) and index them.
 
         A probe whose embedding cannot be scored (zero or non-finite) is left out of the index,
         with a warning naming it: it would vote for its domains with a meaningless score."""
-        vectors = embedder.embed([question_text(p) for p in probes])
+        vectors = embedder.embed([question_text(p) for p in probes] + list(elsewhere))
+        vectors, anchors = vectors[:len(probes)], vectors[len(probes):]
         usable = usable_rows(vectors)
         if not usable.all():
             _log.warning("index.probes_left_out", embedder=embedder.name,
                          probes=[p.id for p, ok in zip(probes, usable, strict=True) if not ok],
                          reason="embedding zero or not finite")
         kept = [p for p, ok in zip(probes, usable, strict=True) if ok]
-        return cls(vectors[usable], [p.domains for p in kept], exact_limit)
+        index = cls(vectors[usable], [p.domains for p in kept], exact_limit)
+        return index.away_from(anchors) if len(elsewhere) else index
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -186,8 +275,11 @@ class ProbeIndex:
         """Domain weights of one query vector: softmax(similarity / T) over its neighbours."""
         if len(self) == 0 or not usable_rows(query.reshape(1, -1)).all():
             return {}
-        scores, ids = self.search(query.reshape(1, -1), k)
-        return self.weights_from(scores[0], ids[0], temperature)
+        wanted = max(k, self.elsewhere.k) if len(self.elsewhere) else k
+        scores, ids = self.search(query.reshape(1, -1), wanted)
+        if self.elsewhere.claims(query, scores[0]):
+            return {}
+        return self.weights_from(scores[0, :k], ids[0, :k], temperature)
 
     def weights_from(self, scores: npt.NDArray[np.float32], ids: npt.NDArray[np.int64],
                      temperature: float) -> dict[str, float]:
@@ -204,7 +296,11 @@ class ProbeIndex:
 
     def classify(self, query: Vectors, temperature: float) -> dict[str, float]:
         """Domain weights of one query by its similarity to each domain's centroid, or ``{}``
-        (the caller's ``all``) when it fits no domain of the suite."""
+        (the caller's ``all``) when it fits no domain of the suite or is nearer elsewhere."""
         if len(self) == 0 or not usable_rows(query.reshape(1, -1)).all():
             return {}
+        if len(self.elsewhere):
+            scores, _ = self.search(query.reshape(1, -1), self.elsewhere.k)
+            if self.elsewhere.claims(query, scores[0]):
+                return {}
         return self.centroids.weights(query, temperature)

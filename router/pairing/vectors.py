@@ -3,7 +3,8 @@
 The policy routes a task by the nearest probes' domains, so at every start it needs a vector
 for every probe's question. The default task embedder (all-MiniLM-L6-v2) takes seconds for the
 default suite on an idle machine and a minute on a busy one; the vectors of the shipped suites
-are therefore computed once, here, and shipped (``router/data/vectors/<embedder>.npz``: text
+(and of the everyday requests a task is compared with first) are therefore computed once,
+here, and shipped (``router/data/vectors/<embedder>.npz``: text
 hashes and float32 vectors). Other texts (your own suites) are embedded once per data dir
 (:class:`router.profiling.sources.StoredEmbedder`).
 
@@ -24,16 +25,17 @@ import numpy as np
 from profiles.embed import Embedder, make_embedder
 from profiles.store import text_hash
 from profiles.suite import load_suite
-from router.pairing.index import question_text
+from router.pairing.index import elsewhere_texts, question_text
 
 SHIPPED_SUITES = ("default", "smoke")
 VECTORS = "data/vectors"
 
 
 def shipped_texts() -> list[str]:
-    """The question texts of the shipped suites' probes, each once, in suite order."""
-    texts = (question_text(p) for name in SHIPPED_SUITES for p in load_suite(name).probes)
-    return list(dict.fromkeys(texts))
+    """The question texts of the shipped suites' probes, each once, in suite order, then the
+    everyday requests a task is compared with first (``index.elsewhere_texts``)."""
+    texts = [question_text(p) for name in SHIPPED_SUITES for p in load_suite(name).probes]
+    return list(dict.fromkeys(texts + elsewhere_texts()))
 
 
 @functools.lru_cache(maxsize=4)

@@ -117,6 +117,31 @@ def test_centroids_classify_a_task_and_leave_an_unrelated_one_to_all() -> None:
     assert index.classify(np.zeros(3, dtype=np.float32), 0.05) == {}
 
 
+def test_a_task_nearer_everyday_requests_than_the_probes_fits_no_domain() -> None:
+    vectors = np.stack([unit(1, 0.4, 0, 0), unit(1, -0.4, 0, 0), unit(1, 0, 0.4, 0),
+                        unit(0.4, 1, 0, 0), unit(-0.4, 1, 0, 0), unit(0, 1, 0.4, 0)])
+    domains = [["law"]] * 3 + [["math"]] * 3
+    # a cooking request: above the suite's own floor (so the floor alone calls it law), yet
+    # nearer the everyday requests than the law probes
+    cooking = unit(1, 0, 0, 0.6)
+    plain = ProbeIndex(vectors, domains)
+    assert plain.classify(cooking, 0.05) == {"law": 1.0}
+    assert plain.domain_weights(cooking, 3, 0.05) == {"law": 1.0}
+    anchors = np.stack([unit(1, 0, 0, 1), unit(1, 0, 0.2, 1), unit(0, 0, 0, 1),
+                        unit(1, 0.05, 0.1, 0)])  # the last is the suite's own topic: left out
+    index = ProbeIndex(vectors, domains).away_from(anchors, k=2)
+    assert len(index.elsewhere) == 3
+    assert index.classify(cooking, 0.05) == {} and index.domain_weights(cooking, 3, 0.05) == {}
+    question = unit(1, 0.05, 0, 0.1)  # a law question still is one
+    assert index.classify(question, 0.05) == {"law": 1.0}
+    assert index.domain_weights(question, 3, 0.05) == {"law": 1.0}
+
+
+def test_elsewhere_needs_a_suite_whose_probes_have_neighbours() -> None:
+    index = ProbeIndex(np.stack([unit(1, 0, 0)]), [["law"]]).away_from(np.stack([unit(0, 1, 0)]))
+    assert len(index.elsewhere) == 0 and index.classify(unit(0.2, 1, 0), 0.05)
+
+
 def test_question_text_leaves_out_the_answer_scaffolding() -> None:
     from router.pairing.index import question_text
     probe = next(p for p in simulated_suite(["law"], 2).probes if p.type == "choice")
