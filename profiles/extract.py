@@ -4,16 +4,20 @@ Each answer type has one extractor. An extraction says whether it succeeded (``o
 canonical value, and *how* it was found (``method``), so that parse failures are counted as
 such and never replaced by a guess:
 
-- ``choice``: the sampled answer from the text — a leading letter, "the answer is B", or an
-  option's full text appearing uniquely; a letter contradicted by another stated letter or
+- ``choice``: the sampled answer from the text — a leading letter (``B``, ``b)``, ``Ｂ``), "the
+  answer is B" (also "Réponse : B", "答案是B" and the like), or an option's full text appearing
+  uniquely; a letter contradicted by another stated letter or
   by the option text right after it ("A. Paris" when Paris is B) is unparsed — plus, beside
   it, the option probabilities from the first token's top logprobs when the backend gave them;
 - ``numeric``: the number after "answer is"/"=", else a number standing alone on the first
-  line, else the last number; compared with the gold at a relative tolerance;
+  line, else the last number (digits glued to a word, as in "km2", are none; "7,5" is 7.5 and
+  "1 234" with a narrow space 1234); compared with the gold at a relative tolerance;
 - ``refusal``: ``"refuse"`` when a refusal phrase is present, else ``"comply"``;
 - ``free``: the stripped text.
 
-The phrase lists are plain data at the top so they can be reviewed and extended.
+The phrase lists are plain data at the top so they can be reviewed and extended. Profiles keep
+the texts beside the values they extracted; :data:`EXTRACTOR_VERSION` says which extractor did,
+so a profile saved by an older one is extracted anew when it is loaded with its suite.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ from decimal import Decimal, InvalidOperation
 
 from profiles.probe import Probe
 from profiles.protocol import Sample, TokenLogprob
+
+EXTRACTOR_VERSION = 2
+"""Bumped whenever an extractor reads some text differently: 2 reads full-width letters and
+digits, lower-case leading letters, answer cues in other languages, decimal commas and narrow
+thousands spaces, and no longer reads "km2" as 2."""
 
 REFUSAL_PHRASES: tuple[str, ...] = (
     "i can't", "i cannot", "i can not", "can't help", "cannot help", "can't assist",
@@ -45,23 +54,41 @@ CONTINUATION = re.compile(r"\n\s*(?:Question|Q)\s*\d*\s*[:.]|\n\s*User:|<\|im_st
 the answer."""
 
 CHOICE_ANSWER_CUE = re.compile(
-    r"\b(?:answer|option|choice)\b(?:\s+(?:is|would\s+be|will\s+be))?\s*(?:option\s+)?"
-    r"[:\-]?\s*[\(\[\*\"'“‘]*([A-Z])(?![A-Za-z])",
+    r"(?:\b(?:answer|option|choice|r[ée]ponse|respuesta|antwort|risposta|resposta|ответ)\b"
+    r"|正确答案|答案|回答)"
+    r"(?:\s+(?:correcte|correcta|correta|corretta|richtige|correct))?"
+    r"(?:\s*(?:(?:is|would\s+be|will\s+be|est|es|ist|lautet|è|é)(?!\w)|是|为|為))?"
+    r"\s*(?:option\s+)?[:\-]?\s*[\(\[\*\"'“‘「]*([A-Z])(?![A-Za-z])",
     re.IGNORECASE,
 )
-"""``the answer is B``, ``Answer: (B)``, ``option B``; the letter itself is checked upper-case."""
+"""``the answer is B``, ``Answer: (B)``, ``option B``, ``Réponse : B``, ``答案是B``; the letter
+itself is checked upper-case."""
 
 LEADING_LETTER = re.compile(r"^[\s\*]*[\(\[]?([A-Z])\**(?:[\)\]\.:]|\s*$|\s*\n)")
 """``B``, ``B.``, ``(B)``, ``B)``, ``B:`` at the start; ``A man ...`` is deliberately not one."""
+
+LEADING_LOWER_LETTER = re.compile(r"^[\s\*]*[\(\[]?([a-h])\**(?:[\)\]\.:](?=\s|$)|\s*$)")
+"""``b``, ``b.``, ``(b)``, ``b)`` at the start, followed by a space or nothing: a lower-case
+letter counts only where it cannot be the start of a word ("a dog", "e.g."), and only alone on
+its line or before its own option's text (:func:`_lower_letter`)."""
+
+WIDE_FORMS = {**{c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}, 0x3002: ord(".")}
+"""Full-width ASCII (``Ｃ``, ``７``, ``：``) and the ideographic full stop, as ASCII."""
 
 LEADING_LETTER_BEFORE_TEXT = re.compile(r"^[\s\*]*([A-Z])\s+(?=\S)")
 """``B Paris``: a bare letter and a space count only if an option's text follows (checked)."""
 
 NUMERIC_ANSWER_CUE = re.compile(r"\b(?:answer|result)\b(?:\s+(?:is|would\s+be|=))?\s*:?", re.I)
-NUMBER = re.compile(r"(?:(?<![\w.])-)?\d+(?:\.\d+)?(?:[eE][-+]?\d+(?!\w|\.\d))?")
-"""A decimal number; a ``-`` counts as a sign only when not glued to a preceding word/number."""
+NUMBER = re.compile(r"(?:(?<![\w.])-)?(?<![A-Za-z\d])\d+(?:\.\d+)?(?:[eE][-+]?\d+(?!\w|\.\d))?")
+"""A decimal number; a ``-`` counts as a sign only when not glued to a preceding word/number,
+and digits glued to a Latin word ("km2", "CO2") are none (Chinese or Japanese text has no
+spaces: "水在120摄氏度" holds 120)."""
 
-THOUSANDS_SEPARATOR = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+THOUSANDS_SEPARATOR = re.compile(r"(?<=\d)[,\u00a0\u202f\u2009](?=\d{3}(?!\d))")
+"""``1,234``, and ``1 234`` with a no-break, narrow or thin space (French, SI)."""
+DECIMAL_COMMA = re.compile(r"(?<![\d,.])(\d+),(\d+)(?![\d,])")
+"""``7,5`` after thousands separators are gone: one number with a decimal comma, not 7 and 5
+(a list ``1,2,3`` is left alone)."""
 STANDALONE_FIRST_NUMBER = re.compile(
     r"^\s*\**\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*\**\s*(?:[.!]?\s*(?:\n|$))")
 
@@ -113,7 +140,7 @@ def _extract_choice(probe: Probe, sample: Sample) -> Extraction:
     # would be a guess about this sample, and the noise floor needs the real samples.
     labels = probe.labels
     probs = option_probabilities(sample.first_token_logprobs, labels)
-    found = _choice_from_text(answer_text(sample.text), probe)
+    found = _choice_from_text(answer_text(sample.text).translate(WIDE_FORMS), probe)
     if found is None:
         return Extraction(False, None, "unparsed", probs)
     label, method = found
@@ -162,17 +189,28 @@ def _choice_from_text(text: str, probe: Probe) -> tuple[str, str] | None:
 def _stated_letters(text: str, probe: Probe) -> list[tuple[str, str, str]]:
     """Every ``(label, method, text after it)`` the text states as its answer, in order."""
     stated: list[tuple[str, str, str]] = []
-    leading = LEADING_LETTER.match(text)
+    leading = LEADING_LETTER.match(text) or _lower_letter(text, probe)
     bare = LEADING_LETTER_BEFORE_TEXT.match(text)
     if bare and not leading and _option_at(text[bare.end() :], probe) is not None:
         leading = bare
-    if leading and leading.group(1) in probe.labels:
-        stated.append((leading.group(1), "letter", text[leading.end() :]))
+    if leading and leading.group(1).upper() in probe.labels:
+        stated.append((leading.group(1).upper(), "letter", text[leading.end() :]))
     for cue in CHOICE_ANSWER_CUE.finditer(text):
         letter = cue.group(1)
         if letter.isupper() and letter in probe.labels:
             stated.append((letter, "answer-is", text[cue.end() :]))
     return stated
+
+
+def _lower_letter(text: str, probe: Probe) -> re.Match[str] | None:
+    """A lower-case leading letter alone on its line, or followed by its own option's text
+    ("b) Paris" when Paris is B): "a. 1" in a list of numbers is not an answer."""
+    found = LEADING_LOWER_LETTER.match(text)
+    if found is None:
+        return None
+    rest = text[found.end() :].split("\n", 1)[0]
+    label = found.group(1).upper()
+    return found if not rest.strip(" \t.):*") or _option_at(rest, probe) == label else None
 
 
 def _names_other_option(rest: str, label: str, probe: Probe) -> bool:
@@ -215,7 +253,8 @@ def _normalised(text: str) -> str:
 
 
 def _extract_numeric(probe: Probe, sample: Sample) -> Extraction:
-    text = THOUSANDS_SEPARATOR.sub("", answer_text(sample.text).replace("\u2212", "-"))
+    text = answer_text(sample.text).translate(WIDE_FORMS).replace("\u2212", "-")
+    text = DECIMAL_COMMA.sub(r"\1.\2", THOUSANDS_SEPARATOR.sub("", text))
     if not re.search(r"\d", text):
         text = _number_words_to_digits(text)
     found = _find_number(text)

@@ -1,7 +1,10 @@
 """A profile: one model's observations on a suite, extracted, in a compact serialisable form.
 
 Profiles are built from the observation store (``from_store``) or loaded from a compact JSON
-file (``load``/``save``), which is how the embedded pool ships its profiles.
+file (``load``/``save``), which is how the embedded pool ships its profiles. A file keeps each
+sample's text beside the value extracted from it, and which extractor did
+(:data:`~profiles.extract.EXTRACTOR_VERSION`): :meth:`Profile.current` extracts an older file's
+values anew, so a saved profile and a fresh build read the same text the same way.
 """
 
 from __future__ import annotations
@@ -12,15 +15,15 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from profiles.collect import Decoding
-from profiles.extract import extract
+from profiles.extract import EXTRACTOR_VERSION, extract
 from profiles.files import write_atomically
 from profiles.probe import Probe
-from profiles.protocol import ModelClient
+from profiles.protocol import ModelClient, Sample
 from profiles.store import Observations, model_key, observation_key
 from profiles.suite import Suite
 
@@ -57,6 +60,8 @@ class Profile:
     confirm_records: dict[str, ProbeRecord] = field(default_factory=dict)
     """A second, later collection with another seed (:meth:`Decoding.confirm`), or empty: the
     diff confirms what the first collection flags on it."""
+    extractor: int = EXTRACTOR_VERSION
+    """The extractor version the values were extracted with (1 for files without one)."""
 
     @property
     def version(self) -> str:
@@ -109,6 +114,7 @@ class Profile:
                          "round": self.decoding.round},
             "records": _records_json(self.records),
             "confirm_records": _records_json(self.confirm_records),
+            "extractor": self.extractor,
         }
 
     @classmethod
@@ -117,7 +123,30 @@ class Profile:
             raise ValueError(f"unsupported profile format {data.get('format')!r}")
         return cls(data["model"], data["model_key"], data["suite"], data["suite_version"],
                    Decoding(**data["decoding"]), _records_from_json(data["records"]),
-                   _records_from_json(data.get("confirm_records", [])))
+                   _records_from_json(data.get("confirm_records", [])),
+                   int(data.get("extractor", 1)))
+
+    def current(self, suite: Suite) -> Profile:
+        """This profile with its values as the current extractor reads its texts: itself when
+        it was extracted by it, else extracted anew (the option probabilities come from the
+        first token's logprobs, not the text, and are kept). Records of probes ``suite`` does
+        not hold (or holds changed) are left out: they could not be extracted."""
+        if self.extractor == EXTRACTOR_VERSION:
+            return self
+        probes = {p.id: p for p in suite.probes}
+
+        def anew(records: Mapping[str, ProbeRecord]) -> dict[str, ProbeRecord]:
+            out = {}
+            for pid, record in records.items():
+                probe = probes.get(pid)
+                if probe is None or probe.content_hash() != record.probe_hash:
+                    continue
+                found = (extract(probe, Sample(text)) for text in record.texts)
+                out[pid] = replace(record, values=tuple(e.value if e.ok else None for e in found))
+            return out
+
+        return replace(self, records=anew(self.records),
+                       confirm_records=anew(self.confirm_records), extractor=EXTRACTOR_VERSION)
 
     def save(self, path: Path) -> None:
         """Write compact gzipped JSON (deterministic bytes for the same profile)."""

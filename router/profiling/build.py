@@ -207,6 +207,3 @@ def identity_notes(store: Observations, model: ModelClient, prof: Profile, suite
                      "build` collects it anew")
     return notes
 
-
-def load_profile(path: Path) -> Profile:
-    return Profile.load(path)

@@ -178,8 +178,11 @@ def shipped_profile(name: str, key: str, suite: Suite,
         return {pid: r for pid, r in records.items() if current.get(pid) == r.probe_hash}
 
     records = fresh(profile.records)
+    if not records:
+        return None
+    # a file saved by an older extractor reads its texts as a fresh build would
     return dataclasses.replace(profile, records=records,
-                               confirm_records=fresh(profile.confirm_records)) if records else None
+                               confirm_records=fresh(profile.confirm_records)).current(suite)
 
 
 def diff_models(settings: Settings, a: str, b: str, query: ProfileQuery = ProfileQuery(),

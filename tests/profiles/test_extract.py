@@ -324,3 +324,54 @@ def test_a_blank_option_is_refused_by_the_suite() -> None:
         _choice(options=("Yes", "No", " "))
     with pytest.raises(ValueError, match="not a finite number"):
         _probe("numeric", "NaN")
+
+
+# --- extractor 2: other scripts and conventions --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "method"),
+    [
+        ("Ｂ", "B", "letter"),  # full-width
+        ("B。", "B", "letter"),
+        ("答案是B", "B", "answer-is"),
+        ("答案：B", "B", "answer-is"),
+        ("正确答案为B", "B", "answer-is"),
+        ("Réponse : B", "B", "answer-is"),
+        ("La réponse correcte est B.", "B", "answer-is"),
+        ("La respuesta es B", "B", "answer-is"),
+        ("Antwort: B", "B", "answer-is"),
+        ("b", "B", "letter"),
+        ("b)", "B", "letter"),
+        ("(b)\nbecause Paris is the capital", "B", "letter"),
+        ("b. Paris", "B", "letter"),
+    ],
+)
+def test_choice_in_other_scripts_and_lower_case(text: str, value: str, method: str) -> None:
+    got = extract(_choice(), Sample(text=text))
+    assert (got.ok, got.value, got.method, got.correct) == (True, value, method, True)
+
+
+@pytest.mark.parametrize("text", ["a. 1", "b, I think", "a dog", "e.g. nothing"])
+def test_a_lower_case_letter_that_is_not_alone_or_before_its_option_is_none(text: str) -> None:
+    assert extract(_choice(options=("2", "3", "4")), Sample(text=text)).ok is False
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("7,5", "7.5"),  # a decimal comma, not 5
+        ("Een spin heeft een diameter van 0,55 cm.", "0.55"),
+        ("1\u202f234", "1234"),  # narrow no-break space between thousands
+        ("1\u00a0234\u00a0567 habitants", "1234567"),
+        ("It covers 120,000,000 km2", "120000000"),  # not the 2 of km2
+        ("CO2 weighs 44", "44"),
+        ("７", "7"),
+        ("水在120摄氏度沸腾", "120"),  # no spaces around numbers in Chinese
+        ("1,2,3", "3"),  # a list, not a decimal
+        ("It costs 1,234 dollars", "1234"),
+    ],
+)
+def test_numeric_conventions_of_other_languages(text: str, value: str) -> None:
+    got = extract(_probe("numeric"), Sample(text=text))
+    assert (got.ok, got.value) == (True, value)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 from pathlib import Path
 
 import pytest
 
-from profiles.profile import Profile
-from router.profiling.sources import shipped_profiles_dir
+from profiles.collect import Decoding
+from profiles.extract import EXTRACTOR_VERSION
+from profiles.profile import ProbeRecord, Profile
+from profiles.suite import load_suite
+from router.profiling.sources import shipped_profile, shipped_profiles_dir
 
 
 def shipped(name: str) -> Path:
@@ -67,3 +71,42 @@ def test_a_saved_profile_is_readable_as_any_new_file_is(tmp_path: Path) -> None:
         assert kept.stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(umask)
+
+
+def test_a_profile_saved_by_an_older_extractor_is_read_as_a_fresh_build_reads_it(
+        tmp_path: Path) -> None:
+    """Profiles keep texts and the values extracted from them: a file written before the
+    extractor learnt to skip "km2" (extractor 1) said 2; loaded with its suite it says what a
+    fresh build of the same texts says, for the diff and the policy alike."""
+    suite = load_suite("default")
+    probe = next(p for p in suite.probes if p.type == "numeric")
+    texts = ("It covers 120,000,000 km2", "7,5", "42")
+    old_values = ("2", "5", "42")  # what extractor 1 read
+    record = ProbeRecord(probe.id, probe.content_hash(), texts, old_values)
+    profile = Profile("m", "key", suite.manifest.name, suite.version, Decoding(samples=3),
+                      {probe.id: record}, {probe.id: record}, extractor=1)
+    data = profile.to_json()
+    data.pop("extractor")  # as files before extractor versions were written
+    path = tmp_path / "m.json.gz"
+    Profile.from_json(data).save(path)
+    loaded = Profile.load(path)
+    assert loaded.extractor == 1 and loaded.records[probe.id].values == old_values
+    fresh = loaded.current(suite)
+    wanted = ("120000000", "7.5", "42")
+    assert fresh.records[probe.id].values == fresh.confirm_records[probe.id].values == wanted
+    assert fresh.extractor == EXTRACTOR_VERSION and fresh.current(suite) is fresh
+    # the service reads shipped files through the same door
+    found = shipped_profile("m", "key", suite, tmp_path)
+    assert found is not None and found.records[probe.id].values == wanted
+
+
+def test_every_shipped_profile_holds_what_the_current_extractor_reads() -> None:
+    """A change to the extractor must come with the shipped files extracted anew (and
+    ``EXTRACTOR_VERSION`` bumped), or a fresh build and the shipped profile disagree."""
+    suite = load_suite("default")
+    for name in ("smollm2", "smollm2-terse", "gemma3", "gemma3-cool"):
+        profile = Profile.load(shipped(name))
+        assert profile.extractor == EXTRACTOR_VERSION, name
+        again = dataclasses.replace(profile, extractor=0).current(suite)
+        assert again.records == profile.records, name
+        assert again.confirm_records == profile.confirm_records, name
