@@ -278,8 +278,19 @@ class _Origin:
         self.live: set[_Connection] = set()
         self.closed = False
 
+    def _prune(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the idle connections kept too long, oldest first (they are appended as they
+        are released, so the stale ones are at the left): the most recent one is taken for
+        each request, so under light traffic after a burst the others were never looked at
+        again and stayed open — a descriptor each — for as long as the upstream kept them."""
+        idle = self.idle
+        while idle and (idle[0].closed or idle[0].loop is not loop
+                        or loop.time() - idle[0].idle_since >= KEEPALIVE_S):
+            idle.popleft().close()
+
     async def acquire(self, loop: asyncio.AbstractEventLoop, connect_s: float) -> _Connection:
         idle = self.idle
+        self._prune(loop)
         while idle:
             connection = idle.pop()  # the most recently used: the least likely to be stale
             if connection.closed:
@@ -352,6 +363,7 @@ class _Origin:
         else:
             connection.idle_since = connection.loop.time()
             self.idle.append(connection)
+            self._prune(connection.loop)
 
     def close(self) -> None:
         self.closed = True

@@ -224,6 +224,26 @@ async def test_a_connection_idle_too_long_is_not_reused(monkeypatch: pytest.Monk
     await client.aclose()
 
 
+async def test_a_burst_s_idle_connections_are_closed_once_kept_too_long(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a burst, light traffic takes the most recent idle connection each time: the
+    others, idle past KEEPALIVE_S, are closed then, not kept open (a descriptor each) for as
+    long as an upstream that never closes idle connections keeps them."""
+    monkeypatch.setattr(http1, "KEEPALIVE_S", 0.3)
+    app, ports = echo_app()
+    client = Http1Client()
+    async with serve(app) as url:
+        endpoint = Endpoint.parse(url + "/v1/echo")
+        head = JSON + encode_headers({"x-delay": "0.05"})
+        await asyncio.gather(*(client.post(endpoint, head, b"x", TIMEOUTS) for _ in range(20)))
+        assert client.idle_connections(endpoint) == len(set(ports)) > 1
+        for _ in range(5):  # a trickle, each call on the newest connection
+            await asyncio.sleep(0.1)
+            assert (await client.post(endpoint, JSON, b"y", TIMEOUTS)).body == b"echo:y"
+        assert client.idle_connections(endpoint) == 1
+    await client.aclose()
+
+
 def answer(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
