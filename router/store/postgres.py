@@ -195,6 +195,7 @@ class PostgresStore:
         self.failed_writes = 0
         self._listener: Listener | None = None
         self._sent: str | None = None  # the token of the batch last sent to the database
+        self._closing = False
 
     def describe(self) -> str:
         return self._where
@@ -229,6 +230,7 @@ class PostgresStore:
             await self._listener.close()
             self._listener = None
         if self._writer is not None:
+            self._closing = True  # a batch that fails now is not tried again (see the writer)
             self._queue.put_nowait(_Op("stop"))
             await self._writer
             self._writer = None
@@ -274,6 +276,12 @@ class PostgresStore:
             self._queued -= sum(op.future is None for op in ops)
             retry = await self._commit(ops)
             self._queued += len(retry)
+            if retry and self._closing and not stop:
+                # the database is away and the store closes: the stop may be a whole batch
+                # or more behind the writes retried first, and would be read only once the
+                # database is back — the close (the service's shutdown) waited for that
+                stop = True
+                retry += self._drain()
             if stop:
                 if retry:  # closing while the database is away: lost, and said so
                     self.failed_writes += len(retry)
@@ -283,6 +291,22 @@ class PostgresStore:
                 return
             if retry:  # the database is away: wait a little, then try them again
                 await asyncio.sleep(RETRY_S)
+
+    def _drain(self) -> list[_Op]:
+        """Everything still queued, taken out: acknowledged writes fail, the fire-and-forget
+        ones are returned (to be counted as dropped)."""
+        left: list[_Op] = []
+        error = StorageError(f"writing to {self._where}",
+                             RuntimeError("the store closed while the database was away"))
+        while not self._queue.empty():
+            op = self._queue.get_nowait()
+            if op.kind == "stop":
+                continue
+            if op.future is None:
+                left.append(op)
+            elif not op.future.done():
+                op.future.set_exception(error)
+        return left
 
     async def _commit(self, batch: list[_Op]) -> list[_Op]:
         """Commit one batch and settle its futures; the fire-and-forget writes to try
