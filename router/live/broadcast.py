@@ -2,9 +2,11 @@
 
 Each diff is encoded once (``id:``, ``event: live_diff``, ``data:``) whatever the number of
 subscribers. Subscribers are grouped by their filter, so a thousand streams with one filter
-cost one match per diff. Each subscription has a bounded buffer: a subscriber that falls
-that far behind is dropped from the fan-out and told (``overflowed``) — its stream ends with
-the id to resume from, and the store, the source of truth, serves the resume.
+cost one match per diff. Each subscription has a bounded buffer — in events and in bytes (a
+live diff holds the prompt and both answers: 10,000 of them can be gigabytes, held for one
+client that stopped reading) —: a subscriber that falls that far behind is dropped from the
+fan-out and told (``overflowed``) — its stream ends with the id to resume from, and the store,
+the source of truth, serves the resume.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from typing import Any
 import orjson
 
 from router.store import DiffQuery
+
+BUFFER_EVENTS = 10_000
+"""Events a subscription may have waiting for its stream…"""
+BUFFER_BYTES = 32 * 2**20
+"""…and bytes (at least one event, whatever its size)."""
 
 FilterKey = tuple[str | None, str | None, str | None, str | None, float | None, float | None]
 """(primary, partner, role, domain, since, until) of a subscription; ``None`` matches
@@ -54,11 +61,20 @@ class Subscription:
     wake: asyncio.Event
     overflowed: bool = False
     closed: bool = False
+    max_bytes: int = BUFFER_BYTES
+    buffered: int = 0
+    """Bytes of the events waiting."""
+
+    def full(self, size: int) -> bool:
+        """Whether one more event of ``size`` bytes would put it too far behind."""
+        return len(self.events) >= self.limit or (
+            bool(self.events) and self.buffered + size > self.max_bytes)
 
     def drain(self) -> list[tuple[int, bytes]]:
         """Everything buffered, oldest first; the buffer is empty afterwards."""
         out = list(self.events)
         self.events.clear()
+        self.buffered = 0
         self.wake.clear()
         return out
 
@@ -66,9 +82,11 @@ class Subscription:
 class Broadcaster:
     """Fans committed live diffs out to subscriptions, in commit order."""
 
-    def __init__(self, buffer_size: int = 10_000) -> None:
+    def __init__(self, buffer_size: int = BUFFER_EVENTS,
+                 buffer_bytes: int = BUFFER_BYTES) -> None:
         self._groups: dict[FilterKey, set[Subscription]] = {}
         self._buffer_size = buffer_size
+        self._buffer_bytes = buffer_bytes
 
     @property
     def listening(self) -> bool:
@@ -76,7 +94,8 @@ class Broadcaster:
         return bool(self._groups)
 
     def subscribe(self, query: DiffQuery) -> Subscription:
-        sub = Subscription(filter_key(query), self._buffer_size, deque(), asyncio.Event())
+        sub = Subscription(filter_key(query), self._buffer_size, deque(), asyncio.Event(),
+                           max_bytes=self._buffer_bytes)
         self._groups.setdefault(sub.key, set()).add(sub)
         return sub
 
@@ -95,12 +114,13 @@ class Broadcaster:
             if event is None:
                 event = (int(diff["seq"]), encode_event(diff))
             for sub in list(group):
-                if len(sub.events) >= sub.limit:  # too far behind: it resumes from the store
+                if sub.full(len(event[1])):  # too far behind: it resumes from the store
                     sub.overflowed = True
                     sub.wake.set()
                     self.unsubscribe(sub)
                     continue
                 sub.events.append(event)
+                sub.buffered += len(event[1])
                 sub.wake.set()
 
     def close(self) -> None:

@@ -32,6 +32,24 @@ def test_a_subscriber_that_falls_behind_is_told_and_the_others_get_everything() 
     assert slow.overflowed and [s for s, _ in slow.drain()] == [1, 2, 3, 4, 5]
 
 
+def test_a_subscriber_that_stopped_reading_holds_a_bounded_number_of_bytes() -> None:
+    """A live diff carries the prompt and both answers (tens of KB, up to MBs): 10,000 of them
+    held for a client that stopped reading were gigabytes (90 KB diffs: 24 MB per 268)."""
+    broadcaster = Broadcaster(buffer_bytes=10_000)
+    stalled, quick = broadcaster.subscribe(DiffQuery()), broadcaster.subscribe(DiffQuery())
+    received: list[int] = []
+    for seq in range(1, 21):
+        broadcaster.publish({**diff(seq), "primary_text": "x" * 3_000})
+        received += [s for s, _ in quick.drain()]
+    assert received == list(range(1, 21))
+    held = stalled.drain()
+    assert stalled.overflowed and [s for s, _ in held] == [1, 2, 3]
+    assert sum(len(event) for _, event in held) <= 10_000
+    big = broadcaster.subscribe(DiffQuery())  # one event bigger than the bound still goes
+    broadcaster.publish({**diff(21), "primary_text": "x" * 20_000})
+    assert not big.overflowed and [s for s, _ in big.drain()] == [21]
+
+
 def test_subscribers_are_matched_once_per_filter_and_get_one_encoding() -> None:
     broadcaster = Broadcaster()
     same = [broadcaster.subscribe(DiffQuery(primary="gamma")) for _ in range(1000)]
