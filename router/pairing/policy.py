@@ -673,8 +673,8 @@ def _by_family(tables: PolicyTables, p: int, role: Role, task: _Task, mask: Bool
     family = tables.families[p]
     same = np.array([f == family for f in tables.families])
     rule = mask & (same if role == "assist" else ~same)
-    wanted = "the same family" if role == "assist" else "another family"
-    note = f"{why}: chose by the family rule ({wanted} than '{family}')"
+    wanted = f"the family of '{family}'" if role == "assist" else f"a family other than '{family}'"
+    note = f"{why}: chose by the family rule ({wanted})"
     if not rule.any():
         rule, note = mask, f"{why}: no candidate of {wanted}, chose any"
     overall = tables.accuracy[tables.domain_index[ALL]] if ALL in tables.domain_index else \

@@ -118,9 +118,10 @@ def test_pinned_partner_wins_and_exclusions_are_never_chosen(tables: PolicyTable
 def test_unprofiled_models_are_reported(tables: PolicyTables) -> None:
     d = audit(tables, "ghost")
     assert "unprofiled" in d.reason and d.score is None and d.evidence == ()
-    assert FAMILY[d.partner] != "G"
+    assert FAMILY[d.partner] != "G" and "(a family other than 'G')" in d.reason, d.reason
     s = assist(tables, "ghost")
     assert "unprofiled" in s.reason and s.score is None
+    assert "(the family of 'G')" in s.reason or "no candidate of the family of 'G'" in s.reason
     assert "ghost" in audit(tables, "a1").reason  # skipped, and said so
     only_ghost = audit(tables, "a1", candidates=("ghost",))
     assert only_ghost.partner == "ghost" and only_ghost.score is None
