@@ -7,6 +7,7 @@ A value ``env:VAR`` is a reference resolved from the environment when it is used
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Annotated
 
 from pydantic import PlainSerializer, PlainValidator
@@ -45,6 +46,18 @@ class SecretRef:
 
     def __hash__(self) -> int:
         return hash(self._raw)
+
+
+REDACTED = "[redacted]"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each of ``secrets`` replaced by ``[redacted]``: for
+    texts that come from outside (an upstream's error message may echo the key it was sent)."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 def _to_secret(value: object) -> SecretRef:

@@ -67,6 +67,7 @@ from router.errors import (
     UpstreamTimeoutError,
 )
 from router.json_depth import MAX_WRITTEN_DEPTH, too_deep_to_write
+from router.secrets import redact
 
 if TYPE_CHECKING:
     from router.backends.model_config import ModelConfig
@@ -334,8 +335,10 @@ def _parse_completion(model: str, raw: bytes, status: int) -> _Completion:
     return _Completion(samples, usage)
 
 
-def _chunk_object(model: str, data: str) -> dict[str, Any]:
-    """One streamed event as JSON data (an object); an ``error`` event is an upstream error."""
+def _chunk_object(model: str, data: str,
+                  redacted: Callable[[str], str] = str) -> dict[str, Any]:
+    """One streamed event as JSON data (an object); an ``error`` event is an upstream error
+    (its text ``redacted``: it may echo the key the upstream was sent)."""
     try:
         payload = orjson.loads(data)
     except ValueError as exc:
@@ -348,6 +351,7 @@ def _chunk_object(model: str, data: str) -> dict[str, Any]:
             model, f"malformed stream event: nesting depth past {MAX_WRITTEN_DEPTH} levels",
             200, data)
     if "error" in payload:
+        data = redacted(data)
         raise UpstreamError(model, upstream_message(data) or "error event in stream", body=data)
     return payload
 
@@ -372,9 +376,9 @@ def _delta(message: object) -> dict[str, Any]:
                                       for i, call in enumerate(calls)]}
 
 
-def _parse_chunk(model: str, data: str) -> _Chunk:
+def _parse_chunk(model: str, data: str, redacted: Callable[[str], str] = str) -> _Chunk:
     """Validate one streamed ``chat.completion.chunk``; an ``error`` event is an upstream error."""
-    payload = _chunk_object(model, data)
+    payload = _chunk_object(model, data, redacted)
     try:
         return _Chunk.model_validate(payload)
     except ValidationError as exc:
@@ -494,6 +498,16 @@ class OpenAIBackend:
             headers["Authorization"] = f"Bearer {value}"
         return headers
 
+    def _redacted(self, text: str) -> str:
+        """``text`` from the upstream (an error's body) without the secrets this backend sends:
+        an upstream that echoes the key it was sent ("Incorrect API key provided: …") must not
+        hand it to diffroute's clients (error messages, ``partner_error``, ``/healthz``)."""
+        secrets = [v for v in self.params.headers.values() if len(v) >= 8]
+        key = self.params.api_key.value() if self.params.api_key is not None else None
+        if key:
+            secrets.insert(0, key)
+        return redact(text, secrets)
+
     def _messages(self, request: SampleRequest) -> list[dict[str, str]]:
         messages = [dict(m) for m in request.messages]
         if self.params.system_prompt:
@@ -604,7 +618,8 @@ class OpenAIBackend:
             if reply.status < 400:
                 return reply.body, reply.status
             raise _status_error(self._name, reply.status, reply.reason,
-                                reply.body.decode("utf-8", "replace"), reply.headers)
+                                self._redacted(reply.body.decode("utf-8", "replace")),
+                                reply.headers)
 
         return await self._retrying(attempt)
 
@@ -624,7 +639,8 @@ class OpenAIBackend:
             finally:
                 response.close()
             raise _status_error(self._name, response.status, response.reason,
-                                raw.decode("utf-8", "replace"), response.headers)
+                                self._redacted(raw.decode("utf-8", "replace")),
+                                response.headers)
 
         response = await self._retrying(attempt)
         try:
@@ -680,7 +696,7 @@ class OpenAIBackend:
             async for data in _sse_events(response.lines()):
                 if data.strip() == "[DONE]":
                     break
-                chunk = _chunk_object(self._name, data)
+                chunk = _chunk_object(self._name, data, self._redacted)
                 finished = finished or any(isinstance(c, dict) and c.get("finish_reason")
                                            for c in chunk.get("choices") or ())
                 if held is not None and not chunk.get("choices"):
@@ -745,7 +761,7 @@ class OpenAIBackend:
         async for data in _sse_events(content):
             if data.strip() == "[DONE]":
                 break
-            chunk = _parse_chunk(self._name, data)
+            chunk = _parse_chunk(self._name, data, self._redacted)
             usage = _to_usage(chunk.usage) if chunk.usage else usage
             for choice in chunk.choices[:1]:
                 chosen = True

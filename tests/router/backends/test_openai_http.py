@@ -420,6 +420,34 @@ async def test_the_key_is_sent_as_bearer_and_kept_out_of_identity(
     assert "sk-secret" not in json.dumps(identity) + repr(backend.params)
 
 
+async def test_an_upstream_that_echoes_the_key_does_not_hand_it_on(
+        fake: FakeUpstream, make: MakeBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some servers quote the key they were sent in their 401 ("Incorrect API key provided:
+    sk-…"): that text becomes the error diffroute's clients read (the message of a plain call,
+    a pair's ``partner_error``, ``/healthz``), so the backend's secrets are taken out first."""
+    monkeypatch.setenv("DIFFROUTE_TEST_KEY", "sk-echoed-secret-123")
+    fake.enqueue(Reply.error(401, "Incorrect API key provided: sk-echoed-secret-123"),
+                 Reply.error(403, "token hdr-secret-456 may not use this model"),
+                 Reply(chunks=[{"error": {"message": "key sk-echoed-secret-123 revoked"}}]))
+    backend = make(fake.base_url, api_key="env:DIFFROUTE_TEST_KEY",
+                   headers={"X-Api-Token": "hdr-secret-456"})
+
+    errors = []
+    for call in (backend.sample(ASK), backend.sample(ASK), collect(backend)):
+        with pytest.raises(UpstreamError) as caught:
+            await call
+        errors.append(caught.value)
+    fake.enqueue(Reply.error(401, "Incorrect API key provided: sk-echoed-secret-123"),
+                 path=MODELS)
+    status = await backend.check()
+
+    shown = [str(e) for e in errors] + [e.body for e in errors] + [status.detail]
+    assert all("secret" not in text for text in shown), shown
+    assert "Incorrect API key provided: [redacted]" in str(errors[0])
+    assert "[redacted] may not use this model" in str(errors[1])
+    assert "revoked" in str(errors[2])
+
+
 async def test_calls_share_one_kept_alive_connection_of_the_given_client(
         fake: FakeUpstream, tmp_path: Path) -> None:
     """Calls, whole and streamed, go through the pool's ``Http1Client``: one connection, kept
