@@ -618,13 +618,17 @@ def diffs(config: str | None, data_dir: str | None, url: str | None, pair: str |
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
+    from profiles.report.text import visible
+
     for row in rows:
         click.echo(f"{_when(row['created_at'])}  {row['id']}  {row['primary']} vs "
                    f"{row['partner']} ({row['role']}, {row['mode']})  "
                    f"{','.join(row['domains']) or '-'}  "
                    f"divergence {row['divergence']:.3f} > {row['threshold']:.3f}")
         if row.get("unified_diff"):
-            click.echo("    " + row["unified_diff"].rstrip("\n").replace("\n", "\n    "))
+            # the answers of models: their control characters (ESC sequences that clear the
+            # screen or set the title, carriage returns) are shown, never sent to the terminal
+            click.echo("    " + visible(row["unified_diff"].rstrip("\n")).replace("\n", "\n    "))
 
 
 def _local_diffs(config: str | None, data_dir: str | None, pair: str | None,

@@ -194,8 +194,13 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0b, 0x20), 0
 and raw ESC sequences (clear screen, OSC title or clipboard writes) reached the terminal."""
 
 
-def _visible(text: str) -> str:
+def visible(text: str) -> str:
+    """``text`` with its control characters (but tab and newline) shown escaped, for a
+    terminal: what models wrote is untrusted."""
     return text.translate(_CONTROL)
+
+
+_visible = visible
 
 
 def _short(value: str, limit: int = 24) -> str:

@@ -54,6 +54,27 @@ async def test_diffs_and_drift_read_the_store(engine_settings: Settings, tmp_pat
         capsys.readouterr().out)
 
 
+async def test_diffs_never_send_a_models_control_characters_to_the_terminal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A live diff is the text of two models: an OSC sequence (the terminal's title, its
+    clipboard), a clear screen or a carriage return in it is shown escaped, as the diff
+    report does."""
+    from tests.stores import plain_settings
+
+    settings = plain_settings(tmp_path)
+    hostile = "-Paris.\n+Lyon.\x1b]0;pwned\x07\x1b[2J\rfake line\n"
+    async with open_store(settings) as store:
+        stored = await DurableLiveDiffSink(store).record(
+            record("Paris.", "Lyon.", Comparison(0, True, 0.9, 0.35, hostile)))
+    assert stored is not None
+
+    await asyncio.to_thread(main, ["diffs", "--data-dir", str(settings.data_dir)])
+    out = capsys.readouterr().out
+    assert stored in out and "+Lyon." in out
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out, repr(out)
+    assert "\\x1b]0;pwned\\x07" in out
+
+
 @pytest.mark.parametrize("damage", ["newer", "not a store"])
 def test_a_store_this_version_cannot_read_is_one_line(tmp_path: Path, damage: str,
                                                       capsys: pytest.CaptureFixture[str]
