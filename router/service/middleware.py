@@ -261,8 +261,22 @@ def has_valid_key(request: web.Request) -> bool:
     return _matches(_bearer(request), keys.client + ((keys.admin,) if keys.admin else ()))
 
 
+CROSS_SITE = frozenset({"cross-site", "same-site"})
+"""``Sec-Fetch-Site`` values of a request a browser sends for a page of another origin."""
+
+
 def check_auth(request: web.Request) -> None:
-    """401 unless the request carries a valid key; the key itself is never logged."""
+    """401 unless the request carries a valid key; the key itself is never logged.
+
+    A browser's request for a page of another origin (its ``Sec-Fetch-Site``) is a 403
+    first, key or not: a page the user visits could otherwise post to a service on
+    127.0.0.1 — with no ``server.api_keys``, run models and write live comparisons — since a
+    ``text/plain`` POST needs no CORS preflight. The dashboard is same-origin, other clients
+    send no such header."""
+    if request.headers.get("Sec-Fetch-Site") in CROSS_SITE and not _marked(
+            request, _PUBLIC_ATTR):
+        raise ForbiddenError("a browser page of another origin may not call this service "
+                             "(Sec-Fetch-Site: cross-site)", code="cross_origin_request")
     keys: Keys = request.app[KEYS]
     admin = (keys.admin,) if keys.admin else ()
     if _marked(request, _ADMIN_ATTR):

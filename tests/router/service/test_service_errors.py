@@ -204,6 +204,24 @@ async def test_client_and_admin_keys(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert any(e.get("http.response.status_code") == 401 for e in logs)
 
 
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+async def test_a_browser_page_of_another_origin_may_not_call_the_service(
+        service: Running, site: str) -> None:
+    """With no keys (the default), a page the user visits could post JSON as ``text/plain``
+    (no CORS preflight) to the service on 127.0.0.1: run models, write live comparisons."""
+    browser = {"Content-Type": "text/plain", "Sec-Fetch-Site": site, "Origin": "http://evil"}
+    status, payload = await call(service, "POST", CHAT, body={"model": "alpha",
+                                                              "messages": ASK}, headers=browser)
+    assert status == 403 and envelope(payload)["code"] == "cross_origin_request"
+    assert (await call(service, "GET", "/v1/diffs", headers=browser))[0] == 403
+    # the dashboard's own calls (same-origin), its assets, and every non-browser client pass
+    same = {"Sec-Fetch-Site": "same-origin"}
+    assert (await call(service, "POST", CHAT, body={"model": "alpha", "messages": ASK},
+                       headers=same))[0] == 200
+    assert (await call(service, "GET", "/ui/app.js", headers=browser))[0] == 200
+    assert (await call(service, "GET", "/v1/models"))[0] == 200
+
+
 async def test_put_pairings_without_configured_admin_key(service: Running) -> None:
     status, payload = await call(service, "PUT", "/v1/pairings", body={"pinned": {}})
     assert status == 403 and "none is configured" in envelope(payload)["message"]
