@@ -495,6 +495,11 @@ class OpenAIBackend:
                 raise ModelUnavailableError(
                     self._name, f"API key {key.describe()} has a line break (in a header it "
                     "would inject headers)")
+            wrong = next((c for c in value if ord(c) > 0xFF), None)
+            if wrong is not None:  # e.g. the curly quotes of a key pasted from a document
+                raise ModelUnavailableError(
+                    self._name, f"API key {key.describe()} has a character an HTTP header "
+                    f"cannot carry (U+{ord(wrong):04X} at position {value.index(wrong)})")
             headers["Authorization"] = f"Bearer {value}"
         return headers
 
@@ -788,6 +793,8 @@ class OpenAIBackend:
             state: Literal["unreachable", "error"] = (
                 "error" if exc.upstream_status is not None else "unreachable")
             return BackendStatus(state, str(exc))
+        except ModelUnavailableError as exc:  # a key that cannot be sent
+            return BackendStatus("error", exc.reason)
         except TimeoutError:
             return BackendStatus("unreachable", "GET /models timed out")
         return BackendStatus("reachable", self._listing_detail(listed))

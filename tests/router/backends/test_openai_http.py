@@ -492,6 +492,23 @@ async def test_a_key_or_header_with_a_line_break_is_refused(
         OpenAIParams(base_url=fake.base_url, model="m", headers={"X-Team": "a\nb"})
 
 
+async def test_a_key_a_header_cannot_carry_is_refused_without_showing_it(
+        fake: FakeUpstream, make: MakeBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key pasted with curly quotes was a ``UnicodeEncodeError`` (a 500 on every call, a
+    failed health check whose log line held the whole ``Authorization`` header)."""
+    monkeypatch.setenv("DIFFROUTE_TEST_KEY", "\u201csk-curly-secret\u201d")
+    backend = make(fake.base_url, api_key="env:DIFFROUTE_TEST_KEY")
+    with pytest.raises(ModelUnavailableError, match="U\\+201C at position 0") as whole:
+        await backend.sample(ASK)
+    with pytest.raises(ModelUnavailableError) as streamed:
+        await collect(backend)
+    status = await backend.check()
+    assert status.state == "error" and "DIFFROUTE_TEST_KEY" in status.detail
+    assert fake.calls == []
+    assert all("secret" not in text for text in (str(whole.value), str(streamed.value),
+                                                  status.detail))
+
+
 def test_base_url_must_be_http() -> None:
     with pytest.raises(ValidationError, match="http"):
         OpenAIParams(base_url="ftp://example.org/v1", model="m")
