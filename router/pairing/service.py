@@ -110,6 +110,11 @@ class PairingService:
                 _log.error("pairing.stored_pairings_refused", error=str(exc))
                 self._document = document or self._document
                 return False
+            except Exception:
+                # the profiles could not be read now (an embedder or the observation store
+                # away): the old policy stays, and the next poll tries the rebuild again
+                self._profiles_changed = self._profiles_changed or profiles
+                raise
             self._pairings, self._decider = pairings, decider
             self._document = document or self._document
         _log.info("pairing.policy_reloaded", version=decider.version,
@@ -133,7 +138,7 @@ class PairingService:
             self._wake.clear()
             try:
                 await self.refresh()
-            except StorageError as exc:
+            except Exception as exc:  # noqa: BLE001  # a follower that dies follows nothing
                 run.failed(exc)
             else:
                 run.succeeded()

@@ -165,3 +165,45 @@ async def test_pairings_saved_by_another_instance_reach_this_one(
             assert not await ours.refresh() and ours.pairings == pinned  # refused, kept
         finally:
             follower.cancel()
+
+
+async def test_a_rebuild_that_fails_unexpectedly_does_not_stop_the_follower(
+        tmp_path: Path) -> None:
+    """A rebuild after a profile build that could not read the profiles (the `openai`
+    embedder answering 503: an ``EmbeddingError``) killed the follower without a word: no
+    later build, and no pin saved by another instance, reached the policy until a restart.
+    It is logged, the old policy stays, and the rebuild is tried again at the next poll."""
+    from profiles.embed import EmbeddingError
+
+    down = [True]
+    builds: list[Pairings] = []
+
+    def build(pairings: Pairings) -> RecordingDecider:
+        builds.append(pairings)
+        if len(builds) > 1 and down[0]:
+            raise EmbeddingError("http://127.0.0.1:9/v1/embeddings answered 503")
+        return RecordingDecider(pairings=pairings)
+
+    store = SqliteStore(tmp_path)
+    service = await PairingService.open(build, store)
+    first = service.decider
+    follower = asyncio.create_task(service.follow(poll_s=0.02))
+    try:
+        service.changed("profiles")
+        async with asyncio.timeout(5):
+            while len(builds) < 3:  # noqa: ASYNC110  # tried, then tried again
+                await asyncio.sleep(0.01)
+        assert not follower.done() and service.decider is first  # the old policy stays
+        down[0] = False
+        async with asyncio.timeout(5):
+            while service.decider is first:  # noqa: ASYNC110  # rebuilt once it can be
+                await asyncio.sleep(0.01)
+        pinned = Pairings(pinned={"alpha": {"audit": "gamma"}})
+        await store.save_pairings(pairings_document(pinned))  # as another instance would
+        async with asyncio.timeout(5):
+            while service.pairings != pinned:  # noqa: ASYNC110  # the follower's effect
+                await asyncio.sleep(0.01)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
