@@ -55,6 +55,9 @@ POLL_S = 1.0
 """The follower reads the store at least this often, notified or not."""
 PAGE = 1000
 """Rows the follower reads at once."""
+RELOAD_RETRY_S = 10.0
+"""A baseline reload that failed (the profiles could not be read: an embedder away) is tried
+again this long after; the baseline in use stays meanwhile."""
 ALARM_TWIN_S = 600.0
 """An alarm for the same pair, domain and direction within this long is the same alarm
 (raised by another instance, or by this one before a restart)."""
@@ -90,6 +93,10 @@ class DurableLiveDiffSink:
         self._wake = asyncio.Event()
         self._reload = reload
         self._profiles_changed = False
+        self._reload_at = 0.0
+        """When a failed reload may be tried again (``time.monotonic()``)."""
+        self._reload_failures = FailureRun("live.baseline_reload_failed",
+                                           logger="diffroute.live")
 
     # -- the LiveDiffSink protocol ----------------------------------------------------------
 
@@ -212,10 +219,19 @@ class DurableLiveDiffSink:
 
     async def reload_baseline(self) -> None:
         """Read the profiles' predictions again, if they were rebuilt since the last time."""
-        if not self._profiles_changed or self._reload is None:
+        if not self._profiles_changed or self._reload is None or \
+                time.monotonic() < self._reload_at:
             return
         self._profiles_changed = False
-        self.baseline.adopt(await asyncio.to_thread(self._reload))
+        try:
+            baseline = await asyncio.to_thread(self._reload)
+        except Exception as exc:  # noqa: BLE001  # an embedder away: keep the baseline in use
+            self._profiles_changed = True  # and read the profiles again a while later
+            self._reload_at = time.monotonic() + RELOAD_RETRY_S
+            self._reload_failures.failed(exc)
+            return
+        self._reload_failures.succeeded()
+        self.baseline.adopt(baseline)
         _log.info("live.baseline_reloaded", profiled_pairs=len(self.baseline.agreement))
 
     async def catch_up(self) -> None:
@@ -272,14 +288,18 @@ class DurableLiveDiffSink:
                 run.succeeded()
 
 
-def load_baseline(settings: Settings, strict: bool = False) -> ProfileBaseline:
+def load_baseline(settings: Settings, strict: bool = False, soft: bool = True
+                  ) -> ProfileBaseline:
     """The pool's profile baseline, or an empty one (logged) when none can be read; ``strict``
     (at start): a ``live.suite`` that is not there is a configuration error, as
-    ``policy.suite``'s is, not a service that runs without noise floors."""
+    ``policy.suite``'s is, not a service that runs without noise floors. Not ``soft`` (a
+    reload while serving): any failure is raised, so the baseline in use is kept."""
     config = settings.live
     try:
         suite = open_suite(config.suite)
     except ConfigError as exc:
+        if not soft:
+            raise
         if strict:
             raise ConfigError([f"live.suite: {p}" for p in exc.problems], exc.source) from None
         _log.warning("live.no_baseline", error=repr(exc))
@@ -293,6 +313,8 @@ def load_baseline(settings: Settings, strict: bool = False) -> ProfileBaseline:
         profiles = [f.profile for f in found.values() if f is not None]
         return build_baseline(profiles, suite, embedder_for(settings.embedder), types)
     except Exception as exc:  # no baseline is a degraded mode, not a failed start
+        if not soft:
+            raise
         _log.warning("live.no_baseline", error=repr(exc))
         return ProfileBaseline()
 
@@ -306,7 +328,7 @@ async def open_live_sink(settings: Settings, store: Store, baseline: ProfileBase
     retention: asyncio.Task[None] | None = None
     try:
         sink = DurableLiveDiffSink(store, config, baseline, metrics,
-                                   reload=lambda: load_baseline(settings))
+                                   reload=lambda: load_baseline(settings, soft=False))
         store.watch(sink.changed)
         # retention and the drift replay run beside the service: start-up does not wait
         # for them, however much history is stored

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 import structlog
@@ -26,6 +27,9 @@ DeciderBuilder = Callable[[Pairings], Decider]
 """Builds the policy over given pairings (blocking: it reads profiles and indexes a suite)."""
 POLL_S = 1.0
 """Stored pairings are read at least this often, change notification or not."""
+REBUILD_RETRY_S = 10.0
+"""A rebuild that failed unexpectedly (the profiles could not be read: an embedder or the
+observation store away) is tried again this long after, not at every poll."""
 _log = structlog.get_logger("diffroute.pairing")
 
 
@@ -43,6 +47,8 @@ class PairingService:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._profiles_changed = False
+        self._retry_at = 0.0
+        """When a failed rebuild may be tried again (``time.monotonic()``)."""
 
     @classmethod
     async def open(cls, build: DeciderBuilder, store: PairingsStorage) -> PairingService:
@@ -98,7 +104,8 @@ class PairingService:
             return False
         async with self._lock:
             document = await self._store.load_pairings()  # (a failure keeps the flag)
-            profiles, self._profiles_changed = self._profiles_changed, False
+            profiles = self._profiles_changed and time.monotonic() >= self._retry_at
+            self._profiles_changed = self._profiles_changed and not profiles
             if (document is None or document == self._document) and not profiles:
                 return False
             try:
@@ -112,8 +119,10 @@ class PairingService:
                 return False
             except Exception:
                 # the profiles could not be read now (an embedder or the observation store
-                # away): the old policy stays, and the next poll tries the rebuild again
-                self._profiles_changed = self._profiles_changed or profiles
+                # away): the old policy stays, and the rebuild is tried again later
+                if profiles:
+                    self._profiles_changed = True
+                    self._retry_at = time.monotonic() + REBUILD_RETRY_S
                 raise
             self._pairings, self._decider = pairings, decider
             self._document = document or self._document
@@ -141,4 +150,5 @@ class PairingService:
             except Exception as exc:  # noqa: BLE001  # a follower that dies follows nothing
                 run.failed(exc)
             else:
-                run.succeeded()
+                if not self._profiles_changed:  # (a failed rebuild still waiting: not yet)
+                    run.succeeded()

@@ -212,3 +212,33 @@ async def test_the_follower_sees_comparisons_after_retention_emptied_the_table(
     await store.flush()
     await sink.catch_up()
     assert sink.monitor.pairs[key].comparisons == 4
+
+
+async def test_a_baseline_reload_that_fails_keeps_the_baseline_in_use(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Profiles rebuilt while the `openai` embedder was away: the reload's failure was
+    swallowed into an empty baseline, which replaced the one in use — no predicted rates and
+    no noise floors until the next build or a restart. The baseline stays; the reload is
+    tried again."""
+    from profiles.embed import EmbeddingError
+
+    monkeypatch.setattr("router.live.sink.RELOAD_RETRY_S", 0.0)
+    old = ProfileBaseline({("alpha", "beta", "geography"): 0.8}, {("alpha", "all"): 0.1},
+                          version="v1")
+    new = ProfileBaseline({("alpha", "beta", "geography"): 0.6}, version="v2")
+    reads = [EmbeddingError("http://127.0.0.1:9/v1/embeddings answered 503"), new]
+
+    def reload() -> ProfileBaseline:
+        found = reads.pop(0)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    sink = DurableLiveDiffSink(store, baseline=old, reload=reload)
+    sink.changed("profiles")
+    await sink.reload_baseline()
+    assert sink.baseline.version == "v1"
+    assert sink.baseline.predicted_disagreement("alpha", "beta", "geography") == \
+        pytest.approx(0.2)
+    await sink.reload_baseline()  # tried again: the embedder is back
+    assert sink.baseline.version == "v2" and not reads

@@ -168,13 +168,14 @@ async def test_pairings_saved_by_another_instance_reach_this_one(
 
 
 async def test_a_rebuild_that_fails_unexpectedly_does_not_stop_the_follower(
-        tmp_path: Path) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rebuild after a profile build that could not read the profiles (the `openai`
     embedder answering 503: an ``EmbeddingError``) killed the follower without a word: no
     later build, and no pin saved by another instance, reached the policy until a restart.
-    It is logged, the old policy stays, and the rebuild is tried again at the next poll."""
+    It is logged, the old policy stays, and the rebuild is tried again a while later."""
     from profiles.embed import EmbeddingError
 
+    monkeypatch.setattr("router.pairing.service.REBUILD_RETRY_S", 0.05)
     down = [True]
     builds: list[Pairings] = []
 
