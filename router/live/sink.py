@@ -94,6 +94,7 @@ class DurableLiveDiffSink:
         self._reload = reload
         self._profiles_changed = False
         self._reload_at = 0.0
+        self._rebase_pending = False
         """When a failed reload may be tried again (``time.monotonic()``)."""
         self._reload_failures = FailureRun("live.baseline_reload_failed",
                                            logger="diffroute.live")
@@ -140,12 +141,13 @@ class DurableLiveDiffSink:
     # -- rates and drift --------------------------------------------------------------------
 
     def observe(self, primary: str, partner: str, domain: str, flagged: bool,
-                at: float | None = None) -> DriftEvent | None:
+                at: float | None = None, monitor: DriftMonitor | None = None
+                ) -> DriftEvent | None:
         """Feed the drift monitor (and its gauges); the alarm it raised, if any."""
+        monitor = self.monitor if monitor is None else monitor
         key = (primary, partner, domain)
-        event = self.monitor.observe(key, flagged,
-                                     self.baseline.predicted_disagreement(*key), at)
-        pair = self.monitor.pairs[key]
+        event = monitor.observe(key, flagged, self.baseline.predicted_disagreement(*key), at)
+        pair = monitor.pairs[key]
         self.metrics.drift(key, pair.state, 0.0 if pair.cusum is None else
                            pair.cusum.statistic)
         return event
@@ -196,18 +198,33 @@ class DurableLiveDiffSink:
         at most ``limit`` rows, so a restart does not grow with history. The follower goes
         on from there."""
         last_comparison, self._last_diff = await self.store.last_ids()
+        replayed = await self._replay_into(self.monitor, last_comparison, since_s, limit)
+        self._last_comparison = last_comparison
+        return replayed
+
+    async def _replay_into(self, monitor: DriftMonitor, last_comparison: int,
+                           since_s: float = REPLAY_S, limit: int = REPLAY_ROWS) -> int:
         after, since, replayed = max(0, last_comparison - limit), time.time() - since_s, 0
         while after < last_comparison:
             rows = await self.store.comparisons_after(after, since, min(PAGE, limit))
             for rowid, row in rows:
                 if rowid <= last_comparison:
-                    self.observe(row.primary, row.partner, row.domain, row.flagged, row.at)
+                    self.observe(row.primary, row.partner, row.domain, row.flagged, row.at,
+                                 monitor)
                     replayed += 1
             if len(rows) < min(PAGE, limit):
                 break
             after = rows[-1][0]
-        self._last_comparison = last_comparison
         return replayed
+
+    async def _rebase(self) -> None:
+        """After new profiles: judge the pairs against the new predictions, as a restart
+        would — the comparisons seen so far replayed into a fresh monitor (no alarm is
+        raised), whose pairs replace the monitor's in place (the policy holds it)."""
+        fresh = DriftMonitor(self.config.prior_weight, self.config.burn_in,
+                             self.config.cusum_h)
+        await self._replay_into(fresh, self._last_comparison)
+        self.monitor.pairs = fresh.pairs
 
     def changed(self, channel: Channel) -> None:
         """The store's change callback: wake the follower (new comparisons or live diffs, or
@@ -218,21 +235,25 @@ class DurableLiveDiffSink:
             self._wake.set()
 
     async def reload_baseline(self) -> None:
-        """Read the profiles' predictions again, if they were rebuilt since the last time."""
-        if not self._profiles_changed or self._reload is None or \
-                time.monotonic() < self._reload_at:
-            return
-        self._profiles_changed = False
-        try:
-            baseline = await asyncio.to_thread(self._reload)
-        except Exception as exc:  # noqa: BLE001  # an embedder away: keep the baseline in use
-            self._profiles_changed = True  # and read the profiles again a while later
-            self._reload_at = time.monotonic() + RELOAD_RETRY_S
-            self._reload_failures.failed(exc)
-            return
-        self._reload_failures.succeeded()
-        self.baseline.adopt(baseline)
-        _log.info("live.baseline_reloaded", profiled_pairs=len(self.baseline.agreement))
+        """Read the profiles' predictions again, if they were rebuilt since the last time,
+        and judge the pairs against them (:meth:`_rebase`)."""
+        if self._profiles_changed and self._reload is not None and \
+                time.monotonic() >= self._reload_at:
+            self._profiles_changed = False
+            try:
+                baseline = await asyncio.to_thread(self._reload)
+            except Exception as exc:  # noqa: BLE001  # an embedder away: keep the one in use
+                self._profiles_changed = True  # and read the profiles again a while later
+                self._reload_at = time.monotonic() + RELOAD_RETRY_S
+                self._reload_failures.failed(exc)
+                return
+            self._reload_failures.succeeded()
+            self.baseline.adopt(baseline)
+            self._rebase_pending = True
+            _log.info("live.baseline_reloaded", profiled_pairs=len(self.baseline.agreement))
+        if self._rebase_pending:
+            await self._rebase()  # (a store that fails: tried again at the next round)
+            self._rebase_pending = False
 
     async def catch_up(self) -> None:
         """Feed the monitor every comparison committed since the last call and the stream

@@ -242,3 +242,33 @@ async def test_a_baseline_reload_that_fails_keeps_the_baseline_in_use(
         pytest.approx(0.2)
     await sink.reload_baseline()  # tried again: the embedder is back
     assert sink.baseline.version == "v2" and not reads
+
+
+async def test_rebuilt_profiles_reset_the_drift_baselines_as_a_restart_would(
+        store: Store) -> None:
+    """A pair compared before `diffroute profile build` kept what it had at first sight
+    after the build: unprofiled (a Beta(1, 1) blend, a burnt-in CUSUM rate) while
+    `/v1/stats/disagreements` showed the new profile's predicted rate beside it — and after
+    a restart the same history was judged against that prediction. A reload replays the
+    stored comparisons against the new predictions, as a restart does."""
+    key = ("alpha", "beta", "geography")
+    new = ProfileBaseline({key: 0.9}, version="v2")
+    sink = DurableLiveDiffSink(store, baseline=ProfileBaseline(), reload=lambda: new)
+    await sink.replay()
+    for k in range(120):
+        await sink.record(record("a", "b", Comparison(0, k % 2 == 0, 1, .5, "d")))
+    await store.flush()
+    await sink.catch_up()
+    assert sink.monitor.pairs[key].predicted is None  # unprofiled: burnt in
+    monitor = sink.monitor
+    sink.changed("profiles")
+    await sink.reload_baseline()
+    await sink.catch_up()
+    restarted = DurableLiveDiffSink(store, baseline=new)
+    await restarted.replay()
+    pair, fresh = sink.monitor.pairs[key], restarted.monitor.pairs[key]
+    assert sink.monitor is monitor  # the policy holds this one
+    assert pair.predicted == pytest.approx(0.1) == fresh.predicted
+    assert (pair.comparisons, pair.state, pair.blended_agreement()) == \
+        (fresh.comparisons, fresh.state, fresh.blended_agreement())
+    assert (pair.cusum and pair.cusum.p0) == (fresh.cusum and fresh.cusum.p0)
