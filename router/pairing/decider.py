@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import structlog
 
-from profiles.embed import Embedder, HashEmbedder
+from profiles.embed import Embedder, EmbeddingError, HashEmbedder
 from profiles.matrix import ALL, DomainMatrix, PoolMatrix, pool_matrix
 from profiles.profile import Profile, from_store
 from profiles.store import model_key
@@ -127,7 +127,12 @@ class PolicyDecider:
             if found is not None:
                 self._weights.move_to_end(request.task)
                 return dict(found)
-        vector = self.embedder.embed([request.task])[0]
+        try:
+            vector = self.embedder.embed([request.task])[0]
+        except EmbeddingError as exc:  # a remote embedder away: no evidence of a domain, as
+            structlog.get_logger("diffroute.pairing").warning(  # for a task without words
+                "pairing.task_not_embedded", error=str(exc))
+            return {ALL: 1.0}  # (not remembered: the next call asks the embedder again)
         weights = self._known(self._weights_of(vector))
         if len(request.task) > TASK_CACHE_MAX_CHARS:
             return weights

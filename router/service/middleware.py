@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
+from profiles.embed import EmbeddingError
 from router.errors import AuthError, DiffrouteError, ForbiddenError
 from router.service.state import KEYS, SETTINGS, Keys
 
@@ -150,6 +151,11 @@ async def service_middleware(request: web.Request, handler: Handler) -> web.Stre
     except DiffrouteError as exc:
         error = exc
         response = diffroute_error_response(exc)
+        return await _end_stream(request, response)
+    except EmbeddingError as exc:  # the configured embedder (a remote one) is away
+        error = exc
+        response = error_response(503, f"the embedder is unavailable: {exc}", "server_error",
+                                  code="embedder_unavailable")
         return await _end_stream(request, response)
     except web.HTTPException as exc:
         if exc.status < 400:

@@ -346,3 +346,40 @@ async def test_a_key_that_is_not_utf8_is_a_401_not_a_500(tmp_path: Path) -> None
             assert int(head.split()[1]) == expected, answer[:300]
             if expected == 401:
                 assert envelope(json.loads(body))["code"] == "invalid_api_key"
+
+
+async def test_a_remote_embedder_that_is_away_is_no_500(tmp_path: Path) -> None:
+    """`embedder: {kind: openai}` answering 503 while serving: every paired call and
+    `/v1/route` on a task not seen before (the task is embedded to find its domains), and
+    `/v1/pool` or `/v1/profiles/diff` when they had to compute, were a 500 `internal_error`
+    with a traceback in the log. A task that cannot be embedded is paired over all domains;
+    a route that cannot do without the embedder is a 503 naming it."""
+    from profiles.embed import EmbeddingError
+    from router.config import settings_from_mapping
+    from router.pairing.decider import build_decider
+
+    async with FakeUpstream() as fake:
+        settings = settings_from_mapping({
+            "models": standard_models(), "data_dir": str(tmp_path / "data"),
+            "embedder": {"kind": "openai", "base_url": fake.base_url, "model": "e"},
+            "policy": {"suite": "smoke", "task_embedder": "responses", "bootstrap": 0},
+            "live": {"profiles": False}, "server": {"shutdown_timeout": 5}})
+
+        def add_routes(app: Any) -> None:
+            async def embeds(_request: Any) -> Any:
+                raise EmbeddingError(f"{fake.base_url}/embeddings answered 503")
+            app.router.add_get("/test/embeds", embeds)
+
+        async with serve(settings, decider_factory=build_decider,
+                         route_modules=[add_routes]) as running:
+            fake.enqueue(*[Reply.error(503, "down")] * 4, path="/v1/embeddings")
+            status, body = await call(running, "POST", "/v1/route", {
+                "role": "audit", "primary": "alpha", "task": "A task never seen before"})
+            assert status == 200, body
+            assert body["domains"] == {"all": 1.0}
+            status, body = await call(running, "POST", CHAT, {
+                "model": "audit:alpha", "messages": [{"role": "user", "content": "Another"}]})
+            assert status == 200 and body["diffroute"]["domains"] == ["all"], body
+            status, body = await call(running, "GET", "/test/embeds")
+            assert status == 503 and envelope(body)["code"] == "embedder_unavailable"
+            assert "/embeddings answered 503" in body["error"]["message"]
