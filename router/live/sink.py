@@ -242,7 +242,7 @@ class DurableLiveDiffSink:
             self._profiles_changed = False
             try:
                 baseline = await asyncio.to_thread(self._reload)
-            except Exception as exc:  # noqa: BLE001  # an embedder away: keep the one in use
+            except Exception as exc:  # an embedder away: keep the one in use
                 self._profiles_changed = True  # and read the profiles again a while later
                 self._reload_at = time.monotonic() + RELOAD_RETRY_S
                 self._reload_failures.failed(exc)

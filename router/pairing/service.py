@@ -147,7 +147,7 @@ class PairingService:
             self._wake.clear()
             try:
                 await self.refresh()
-            except Exception as exc:  # noqa: BLE001  # a follower that dies follows nothing
+            except Exception as exc:  # a follower that dies follows nothing
                 run.failed(exc)
             else:
                 if not self._profiles_changed:  # (a failed rebuild still waiting: not yet)
