@@ -42,6 +42,13 @@ class DiffrouteError(Exception):
     code: str | None = None
     param: str | None = None
 
+    @property
+    def retryable(self) -> bool | None:
+        """Whether the same request may succeed if sent again (``None``: no opinion, the
+        status says it). ``False`` on a status that SDKs retry by default (409, 5xx) is sent as
+        ``x-should-retry: false``, so that a client does not repeat a request bound to fail."""
+        return None
+
 
 class ConfigError(DiffrouteError):
     """Settings are invalid; ``problems`` holds one readable line per problem."""
@@ -157,6 +164,12 @@ class NoPairError(DiffrouteError):
         self.reason = reason
         super().__init__(f"no {role} partner for '{primary}': {reason}")
 
+    @property
+    def retryable(self) -> bool | None:
+        # the pool, its profiles and the request's options decide: the same request finds
+        # no partner again (the openai SDK would retry a 409 twice, as a lock timeout)
+        return False
+
 
 class ModelUnavailableError(DiffrouteError):
     status = 503
@@ -211,6 +224,15 @@ class UpstreamError(DiffrouteError):
     def transient(self) -> bool:
         """Whether retrying later may succeed."""
         return self.upstream_status is None or self.upstream_status >= 500
+
+    @property
+    def retryable(self) -> bool | None:
+        # the upstream refused diffroute's configured key or model (401, 403, 404…): a 502
+        # that no retry of the client mends
+        status = self.upstream_status
+        if status is not None and 400 <= status < 500 and status not in (408, 409, 429):
+            return False
+        return None
 
 
 class UpstreamRequestError(UpstreamError):

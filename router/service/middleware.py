@@ -49,6 +49,7 @@ a response of its own, it ends the stream (:func:`_end_stream`)."""
 ACCESS_FIELDS = web.RequestKey("diffroute.access_fields", dict)
 """Key of a ``dict`` in the ``web.Request`` mapping whose items join the access log line."""
 REQUEST_ID_HEADER = "x-request-id"
+SHOULD_RETRY_HEADER = "x-should-retry"
 CLIENT_CLOSED = 499
 """The status logged and counted for a request whose client went away before its answer
 (nginx's; no response is sent)."""
@@ -77,6 +78,10 @@ def diffroute_error_response(exc: DiffrouteError) -> web.Response:
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None and math.isfinite(retry_after):
         response.headers["Retry-After"] = str(int(min(max(retry_after, 0.0), 86_400.0) + 0.999))
+    if exc.retryable is False:
+        # the openai SDK (and Stainless-generated ones) retry 408, 409, 429 and 5xx unless
+        # told otherwise: a request bound to fail again is not sent three times
+        response.headers[SHOULD_RETRY_HEADER] = "false"
     return response
 
 

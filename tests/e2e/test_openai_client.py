@@ -438,3 +438,42 @@ async def test_every_chunk_of_a_relayed_paired_stream_has_one_id(tmp_path: Path)
             chunks = [chunk async for chunk in stream]
     assert (chunks[-1].model_extra or {}).get("diffroute"), chunks[-1]
     assert len({(c.id, c.created) for c in chunks}) == 1, [(c.id, c.created) for c in chunks]
+
+
+async def test_the_sdk_does_not_retry_a_request_bound_to_fail_again(
+        tmp_path: Path, service: Running) -> None:
+    """The openai SDK retries 409 (as a lock timeout) and every 5xx twice unless the server
+    says ``x-should-retry: false``: "no partner" and an upstream that refuses diffroute's own
+    key or model were sent three times, each deciding or calling again."""
+    sent: list[str] = []
+
+    async def count(request: Any) -> None:
+        sent.append(request.url.path)
+
+    client = openai.AsyncOpenAI(
+        base_url=service.base_url, api_key="unused", max_retries=2, timeout=60.0,
+        http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [count]}))
+    with pytest.raises(openai.ConflictError) as conflict:
+        await client.chat.completions.create(
+            model="audit:alpha", messages=ASK,  # type: ignore[arg-type]
+            extra_body={"diffroute": {"candidates": ["alpha"]}})
+    assert conflict.value.code == "no_pair" and len(sent) == 1
+    assert conflict.value.response.headers["x-should-retry"] == "false"
+
+    async with FakeUpstream(api_key="upstream-key") as fake:  # answers 401 to other keys
+        keyed = remote("remote-b", "y", fake.base_url, "m")
+        keyed["backend"]["api_key"] = "upstream-key"
+        settings = make_settings(tmp_path / "remote", [
+            remote("remote-a", "x", fake.base_url, "m"), keyed])
+        async with serve(settings) as running:
+            client = openai.AsyncOpenAI(base_url=running.base_url, api_key="unused",
+                                        max_retries=2, timeout=60.0)
+            with pytest.raises(openai.InternalServerError) as failed:
+                await client.chat.completions.create(
+                    model="remote-a", messages=ASK)  # type: ignore[arg-type]
+            assert failed.value.status_code == 502 and fake.count() == 1
+            # a transient upstream failure is still left to the client's retries
+            fake.enqueue(Reply.error(500, "boom"))
+            raw = await client.chat.completions.with_raw_response.create(
+                model="remote-b", messages=ASK)  # type: ignore[arg-type]
+            assert raw.http_response.status_code == 200 and raw.retries_taken == 1
