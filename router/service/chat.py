@@ -24,7 +24,7 @@ from aiohttp import web
 
 from profiles.protocol import Usage
 from router.backends.base import StreamDelta
-from router.errors import BadRequestError, DiffrouteError, UpstreamError
+from router.errors import BadRequestError, DiffrouteError, UnknownModelError, UpstreamError
 from router.logging import error_fields, generation_fields, log_generation
 from router.paired.answer import upstream_usage
 from router.paired.call import ModelReply, PairedCall, PairedOutcome
@@ -58,6 +58,7 @@ def add_routes(app: web.Application) -> None:
     """Register the OpenAI-compatible routes."""
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -365,9 +366,8 @@ async def _write_deltas(writer: ChunkWriter, first: StreamDelta | None,
     return usage
 
 
-async def list_models(request: web.Request) -> web.Response:
-    """``GET /v1/models``: pool models, then the virtual ``audit:``/``assist:`` models."""
-    state = request.app[STATE]
+def _model_objects(state: ServiceState) -> list[dict[str, Any]]:
+    """The ``model`` objects of the pool's models, then of the virtual ones."""
     data: list[dict[str, Any]] = []
     for cfg in state.settings.models:
         data.append({"id": cfg.name, "object": "model", "created": 0, "owned_by": "diffroute",
@@ -378,4 +378,20 @@ async def list_models(request: web.Request) -> web.Response:
         role, _, primary = name.partition(":")
         data.append({"id": name, "object": "model", "created": 0, "owned_by": "diffroute",
                      "diffroute": {"kind": "virtual", "role": role, "primary": primary}})
-    return web.json_response({"object": "list", "data": data})
+    return data
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/models``: pool models, then the virtual ``audit:``/``assist:`` models."""
+    return web.json_response({"object": "list", "data": _model_objects(request.app[STATE])})
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{model}``: one model of the list (the openai SDK's
+    ``models.retrieve``); a name the service does not answer to is a 404 ``model_not_found``."""
+    state = request.app[STATE]
+    name = request.match_info["model"]
+    found = next((m for m in _model_objects(state) if m["id"] == name), None)
+    if found is None:
+        raise UnknownModelError(name, state.pool.names)
+    return web.json_response(found)

@@ -165,6 +165,13 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": {"description": "an OpenAI model list",
                                   "content": {"application/json": {"schema": free}}},
                           **_errors(401)}}},
+        "/v1/models/{model}": {"get": {
+            "summary": "One model of the list: a pool model or a virtual audit:/assist: one",
+            "parameters": [{"name": "model", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "an OpenAI model object",
+                                  "content": {"application/json": {"schema": free}}},
+                          **_errors(401, 404)}}},
         **_live_paths(free),
         "/v1/route": {"post": {
             "summary": "Choose a pair for a task without calling any model",

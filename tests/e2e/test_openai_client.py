@@ -163,6 +163,19 @@ async def test_models_lists_pool_and_virtual_models(service: Running) -> None:
     assert {"audit:alpha", "assist:auto", "audit:auto", "assist:gamma"} <= set(ids)
 
 
+async def test_models_retrieve_answers_for_every_listed_model(service: Running) -> None:
+    """``client.models.retrieve`` (GET /v1/models/{model}) was a 404 "no route" for every
+    model, listed or not: an app that checks its model exists before using it could not."""
+    client = async_client(service)
+    listed = {m.id: m async for m in client.models.list()}
+    for name in ("alpha", "audit:alpha", "assist:auto"):
+        model = await client.models.retrieve(name)
+        assert model == listed[name] and model.object == "model"
+    with pytest.raises(openai.NotFoundError) as missing:
+        await client.models.retrieve("nope")
+    assert missing.value.code == "model_not_found" and missing.value.param == "model"
+
+
 async def test_openai_backends_behind_fake_upstreams(tmp_path: Path) -> None:
     async with FakeUpstream(answers={"up-a": "The answer is B.", "up-b": "C"}) as fake:
         models = [remote("remote-a", "x", fake.base_url, "up-a"),
