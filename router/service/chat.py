@@ -240,14 +240,21 @@ async def relay_chunks(request: web.Request, model: str,
             if held is not None:
                 await writer.send(held)
                 held = None
-            if finale is not None and not chunk.get("choices") and chunk.get("usage"):
-                # the usage chunk is held and becomes the finale: readers that keep the last
-                # chunk's usage (the openai SDK's stream helper) would otherwise end with none
+            if finale is not None and chunk.get("usage"):
+                # a chunk with the usage is held: the last one's usage goes in the finale,
+                # as readers that keep the last chunk's usage and system_fingerprint (the
+                # openai SDK's stream helper) would otherwise end with none. Upstreams send
+                # it alone (OpenAI: no choices) or with the last choice (llama.cpp's server,
+                # vLLM's continuous usage stats): that choice is sent, less the usage.
                 held = chunk
             else:
                 await writer.send(chunk)
             chunk = await anext(chunks, None)
         extra = await finale() if finale is not None else None
+        if held is not None and held.get("choices"):
+            usage = held.pop("usage")
+            await writer.send(held)
+            held = writer.chunk([], usage=usage)
         if held is not None:
             await writer.send(held if extra is None else {**held, "diffroute": extra})
         elif extra is not None:

@@ -66,18 +66,24 @@ class ChunkWriter:
         self.model = model
         self.id = completion_id()
         self.created = int(time.time())
+        self.system_fingerprint: str | None = None
 
     def follow(self, chunk: dict[str, Any]) -> None:
-        """Take a relayed upstream chunk's ``id`` and ``created`` for the chunks written
-        after it (one completion, one id)."""
+        """Take a relayed upstream chunk's ``id``, ``created`` and ``system_fingerprint`` for
+        the chunks written after it (one completion, one id)."""
         if isinstance(chunk.get("id"), str):
             self.id = chunk["id"]
         if isinstance(chunk.get("created"), int):
             self.created = chunk["created"]
+        if isinstance(chunk.get("system_fingerprint"), str):
+            self.system_fingerprint = chunk["system_fingerprint"]
 
     def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": choices, **extra}
+        out = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+               "model": self.model, "choices": choices, **extra}
+        if self.system_fingerprint is not None:
+            out["system_fingerprint"] = self.system_fingerprint
+        return out
 
     async def send(self, payload: dict[str, Any]) -> None:
         data = orjson.dumps(payload, option=_JSON_OPTIONS)

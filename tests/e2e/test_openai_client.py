@@ -490,3 +490,56 @@ async def test_the_sdk_does_not_retry_a_request_bound_to_fail_again(
             raw = await client.chat.completions.with_raw_response.create(
                 model="remote-b", messages=ASK)  # type: ignore[arg-type]
             assert raw.http_response.status_code == 200 and raw.retries_taken == 1
+
+
+def _upstream_chunks(usage: str | None) -> list[dict[str, Any]]:
+    """A streamed answer with a system_fingerprint, and its usage: ``alone`` in a last chunk
+    without choices (OpenAI), ``with_last_choice`` on the chunk of the finish reason
+    (llama.cpp's server), or ``None`` (not asked for)."""
+    tokens = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+    def chunk(delta: dict[str, Any] | None, finish: str | None = None,
+              **more: Any) -> dict[str, Any]:
+        choices = [{"index": 0, "delta": delta, "finish_reason": finish}] if delta is not None \
+            else []
+        return {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 5,
+                "model": "up-a", "system_fingerprint": "fp_up", "choices": choices, **more}
+
+    head = [chunk({"role": "assistant", "content": ""}), chunk({"content": "Hi"})]
+    if usage == "with_last_choice":
+        return [*head, chunk({}, "stop", usage=tokens)]
+    if usage == "alone":
+        return [*head, chunk({}, "stop"), chunk(None, usage=tokens)]
+    return [*head, chunk({}, "stop")]
+
+
+@pytest.mark.parametrize("usage", ["alone", "with_last_choice", None])
+async def test_a_paired_streams_final_completion_keeps_usage_and_fingerprint(
+        tmp_path: Path, usage: str | None) -> None:
+    """The SDK's stream helper keeps the last chunk's ``usage`` and ``system_fingerprint``:
+    the audit's final chunk had no usage when the upstream sent it with the last choice, and
+    no fingerprint unless it carried the usage, so ``get_final_completion()`` lost what a
+    plain call keeps."""
+    async with FakeUpstream() as fake:
+        models = [remote("remote-a", "x", fake.base_url, "up-a"),
+                  remote("remote-b", "y", fake.base_url, "up-b")]
+        async with serve(make_settings(tmp_path, models)) as running:
+            client = async_client(running)
+            finals = {}
+            options = {"include_usage": True} if usage else {}
+            for model in ("remote-a", "audit:remote-a"):
+                fake.enqueue(Reply(chunks=_upstream_chunks(usage)))
+                async with client.chat.completions.stream(
+                        model=model, messages=ASK,  # type: ignore[arg-type]
+                        stream_options=options) as stream:  # type: ignore[arg-type]
+                    chunks = [event.chunk async for event in stream if event.type == "chunk"]
+                    finals[model] = await stream.get_final_completion()
+            usages = [c.usage for c in chunks if c.usage is not None]
+    for final in finals.values():
+        assert final.choices[0].message.content == "Hi"
+        assert final.system_fingerprint == "fp_up"
+        assert (final.usage.total_tokens if final.usage else None) == (5 if usage else None)
+    # sent once: readers that add up every chunk's usage count it once
+    assert len(usages) == (1 if usage else 0)
+    assert extra(chunks[-1])["partner"] == "remote-b"
+    assert chunks[-1].usage == (usages[0] if usage else None)
