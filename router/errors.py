@@ -212,6 +212,8 @@ class UpstreamError(DiffrouteError):
     status = 502
     error_type = "upstream_error"
     code = "upstream_error"
+    retry_after: float | None = None
+    """Seconds the upstream asked to wait (its ``Retry-After`` on a 429 or a 5xx), if any."""
 
     def __init__(self, model: str, message: str, status: int | None = None, body: str = "") -> None:
         self.model = model

@@ -177,7 +177,10 @@ def _status_error(model: str, status: int, reason: str, body: str,
     if status in REQUEST_ERRORS:
         param, code = _envelope_fields(body)
         return UpstreamRequestError(model, message, status, body, param, code)
-    return UpstreamError(model, message, status, body)
+    error = UpstreamError(model, message, status, body)
+    if status >= 500:  # "overloaded, come back in N s" (503): the wait is passed on too
+        error.retry_after = parse_retry_after(headers)
+    return error
 
 
 REQUEST_ERRORS = frozenset({400, 413, 422})

@@ -383,3 +383,19 @@ async def test_a_remote_embedder_that_is_away_is_no_500(tmp_path: Path) -> None:
             status, body = await call(running, "GET", "/test/embeds")
             assert status == 503 and envelope(body)["code"] == "embedder_unavailable"
             assert "/embeddings answered 503" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_upstream_5xx_retry_after_is_passed_on(tmp_path: Path, stream: bool) -> None:
+    """An overloaded upstream's 503 with ``Retry-After`` became a 502 without it (only a 429's
+    was passed on): the client's SDK retried at once, twice, into the same overload."""
+    async with FakeUpstream() as fake:
+        fake.enqueue(Reply.error(503, "overloaded", retry_after="9"))
+        settings = make_settings(tmp_path, [remote("remote-a", "x", fake.base_url, "m")])
+        async with serve(settings) as running, aiohttp.ClientSession() as http, http.post(
+                running.base_url + "/chat/completions",
+                json={"model": "remote-a", "messages": ASK, "stream": stream}) as response:
+            payload = await response.json()
+            assert response.status == 502, payload
+            assert envelope(payload)["code"] == "upstream_error"
+            assert response.headers.get("Retry-After") == "9"
