@@ -34,6 +34,7 @@ from router.service.schema import (
     ChatRequest,
     PairedRequest,
     PlainCall,
+    named_as_sent,
     parse_chat,
     plan_call,
     read_json,
@@ -66,10 +67,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     chat = parse_chat(await read_json(request))
     plan = plan_call(chat, request.headers, state.pool)
-    if isinstance(plan, PlainCall):
-        state.engine.check_domain(plan.domain)
-        return await _plain(request, state, chat, plan.model)
-    return await _paired(request, state, chat, plan)
+    try:
+        if isinstance(plan, PlainCall):
+            state.engine.check_domain(plan.domain)
+            return await _plain(request, state, chat, plan.model)
+        return await _paired(request, state, chat, plan)
+    except DiffrouteError as exc:  # an option from a header is named as the header
+        named_as_sent(exc, chat.diffroute)
+        raise
 
 
 async def _plain(request: web.Request, state: ServiceState, chat: ChatRequest,

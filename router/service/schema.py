@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from profiles.protocol import Message, SampleRequest
-from router.errors import BadRequestError
+from router.errors import BadRequestError, DiffrouteError
 from router.json_depth import MAX_WRITTEN_DEPTH, too_deep_to_write
 from router.paired.call import PairedOptions
 from router.pairing.decision import Role
@@ -439,6 +439,17 @@ def _option_param(key: str, body: DiffrouteOptions | None) -> str:
     if body is not None and getattr(body, key) is not None:
         return f"diffroute.{key}"
     return HEADER_PREFIX + key.replace("_", "-")
+
+
+def named_as_sent(exc: DiffrouteError, body: DiffrouteOptions | None) -> DiffrouteError:
+    """``exc`` with its ``param`` as the client wrote the option: an error about
+    ``diffroute.<key>`` (an unknown partner or candidate, a domain) names the
+    ``x-diffroute-<key>`` header when the option came from it, not from the body."""
+    param = exc.param or ""
+    key = param.removeprefix("diffroute.")
+    if param.startswith("diffroute.") and key in OPTION_NAMES:
+        exc.param = _option_param(key, body)
+    return exc
 
 
 def _reject_paired_options(options: PairedOptions, body: DiffrouteOptions | None) -> None:

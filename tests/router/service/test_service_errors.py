@@ -131,6 +131,29 @@ async def test_an_option_given_as_a_header_is_named_as_the_header(service: Runni
         assert status == 400 and error["param"] == param and words in error["message"], error
 
 
+@pytest.mark.parametrize(("body", "headers", "status", "param", "words"), [
+    ({"model": "audit:alpha"}, {"x-diffroute-partner": "nobody"}, 404,
+     "x-diffroute-partner", "'nobody' is not in the pool"),
+    ({"model": "audit:alpha"}, {"x-diffroute-partner": "alpha"}, 400,
+     "x-diffroute-partner", "is the primary itself"),
+    ({"model": "audit:alpha"}, {"x-diffroute-candidates": "beta, nobody"}, 404,
+     "x-diffroute-candidates", "'nobody' is not in the pool"),
+    ({"model": "alpha"}, {"x-diffroute-domain": "nowhere"}, 400, "x-diffroute-domain",
+     "unknown domain 'nowhere'"),
+    ({"model": "audit:alpha", "diffroute": {"partner": "nobody"}},
+     {"x-diffroute-partner": "beta"}, 404, "diffroute.partner", "'nobody' is not"),
+])
+async def test_an_option_the_engine_refuses_is_named_as_the_client_gave_it(
+        service: Running, body: Any, headers: dict[str, str], status: int, param: str,
+        words: str) -> None:
+    """An unknown partner, candidate or domain given as a header was named
+    ``diffroute.<option>`` (a body field the client never wrote)."""
+    got, payload = await call(service, "POST", CHAT, body={**body, "messages": ASK},
+                              headers=headers)
+    error = envelope(payload)
+    assert (got, error["param"]) == (status, param) and words in error["message"], error
+
+
 async def test_body_too_large(service: Running) -> None:
     big = {"model": "alpha", "messages": [{"role": "user", "content": "x" * 4000}]}
     status, payload = await call(service, "POST", CHAT, body=big)
