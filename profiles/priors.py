@@ -45,12 +45,14 @@ def self_agreement(freq: FloatArray, samples: npt.NDArray[np.int64],
     """(M, P) chance that two distinct samples of a model agree on a probe.
 
     ``freq`` (M, P, C) answer distributions; ``samples`` (M, P) parsed answers behind them;
-    ``exact`` (P,) where ``freq`` are probabilities rather than sampled frequencies.
+    ``exact`` (P,) where ``freq`` are probabilities rather than sampled frequencies. NaN where
+    fewer than two sampled answers could be read: one answer has no second to agree with (read
+    as Σf² = 1 it made two copies of a model that is often unreadable score 0.4, not 1).
     """
     squared = (freq ** 2).sum(-1)
     k = samples.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        unbiased = np.where(k > 1, (k * squared - 1.0) / np.maximum(k - 1.0, 1.0), squared)
+        unbiased = np.where(k > 1, (k * squared - 1.0) / np.maximum(k - 1.0, 1.0), np.nan)
     result: FloatArray = np.where(exact[None, :], squared, unbiased)
     return result
 
@@ -59,14 +61,17 @@ def pairwise_prior_agreement(freq: FloatArray, self_agree: FloatArray,
                              seen: BoolArray) -> FloatArray:
     """(M, M) agreement beyond chance, scaled by the models' own agreement (module docstring).
 
-    NaN for a pair without a shared probe or without room above chance.
+    NaN for a pair without a shared probe or without room above chance. A NaN self agreement
+    (a probe with one readable sample) leaves that probe out of the model's s̄ only.
     """
     observed = seen.astype(np.float64)
+    known = (seen & np.isfinite(self_agree)).astype(np.float64)
     flat = freq.reshape(freq.shape[0], -1)
     with np.errstate(invalid="ignore", divide="ignore"):
         shared = observed @ observed.T
         cross = (flat @ flat.T) / shared
-        own = (self_agree * observed) @ observed.T / shared  # s̄_a over the probes b saw too
+        # s̄_a over the probes b saw too (and where a's own agreement can be estimated)
+        own = (np.where(known > 0, self_agree, 0.0) @ observed.T) / (known @ observed.T)
         ceiling = np.sqrt(np.clip(own * own.T, 0.0, None))
         pooled = freq.sum(1) / np.maximum(observed.sum(1), 1.0)[:, None]
         chance = pooled @ pooled.T

@@ -93,3 +93,25 @@ def test_measures_stay_within_bounds_where_chance_is_near_the_ceiling() -> None:
     always[..., 0] = 1.0
     own = self_agreement(always, np.full((2, probes), 20), np.zeros(probes, bool))
     assert np.isnan(pairwise_prior_agreement(always, own, np.ones((2, probes), bool))[0, 1])
+
+
+def test_copies_that_often_give_no_readable_answer_still_score_one() -> None:
+    """A probe with a single readable sample has no second one to agree with: its self
+    agreement is unknown, not 1. Counted as 1 it raised the noise floor, and two copies of a
+    model readable one sample in five scored 0.4."""
+    rng = np.random.default_rng(5)
+    probes, options, k = 400, 4, 5
+    p = rng.dirichlet(np.ones(options) * 0.7, probes)
+
+    def copy() -> tuple[np.ndarray, np.ndarray]:
+        counts = np.stack([rng.multinomial(k, row) for row in p])
+        counts = rng.binomial(counts, 0.2).astype(np.float64)  # 4 answers in 5 unreadable
+        parsed = counts.sum(-1)
+        return counts / np.maximum(parsed, 1)[:, None], parsed
+
+    (fa, na), (fb, nb) = copy(), copy()
+    freq, parsed = np.stack([fa, fb]), np.stack([na, nb]).astype(np.int64)
+    own = self_agreement(freq, parsed, np.zeros(probes, dtype=bool))
+    agree = pairwise_prior_agreement(freq, own, parsed > 0)
+    assert abs(agree[0, 1] - 1.0) < 0.15, agree[0, 1]
+    assert np.isnan(own[parsed == 1]).all()
