@@ -29,7 +29,11 @@ the same with cosine distance between embeddings, an unbiased estimate of ½‖�
 Zero in expectation when the models answer alike, whatever their noise.
 
 **Per-probe p-value** (hunks): p = (1 + #{null ≥ observed})/(1 + B) over B random re-splits,
-valid for any B. With k = 5 samples per model a single probe cannot reach much below 1/126 (the
+valid for any B. Its least value 1/(1 + B) must lie below BH's first threshold q/m, so the
+probes nominally significant on the B re-splits of the domain test (p ≤ q) are given more, up
+to :func:`resolution` in all, and their p-value counts every re-split they had (valid: the
+refined p-value is at most the one of that many re-splits, and above the B-split one only
+where that one was ≤ q already, so P(p ≤ α) ≤ α for every α). With k = 5 samples per model a single probe cannot reach much below 1/126 (the
 statistic is symmetric, so a split and its mirror tie): single probes rarely survive
 Benjamini–Hochberg; the domain test carries the decision.
 
@@ -178,10 +182,25 @@ def embedding_splits(emb_a: npt.ArrayLike, emb_b: npt.ArrayLike, *,
 
 def probe_pvalues(splits: FloatArray) -> FloatArray:
     """Per-probe permutation p-values ``(probes,)`` from a split matrix (larger = different)."""
-    observed, null = splits[:, 0], splits[:, 1:]
-    hits = (null >= observed[:, None] - _TIE).sum(axis=1)
-    out: FloatArray = (1.0 + hits) / (1.0 + null.shape[1])
+    out: FloatArray = (1.0 + exceedances(splits)) / splits.shape[1]
     return out
+
+
+def exceedances(splits: FloatArray) -> npt.NDArray[np.int64]:
+    """Per probe, how many of the random re-splits (columns 1..B) reach the observed one."""
+    observed, null = splits[:, 0], splits[:, 1:]
+    hits: npt.NDArray[np.int64] = (null >= observed[:, None] - _TIE).sum(axis=1)
+    return hits
+
+
+def resolution(n_probes: int, q: float) -> int:
+    """Re-splits a probe needs for Benjamini–Hochberg at ``q`` across ``n_probes`` to be able
+    to find it alone: its least p-value 1/(1 + B) at most half the first BH threshold q/m.
+
+    With B = 2,000 and the default suite's 462 probes, 1/2001 is above 0.05/462: a probe whose
+    20 answers all changed (exact p ≈ 1e-11) could never be significant alone.
+    """
+    return int(np.ceil(2 * max(n_probes, 1) / q))
 
 
 def studentised(splits: FloatArray) -> FloatArray:

@@ -371,3 +371,18 @@ def test_a_null_diff_still_says_it_has_a_confirm_collection() -> None:
     diff = compute_diff(pair.a, pair.b, pair.suite, n_permutations=100, n_resamples=20)
     assert diff.settings["confirm_samples"] == 5 and not diff.overall.flagged
     assert all(d.replicated is None for d in diff.domains)  # nothing flagged: nothing to confirm
+
+
+def test_a_probe_whose_every_answer_changed_is_significant_alone() -> None:
+    """k = 20, one probe answered "B" by A and "D" by B every time, the rest alike: its exact
+    p-value is 2/C(40, 20) ≈ 1e-11, but at 2,000 re-splits it read 1/2001, above BH's first
+    threshold 0.05/m — so no probe could be significant alone, and this one was not even a
+    hunk. The nominally significant probes now get the re-splits BH needs."""
+    pair = synthetic_pair(11, 20, None, SMALL)
+    probe = pair.suite.probes[3].id
+    a, b = _with(pair.a, probe, ("B",) * 20), _with(pair.b, probe, ("D",) * 20)
+    diff = compute_diff(a, b, pair.suite, seed=1, n_resamples=20)
+    assert len(pair.suite.probes) / 0.05 > 2001  # the default re-splits are too coarse here
+    hunk = next((h for h in diff.hunks if h.probe_id == probe), None)
+    assert hunk is not None and hunk.significant, [(h.probe_id, h.pvalue) for h in diff.hunks]
+    assert hunk.pvalue < 0.05 / len(pair.suite.probes)
