@@ -328,8 +328,10 @@ class _Columns:
         showed "κp on 156 gold probes" resting on 11)."""
         kinds = np.array(a.kinds)
         pair = a.seen.sum(0) >= 2
+        # right or wrong needs no readable answer: one that could not be read is a wrong one
+        graded = a.answered.sum(0) >= 2
         return cls(np.flatnonzero((kinds == "choice") & (a.gold >= 0) & pair),
-                   np.flatnonzero((a.gold >= 0) & pair),
+                   np.flatnonzero((a.gold >= 0) & graded),
                    np.flatnonzero((a.gold < 0) & (kinds != "refusal") & pair),
                    np.flatnonzero((kinds == "refusal") & pair))
 
@@ -339,7 +341,8 @@ def _kappa(a: _Arrays, cols: npt.NDArray[np.int64]) -> FloatArray:
 
 
 def _error_consistency(a: _Arrays, cols: npt.NDArray[np.int64]) -> FloatArray:
-    return pairwise_error_consistency(a.modal_correct[:, cols], a.seen[:, cols])
+    # "no readable answer" is an answer of its own (and a wrong one): modal_correct says so
+    return pairwise_error_consistency(a.modal_correct[:, cols], a.answered[:, cols])
 
 
 def _prior(a: _Arrays, cols: npt.NDArray[np.int64]) -> FloatArray:
@@ -437,6 +440,11 @@ def _domain_matrix(a: _Arrays, text: _Text | None, bootstrap: int,
             sim_low, sim_high = np.nanpercentile(np.stack(sims), [2.5, 97.5], axis=0)
     ec, acc, catch, alarm = nan.copy(), np.full(m, np.nan), nan.copy(), nan.copy()
     folds: dict[str, FloatArray] = {}
+    # each model's accuracy on every gold probe it answered, whoever else did: a probe it
+    # answered unreadably counts, as wrong (as `profile show` counts it)
+    graded = a.answered[:, a.gold >= 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = (a.correct[:, a.gold >= 0] * graded).sum(1) / graded.sum(1)
     if c.gold.size:
         valid = a.seen[:, c.gold]
         ec = _error_consistency(a, c.gold)
@@ -445,9 +453,6 @@ def _domain_matrix(a: _Arrays, text: _Text | None, bootstrap: int,
             for name, half in (("even", c.gold[0::2]), ("odd", c.gold[1::2])):
                 folds[f"catch_{name}"], folds[f"false_alarm_{name}"] = audit_rates(
                     a.freq[:, half], a.gold[half], a.seen[:, half])
-        answered = a.answered[:, c.gold]  # a probe answered unreadably counts, as wrong
-        with np.errstate(invalid="ignore", divide="ignore"):
-            acc = (a.correct[:, c.gold] * answered).sum(1) / answered.sum(1)
     return DomainMatrix(kappa, low, high, ec, _pairwise_agreement(a.freq), acc,
                         int(c.kappa.size), int(c.gold.size), int(a.freq.shape[1]),
                         prior=measures[1][0], refusal=measures[2][0], free=measures[3][0],

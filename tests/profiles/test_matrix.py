@@ -163,3 +163,33 @@ def test_an_answer_that_could_not_be_read_is_not_a_right_one() -> None:
     assert m.error_consistency[0, 1] == pytest.approx(1.0)
     summary = mostly_unread.summary(s)
     assert summary["accuracy"] == 0.25 and summary["parse_failure_rate"] == 0.75
+
+
+def test_accuracy_counts_the_probes_only_one_model_could_read() -> None:
+    """Two models; A read on half the gold probes (right on them) and unreadable on the rest.
+    The matrix kept only probes *two* models answered readably, so A's accuracy read 1.0
+    (the diff showed it) where `profile show` says 0.5, and wholly unreadable answers read
+    no accuracy at all instead of 0. Error consistency counts "no readable answer" as the
+    wrong answer it is."""
+    s = suite(8)
+
+    def rows(name: str, first: tuple[str | None, ...], rest: tuple[str | None, ...],
+             cut: int = 4) -> Profile:
+        return Profile(name, name, s.name, s.version, Decoding(samples=4), {
+            p.id: ProbeRecord(p.id, p.id, ("",) * 4, first if i < cut else rest)
+            for i, p in enumerate(s.probes)})
+
+    half = rows("half", ("B",) * 4, (None,) * 4)  # type: ignore[arg-type]
+    right = rows("right", ("B",) * 4, ("B",) * 4)
+    m = pool_matrix([half, right], s, bootstrap=0).domains["d"]
+    assert m.accuracy.tolist() == pytest.approx([half.summary(s)["accuracy"], 1.0])
+    assert m.accuracy[0] == pytest.approx(0.5) and m.n_gold == 8
+    unread = rows("unread", (None,) * 4, (None,) * 4)  # type: ignore[arg-type]
+    m = pool_matrix([unread, right], s, bootstrap=0).domains["d"]
+    assert m.accuracy.tolist() == pytest.approx([0.0, 1.0])
+    # "half" is right four times, then wrong four times; "other" right twice, then wrong:
+    # both wrong on 4 of 8, both right on 2: κ = (0.75 − 0.5)/(1 − 0.5) = 0.5 (read on the
+    # first four only, it was 0)
+    other = rows("other", ("B",) * 4, ("A",) * 4, cut=2)
+    assert pool_matrix([half, other], s, bootstrap=0).domains["d"].error_consistency[
+        0, 1] == pytest.approx(0.5)
