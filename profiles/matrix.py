@@ -412,6 +412,11 @@ def combined(measures: Sequence[tuple[FloatArray, int]]) -> FloatArray:
                         np.nan)
 
 
+MIN_INTERVAL_PROBES = 5
+"""Gold choice probes κp needs for a bootstrap interval: over 2 probes the "95 %" interval
+covered the true κp 51–72 % of the time, over 3–4 80–96 %, from 5 on about 95 %."""
+
+
 def _resampled(cols: npt.NDArray[np.int64], rng: np.random.Generator) -> npt.NDArray[np.int64]:
     return rng.choice(cols, cols.size) if cols.size > 1 else cols
 
@@ -435,7 +440,7 @@ def _domain_matrix(a: _Arrays, text: _Text | None, bootstrap: int,
             sims.append(combined(drawn))
         with warnings.catch_warnings():  # a pair without any evidence stays NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            if c.kappa.size > 1:
+            if c.kappa.size >= MIN_INTERVAL_PROBES:
                 low, high = np.nanpercentile(np.stack(kappas), [2.5, 97.5], axis=0)
             sim_low, sim_high = np.nanpercentile(np.stack(sims), [2.5, 97.5], axis=0)
     ec, acc, catch, alarm = nan.copy(), np.full(m, np.nan), nan.copy(), nan.copy()

@@ -89,7 +89,7 @@ DEFAULT_PERMUTATIONS = 2000
 DEFAULT_RESAMPLES = 2000
 MIN_DOMAIN_PROBES = 5
 """A domain with fewer testable probes is reported as too small: its bootstrap interval over
-probes is meaningless and a flag would rest on one or two probes."""
+probes is meaningless (none is given) and a flag would rest on one or two probes."""
 _TIE = 1e-10  # float slack when comparing a null statistic with the observed one
 _CELLS = 8_000_000  # max split×sample×feature cells in memory per chunk of probes
 
@@ -241,7 +241,11 @@ def domain_tests(splits: Splits, domains: Mapping[str, npt.ArrayLike], *,
         est, low, high = bootstrap_mean_ci(observed[idx], level=level, n_resamples=n_resamples,
                                            seed=np.random.default_rng(stream))
         pvalue, statistic = float("nan"), float("nan")
-        if idx.size >= max(min_probes, 1):
+        if idx.size < max(min_probes, 1):
+            # too small: a bootstrap over one probe is [x, x], over two it covered 0 % of
+            # true shifts; the point estimate stays, with no interval
+            low = high = float("nan")
+        else:
             stats = domain_statistic(z_excess[idx], z_consensus[idx])
             statistic = float(stats[0])
             pvalue = float((1 + np.sum(stats[1:] >= stats[0] - _TIE)) / stats.size)

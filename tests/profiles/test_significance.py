@@ -78,6 +78,11 @@ def test_too_small_domains_are_not_tested() -> None:
     test = domain_tests(splits, {"tiny": range(4)}, min_probes=5)["tiny"]
     assert not test.tested and np.isnan(test.pvalue)
     assert test.shift == pytest.approx(100.0)  # the effect is still reported
+    # ... without a "95 %" interval: over one probe it read [x, x], over two it never held
+    # the true shift
+    assert np.isnan(test.shift_low) and np.isnan(test.shift_high)
+    one = domain_tests(splits, {"one": [0]}, min_probes=5)["one"]
+    assert one.shift == pytest.approx(100.0) and np.isnan(one.shift_low)
 
 
 def test_a_probe_whose_every_split_is_alike_weighs_nothing() -> None:
