@@ -61,8 +61,11 @@ def edge_case(diff: Diff) -> Diff:
     """The same diff with long model names and one domain's interval starting just below 0
     (-1 point: the label that was drawn over the 0 label)."""
     first = dataclasses.replace(diff.domains[0], shift=0.4, shift_low=-1.0, shift_high=2.0)
-    rest = [dataclasses.replace(d, shift_low=max(0.0, d.shift_low)) for d in diff.domains[1:]]
-    overall = dataclasses.replace(diff.overall, shift_low=max(0.0, diff.overall.shift_low))
+    def floor(low: float | None) -> float | None:  # a too-small domain has no interval
+        return None if low is None else max(0.0, low)
+
+    rest = [dataclasses.replace(d, shift_low=floor(d.shift_low)) for d in diff.domains[1:]]
+    overall = dataclasses.replace(diff.overall, shift_low=floor(diff.overall.shift_low))
     return dataclasses.replace(diff, a="meta-llama-3.1-70b-instruct-q4",
                                b="mistral-small-3.2-24b-instruct-2506",
                                domains=[first, *rest], overall=overall)
