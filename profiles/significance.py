@@ -49,7 +49,9 @@ function of the 1 + B splits, so the observed split stays exchangeable with the 
 test stays exact; studentising gives sharp probes, where a shift stands out of little noise,
 the weight they deserve. The same B splits of every probe (drawn independently per probe) form B
 joint re-splits of the domain, so p = (1 + #{null ≥ observed})/(1 + B) is a valid p-value for
-"A and B answer alike on every probe of the domain". Domains with fewer than
+"A and B answer alike on every probe of the domain" (:mod:`profiles.diff` gives a domain
+nominally significant on them more joint re-splits, up to :func:`resolution`, when there are
+too many domains for 1/(1 + B) to pass BH alone). Domains with fewer than
 ``MIN_DOMAIN_PROBES`` testable probes are reported as too small and never flagged. Across the
 tested domains, Benjamini–Hochberg at ``q_domain`` (default 0.02): under the global null (two
 alike models) BH is Simes' test, so a null pair flags any domain with probability ≤ q_domain;

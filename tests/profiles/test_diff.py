@@ -386,3 +386,16 @@ def test_a_probe_whose_every_answer_changed_is_significant_alone() -> None:
     hunk = next((h for h in diff.hunks if h.probe_id == probe), None)
     assert hunk is not None and hunk.significant, [(h.probe_id, h.pvalue) for h in diff.hunks]
     assert hunk.pvalue < 0.05 / len(pair.suite.probes)
+
+
+def test_a_suite_of_many_domains_can_still_flag_one() -> None:
+    """45 domains (an MMLU-like suite has 57): at 2,000 joint re-splits a domain's least
+    p-value, 1/2001, is above BH's first threshold 0.02/45, so a domain whose every answer
+    moved was "0 of 45 domains flagged". The nominally significant domains now get the
+    re-splits BH needs."""
+    many = World(domains=45, probes=(5, 6))
+    pair = synthetic_pair(12, 20, Shift(0.9), many)
+    diff = compute_diff(pair.a, pair.b, pair.suite, seed=2, n_resamples=20)
+    assert 1 / 2001 > 0.02 / len(diff.domains)
+    assert diff.flagged_domains == sorted(pair.planted), [
+        (d.name, d.pvalue) for d in diff.domains if d.name in pair.planted]
