@@ -386,16 +386,17 @@ def _resolved_pvalues(probes: Sequence[Probe], splits: Splits, a: Mapping[str, P
     probe could be significant alone, however different)."""
     pvalues = probe_pvalues(splits.excess)
     extra = resolution(len(probes), q) - n_perm
-    rows = np.flatnonzero(pvalues <= q)
-    if extra <= 0 or not rows.size:
+    small = [int(i) for i in np.flatnonzero(pvalues <= q)]
+    if extra <= 0 or not small:
         return pvalues
-    order, more = _split_matrix([probes[i] for i in rows], a, b, k, embedder, extra,
+    order, more = _split_matrix([probes[i] for i in small], a, b, k, embedder, extra,
                                 seed + 7, [])
     again = {p.id: j for j, p in enumerate(order)}
-    rows = np.array([i for i in rows if probes[i].id in again], dtype=np.int64)
-    if rows.size:  # (a remote embedder may refuse now what it took before: that p stays)
-        hits = exceedances(splits.excess[rows]) + exceedances(more.excess)[
-            [again[probes[i].id] for i in rows]]
+    kept = [i for i in small if probes[i].id in again]
+    if kept:  # (a remote embedder may refuse now what it took before: that p stays)
+        rows = np.array(kept, dtype=np.int64)
+        hits: npt.NDArray[np.int64] = exceedances(splits.excess[rows]) + exceedances(more.excess)[
+            [again[probes[i].id] for i in kept]]
         pvalues[rows] = (1.0 + hits) / (1.0 + n_perm + extra)
     return pvalues
 

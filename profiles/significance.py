@@ -33,9 +33,10 @@ valid for any B. Its least value 1/(1 + B) must lie below BH's first threshold q
 probes nominally significant on the B re-splits of the domain test (p ≤ q) are given more, up
 to :func:`resolution` in all, and their p-value counts every re-split they had (valid: the
 refined p-value is at most the one of that many re-splits, and above the B-split one only
-where that one was ≤ q already, so P(p ≤ α) ≤ α for every α). With k = 5 samples per model a single probe cannot reach much below 1/126 (the
-statistic is symmetric, so a split and its mirror tie): single probes rarely survive
-Benjamini–Hochberg; the domain test carries the decision.
+where that one was ≤ q already, so P(p ≤ α) ≤ α for every α). With k = 5 samples per model a
+single probe cannot reach much below 1/126 (the statistic is symmetric, so a split and its
+mirror tie): single probes rarely survive Benjamini–Hochberg; the domain test carries the
+decision.
 
 **Domain test** (the flag). The domain statistic is the sum over its probes of each probe's
 statistic *studentised by its own permutation distribution* ((x − mean)/sd over the 1 + B
