@@ -83,6 +83,11 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     api_keys: tuple[Secret, ...] = ()
     admin_key: Secret | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (the ``Host`` header, port aside) the service answers to besides IP
+    addresses and ``localhost``, when it listens on a loopback address: a web page whose name
+    an attacker points at 127.0.0.1 (DNS rebinding) is refused, keys or not. ``"*"``: any
+    name. When it listens on another address, empty means any name."""
     max_body_bytes: int = Field(1_048_576, ge=1024)
     log_prompts: bool = False
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -94,8 +94,9 @@ class DurableLiveDiffSink:
         self._reload = reload
         self._profiles_changed = False
         self._reload_at = 0.0
-        self._rebase_pending = False
         """When a failed reload may be tried again (``time.monotonic()``)."""
+        self._rebase_pending = False
+        """A new baseline was adopted and the pairs are still judged against the old one."""
         self._reload_failures = FailureRun("live.baseline_reload_failed",
                                            logger="diffroute.live")
 

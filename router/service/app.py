@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import json
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from router.config import Settings
+from router.config import ServerConfig, Settings
 from router.errors import ConfigError, StartupError
 from router.live.baseline import ProfileBaseline
 from router.live.metrics import LiveMetrics, TimedComparer
@@ -63,6 +64,7 @@ from router.service.middleware import (
     REQUEST_IDS,
     REQUEST_OBSERVERS,
     RequestIds,
+    is_ip,
     service_middleware,
 )
 from router.service.runner import ServiceRunner
@@ -154,7 +156,19 @@ def resolve_keys(settings: Settings) -> Keys:
         raise ConfigError([f"server key {m} is not set in the environment" for m in missing])
     client = tuple(v for ref in server.api_keys if (v := ref.value()) is not None)
     admin = server.admin_key.value() if server.admin_key is not None else None
-    return Keys(client, admin)
+    return Keys(client, admin, allowed_hosts(server))
+
+
+def allowed_hosts(server: ServerConfig) -> frozenset[str] | None:
+    """The host names the service answers to (``None``: any): on a loopback address
+    ``localhost`` and ``server.allowed_hosts``; elsewhere those, or any when none is given."""
+    names = frozenset(h.lower().rstrip(".") for h in server.allowed_hosts)
+    if "*" in names:
+        return None
+    loopback = is_ip(server.host) and ipaddress.ip_address(server.host).is_loopback
+    if server.host == "localhost" or loopback:
+        return names | {"localhost"}
+    return names or None
 
 
 def default_diff_provider(settings: Settings) -> DiffProvider:

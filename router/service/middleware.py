@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import itertools
 import math
 import os
@@ -272,6 +273,44 @@ def has_valid_key(request: web.Request) -> bool:
     return _matches(_bearer(request), keys.client + ((keys.admin,) if keys.admin else ()))
 
 
+def is_ip(name: str) -> bool:
+    """Whether ``name`` is an IPv4 or IPv6 address (not a name to resolve)."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_allowed(value: str, hosts: frozenset[str]) -> bool:
+    """Whether a ``Host`` header names this service: an IP address (``127.0.0.1:8080``,
+    ``[::1]``), ``localhost`` and its subdomains, or a name of ``hosts``."""
+    if value.startswith("["):  # an IPv6 address
+        return True
+    name = (value.rpartition(":")[0] if ":" in value else value).lower().rstrip(".")
+    return name in hosts or name == "localhost" or name.endswith(".localhost") or is_ip(name)
+
+
+_HOST_VERDICTS: dict[tuple[frozenset[str], str], bool] = {}
+"""``(allowed names, Host header)`` → allowed: a service sees a handful of Host values."""
+
+
+def _check_host(request: web.Request, hosts: frozenset[str]) -> None:
+    value = request.headers.get("Host")
+    if value is None:  # HTTP/1.0 without one: no browser sends that
+        return
+    key = (hosts, value)
+    allowed = _HOST_VERDICTS.get(key)
+    if allowed is None:
+        allowed = _host_allowed(value, hosts)
+        if len(_HOST_VERDICTS) < 1024:
+            _HOST_VERDICTS[key] = allowed
+    if not allowed:
+        shown = value if len(value) <= 80 else value[:80] + "…"
+        raise ForbiddenError(f"this service does not answer to the host name {shown!r}: add "
+                             "it to server.allowed_hosts if it is yours", code="host_not_allowed")
+
+
 CROSS_SITE = frozenset({"cross-site", "same-site"})
 """``Sec-Fetch-Site`` values of a request a browser sends for a page of another origin."""
 
@@ -283,12 +322,19 @@ def check_auth(request: web.Request) -> None:
     first, key or not: a page the user visits could otherwise post to a service on
     127.0.0.1 — with no ``server.api_keys``, run models and write live comparisons — since a
     ``text/plain`` POST needs no CORS preflight. The dashboard is same-origin, other clients
-    send no such header."""
+    send no such header.
+
+    Before both, on a loopback address, a ``Host`` that names neither an IP address,
+    ``localhost`` nor one of ``server.allowed_hosts`` is a 403: a page of the attacker's name,
+    pointed at 127.0.0.1 once loaded (DNS rebinding), is same-origin for the browser and could
+    otherwise read the live diffs — prompts and answers — of a keyless service."""
+    keys: Keys = request.app[KEYS]
+    if keys.hosts is not None:
+        _check_host(request, keys.hosts)
     if request.headers.get("Sec-Fetch-Site") in CROSS_SITE and not _marked(
             request, _PUBLIC_ATTR):
         raise ForbiddenError("a browser page of another origin may not call this service "
                              "(Sec-Fetch-Site: cross-site)", code="cross_origin_request")
-    keys: Keys = request.app[KEYS]
     admin = (keys.admin,) if keys.admin else ()
     if _marked(request, _ADMIN_ATTR):
         if not admin:

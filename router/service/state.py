@@ -50,10 +50,13 @@ It runs before the app starts, so it may also append to ``app.middlewares``,
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Resolved API keys; empty ``client`` means the client routes are open."""
+    """Resolved API keys (empty ``client``: the client routes are open) and host names."""
 
     client: tuple[str, ...] = ()
     admin: str | None = None
+    hosts: frozenset[str] | None = None
+    """The host names requests may name (IP addresses and ``*.localhost`` always may);
+    ``None``: any (``server.allowed_hosts``)."""
 
 
 @dataclass(frozen=True, slots=True)

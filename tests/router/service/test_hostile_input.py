@@ -294,8 +294,8 @@ async def test_head_on_the_event_stream_is_a_head_alone(service: Running) -> Non
     host, port = service.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        writer.write(b"HEAD /v1/diffs/stream HTTP/1.1\r\nHost: x\r\n\r\n"
-                     b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        writer.write(b"HEAD /v1/diffs/stream HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                     b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         answer = await asyncio.wait_for(reader.read(), 10)
     finally:
         writer.close()

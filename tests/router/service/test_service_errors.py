@@ -245,6 +245,39 @@ async def test_a_browser_page_of_another_origin_may_not_call_the_service(
     assert (await call(service, "GET", "/v1/models"))[0] == 200
 
 
+async def test_a_name_pointed_at_the_loopback_service_is_refused(tmp_path: Path) -> None:
+    """DNS rebinding: a page of the attacker's name, re-pointed at 127.0.0.1 once loaded, is
+    same-origin for the browser (no ``Sec-Fetch-Site: cross-site``) and read the live diffs —
+    prompts and answers — of a keyless service: ``Host: evil.example`` got a 200."""
+    settings = make_settings(tmp_path, standard_models(), allowed_hosts=["gw.internal"])
+    async with serve(settings) as running:
+        for host in ("evil.example", "evil.example:8080", "EVIL.example.", ""):
+            status, payload = await call(running, "GET", "/v1/diffs", headers={"Host": host})
+            assert status == 403 and envelope(payload)["code"] == "host_not_allowed", host
+            assert "server.allowed_hosts" in envelope(payload)["message"]
+        status, _ = await call(running, "POST", CHAT, body={"model": "alpha", "messages": ASK},
+                               headers={"Host": "evil.example"})
+        assert status == 403
+        for host in ("127.0.0.1:8080", "localhost", "localhost:9", "app.localhost",
+                     "[::1]:8080", "10.0.0.7", "gw.internal:443", "GW.Internal"):
+            assert (await call(running, "GET", "/v1/diffs", headers={"Host": host}))[0] == 200, \
+                host
+
+
+def test_which_host_names_a_service_answers_to() -> None:
+    from router.config import ServerConfig
+    from router.service.app import allowed_hosts
+
+    assert allowed_hosts(ServerConfig()) == {"localhost"}  # 127.0.0.1
+    assert allowed_hosts(ServerConfig(host="::1", allowed_hosts=("A.example",))) == {
+        "localhost", "a.example"}
+    assert allowed_hosts(ServerConfig(host="127.0.0.1", allowed_hosts=("*",))) is None
+    # on another address (behind a proxy, in a container): any name unless some are given
+    assert allowed_hosts(ServerConfig(host="0.0.0.0")) is None
+    assert allowed_hosts(ServerConfig(host="0.0.0.0", allowed_hosts=("gw.example",))) == {
+        "gw.example"}
+
+
 async def test_put_pairings_without_configured_admin_key(service: Running) -> None:
     status, payload = await call(service, "PUT", "/v1/pairings", body={"pinned": {}})
     assert status == 403 and "none is configured" in envelope(payload)["message"]
@@ -361,7 +394,7 @@ async def test_a_key_that_is_not_utf8_is_a_401_not_a_500(tmp_path: Path) -> None
         host, port = running.url.removeprefix("http://").split(":")
         for path, expected in (("/v1/models", 401), ("/healthz", 200)):
             reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n".encode()
                          + b"Authorization: Bearer client-secr\xe9t-1\r\n\r\n")
             answer = await asyncio.wait_for(reader.read(), 10)
             writer.close()
