@@ -291,24 +291,15 @@ def _host_allowed(value: str, hosts: frozenset[str]) -> bool:
     return name in hosts or name == "localhost" or name.endswith(".localhost") or is_ip(name)
 
 
-_HOST_VERDICTS: dict[tuple[frozenset[str], str], bool] = {}
-"""``(allowed names, Host header)`` → allowed: a service sees a handful of Host values."""
-
-
-def _check_host(request: web.Request, hosts: frozenset[str]) -> None:
-    value = request.headers.get("Host")
-    if value is None:  # HTTP/1.0 without one: no browser sends that
-        return
-    key = (hosts, value)
-    allowed = _HOST_VERDICTS.get(key)
-    if allowed is None:
-        allowed = _host_allowed(value, hosts)
-        if len(_HOST_VERDICTS) < 1024:
-            _HOST_VERDICTS[key] = allowed
-    if not allowed:
+def _check_host(keys: Keys, value: str) -> None:
+    """403 unless ``value`` (a ``Host`` header not seen allowed before) names this service."""
+    assert keys.hosts is not None
+    if not _host_allowed(value, keys.hosts):
         shown = value if len(value) <= 80 else value[:80] + "…"
         raise ForbiddenError(f"this service does not answer to the host name {shown!r}: add "
                              "it to server.allowed_hosts if it is yours", code="host_not_allowed")
+    if len(keys.good_hosts) < 1024:
+        keys.good_hosts.add(value)
 
 
 CROSS_SITE = frozenset({"cross-site", "same-site"})
@@ -329,9 +320,12 @@ def check_auth(request: web.Request) -> None:
     pointed at 127.0.0.1 once loaded (DNS rebinding), is same-origin for the browser and could
     otherwise read the live diffs — prompts and answers — of a keyless service."""
     keys: Keys = request.app[KEYS]
+    headers = request.headers
     if keys.hosts is not None:
-        _check_host(request, keys.hosts)
-    if request.headers.get("Sec-Fetch-Site") in CROSS_SITE and not _marked(
+        host = headers.get("Host")  # (HTTP/1.0 without one: no browser sends that)
+        if host is not None and host not in keys.good_hosts:
+            _check_host(keys, host)
+    if headers.get("Sec-Fetch-Site") in CROSS_SITE and not _marked(
             request, _PUBLIC_ATTR):
         raise ForbiddenError("a browser page of another origin may not call this service "
                              "(Sec-Fetch-Site: cross-site)", code="cross_origin_request")

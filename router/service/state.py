@@ -57,6 +57,8 @@ class Keys:
     hosts: frozenset[str] | None = None
     """The host names requests may name (IP addresses and ``*.localhost`` always may);
     ``None``: any (``server.allowed_hosts``)."""
+    good_hosts: set[str] = field(default_factory=set, compare=False, hash=False)
+    """``Host`` header values already found allowed (a service sees a handful)."""
 
 
 @dataclass(frozen=True, slots=True)
