@@ -23,6 +23,12 @@ class Pairings(BaseModel):
     pinned: dict[str, dict[Role, str]] = Field(default_factory=dict)
     excluded: list[tuple[str, str]] = Field(default_factory=list)
 
+    @field_validator("pinned")
+    @classmethod
+    def _no_empty_entries(cls, pinned: dict[str, dict[Role, str]]) -> dict[str, dict[Role, str]]:
+        """``{"a1": {}}`` pins nothing: it is not kept (it was stored, and listed, as a pin)."""
+        return {primary: roles for primary, roles in pinned.items() if roles}
+
     @field_validator("excluded")
     @classmethod
     def _each_pair_once(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -80,11 +86,12 @@ class Pairings(BaseModel):
         """Where the first unknown model is: ``pinned.A`` (a primary), ``pinned.A.audit`` (a
         partner), ``excluded[i]``."""
         for primary, roles in self.pinned.items():
+            at = f"pinned.{primary}" if primary else 'pinned[""]'  # not "pinned."
             if primary not in known:
-                return f"pinned.{primary}"
+                return at
             for role, partner in roles.items():
                 if partner not in known:
-                    return f"pinned.{primary}.{role}"
+                    return f"{at}.{role}"
         return next((f"excluded[{i}]" for i, pair in enumerate(self.excluded)
                      if set(pair) - known), "excluded")
 

@@ -42,7 +42,9 @@ class HealthWatch:
         try:
             self.statuses = await self._pool.status()
         except Exception as exc:  # a failed check keeps the last statuses
-            _log.warning("health.check_failed", error=repr(exc))
+            # type and message, not repr: the repr of a UnicodeEncodeError holds the whole
+            # text it could not encode (an Authorization header, key included)
+            _log.warning("health.check_failed", error=f"{type(exc).__name__}: {exc}")
         self.checked_at = time.time()
 
     async def __aenter__(self) -> HealthWatch:

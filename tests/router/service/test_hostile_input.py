@@ -253,10 +253,19 @@ async def test_bad_pairings_are_named_where_they_are(service: Running) -> None:
     cases = [({"excluded": [["alpha", "beta", "gamma"]]}, "excluded[0]"),
              ({"pinned": {"alpha": {"audit": "zz"}}}, "pinned.alpha.audit"),
              ({"pinned": {"zz": {"audit": "beta"}}}, "pinned.zz"),
-             ({"excluded": [["alpha", "beta"], ["gamma", "zz"]]}, "excluded[1]")]
+             ({"excluded": [["alpha", "beta"], ["gamma", "zz"]]}, "excluded[1]"),
+             ({"pinned": {"": {"audit": "beta"}}}, 'pinned[""]')]  # was "pinned."
     for body, param in cases:
         status, payload = await call(service, "PUT", "/v1/pairings", body, headers=ADMIN)
         assert envelope(status, payload)["param"] == param, (body, payload)
+
+
+async def test_a_primary_with_nothing_pinned_is_not_kept(service: Running) -> None:
+    """``{"pinned": {"alpha": {}}}`` pins nothing, and was stored and listed as a pin."""
+    body = {"pinned": {"alpha": {}, "beta": {"audit": "alpha"}}}
+    assert (await call(service, "PUT", "/v1/pairings", body, headers=ADMIN))[0] == 200
+    assert await call(service, "GET", "/v1/pairings") == (
+        200, {"pinned": {"beta": {"audit": "alpha"}}, "excluded": []})
 
 
 async def test_what_the_openapi_document_says_is_what_the_service_does(
