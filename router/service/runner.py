@@ -16,9 +16,11 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from router.service.middleware import error_body
+from router.service.middleware import REQUEST_ID_HEADER, RequestIds, error_body
 
 _MESSAGE_LIMIT = 300
+_IDS = RequestIds()
+"""Ids of the refusals (the request never reached the app, whose ids the others have)."""
 _CODES = {400: "invalid_http_request", 413: "body_too_large", 414: "url_too_long",
           431: "headers_too_large"}
 
@@ -35,6 +37,7 @@ def refusal(status: int, message: str | None) -> web.Response:
         body = error_body(f"malformed HTTP request: {reason}",
                           code=_CODES.get(status, "invalid_http_request"))
     response = web.json_response(body, status=status)
+    response.headers[REQUEST_ID_HEADER] = _IDS.new()  # every response has one
     response.force_close()
     return response
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,7 @@ async def test_requests_aiohttp_refuses_get_the_envelope_too(
     envelope as every other error (it was aiohttp's text/plain), and the service goes on."""
     got, headers, body = await _raw(service, request_bytes)
     assert got == status and headers["content-type"].startswith("application/json"), headers
+    assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", headers["x-request-id"]), headers  # as all
     error = envelope(got, json.loads(body))
     assert error["code"] == code and error["message"].startswith("malformed HTTP request: ")
     assert len(error["message"]) < 400
