@@ -612,7 +612,7 @@ def diffs(config: str | None, data_dir: str | None, url: str | None, pair: str |
         params = {"limit": str(limit)} | ({"pair": pair} if pair else {})
         if since_ts is not None:
             params["since"] = str(since_ts)
-        rows = _fetch(url, "/v1/diffs", params)["data"]
+        rows = _live_diff_rows(_fetch(url, "/v1/diffs", params), url)
     else:
         rows = _local_diffs(config, data_dir, pair, since_ts, limit)
     if fmt == "json":
@@ -629,6 +629,21 @@ def diffs(config: str | None, data_dir: str | None, url: str | None, pair: str |
             # the answers of models: their control characters (ESC sequences that clear the
             # screen or set the title, carriage returns) are shown, never sent to the terminal
             click.echo("    " + visible(row["unified_diff"].rstrip("\n")).replace("\n", "\n    "))
+
+
+LIVE_DIFF_FIELDS = ("created_at", "id", "primary", "partner", "role", "mode", "domains",
+                    "divergence", "threshold")
+
+
+def _live_diff_rows(payload: Any, url: str) -> list[dict[str, Any]]:
+    """The live diffs of a ``GET /v1/diffs`` answer; another service's answer is one line
+    naming the URL (it was "'created_at' (KeyError)")."""
+    rows = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(rows, list) or not all(
+            isinstance(r, dict) and all(f in r for f in LIVE_DIFF_FIELDS) for r in rows):
+        raise click.ClickException(f"{url} did not answer with diffroute's live diffs "
+                                   "(is it a diffroute service?)")
+    return rows
 
 
 def _local_diffs(config: str | None, data_dir: str | None, pair: str | None,

@@ -120,9 +120,13 @@ async def test_url_answers_that_are_not_a_services_are_one_line(
         await asyncio.sleep(30)
         return web.Response(text="late")
 
+    async def other(_request: web.Request) -> web.Response:  # JSON, but not live diffs
+        return web.json_response({"data": [{"name": "not a live diff"}]})
+
     app = web.Application()
     app.router.add_get("/html/v1/diffs", html)
     app.router.add_get("/silent/v1/diffs", silent)
+    app.router.add_get("/other/v1/diffs", other)
     runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -144,6 +148,8 @@ async def test_url_answers_that_are_not_a_services_are_one_line(
         assert code == 1 and "not a diffroute answer" in err
         code, err = await fails(base + "/silent")
         assert code == 1 and "no answer within 0.5 s" in err
+        code, err = await fails(base + "/other")  # was "'created_at' (KeyError)"
+        assert code == 1 and "did not answer with diffroute's live diffs" in err, err
         code, err = await fails("http://127.0.0.1:9")  # nothing listens
         assert code == 1 and "127.0.0.1:9" in err
         settings = make_settings(tmp_path, standard_models(), api_keys=["k-1"])
