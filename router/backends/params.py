@@ -8,6 +8,7 @@ the backends that depend on them.
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import entry_points
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -17,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from router.backends.http1 import encode_headers
 from router.errors import ConfigError
 from router.secrets import Secret
+
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""An HTTP header name (RFC 9110's token)."""
 
 
 class BackendParams(BaseModel):
@@ -62,7 +66,17 @@ class OpenAIParams(BackendParams):
     @field_validator("headers")
     @classmethod
     def _one_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        encode_headers(value)  # a line break or a bad name: ValueError, a config error
+        for name, text in value.items():
+            if not HEADER_NAME.fullmatch(name):  # "X Team" was sent, and refused upstream
+                raise ValueError(f"HTTP header name {name!r} is not a token (letters, digits "
+                                 "and !#$%&'*+-.^_`|~, no spaces)")
+            try:
+                text.encode("latin-1")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"HTTP header {name!r} has a character a header cannot carry "
+                                 f"(U+{ord(text[exc.start]):04X} at position {exc.start})"
+                                 ) from None
+        encode_headers(value)  # a line break: ValueError, a config error
         return value
 
     def identity(self) -> dict[str, Any]:

@@ -467,3 +467,16 @@ def test_the_readme_configuration_tables_name_every_key() -> None:
     code.add("models[].backend.kind")
     code -= {"embedder.base_url", "embedder.model", "embedder.api_key"}  # beside `openai`
     assert sorted(code - readme_config_keys()) == []
+
+
+@pytest.mark.parametrize(("name", "value", "words"), [
+    ("X Team", "a", "not a token"),  # a space: was accepted, and sent
+    ("X-Team", "“quoted”", "U+201C at position 0"),
+])
+def test_a_configured_header_an_http_request_cannot_carry_is_refused(
+        name: str, value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping({"models": [{"name": "m", "backend": {
+            "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+            "headers": {name: value}}}]})
+    assert words in str(info.value) and "headers" in str(info.value), info.value
