@@ -15,6 +15,7 @@ that gets a translated request is first checked to lose nothing of it
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -24,7 +25,13 @@ from aiohttp import web
 
 from profiles.protocol import Usage
 from router.backends.base import StreamDelta
-from router.errors import BadRequestError, DiffrouteError, UnknownModelError, UpstreamError
+from router.errors import (
+    BadRequestError,
+    DiffrouteError,
+    NoPairError,
+    UnknownModelError,
+    UpstreamError,
+)
 from router.logging import error_fields, generation_fields, log_generation
 from router.paired.answer import upstream_usage
 from router.paired.call import ModelReply, PairedCall, PairedOutcome
@@ -127,9 +134,23 @@ async def _paired(request: web.Request, state: ServiceState, chat: ChatRequest,
     if chat.n > 1:  # streamed or not: one answer is compared with one answer
         raise BadRequestError("n > 1 is only supported for pool models, not paired calls",
                               param="n")
-    call = await state.engine.prepare(plan.role, plan.primary, plan.options,
-                                      chat.sample_request(), chat.task_text(),
-                                      request[REQUEST_ID], chat.sent)
+    prepare = functools.partial(state.engine.prepare, plan.role, plan.primary,
+                                request=chat.sample_request(), task=chat.task_text(),
+                                request_id=request[REQUEST_ID], body=chat.sent)
+    options = plan.options
+    forwarding = tuple(n for n in options.candidates or state.pool.names
+                       if state.pool.get(n).forwards) \
+        if options.partner is None and chat.untranslated_field() is not None else ()
+    if forwarding:
+        # a body only a forwarding model takes whole (tools…): the policy picks the pair among
+        # those first, as it does a failing auditor's replacement (with none that fits, the
+        # pair it picks gets the 400 naming the field)
+        try:
+            call = await prepare(options=dataclasses.replace(options, candidates=forwarding))
+        except NoPairError:
+            call = await prepare(options=options)
+    else:
+        call = await prepare(options=options)
     for model in call.models:
         if not state.pool.get(model).forwards:
             _check_translatable(state, chat, model)

@@ -384,3 +384,23 @@ async def test_a_plain_calls_fallback_keeps_the_tools(tmp_path: Path, stream: bo
     assert arguments == PARIS_REORDERED
     [body] = sent_to(fake, "up-c")
     assert body["tools"] == [TOOL] and body["messages"] == ASK
+
+
+async def test_the_policy_pairs_a_request_with_tools_among_forwarding_models(
+        tmp_path: Path) -> None:
+    # the policy's first choice of auditor is a translated model, which would refuse the
+    # tools: a forwarding one of the pool audits instead, as it replaces a failing auditor
+    sink = InMemoryLiveDiffSink()
+    async with FakeUpstream(answers=answers()) as fake:
+        models = [remote("remote-a", "x", fake.base_url, "up-a"),
+                  scripted("local", "y", "It is sunny."),
+                  remote("remote-b", "y", fake.base_url, "up-b")]
+        async with serve(make_settings(tmp_path, models),
+                         sink_factory=in_memory(sink)) as running:
+            client = async_client(running)
+            completion = await client.chat.completions.create(
+                model="audit:remote-a", messages=ASK, tools=[TOOL])  # type: ignore[arg-type, list-item]
+            plain = await client.chat.completions.create(model="audit:remote-a", messages=ASK)
+    assert extra(completion)["partner"] == "remote-b"
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert extra(plain)["partner"] == "local"  # without tools, the policy's own choice
