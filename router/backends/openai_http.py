@@ -183,6 +183,9 @@ def _status_error(model: str, status: int, reason: str, body: str,
     return error
 
 
+MIN_SECRET = 8
+"""Length from which a key or configured header value is taken out of upstream error texts."""
+
 REQUEST_ERRORS = frozenset({400, 413, 422})
 """Upstream statuses that refuse the request itself: passed on to the client as they are."""
 
@@ -510,10 +513,11 @@ class OpenAIBackend:
         """``text`` from the upstream (an error's body) without the secrets this backend sends:
         an upstream that echoes the key it was sent ("Incorrect API key provided: …") must not
         hand it to diffroute's clients (error messages, ``partner_error``, ``/healthz``)."""
-        secrets = [v for v in self.params.headers.values() if len(v) >= 8]
         key = self.params.api_key.value() if self.params.api_key is not None else None
-        if key:
-            secrets.insert(0, key)
+        # a value shorter than MIN_SECRET is a placeholder ("x", Ollama's "ollama"), not a
+        # secret: taken out everywhere it garbled the error ("ma[redacted]_tokens"), its param
+        secrets = [v for v in (key, *self.params.headers.values())
+                   if v is not None and len(v) >= MIN_SECRET]
         return redact(text, secrets)
 
     def _messages(self, request: SampleRequest) -> list[dict[str, str]]:

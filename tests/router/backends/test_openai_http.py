@@ -32,6 +32,7 @@ from router.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRateLimitError,
+    UpstreamRequestError,
     UpstreamTimeoutError,
 )
 from tests.fakes import EMBEDDINGS, MODELS, FakeUpstream, Reply
@@ -559,3 +560,19 @@ async def test_a_forwarded_answer_without_a_message_is_a_protocol_error(
         await make(fake.base_url).forward({"model": "m", "messages": [
             {"role": "user", "content": "hi"}]})
     assert "choices.0" in str(caught.value) and caught.value.upstream_status == 200
+
+
+async def test_a_short_key_does_not_garble_the_upstream_s_errors(
+        fake: FakeUpstream, make: MakeBackend) -> None:
+    """A local server's placeholder key (``x``, Ollama's documented ``ollama``) is no secret,
+    but every occurrence of it was replaced: "max_tokens" read "ma[redacted]_tokens". Keys are
+    redacted from the length configured header values are (8), as those are."""
+    fake.enqueue(Reply(status=400, json={"error": {
+        "message": "max_tokens is too large: 9000 > 8192", "type": "invalid_request_error",
+        "param": "max_tokens", "code": None}}))
+    backend = make(fake.base_url, api_key="x")
+    with pytest.raises(UpstreamRequestError) as caught:
+        await backend.sample(ASK)
+    assert "max_tokens is too large" in str(caught.value), str(caught.value)
+    assert caught.value.param == "max_tokens"  # passed on to the client as the error's param
+    assert "[redacted]" not in str(caught.value) + caught.value.body
