@@ -64,6 +64,7 @@ from router.service.middleware import (
     REQUEST_IDS,
     REQUEST_OBSERVERS,
     RequestIds,
+    host_name,
     is_ip,
     service_middleware,
 )
@@ -162,7 +163,8 @@ def resolve_keys(settings: Settings) -> Keys:
 def allowed_hosts(server: ServerConfig) -> frozenset[str] | None:
     """The host names the service answers to (``None``: any): on a loopback address
     ``localhost`` and ``server.allowed_hosts``; elsewhere those, or any when none is given."""
-    names = frozenset(h.lower().rstrip(".") for h in server.allowed_hosts)
+    # a name listed with its port ("gw.internal:8080", as a Host header reads) is that name
+    names = frozenset(h if h == "*" else host_name(h) for h in server.allowed_hosts)
     if "*" in names:
         return None
     loopback = is_ip(server.host) and ipaddress.ip_address(server.host).is_loopback

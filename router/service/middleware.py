@@ -282,12 +282,20 @@ def is_ip(name: str) -> bool:
     return True
 
 
+def host_name(value: str) -> str:
+    """The name a ``Host`` header (or a ``server.allowed_hosts`` entry) gives, port aside,
+    lower-case, without a trailing dot (an IPv6 address: as written, brackets included)."""
+    if value.startswith("["):
+        return value.partition("]")[0] + "]"
+    return (value.rpartition(":")[0] if ":" in value else value).lower().rstrip(".")
+
+
 def _host_allowed(value: str, hosts: frozenset[str]) -> bool:
     """Whether a ``Host`` header names this service: an IP address (``127.0.0.1:8080``,
     ``[::1]``), ``localhost`` and its subdomains, or a name of ``hosts``."""
     if value.startswith("["):  # an IPv6 address
         return True
-    name = (value.rpartition(":")[0] if ":" in value else value).lower().rstrip(".")
+    name = host_name(value)
     return name in hosts or name == "localhost" or name.endswith(".localhost") or is_ip(name)
 
 
@@ -295,7 +303,8 @@ def _check_host(keys: Keys, value: str) -> None:
     """403 unless ``value`` (a ``Host`` header not seen allowed before) names this service."""
     assert keys.hosts is not None
     if not _host_allowed(value, keys.hosts):
-        shown = value if len(value) <= 80 else value[:80] + "…"
+        name = host_name(value)  # (what to list: a port there would never match)
+        shown = name if len(name) <= 80 else name[:80] + "…"
         raise ForbiddenError(f"this service does not answer to the host name {shown!r}: add "
                              "it to server.allowed_hosts if it is yours", code="host_not_allowed")
     if len(keys.good_hosts) < 1024:

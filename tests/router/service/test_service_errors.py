@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from router.config import Settings
-from router.errors import ConfigError
+from router.errors import ConfigError, ForbiddenError
 from router.pairing.decision import Decision, LiveSource, RouteRequest
 from router.pairing.pinned import Pairings
 from router.pool import Pool
@@ -276,6 +276,23 @@ def test_which_host_names_a_service_answers_to() -> None:
     assert allowed_hosts(ServerConfig(host="0.0.0.0")) is None
     assert allowed_hosts(ServerConfig(host="0.0.0.0", allowed_hosts=("gw.example",))) == {
         "gw.example"}
+
+
+def test_a_refused_host_is_named_as_it_must_be_listed() -> None:
+    """The 403 said "does not answer to the host name 'gw.internal:8080': add it to
+    server.allowed_hosts"; listed so, with its port, it was never matched (the header's port
+    is set aside), and the same 403 came back."""
+    from router.config import ServerConfig
+    from router.service.app import allowed_hosts
+    from router.service.middleware import _check_host
+    from router.service.state import Keys
+
+    with pytest.raises(ForbiddenError) as refused:
+        _check_host(Keys(hosts=allowed_hosts(ServerConfig())), "GW.internal:8080")
+    assert "'gw.internal'" in str(refused.value), str(refused.value)
+    for listed in ("gw.internal", "gw.internal:8080", "GW.Internal.:443"):
+        _check_host(Keys(hosts=allowed_hosts(ServerConfig(allowed_hosts=(listed,)))),
+                    "gw.internal:8080")  # no 403
 
 
 async def test_put_pairings_without_configured_admin_key(service: Running) -> None:
