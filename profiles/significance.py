@@ -30,10 +30,11 @@ Zero in expectation when the models answer alike, whatever their noise.
 
 **Per-probe p-value** (hunks): p = (1 + #{null ≥ observed})/(1 + B) over B random re-splits,
 valid for any B. Its least value 1/(1 + B) must lie below BH's first threshold q/m, so the
-probes nominally significant on the B re-splits of the domain test (p ≤ q) are given more, up
-to :func:`resolution` in all, and their p-value counts every re-split they had (valid: the
-refined p-value is at most the one of that many re-splits, and above the B-split one only
-where that one was ≤ q already, so P(p ≤ α) ≤ α for every α). With k = 5 samples per model a
+n probes none of the B re-splits of the domain test reached are given more, up to
+:func:`resolution` of m/n in all (what BH needs for the n to pass together), and their p-value
+counts every re-split they had (valid: the refined p-value is that of a number of re-splits
+the other probes set, and differs from the B-split one only where that one was 1/(1 + B)
+already, so P(p ≤ α) ≤ α for every α). With k = 5 samples per model a
 single probe cannot reach much below 1/126 (the statistic is symmetric, so a split and its
 mirror tie): single probes rarely survive Benjamini–Hochberg; the domain test carries the
 decision.

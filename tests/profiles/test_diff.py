@@ -388,6 +388,31 @@ def test_a_probe_whose_every_answer_changed_is_significant_alone() -> None:
     assert hunk.pvalue < 0.05 / len(pair.suite.probes)
 
 
+def test_refining_many_changed_probes_costs_about_what_one_alone_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every nominally significant probe got 2m/q re-splits: the work grew as (changed
+    probes) × m, and a diff of 2,000 probes at k = 20 with half of them changed took 128 s
+    instead of 5 (a 20,000-probe suite: hours, holding ``/v1/profiles/diff``'s one slot).
+    Together, n probes no re-split reached need n·q/m each for BH, not q/m."""
+    import profiles.diff as diff_module
+
+    world = World(domains=6, probes=(100, 100))
+    pair = synthetic_pair(14, 20, Shift(0.9, domains=3), world)
+    splits_made: list[int] = []
+    real = diff_module._split_matrix
+
+    def counted(probes: Sequence[object], *args: object) -> object:
+        if args[5] == 3 + 7:  # (a, b, k, embedder, n_perm, seed, …): the probes' refinement
+            splits_made.append(len(probes) * int(args[4]))  # type: ignore[call-overload]
+        return real(probes, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(diff_module, "_split_matrix", counted)
+    diff = compute_diff(pair.a, pair.b, pair.suite, seed=3, n_resamples=20)
+    assert diff.n_significant > 100  # the changed probes are found…
+    # …for about one probe's refinement (2m/q), not one per changed probe
+    assert sum(splits_made) <= 4 * 2 * diff.n_probes_tested / 0.05, splits_made
+
+
 def test_a_suite_of_many_domains_can_still_flag_one() -> None:
     """45 domains (an MMLU-like suite has 57): at 2,000 joint re-splits a domain's least
     p-value, 1/2001, is above BH's first threshold 0.02/45, so a domain whose every answer
