@@ -158,6 +158,9 @@ class NoPairError(DiffrouteError):
     error_type = "invalid_request_error"
     code = "no_pair"
 
+    transient = False
+    """Whether an open circuit breaker took candidates out: they are back once it half-opens."""
+
     def __init__(self, primary: str, role: str, reason: str) -> None:
         self.primary = primary
         self.role = role
@@ -167,8 +170,9 @@ class NoPairError(DiffrouteError):
     @property
     def retryable(self) -> bool | None:
         # the pool, its profiles and the request's options decide: the same request finds
-        # no partner again (the openai SDK would retry a 409 twice, as a lock timeout)
-        return False
+        # no partner again (the openai SDK would retry a 409 twice, as a lock timeout) —
+        # unless a partner's circuit is open, which closes again
+        return None if self.transient else False
 
 
 class ModelUnavailableError(DiffrouteError):

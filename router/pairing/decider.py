@@ -25,6 +25,7 @@ from profiles.profile import Profile, from_store
 from profiles.store import model_key
 from profiles.suite import Suite
 from router.config import ModelConfig, PolicySettings, Settings
+from router.errors import NoPairError
 from router.pairing.decision import Decision, LiveSource, Role, RouteRequest
 from router.pairing.graph import SimilarityGraph, build_graph
 from router.pairing.index import ProbeIndex, elsewhere_texts
@@ -187,8 +188,12 @@ class PolicyDecider:
         shifts = None
         if live is not None and request.primary not in (None, "auto"):
             shifts = live.live_shifts(request.primary)
-        decision = decide(self.tables, request, self.task_domains(request), self.pairings,
-                          self.config, live=shifts)
+        try:
+            decision = decide(self.tables, request, self.task_domains(request), self.pairings,
+                              self.config, live=shifts)
+        except NoPairError as exc:
+            exc.transient = bool(request.blocked)  # (an open circuit's model comes back)
+            raise
         if key is not None:
             with self._weights_lock:
                 self._decisions[key] = decision

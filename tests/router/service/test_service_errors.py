@@ -472,3 +472,32 @@ async def test_an_upstream_5xx_retry_after_is_passed_on(tmp_path: Path, stream: 
             assert response.status == 502, payload
             assert envelope(payload)["code"] == "upstream_error"
             assert response.headers.get("Retry-After") == "9"
+
+
+async def test_no_pair_for_an_open_circuit_may_be_retried(tmp_path: Path) -> None:
+    """``no_pair`` was always ``x-should-retry: false`` ("the same request finds no partner
+    again"), but a partner whose circuit breaker is open is back once it half-opens: the
+    client was told not to retry a request that succeeds after the ``Retry-After``."""
+    from router.config import settings_from_mapping
+    from router.pairing.decider import build_decider
+
+    async with FakeUpstream() as fake:
+        fake.enqueue(Reply.error(500, "down"))
+        beta = remote("beta", "fb", fake.base_url, "b", circuit={"failures": 1, "open_s": 30})
+        beta["backend"]["max_retries"] = 0
+        settings = settings_from_mapping({
+            "models": [remote("alpha", "fa", fake.base_url, "a"), beta],
+            "data_dir": str(tmp_path / "data"),
+            "policy": {"suite": "smoke", "task_embedder": "responses", "bootstrap": 0},
+            "live": {"profiles": False}, "server": {"shutdown_timeout": 5}})
+        async with serve(settings, decider_factory=build_decider) as running, \
+                aiohttp.ClientSession() as http:
+            async with http.post(running.base_url + "/chat/completions",
+                                 json={"model": "beta", "messages": ASK}) as response:
+                assert response.status == 502
+            async with http.post(running.base_url + "/chat/completions",
+                                 json={"model": "audit:alpha", "messages": ASK}) as response:
+                payload = await response.json()
+                assert response.status == 409, payload
+                assert "circuit open" in envelope(payload)["message"], payload
+                assert response.headers.get("x-should-retry") != "false"
