@@ -385,8 +385,8 @@ def _resolved_pvalues(probes: Sequence[Probe], splits: Splits, a: Mapping[str, P
     the default suite: no probe could be significant alone, however different) get fresh
     re-splits, as many as BH needs for all ``n`` of them to pass together — each n·q/m —,
     :func:`profiles.significance.resolution` of m/n in all, n less the m/(1 + B) that alike
-    probes reach by chance (and a margin): one alone gets the whole 2m/q, and the work stays about 2m/q
-    however many there are (giving every nominally significant probe 2m/q made a diff of
+    probes reach by chance (and a margin): one alone gets the whole 2m/q, and the work stays
+    about 2m/q however many there are (giving every nominally significant probe 2m/q made a diff of
     2,000 probes at k = 20 take 128 s instead of 5). Valid: a probe is refined on a fixed
     condition of its own re-splits (none reached it), and its count of re-splits is set by
     the other probes (n is the others' count plus itself)."""

@@ -86,7 +86,10 @@ def _json(ref: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {str(c): {"description": "error (OpenAI envelope)", **_json("Error")} for c in codes}
+    # every route may answer 403: a Host the service does not answer to (host_not_allowed),
+    # a browser page of another origin (cross_origin_request)
+    return {str(c): {"description": "error (OpenAI envelope)", **_json("Error")}
+            for c in sorted({*codes, 403})}
 
 
 def _query(name: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:

@@ -110,12 +110,7 @@ async def test_a_pairings_file_damaged_while_serving_does_not_stop_the_follower(
         service.changed("pairings")
         await asyncio.sleep(0.1)
         assert not follower.done()
-        pinned = Pairings(pinned={"alpha": {"audit": "gamma"}})
-        await store.save_pairings(pairings_document(pinned))
-        service.changed("pairings")
-        async with asyncio.timeout(5):
-            while service.pairings != pinned:  # noqa: ASYNC110  # the follower's effect
-                await asyncio.sleep(0.01)
+        await _a_pin_is_followed(service, store, notify=True)
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -199,12 +194,21 @@ async def test_a_rebuild_that_fails_unexpectedly_does_not_stop_the_follower(
         async with asyncio.timeout(5):
             while service.decider is first:  # noqa: ASYNC110  # rebuilt once it can be
                 await asyncio.sleep(0.01)
-        pinned = Pairings(pinned={"alpha": {"audit": "gamma"}})
-        await store.save_pairings(pairings_document(pinned))  # as another instance would
-        async with asyncio.timeout(5):
-            while service.pairings != pinned:  # noqa: ASYNC110  # the follower's effect
-                await asyncio.sleep(0.01)
+        await _a_pin_is_followed(service, store, notify=False)  # as another instance would
     finally:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
+
+
+async def _a_pin_is_followed(service: PairingService, store: SqliteStore,
+                              notify: bool) -> None:
+    """Save a pin to the store (and say so, or let the follower's poll find it) and wait, 5 s
+    at most, for the service's follower to take it."""
+    pinned = Pairings(pinned={"alpha": {"audit": "gamma"}})
+    await store.save_pairings(pairings_document(pinned))
+    if notify:
+        service.changed("pairings")
+    async with asyncio.timeout(5):
+        while service.pairings != pinned:  # noqa: ASYNC110  # the follower's effect
+            await asyncio.sleep(0.01)
