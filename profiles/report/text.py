@@ -200,17 +200,14 @@ def visible(text: str) -> str:
     return text.translate(_CONTROL)
 
 
-_visible = visible
-
-
 def _short(value: str, limit: int = 24) -> str:
-    value = " ".join(_visible(value).split())
+    value = " ".join(visible(value).split())
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def _trim(text: str, max_lines: int) -> list[str]:
     """At most ``max_lines`` lines of at most ``LINE_CHARS`` characters, marked when cut."""
-    lines = _visible(text.strip()).splitlines() or [""]
+    lines = visible(text.strip()).splitlines() or [""]
     cut = [line if len(line) <= LINE_CHARS else line[: LINE_CHARS - 1] + "…"
            for line in lines[:max_lines]]
     if len(lines) > max_lines:
