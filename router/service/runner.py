@@ -1,8 +1,10 @@
 """How the app is served: aiohttp's runner, with aiohttp's own refusals as OpenAI envelopes.
 
 Some requests never reach the app: a request line or header aiohttp's parser cannot read, a
-URL past its limit, a method it does not know, a ``Content-Encoding`` it cannot decode. aiohttp
-answers those itself (``RequestHandler.handle_error``) in ``text/plain``. :class:`ServiceRunner`
+URL past its limit, a method it does not know, a ``Content-Encoding`` it cannot decode, an
+``Expect`` other than ``100-continue`` (answered by the route's expect handler, before any
+middleware). aiohttp answers those itself (``RequestHandler.handle_error``, or the 417 it
+raises) in ``text/plain``. :class:`ServiceRunner`
 serves the app with a request handler that answers them with the same ``{"error": …}`` envelope
 and status as every other error, so an OpenAI client reads one shape whatever went wrong. The
 hot path is aiohttp's, unchanged: only the error answer is replaced.
@@ -10,7 +12,9 @@ hot path is aiohttp's, unchanged: only the error answer is replaced.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -22,7 +26,7 @@ _MESSAGE_LIMIT = 300
 _IDS = RequestIds()
 """Ids of the refusals (the request never reached the app, whose ids the others have)."""
 _CODES = {400: "invalid_http_request", 413: "body_too_large", 414: "url_too_long",
-          431: "headers_too_large"}
+          417: "expectation_failed", 431: "headers_too_large"}
 
 
 def refusal(status: int, message: str | None) -> web.Response:
@@ -51,6 +55,15 @@ class EnvelopeRequestHandler(RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         super().handle_error(request, status, exc, message)  # logs; raises if already sent
         return refusal(status, message)
+
+    def finish_response(self, request: BaseRequest, resp: web.StreamResponse,
+                        start_time: float | None,
+                        ) -> Coroutine[Any, Any, tuple[web.StreamResponse, bool]]:
+        """aiohttp's, except for its own 417 (``Expect: 200-ok``), answered as an envelope.
+        Not a coroutine itself: aiohttp's is returned, no frame more per response."""
+        if resp.__class__ is web.HTTPExpectationFailed:
+            resp = refusal(417, resp.text)
+        return RequestHandler.finish_response(self, request, resp, start_time)
 
 
 class _EnvelopeServer(web.Server):

@@ -206,7 +206,11 @@ async def _raw(service: Running, request: bytes) -> tuple[int, dict[str, str], b
      b"zz\r\n{}\r\n0\r\n\r\n", 400, "invalid_http_request"),
     (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
      400, "invalid_http_request"),
-], ids=["bad-method", "long-url", "bad-header", "bad-chunk", "two-lengths"])
+    (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}",
+     417, "expectation_failed"),
+    (b"GET /nowhere HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", 417, "expectation_failed"),
+], ids=["bad-method", "long-url", "bad-header", "bad-chunk", "two-lengths", "expect",
+        "expect-no-route"])
 async def test_requests_aiohttp_refuses_get_the_envelope_too(
         service: Running, request_bytes: bytes, status: int, code: str) -> None:
     """What aiohttp's parser refuses before the app sees it is answered in the same JSON
@@ -219,6 +223,27 @@ async def test_requests_aiohttp_refuses_get_the_envelope_too(
     assert len(error["message"]) < 400
     status_after, _ = await call(service, "GET", "/healthz")
     assert status_after == 200
+
+
+async def test_expect_100_continue_still_continues(service: Running) -> None:
+    """The envelope for an unknown ``Expect`` leaves ``100-continue`` (curl's, on large bodies)
+    to aiohttp: the interim answer, then the route's own."""
+    host, port = service.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"POST /v1/route HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\nContent-Length: 2\r\n\r\n")
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
+        writer.write(b"{}")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"400", head  # no messages: the route's own validation
+    assert json.loads(body)["error"]["param"] is not None, body
 
 
 async def test_a_nul_in_a_filter_is_a_400(service: Running) -> None:
