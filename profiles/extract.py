@@ -31,10 +31,11 @@ from decimal import Decimal, InvalidOperation
 from profiles.probe import Probe
 from profiles.protocol import Sample, TokenLogprob
 
-EXTRACTOR_VERSION = 2
+EXTRACTOR_VERSION = 3
 """Bumped whenever an extractor reads some text differently: 2 reads full-width letters and
 digits, lower-case leading letters, answer cues in other languages, decimal commas and narrow
-thousands spaces, and no longer reads "km2" as 2."""
+thousands spaces, and no longer reads "km2" as 2; 3 reads thousands points ("1.234,5",
+"1.234.567")."""
 
 REFUSAL_PHRASES: tuple[str, ...] = (
     "i can't", "i cannot", "i can not", "can't help", "cannot help", "can't assist",
@@ -84,6 +85,11 @@ NUMBER = re.compile(r"(?:(?<![\w.])-)?(?<![A-Za-z\d])\d+(?:\.\d+)?(?:[eE][-+]?\d
 and digits glued to a Latin word ("km2", "CO2") are none (Chinese or Japanese text has no
 spaces: "水在120摄氏度" holds 120)."""
 
+THOUSANDS_POINTS = re.compile(
+    r"(?<![\d.,])(\d{1,3}(?:\.\d{3})+(?=,\d+(?![\d.,]))|\d{1,3}(?:\.\d{3}){2,}(?![\d.,]))")
+"""Points between thousands (German, Spanish, …), read only where they cannot be a decimal
+point: before a decimal comma (``1.234,5``) or two groups and more (``1.234.567``). A lone
+``1.234`` stays one and a bit."""
 THOUSANDS_SEPARATOR = re.compile(r"(?<=\d)[,\u00a0\u202f\u2009](?=\d{3}(?!\d))")
 """``1,234``, and ``1 234`` with a no-break, narrow or thin space (French, SI)."""
 DECIMAL_COMMA = re.compile(r"(?<![\d,.])(\d+),(\d+)(?![\d,])")
@@ -254,6 +260,7 @@ def _normalised(text: str) -> str:
 
 def _extract_numeric(probe: Probe, sample: Sample) -> Extraction:
     text = answer_text(sample.text).translate(WIDE_FORMS).replace("\u2212", "-")
+    text = THOUSANDS_POINTS.sub(lambda m: m.group(1).replace(".", ""), text)
     text = DECIMAL_COMMA.sub(r"\1.\2", THOUSANDS_SEPARATOR.sub("", text))
     if not re.search(r"\d", text):
         text = _number_words_to_digits(text)

@@ -370,6 +370,10 @@ def test_a_lower_case_letter_that_is_not_alone_or_before_its_option_is_none(text
         ("水在120摄氏度沸腾", "120"),  # no spaces around numbers in Chinese
         ("1,2,3", "3"),  # a list, not a decimal
         ("It costs 1,234 dollars", "1234"),
+        ("Die Antwort ist 1.234,5", "1234.5"),  # thousands points before a decimal comma
+        ("Hay 7.654.321 habitantes", "7654321"),
+        ("1.234", "1.234"),  # one group: a decimal point, as in English
+        ("3.14159", "3.14159"),
     ],
 )
 def test_numeric_conventions_of_other_languages(text: str, value: str) -> None:
