@@ -96,6 +96,10 @@ async def test_pool_page_shows_the_apis_models_and_similarities(
         accuracy = await card.locator("dd.accuracy").inner_text()
         assert accuracy.endswith("%")
         assert _approx(accuracy[:-1], model["profile"]["accuracy"] * 100, 0.05)
+        # the samples per probe the profile holds (an unfinished build: fewer than asked)
+        coverage = await card.locator("dd.coverage").inner_text()
+        held, asked = model["profile"]["samples_held"], model["profile"]["samples"]
+        assert coverage.endswith(f"probes × {held} of {asked} asked)"), coverage
     graph_nodes = await page.locator("svg.graph .node").evaluate_all(
         "els => els.map(e => e.dataset.model)")
     assert sorted(graph_nodes) == sorted(MODEL_NAMES)

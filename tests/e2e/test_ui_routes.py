@@ -40,6 +40,9 @@ async def test_pool_is_what_the_policy_reads(running: Running, tmp_path: Path) -
     assert alpha["backend"] == "scripted" and alpha["status"]["state"] == "ready"
     assert alpha["profile"]["coverage"] == 1.0 and alpha["profile"]["shipped"] is False
     assert alpha["profile"]["observed_at"] > 0 and 0 <= alpha["profile"]["accuracy"] <= 1
+    # the world's build took 5 samples of each probe where the policy asks 20: the view says
+    # what the profile holds, not only what was asked
+    assert (alpha["profile"]["samples_held"], alpha["profile"]["samples"]) == (5, 20)
     settings = ui_settings(tmp_path)
     decider = build_decider(settings, Pool(settings), running.app[_state_key(running)]
                             .pairing.pairings)

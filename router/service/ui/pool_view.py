@@ -34,7 +34,10 @@ def pool_view(settings: Settings) -> dict[str, Any]:
         f = found[model.name]
         profile = None if f is None else {
             **f.profile.summary(suite), "shipped": f.shipped, "version": f.profile.version,
-            "samples": f.profile.decoding.samples, "observed_at": f.observed_at}
+            "samples": f.profile.decoding.samples,
+            # what the profile holds (an unfinished build: fewer than the samples asked)
+            "samples_held": min((len(r.values) for r in f.profile.records.values()), default=0),
+            "observed_at": f.observed_at}
         models.append({"name": model.name, "family": model.family_name,
                        "backend": model.backend.kind, "cost_per_1k_tokens":
                        model.cost_per_1k_tokens, "profile": profile})

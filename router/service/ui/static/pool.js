@@ -148,6 +148,9 @@ function counts(m) {
   return h("p", { class: "muted small" }, `${m.n_kappa} gold choice probes (κp), ${m.n_gold} gold probes, ${m.n_categorical} categorical probes. Hover a cell for its interval; click it for the pair's diff.`);
 }
 
+// samples per probe the profile holds; an unfinished build holds fewer than were asked
+const samplesShown = (p) => p.samples_held < p.samples ? `${p.samples_held} of ${p.samples} asked` : `${p.samples}`;
+
 function card(model) {
   const p = model.profile;
   const st = model.status || { state: "unknown", detail: "" };
@@ -158,7 +161,7 @@ function card(model) {
       h("dt", {}, "family"), h("dd", {}, model.family),
       h("dt", {}, "backend"), h("dd", {}, model.backend),
       h("dt", {}, "profile"), h("dd", { class: "age" }, p ? (p.shipped ? "shipped with the package" : ago(p.observed_at)) : "none"),
-      h("dt", {}, "coverage"), h("dd", { class: "coverage" }, p ? `${pct(p.coverage)} (${p.probes} probes × ${p.samples})` : "n/a"),
+      h("dt", {}, "coverage"), h("dd", { class: "coverage" }, p ? `${pct(p.coverage)} (${p.probes} probes × ${samplesShown(p)})` : "n/a"),
       h("dt", {}, "accuracy"), h("dd", { class: "accuracy" }, p ? pct(p.accuracy) : "n/a"),
       h("dt", {}, "refusal rate"), h("dd", { class: "refusal" }, p ? pct(p.refusal_rate) : "n/a"),
     ),
