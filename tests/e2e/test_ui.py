@@ -328,6 +328,22 @@ async def test_drift_alarms_stand_out(running: Running, browser: Browser,
     await shot(page, artifacts, "live-drift")
 
 
+async def test_a_drift_alarm_reaches_an_open_page_without_a_reload(
+        running: Running, browser: Browser) -> None:
+    page = await open_page(browser, running, "/live")
+    await ready(page)
+    await page.wait_for_selector("#stream-state[data-state=connected]", timeout=5_000)
+    assert await page.locator("#drift.ok-banner").count() == 1
+    for _ in range(40):  # alpha and beta always disagree: the pair drifts (as above)
+        await audit(running, "beta")
+    # the banner follows, as the charts do: no "No drift" under a drifted chart
+    await page.locator("#drift.alarm").wait_for(timeout=5_000)
+    assert "alpha ⟷ beta" in await page.locator("#drift li.drifted").inner_text()
+    await page.locator('figure.chart.drifted[data-pair="alpha,beta"]').wait_for(timeout=5_000)
+    assert await page.locator("#drift.ok-banner").count() == 0
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 # --- auth ------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ import { errorBox, fmt, h, pct, s, time } from "/ui/dom.js";
 
 const PAGE = 25;
 const RATES_REFRESH_MS = 15000;
+const LIVE_REFRESH_MS = 1000; // after a live diff arrives: its rate and drift state, at most once a second
 const WINDOWS = { "15 min": 900, "1 h": 3600, "6 h": 21600, "24 h": 86400, "7 days": 604800 };
 
 export async function renderLive(root, params) {
@@ -70,20 +71,31 @@ export async function renderLive(root, params) {
   const streamQuery = new URLSearchParams();
   if (filter.pair) streamQuery.set("pair", filter.pair);
   if (filter.domain) streamQuery.set("domain", filter.domain);
+  // the rates and the drift alarms move as comparisons arrive: redraw them now and then, and
+  // soon after live diffs arrive (the feed itself is pushed)
+  const charts = root.querySelector("#rates");
+  const refresh = async () => {
+    try {
+      const [fresh, freshDrift] = await Promise.all([
+        getJSON(`/v1/stats/disagreements/series?window=${window_s}&buckets=30`),
+        getJSON("/v1/drift?limit=20"),
+      ]);
+      if (fresh.data.length) charts.replaceChildren(...fresh.data.map((row) => shownChart(row, fresh)));
+      const shown = root.querySelector("#drift"), now = alarms(freshDrift);
+      // replaced only when it changed: an alert is announced again each time it is replaced
+      if (shown && shown.textContent !== now.textContent) shown.replaceWith(now);
+    } catch (error) { /* keep the last drawing; the next tick retries */ }
+  };
+  let soon = null;
+  const refreshSoon = () => { soon = soon || setTimeout(() => { soon = null; refresh(); }, LIVE_REFRESH_MS); };
   const stream = openStream(`/v1/diffs/stream?${streamQuery}`, (event, diff) => {
     if (event !== "live_diff") return;
     root.querySelector("#feed-empty")?.remove();
     feed.prepend(shownItem(diff, true));
+    refreshSoon();
   }, (state) => { streamState.textContent = state === "connected" ? "live" : state; streamState.dataset.state = state; }, String(newest));
-  // the rates move as comparisons arrive: redraw them now and then (the feed is pushed)
-  const charts = root.querySelector("#rates");
-  const timer = setInterval(async () => {
-    try {
-      const fresh = await getJSON(`/v1/stats/disagreements/series?window=${window_s}&buckets=30`);
-      if (fresh.data.length) charts.replaceChildren(...fresh.data.map((row) => shownChart(row, fresh)));
-    } catch (error) { /* keep the last drawing; the next tick retries */ }
-  }, RATES_REFRESH_MS);
-  return () => { stream.abort(); clearInterval(timer); };
+  const timer = setInterval(refresh, RATES_REFRESH_MS);
+  return () => { stream.abort(); clearInterval(timer); clearTimeout(soon); };
 }
 
 function alarms(drift) {
