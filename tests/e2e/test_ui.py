@@ -297,6 +297,22 @@ async def test_live_feed_pages_instead_of_loading_everything(
     assert await page.locator("#older").is_hidden()
 
 
+async def test_a_page_left_open_keeps_a_bounded_feed_and_pages_to_what_it_dropped(
+        running: Running, browser: Browser) -> None:
+    page = await open_page(browser, running, "/live")
+    await ready(page)
+    await page.wait_for_selector("#stream-state[data-state=connected]", timeout=5_000)
+    ids = [(await audit(running, "beta"))["live_diff_id"] for _ in range(230)]
+    await page.locator(f"#diff-{ids[-1]}").wait_for(timeout=5_000)
+    shown = await page.locator("li.diff").evaluate_all("els => els.map(e => e.dataset.id)")
+    assert shown == ids[::-1][:200]  # the newest 200, not every diff since the page opened
+    await page.click("#older")
+    await page.locator("li.diff").nth(224).wait_for()
+    shown = await page.locator("li.diff").evaluate_all("els => els.map(e => e.dataset.id)")
+    assert shown == ids[::-1][:225]  # the next page is the ones dropped, none skipped
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 async def test_drift_alarms_stand_out(running: Running, browser: Browser,
                                       artifacts: Path) -> None:
     page = await open_page(browser, running, "/live")

@@ -4,6 +4,7 @@ import { getJSON, openStream } from "/ui/api.js";
 import { errorBox, fmt, h, pct, s, time } from "/ui/dom.js";
 
 const PAGE = 25;
+const MAX_SHOWN = 200; // live diffs kept on the page as new ones arrive
 const RATES_REFRESH_MS = 15000;
 const LIVE_REFRESH_MS = 1000; // after a live diff arrives: its rate and drift state, at most once a second
 const WINDOWS = { "15 min": 900, "1 h": 3600, "6 h": 21600, "24 h": 86400, "7 days": 604800 };
@@ -43,6 +44,15 @@ export async function renderLive(root, params) {
     more.hidden = diffs.length < PAGE;
   };
   append(page.data);
+  // a page left open keeps the newest MAX_SHOWN pushed diffs; the ones it drops are a click on
+  // "older diffs" away again (left open for days, the feed would otherwise grow without end)
+  const trim = () => {
+    if (feed.childElementCount <= MAX_SHOWN) return;
+    while (feed.childElementCount > MAX_SHOWN) feed.lastElementChild.remove();
+    const last = [...feed.querySelectorAll("li[data-seq]")].pop();
+    if (last) oldest = Number(last.dataset.seq);
+    more.hidden = false;
+  };
   more.addEventListener("click", async () => {
     more.disabled = true;
     try {
@@ -92,6 +102,7 @@ export async function renderLive(root, params) {
     if (event !== "live_diff") return;
     root.querySelector("#feed-empty")?.remove();
     feed.prepend(shownItem(diff, true));
+    trim();
     refreshSoon();
   }, (state) => { streamState.textContent = state === "connected" ? "live" : state; streamState.dataset.state = state; }, String(newest));
   const timer = setInterval(refresh, RATES_REFRESH_MS);
