@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,20 @@ async def test_a_page_left_open_keeps_a_bounded_feed_and_pages_to_what_it_droppe
     shown = await page.locator("li.diff").evaluate_all("els => els.map(e => e.dataset.id)")
     assert shown == ids[::-1][:225]  # the next page is the ones dropped, none skipped
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_a_diff_of_another_day_shows_its_date(running: Running, browser: Browser) -> None:
+    await audit(running, "beta")
+    page = await browser.new_page()
+    await page.add_init_script(f"sessionStorage.setItem('diffroute.key', '{CLIENT_KEY}')")
+    # three days later on the reader's clock (the timers keep running)
+    later = datetime.now() + timedelta(days=3)
+    await page.clock.set_fixed_time(later)
+    await page.goto(f"{running.url}/ui/#/live?window=604800")
+    await ready(page)
+    shown = await page.locator("li.diff header .muted").first.inner_text()
+    that_day = await page.evaluate("new Date(Date.now() - 3 * 86400000).toLocaleDateString()")
+    assert shown.startswith(that_day), shown  # not the time of day alone: it was not today
 
 
 async def test_drift_alarms_stand_out(running: Running, browser: Browser,

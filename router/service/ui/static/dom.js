@@ -39,7 +39,12 @@ export function ago(epochSeconds) {
   return `${Math.round(s / 86400)} days ago`;
 }
 
-export const time = (epochSeconds) => new Date(epochSeconds * 1000).toLocaleTimeString();
+// A moment as the reader's clock shows it: the time of day if it is today, else with its date
+// (a diff three days old must not read as one of this evening's).
+export function time(epochSeconds) {
+  const when = new Date(epochSeconds * 1000);
+  return when.toDateString() === new Date().toDateString() ? when.toLocaleTimeString() : when.toLocaleString();
+}
 
 // A colour for a similarity: white (chance) to blue (alike); below chance, red.
 export function heat(value) {
