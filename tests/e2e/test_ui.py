@@ -538,6 +538,25 @@ async def test_the_stream_pill_leaves_live_as_soon_as_the_server_ends_the_stream
     await page.wait_for_selector("#stream-state[data-state=reconnecting]", timeout=500)
 
 
+async def test_a_stream_whose_key_dialog_was_cancelled_resumes_once_a_key_is_given(
+        running: Running, browser: Browser) -> None:
+    page = await open_page(browser, running, "/live")
+    await ready(page)
+    await page.wait_for_selector("#stream-state[data-state=connected]", timeout=5_000)
+    # the key stops working (revoked, or the service restarted with others); the stream ends
+    await page.evaluate("sessionStorage.setItem('diffroute.key', 'revoked-key')")
+    running.app[STATE].live.broadcaster.close()
+    await page.wait_for_selector("#key-dialog[open]", timeout=5_000)
+    await page.keyboard.press("Escape")
+    # not "reconnecting": it will not, without a key
+    await page.wait_for_selector('#stream-state[data-state="no key"]', timeout=2_000)
+    # a key given later (to any of the page's dialogs, which keep it for the tab) revives it
+    await page.evaluate(f"sessionStorage.setItem('diffroute.key', '{CLIENT_KEY}')")
+    await page.wait_for_selector("#stream-state[data-state=connected]", timeout=5_000)
+    fresh = await audit(running, "beta")
+    await page.locator(f"#diff-{fresh['live_diff_id']}").wait_for(timeout=2_000)
+
+
 async def test_a_drift_alarm_does_not_call_a_relearned_rate_the_profiles(
         running: Running, browser: Browser) -> None:
     # alpha/beta drifted once, relearned 1 %, then drifted again: the second alarm's expected

@@ -104,7 +104,14 @@ export function openStream(path, onEvent, onState, cursor = null) {
         const response = await fetch(url, { headers: headers("client", { Accept: "text/event-stream" }), signal: controller.signal });
         if (response.status === 401) {
           sessionStorage.removeItem(KEYS.client);
-          if (!(await askKey("client", "the live stream needs the API key"))) return;
+          if (!(await askKey("client", "the live stream needs the API key"))) {
+            // cancelled: not live, and not reconnecting either, until a key is given (here
+            // or to any other call of the page, which keeps it in sessionStorage)
+            onState && onState("no key");
+            while (!controller.signal.aborted && !sessionStorage.getItem(KEYS.client)) {
+              await new Promise((resolve) => setTimeout(resolve, 1000));
+            }
+          }
           continue;
         }
         if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
