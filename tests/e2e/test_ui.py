@@ -23,7 +23,7 @@ from playwright.async_api import Browser, Page
 
 from router.pairing.decider import build_decider
 from router.service.state import STATE
-from tests.e2e.harness import Running, serve
+from tests.e2e.harness import Running, make_settings, serve
 from tests.e2e.ui_world import (
     ADMIN_KEY,
     CLIENT_KEY,
@@ -117,6 +117,21 @@ async def test_pool_page_shows_the_apis_models_and_similarities(
     await page.wait_for_url("**/ui/#/diff?a=alpha&b=beta")
     await page.frame_locator("#diff-report").locator("h1").wait_for(timeout=10_000)
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_long_model_names_stay_inside_the_graph(browser: Browser, tmp_path: Path) -> None:
+    long = [f"org-{k}/a-very-long-model-name-instruct-v2.5-q4_k_m" for k in range(3)]
+    models = [{"name": n, "backend": {"kind": "scripted", "seed": k}} for k, n in enumerate(long)]
+    async with serve(make_settings(tmp_path, models)) as service:
+        page = await open_page(browser, service, "/pool", key=None)
+        await ready(page)
+        outside = await page.locator("svg.graph .node text").evaluate_all(
+            "els => els.filter(t => { const b = t.ownerSVGElement.getBoundingClientRect(),"
+            " r = t.getBoundingClientRect(); return r.left < b.left || r.right > b.right; })"
+            ".map(t => t.textContent)")
+        assert outside == []  # cut to fit, not cut off by the drawing's edge
+        titles = await page.locator("svg.graph .node > title").all_text_contents()
+        assert all(any(t.startswith(n) for t in titles) for n in long)  # in full on hover
 
 
 async def check_heatmap(page: Page, sim: dict[str, Any], domain: str) -> None:

@@ -44,6 +44,11 @@ export async function renderPool(root, params) {
   redraw();
 }
 
+// A model's name as a label of the graph or the heatmap: long names (`org/model-…-q4_k_m`) are
+// cut to fit (they ran off the drawing), the full name is in the label's tooltip
+const LABEL_CHARS = 16;
+const short = (name) => name.length > LABEL_CHARS ? `${name.slice(0, LABEL_CHARS - 1)}…` : name;
+
 function value(m, key, n, i, j) {
   if (!m || !m[key]) return null;
   return m[key][i * n + j];
@@ -97,7 +102,7 @@ function graph(pool, m, state) {
     svg.append(s("g", { class: "node", "data-model": node.name },
       s("title", {}, `${node.name} (family ${node.family})${profiled ? "" : ", no profile"}`),
       s("circle", { cx: p.x, cy: p.y, r: 9, class: profiled ? "" : "unprofiled" }),
-      s("text", { x: p.x, y: p.y + (p.y > cy ? 24 : -15), "text-anchor": "middle" }, node.name)));
+      s("text", { x: p.x, y: p.y + (p.y > cy ? 24 : -15), "text-anchor": "middle" }, short(node.name))));
   }
   return svg;
 }
@@ -118,12 +123,12 @@ function legend(pool) {
 }
 
 function heatmap(models, m, state) {
-  const n = models.length, cell = 56, label = 110;
+  const n = models.length, cell = 56, label = 130;
   const size = label + n * cell;
-  const svg = s("svg", { viewBox: `0 0 ${size + 50} ${size}`, class: "heatmap", role: "img", "aria-label": "similarity matrix" });
+  const svg = s("svg", { viewBox: `0 0 ${size + 80} ${size}`, class: "heatmap", role: "img", "aria-label": "similarity matrix" });
   models.forEach((name, i) => {
-    svg.append(s("text", { x: label - 6, y: label + i * cell + cell / 2 + 4, "text-anchor": "end" }, name));
-    svg.append(s("text", { x: label + i * cell + cell / 2, y: label - 8, "text-anchor": "start", transform: `rotate(-40 ${label + i * cell + cell / 2} ${label - 8})` }, name));
+    svg.append(s("text", { x: label - 6, y: label + i * cell + cell / 2 + 4, "text-anchor": "end" }, s("title", {}, name), short(name)));
+    svg.append(s("text", { x: label + i * cell + cell / 2, y: label - 8, "text-anchor": "start", transform: `rotate(-40 ${label + i * cell + cell / 2} ${label - 8})` }, s("title", {}, name), short(name)));
   });
   const meta = METRICS[state.metric];
   for (let i = 0; i < n; i++) {
