@@ -134,6 +134,29 @@ async def test_long_model_names_stay_inside_the_graph(browser: Browser, tmp_path
         assert all(any(t.startswith(n) for t in titles) for n in long)  # in full on hover
 
 
+@pytest.mark.parametrize("view", ["/pool", "/diff", "/pairings", "/live"])
+async def test_a_phone_sees_the_whole_page_width(running: Running, browser: Browser,
+                                                 view: str) -> None:
+    await audit(running, "beta")
+    page = await open_page(browser, running, view)
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await ready(page)
+    # nothing (the header's "forget keys" among it) is off to the side of a phone's screen
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert (await page.locator("#forget-keys").bounding_box() or {"x": 1e9})["x"] < 390
+
+
+async def test_a_heatmap_cell_opens_its_diff_from_the_keyboard(
+        running: Running, browser: Browser) -> None:
+    page = await open_page(browser, running, "/pool")
+    await ready(page)
+    cell = page.locator('svg.heatmap .cell[data-a="alpha"][data-b="beta"]')
+    await cell.focus()
+    assert await cell.evaluate("e => e === document.activeElement")
+    await page.keyboard.press("Enter")
+    await page.wait_for_url("**/ui/#/diff?a=alpha&b=beta")
+
+
 async def check_heatmap(page: Page, sim: dict[str, Any], domain: str) -> None:
     """Every cell of the heatmap and every edge of the graph is the API's κp (and interval)."""
     n = len(sim["models"])

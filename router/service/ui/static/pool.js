@@ -139,7 +139,9 @@ function heatmap(models, m, state) {
       const interval = low !== null && high !== null ? ` [${fmt(low, 3)}, ${fmt(high, 3)}] 95% bootstrap interval` : "";
       const x = label + j * cell, y = label + i * cell;
       const open = i === j ? null : () => { location.hash = `#/diff?a=${encodeURIComponent(models[i])}&b=${encodeURIComponent(models[j])}`; };
-      svg.append(s("g", { class: `cell${open ? " link" : ""}`, onclick: open, "data-a": models[i], "data-b": models[j], "data-value": v === null ? "" : v, "data-low": low === null ? "" : low, "data-high": high === null ? "" : high },
+      // a cell that opens a diff is a link for the keyboard too (Tab to it, Enter)
+      const key = open && ((event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); open(); } });
+      svg.append(s("g", { class: `cell${open ? " link" : ""}`, onclick: open, onkeydown: key, tabindex: open ? 0 : null, role: open ? "link" : null, "aria-label": open ? `diff ${models[i]} and ${models[j]}: ${fmt(v, 3)}` : null, "data-a": models[i], "data-b": models[j], "data-value": v === null ? "" : v, "data-low": low === null ? "" : low, "data-high": high === null ? "" : high },
         s("title", {}, `${models[i]} × ${models[j]} (${state.domain}): ${meta.label} ${fmt(v, 3)}${interval}${i === j ? " (a model against its own samples)" : ""}`),
         s("rect", { x: x + 1, y: y + 1, width: cell - 2, height: cell - 2, fill: heat(v), rx: 3 }),
         s("text", { x: x + cell / 2, y: y + cell / 2 + 4, "text-anchor": "middle", class: "cell-value" }, fmt(v))));
