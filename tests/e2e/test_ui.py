@@ -595,6 +595,32 @@ async def test_a_stream_whose_key_dialog_was_cancelled_resumes_once_a_key_is_giv
     await page.locator(f"#diff-{fresh['live_diff_id']}").wait_for(timeout=2_000)
 
 
+async def test_a_drifted_pair_shows_its_alarm_behind_twenty_newer_ones(
+        running: Running, browser: Browser) -> None:
+    # alpha/beta drifted after 12 comparisons; 24 alarms of another pair followed
+    def event(seq: int, partner: str, comparisons: int) -> dict[str, Any]:
+        return {"seq": seq, "at": 1.0e9 + seq, "primary_model": "alpha", "partner": partner,
+                "domain": "general", "direction": "up", "expected": 0.1, "observed": 0.9,
+                "comparisons": comparisons, "statistic": 10.3}
+    events = [event(1, "beta", 12)] + [event(k, "gamma", 30) for k in range(2, 26)]
+    state = {"primary": "alpha", "partner": "beta", "domain": "general", "state": "drifted",
+             "comparisons": 4000, "expected_rate": None, "statistic": 0.0}
+
+    async def drift(route: Any) -> None:  # as the API: the newest `limit` events
+        limit = int(re.search(r"limit=(\d+)", route.request.url)[1])  # type: ignore[index]
+        await route.fulfill(json={"object": "list", "data": events[-limit:],
+                                  "states": [state]})
+
+    page = await browser.new_page()
+    await page.add_init_script(f"sessionStorage.setItem('diffroute.key', '{CLIENT_KEY}')")
+    await page.route("**/v1/drift?*", drift)
+    await page.goto(f"{running.url}/ui/#/live")
+    await ready(page)
+    text = await page.locator("#drift li.drifted").inner_text()
+    # its alarm, not "drifted after 4000 comparisons" (all it has compared since)
+    assert "observed over 12 comparisons" in text and "4000" not in text, text
+
+
 async def test_a_drift_alarm_does_not_call_a_relearned_rate_the_profiles(
         running: Running, browser: Browser) -> None:
     # alpha/beta drifted once, relearned 1 %, then drifted again: the second alarm's expected

@@ -4,6 +4,8 @@ import { getJSON, openStream } from "/ui/api.js";
 import { errorBox, fmt, h, pct, s, time } from "/ui/dom.js";
 
 const PAGE = 25;
+// drift events read: each drifted pair's alarm is looked up among them (the API's maximum)
+const DRIFT_EVENTS = 1000;
 const MAX_SHOWN = 200; // live diffs kept on the page as new ones arrive
 const RATES_REFRESH_MS = 15000;
 const LIVE_REFRESH_MS = 1000; // after a live diff arrives: its rate and drift state, at most once a second
@@ -19,7 +21,7 @@ export async function renderLive(root, params) {
   const [page, series, drift] = await Promise.all([
     getJSON(`/v1/diffs?${listQuery}`),
     getJSON(`/v1/stats/disagreements/series?window=${window_s}&buckets=30`),
-    getJSON("/v1/drift?limit=20"),
+    getJSON(`/v1/drift?limit=${DRIFT_EVENTS}`),
   ]);
 
   const windowSelect = h("select", { id: "window", "aria-label": "window" },
@@ -88,7 +90,7 @@ export async function renderLive(root, params) {
     try {
       const [fresh, freshDrift] = await Promise.all([
         getJSON(`/v1/stats/disagreements/series?window=${window_s}&buckets=30`),
-        getJSON("/v1/drift?limit=20"),
+        getJSON(`/v1/drift?limit=${DRIFT_EVENTS}`),
       ]);
       if (fresh.data.length) charts.replaceChildren(...fresh.data.map((row) => shownChart(row, fresh)));
       const shown = root.querySelector("#drift"), now = alarms(freshDrift);
@@ -120,7 +122,7 @@ function alarms(drift) {
       const ev = lastEvent(st);
       // the expected rate is the profile's only until a first alarm (or for an unprofiled pair,
       // ever): after one, it is the rate relearned from the comparisons that followed it
-      const what = ev ? `disagreement rate ${ev.direction}: ${pct(ev.observed)} observed over ${ev.comparisons} comparisons where ${pct(ev.expected)} was expected (CUSUM ${fmt(ev.statistic)})` : `drifted after ${st.comparisons} comparisons`;
+      const what = ev ? `disagreement rate ${ev.direction}: ${pct(ev.observed)} observed over ${ev.comparisons} comparisons where ${pct(ev.expected)} was expected (CUSUM ${fmt(ev.statistic)})` : `drifted (its alarm is older than the ${DRIFT_EVENTS} newest; ${st.comparisons} comparisons so far)`;
       const now = st.expected_rate === null ? "relearning its normal rate" : `its normal rate relearned since: ${pct(st.expected_rate)}`;
       return h("li", { class: "drifted" }, h("strong", {}, `${st.primary} ⟷ ${st.partner}`), ` on ${st.domain}: ${what}; ${now}`);
     }),
