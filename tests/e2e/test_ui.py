@@ -595,6 +595,17 @@ async def test_a_stream_whose_key_dialog_was_cancelled_resumes_once_a_key_is_giv
     await page.locator(f"#diff-{fresh['live_diff_id']}").wait_for(timeout=2_000)
 
 
+async def test_a_service_that_does_not_answer_is_said_so(running: Running,
+                                                        browser: Browser) -> None:
+    page = await browser.new_page()
+    await page.add_init_script(f"sessionStorage.setItem('diffroute.key', '{CLIENT_KEY}')")
+    await page.route("**/v1/pool", lambda route: route.abort("connectionrefused"))
+    await page.goto(f"{running.url}/ui/#/pool")
+    await ready(page)
+    text = await page.locator("main .error").inner_text()
+    assert "the service does not answer" in text, text  # not fetch's bare "Failed to fetch"
+
+
 async def test_a_drifted_pair_shows_its_alarm_behind_twenty_newer_ones(
         running: Running, browser: Browser) -> None:
     # alpha/beta drifted after 12 comparisons; 24 alarms of another pair followed

@@ -64,7 +64,12 @@ export async function request(path, { method = "GET", body, kind = "client", tex
   for (let attempt = 0; ; attempt++) {
     const init = { method, headers: headers(kind, body ? { "Content-Type": "application/json" } : {}) };
     if (body !== undefined) init.body = JSON.stringify(body);
-    const response = await fetch(path, init);
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (error) { // no answer at all (fetch's own "Failed to fetch"): down or unreachable
+      throw new ApiError(0, { error: { message: `the service does not answer (${error.message}): is diffroute serve running? Reload the page once it is.` } });
+    }
     // 401: no or wrong key; 403: a client key where the admin key is needed (but no key helps
     // where the service has none configured: that 403 is shown as it is)
     const refused = response.status === 401 || (response.status === 403 && kind === "admin");
