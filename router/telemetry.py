@@ -258,11 +258,12 @@ class Tracing:
             span.set_attribute("gen_ai.output.messages", json.dumps(list(texts),
                                                                     ensure_ascii=False))
 
-    def shutdown(self, timeout_s: float) -> bool:
-        """Export what is left and stop, waiting ``timeout_s`` at most (blocking: run it in a
-        worker thread); whether it ended in time. A collector that hangs would hold the exit
-        for ~10 s per batch left: past the timeout the export goes on in a daemon thread,
-        which the process's exit ends."""
+    def shutdown(self, timeout_s: float | None) -> bool:
+        """Export what is left and stop, waiting ``timeout_s`` at most (0 or ``None``: no
+        limit, as ``server.shutdown_timeout``; blocking: run it in a worker thread); whether it
+        ended in time. A collector that hangs would hold the exit for ~10 s per batch left:
+        past the timeout the export goes on in a daemon thread, which the process's exit
+        ends."""
         done = threading.Event()
 
         def run() -> None:
@@ -270,7 +271,7 @@ class Tracing:
             done.set()
 
         threading.Thread(target=run, name="tracing-shutdown", daemon=True).start()
-        return done.wait(timeout_s)
+        return done.wait(timeout_s or None)
 
 
 def model_attributes(model: str, backend_kind: str, member: str, role: str,

@@ -42,3 +42,31 @@ def test_header_secrets_are_read_when_tracing_starts(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("OTLP_TOKEN_T", "Bearer s3cret")
     target = trace_target(settings, {})
     assert target is not None and target.headers == {"Authorization": "Bearer s3cret"}
+
+
+def test_a_shutdown_timeout_of_0_waits_for_the_last_export() -> None:
+    """``server.shutdown_timeout: 0`` means no limit: the last spans were dropped at once
+    (``Event.wait(0)``) with a ``tracing.shutdown_incomplete`` warning, even with a collector
+    that answers in a moment."""
+    import time
+
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from router.telemetry import TracePlan, open_tracing
+
+    class Slow(SpanExporter):
+        def __init__(self) -> None:
+            self.exported = 0
+
+        def export(self, spans: object) -> SpanExportResult:
+            time.sleep(0.3)
+            self.exported += 1
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            time.sleep(0.3)
+
+    exporter = Slow()
+    tracing = open_tracing(TracePlan(TelemetrySettings(), None, exporter), log_prompts=False)
+    assert tracing.shutdown(0) is True
+    assert tracing.shutdown(None) is True
