@@ -244,8 +244,11 @@ class TelemetrySettings(_Strict):
     @field_validator("otlp_endpoint")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+        from router.telemetry import url_problem  # no OpenTelemetry import: plain checks
+
+        problem = None if url is None else url_problem(url)
+        if problem is not None:
+            raise ValueError(problem)
         return url
 
 

@@ -66,6 +66,26 @@ class TraceTarget:
     source: str
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a collector's OTLP/HTTP URL (``None``: it can): an http:// or
+    https:// URL with a host and, if any, a numeric port. A URL the exporter cannot use
+    (``http://``, ``http://host:port``) would fail every export, one error line a batch."""
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() for c in url):
+        return "must be an http:// or https:// URL (OTLP over HTTP) without spaces"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError when the port is not a number in range)
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must be an http:// or https:// URL (OTLP over HTTP)"
+    if not parts.hostname:
+        return "must name the collector's host (http://host:4318)"
+    return None
+
+
 def traces_url(endpoint: str) -> str:
     """A collector's base URL (``http://host:4318``) → its traces URL (``…/v1/traces``)."""
     endpoint = endpoint.rstrip("/")
@@ -83,9 +103,10 @@ def trace_target(settings: TelemetrySettings,
                            "telemetry.otlp_endpoint")
     named = [v for v in ENDPOINT_VARIABLES if environ.get(v, "").strip()]
     for variable in named[:1]:  # the one the exporter reads: checked as the setting is
-        if not environ[variable].strip().startswith(("http://", "https://")):
-            raise StartupError(f"{variable} must be an http:// or https:// URL (OTLP over "
-                               f"HTTP), not '{environ[variable].strip()[:100]}'")
+        problem = url_problem(environ[variable].strip())
+        if problem is not None:
+            raise StartupError(f"{variable} {problem}, not "
+                               f"'{environ[variable].strip()[:100]}'")
     return TraceTarget(None, headers, named[0]) if named else None
 
 

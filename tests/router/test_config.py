@@ -218,6 +218,21 @@ telemetry: {otlp_endpoint: "http://collector:4318", headers: {Authorization: env
         "telemetry.otlp_endpoint: must be an http:// or https:// URL (OTLP over HTTP)"]
 
 
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://", "must name the collector's host"),
+    ("http://127.0.0.1:notaport", "is not a valid URL"),
+    ("http://exa mple:4318", "must be an http:// or https:// URL (OTLP over HTTP) without"),
+])
+def test_a_collector_url_the_exporter_cannot_use_is_refused(tmp_path: Path, url: str,
+                                                             problem: str) -> None:
+    """Any ``http://`` prefix passed: the service started and every export failed, an error
+    line every batch."""
+    [line] = problems_of(tmp_path, "models: [{name: a, backend: {kind: scripted}}]\n"
+                         f"telemetry: {{otlp_endpoint: '{url}'}}\n")
+    assert line.startswith(f"telemetry.otlp_endpoint: {problem}"), line
+
+
 def test_the_former_extensions_mapping_is_read_for_one_release(tmp_path: Path) -> None:
     old = write(tmp_path, """\
 models: [{name: a, backend: {kind: scripted}}]
