@@ -47,7 +47,7 @@ from router.service.schema import (
     read_json,
 )
 from router.service.state import SETTINGS, STATE, ServiceState
-from router.service.tracing import trace_outcome
+from router.service.tracing import trace_fields, trace_outcome
 from router.service.wire import (
     ChunkWriter,
     completion_json,
@@ -214,14 +214,15 @@ async def _translated(request: web.Request, state: ServiceState, chat: ChatReque
     started = time.perf_counter()
     result = await state.pool.sample(model, sample_request)
     duration = time.perf_counter() - started
+    fields = generation_fields(model, sample_request.temperature, sample_request.max_tokens,
+                               result.usage, duration)
     if log_prompts:  # the bodies are too big for the access line: their own event
         log_generation(_log, model, sample_request, result.usage, duration,
                        texts=[s.text for s in result.samples], log_prompts=True,
                        request_id=rid)
+        trace_fields(request, fields)  # the span has the model call's fields all the same
     else:  # one line per request: the model call joins the access log
-        request[ACCESS_FIELDS] = generation_fields(
-            model, sample_request.temperature, sample_request.max_tokens, result.usage,
-            duration)
+        request[ACCESS_FIELDS] = fields
     return json_response(completion_json(result, model, top_logprobs=chat.shown_top_logprobs()),
                          headers=headers)
 
@@ -303,15 +304,16 @@ async def _forwarded(request: web.Request, state: ServiceState, chat: ChatReques
     duration = time.perf_counter() - started
     answer["model"] = model
     usage = upstream_usage(answer.get("usage"))
+    fields = generation_fields(model, chat.temperature,
+                               chat.max_completion_tokens or chat.max_tokens, usage, duration)
     if state.settings.server.log_prompts:
         texts = [str((c.get("message") or {}).get("content") or "") if isinstance(c, dict)
                  else "" for c in answer["choices"]]
         log_generation(_log, model, chat.sample_request(), usage, duration, texts=texts,
                        log_prompts=True, request_id=request[REQUEST_ID])
+        trace_fields(request, fields)  # the span has the model call's fields all the same
     else:
-        request[ACCESS_FIELDS] = generation_fields(
-            model, chat.temperature, chat.max_completion_tokens or chat.max_tokens, usage,
-            duration)
+        request[ACCESS_FIELDS] = fields
     return json_response(answer, headers=headers)
 
 

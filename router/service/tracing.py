@@ -72,3 +72,12 @@ def trace_outcome(request: web.Request, outcome: Mapping[str, Any]) -> None:
     span = request.get(SERVER_SPAN)
     if span is not None:
         cast("Span", span).set_attributes(outcome_attributes(outcome))
+
+
+def trace_fields(request: web.Request, fields: Mapping[str, Any]) -> None:
+    """A plain call's model fields (``gen_ai.*``, no bodies) on the request's span, if traced:
+    with ``log_prompts`` they are logged in their own ``gen_ai.chat`` event, not the access
+    line the span otherwise takes them from."""
+    span = request.get(SERVER_SPAN)
+    if span is not None:
+        cast("Span", span).set_attributes({k: v for k, v in fields.items() if v is not None})

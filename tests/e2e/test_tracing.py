@@ -447,3 +447,23 @@ async def test_a_failing_plain_call_names_its_model_and_error_type_on_its_span(
     assert not any(CAPITAL in str(v) for v in request.attributes.values())  # log_prompts off
     [access] = [e for e in logs if e["event"] == "http.request"]
     assert access["gen_ai.request.model"] == "ra" and access["http.response.status_code"] == 502
+
+
+@pytest.mark.parametrize("backend", ["openai", "scripted"])
+async def test_a_plain_call_keeps_its_model_fields_on_its_span_with_log_prompts(
+        tmp_path: Path, backend: str) -> None:
+    """With ``log_prompts`` a plain (non-streamed) call's model fields go to their own
+    ``gen_ai.chat`` event, not the access line: its span lost ``gen_ai.request.model`` and the
+    usage (a streamed call kept them)."""
+    exporter = InMemorySpanExporter()
+    async with FakeUpstream(answer="Paris.") as fake:
+        model = (remote("ra", "a", fake.base_url, "up-a") if backend == "openai"
+                 else standard_models()[0] | {"name": "ra"})
+        async with traced_service(tmp_path, [model], exporter, log_prompts=True) as running:
+            status, _ = await call(running, "POST", "/v1/chat/completions",
+                                   {**ASK, "model": "ra"})
+    assert status == 200
+    [request] = exporter.get_finished_spans()
+    assert request.attributes is not None
+    assert request.attributes["gen_ai.request.model"] == "ra"
+    assert request.attributes["gen_ai.usage.output_tokens"] > 0
