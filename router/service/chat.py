@@ -47,7 +47,7 @@ from router.service.schema import (
     read_json,
 )
 from router.service.state import SETTINGS, STATE, ServiceState
-from router.service.tracing import trace_fields, trace_outcome
+from router.service.tracing import trace_failure, trace_fields, trace_outcome
 from router.service.wire import (
     ChunkWriter,
     completion_json,
@@ -377,6 +377,7 @@ async def _sse(request: web.Request, model: str, headers: dict[str, str],
     except DiffrouteError as exc:
         log_prompts = request.app[SETTINGS].server.log_prompts
         _log.warning("chat.stream_failed", **error_fields(exc, log_prompts=log_prompts))
+        trace_failure(request, exc)
         await writer.error(error_body(str(exc), exc.error_type, exc.param, exc.code))
     except ConnectionResetError:
         _log.info("chat.client_gone")

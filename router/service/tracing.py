@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
-from router.service.middleware import ACCESS_FIELDS, REQUEST_ID, Handler
+from router.service.middleware import ACCESS_FIELDS, FAILED_STATUS, REQUEST_ID, Handler
 from router.telemetry import Tracing, outcome_attributes
 
 if TYPE_CHECKING:
@@ -40,8 +40,13 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
          "url.path": request.path})
     request[SERVER_SPAN] = span
     with tracing.current(span):
-        response = await handler(request)
-        _finish(span, request, response.status)
+        try:
+            response = await handler(request)
+        except BaseException:  # cancelled (the client went away): still which request it was
+            _annotate(span, request)
+            raise
+        # a stream that an error ended is logged with that error's status: so is its span
+        _finish(span, request, request.get(FAILED_STATUS, response.status))
         return response
 
 
@@ -51,16 +56,23 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "(unmatched)"
 
 
-def _finish(span: Span, request: web.Request, status: int) -> None:
+def _annotate(span: Span, request: web.Request) -> None:
+    """The request id and the fields a handler added to the access line."""
     if not span.is_recording():  # not sampled: nothing is kept, nothing to add
         return
-    span.set_attribute("http.response.status_code", status)
     rid = request.get(REQUEST_ID)
     if rid:
         span.set_attribute("diffroute.request_id", rid)
     extra = request.get(ACCESS_FIELDS)
     if extra:
         span.set_attributes({k: v for k, v in extra.items() if v is not None})
+
+
+def _finish(span: Span, request: web.Request, status: int) -> None:
+    if not span.is_recording():  # not sampled: nothing is kept, nothing to add
+        return
+    span.set_attribute("http.response.status_code", status)
+    _annotate(span, request)
     if status >= 500:
         from opentelemetry.trace import Status, StatusCode
 
@@ -81,3 +93,12 @@ def trace_fields(request: web.Request, fields: Mapping[str, Any]) -> None:
     span = request.get(SERVER_SPAN)
     if span is not None:
         cast("Span", span).set_attributes({k: v for k, v in fields.items() if v is not None})
+
+
+def trace_failure(request: web.Request, exc: BaseException) -> None:
+    """An error that ended a started stream (its status was sent already, an ``error`` event
+    tells the client) on the request's span, if traced: the error status and ``error.type``."""
+    span = request.get(SERVER_SPAN)
+    tracing = request.app.get(TRACING)
+    if span is not None and tracing is not None:
+        tracing.fail(cast("Span", span), exc)

@@ -467,3 +467,43 @@ async def test_a_plain_call_keeps_its_model_fields_on_its_span_with_log_prompts(
     assert request.attributes is not None
     assert request.attributes["gen_ai.request.model"] == "ra"
     assert request.attributes["gen_ai.usage.output_tokens"] > 0
+
+
+async def test_a_plain_stream_its_upstream_cut_is_an_error_span(tmp_path: Path) -> None:
+    """The client got an ``error`` event after a 200, the log a ``chat.stream_failed``: the
+    request's span was a success (status unset, no ``error.type``)."""
+    exporter = InMemorySpanExporter()
+    piece = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "up-a",
+             "choices": [{"index": 0, "delta": {"content": "Par"}, "finish_reason": None}]}
+    async with FakeUpstream() as fake:
+        fake.enqueue(Reply(chunks=[piece] * 3, done=False))  # cut: no finish, no [DONE]
+        async with traced_service(tmp_path, [remote("ra", "a", fake.base_url, "up-a")],
+                                  exporter) as running:
+            events = await read_stream(running, {**ASK, "model": "ra", "stream": True})
+    assert "error" in events[-1]
+    [request] = exporter.get_finished_spans()
+    assert not request.status.is_ok and request.attributes is not None
+    assert request.attributes["error.type"] == "UpstreamProtocolError"
+    assert request.attributes["gen_ai.request.model"] == "ra"
+
+
+async def test_a_request_the_client_leaves_keeps_its_request_id_on_its_span(
+        tmp_path: Path) -> None:
+    """A cancelled handler skipped the span's finishing touches: a span without the request
+    id its access line (status 499) has, nothing to join them on."""
+    exporter = InMemorySpanExporter()
+    piece = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "up-a",
+             "choices": [{"index": 0, "delta": {"content": "Par"}, "finish_reason": None}]}
+    async with FakeUpstream() as slow:
+        slow.enqueue(Reply(chunks=[piece] * 20, chunk_delay=0.2))
+        async with traced_service(tmp_path, [remote("ra", "a", slow.base_url, "up-a")],
+                                  exporter) as running:
+            async with aiohttp.ClientSession() as http, http.post(
+                    running.base_url + "/chat/completions",
+                    json={**ASK, "model": "ra", "stream": True}) as response:
+                assert (await response.content.readline()).startswith(b"data: ")
+                rid = response.headers["x-request-id"]
+            await asyncio.wait_for(until(lambda: bool(exporter.get_finished_spans())), 3)
+    [request] = exporter.get_finished_spans()
+    assert request.attributes is not None
+    assert request.attributes["diffroute.request_id"] == rid
