@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from profiles.protocol import Message, Usage
 from router.errors import StartupError
-from router.logging import error_fields
+from router.logging import FailureRun, error_fields
 
 if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is on
     from opentelemetry.context import Context
@@ -179,10 +180,60 @@ def _otlp_exporter(target: TraceTarget | None) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     if target is None:
-        return OTLPSpanExporter()
-    # an endpoint or headers left None: the exporter reads the standard variables
-    return OTLPSpanExporter(endpoint=target.endpoint,
-                            headers=None if target.headers is None else dict(target.headers))
+        exporter = OTLPSpanExporter()
+    else:  # an endpoint or headers left None: the exporter reads the standard variables
+        exporter = OTLPSpanExporter(
+            endpoint=target.endpoint,
+            headers=None if target.headers is None else dict(target.headers))
+    return _reported(exporter)
+
+
+EXPORTER_LOGGER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+"""Where the OTLP/HTTP exporter says that a batch failed (and each retry of it)."""
+_export_failures = FailureRun("tracing.export_failed")
+"""A collector away: the first failure, one line a minute, one when it takes spans again
+(the exporter's own lines were four per batch, every 5 s, for as long as it was away)."""
+
+
+class _ExportFailures(logging.Filter):
+    """Keeps the exporter's last warning or error (why a batch failed) instead of logging
+    it: the batch's failure is logged as part of a run (:func:`_reported`)."""
+
+    last = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        _ExportFailures.last = record.getMessage()[:500]
+        return False
+
+
+def _reported(exporter: SpanExporter) -> SpanExporter:
+    """``exporter``, whose failed batches are logged as a run (:data:`_export_failures`)."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    logger = logging.getLogger(EXPORTER_LOGGER)
+    if not any(isinstance(f, _ExportFailures) for f in logger.filters):
+        logger.addFilter(_ExportFailures())
+
+    class Reported(SpanExporter):
+        def export(self, spans: Sequence[Any]) -> SpanExportResult:
+            _ExportFailures.last = ""
+            result = exporter.export(spans)
+            if result is SpanExportResult.SUCCESS:
+                _export_failures.succeeded()
+            else:
+                _export_failures.failed(RuntimeError(
+                    _ExportFailures.last or "the collector did not take a batch of spans"))
+            return result
+
+        def shutdown(self) -> None:
+            exporter.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return exporter.force_flush(timeout_millis)
+
+    return Reported()
 
 
 class Tracing:

@@ -70,3 +70,38 @@ def test_a_shutdown_timeout_of_0_waits_for_the_last_export() -> None:
     tracing = open_tracing(TracePlan(TelemetrySettings(), None, exporter), log_prompts=False)
     assert tracing.shutdown(0) is True
     assert tracing.shutdown(None) is True
+
+
+def test_a_collector_away_is_one_warning_not_four_lines_a_batch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exporter logged each retry and each failed batch (four lines every 5 s, as long
+    as the collector was away): a run of failures now, as the service's other loops log."""
+    import logging
+
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from structlog.testing import capture_logs
+
+    from router import telemetry
+    from router.logging import FailureRun
+
+    monkeypatch.setattr(telemetry, "_export_failures", FailureRun("tracing.export_failed"))
+    up = False
+
+    class Collector(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            if up:
+                return SpanExportResult.SUCCESS
+            log = logging.getLogger(telemetry.EXPORTER_LOGGER)
+            log.warning("Transient error ... retrying in 1.0s.")
+            log.error("Failed to export spans batch due to timeout, max retries or shutdown.")
+            return SpanExportResult.FAILURE
+
+    exporter = telemetry._reported(Collector())
+    with capture_logs() as logs:
+        for _ in range(5):
+            assert exporter.export([]) is SpanExportResult.FAILURE
+        up = True
+        assert exporter.export([]) is SpanExportResult.SUCCESS
+    assert [e["event"] for e in logs] == ["tracing.export_failed", "tracing.export_recovered"]
+    assert logs[0]["error"].startswith("Failed to export spans batch")  # why: the last line
+    assert logs[1]["failures"] == 5  # batches
