@@ -77,6 +77,9 @@ def _finish(span: Span, request: web.Request, status: int) -> None:
         from opentelemetry.trace import Status, StatusCode
 
         span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
+        if "error.type" not in (getattr(span, "attributes", None) or {}):
+            # the HTTP semantic conventions' fallback when nothing names the error better
+            span.set_attribute("error.type", str(status))
 
 
 def trace_outcome(request: web.Request, outcome: Mapping[str, Any]) -> None:

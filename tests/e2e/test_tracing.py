@@ -507,3 +507,20 @@ async def test_a_request_the_client_leaves_keeps_its_request_id_on_its_span(
     [request] = exporter.get_finished_spans()
     assert request.attributes is not None
     assert request.attributes["diffroute.request_id"] == rid
+
+
+async def test_a_paired_call_that_fails_is_a_5xx_span_with_an_error_type(tmp_path: Path) -> None:
+    """A 502 from an audit whose primary failed: the request's span had the error status but
+    no ``error.type``, which the HTTP semantic conventions require of a failed request."""
+    exporter = InMemorySpanExporter()
+    async with FakeUpstream() as fake:
+        fake.enqueue(*[Reply.error(500, "down")] * 8)  # the primary and its retries
+        models = [remote("ra", "a", fake.base_url, "up-a"),
+                  remote("rb", "b", fake.base_url, "up-b")]
+        async with traced_service(tmp_path, models, exporter) as running:
+            status, _ = await call(running, "POST", "/v1/chat/completions",
+                                   {**ASK, "model": "audit:ra", "diffroute": {"partner": "rb"}})
+    assert status >= 500
+    request = by_name(exporter.get_finished_spans())["POST /v1/chat/completions"]
+    assert not request.status.is_ok and request.attributes is not None
+    assert request.attributes["error.type"] == str(status)
