@@ -28,6 +28,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -100,6 +101,7 @@ def trace_target(settings: TelemetrySettings,
         return None
     headers = _resolved_headers(settings) if settings.headers else None
     if settings.otlp_endpoint is not None:
+        _check_header_variables(environ)  # the exporter reads them, given headers or not
         return TraceTarget(traces_url(settings.otlp_endpoint), headers,
                            "telemetry.otlp_endpoint")
     named = [v for v in ENDPOINT_VARIABLES if environ.get(v, "").strip()]
@@ -108,7 +110,27 @@ def trace_target(settings: TelemetrySettings,
         if problem is not None:
             raise StartupError(f"{variable} {problem}, not "
                                f"'{environ[variable].strip()[:100]}'")
+        _check_header_variables(environ)
     return TraceTarget(None, headers, named[0]) if named else None
+
+
+HEADER_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+"""The standard variables of the export's headers, the first set one being read."""
+_HEADER_ITEM = re.compile(  # the exporter's (liberal) name=value
+    r"[ \t]*[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+[ \t]*="
+    r"[ \t]*[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*[ \t]*")
+
+
+def _check_header_variables(environ: Mapping[str, str]) -> None:
+    """A malformed entry was left out by the exporter (the export went without it) with a
+    warning quoting it whole: an ``Authorization:Bearer …`` token in the logs."""
+    variable = next((v for v in HEADER_VARIABLES if environ.get(v)), None)
+    if variable is None:
+        return
+    for number, item in enumerate(re.split(r"[ \t]*,[ \t]*", environ[variable]), 1):
+        if item and not _HEADER_ITEM.fullmatch(item.strip()):
+            raise StartupError(f"{variable}: entry {number} is not name=value (a comma-separated "
+                               "list, values URL-encoded); not shown, as it may hold a secret")
 
 
 def _resolved_headers(settings: TelemetrySettings) -> dict[str, str]:

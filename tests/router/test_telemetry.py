@@ -105,3 +105,21 @@ def test_a_collector_away_is_one_warning_not_four_lines_a_batch(
     assert [e["event"] for e in logs] == ["tracing.export_failed", "tracing.export_recovered"]
     assert logs[0]["error"].startswith("Failed to export spans batch")  # why: the last line
     assert logs[1]["failures"] == 5  # batches
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_HEADERS",
+                                      "OTEL_EXPORTER_OTLP_TRACES_HEADERS"])
+def test_a_malformed_header_variable_is_refused_without_its_value(variable: str) -> None:
+    """``Authorization:Bearer …`` (a colon for the ``=``) was dropped by the exporter with a
+    warning quoting the whole entry: the token in the logs, and exports without it."""
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+               variable: "x-tenant=a, Authorization:Bearer-s3cret"}
+    with pytest.raises(StartupError, match=f"{variable}: entry 2 is not name=value") as caught:
+        trace_target(TelemetrySettings(), environ)
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(StartupError, match=f"{variable}: entry 2"):
+        trace_target(TelemetrySettings(otlp_endpoint="http://c:4318"),
+                     {variable: environ[variable]})
+    assert trace_target(TelemetrySettings(), {variable: environ[variable]}) is None  # off: unread
+    environ[variable] = "x-tenant=a,Authorization=Bearer s3cret,api-key=a%20b"
+    assert trace_target(TelemetrySettings(), environ) is not None
