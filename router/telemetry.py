@@ -134,8 +134,9 @@ def _check_header_variables(environ: Mapping[str, str]) -> None:
 
 
 def _resolved_headers(settings: TelemetrySettings) -> dict[str, str]:
-    missing = [name for name, ref in settings.headers.items() if ref.value() is None]
-    if missing:
+    missing = [f"{name} ({ref.describe()})" for name, ref in settings.headers.items()
+               if ref.value() is None]
+    if missing:  # name the variable to set, as a missing server key does
         raise StartupError(f"telemetry.headers: {', '.join(missing)} is not set in the "
                            "environment")
     return {name: str(ref.value()) for name, ref in settings.headers.items()}

@@ -37,7 +37,8 @@ def test_header_secrets_are_read_when_tracing_starts(monkeypatch: pytest.MonkeyP
     settings = TelemetrySettings.model_validate(
         {"otlp_endpoint": "http://c:4318", "headers": {"Authorization": "env:OTLP_TOKEN_T"}})
     monkeypatch.delenv("OTLP_TOKEN_T", raising=False)
-    with pytest.raises(StartupError, match=r"telemetry\.headers: Authorization is not set"):
+    with pytest.raises(StartupError, match=r"telemetry\.headers: Authorization "
+                                           r"\(env:OTLP_TOKEN_T\) is not set"):
         trace_target(settings, {})
     monkeypatch.setenv("OTLP_TOKEN_T", "Bearer s3cret")
     target = trace_target(settings, {})
