@@ -191,7 +191,12 @@ def open_tracing(plan: TracePlan, *, log_prompts: bool) -> Tracing:
     if plan.exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(plan.exporter))
     else:
-        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(plan.target)))
+        try:  # the batching reads OTEL_BSP_* (a queue smaller than a batch is refused)
+            batching = BatchSpanProcessor(_otlp_exporter(plan.target))
+        except ValueError as exc:
+            raise StartupError(f"tracing: the span batching settings (OTEL_BSP_* variables) "
+                               f"are invalid: {exc}") from None
+        provider.add_span_processor(batching)
     return Tracing(provider, log_prompts)
 
 

@@ -124,3 +124,16 @@ def test_a_malformed_header_variable_is_refused_without_its_value(variable: str)
     assert trace_target(TelemetrySettings(), {variable: environ[variable]}) is None  # off: unread
     environ[variable] = "x-tenant=a,Authorization=Bearer s3cret,api-key=a%20b"
     assert trace_target(TelemetrySettings(), environ) is not None
+
+
+def test_invalid_batching_variables_stop_the_start_with_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OTEL_BSP_MAX_QUEUE_SIZE=100`` (below the default batch of 512) was the SDK's bare
+    ``ValueError``: exit status 1, as an internal error, naming no variable."""
+    from router.telemetry import TracePlan, open_tracing
+
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "100")
+    settings = TelemetrySettings(otlp_endpoint="http://127.0.0.1:9")
+    plan = TracePlan(settings, trace_target(settings, {}), None)
+    with pytest.raises(StartupError, match=r"OTEL_BSP_\* variables\) are invalid"):
+        open_tracing(plan, log_prompts=False)
