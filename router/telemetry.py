@@ -264,6 +264,11 @@ def _reported(exporter: SpanExporter) -> SpanExporter:
     return Reported()
 
 
+CONTENT_LIMIT = 32_768
+"""Characters of a prompt or an answer kept in a span (``log_prompts``): the exporter drops a
+whole batch — every request's spans of those 5 s — past 64 MiB, and queues up to 2048 spans."""
+
+
 class Tracing:
     """One app's tracer and propagator, and the ``log_prompts`` rule for span contents."""
 
@@ -351,12 +356,16 @@ class Tracing:
 
     def add_contents(self, span: Span, messages: Sequence[Message],
                      texts: Sequence[str]) -> None:
-        """The prompt and the answers, only when ``log_prompts`` allows them."""
+        """The prompt and the answers, only when ``log_prompts`` allows them; each cut at
+        :data:`CONTENT_LIMIT` characters (``diffroute.contents_truncated``)."""
         if self.log_prompts:
-            span.set_attribute("gen_ai.input.messages",
-                               json.dumps([dict(m) for m in messages], ensure_ascii=False))
-            span.set_attribute("gen_ai.output.messages", json.dumps(list(texts),
-                                                                    ensure_ascii=False))
+            for key, value in (("gen_ai.input.messages", [dict(m) for m in messages]),
+                               ("gen_ai.output.messages", list(texts))):
+                text = json.dumps(value, ensure_ascii=False)
+                if len(text) > CONTENT_LIMIT:
+                    text = f"{text[:CONTENT_LIMIT]}…[{len(text) - CONTENT_LIMIT} more characters]"
+                    span.set_attribute("diffroute.contents_truncated", True)
+                span.set_attribute(key, text)
 
     def shutdown(self, timeout_s: float | None) -> bool:
         """Export what is left and stop, waiting ``timeout_s`` at most (0 or ``None``: no

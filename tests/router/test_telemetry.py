@@ -137,3 +137,25 @@ def test_invalid_batching_variables_stop_the_start_with_one_line(
     plan = TracePlan(settings, trace_target(settings, {}), None)
     with pytest.raises(StartupError, match=r"OTEL_BSP_\* variables\) are invalid"):
         open_tracing(plan, log_prompts=False)
+
+
+def test_contents_in_spans_are_cut_so_one_big_prompt_does_not_drop_a_batch() -> None:
+    """With ``log_prompts`` a 34 MB prompt (``max_body_bytes`` raised) made two 34 MB model
+    spans: the exporter dropped the whole batch, other requests' spans with it."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from router.telemetry import CONTENT_LIMIT, TracePlan, open_tracing
+
+    exporter = InMemorySpanExporter()
+    tracing = open_tracing(TracePlan(TelemetrySettings(), None, exporter), log_prompts=True)
+    with tracing.span("chat big", {}) as span:
+        tracing.add_contents(span, [{"role": "user", "content": "w " * 1_000_000}], ["ok"])
+    with tracing.span("chat small", {}) as span:
+        tracing.add_contents(span, [{"role": "user", "content": "hi"}], ["ok"])
+    big, small = exporter.get_finished_spans()
+    assert big.attributes is not None and small.attributes is not None
+    assert len(str(big.attributes["gen_ai.input.messages"])) < CONTENT_LIMIT + 100
+    assert big.attributes["diffroute.contents_truncated"] is True
+    assert small.attributes["gen_ai.input.messages"] == '[{"role": "user", "content": "hi"}]'
+    assert "diffroute.contents_truncated" not in small.attributes
+    tracing.shutdown(1)
