@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 
 from router.service.middleware import ACCESS_FIELDS, FAILED_STATUS, REQUEST_ID, Handler
-from router.telemetry import Tracing, outcome_attributes
+from router.telemetry import Attributes, Tracing, outcome_attributes
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -34,10 +34,16 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Wrap the request in its server span (the app's :data:`TRACING`, opened at start)."""
     tracing = request.app[TRACING]
     route = _route(request)
-    span = tracing.server_span(
-        f"{request.method} {route}", tracing.incoming(request.headers),
-        {"http.request.method": request.method, "http.route": route,
-         "url.path": request.path})
+    attributes: Attributes = {"http.request.method": request.method, "url.path": request.path}
+    if request.method not in KNOWN_METHODS:  # any token is a method to aiohttp: no new names
+        attributes |= {"http.request.method": "_OTHER",
+                       "http.request.method_original": request.method}
+    method = "HTTP" if request.method not in KNOWN_METHODS else request.method
+    if route is not None:
+        attributes["http.route"] = route
+    # the HTTP semantic conventions' name: "{method} {route}", or the method alone
+    span = tracing.server_span(method if route is None else f"{method} {route}",
+                               tracing.incoming(request.headers), attributes)
     request[SERVER_SPAN] = span
     with tracing.current(span):
         try:
@@ -50,10 +56,15 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
 
 
-def _route(request: web.Request) -> str:
+KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST",
+                           "PUT", "TRACE"})
+
+
+def _route(request: web.Request) -> str | None:
+    """The matched route's template; ``None`` for a request no route takes (404, 405)."""
     info = request.match_info
     resource = info.route.resource if info is not None else None
-    return resource.canonical if resource is not None else "(unmatched)"
+    return resource.canonical if resource is not None else None
 
 
 def _annotate(span: Span, request: web.Request) -> None:

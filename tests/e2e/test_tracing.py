@@ -524,3 +524,20 @@ async def test_a_paired_call_that_fails_is_a_5xx_span_with_an_error_type(tmp_pat
     request = by_name(exporter.get_finished_spans())["POST /v1/chat/completions"]
     assert not request.status.is_ok and request.attributes is not None
     assert request.attributes["error.type"] == str(status)
+
+
+async def test_a_request_no_route_takes_is_named_by_its_method_alone(tmp_path: Path) -> None:
+    """``POST (unmatched)`` with ``http.route = "(unmatched)"`` (a 404, a 405 on a known path),
+    and any token a method name: the HTTP conventions name such a span by its method, without
+    ``http.route``, and an unknown method ``_OTHER``, so that span names stay few."""
+    exporter = InMemorySpanExporter()
+    async with traced_service(tmp_path, standard_models(), exporter) as running:
+        assert (await call(running, "POST", "/v1/nothing", {}))[0] == 404
+        assert (await call(running, "POST", "/v1/models", {}))[0] == 405
+        assert (await call(running, "PROPFIND", "/v1/models"))[0] == 405
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["POST", "POST", "HTTP"]
+    assert all(s.attributes is not None and "http.route" not in s.attributes for s in spans)
+    assert spans[2].attributes is not None
+    assert spans[2].attributes["http.request.method"] == "_OTHER"
+    assert spans[2].attributes["http.request.method_original"] == "PROPFIND"
