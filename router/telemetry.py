@@ -184,8 +184,14 @@ def open_tracing(plan: TracePlan, *, log_prompts: bool) -> Tracing:
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     settings = plan.settings
+    if "service_name" in settings.model_fields_set:
+        resource = Resource.create({"service.name": settings.service_name})
+    else:  # the standard OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES) names it, else ours
+        resource = Resource.create({})
+        if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({"service.name": settings.service_name}))
     provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.service_name}),
+        resource=resource,
         sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
         shutdown_on_exit=False)  # shut down by the app, within its grace (Tracing.shutdown)
     if plan.exporter is not None:

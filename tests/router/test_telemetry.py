@@ -159,3 +159,23 @@ def test_contents_in_spans_are_cut_so_one_big_prompt_does_not_drop_a_batch() -> 
     assert small.attributes["gen_ai.input.messages"] == '[{"role": "user", "content": "hi"}]'
     assert "diffroute.contents_truncated" not in small.attributes
     tracing.shutdown(1)
+
+
+def test_the_standard_service_name_variable_names_the_service_unless_the_settings_do(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OTEL_SERVICE_NAME=gw-eu`` was overridden by the setting's default: every instance
+    was ``diffroute`` in the collector, whatever the deployment said."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from router.telemetry import TracePlan, open_tracing
+
+    def name(settings: TelemetrySettings) -> object:
+        plan = TracePlan(settings, None, InMemorySpanExporter())
+        return open_tracing(plan, log_prompts=False).provider.resource.attributes["service.name"]
+
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    assert name(TelemetrySettings()) == "diffroute"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "gw-eu")
+    assert name(TelemetrySettings()) == "gw-eu"
+    assert name(TelemetrySettings(service_name="mine")) == "mine"
