@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -229,6 +230,25 @@ class StoreSettings(_Strict):
         return self
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a collector's OTLP/HTTP URL (``None``: it can): an http:// or
+    https:// URL with a host and, if any, a numeric port. A URL the exporter cannot use
+    (``http://``, ``http://host:port``) would fail every export, one error line a batch."""
+
+    if any(c.isspace() for c in url):
+        return "must be an http:// or https:// URL (OTLP over HTTP) without spaces"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError when the port is not a number in range)
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must be an http:// or https:// URL (OTLP over HTTP)"
+    if not parts.hostname:
+        return "must name the collector's host (http://host:4318)"
+    return None
+
+
 class TelemetrySettings(_Strict):
     """``telemetry:``: traces (OpenTelemetry, OTLP/HTTP); off unless an endpoint is named
     here or by the standard ``OTEL_EXPORTER_OTLP_*`` variables (see ``router.telemetry``)."""
@@ -244,8 +264,6 @@ class TelemetrySettings(_Strict):
     @field_validator("otlp_endpoint")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        from router.telemetry import url_problem  # no OpenTelemetry import: plain checks
-
         problem = None if url is None else url_problem(url)
         if problem is not None:
             raise ValueError(problem)

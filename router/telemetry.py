@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from profiles.protocol import Message, Usage
+from router.config import url_problem
 from router.errors import StartupError
 from router.logging import FailureRun, error_fields
 
@@ -66,26 +67,6 @@ class TraceTarget:
     endpoint: str | None
     headers: Mapping[str, str] | None
     source: str
-
-
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a collector's OTLP/HTTP URL (``None``: it can): an http:// or
-    https:// URL with a host and, if any, a numeric port. A URL the exporter cannot use
-    (``http://``, ``http://host:port``) would fail every export, one error line a batch."""
-    from urllib.parse import urlsplit
-
-    if any(c.isspace() for c in url):
-        return "must be an http:// or https:// URL (OTLP over HTTP) without spaces"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises ValueError when the port is not a number in range)
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    if parts.scheme.lower() not in ("http", "https"):
-        return "must be an http:// or https:// URL (OTLP over HTTP)"
-    if not parts.hostname:
-        return "must name the collector's host (http://host:4318)"
-    return None
 
 
 def traces_url(endpoint: str) -> str:
