@@ -76,6 +76,14 @@ def _error_stream() -> TextIO:
 
 
 def _say(line: str) -> None:
+    """One line on stderr: a message that carries an upstream's or a model's text (an error
+    body, an answer) has its line breaks joined and its control characters shown escaped,
+    never sent to the terminal (they were: two lines, and an OSC title write, from one 400)."""
+    line = " ".join(line.replace("\r\n", "\n").split("\n"))
+    if any((c < " " and c != "\t") or "\x7f" <= c < "\xa0" for c in line):
+        from profiles.report.text import visible
+
+        line = visible(line)
     click.echo(line, file=_error_stream())
 
 
@@ -162,7 +170,12 @@ def ask(config: str | None, data_dir: str | None, max_tokens: int, temperature: 
             result = await pool.sample(model, request)
             return result.samples[0].text
 
-    click.echo(run(one()).strip())
+    answer = run(one()).strip()
+    if sys.stdout.isatty():  # what a model wrote is untrusted: no ESC sequence to the terminal
+        from profiles.report.text import visible
+
+        answer = visible(answer)
+    click.echo(answer)
 
 
 def main(argv: list[str] | None = None) -> None:
