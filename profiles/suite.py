@@ -196,11 +196,26 @@ def _load(
         raise FileNotFoundError(f"no probes file: {probes_file}")
     problems: list[str] = []
     manifest = _read_manifest(manifest_file, default_name, problems)
-    probes, probe_problems = parse_probes(probes_file.read_text(encoding="utf-8"), str(probes_file))
+    text = _read_utf8(probes_file, problems)
+    if text is None:
+        raise SuiteError(problems)
+    probes, probe_problems = parse_probes(text, str(probes_file))
     problems.extend(probe_problems)
     if problems or manifest is None:
         raise SuiteError(problems)
     return Suite(manifest, probes)
+
+
+def _read_utf8(file: Traversable | Path, problems: list[str]) -> str | None:
+    """The file's text; ``None`` with a ``file:line`` problem where it is not UTF-8 (it was a
+    bare ``UnicodeDecodeError``, not a problem of the suite's)."""
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        problems.append(f"{file}:{line}: (encoding): not UTF-8 text (byte {exc.start}): a "
+                        "suite is JSON in UTF-8")
+        return None
 
 
 def _parse_line(line: str, where: str, problems: list[str]) -> Probe | None:
@@ -222,8 +237,11 @@ def _read_manifest(
     if manifest_file is None or not manifest_file.is_file():
         return _derived_manifest(default_name)
     source = str(manifest_file)
+    text = _read_utf8(manifest_file, problems)
+    if text is None:
+        return None
     try:
-        data: Any = json.loads(manifest_file.read_text(encoding="utf-8"))
+        data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         problems.append(f"{source}:{exc.lineno}: (json): invalid JSON: {exc.msg}")
         return None

@@ -254,3 +254,16 @@ def test_a_bad_suite_line_is_named_once_as_file_line_field(
     lines = run.err.splitlines()
     assert lines and all(line.startswith(f"diffroute: error: {mine}:1: ") for line in lines)
     assert all(line.count(str(mine)) == 1 for line in lines), run.err
+
+
+def test_a_suite_file_that_is_not_utf8_is_a_configuration_error_naming_it(
+        pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It was the catch-all line, exit 1: "'utf-8' codec can't decode byte 0xff …
+    (UnicodeDecodeError; …)", naming no file, as a pool file's bytes are named."""
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'{"id": "a"}\n\x00\x01\xff\xfe garbage\n')
+    for command in (["profile", "build"], ["profile", "show"], ["diff", "sa", "sb"]):
+        run = cli(capsys, *command, "--config", str(pool), "--suite", str(binary))
+        assert run.code == 2, run.err
+        assert run.err == (f"diffroute: error: {binary}:2: (encoding): not UTF-8 text (byte 14): "
+                           "a suite is JSON in UTF-8\n")
