@@ -272,8 +272,11 @@ class TelemetrySettings(_Strict):
 
 def _default_data_dir() -> Path:
     env = os.environ.get("DIFFROUTE_DATA_DIR")
-    if env:
-        return Path(env)
+    if env:  # `~/…` is under your home, as in a pool file and --data-dir (it was a ./~ dir)
+        try:
+            return Path(env).expanduser()
+        except RuntimeError as exc:  # `~nosuchuser/...`
+            raise ConfigError([f"'{env}': {exc}"], "$DIFFROUTE_DATA_DIR") from None
     return Path.home() / ".local" / "share" / "diffroute"
 
 

@@ -305,6 +305,20 @@ def test_a_data_dir_under_home_is_expanded(tmp_path: Path, monkeypatch: pytest.M
     assert load_settings(path).data_dir == tmp_path / "home" / "diffroute"
 
 
+def test_a_data_dir_from_the_environment_under_home_is_expanded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DIFFROUTE_DATA_DIR='~/diffroute'`` (a systemd ``Environment=`` line, a quoted export)
+    was a directory named ``~`` in the working directory, as a pool file's is not."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DIFFROUTE_DATA_DIR", "~/diffroute")
+    path = write(tmp_path, "models:\n  - name: a\n    backend: {kind: scripted}\n")
+    assert load_settings(path).data_dir == tmp_path / "home" / "diffroute"
+    monkeypatch.setenv("DIFFROUTE_DATA_DIR", "~nosuchuser-of-diffroute/x")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.source == "$DIFFROUTE_DATA_DIR"
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["models", "--config", ""], "--config: is empty"),
     (["diffs", "--data-dir", " "], "--data-dir: is empty"),
