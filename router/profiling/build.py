@@ -166,6 +166,13 @@ def summarize_profiles(settings: Settings, suite_name: str, names: Sequence[str]
     """Summaries of what is stored, calling no model."""
     suite = open_suite(suite_name)
     decoding = Decoding(samples=samples, temperature=temperature)
+    stored = settings.data_dir / "observations.sqlite3"
+    if settings.store.kind == "sqlite" and not stored.exists():
+        # opening it created it (and the data dir): a mistyped --data-dir was a coverage of
+        # 0.000 for every model, exit 0, and a new directory
+        raise StartupError(f"no observation store at {stored}: nothing was built into this "
+                           "data dir (`diffroute profile build` collects; until then diff, "
+                           "pairs and serve read the shipped profiles, where there are any)")
     with open_observations(settings) as store:
         pool = Pool(settings)
         summaries = []

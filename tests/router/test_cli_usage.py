@@ -267,3 +267,16 @@ def test_a_suite_file_that_is_not_utf8_is_a_configuration_error_naming_it(
         assert run.code == 2, run.err
         assert run.err == (f"diffroute: error: {binary}:2: (encoding): not UTF-8 text (byte 14): "
                            "a suite is JSON in UTF-8\n")
+
+
+def test_profile_show_of_a_data_dir_without_observations_says_so_and_creates_nothing(
+        pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It printed a coverage of 0.000 for every model, exit 0, and created the (mistyped) data
+    dir with an empty store in it; ``diffs`` and ``drift`` say "no live-diff store at …"."""
+    typo = tmp_path / "no-such-data-dir"
+    run = cli(capsys, "profile", "show", "--config", str(pool), "--data-dir", str(typo),
+              "--suite", str(pool.parent / "sim.jsonl"))
+    assert run.code == 2 and run.out == ""
+    assert run.err.startswith(f"diffroute: error: no observation store at {typo}/")
+    assert run.err.count("\n") == 1
+    assert not typo.exists()
