@@ -7,6 +7,7 @@ line on stderr and a non-zero exit: 2 for usage and configuration errors, 1 for 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import sys
@@ -383,7 +384,15 @@ def diff(config: str | None, data_dir: str | None, model_names: tuple[str, ...],
     if out is None:
         click.echo(report, nl=False)
     else:
-        Path(out).write_text(report, encoding="utf-8")
+        from profiles.files import write_atomically
+
+        target = Path(out)
+        try:  # whole or not at all: a full disk truncated the previous report in place
+            if not target.parent.is_dir():  # as before: --out creates no directory
+                raise FileNotFoundError(errno.ENOENT, f"no directory {target.parent}")
+            write_atomically(target, report.encode("utf-8"))
+        except OSError as exc:
+            raise DiffrouteError(f"cannot write {out}: {exc.strerror or exc}") from None
         _say(f"diffroute: wrote {out}")
 
 

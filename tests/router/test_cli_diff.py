@@ -353,3 +353,28 @@ def test_a_damaged_observation_store_is_one_line_naming_it(
     run = cli(w.args("alpha", "beta"), capsys)
     assert run.code == 2 and run.out == "" and len(run.err.splitlines()) == 1, run.err
     assert run.err.startswith(f"diffroute: error: the observation store {store}: ")
+
+
+def test_a_report_that_cannot_be_written_whole_leaves_the_previous_one(tmp_path: Path) -> None:
+    """``--out`` wrote in place: a full disk (here a file-size limit, under the ~220 kB JSON
+    diff of two shipped profiles) left half a report where the previous one was."""
+    import resource
+    import signal
+
+    out = tmp_path / "diff.json"
+    out.write_text('{"previous": true}\n', encoding="utf-8")
+    limit = 100_000  # above the empty store's files, below the report
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit: EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "router", "diff", "smollm2", "gemma3", "--format", "json",
+         "--data-dir", str(tmp_path / "data"), "--out", str(out)],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+        preexec_fn=small_files)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == f"diffroute: error: cannot write {out}: File too large\n"
+    assert out.read_text(encoding="utf-8") == '{"previous": true}\n'  # was: 100 kB of it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "diff.json"]  # no temp file
