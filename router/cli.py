@@ -256,6 +256,12 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
 
     settings = resolve_settings(config, data_dir)
     names = _split_models(model_names, settings)
+    if export_dir is not None:  # before the collection, not after it (an hour, embedded)
+        try:
+            Path(export_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.BadParameter(f"'{export_dir}': {exc.strerror or exc}",
+                                     param_hint="--export") from None
     if samples < 2:  # accepted (a quick look at accuracy), but a dead end for what follows
         _say("diffroute: warning: --samples 1 gives no noise floor: `diffroute diff` and the "
              "pairing policy need at least 2 samples per probe")

@@ -280,3 +280,16 @@ def test_profile_show_of_a_data_dir_without_observations_says_so_and_creates_not
     assert run.err.startswith(f"diffroute: error: no observation store at {typo}/")
     assert run.err.count("\n") == 1
     assert not typo.exists()
+
+
+def test_an_export_dir_that_cannot_be_made_is_refused_before_the_collection(
+        pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It failed once every model had been asked (an hour on the embedded pool), exit 1 with a
+    bare "[Errno 20] Not a directory: …" under the progress bars."""
+    run = cli(capsys, "profile", "build", "--config", str(pool), "--suite",
+              str(pool.parent / "sim.jsonl"), "--samples", "2", "--export",
+              str(pool / "profiles"))  # under a file
+    assert run.code == 2, run.err
+    assert run.err == (f"diffroute: error: Invalid value for --export: '{pool / 'profiles'}': "
+                       "Not a directory\n")
+    assert not (pool.parent / "data").exists()  # nothing was collected
