@@ -572,10 +572,17 @@ def _fetch(url: str, path: str, params: dict[str, str]) -> Any:
     """``GET url + path`` on a running service, with ``$DIFFROUTE_API_KEY`` as its Bearer key;
     anything but its JSON answer is one line naming the URL."""
     import aiohttp
+    from yarl import URL
 
     if not url.startswith(("http://", "https://")):
         raise click.BadParameter(f"'{url}' is not an http:// or https:// URL",
                                  param_hint="--url")
+    try:  # it was "http:/v1/diffs: http:///v1/diffs", exit 1
+        host = URL(url).host
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise click.BadParameter(f"'{url}': {exc}", param_hint="--url") from None
+    if not host:
+        raise click.BadParameter(f"'{url}' names no host", param_hint="--url")
     key = os.environ.get("DIFFROUTE_API_KEY")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     # the start-up line's `url` (and an OpenAI client's base_url) ends in /v1: the same service

@@ -187,3 +187,19 @@ async def test_url_may_be_the_v1_url_the_service_announces(
             await asyncio.to_thread(main, ["drift", "--url", url])
             out = capsys.readouterr()
             assert out.err == "" and "no drift recorded" in out.out, out
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://", "'http://' names no host"),
+    ("http://[::1", "'http://[::1': Invalid IPv6 URL"),
+    ("http://127.0.0.1:99999", "'http://127.0.0.1:99999': Port out of range 0-65535"),
+])
+def test_a_url_that_names_no_service_is_a_usage_error(
+        url: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """They were exit 1 and the URL said twice: "http:/v1/diffs: http:///v1/diffs"."""
+    for command in ("diffs", "drift"):
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--url", url])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2
+        assert err == f"diffroute: error: Invalid value for --url: {says}\n"
