@@ -111,6 +111,18 @@ class LlamaCppParams(BackendParams):
     repeat_penalty: float = Field(1.0, gt=0)
     seed: int = 0
 
+    @field_validator("weights")
+    @classmethod
+    def _known_package(cls, value: str) -> str:
+        # a typo in `pkg:` failed every command of the pool (`models` too, whose table it is)
+        from router.backends.weights import WeightsNotFoundError, packaged
+
+        try:
+            packaged(value)
+        except WeightsNotFoundError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("completion_template")
     @classmethod
     def _known_fields(cls, value: str) -> str:

