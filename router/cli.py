@@ -272,6 +272,11 @@ def profile_build(config: str | None, data_dir: str | None, suite: str, model_na
          f"({report.retries} retries); {report.cached_samples} of "
          f"{report.planned_samples} were cached")
     _print_summaries(summaries)
+    for summary in summaries:
+        if export_dir is not None and not summary["exported"]:
+            _say(f"diffroute: warning: {summary['model']}: not exported (probes are missing; "
+                 f"{Path(export_dir) / (summary['model'] + '.json.gz')} is left as it was): a "
+                 "re-run that collects them exports it")
     for name in report.given_up:
         _say(f"diffroute: warning: {name}: gave up after {GIVE_UP_AFTER} probes in a row "
              "failed; its other probes were not requested (a re-run collects them, and the "

@@ -153,10 +153,15 @@ async def build_profiles(settings: Settings, suite_name: str, names: Sequence[st
             summaries = []
             for name in names:
                 prof = from_store(pool.get(name), suite, store, decoding)
-                if export_dir is not None:
+                failures = [f for f in report.failures if f[0] == name]
+                # not a model with probes missing: its export (an empty profile, when its
+                # upstream was down) replaced a whole one, e.g. a shipped profile
+                complete = not failures and name not in report.given_up
+                if export_dir is not None and complete:
                     prof.save(export_dir / f"{name}.json.gz")
                 summary = prof.summary(suite)
-                summary["failures"] = [f for f in report.failures if f[0] == name]
+                summary["failures"] = failures
+                summary["exported"] = export_dir is not None and complete
                 summaries.append(summary)
     return summaries, report
 

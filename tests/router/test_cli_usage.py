@@ -293,3 +293,22 @@ def test_an_export_dir_that_cannot_be_made_is_refused_before_the_collection(
     assert run.err == (f"diffroute: error: Invalid value for --export: '{pool / 'profiles'}': "
                        "Not a directory\n")
     assert not (pool.parent / "data").exists()  # nothing was collected
+
+
+def test_a_model_whose_probes_failed_does_not_replace_its_exported_profile(
+        pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A build whose model was down exported its empty profile over the whole one (with
+    ``--export router/data/profiles``, as the README rebuilds them: the shipped profile)."""
+    suite, exported = str(pool.parent / "sim.jsonl"), tmp_path / "exported"
+    run = cli(capsys, "profile", "build", "--config", str(pool), "--suite", suite,
+              "--samples", "2", "--models", "sa", "--export", str(exported))
+    assert run.code == 0, run.err
+    whole = (exported / "sa.json.gz").read_bytes()
+    down = [{**MODELS[0], "backend": {**MODELS[0]["backend"], "failure_rate": 1.0}}]
+    config = tmp_path / "down.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": "down", "models": down}), encoding="utf-8")
+    run = cli(capsys, "profile", "build", "--config", str(config), "--suite", suite,
+              "--samples", "2", "--export", str(exported))
+    assert run.code == 1
+    assert "diffroute: warning: sa: not exported (probes are missing;" in run.err
+    assert (exported / "sa.json.gz").read_bytes() == whole
