@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="diffroute", standalone_mode=False)
     except click.exceptions.Abort:
         fail("aborted", 130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `diffroute profile`: as bare diffroute
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
     except click.ClickException as exc:
         _say(f"diffroute: error: {exc.format_message()}")
         sys.exit(exc.exit_code)
@@ -733,7 +735,7 @@ def drift(config: str | None, data_dir: str | None, url: str | None) -> None:
 
 @cli.group()
 def store() -> None:
-    """The store's schema: what ``store:`` names (SQLite in the data dir, or PostgreSQL)."""
+    """The store's schema: what `store:` names (SQLite in the data dir, or PostgreSQL)."""
 
 
 @store.command("migrate")

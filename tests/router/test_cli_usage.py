@@ -108,6 +108,17 @@ def test_bare_diffroute_prints_its_help(capsys: pytest.CaptureFixture[str]) -> N
     assert "profile" in run.out and "serve" in run.out
 
 
+@pytest.mark.parametrize(("group", "commands"), [("profile", ("build", "show")),
+                                                 ("store", ("check", "migrate"))])
+def test_a_bare_command_group_prints_its_help_as_bare_diffroute_does(
+        group: str, commands: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    """It was ``diffroute: error: Usage: …`` and the help, on stderr, exit 2."""
+    run = cli(capsys, group)
+    assert run.code == 0 and run.err == "", run.err
+    assert run.out.startswith(f"Usage: diffroute {group}")
+    assert all(f"  {c} " in run.out for c in commands) and "``" not in run.out
+
+
 def test_pairs_on_a_data_dir_that_is_a_file_is_one_line_exit_2(
         pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """It was a raw ``[Errno 20] Not a directory`` and exit 1."""
